@@ -1,0 +1,149 @@
+"""Assemble a package directory: model files, example, optional user code, manifest.
+
+The directory is built in a hidden sibling and renamed into place only when it
+is complete, so a failed export never leaves a half-written package behind.
+"""
+
+from __future__ import annotations
+
+import platform
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from model_package._version import __version__
+from model_package.errors import MissingFileError, UsageError
+from model_package.example import save_arrays, trim_rows
+from model_package.formats import SavedArtifact, get_format
+from model_package.hashing import sha256_file
+from model_package.manifest import (
+    MANIFEST_FILENAME,
+    SCHEMA_VERSION,
+    Creation,
+    Example,
+    FileEntry,
+    Manifest,
+    UserCode,
+    write_manifest,
+)
+
+#: Writes the model into the staging directory it is given and describes what it wrote.
+Stager = Callable[[Path], SavedArtifact]
+
+
+@dataclass(frozen=True)
+class PackageSpec:
+    """Everything about a package that is not the model itself."""
+
+    name: str
+    version: str
+    format: str
+    example_inputs: Mapping[str, np.ndarray]
+    expected_outputs: Mapping[str, np.ndarray] | None = None
+    """Outputs of the original model on ``example_inputs``; computed from the saved artifact when absent."""
+    code_dir: Path | None = None
+    rtol: float = 1e-4
+    atol: float = 1e-5
+    source: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+def build_package(out_dir: Path, spec: PackageSpec, stage: Stager, *, overwrite: bool = False) -> Manifest:
+    """Create the package directory ``out_dir`` and return its manifest."""
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise UsageError(f"{out_dir} already exists and is not empty; choose a new directory or pass --overwrite")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    try:
+        artifact = stage(staging)
+        manifest = _finish(staging, spec, artifact)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        staging.rename(out_dir)
+        return manifest
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _finish(staging: Path, spec: PackageSpec, artifact: SavedArtifact) -> Manifest:
+    example = Example(rtol=spec.rtol, atol=spec.atol)
+    inputs = trim_rows(spec.example_inputs)
+    save_arrays(staging / example.inputs, inputs)
+    code = _copy_user_code(spec.code_dir, staging) if spec.code_dir is not None else None
+
+    if spec.expected_outputs is not None:
+        outputs = trim_rows(spec.expected_outputs)
+    else:
+        outputs = _predict_with_saved_artifact(staging, spec, artifact, example, code)
+    save_arrays(staging / example.outputs, outputs)
+
+    manifest = Manifest(
+        schema_version=SCHEMA_VERSION,
+        name=spec.name,
+        version=spec.version,
+        format=spec.format,  # type: ignore[arg-type]  # validated by pydantic
+        framework=artifact.framework,
+        model_path=artifact.model_path,
+        signature=artifact.signature,
+        example=example,
+        code=code,
+        files=hash_tree(staging),
+        created=Creation(
+            created_at=datetime.now(UTC).replace(microsecond=0).isoformat(),
+            tool=f"model-package {__version__}",
+            python=platform.python_version(),
+            source=spec.source,
+        ),
+        metadata=dict(spec.metadata),
+    )
+    write_manifest(staging, manifest)
+    return manifest
+
+
+def _predict_with_saved_artifact(
+    staging: Path, spec: PackageSpec, artifact: SavedArtifact, example: Example, code: UserCode | None
+) -> dict[str, np.ndarray]:
+    # Build a provisional manifest so the loader sees exactly what the server will see.
+    provisional = Manifest(
+        schema_version=SCHEMA_VERSION,
+        name=spec.name,
+        version=spec.version,
+        format=spec.format,  # type: ignore[arg-type]
+        framework=artifact.framework,
+        model_path=artifact.model_path,
+        signature=artifact.signature,
+        example=example.model_copy(update={"outputs": example.inputs}),
+        code=code,
+        files=hash_tree(staging),
+        created=Creation(created_at="", tool="", python=""),
+    )
+    model = get_format(spec.format).load(staging, provisional)
+    return model.predict(trim_rows(spec.example_inputs))
+
+
+def _copy_user_code(code_dir: Path, staging: Path) -> UserCode:
+    entry = code_dir / "inference.py"
+    if not entry.is_file():
+        raise MissingFileError(f"{code_dir} has no inference.py; user code must define its hooks in code/inference.py")
+    shutil.copytree(code_dir, staging / "code", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    requirements = "code/requirements.txt" if (code_dir / "requirements.txt").is_file() else None
+    return UserCode(entry_point="code/inference.py", requirements=requirements)
+
+
+def hash_tree(root: Path, progress: Callable[[int], None] | None = None) -> tuple[FileEntry, ...]:
+    """A sorted FileEntry per regular file under ``root``, except the manifest itself."""
+    entries = []
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root).as_posix()
+        if path.is_symlink():
+            raise UsageError(f"{relative} is a symbolic link; packages hold regular files only")
+        if not path.is_file() or relative == MANIFEST_FILENAME:
+            continue
+        entries.append(FileEntry(path=relative, sha256=sha256_file(path, progress), size=path.stat().st_size))
+    return tuple(entries)

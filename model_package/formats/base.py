@@ -1,0 +1,133 @@
+"""The small interface every model format implements.
+
+A format module knows how to save one kind of artifact, how to inspect a saved
+one, and how to load it for batch prediction on NumPy arrays. The inference
+server and ``verify`` only ever use :class:`LoadedModel`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from model_package.errors import PredictionError
+from model_package.manifest import Framework, Manifest, Signature
+
+#: Named input arrays, in the signature's order.
+Tensors = Mapping[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class SavedArtifact:
+    """What an exporter or importer wrote into a staging directory."""
+
+    model_path: str
+    """Path of the model file or directory, relative to the staging directory."""
+    signature: Signature
+    framework: Framework
+
+
+class LoadedModel(Protocol):
+    """A loaded package, ready for concurrent batch prediction.
+
+    Implementations must be safe to call from several threads at once and must
+    not re-trace or re-compile per call.
+    """
+
+    @property
+    def signature(self) -> Signature: ...
+
+    def predict(self, inputs: Tensors) -> dict[str, np.ndarray]:
+        """Run one batch. ``inputs`` holds every signature input by name; the result every output."""
+        ...
+
+
+class ModelFormat(Protocol):
+    """One model format: ``name`` is the manifest's ``format`` value."""
+
+    name: str
+
+    def import_artifact(self, source: Path, staging_dir: Path, example_inputs: Tensors | None) -> SavedArtifact:
+        """Copy an already-saved artifact into ``staging_dir`` under its canonical name and describe it.
+
+        ``example_inputs`` is only needed by formats whose files do not record
+        their signature (TorchScript); others ignore it.
+        """
+        ...
+
+    def load(self, package_dir: Path, manifest: Manifest, *, threads: int | None = None) -> LoadedModel:
+        """Load the package's model; ``threads`` caps the framework's intra-op threads."""
+        ...
+
+
+class ExportableFormat(ModelFormat, Protocol):
+    """A format that can also be written from a live, in-memory model."""
+
+    def save(
+        self, model: Any, example_inputs: Tensors, staging_dir: Path
+    ) -> tuple[SavedArtifact, dict[str, np.ndarray]]:
+        """Export ``model`` into ``staging_dir`` with a dynamic batch dimension.
+
+        Returns what was written and the *live* model's outputs on
+        ``example_inputs`` (the reference the package is verified against).
+        """
+        ...
+
+
+def check_inputs(signature: Signature, inputs: Tensors) -> dict[str, np.ndarray]:
+    """Validate named inputs against the signature and cast them to its dtypes.
+
+    Raises :class:`PredictionError` naming the input, what it got and what the
+    signature allows, so that servers can return it as a 4xx body unchanged.
+    """
+    expected = [spec.name for spec in signature.inputs]
+    missing = [name for name in expected if name not in inputs]
+    extra = [name for name in inputs if name not in expected]
+    if missing or extra:
+        raise PredictionError(f"inputs must be exactly {expected}; missing {missing}, unexpected {extra}")
+    checked: dict[str, np.ndarray] = {}
+    batch: int | None = None
+    for spec in signature.inputs:
+        array = np.asarray(inputs[spec.name])
+        if array.ndim != len(spec.shape):
+            raise PredictionError(
+                f"input {spec.name!r} has shape {list(array.shape)}; expected rank {len(spec.shape)} "
+                f"matching {list(spec.shape)} (-1 = any size)"
+            )
+        for axis, (got, want) in enumerate(zip(array.shape, spec.shape, strict=True)):
+            if want not in (-1, got):
+                raise PredictionError(
+                    f"input {spec.name!r} has size {got} on axis {axis}; expected {want} "
+                    f"(signature shape {list(spec.shape)})"
+                )
+        if array.ndim and (batch is None or array.shape[0] == batch):
+            batch = array.shape[0]
+        elif array.ndim:
+            raise PredictionError(
+                f"all inputs must share the batch size; {spec.name!r} has {array.shape[0]}, others {batch}"
+            )
+        if spec.dtype != "bytes" and array.dtype != np.dtype(spec.dtype):
+            try:
+                array = array.astype(spec.dtype, casting="same_kind")
+            except TypeError as exc:
+                raise PredictionError(f"input {spec.name!r} has dtype {array.dtype}; expected {spec.dtype}") from exc
+        checked[spec.name] = np.ascontiguousarray(array)
+    return checked
+
+
+def numpy_dtype_name(dtype: object) -> str:
+    """The manifest dtype name of a NumPy-compatible dtype."""
+    name = str(np.dtype(dtype).name)  # type: ignore[call-overload]
+    if name.startswith(("bytes", "str", "object")):
+        return "bytes"
+    return name
+
+
+def dynamic_batch_shape(shape: tuple[int, ...] | list[int]) -> tuple[int, ...]:
+    """``shape`` with its first (batch) dimension marked dynamic."""
+    dims = tuple(int(d) for d in shape)
+    return (-1, *dims[1:]) if dims else dims
