@@ -10,7 +10,7 @@ import platform
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,7 +18,7 @@ import numpy as np
 
 from model_package._version import __version__
 from model_package.errors import MissingFileError, UsageError
-from model_package.example import save_arrays, trim_rows
+from model_package.example import save_arrays, synthesize_inputs, trim_rows
 from model_package.formats import SavedArtifact, get_format
 from model_package.hashing import sha256_file
 from model_package.manifest import (
@@ -32,8 +32,9 @@ from model_package.manifest import (
     write_manifest,
 )
 
-#: Writes the model into the staging directory it is given and describes what it wrote.
-Stager = Callable[[Path], SavedArtifact]
+#: Writes the model into the staging directory it is given and describes what it wrote; an
+#: exporter also returns the live model's outputs on the example (the verification reference).
+Stager = Callable[[Path], SavedArtifact | tuple[SavedArtifact, Mapping[str, np.ndarray]]]
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,8 @@ class PackageSpec:
     name: str
     version: str
     format: str
-    example_inputs: Mapping[str, np.ndarray]
+    example_inputs: Mapping[str, np.ndarray] | None
+    """A few rows of real inputs; synthesized from the signature when absent (imports only)."""
     expected_outputs: Mapping[str, np.ndarray] | None = None
     """Outputs of the original model on ``example_inputs``; computed from the saved artifact when absent."""
     code_dir: Path | None = None
@@ -60,7 +62,12 @@ def build_package(out_dir: Path, spec: PackageSpec, stage: Stager, *, overwrite:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     try:
-        artifact = stage(staging)
+        staged = stage(staging)
+        if isinstance(staged, tuple):
+            artifact, reference = staged
+            spec = replace(spec, expected_outputs=reference)
+        else:
+            artifact = staged
         manifest = _finish(staging, spec, artifact)
         if out_dir.exists():
             shutil.rmtree(out_dir)
@@ -73,14 +80,17 @@ def build_package(out_dir: Path, spec: PackageSpec, stage: Stager, *, overwrite:
 
 def _finish(staging: Path, spec: PackageSpec, artifact: SavedArtifact) -> Manifest:
     example = Example(rtol=spec.rtol, atol=spec.atol)
-    inputs = trim_rows(spec.example_inputs)
+    if spec.example_inputs is not None:
+        inputs = trim_rows(spec.example_inputs)
+    else:
+        inputs = synthesize_inputs(artifact.signature)
     save_arrays(staging / example.inputs, inputs)
     code = _copy_user_code(spec.code_dir, staging) if spec.code_dir is not None else None
 
     if spec.expected_outputs is not None:
         outputs = trim_rows(spec.expected_outputs)
     else:
-        outputs = _predict_with_saved_artifact(staging, spec, artifact, example, code)
+        outputs = _predict_with_saved_artifact(staging, artifact, spec=spec, example=example, code=code, inputs=inputs)
     save_arrays(staging / example.outputs, outputs)
 
     manifest = Manifest(
@@ -107,7 +117,13 @@ def _finish(staging: Path, spec: PackageSpec, artifact: SavedArtifact) -> Manife
 
 
 def _predict_with_saved_artifact(
-    staging: Path, spec: PackageSpec, artifact: SavedArtifact, example: Example, code: UserCode | None
+    staging: Path,
+    artifact: SavedArtifact,
+    *,
+    spec: PackageSpec,
+    example: Example,
+    code: UserCode | None,
+    inputs: Mapping[str, np.ndarray],
 ) -> dict[str, np.ndarray]:
     # Build a provisional manifest so the loader sees exactly what the server will see.
     provisional = Manifest(
@@ -124,7 +140,7 @@ def _predict_with_saved_artifact(
         created=Creation(created_at="", tool="", python=""),
     )
     model = get_format(spec.format).load(staging, provisional)
-    return model.predict(trim_rows(spec.example_inputs))
+    return model.predict(inputs)
 
 
 def _copy_user_code(code_dir: Path, staging: Path) -> UserCode:

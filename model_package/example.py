@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from model_package.errors import IntegrityError, UsageError
+from model_package.manifest import Signature
 
 #: How many rows of the caller's example inputs a package keeps (enough to exercise batching).
 MAX_EXAMPLE_ROWS = 4
@@ -37,3 +38,25 @@ def load_arrays(path: Path) -> dict[str, np.ndarray]:
 def trim_rows(arrays: Mapping[str, np.ndarray], rows: int = MAX_EXAMPLE_ROWS) -> dict[str, np.ndarray]:
     """The first ``rows`` rows of every batched array (scalars unchanged)."""
     return {name: (np.asarray(a)[:rows] if np.asarray(a).ndim else np.asarray(a)) for name, a in arrays.items()}
+
+
+def synthesize_inputs(signature: Signature, batch: int = 2, seed: int = 0) -> dict[str, np.ndarray]:
+    """Deterministic example inputs for a signature: dynamic dims become ``batch``.
+
+    Floats are standard normal, integers and booleans zero (always valid as
+    indices or masks). Byte-string inputs cannot be guessed, so they need real
+    example inputs from the caller.
+    """
+    rng = np.random.default_rng(seed)
+    arrays: dict[str, np.ndarray] = {}
+    for spec in signature.inputs:
+        shape = tuple(batch if dim == -1 else dim for dim in spec.shape)
+        if spec.dtype == "bytes":
+            raise UsageError(
+                f"input {spec.name!r} takes byte strings, which cannot be synthesized; pass example inputs"
+            )
+        if spec.dtype.startswith("float"):
+            arrays[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
+        else:
+            arrays[spec.name] = np.zeros(shape, dtype=spec.dtype)
+    return arrays

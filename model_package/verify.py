@@ -1,0 +1,107 @@
+"""Verify a package: integrity against its manifest, and behaviour on its bundled example."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from model_package.errors import BehaviourMismatchError, IntegrityError
+from model_package.example import load_arrays
+from model_package.formats import LoadedModel, get_format
+from model_package.hashing import ProgressCallback, sha256_file
+from model_package.manifest import MANIFEST_FILENAME, Manifest, read_manifest
+
+
+@dataclass(frozen=True)
+class BehaviourReport:
+    """How far the packaged model's outputs are from the bundled expected outputs."""
+
+    max_abs_error: dict[str, float]
+    """Per output name, the largest absolute difference seen."""
+    rtol: float
+    atol: float
+
+    @property
+    def worst(self) -> float:
+        """The largest absolute error over all outputs."""
+        return max(self.max_abs_error.values(), default=0.0)
+
+
+def verify_integrity(package_dir: Path, progress: ProgressCallback | None = None) -> Manifest:
+    """Check that ``package_dir`` holds exactly the files its manifest lists, byte for byte."""
+    manifest = read_manifest(package_dir)
+    check_file_set(package_dir, manifest)
+    for entry in manifest.files:
+        path = package_dir / entry.path
+        size = path.stat().st_size
+        if size != entry.size:
+            raise IntegrityError(f"{entry.path}: size is {size} bytes, the manifest says {entry.size}: file corrupted")
+        actual = sha256_file(path, progress)
+        if actual != entry.sha256:
+            raise IntegrityError(
+                f"{entry.path}: sha256 is {actual}, the manifest says {entry.sha256}: "
+                "the file was modified or corrupted"
+            )
+    return manifest
+
+
+def check_file_set(package_dir: Path, manifest: Manifest) -> None:
+    """Check that ``package_dir`` holds exactly the regular files the manifest lists (no hashing)."""
+    present: set[str] = set()
+    for path in package_dir.rglob("*"):
+        relative = path.relative_to(package_dir).as_posix()
+        if path.is_symlink():
+            raise IntegrityError(f"{relative} is a symbolic link; packages hold regular files only")
+        if path.is_file() and relative != MANIFEST_FILENAME:
+            present.add(relative)
+    listed = {entry.path for entry in manifest.files}
+    missing = sorted(listed - present)
+    if missing:
+        raise IntegrityError(f"{package_dir}: files listed in the manifest are missing: {', '.join(missing[:5])}")
+    extra = sorted(present - listed)
+    if extra:
+        raise IntegrityError(
+            f"{package_dir}: files not listed in the manifest: {', '.join(extra[:5])} "
+            "(a package holds exactly the files its manifest lists)"
+        )
+
+
+def verify_behaviour(
+    package_dir: Path,
+    manifest: Manifest | None = None,
+    *,
+    model: LoadedModel | None = None,
+    threads: int | None = None,
+) -> BehaviourReport:
+    """Load the package with its format's loader (the one the server uses) and compare outputs.
+
+    Raises :class:`BehaviourMismatchError` when an output differs beyond the
+    manifest's tolerance, reporting the largest absolute error.
+    """
+    manifest = manifest or read_manifest(package_dir)
+    if model is None:
+        model = get_format(manifest.format).load(package_dir, manifest, threads=threads)
+    inputs = load_arrays(package_dir / manifest.example.inputs)
+    expected = load_arrays(package_dir / manifest.example.outputs)
+    actual = model.predict(inputs)
+    errors: dict[str, float] = {}
+    for name, want in expected.items():
+        if name not in actual:
+            raise BehaviourMismatchError(f"the model returned no output {name!r}; it returned {sorted(actual)}")
+        got = np.asarray(actual[name])
+        if got.shape != want.shape:
+            raise BehaviourMismatchError(
+                f"output {name!r} has shape {list(got.shape)}, the bundled example expects {list(want.shape)}"
+            )
+        if want.dtype.kind in "SUb":
+            errors[name] = 0.0 if np.array_equal(got, want) else float("inf")
+        else:
+            errors[name] = float(np.max(np.abs(got.astype(np.float64) - want.astype(np.float64)), initial=0.0))
+        if not np.allclose(got, want, rtol=manifest.example.rtol, atol=manifest.example.atol):
+            raise BehaviourMismatchError(
+                f"output {name!r} differs from the bundled example: max abs error {errors[name]:.3g} exceeds "
+                f"rtol={manifest.example.rtol}, atol={manifest.example.atol}"
+            )
+    return BehaviourReport(max_abs_error=errors, rtol=manifest.example.rtol, atol=manifest.example.atol)
