@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from isal import igzip_threaded
+from isal.isal_zlib import error as IsalError
 
 from model_package.errors import DigestMismatchError, IntegrityError, MissingFileError, UnsafeArchiveError, UsageError
 from model_package.hashing import HashingWriter, ProgressCallback, sha256_file
@@ -217,7 +218,7 @@ def _unpack_into(archive: Path, staging: Path, progress: ProgressCallback | None
                         out.write(chunk)
                         if progress is not None:
                             progress(len(chunk))
-    except (tarfile.TarError, EOFError, OSError) as exc:
+    except (tarfile.TarError, EOFError, OSError, IsalError) as exc:
         if isinstance(exc, FileExistsError):
             raise UnsafeArchiveError(f"{archive}: two entries map to the same file ({exc.filename})") from exc
         raise IntegrityError(f"{archive} is not a valid gzip-compressed tar archive: {exc}") from exc

@@ -1,0 +1,1 @@
+"""A real, seconds-long example: classify scikit-learn's bundled 8x8 handwritten digits."""
