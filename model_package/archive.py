@@ -25,16 +25,17 @@ import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
-from isal import igzip_threaded
-from isal.isal_zlib import error as IsalError
+from isal import igzip_threaded, isal_zlib
 
 from model_package.errors import DigestMismatchError, IntegrityError, MissingFileError, UnsafeArchiveError, UsageError
 from model_package.hashing import HashingWriter, ProgressCallback, sha256_file
 from model_package.manifest import MANIFEST_FILENAME, Manifest, check_relative_path, read_manifest
 from model_package.verify import check_file_set, verify_integrity
 
+# isal's stubs type its error class as an instance; it is an Exception subclass.
+IsalError = cast("type[Exception]", isal_zlib.error)
 ARCHIVE_NAME = "model.tar.gz"
 #: Size of the blocks compressed in parallel; part of the archive format (changing it changes digests).
 BLOCK_SIZE = 1024 * 1024

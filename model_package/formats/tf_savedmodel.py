@@ -1,0 +1,189 @@
+"""Format ``tf_savedmodel``: a TensorFlow SavedModel directory ``model.savedmodel/``.
+
+The package runs the SavedModel's ``serving_default`` signature, the same
+entry point TensorFlow Serving and Vertex AI's prebuilt TF containers use. Its
+inputs are keyword arguments, so the package signature lists them in sorted
+name order (TensorFlow's own flat order); the outputs are the signature's dict
+keys. Live Keras 3 models are written with ``model.export(format="tf_saved_model")``;
+see :mod:`model_package.formats._tensorflow` for how inputs and outputs are named.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from model_package.errors import ExportError, LoadError, MissingFileError, ModelPackageError, UsageError
+from model_package.formats import _tensorflow as _tf
+from model_package.formats.base import ExportableFormat, LoadedModel, SavedArtifact, Tensors
+from model_package.manifest import Framework, Manifest, Signature
+
+#: The directory the SavedModel lives in, relative to the package root.
+MODEL_DIRNAME = "model.savedmodel"
+
+#: The signature a package runs; it is what ``model.export`` and TF Serving use by default.
+SERVING_SIGNATURE = "serving_default"
+
+_PROTO_FILENAME = "saved_model.pb"
+
+
+class TFSavedModelFormat:
+    """Save, import and load TensorFlow SavedModels through their ``serving_default`` signature."""
+
+    name = "tf_savedmodel"
+
+    def save(
+        self, model: Any, example_inputs: Tensors, staging_dir: Path
+    ) -> tuple[SavedArtifact, dict[str, np.ndarray]]:
+        """Export a live Keras 3 model with ``model.export(format="tf_saved_model")`` into ``model.savedmodel/``.
+
+        The exported signature always has a dynamic batch dimension, even for
+        models built with a fixed ``batch_size``. The example inputs must be
+        named after the model's ``keras.Input`` layers.
+        """
+        keras = _tf.import_keras()
+        if not isinstance(model, keras.Model):
+            raise UsageError(
+                f"the tf_savedmodel format exports Keras 3 models, got {type(model).__name__}; "
+                "to package an existing SavedModel directory, import it instead"
+            )
+        input_signature, call_order = _export_input_signature(model, example_inputs)
+        _tf.check_example_names(call_order, example_inputs)
+        path = staging_dir / MODEL_DIRNAME
+        try:
+            model.export(str(path), format="tf_saved_model", input_signature=input_signature, verbose=False)
+        except ModelPackageError:
+            raise
+        except Exception as exc:  # Keras and TF raise anything while tracing user layers
+            raise ExportError(
+                f"Keras could not export {type(model).__name__} as a TensorFlow SavedModel: {_tf.one_line(exc)}"
+            ) from exc
+        try:
+            signature, _, _ = _open(path)
+        except LoadError as exc:
+            raise ExportError(f"the exported SavedModel cannot be loaded back: {exc}") from exc
+        fixed = [spec.name for spec in signature.inputs if spec.shape and spec.shape[0] != -1]
+        if fixed:
+            raise ExportError(f"the exported SavedModel has a fixed batch dimension on inputs {fixed}; expected -1")
+        reference = _tf.run_keras_model(model, signature, example_inputs, call_order)
+        _tf.check_reference_names(signature, reference)
+        return SavedArtifact(model_path=MODEL_DIRNAME, signature=signature, framework=_tf.framework()), reference
+
+    def import_artifact(self, source: Path, staging_dir: Path, example_inputs: Tensors | None) -> SavedArtifact:
+        """Copy a SavedModel directory into ``staging_dir/model.savedmodel`` and read its serving signature.
+
+        ``example_inputs`` is ignored: a SavedModel records its signature.
+        """
+        if not source.exists():
+            raise MissingFileError(f"{source} does not exist")
+        if not source.is_dir():
+            raise UsageError(
+                f"{source} is a file; a TensorFlow SavedModel is a directory containing {_PROTO_FILENAME} "
+                "and variables/"
+            )
+        if not (source / _PROTO_FILENAME).is_file():
+            raise UsageError(
+                f"{source} is not a TensorFlow SavedModel: {_PROTO_FILENAME} is missing "
+                f"(found {sorted(p.name for p in source.iterdir()) or 'an empty directory'})"
+            )
+        signature, _, _ = _open(source)
+        framework = _saved_with(source) or _tf.framework()
+        shutil.copytree(source, staging_dir / MODEL_DIRNAME)
+        return SavedArtifact(model_path=MODEL_DIRNAME, signature=signature, framework=framework)
+
+    def load(self, package_dir: Path, manifest: Manifest, *, threads: int | None = None) -> LoadedModel:
+        """Load ``model_path`` with ``tf.saved_model.load`` and serve its ``serving_default`` signature."""
+        _tf.configure_threads(threads)
+        path = package_dir / manifest.model_path
+        if not (path / _PROTO_FILENAME).is_file():
+            raise LoadError(f"{path} is not a TensorFlow SavedModel directory: {_PROTO_FILENAME} is missing")
+        signature, loaded, function = _open(path)
+        _tf.check_manifest_signature(path, manifest.signature, signature)
+        return _tf.ConcreteFunctionModel(manifest.signature, function, positional=None, owner=loaded)
+
+
+def _open(path: Path) -> tuple[Signature, Any, Any]:
+    """Load the SavedModel at ``path``: its package signature, the loaded object and the serving function."""
+    tf = _tf.import_tensorflow()
+    try:
+        loaded = tf.saved_model.load(str(path))
+    except Exception as exc:  # corrupt protos and variables surface as many different TF and protobuf errors
+        raise LoadError(f"cannot load the TensorFlow SavedModel {path}: {_tf.one_line(exc)}") from exc
+    signatures = getattr(loaded, "signatures", None) or {}
+    if SERVING_SIGNATURE not in signatures:
+        raise LoadError(
+            f"{path} has no {SERVING_SIGNATURE!r} signature (it has {sorted(signatures) or 'no signatures'}); "
+            "export it with model.export(path, format='tf_saved_model') or pass "
+            "signatures={'serving_default': ...} to tf.saved_model.save"
+        )
+    function = signatures[SERVING_SIGNATURE]
+    try:
+        signature = _tf.signature_of(function)
+    except ValueError as exc:
+        raise LoadError(
+            f"{path}: the {SERVING_SIGNATURE!r} signature cannot be described in a package manifest: "
+            f"{_tf.one_line(exc)}"
+        ) from exc
+    return signature, loaded, function
+
+
+def _saved_with(path: Path) -> Framework | None:
+    """The TensorFlow version recorded in ``saved_model.pb`` (it may differ from the installed one), if any."""
+    _tf.import_tensorflow()
+    try:
+        from tensorflow.core.protobuf import saved_model_pb2
+
+        proto = saved_model_pb2.SavedModel()
+        proto.ParseFromString((path / _PROTO_FILENAME).read_bytes())
+        version = str(proto.meta_graphs[0].meta_info_def.tensorflow_version)
+    except Exception:  # the proto loaded in _open, so this is only a missing field: use the installed version
+        return None
+    return Framework(name="tensorflow", version=version) if version else None
+
+
+def _export_input_signature(model: Any, example_inputs: Tensors) -> tuple[list[Any], list[str]]:
+    """The ``input_signature`` for ``model.export`` and the input names in ``model.inputs`` order.
+
+    Keras would name signature inputs after the live input *tensors*, which for
+    an unnamed ``keras.Input`` is a session-dependent ``keras_tensor_N``; naming
+    them after their ``InputLayer`` instead gives the names a reloaded ``.keras``
+    model has, so both TF formats agree. The batch dimension is made dynamic
+    here, whatever ``batch_size`` the model was built with.
+    """
+    tf = _tf.import_tensorflow()
+    keras = _tf.import_keras()
+    try:
+        tensors = _tf.keras_input_tensors(model)
+    except ValueError:
+        return _subclassed_input_signature(model, example_inputs)
+    names = [_tf.keras_input_name(tensor) for tensor in tensors]
+    specs = [
+        tf.TensorSpec(_tf.batch_dynamic(tensor.shape), tensor.dtype, name=name)
+        for tensor, name in zip(tensors, names, strict=True)
+    ]
+    if isinstance(model, keras.Sequential):
+        return specs, names
+    # A Functional model takes one positional argument holding its input structure.
+    return [keras.tree.pack_sequence_as(model.input, specs)], names
+
+
+def _subclassed_input_signature(model: Any, example_inputs: Tensors) -> tuple[list[Any], list[str]]:
+    """A subclassed model has no named inputs: its single input is named after the example array."""
+    tf = _tf.import_tensorflow()
+    if len(example_inputs) != 1:
+        raise UsageError(
+            f"{type(model).__name__} is a subclassed Keras model with no named inputs, so only single-input "
+            f"models can be exported; got example inputs {sorted(example_inputs)}. Build the model with "
+            "named keras.Input layers instead"
+        )
+    ((name, array),) = example_inputs.items()
+    array = np.asarray(array)
+    dtype = getattr(model, "input_dtype", None) or array.dtype
+    return [tf.TensorSpec(_tf.batch_dynamic(array.shape), dtype, name=name)], [name]
+
+
+#: The object :func:`model_package.formats.get_format` returns for ``tf_savedmodel``.
+FORMAT: ExportableFormat = TFSavedModelFormat()
