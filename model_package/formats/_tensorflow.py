@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from model_package.errors import ExportError, LoadError, ModelPackageError, PredictionError, UsageError
-from model_package.formats.base import Tensors, check_inputs, numpy_dtype_name
+from model_package.formats.base import Tensors, check_inputs, numpy_dtype_name, one_line_error
 from model_package.manifest import DTYPES, Framework, Signature, TensorSpec
 
 logger = logging.getLogger(__name__)
@@ -38,7 +38,6 @@ INSTALL_HINT = "install the 'tensorflow' extra: pip install 'model-deploy[tensor
 
 # Longest framework message we put into one of our one-line errors; TF messages
 # can embed whole graph dumps.
-_MAX_MESSAGE = 500
 
 
 def import_tensorflow() -> Any:
@@ -79,13 +78,6 @@ def import_keras() -> Any:
 def framework() -> Framework:
     """The :class:`Framework` entry for the installed TensorFlow."""
     return Framework(name="tensorflow", version=str(import_tensorflow().__version__))
-
-
-def one_line(exc: BaseException) -> str:
-    """A framework exception as one short line: its type and the first line of its message."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    text = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
-    return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 3] + "..."
 
 
 def dtype_name(dtype: Any) -> str:
@@ -277,7 +269,7 @@ def run_keras_model(
     except ModelPackageError:
         raise
     except Exception as exc:  # Keras raises anything from a user's layers
-        raise ExportError(f"the live Keras model failed on the example inputs: {one_line(exc)}") from exc
+        raise ExportError(f"the live Keras model failed on the example inputs: {one_line_error(exc)}") from exc
 
 
 def check_example_names(expected: Sequence[str], inputs: Tensors) -> None:
@@ -353,4 +345,4 @@ class ConcreteFunctionModel:
                 result = self._function(*(tensors[name] for name in self._positional))
             return {spec.name: to_numpy(result[spec.name]) for spec in self._signature.outputs}
         except Exception as exc:  # a server must get a PredictionError, never a raw framework exception
-            raise PredictionError(f"TensorFlow failed to run the model: {one_line(exc)}") from exc
+            raise PredictionError(f"TensorFlow failed to run the model: {one_line_error(exc)}") from exc

@@ -7,6 +7,7 @@ server and ``verify`` only ever use :class:`LoadedModel`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,8 @@ import numpy as np
 
 from model_package.errors import PredictionError
 from model_package.manifest import Framework, Manifest, Signature
+
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 
 #: Named input arrays, in the signature's order.
 Tensors = Mapping[str, np.ndarray]
@@ -117,6 +120,12 @@ def check_inputs(signature: Signature, inputs: Tensors) -> dict[str, np.ndarray]
                 raise PredictionError(f"input {spec.name!r} has dtype {array.dtype}; expected {spec.dtype}") from exc
         checked[spec.name] = np.ascontiguousarray(array)
     return checked
+
+
+def one_line_error(exc: BaseException, limit: int = 400) -> str:
+    """A framework exception as one short line: frameworks print pages, with colour codes."""
+    text = " ".join(_ANSI_ESCAPE.sub("", str(exc)).split()).rstrip(" .") or type(exc).__name__
+    return text if len(text) <= limit else text[:limit].rstrip(" .") + " [...]"
 
 
 def numpy_dtype_name(dtype: object) -> str:

@@ -24,7 +24,7 @@ import numpy as np
 
 from model_package.errors import ExportError, LoadError, MissingFileError, ModelPackageError, UsageError
 from model_package.formats import _tensorflow as _tf
-from model_package.formats.base import ExportableFormat, LoadedModel, SavedArtifact, Tensors
+from model_package.formats.base import ExportableFormat, LoadedModel, SavedArtifact, Tensors, one_line_error
 from model_package.manifest import Manifest, Signature
 
 #: The model file, relative to the package root.
@@ -54,7 +54,7 @@ class KerasFormat:
         except ModelPackageError:
             raise
         except Exception as exc:  # Keras raises anything from user layers' get_config()
-            raise ExportError(f"Keras could not save {type(model).__name__}: {_tf.one_line(exc)}") from exc
+            raise ExportError(f"Keras could not save {type(model).__name__}: {one_line_error(exc)}") from exc
         try:
             signature, _, _ = _open(path)
         except LoadError as exc:
@@ -104,14 +104,14 @@ def _open(path: Path) -> tuple[Signature, Any, Any]:
     try:
         model = keras.saving.load_model(str(path), safe_mode=True, compile=False)
     except Exception as exc:  # corrupt zips, unknown classes and safe-mode refusals all arrive here
-        raise LoadError(f"cannot load the Keras model {path}: {_tf.one_line(exc)}") from exc
+        raise LoadError(f"cannot load the Keras model {path}: {one_line_error(exc)}") from exc
     try:
         function = _trace(model)
         signature = _tf.signature_of(function)
     except ModelPackageError:
         raise
     except Exception as exc:
-        raise LoadError(f"cannot prepare the Keras model {path} for prediction: {_tf.one_line(exc)}") from exc
+        raise LoadError(f"cannot prepare the Keras model {path} for prediction: {one_line_error(exc)}") from exc
     return signature, model, function
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from model_package.errors import ExportError, LoadError, MissingFileError, ModelPackageError, UsageError
 from model_package.formats import _tensorflow as _tf
-from model_package.formats.base import ExportableFormat, LoadedModel, SavedArtifact, Tensors
+from model_package.formats.base import ExportableFormat, LoadedModel, SavedArtifact, Tensors, one_line_error
 from model_package.manifest import Framework, Manifest, Signature
 
 #: The directory the SavedModel lives in, relative to the package root.
@@ -59,7 +59,7 @@ class TFSavedModelFormat:
             raise
         except Exception as exc:  # Keras and TF raise anything while tracing user layers
             raise ExportError(
-                f"Keras could not export {type(model).__name__} as a TensorFlow SavedModel: {_tf.one_line(exc)}"
+                f"Keras could not export {type(model).__name__} as a TensorFlow SavedModel: {one_line_error(exc)}"
             ) from exc
         try:
             signature, _, _ = _open(path)
@@ -111,7 +111,7 @@ def _open(path: Path) -> tuple[Signature, Any, Any]:
     try:
         loaded = tf.saved_model.load(str(path))
     except Exception as exc:  # corrupt protos and variables surface as many different TF and protobuf errors
-        raise LoadError(f"cannot load the TensorFlow SavedModel {path}: {_tf.one_line(exc)}") from exc
+        raise LoadError(f"cannot load the TensorFlow SavedModel {path}: {one_line_error(exc)}") from exc
     signatures = getattr(loaded, "signatures", None) or {}
     if SERVING_SIGNATURE not in signatures:
         raise LoadError(
@@ -125,7 +125,7 @@ def _open(path: Path) -> tuple[Signature, Any, Any]:
     except ValueError as exc:
         raise LoadError(
             f"{path}: the {SERVING_SIGNATURE!r} signature cannot be described in a package manifest: "
-            f"{_tf.one_line(exc)}"
+            f"{one_line_error(exc)}"
         ) from exc
     return signature, loaded, function
 

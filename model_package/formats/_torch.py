@@ -1,0 +1,375 @@
+"""Helpers shared by the PyTorch-based formats (``torch_export``, ``torchscript`` and ONNX export).
+
+The conventions that make a package's signature predictable live here:
+
+* inputs are named after the parameters of ``forward()`` and passed in that order;
+* outputs are named ``output`` (one tensor), ``output_0``, ``output_1``, ... (a tuple or
+  list) or after the keys of a returned dict;
+* the first dimension of every input and output is the (dynamic) batch dimension.
+
+Importing this module imports PyTorch. Format modules import it only when a torch
+format is actually used, so ``import model_package`` stays framework-free.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from model_package.errors import ExportError, LoadError, ModelPackageError, PredictionError, UsageError
+from model_package.formats.base import (
+    LoadedModel,
+    Tensors,
+    check_inputs,
+    dynamic_batch_shape,
+    numpy_dtype_name,
+    one_line_error,
+)
+from model_package.manifest import DTYPES, Framework, Signature, TensorSpec
+
+try:
+    # Re-exported (``as torch``) so format modules get torch through this guarded import.
+    import torch as torch  # noqa: PLC0414
+except ImportError as exc:  # pragma: no cover - exercised only without torch installed
+    raise LoadError(
+        "PyTorch is not installed, so torch_export/torchscript packages cannot be used; "
+        "install the 'torch' extra (pip install 'model-deploy[torch]') after a torch build for your platform"
+    ) from exc
+
+logger = logging.getLogger(__name__)
+
+
+#: Name of the only output of a model whose forward() returns a single tensor.
+SINGLE_OUTPUT = "output"
+
+#: Tolerances of the batch-size self-check that save() runs on every artifact. They are deliberately
+#: looser than a package's example tolerance: the check looks for exports that baked in the example's
+#: batch size (wrong shapes or wildly wrong values), not for float rounding between runtimes.
+_BATCH_CHECK_RTOL = 1e-3
+_BATCH_CHECK_ATOL = 1e-4
+
+# NumPy and the manifest cannot represent these; a clear error beats a cryptic TypeError from .numpy().
+_UNSUPPORTED_TORCH_DTYPES = ("bfloat16", "complex", "float8", "qint", "quint", "bits")
+
+
+def torch_framework() -> Framework:
+    """The manifest ``framework`` entry for artifacts saved or loaded with this PyTorch."""
+    return Framework(name="torch", version=str(torch.__version__))
+
+
+def set_threads(threads: int | None) -> None:
+    """Cap PyTorch's intra-op thread pool.
+
+    The pool is process-wide, so this is only called by loaders, which the
+    serving process configures once at start-up.
+    """
+    if threads is None:
+        return
+    if threads < 1:
+        raise UsageError(f"threads must be at least 1, got {threads}")
+    torch.set_num_threads(threads)
+
+
+def forward_parameters(model: Any) -> list[inspect.Parameter]:
+    """The positional parameters of ``model.forward`` (or of ``model`` itself if it is a plain callable)."""
+    target = getattr(model, "forward", model)
+    try:
+        params = list(inspect.signature(target).parameters.values())
+    except (TypeError, ValueError) as exc:
+        schema = getattr(target, "schema", None)
+        if schema is None:
+            raise UsageError(f"cannot read the parameters of {type(model).__name__}.forward(): {exc}") from exc
+        # A TorchScript module loaded from a file has no Python signature, only its TorchScript schema.
+        kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+        params = [
+            inspect.Parameter(arg.name, kind, default=None if arg.has_default_value() else inspect.Parameter.empty)
+            for arg in schema.arguments[1:]  # arguments[0] is self
+        ]
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return [p for p in params if p.kind in positional]
+
+
+def ordered_input_names(model: Any, example_inputs: Tensors) -> list[str]:
+    """The example inputs' names in ``forward()`` order.
+
+    The names must be the leading positional parameters of ``forward()`` (every
+    required one; optional trailing ones may be left out), in any order: the
+    exporters pass inputs positionally and name the package's inputs after them.
+    """
+    params = forward_parameters(model)
+    given = list(example_inputs)
+    names = [p.name for p in params[: len(given)]]
+    if not given or sorted(names) != sorted(given):
+        raise UsageError(
+            f"example inputs must be named after the parameters of {type(model).__name__}.forward(): "
+            f"expected {names or [p.name for p in params[:1]]} (forward() takes {[p.name for p in params]}), "
+            f"got {given}. Rename the arrays (e.g. the keys of the .npz file) to match forward()"
+        )
+    missing = [p.name for p in params[len(given) :] if p.default is inspect.Parameter.empty]
+    if missing:
+        raise UsageError(f"example inputs lack the required forward() parameter(s) {missing}; got {given}")
+    for name in names:
+        _check_input_array(name, np.asarray(example_inputs[name]))
+    return names
+
+
+def _check_input_array(name: str, array: np.ndarray) -> None:
+    dtype = numpy_dtype_name(array.dtype)
+    if dtype not in DTYPES or dtype == "bytes":
+        raise UsageError(
+            f"example input {name!r} has dtype {array.dtype}; PyTorch models take numeric or bool arrays "
+            f"({', '.join(d for d in DTYPES if d != 'bytes')})"
+        )
+
+
+def to_tensor(array: np.ndarray) -> torch.Tensor:
+    """A CPU tensor sharing memory with ``array`` where possible."""
+    if not array.flags.writeable:
+        # torch.from_numpy warns on read-only arrays (e.g. from np.load with mmap); copying is cheap insurance.
+        array = array.copy()
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
+def to_numpy(name: str, tensor: Any) -> np.ndarray:
+    """A model output as a NumPy array; rejects dtypes NumPy and the manifest cannot hold."""
+    if not isinstance(tensor, torch.Tensor):
+        raise UsageError(f"output {name!r} is a {type(tensor).__name__}, not a tensor; forward() must return tensors")
+    if any(marker in str(tensor.dtype) for marker in _UNSUPPORTED_TORCH_DTYPES):
+        raise UsageError(
+            f"output {name!r} has dtype {tensor.dtype}, which NumPy cannot represent; "
+            "cast it (e.g. .float()) at the end of forward()"
+        )
+    result: np.ndarray = tensor.detach().cpu().numpy()
+    return result
+
+
+def positional_output_name(index: int) -> str:
+    """The name of the ``index``-th output of a model returning a tuple or list."""
+    return f"output_{index}"
+
+
+def name_outputs(result: Any) -> dict[str, np.ndarray]:
+    """Name a forward() result: one tensor -> ``output``; tuple/list -> ``output_<i>``; dict -> its keys."""
+    if isinstance(result, torch.Tensor):
+        return {SINGLE_OUTPUT: to_numpy(SINGLE_OUTPUT, result)}
+    if isinstance(result, (tuple, list)):
+        return {positional_output_name(i): to_numpy(positional_output_name(i), t) for i, t in enumerate(result)}
+    if isinstance(result, Mapping) and all(isinstance(key, str) for key in result):
+        return {key: to_numpy(key, value) for key, value in result.items()}
+    raise UsageError(
+        f"forward() returned a {type(result).__name__}; supported outputs are a tensor, a flat tuple or list "
+        "of tensors, or a dict of str -> tensor"
+    )
+
+
+@contextlib.contextmanager
+def eval_mode(model: Any) -> Iterator[None]:
+    """Put an ``nn.Module`` in eval mode for the duration, then restore its training flag."""
+    if not isinstance(model, torch.nn.Module):
+        yield
+        return
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def run_model(model: Callable[..., Any], names: Sequence[str], inputs: Tensors) -> dict[str, np.ndarray]:
+    """Run ``model`` once in eval mode under ``torch.inference_mode`` and name its outputs."""
+    tensors = [to_tensor(np.asarray(inputs[name])) for name in names]
+    with eval_mode(model), torch.inference_mode():
+        result = model(*tensors)
+    return name_outputs(result)
+
+
+def reference_outputs(model: Callable[..., Any], names: Sequence[str], inputs: Tensors) -> dict[str, np.ndarray]:
+    """The live model's outputs on the example: what the package is verified against."""
+    try:
+        return run_model(model, names, inputs)
+    except ModelPackageError:
+        raise
+    except Exception as exc:
+        raise ExportError(
+            f"{type(model).__name__} failed on the example inputs before export: {one_line_error(exc)}"
+        ) from exc
+
+
+@contextlib.contextmanager
+def surface_tracer_warnings(tool: str) -> Iterator[None]:
+    """Log torch.jit tracer warnings through our logger and drop tracing's deprecation notices.
+
+    Tracer warnings flag Python control flow or int conversions that the trace
+    froze into constants: the one thing a user must see when a trace-based
+    exporter runs. The ``torch.jit`` deprecation notices are replaced by the
+    callers' own advice.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for message in sorted({str(w.message) for w in caught if w.category.__name__ == "TracerWarning"}):
+        logger.warning("%s: %s", tool, message)
+
+
+def export_batch(inputs: Tensors, names: Sequence[str]) -> tuple[torch.Tensor, ...]:
+    """The tensors to trace or export with, in ``names`` order.
+
+    A batch of one is repeated to two rows: exporters specialise a dimension of
+    size 1 to a constant, which would make the batch dimension static.
+    """
+    arrays = [np.asarray(inputs[name]) for name in names]
+    if arrays and all(a.ndim and a.shape[0] == 1 for a in arrays):
+        arrays = [np.concatenate([a, a]) for a in arrays]
+    return tuple(to_tensor(a) for a in arrays)
+
+
+def batch_dynamic_shapes(names: Sequence[str], inputs: Tensors) -> dict[str, Any]:
+    """``dynamic_shapes`` for torch.export / the dynamo ONNX exporter: one shared batch Dim on axis 0.
+
+    One shared ``Dim`` (rather than ``Dim.AUTO`` per input) both marks the axis
+    dynamic -- export fails loudly instead of silently specialising it -- and
+    records that all inputs share the batch size, as ``check_inputs`` enforces.
+    """
+    batch = torch.export.Dim("batch")
+    return {name: ({0: batch} if np.asarray(inputs[name]).ndim else None) for name in names}
+
+
+def specs_from_arrays(arrays: Mapping[str, np.ndarray], kind: str) -> tuple[TensorSpec, ...]:
+    """TensorSpecs for named arrays, with the first dimension marked dynamic."""
+    specs = []
+    for name, value in arrays.items():
+        array = np.asarray(value)
+        dtype = numpy_dtype_name(array.dtype)
+        if dtype not in DTYPES:
+            raise UsageError(f"{kind} {name!r} has dtype {array.dtype}, which a package signature cannot describe")
+        specs.append(TensorSpec(name=name, dtype=dtype, shape=dynamic_batch_shape(array.shape)))
+    return tuple(specs)
+
+
+def signature_from_arrays(inputs: Tensors, outputs: Mapping[str, np.ndarray]) -> Signature:
+    """A signature whose specs are the arrays' dtypes and shapes, batch dimension dynamic."""
+    return Signature(inputs=specs_from_arrays(inputs, "input"), outputs=specs_from_arrays(outputs, "output"))
+
+
+def torch_dtype_name(dtype: torch.dtype, what: str) -> str:
+    """The manifest dtype name of a torch dtype; ``what`` names the tensor in the error."""
+    try:
+        # A zero-element tensor is the cheapest way to ask torch for the NumPy equivalent.
+        name = numpy_dtype_name(torch.empty(0, dtype=dtype).numpy().dtype)
+    except TypeError as exc:
+        raise UsageError(f"{what} has dtype {dtype}, which NumPy and package signatures cannot represent") from exc
+    if name not in DTYPES:
+        raise UsageError(f"{what} has dtype {dtype}, which package signatures cannot represent")
+    return name
+
+
+class TorchLoadedModel:
+    """A loaded torch callable (exported program or TorchScript module) behind the LoadedModel interface.
+
+    Safe for concurrent calls: the module was exported or loaded in eval mode, so
+    its forward pass reads parameters and buffers without updating them, and it
+    runs under ``torch.inference_mode``, so no autograd state is shared between
+    calls. The module is built once at load time; calls never re-trace.
+    """
+
+    def __init__(
+        self,
+        module: Callable[..., Any],
+        signature: Signature,
+        positional: Sequence[str],
+        keywords: Mapping[str, str] | None = None,
+        *,
+        description: str,
+    ) -> None:
+        self._module = module
+        self._signature = signature
+        self._positional = tuple(positional)
+        # input name -> keyword of forward() (only for programs exported with keyword inputs)
+        self._keywords = dict(keywords or {})
+        self._description = description
+
+    @property
+    def signature(self) -> Signature:
+        """The package's signature (from its manifest)."""
+        return self._signature
+
+    def predict(self, inputs: Tensors) -> dict[str, np.ndarray]:
+        """Run one batch; raises PredictionError for inputs that do not fit or a failing forward()."""
+        checked = check_inputs(self._signature, inputs)
+        try:
+            args = [to_tensor(checked[name]) for name in self._positional]
+            kwargs = {key: to_tensor(checked[name]) for name, key in self._keywords.items()}
+            with torch.inference_mode():
+                result = self._module(*args, **kwargs)
+            named = name_outputs(result)
+        except Exception as exc:
+            shapes = {name: list(array.shape) for name, array in checked.items()}
+            raise PredictionError(
+                f"{self._description} failed on inputs with shapes {shapes}: {one_line_error(exc)}"
+            ) from exc
+        missing = [spec.name for spec in self._signature.outputs if spec.name not in named]
+        if missing:
+            raise PredictionError(
+                f"{self._description} returned outputs {sorted(named)}, but the manifest declares {missing} as well"
+            )
+        return {spec.name: named[spec.name] for spec in self._signature.outputs}
+
+
+def check_batch_generalizes(
+    model: Callable[..., Any], names: Sequence[str], example_inputs: Tensors, loaded: LoadedModel, fmt: str
+) -> None:
+    """Prove that a saved artifact works at a batch size other than the example's.
+
+    Tracing-based exporters can bake the example's batch size into reshapes
+    without complaint; the package would then fail (or silently mislead) on the
+    endpoint. Comparing the reloaded artifact with the live model on a batch one
+    row larger catches that at build time.
+    """
+    arrays = {name: np.asarray(example_inputs[name]) for name in names}
+    if not arrays or any(a.ndim == 0 or a.shape[0] == 0 for a in arrays.values()):
+        return
+    example_rows = next(iter(arrays.values())).shape[0]
+    # One row more than the example, and never 2: a one-row example was traced with two rows (export_batch).
+    extra = 1 if example_rows > 1 else 2
+    bigger = {name: np.concatenate([a, *([a[:1]] * extra)]) for name, a in arrays.items()}
+    rows = example_rows + extra
+    try:
+        expected = run_model(model, names, bigger)
+    except Exception as exc:
+        # The live model itself only handles the example's batch size: nothing to compare against.
+        logger.warning("skipping the batch-size check: the live model fails on %d rows (%s)", rows, one_line_error(exc))
+        return
+    try:
+        got = loaded.predict(bigger)
+    except PredictionError as exc:
+        raise ExportError(
+            f"the saved {fmt} model fails on a batch of {rows} rows although the example had "
+            f"{example_rows}: {exc}. The export probably fixed the batch size; try the 'torch_export' format "
+            "or make forward() independent of the batch size"
+        ) from exc
+    for name, want in expected.items():
+        have = got.get(name)
+        if have is not None and have.shape == want.shape and _close(have, want):
+            continue
+        if have is None or have.shape != want.shape:
+            detail = f"shape {None if have is None else list(have.shape)} instead of {list(want.shape)}"
+        else:
+            detail = "values differ beyond float rounding"
+        raise ExportError(
+            f"the saved {fmt} model disagrees with the live model on a batch of {rows} rows "
+            f"(output {name!r}: {detail}). The export probably fixed the batch size or traced "
+            "data-dependent control flow; try the 'torch_export' format"
+        )
+
+
+def _close(have: np.ndarray, want: np.ndarray) -> bool:
+    if np.issubdtype(want.dtype, np.inexact):
+        return bool(np.allclose(have, want, rtol=_BATCH_CHECK_RTOL, atol=_BATCH_CHECK_ATOL, equal_nan=True))
+    return bool(np.array_equal(have, want))

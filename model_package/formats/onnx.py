@@ -1,0 +1,339 @@
+"""Format ``onnx``: an ONNX graph saved as ``model.onnx``, served with ONNX Runtime.
+
+Serving an ONNX package needs only ``onnxruntime`` (no PyTorch), which makes
+for the smallest serving images. Exporting from a live PyTorch model needs
+torch, ``onnx`` and ``onnxscript``; importing an existing file needs ``onnx``.
+
+Framework naming: the manifest records ``Framework(name="onnx", version=<onnxruntime
+version>)`` for exports and imports alike. What a serving container has to
+match is the runtime, not the exporter: the package's example outputs are
+checked with ONNX Runtime, so that is the version worth pinning against. (The
+exporter that wrote the file is still recorded inside it, in the ONNX model's
+``producer_name`` / ``producer_version``.)
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from model_package.errors import (
+    ExportError,
+    LoadError,
+    MissingFileError,
+    ModelPackageError,
+    PredictionError,
+    UsageError,
+)
+from model_package.formats.base import (
+    ExportableFormat,
+    LoadedModel,
+    SavedArtifact,
+    Tensors,
+    check_inputs,
+    numpy_dtype_name,
+    one_line_error,
+)
+from model_package.manifest import DTYPES, Framework, Manifest, Signature, TensorSpec, check_relative_path
+
+try:
+    import onnxruntime
+except ImportError as exc:  # pragma: no cover - exercised only without onnxruntime installed
+    raise LoadError(
+        "onnxruntime is not installed, so ONNX packages cannot be used; install the 'onnx' extra "
+        "(pip install 'model-deploy[onnx]')"
+    ) from exc
+
+MODEL_FILENAME = "model.onnx"
+
+
+logger = logging.getLogger(__name__)
+
+
+def onnx_framework() -> Framework:
+    """The manifest ``framework`` entry for ONNX packages (see the module docstring for why ORT's version)."""
+    return Framework(name="onnx", version=str(onnxruntime.__version__))
+
+
+class OnnxFormat:
+    """Save (from PyTorch), import and load ONNX models."""
+
+    name = "onnx"
+
+    def save(
+        self, model: Any, example_inputs: Tensors, staging_dir: Path
+    ) -> tuple[SavedArtifact, dict[str, np.ndarray]]:
+        """Export a live ``torch.nn.Module`` to ``model.onnx`` with a dynamic batch dimension.
+
+        The dynamo-based exporter (``torch.export`` underneath) is tried first; if
+        it fails, the legacy TorchScript-based exporter is used with
+        ``dynamic_axes``. Either way the result is reloaded with ONNX Runtime and
+        checked against the live model at a second batch size.
+        """
+        from model_package.formats import _torch  # imports torch, only needed to export
+
+        names = _torch.ordered_input_names(model, example_inputs)
+        reference = _torch.reference_outputs(model, names, example_inputs)
+        output_names = list(reference)
+        path = staging_dir / MODEL_FILENAME
+        try:
+            with _torch.eval_mode(model):
+                _export(model, example_inputs, names, reference, path)
+        except ModelPackageError:
+            raise
+        except Exception as exc:
+            raise ExportError(
+                f"torch.onnx could not export {type(model).__name__}: {one_line_error(exc)}. "
+                "Try the 'torch_export' format, which supports more of PyTorch"
+            ) from exc
+
+        signature = signature_from_onnx(path)
+        got_in, got_out = [s.name for s in signature.inputs], [s.name for s in signature.outputs]
+        if sorted(got_in) != sorted(names) or got_out != output_names:
+            raise ExportError(
+                f"the exported ONNX graph has inputs {got_in} and outputs {got_out}; expected {names} and "
+                f"{output_names} (the exporter drops inputs forward() does not use: remove them from the example)"
+            )
+        loaded = _load_session(path, signature, threads=None)
+        _torch.check_batch_generalizes(model, names, example_inputs, loaded, self.name)
+        return SavedArtifact(MODEL_FILENAME, signature, onnx_framework()), reference
+
+    def import_artifact(self, source: Path, staging_dir: Path, example_inputs: Tensors | None) -> SavedArtifact:
+        """Copy an ``.onnx`` file (and any external-data files it references); the signature comes from its graph."""
+        if not source.is_file():
+            raise MissingFileError(f"{source} does not exist or is not a file; expected an .onnx file")
+        signature = signature_from_onnx(source)
+        for location in external_data_locations(source):
+            if location in (MODEL_FILENAME, "manifest.json") or location.startswith(("example/", "code/")):
+                # The package owns these paths; letting weights land there would clobber or be clobbered.
+                raise UsageError(
+                    f"{source.name} keeps weights in {location!r}, a path the package reserves; "
+                    "re-save it with another external-data location (onnx.save_model(..., location=...))"
+                )
+            target = staging_dir / location
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if not (source.parent / location).is_file():
+                raise MissingFileError(f"{source.name} keeps weights in {location!r}, which is not next to it")
+            shutil.copyfile(source.parent / location, target)
+        shutil.copyfile(source, staging_dir / MODEL_FILENAME)
+        # Open it once now so an ONNX Runtime that cannot run the graph fails the import, not the endpoint.
+        _load_session(staging_dir / MODEL_FILENAME, signature, threads=None)
+        if example_inputs is not None:
+            try:
+                check_inputs(signature, example_inputs)
+            except PredictionError as exc:
+                raise UsageError(f"the example inputs do not fit {source.name}: {exc}") from exc
+        return SavedArtifact(MODEL_FILENAME, signature, onnx_framework())
+
+    def load(self, package_dir: Path, manifest: Manifest, *, threads: int | None = None) -> LoadedModel:
+        """Open ``model.onnx`` in an ONNX Runtime CPU session."""
+        return _load_session(package_dir / manifest.model_path, manifest.signature, threads=threads)
+
+
+class OnnxLoadedModel:
+    """An ONNX Runtime session behind the LoadedModel interface.
+
+    ``InferenceSession.run`` is documented as safe to call from several threads;
+    the session is created once at load time.
+    """
+
+    def __init__(self, session: Any, signature: Signature, path: Path) -> None:
+        self._session = session
+        self._signature = signature
+        self._output_names = [spec.name for spec in signature.outputs]
+        self._path = path
+
+    @property
+    def signature(self) -> Signature:
+        """The package's signature (from its manifest)."""
+        return self._signature
+
+    def predict(self, inputs: Tensors) -> dict[str, np.ndarray]:
+        """Run one batch; raises PredictionError for inputs that do not fit or a failing graph."""
+        checked = check_inputs(self._signature, inputs)
+        try:
+            results = self._session.run(self._output_names, checked)
+        except Exception as exc:
+            shapes = {name: list(array.shape) for name, array in checked.items()}
+            raise PredictionError(
+                f"ONNX model {self._path.name} failed on inputs with shapes {shapes}: {one_line_error(exc)}"
+            ) from exc
+        return {name: np.asarray(value) for name, value in zip(self._output_names, results, strict=True)}
+
+
+def _load_session(path: Path, signature: Signature, *, threads: int | None) -> OnnxLoadedModel:
+    if not path.is_file():
+        raise LoadError(f"{path} does not exist; the package is incomplete")
+    if threads is not None and threads < 1:
+        raise UsageError(f"threads must be at least 1, got {threads}")
+    options = onnxruntime.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    try:
+        session = onnxruntime.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise LoadError(f"cannot load ONNX model {path}: {one_line_error(exc)}") from exc
+    graph_inputs = sorted(i.name for i in session.get_inputs())
+    graph_outputs = {o.name for o in session.get_outputs()}
+    declared_inputs = sorted(spec.name for spec in signature.inputs)
+    missing_outputs = [spec.name for spec in signature.outputs if spec.name not in graph_outputs]
+    if graph_inputs != declared_inputs or missing_outputs:
+        raise LoadError(
+            f"{path} has inputs {graph_inputs} and outputs {sorted(graph_outputs)}, but the manifest declares "
+            f"inputs {declared_inputs} and outputs {[spec.name for spec in signature.outputs]}"
+        )
+    return OnnxLoadedModel(session, signature, path)
+
+
+def _export(
+    model: Any, example_inputs: Tensors, names: list[str], reference: dict[str, np.ndarray], path: Path
+) -> None:
+    """Write ``path`` with the dynamo exporter, falling back to the legacy one."""
+    from model_package.formats import _torch
+    from model_package.formats._torch import torch
+
+    output_names = list(reference)
+    args = _torch.export_batch(example_inputs, names)
+    try:
+        # The dynamo exporter is torch's supported path (default since 2.9): it goes through
+        # torch.export, so the batch dimension is symbolic rather than a traced constant.
+        with warnings.catch_warnings():
+            # Inputs share one batch Dim on purpose; torch notes that it will name the axis once.
+            warnings.filterwarnings("ignore", message=r".*since it shares the same shape constraints")
+            # Raised from torch's own pytree internals during export; nothing a user could act on.
+            warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
+            program = torch.onnx.export(
+                model,
+                args,
+                None,
+                dynamo=True,
+                input_names=names,
+                output_names=output_names,
+                dynamic_shapes=_torch.batch_dynamic_shapes(names, example_inputs),
+                verbose=False,
+            )
+        if program is None:  # only returned as None when f is given; guard for the type checker
+            raise RuntimeError("torch.onnx.export returned no program")
+        program.save(str(path))  # external data (model.onnx.data) only for models over 2 GB
+        return
+    except Exception as exc:
+        dynamo_error = one_line_error(exc, 300)
+        logger.warning(
+            "the dynamo ONNX exporter failed (%s); retrying with the legacy TorchScript-based exporter", dynamo_error
+        )
+    for leftover in (path, path.with_name(path.name + ".data")):
+        leftover.unlink(missing_ok=True)
+    arrays = {**{n: np.asarray(example_inputs[n]) for n in names}, **reference}
+    batched = [name for name, array in arrays.items() if array.ndim]
+    try:
+        with _torch.surface_tracer_warnings("torch.onnx.export (legacy)"):
+            torch.onnx.export(
+                model,
+                args,
+                str(path),
+                dynamo=False,
+                input_names=names,
+                output_names=output_names,
+                dynamic_axes={name: {0: "batch"} for name in batched},
+            )
+    except Exception as exc:
+        raise ExportError(
+            f"torch.onnx could not export {type(model).__name__}: the dynamo exporter failed ({dynamo_error}) "
+            f"and so did the legacy exporter ({one_line_error(exc, 300)}). Try the 'torch_export' format"
+        ) from exc
+
+
+def signature_from_onnx(path: Path) -> Signature:
+    """The signature declared by an ONNX graph: symbolic or unknown dimensions become ``-1``."""
+    import onnx
+
+    try:
+        # Weights are not needed to read the signature; skipping them keeps large models cheap to inspect.
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise LoadError(f"cannot read ONNX model {path}: {one_line_error(exc)}") from exc
+    graph = model.graph
+    # Old exporters list initializers (weights) as graph inputs too; they have defaults and are not user inputs.
+    weights = {init.name for init in graph.initializer}
+    inputs = tuple(_value_spec(v, "input", path) for v in graph.input if v.name not in weights)
+    outputs = tuple(_value_spec(v, "output", path) for v in graph.output)
+    if not inputs or not outputs:
+        raise UsageError(f"{path} declares no {'inputs' if not inputs else 'outputs'}; a servable model needs both")
+    for spec in inputs:
+        if spec.shape and spec.shape[0] != -1:
+            logger.warning(
+                "%s: input %r has a fixed first dimension %d, so the package only accepts batches of exactly "
+                "that size; re-export it with a dynamic batch axis to serve other batch sizes",
+                path.name,
+                spec.name,
+                spec.shape[0],
+            )
+    return Signature(inputs=inputs, outputs=outputs)
+
+
+def _value_spec(value: Any, kind: str, path: Path) -> TensorSpec:
+    import onnx
+
+    if not value.type.HasField("tensor_type"):
+        raise UsageError(f"{path}: {kind} {value.name!r} is not a tensor (sequence/map/optional types are unsupported)")
+    tensor_type = value.type.tensor_type
+    try:
+        dtype = numpy_dtype_name(onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type))
+    except Exception:
+        dtype = onnx.TensorProto.DataType.Name(tensor_type.elem_type).lower()
+    if dtype not in DTYPES or dtype == "bytes":
+        raise UsageError(
+            f"{path}: {kind} {value.name!r} has element type {dtype}; supported: "
+            f"{', '.join(d for d in DTYPES if d != 'bytes')}"
+        )
+    if not tensor_type.HasField("shape"):
+        raise UsageError(f"{path}: {kind} {value.name!r} has no declared rank; re-export it with shape information")
+    shape = tuple(dim.dim_value if dim.HasField("dim_value") else -1 for dim in tensor_type.shape.dim)
+    return TensorSpec(name=value.name, dtype=dtype, shape=shape)
+
+
+def external_data_locations(path: Path) -> list[str]:
+    """Relative paths of the external-data files an ONNX model references, checked to stay beside it."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise LoadError(f"cannot read ONNX model {path}: {one_line_error(exc)}") from exc
+    locations: set[str] = set()
+    for tensor in _all_tensors(model.graph):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        entries = {entry.key: entry.value for entry in tensor.external_data}
+        location = entries.get("location", "")
+        try:
+            check_relative_path(location)
+        except ValueError as exc:
+            raise UsageError(f"{path.name} references external data {location!r} outside its directory") from exc
+        locations.add(location)
+    return sorted(locations)
+
+
+def _all_tensors(graph: Any) -> Iterator[Any]:
+    # Weights live in initializers and in tensor attributes of nodes, including nested subgraphs (If/Loop bodies).
+    yield from graph.initializer
+    yield from (sparse.values for sparse in graph.sparse_initializer)
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                yield attribute.t
+            yield from attribute.tensors
+            if attribute.HasField("g"):
+                yield from _all_tensors(attribute.g)
+            for subgraph in attribute.graphs:
+                yield from _all_tensors(subgraph)
+
+
+#: Typed as the protocol so the type checker proves the class implements it.
+FORMAT: ExportableFormat = OnnxFormat()
