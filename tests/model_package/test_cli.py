@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from model_package.hashing import sha256_file
 from tests.model_package.conftest import PackageFactory
 
@@ -91,3 +93,73 @@ def test_missing_file_and_unknown_format(tmp_path: Path) -> None:
 def test_bad_factory_is_a_usage_error(tmp_path: Path) -> None:
     result = run("export", "no_such_module:factory", "--name", "x", "--version", "1", "--out", str(tmp_path / "p"))
     assert_one_line_error(result, 2, "cannot import factory module 'no_such_module'")
+
+
+@pytest.mark.torch
+def test_export_pack_push_pull_verify_a_real_model(tmp_path: Path) -> None:
+    """The whole journey a user takes, through the console script, with the digits example."""
+    root = Path(__file__).resolve().parents[2]
+    package = tmp_path / "digits"
+    export = run(
+        "export", "examples.digits.torch_model:factory", "--name", "digits", "--version", "1.0.0",
+        "--out", str(package), "--json", cwd=root,
+    )  # fmt: skip
+    assert export.returncode == 0, export.stderr
+    assert json.loads(export.stdout)["max_abs_error"] <= 1e-5
+
+    packed = json.loads(run("pack", str(package), "--json").stdout)
+    store = (tmp_path / "store").as_uri()
+    first = run("push", packed["archive"], store, "--json")
+    assert first.returncode == 0, first.stderr
+    pushed = json.loads(first.stdout)
+    assert pushed["uploaded"] is True
+    assert pushed["uri"] == f"{store}/digits/{packed['digest']}/model.tar.gz"
+    assert json.loads(run("push", str(package), store, "--json").stdout)["uploaded"] is False
+
+    fetched = tmp_path / "fetched"
+    pulled = run("pull", pushed["uri"], str(fetched))
+    assert pulled.returncode == 0, pulled.stderr
+    verified = run("verify", str(fetched), "--json")
+    assert verified.returncode == 0, verified.stderr
+    assert json.loads(verified.stdout)["behaviour"] == "ok"
+
+
+def test_push_and_pull_through_s3(
+    make_package: PackageFactory, s3_bucket: str, kms_key_arn: str, tmp_path: Path
+) -> None:
+    result = run("push", str(make_package()), f"s3://{s3_bucket}/models", "--kms-key-id", kms_key_arn, "--json")
+    assert result.returncode == 0, result.stderr
+    uri = json.loads(result.stdout)["uri"]
+    assert uri.startswith(f"s3://{s3_bucket}/models/demo/") and uri.endswith("/model.tar.gz")
+    pulled = run("pull", uri, str(tmp_path / "fetched"))
+    assert pulled.returncode == 0, pulled.stderr
+    assert (tmp_path / "fetched" / "manifest.json").is_file()
+
+
+def test_push_and_pull_through_gcs(make_package: PackageFactory, gcs_bucket: str, tmp_path: Path) -> None:
+    result = run("push", str(make_package()), f"gs://{gcs_bucket}/models", "--layout", "uncompressed", "--json")
+    assert result.returncode == 0, result.stderr
+    uri = json.loads(result.stdout)["uri"]
+    pulled = run("pull", uri, str(tmp_path / "fetched"))
+    assert pulled.returncode == 0, pulled.stderr
+    assert run("verify", str(tmp_path / "fetched"), "--integrity-only").returncode == 0
+
+
+def test_store_failures_are_one_line_errors(
+    make_package: PackageFactory,
+    moto_server: str,
+    isolated_cloud_env: None,
+    closed_port: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    package = str(make_package())
+    assert_one_line_error(run("push", package, "ftp://host/path"), 2, "supported")
+    assert_one_line_error(run("pull", "s3://bucket/models/demo/not-a-digest/model.tar.gz", "out"), 2, "digest")
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
+    assert_one_line_error(run("push", package, "s3://some-bucket/models"), 9, "credentials")
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{closed_port}")
+    assert_one_line_error(run("push", package, "s3://some-bucket/models"), 9, "127.0.0.1")
