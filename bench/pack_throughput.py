@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from model_package.hashing import sha256_file
+
 _CHILD = r"""
 import json, resource, sys, time
 from pathlib import Path
@@ -132,7 +134,9 @@ def main(argv: list[str] | None = None) -> int:
         extracted = root / "extracted"
         extracted.mkdir()
         subprocess.run(["tar", "-xzf", str(root / f"ours-{cores}-0.tar.gz"), "-C", str(extracted)], check=True)
-        same = (extracted / "model.onnx").read_bytes() == (package / "model.onnx").read_bytes()
+        # Streamed comparison: reading 1 GiB into this process would inflate the children's ru_maxrss,
+        # which Linux carries over from the parent's peak at fork.
+        same = sha256_file(extracted / "model.onnx") == sha256_file(package / "model.onnx")
         push = run_child(_PUSH_CHILD, str(root / f"ours-{cores}-0.tar.gz"), (root / "store").as_uri())
         shutil.rmtree(root / "store", ignore_errors=True)
 

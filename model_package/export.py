@@ -19,7 +19,7 @@ from model_package.manifest import Manifest
 #: Which formats each framework's live models can be exported to; the first is the default.
 EXPORT_FORMATS: dict[str, tuple[str, ...]] = {
     "torch": ("torch_export", "torchscript", "onnx"),
-    "tensorflow": ("tf_savedmodel", "keras"),
+    "tensorflow": ("tf_savedmodel", "keras", "onnx"),
 }
 
 

@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 from typing import Literal
 
 LogFormat = Literal["auto", "json", "text"]
+#: Top-level loggers of this project, which log at the level the user chose.
+OUR_LOGGERS = ("model_package", "inference", "infra", "examples", "bench")
 
 # Attributes every LogRecord has; anything else came in through ``extra=`` and is a structured field.
 _STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
@@ -48,7 +50,8 @@ def configure_logging(fmt: LogFormat = "auto", level: int = logging.INFO) -> Non
     handler.setFormatter(JsonFormatter() if use_json else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level)
-    # Frameworks and SDKs are chatty at INFO; their warnings still come through.
-    for noisy in ("botocore", "boto3", "s3transfer", "urllib3", "google", "absl", "tensorflow", "torch"):
-        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    # Frameworks and SDKs log pages at INFO (exporter passes, HTTP retries): only their warnings
+    # reach the user; our own loggers speak at the chosen level.
+    root.setLevel(max(level, logging.WARNING))
+    for ours in OUR_LOGGERS:
+        logging.getLogger(ours).setLevel(level)

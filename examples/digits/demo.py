@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shutil
 import sys
 import time
@@ -56,7 +57,7 @@ def run_one(label: str, train: Callable[[], object], fmt: str, out: Path, store_
         model,
         {INPUT_NAME: split.x_test[:4]},
         package_dir,
-        name=f"digits-{label}",
+        name=f"digits-{label}-{fmt}",
         version="1.0.0",
         format=fmt,
         overwrite=True,
@@ -104,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("out"), help="working directory (default: ./out)")
     parser.add_argument("--only", choices=["torch", "keras"], help="package just one framework")
     args = parser.parse_args(argv)
+    # TensorFlow prints CPU-feature notices from C++ at import unless told not to.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     configure_logging("text")
     out: Path = args.out.resolve()
     store_uri = (out / "store").as_uri()
@@ -114,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         ("torch", torch_model.train, "torch_export"),
         ("torch", torch_model.train, "onnx"),
         ("keras", keras_model.train, "tf_savedmodel"),
+        ("keras", keras_model.train, "onnx"),
     ]
     outcomes = []
     try:

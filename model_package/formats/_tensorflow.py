@@ -1,4 +1,4 @@
-"""TensorFlow helpers shared by the ``tf_savedmodel`` and ``keras`` formats.
+"""TensorFlow helpers shared by the ``tf_savedmodel`` and ``keras`` formats (and ``onnx``'s Keras export).
 
 Everything TensorFlow-specific that both formats need lives here: importing
 TensorFlow (lazily, with a clear error when it is missing), translating TF
@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 
 from model_package.errors import ExportError, LoadError, ModelPackageError, PredictionError, UsageError
-from model_package.formats.base import Tensors, check_inputs, numpy_dtype_name, one_line_error
+from model_package.formats import base
+from model_package.formats.base import LoadedModel, Tensors, check_inputs, numpy_dtype_name, one_line_error
 from model_package.manifest import DTYPES, Framework, Signature, TensorSpec
 
 logger = logging.getLogger(__name__)
@@ -272,6 +273,29 @@ def run_keras_model(
         raise ExportError(f"the live Keras model failed on the example inputs: {one_line_error(exc)}") from exc
 
 
+#: Tolerances of the batch-size self-check; as loose as the torch formats' (see ``_torch``): it looks for
+#: exports that baked in the example's batch size, not for float rounding between runtimes.
+
+
+def check_batch_generalizes(
+    model: Any,
+    signature: Signature,
+    example_inputs: Tensors,
+    call_order: Sequence[str],
+    loaded: LoadedModel,
+    *,
+    fmt: str,
+) -> None:
+    """Compare the reloaded artifact with the live Keras model on a larger batch (see base.check_batch_generalizes)."""
+    base.check_batch_generalizes(
+        lambda arrays: run_keras_model(model, signature, arrays, call_order),
+        {name: example_inputs[name] for name in call_order},
+        loaded,
+        fmt=fmt,
+        advice="try the 'tf_savedmodel' format",
+    )
+
+
 def check_example_names(expected: Sequence[str], inputs: Tensors) -> None:
     """Raise :class:`UsageError` unless the example inputs are named exactly ``expected``."""
     if sorted(inputs) != sorted(expected):
@@ -346,3 +370,44 @@ class ConcreteFunctionModel:
             return {spec.name: to_numpy(result[spec.name]) for spec in self._signature.outputs}
         except Exception as exc:  # a server must get a PredictionError, never a raw framework exception
             raise PredictionError(f"TensorFlow failed to run the model: {one_line_error(exc)}") from exc
+
+
+def export_input_signature(model: Any, example_inputs: Tensors) -> tuple[list[Any], list[str]]:
+    """The ``input_signature`` for ``model.export`` and the input names in ``model.inputs`` order.
+
+    Keras would name signature inputs after the live input *tensors*, which for
+    an unnamed ``keras.Input`` is a session-dependent ``keras_tensor_N``; naming
+    them after their ``InputLayer`` instead gives the names a reloaded ``.keras``
+    model has, so both TF formats agree. The batch dimension is made dynamic
+    here, whatever ``batch_size`` the model was built with.
+    """
+    tf = import_tensorflow()
+    keras = import_keras()
+    try:
+        tensors = keras_input_tensors(model)
+    except ValueError:
+        return _subclassed_input_signature(model, example_inputs)
+    names = [keras_input_name(tensor) for tensor in tensors]
+    specs = [
+        tf.TensorSpec(batch_dynamic(tensor.shape), tensor.dtype, name=name)
+        for tensor, name in zip(tensors, names, strict=True)
+    ]
+    if isinstance(model, keras.Sequential):
+        return specs, names
+    # A Functional model takes one positional argument holding its input structure.
+    return [keras.tree.pack_sequence_as(model.input, specs)], names
+
+
+def _subclassed_input_signature(model: Any, example_inputs: Tensors) -> tuple[list[Any], list[str]]:
+    """A subclassed model has no named inputs: its single input is named after the example array."""
+    tf = import_tensorflow()
+    if len(example_inputs) != 1:
+        raise UsageError(
+            f"{type(model).__name__} is a subclassed Keras model with no named inputs, so only single-input "
+            f"models can be exported; got example inputs {sorted(example_inputs)}. Build the model with "
+            "named keras.Input layers instead"
+        )
+    ((name, array),) = example_inputs.items()
+    array = np.asarray(array)
+    dtype = getattr(model, "input_dtype", None) or array.dtype
+    return [tf.TensorSpec(batch_dynamic(array.shape), dtype, name=name)], [name]

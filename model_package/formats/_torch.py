@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from model_package.errors import ExportError, LoadError, ModelPackageError, PredictionError, UsageError
+from model_package.formats import base
 from model_package.formats.base import (
     LoadedModel,
     Tensors,
@@ -51,8 +52,6 @@ SINGLE_OUTPUT = "output"
 #: Tolerances of the batch-size self-check that save() runs on every artifact. They are deliberately
 #: looser than a package's example tolerance: the check looks for exports that baked in the example's
 #: batch size (wrong shapes or wildly wrong values), not for float rounding between runtimes.
-_BATCH_CHECK_RTOL = 1e-3
-_BATCH_CHECK_ATOL = 1e-4
 
 # NumPy and the manifest cannot represent these; a clear error beats a cryptic TypeError from .numpy().
 _UNSUPPORTED_TORCH_DTYPES = ("bfloat16", "complex", "float8", "qint", "quint", "bits")
@@ -325,51 +324,11 @@ class TorchLoadedModel:
 def check_batch_generalizes(
     model: Callable[..., Any], names: Sequence[str], example_inputs: Tensors, loaded: LoadedModel, fmt: str
 ) -> None:
-    """Prove that a saved artifact works at a batch size other than the example's.
-
-    Tracing-based exporters can bake the example's batch size into reshapes
-    without complaint; the package would then fail (or silently mislead) on the
-    endpoint. Comparing the reloaded artifact with the live model on a batch one
-    row larger catches that at build time.
-    """
-    arrays = {name: np.asarray(example_inputs[name]) for name in names}
-    if not arrays or any(a.ndim == 0 or a.shape[0] == 0 for a in arrays.values()):
-        return
-    example_rows = next(iter(arrays.values())).shape[0]
-    # One row more than the example, and never 2: a one-row example was traced with two rows (export_batch).
-    extra = 1 if example_rows > 1 else 2
-    bigger = {name: np.concatenate([a, *([a[:1]] * extra)]) for name, a in arrays.items()}
-    rows = example_rows + extra
-    try:
-        expected = run_model(model, names, bigger)
-    except Exception as exc:
-        # The live model itself only handles the example's batch size: nothing to compare against.
-        logger.warning("skipping the batch-size check: the live model fails on %d rows (%s)", rows, one_line_error(exc))
-        return
-    try:
-        got = loaded.predict(bigger)
-    except PredictionError as exc:
-        raise ExportError(
-            f"the saved {fmt} model fails on a batch of {rows} rows although the example had "
-            f"{example_rows}: {exc}. The export probably fixed the batch size; try the 'torch_export' format "
-            "or make forward() independent of the batch size"
-        ) from exc
-    for name, want in expected.items():
-        have = got.get(name)
-        if have is not None and have.shape == want.shape and _close(have, want):
-            continue
-        if have is None or have.shape != want.shape:
-            detail = f"shape {None if have is None else list(have.shape)} instead of {list(want.shape)}"
-        else:
-            detail = "values differ beyond float rounding"
-        raise ExportError(
-            f"the saved {fmt} model disagrees with the live model on a batch of {rows} rows "
-            f"(output {name!r}: {detail}). The export probably fixed the batch size or traced "
-            "data-dependent control flow; try the 'torch_export' format"
-        )
-
-
-def _close(have: np.ndarray, want: np.ndarray) -> bool:
-    if np.issubdtype(want.dtype, np.inexact):
-        return bool(np.allclose(have, want, rtol=_BATCH_CHECK_RTOL, atol=_BATCH_CHECK_ATOL, equal_nan=True))
-    return bool(np.array_equal(have, want))
+    """Compare the reloaded artifact with the live module on a larger batch (see base.check_batch_generalizes)."""
+    base.check_batch_generalizes(
+        lambda arrays: run_model(model, names, arrays),
+        {name: example_inputs[name] for name in names},
+        loaded,
+        fmt=fmt,
+        advice="try the 'torch_export' format or make forward() independent of the batch size",
+    )

@@ -7,17 +7,22 @@ server and ``verify`` only ever use :class:`LoadedModel`.
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from model_package.errors import PredictionError
+from model_package.errors import ExportError, PredictionError
 from model_package.manifest import Framework, Manifest, Signature
 
+_log = logging.getLogger(__name__)
+# Loose on purpose: the batch check looks for a frozen batch dimension, not for float rounding.
+_BATCH_CHECK_RTOL = 1e-3
+_BATCH_CHECK_ATOL = 1e-4
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 
 #: Named input arrays, in the signature's order.
@@ -140,3 +145,61 @@ def dynamic_batch_shape(shape: tuple[int, ...] | list[int]) -> tuple[int, ...]:
     """``shape`` with its first (batch) dimension marked dynamic."""
     dims = tuple(int(d) for d in shape)
     return (-1, *dims[1:]) if dims else dims
+
+
+def check_batch_generalizes(
+    run_live: Callable[[Tensors], Mapping[str, np.ndarray]],
+    example_inputs: Tensors,
+    loaded: LoadedModel,
+    *,
+    fmt: str,
+    advice: str,
+) -> None:
+    """Prove that a saved artifact works at a batch size other than the example's.
+
+    Tracing exporters (TorchScript, ONNX, tf2onnx) can bake the example's batch
+    size into reshapes without complaint; the package would then fail (or
+    silently mislead) on the endpoint. Comparing the reloaded artifact with the
+    live model (``run_live``) on a larger batch catches that at build time.
+    Raises :class:`ExportError` ending with ``advice``.
+    """
+    arrays = {name: np.asarray(array) for name, array in example_inputs.items()}
+    if not arrays or any(a.ndim == 0 or a.shape[0] == 0 for a in arrays.values()):
+        return
+    example_rows = next(iter(arrays.values())).shape[0]
+    # One row more than the example, and never 2: a one-row example is exported with two rows.
+    extra = 1 if example_rows > 1 else 2
+    bigger = {name: np.concatenate([a, *([a[:1]] * extra)]) for name, a in arrays.items()}
+    rows = example_rows + extra
+    try:
+        expected = run_live(bigger)
+    except Exception as exc:
+        # The live model itself only handles the example's batch size: nothing to compare against.
+        _log.warning("skipping the batch-size check: the live model fails on %d rows (%s)", rows, one_line_error(exc))
+        return
+    try:
+        got = loaded.predict(bigger)
+    except PredictionError as exc:
+        raise ExportError(
+            f"the saved {fmt} model fails on a batch of {rows} rows although the example had "
+            f"{example_rows}: {exc}. The export probably fixed the batch size; {advice}"
+        ) from exc
+    for name, want in expected.items():
+        have = got.get(name)
+        if have is not None and have.shape == want.shape and _close(have, want):
+            continue
+        if have is None or have.shape != want.shape:
+            detail = f"shape {None if have is None else list(have.shape)} instead of {list(want.shape)}"
+        else:
+            detail = "values differ beyond float rounding"
+        raise ExportError(
+            f"the saved {fmt} model disagrees with the live model on a batch of {rows} rows "
+            f"(output {name!r}: {detail}). The export probably fixed the batch size or traced "
+            f"data-dependent control flow; {advice}"
+        )
+
+
+def _close(have: np.ndarray, want: np.ndarray) -> bool:
+    if np.issubdtype(want.dtype, np.inexact):
+        return bool(np.allclose(have, want, rtol=_BATCH_CHECK_RTOL, atol=_BATCH_CHECK_ATOL, equal_nan=True))
+    return bool(np.array_equal(have, want))

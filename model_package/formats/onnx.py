@@ -1,8 +1,16 @@
 """Format ``onnx``: an ONNX graph saved as ``model.onnx``, served with ONNX Runtime.
 
-Serving an ONNX package needs only ``onnxruntime`` (no PyTorch), which makes
-for the smallest serving images. Exporting from a live PyTorch model needs
-torch, ``onnx`` and ``onnxscript``; importing an existing file needs ``onnx``.
+Serving an ONNX package needs only ``onnxruntime`` (no PyTorch or TensorFlow),
+which makes for the smallest serving images. Exporting from a live PyTorch model
+needs torch, ``onnx`` and ``onnxscript``; exporting from a live Keras 3 model
+needs TensorFlow, ``onnx`` and ``tf2onnx``; importing an existing file needs ``onnx``.
+
+Names: a PyTorch export follows :mod:`model_package.formats._torch` (inputs after
+``forward()``'s parameters); a Keras export names inputs and outputs exactly as
+the ``tf_savedmodel`` format does for the same model (inputs after their
+``keras.Input`` layers, outputs ``output_0``, ``output_1``, ... or the keys of a
+returned dict; see :mod:`model_package.formats._tensorflow`), so switching a
+Keras model between the two formats does not change its request or response.
 
 Framework naming: the manifest records ``Framework(name="onnx", version=<onnxruntime
 version>)`` for exports and imports alike. What a serving container has to
@@ -14,6 +22,7 @@ exporter that wrote the file is still recorded inside it, in the ONNX model's
 
 from __future__ import annotations
 
+import importlib
 import logging
 import shutil
 import warnings
@@ -62,19 +71,33 @@ def onnx_framework() -> Framework:
 
 
 class OnnxFormat:
-    """Save (from PyTorch), import and load ONNX models."""
+    """Save (from PyTorch or Keras 3), import and load ONNX models."""
 
     name = "onnx"
 
     def save(
         self, model: Any, example_inputs: Tensors, staging_dir: Path
     ) -> tuple[SavedArtifact, dict[str, np.ndarray]]:
-        """Export a live ``torch.nn.Module`` to ``model.onnx`` with a dynamic batch dimension.
+        """Export a live ``torch.nn.Module`` or Keras 3 model to ``model.onnx`` with a dynamic batch dimension.
+
+        The framework is told from the model's class, so exporting a Keras model
+        never imports PyTorch and vice versa. Either way the result is reloaded
+        with ONNX Runtime and checked against the live model at a second batch size.
+        """
+        # Deferred: model_package.export sits above the formats and imports them.
+        from model_package.export import framework_of
+
+        if framework_of(model) == "tensorflow":
+            return self._save_keras(model, example_inputs, staging_dir)
+        return self._save_torch(model, example_inputs, staging_dir)
+
+    def _save_torch(
+        self, model: Any, example_inputs: Tensors, staging_dir: Path
+    ) -> tuple[SavedArtifact, dict[str, np.ndarray]]:
+        """Export a ``torch.nn.Module``.
 
         The dynamo-based exporter (``torch.export`` underneath) is tried first; if
-        it fails, the legacy TorchScript-based exporter is used with
-        ``dynamic_axes``. Either way the result is reloaded with ONNX Runtime and
-        checked against the live model at a second batch size.
+        it fails, the legacy TorchScript-based exporter is used with ``dynamic_axes``.
         """
         from model_package.formats import _torch  # imports torch, only needed to export
 
@@ -102,6 +125,79 @@ class OnnxFormat:
             )
         loaded = _load_session(path, signature, threads=None)
         _torch.check_batch_generalizes(model, names, example_inputs, loaded, self.name)
+        return SavedArtifact(MODEL_FILENAME, signature, onnx_framework()), reference
+
+    def _save_keras(
+        self, model: Any, example_inputs: Tensors, staging_dir: Path
+    ) -> tuple[SavedArtifact, dict[str, np.ndarray]]:
+        """Export a live Keras 3 model with ``model.export(format="onnx")`` (tf2onnx underneath).
+
+        Inputs get the ``input_signature`` the ``tf_savedmodel`` format uses (names
+        of the ``keras.Input`` layers, batch dimension ``None``). tf2onnx keeps a
+        returned dict's keys as output names but calls other outputs after their
+        TensorFlow tensors (``Identity:0``); those are renamed to ``output_0``, ... .
+        """
+        from model_package.formats import _tensorflow as _tf
+
+        # Shared with tf_savedmodel so both formats name a model's inputs identically.
+
+        keras = _tf.import_keras()
+        if not isinstance(model, keras.Model):
+            raise UsageError(
+                f"the onnx format exports torch.nn.Modules and Keras 3 models, got {type(model).__name__}; "
+                "to package an existing .onnx file, import it instead"
+            )
+        try:
+            # Keras imports tf2onnx lazily, deep inside export(); check up front for a clear message.
+            importlib.import_module("tf2onnx")
+        except ImportError as exc:
+            raise ExportError(
+                f"exporting a Keras model to ONNX needs tf2onnx, which is not installed ({exc}); {_tf.INSTALL_HINT}"
+            ) from exc
+        import onnx  # a dependency of tf2onnx, so present now
+
+        input_signature, call_order = _tf.export_input_signature(model, example_inputs)
+        _tf.check_example_names(call_order, example_inputs)
+        path = staging_dir / MODEL_FILENAME
+        try:
+            with warnings.catch_warnings():
+                # Keras' numpy-2 patch for tf2onnx probes np.object, which NumPy 2 answers with a FutureWarning.
+                warnings.filterwarnings("ignore", message=r".*np\.object", category=FutureWarning)
+                model.export(str(path), format="onnx", input_signature=input_signature, verbose=False)
+        except ModelPackageError:
+            raise
+        except Exception as exc:  # Keras, TF and tf2onnx raise anything while tracing and converting user layers
+            raise ExportError(
+                f"Keras could not export {type(model).__name__} to ONNX (tf2onnx): {one_line_error(exc)}. "
+                "Try the 'tf_savedmodel' format, which supports every TensorFlow op"
+            ) from exc
+
+        proto = onnx.load(str(path))
+        # tf2onnx writes ops it cannot convert into the graph unchanged (under their TF names) and carries on.
+        unconverted = sorted({node.op_type for node in _all_nodes(proto.graph) if not _is_known_op(node)})
+        if unconverted:
+            raise ExportError(
+                f"tf2onnx cannot convert the TensorFlow ops {unconverted} in {type(model).__name__} to ONNX; "
+                "use the 'tf_savedmodel' format, or replace the layers that use them"
+            )
+        exported = signature_from_onnx(path)
+        got_in = [spec.name for spec in exported.inputs]
+        if sorted(got_in) != sorted(call_order):
+            raise ExportError(f"the exported ONNX graph has inputs {got_in}; expected the model's inputs {call_order}")
+        fixed = [spec.name for spec in exported.inputs if spec.shape and spec.shape[0] != -1]
+        if fixed:
+            raise ExportError(f"the exported ONNX graph has a fixed batch dimension on inputs {fixed}; expected -1")
+        reference = _tf.run_keras_model(model, exported, example_inputs, call_order)
+        if _name_outputs_like(proto.graph, list(reference)):
+            onnx.save_model(proto, str(path))
+        signature = signature_from_onnx(path)
+        _tf.check_reference_names(signature, reference)
+        reference = {spec.name: reference[spec.name] for spec in signature.outputs}  # in the graph's order
+        try:
+            loaded = _load_session(path, signature, threads=None)
+        except LoadError as exc:
+            raise ExportError(f"ONNX Runtime cannot load the graph tf2onnx wrote: {exc}") from exc
+        _tf.check_batch_generalizes(model, signature, example_inputs, call_order, loaded, fmt=self.name)
         return SavedArtifact(MODEL_FILENAME, signature, onnx_framework()), reference
 
     def import_artifact(self, source: Path, staging_dir: Path, example_inputs: Tensors | None) -> SavedArtifact:
@@ -208,16 +304,17 @@ def _export(
             warnings.filterwarnings("ignore", message=r".*since it shares the same shape constraints")
             # Raised from torch's own pytree internals during export; nothing a user could act on.
             warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
-            program = torch.onnx.export(
-                model,
-                args,
-                None,
-                dynamo=True,
-                input_names=names,
-                output_names=output_names,
-                dynamic_shapes=_torch.batch_dynamic_shapes(names, example_inputs),
-                verbose=False,
-            )
+            # Without torchvision installed, torch warns once per torchvision op it cannot register:
+            # noise for every model that does not use those ops (and those fail loudly anyway).
+            registration_log = logging.getLogger("torch.onnx._internal.exporter._registration")
+            registration_level = registration_log.level
+            registration_log.setLevel(logging.ERROR)
+            try:
+                program = _export_dynamo(
+                    model, args, names=names, output_names=output_names, example_inputs=example_inputs
+                )
+            finally:
+                registration_log.setLevel(registration_level)
         if program is None:  # only returned as None when f is given; guard for the type checker
             raise RuntimeError("torch.onnx.export returned no program")
         program.save(str(path))  # external data (model.onnx.data) only for models over 2 GB
@@ -247,6 +344,57 @@ def _export(
             f"torch.onnx could not export {type(model).__name__}: the dynamo exporter failed ({dynamo_error}) "
             f"and so did the legacy exporter ({one_line_error(exc, 300)}). Try the 'torch_export' format"
         ) from exc
+
+
+def _all_nodes(graph: Any) -> Iterator[Any]:
+    for node in graph.node:
+        yield node
+        for attribute in node.attribute:
+            if attribute.HasField("g"):
+                yield from _all_nodes(attribute.g)
+            for subgraph in attribute.graphs:
+                yield from _all_nodes(subgraph)
+
+
+def _is_known_op(node: Any) -> bool:
+    """Whether ``node`` is a standard ONNX op (other domains, such as ONNX Runtime's contrib ops, are trusted)."""
+    import onnx
+
+    return node.domain not in ("", "ai.onnx") or bool(onnx.defs.has(node.op_type))
+
+
+def _name_outputs_like(graph: Any, names: list[str]) -> bool:
+    """Rename ``graph``'s outputs to ``output_0``, ``output_1``, ... if ``names`` are positional; True if renamed.
+
+    tf2onnx lists the outputs in TensorFlow's flat order, which for a list or
+    tuple is index order. Each renamed output gets an ``Identity`` node rather
+    than a renamed producer, so no consumer (nor a subgraph that captures the
+    tensor) has to be rewritten; ONNX Runtime removes the node when optimising.
+    """
+    import onnx
+
+    current = [output.name for output in graph.output]
+    if sorted(current) == sorted(names):
+        return False
+    positional = [f"output_{index}" for index in range(len(current))]
+    if sorted(names) != positional:
+        raise ExportError(
+            f"the exported ONNX graph has outputs {current}, which cannot be matched to the live model's "
+            f"outputs {names}; return a dict of named outputs from the model"
+        )
+    taken = {name for node in graph.node for name in (*node.input, *node.output)}
+    taken.update(value.name for value in (*graph.input, *graph.initializer))
+    for output, new_name in zip(graph.output, positional, strict=True):
+        if output.name == new_name:
+            continue
+        if new_name in taken:
+            raise ExportError(
+                f"cannot name the ONNX output {output.name!r} {new_name!r}: the graph already has a tensor "
+                "of that name; return a dict of named outputs from the model"
+            )
+        graph.node.append(onnx.helper.make_node("Identity", [output.name], [new_name], name=f"{new_name}_identity"))
+        output.name = new_name
+    return True
 
 
 def signature_from_onnx(path: Path) -> Signature:
@@ -337,3 +485,22 @@ def _all_tensors(graph: Any) -> Iterator[Any]:
 
 #: Typed as the protocol so the type checker proves the class implements it.
 FORMAT: ExportableFormat = OnnxFormat()
+
+
+def _export_dynamo(
+    model: Any, args: tuple[Any, ...], *, names: list[str], output_names: list[str], example_inputs: Tensors
+) -> Any:
+    """``torch.onnx.export`` through torch.export, with one shared dynamic batch dimension."""
+    from model_package.formats import _torch
+    from model_package.formats._torch import torch
+
+    return torch.onnx.export(
+        model,
+        args,
+        None,
+        dynamo=True,
+        input_names=names,
+        output_names=output_names,
+        dynamic_shapes=_torch.batch_dynamic_shapes(names, example_inputs),
+        verbose=False,
+    )

@@ -50,7 +50,7 @@ class TFSavedModelFormat:
                 f"the tf_savedmodel format exports Keras 3 models, got {type(model).__name__}; "
                 "to package an existing SavedModel directory, import it instead"
             )
-        input_signature, call_order = _export_input_signature(model, example_inputs)
+        input_signature, call_order = _tf.export_input_signature(model, example_inputs)
         _tf.check_example_names(call_order, example_inputs)
         path = staging_dir / MODEL_DIRNAME
         try:
@@ -142,47 +142,6 @@ def _saved_with(path: Path) -> Framework | None:
     except Exception:  # the proto loaded in _open, so this is only a missing field: use the installed version
         return None
     return Framework(name="tensorflow", version=version) if version else None
-
-
-def _export_input_signature(model: Any, example_inputs: Tensors) -> tuple[list[Any], list[str]]:
-    """The ``input_signature`` for ``model.export`` and the input names in ``model.inputs`` order.
-
-    Keras would name signature inputs after the live input *tensors*, which for
-    an unnamed ``keras.Input`` is a session-dependent ``keras_tensor_N``; naming
-    them after their ``InputLayer`` instead gives the names a reloaded ``.keras``
-    model has, so both TF formats agree. The batch dimension is made dynamic
-    here, whatever ``batch_size`` the model was built with.
-    """
-    tf = _tf.import_tensorflow()
-    keras = _tf.import_keras()
-    try:
-        tensors = _tf.keras_input_tensors(model)
-    except ValueError:
-        return _subclassed_input_signature(model, example_inputs)
-    names = [_tf.keras_input_name(tensor) for tensor in tensors]
-    specs = [
-        tf.TensorSpec(_tf.batch_dynamic(tensor.shape), tensor.dtype, name=name)
-        for tensor, name in zip(tensors, names, strict=True)
-    ]
-    if isinstance(model, keras.Sequential):
-        return specs, names
-    # A Functional model takes one positional argument holding its input structure.
-    return [keras.tree.pack_sequence_as(model.input, specs)], names
-
-
-def _subclassed_input_signature(model: Any, example_inputs: Tensors) -> tuple[list[Any], list[str]]:
-    """A subclassed model has no named inputs: its single input is named after the example array."""
-    tf = _tf.import_tensorflow()
-    if len(example_inputs) != 1:
-        raise UsageError(
-            f"{type(model).__name__} is a subclassed Keras model with no named inputs, so only single-input "
-            f"models can be exported; got example inputs {sorted(example_inputs)}. Build the model with "
-            "named keras.Input layers instead"
-        )
-    ((name, array),) = example_inputs.items()
-    array = np.asarray(array)
-    dtype = getattr(model, "input_dtype", None) or array.dtype
-    return [tf.TensorSpec(_tf.batch_dynamic(array.shape), dtype, name=name)], [name]
 
 
 #: The object :func:`model_package.formats.get_format` returns for ``tf_savedmodel``.
