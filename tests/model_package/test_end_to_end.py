@@ -110,3 +110,39 @@ def test_import_a_saved_artifact_without_its_class_and_catch_a_changed_model(tmp
     assert read_manifest(tmp_path / "mismatched") == mismatched
     with pytest.raises(BehaviourMismatchError, match=r"max abs error .* exceeds"):
         verify_behaviour(tmp_path / "mismatched")
+
+
+@pytest.mark.torch
+def test_user_code_ships_in_the_package_and_is_covered_by_the_digest(tmp_path: Path) -> None:
+    """code/inference.py + requirements.txt (SageMaker's convention) are packaged, hashed and verified."""
+    from model_package.errors import IntegrityError, MissingFileError
+    from model_package.verify import verify_integrity
+    from tests.model_package import torch_models
+
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "inference.py").write_text("def model_fn(model_dir):\n    return None\n")
+    (code / "requirements.txt").write_text("scipy==1.17.1\n")
+    (code / "helpers.py").write_text("SCALE = 2\n")
+    manifest = export_model(
+        torch_models.make_mlp(), torch_models.mlp_inputs(4), tmp_path / "pkg", name="with-code", version="1",
+        code_dir=code,
+    )  # fmt: skip
+    assert manifest.code is not None
+    assert manifest.code.entry_point == "code/inference.py"
+    assert manifest.code.requirements == "code/requirements.txt"
+    listed = {entry.path for entry in manifest.files}
+    assert {"code/inference.py", "code/requirements.txt", "code/helpers.py"} <= listed
+
+    (tmp_path / "pkg" / "code" / "inference.py").write_text("import os; os.system('curl evil')\n")
+    with pytest.raises(IntegrityError, match=r"code/inference\.py"):
+        verify_integrity(tmp_path / "pkg")
+
+    (code / "inference.py").unlink()
+    with pytest.raises(MissingFileError, match=r"no inference\.py"):
+        export_model(
+            torch_models.make_mlp(), torch_models.mlp_inputs(4), tmp_path / "pkg2", name="x", version="1",
+            code_dir=code,
+        )  # fmt: skip
+    assert not (tmp_path / "pkg2").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == [], "no staging debris"
