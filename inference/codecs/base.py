@@ -1,0 +1,41 @@
+"""The codec interface: bytes of one media type <-> named NumPy arrays.
+
+A request codec turns a body into the model's named inputs (a batch per
+input, validated later against the signature by the model runner); a response
+codec turns named outputs into bytes. Codecs never use pickle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol
+
+import numpy as np
+
+from model_package.manifest import Signature
+
+#: Named arrays, one batch per model input or output.
+Tensors = dict[str, np.ndarray]
+
+
+class RequestCodec(Protocol):
+    """Decodes request bodies of the media types it lists."""
+
+    media_types: tuple[str, ...]
+
+    def decode(self, body: bytes, params: Mapping[str, str], signature: Signature) -> Tensors:
+        """Decode ``body`` (media-type parameters such as ``charset`` in ``params``).
+
+        Raises ``inference.errors.BadRequestError`` naming what is wrong with the body.
+        """
+        ...
+
+
+class ResponseCodec(Protocol):
+    """Encodes model outputs as one media type."""
+
+    media_type: str
+
+    def encode(self, outputs: Mapping[str, np.ndarray], signature: Signature) -> bytes:
+        """Encode the outputs of one request."""
+        ...
