@@ -71,7 +71,8 @@ class PackageRef:
 
     location: StoreLocation
     name: str
-    digest: str
+    digest: str | None
+    """``None`` only for :func:`fetch` without an expected digest (integrity is still checked)."""
     layout: Layout | None
 
     @property
@@ -175,8 +176,42 @@ def pull(
     created; on ``DigestMismatchError`` or any other failure ``dest_dir`` is left
     as it was. ``progress`` receives downloaded byte counts.
     """
-    ref = parse_package_uri(package_uri)
-    dest_dir = Path(dest_dir)
+    return _fetch(parse_package_uri(package_uri), Path(dest_dir), progress=progress, threads=threads, transfer=transfer)
+
+
+def fetch(
+    uri: str,
+    dest_dir: Path,
+    *,
+    expected_digest: str | None = None,
+    progress: ProgressCallback | None = None,
+    threads: int | None = None,
+    transfer: TransferSettings | None = None,
+) -> Manifest:
+    """Download a package from any store prefix (or ``…/model.tar.gz``), verified against its manifest.
+
+    For locations that do not carry the digest in their path, such as the copy
+    Vertex AI makes of a model's artifacts (``AIP_STORAGE_URI``). With
+    ``expected_digest`` the package must also have that digest.
+    """
+    if expected_digest is not None:
+        expected_digest = _checked_digest(expected_digest, uri)
+    location = parse_store_uri(uri)
+    layout: Layout | None = None
+    if location.parts and location.parts[-1] == ARCHIVE_NAME:
+        layout, location = "archive", location.parent()
+    ref = PackageRef(location=location, name="", digest=expected_digest, layout=layout)
+    return _fetch(ref, Path(dest_dir), progress=progress, threads=threads, transfer=transfer)
+
+
+def _fetch(
+    ref: PackageRef,
+    dest_dir: Path,
+    *,
+    progress: ProgressCallback | None,
+    threads: int | None,
+    transfer: TransferSettings | None,
+) -> Manifest:
     _check_destination(dest_dir)
     with open_store(str(ref.location), transfer=transfer) as store:
         layout = ref.layout or _detect_layout(store, ref)
@@ -275,7 +310,7 @@ def _pull_archive(
 ) -> Manifest:
     archive = scratch / ARCHIVE_NAME
     actual = store.download_file(ARCHIVE_NAME, archive, progress=progress)
-    if actual != ref.digest:
+    if ref.digest is not None and actual != ref.digest:
         raise DigestMismatchError(
             f"{store.uri_for(ARCHIVE_NAME)} hashes to sha256 {actual}, but the URI pins {ref.digest}: "
             "the stored archive was modified or corrupted; do not deploy it"
@@ -313,7 +348,7 @@ def _pull_uncompressed(
                 "the stored file was modified or corrupted; do not deploy it"
             )
     # Per-file hashes prove the files match the manifest; the digest proves the manifest is the pinned one.
-    digest = archive_digest(staging, threads=threads)
+    digest = archive_digest(staging, threads=threads) if ref.digest is not None else None
     if digest != ref.digest:
         raise DigestMismatchError(
             f"the package at {ref.uri} has digest {digest}, but the URI pins {ref.digest}: "

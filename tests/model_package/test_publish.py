@@ -359,3 +359,23 @@ def test_gcs_conflicting_object_is_refused(make_package: PackageFactory, gcs_cli
     with pytest.raises(ObjectConflictError):
         push(package, f"gs://{gcs_bucket}")
     assert [blob.name for blob in gcs_client.list_blobs(gcs_bucket)] == [f"demo/{digest}/model.tar.gz"]
+
+
+@pytest.mark.parametrize("layout", ["archive", "uncompressed"])
+def test_fetch_from_a_prefix_without_the_digest_in_its_path(
+    make_package: PackageFactory, tmp_path: Path, layout: Layout
+) -> None:
+    """Vertex AI copies artifacts to a location of its own (AIP_STORAGE_URI): no <name>/<digest> in the path."""
+    import shutil
+
+    from model_package.publish import fetch
+
+    result = push(make_package(), str(tmp_path / "store"), layout=layout)
+    copy = tmp_path / "vertex-managed-copy"
+    shutil.copytree(tmp_path / "store" / "demo" / result.digest, copy)
+
+    assert fetch(copy.as_uri(), tmp_path / "a").name == "demo"
+    assert fetch(copy.as_uri(), tmp_path / "b", expected_digest=result.digest).name == "demo"
+    with pytest.raises(DigestMismatchError):
+        fetch(copy.as_uri(), tmp_path / "c", expected_digest="0" * 64)
+    assert not (tmp_path / "c").exists()

@@ -1,0 +1,234 @@
+"""Adaptive batching: merge concurrent requests into one model call, split the results back.
+
+Requests wait in a bounded queue. Whenever a compute worker is free, the
+dispatcher takes every queued request with the same input shapes (up to
+``max_batch_size`` rows) and runs them as one batch in a worker thread, so the
+event loop never blocks on the model. With ``max_delay`` 0 (the default) the
+batcher adds no latency at low load and batches more as load grows: requests
+that arrive while the model is busy form the next batch. A positive
+``max_delay`` waits that long for a batch to fill (more throughput, more latency).
+
+A request that waits past its deadline is answered with 504 and dropped from
+the queue without being computed; a full queue answers 503 with Retry-After.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from inference.errors import DeadlineExceededError, ModelError, NotReadyError, OverloadedError
+from model_package.errors import ModelPackageError
+
+_log = logging.getLogger(__name__)
+
+Tensors = dict[str, np.ndarray]
+PredictFn = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
+_ShapeKey = tuple[tuple[str, str, tuple[int, ...]], ...]
+
+
+class BatchObserver(Protocol):
+    """Receives batching events (implemented by the metrics module)."""
+
+    def batch_done(self, rows: int, requests: int, seconds: float) -> None: ...
+
+    def queue_changed(self, depth: int) -> None: ...
+
+
+class _NoObserver:
+    def batch_done(self, rows: int, requests: int, seconds: float) -> None:
+        return None
+
+    def queue_changed(self, depth: int) -> None:
+        return None
+
+
+@dataclass(eq=False)
+class _Job:
+    inputs: Mapping[str, np.ndarray]
+    rows: int
+    key: _ShapeKey
+    enqueued: float
+    deadline: float
+    future: asyncio.Future[Tensors] = field(repr=False)
+
+
+class Batcher:
+    """Runs ``predict`` on batches of queued requests in a thread pool."""
+
+    def __init__(
+        self,
+        predict: PredictFn,
+        *,
+        max_batch_size: int = 64,
+        max_delay: float = 0.0,
+        max_queue: int = 512,
+        workers: int = 1,
+        observer: BatchObserver | None = None,
+    ) -> None:
+        if max_batch_size < 1 or max_queue < 1 or workers < 1 or max_delay < 0:
+            raise ValueError("max_batch_size, max_queue and workers must be >= 1 and max_delay >= 0")
+        self._predict = predict
+        self.max_batch_size = max_batch_size
+        self.max_delay = max_delay
+        self.max_queue = max_queue
+        self._workers = workers
+        self._observer: BatchObserver = observer or _NoObserver()
+        self._pending: deque[_Job] = deque()
+        self._executor: ThreadPoolExecutor | None = None
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._wakeup: asyncio.Event | None = None
+        self._slots: asyncio.Semaphore | None = None
+        self._running: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    async def start(self) -> None:
+        """Start the dispatcher on the running event loop."""
+        self._executor = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="model-compute")
+        self._wakeup = asyncio.Event()
+        self._slots = asyncio.Semaphore(self._workers)
+        self._dispatcher = asyncio.get_running_loop().create_task(self._dispatch(), name="batch-dispatcher")
+
+    async def stop(self) -> None:
+        """Finish queued and running batches, then stop (used during graceful shutdown)."""
+        self._closed = True
+        if self._wakeup is not None:
+            self._wakeup.set()
+        if self._dispatcher is not None:
+            await self._dispatcher
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+
+    @property
+    def queue_depth(self) -> int:
+        """Requests waiting for a compute worker."""
+        return len(self._pending)
+
+    async def submit(self, inputs: Mapping[str, np.ndarray], *, timeout: float) -> Tensors:
+        """Queue one validated request and wait at most ``timeout`` seconds for its outputs."""
+        if self._closed or self._wakeup is None:
+            raise NotReadyError("the server is shutting down; retry on another instance")
+        if len(self._pending) >= self.max_queue:
+            raise OverloadedError(
+                f"the request queue is full ({self.max_queue} requests waiting); retry shortly",
+                headers={"Retry-After": "1"},
+            )
+        loop = asyncio.get_running_loop()
+        first = next(iter(inputs.values()))
+        job = _Job(
+            inputs=inputs,
+            rows=int(first.shape[0]) if first.ndim else 1,
+            key=tuple((name, array.dtype.str, array.shape[1:]) for name, array in inputs.items()),
+            enqueued=loop.time(),
+            deadline=loop.time() + timeout,
+            future=loop.create_future(),
+        )
+        self._pending.append(job)
+        self._observer.queue_changed(len(self._pending))
+        self._wakeup.set()
+        try:
+            # shield: a timed-out caller must not cancel a batch other requests share.
+            return await asyncio.wait_for(asyncio.shield(job.future), timeout)
+        except TimeoutError:
+            raise DeadlineExceededError(
+                f"the request did not complete within its {timeout:g} s deadline and was dropped; "
+                "the server is overloaded or the batch too large for one call"
+            ) from None
+
+    async def _dispatch(self) -> None:
+        assert self._wakeup is not None and self._slots is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._pending:
+                if self._closed:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            await self._slots.acquire()
+            if self.max_delay > 0:
+                await self._wait_to_fill(loop)
+            batch = self._take_batch(loop.time())
+            self._observer.queue_changed(len(self._pending))
+            if not batch:
+                self._slots.release()
+                continue
+            task = loop.create_task(self._execute(batch))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _wait_to_fill(self, loop: asyncio.AbstractEventLoop) -> None:
+        assert self._wakeup is not None
+        until = self._pending[0].enqueued + self.max_delay
+        while sum(job.rows for job in self._pending) < self.max_batch_size and not self._closed:
+            remaining = until - loop.time()
+            if remaining <= 0:
+                return
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+            except TimeoutError:
+                return
+
+    def _take_batch(self, now: float) -> list[_Job]:
+        """Pop the oldest live job and every queued job with its shapes, up to max_batch_size rows."""
+        batch: list[_Job] = []
+        rows = 0
+        key: _ShapeKey | None = None
+        kept: deque[_Job] = deque()
+        while self._pending:
+            job = self._pending.popleft()
+            if job.future.done():  # the caller gave up (deadline): drop without computing
+                continue
+            if job.deadline <= now:
+                job.future.set_exception(DeadlineExceededError("the request expired in the queue and was dropped"))
+                continue
+            fits = key is None or (job.key == key and rows + job.rows <= self.max_batch_size)
+            if fits:
+                key = job.key
+                batch.append(job)
+                rows += job.rows
+                if rows >= self.max_batch_size:
+                    break
+            else:
+                kept.append(job)
+        # Jobs with other shapes keep their place at the front of the queue.
+        self._pending.extendleft(reversed(kept))
+        return batch
+
+    async def _execute(self, batch: list[_Job]) -> None:
+        assert self._slots is not None
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        try:
+            inputs = batch[0].inputs if len(batch) == 1 else _concatenate([job.inputs for job in batch])
+            outputs = await loop.run_in_executor(self._executor, self._predict, inputs)
+        except Exception as exc:
+            error = exc if isinstance(exc, ModelPackageError) else ModelError(f"the model failed: {exc}")
+            if not isinstance(exc, ModelPackageError):
+                _log.error("model failure on a batch of %d requests", len(batch), exc_info=exc)
+            for job in batch:
+                if not job.future.done():
+                    job.future.set_exception(error)
+            return
+        finally:
+            self._slots.release()
+        self._observer.batch_done(sum(job.rows for job in batch), len(batch), loop.time() - start)
+        offset = 0
+        for job in batch:
+            if not job.future.done():
+                job.future.set_result({name: array[offset : offset + job.rows] for name, array in outputs.items()})
+            offset += job.rows
+
+
+def _concatenate(parts: list[Mapping[str, np.ndarray]]) -> Tensors:
+    return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}

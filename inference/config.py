@@ -1,0 +1,209 @@
+"""Server configuration, read once from the environment and flags at start-up.
+
+Each platform sets its own variables (SageMaker ``SAGEMAKER_*``, Vertex AI
+``AIP_*``, Cloud Run ``PORT``/``K_SERVICE``); our own knobs are
+``MODEL_SERVER_*``. Nothing else in the server reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from model_package.errors import UsageError
+
+Platform = Literal["sagemaker", "vertex", "cloudrun", "local"]
+
+DEFAULT_PORT = 8080
+DEFAULT_MODEL_DIR = Path("/opt/ml/model")
+MIB = 1024 * 1024
+
+#: Request-body limits of the platforms' front ends: beyond these the platform rejects the request
+#: anyway, so we answer with a 413 that names the limit instead of a confusing proxy error.
+BODY_LIMITS: dict[Platform, int] = {
+    "sagemaker": 6 * MIB,  # real-time endpoints (serverless endpoints: 4 MB, set MODEL_SERVER_MAX_REQUEST_BYTES)
+    "vertex": 3 * MIB // 2,  # online prediction: 1.5 MB
+    "cloudrun": 32 * MIB,  # HTTP/1 request limit
+    "local": 6 * MIB,
+}
+#: Per-request deadlines just under each platform's invocation timeout (SageMaker 60 s, Vertex 60 s,
+#: Cloud Run's default 300 s), so we drop stale work before the platform gives up on it.
+REQUEST_TIMEOUTS: dict[Platform, float] = {"sagemaker": 55.0, "vertex": 55.0, "cloudrun": 290.0, "local": 55.0}
+#: Drain deadlines just under the platforms' SIGTERM-to-SIGKILL grace (SageMaker 30 s, Cloud Run 10 s).
+DRAIN_TIMEOUTS: dict[Platform, float] = {"sagemaker": 25.0, "vertex": 25.0, "cloudrun": 8.0, "local": 10.0}
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything the server needs to know about its environment."""
+
+    platform: Platform
+    host: str
+    port: int
+    model_dir: Path | None
+    """Explicit model directory (flag), or ``None`` to use /opt/ml/model or AIP_STORAGE_URI."""
+    storage_uri: str | None
+    health_route: str
+    predict_route: str
+    max_request_bytes: int
+    request_timeout: float
+    drain_timeout: float
+    max_batch_size: int | None
+    """``None``: take the package's ``serving.max_batch_size`` metadata, else the default."""
+    max_batch_delay_ms: float | None
+    max_queue: int
+    compute_threads: int
+    """Framework intra-op threads (sized from the container's CPU quota)."""
+    log_level: str
+    install_requirements: bool
+    allow_non_finite: bool
+
+
+def load_config(
+    env: Mapping[str, str] | None = None,
+    *,
+    model_dir: Path | None = None,
+    port: int | None = None,
+    log_level: str | None = None,
+) -> ServerConfig:
+    """Build the configuration from ``env`` (default ``os.environ``) and command-line overrides."""
+    env = os.environ if env is None else env
+    platform = detect_platform(env)
+    return ServerConfig(
+        platform=platform,
+        # Containers must listen on all interfaces: the platform's proxy connects from outside.
+        host=env.get("MODEL_SERVER_HOST", "0.0.0.0"),
+        port=port if port is not None else resolve_port(env),
+        model_dir=model_dir,
+        storage_uri=env.get("AIP_STORAGE_URI") or None,
+        health_route=_route(env, "AIP_HEALTH_ROUTE", "/health"),
+        predict_route=_route(env, "AIP_PREDICT_ROUTE", "/predict"),
+        max_request_bytes=_int(env, "MODEL_SERVER_MAX_REQUEST_BYTES", BODY_LIMITS[platform], minimum=1),
+        request_timeout=_float(env, "MODEL_SERVER_REQUEST_TIMEOUT_S", REQUEST_TIMEOUTS[platform]),
+        drain_timeout=_float(env, "MODEL_SERVER_DRAIN_TIMEOUT_S", DRAIN_TIMEOUTS[platform]),
+        max_batch_size=_optional_int(env, "MODEL_SERVER_MAX_BATCH_SIZE"),
+        max_batch_delay_ms=_optional_float(env, "MODEL_SERVER_MAX_BATCH_DELAY_MS"),
+        max_queue=_int(env, "MODEL_SERVER_MAX_QUEUE", 512, minimum=1),
+        compute_threads=_int(env, "MODEL_SERVER_COMPUTE_THREADS", available_cpus(), minimum=1),
+        log_level=_log_level(
+            log_level or env.get("MODEL_SERVER_LOG_LEVEL") or env.get("SAGEMAKER_CONTAINER_LOG_LEVEL")
+        ),
+        install_requirements=_bool(env, "MODEL_SERVER_INSTALL_REQUIREMENTS", False),
+        allow_non_finite=_bool(env, "MODEL_SERVER_ALLOW_NON_FINITE", False),
+    )
+
+
+def detect_platform(env: Mapping[str, str]) -> Platform:
+    """Which platform runs us, from the variables each one sets."""
+    if any(name.startswith("SAGEMAKER_") for name in env):
+        return "sagemaker"
+    if any(name.startswith("AIP_") for name in env):
+        return "vertex"
+    if "K_SERVICE" in env:
+        return "cloudrun"
+    return "local"
+
+
+def resolve_port(env: Mapping[str, str]) -> int:
+    """``SAGEMAKER_BIND_TO_PORT``, else ``AIP_HTTP_PORT``, else ``PORT``, else 8080."""
+    for name in ("SAGEMAKER_BIND_TO_PORT", "AIP_HTTP_PORT", "PORT"):
+        if env.get(name):
+            return _int(env, name, DEFAULT_PORT, minimum=1, maximum=65535)
+    return DEFAULT_PORT
+
+
+def available_cpus() -> int:
+    """CPUs this container may use: the cgroup CPU quota if one is set, else the CPU affinity.
+
+    ``os.cpu_count()`` reports the host's cores; a container limited to 2 CPUs
+    on a 64-core host would otherwise start 64 threads per framework pool.
+    """
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    quota = _cgroup_cpu_quota()
+    return max(1, min(affinity, quota)) if quota is not None else max(1, affinity)
+
+
+def _cgroup_cpu_quota() -> int | None:
+    v2 = Path("/sys/fs/cgroup/cpu.max")
+    try:
+        if v2.is_file():
+            quota, period = v2.read_text().split()[:2]
+            return None if quota == "max" else math.ceil(int(quota) / int(period))
+        v1_quota = Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us")
+        v1_period = Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us")
+        if v1_quota.is_file() and v1_period.is_file():
+            quota_us = int(v1_quota.read_text())
+            return None if quota_us <= 0 else math.ceil(quota_us / int(v1_period.read_text()))
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def _route(env: Mapping[str, str], name: str, default: str) -> str:
+    value = env.get(name) or default
+    if not value.startswith("/"):
+        raise UsageError(f"{name}={value!r} must be a path starting with '/'")
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int, maximum: int | None = None) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise UsageError(f"{name}={raw!r} must be a whole number") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        allowed = f"{minimum}..{maximum}" if maximum is not None else f">= {minimum}"
+        raise UsageError(f"{name}={value} is out of range; allowed: {allowed}")
+    return value
+
+
+def _optional_int(env: Mapping[str, str], name: str) -> int | None:
+    return _int(env, name, 0, minimum=1) if env.get(name) else None
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise UsageError(f"{name}={raw!r} must be a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise UsageError(f"{name}={raw!r} must be a non-negative number")
+    return value
+
+
+def _optional_float(env: Mapping[str, str], name: str) -> float | None:
+    return _float(env, name, 0.0) if env.get(name) else None
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise UsageError(f"{name}={raw!r} must be true or false")
+
+
+_LEVELS = {"10": "DEBUG", "20": "INFO", "30": "WARNING", "40": "ERROR", "50": "CRITICAL"}
+
+
+def _log_level(raw: str | None) -> str:
+    # SageMaker passes SAGEMAKER_CONTAINER_LOG_LEVEL as a number (Python logging levels).
+    if raw is None or raw == "":
+        return "INFO"
+    level = _LEVELS.get(raw.strip(), raw.strip().upper())
+    if level not in _LEVELS.values():
+        raise UsageError(f"log level {raw!r} is not one of {', '.join(_LEVELS.values())} (or 10..50)")
+    return level
