@@ -1,0 +1,171 @@
+"""The ASGI application: every protocol's routes over one model service, plus /metrics.
+
+Cross-cutting concerns live in one pure-ASGI middleware (cheap on the hot
+path): a request id on every response, the request-size limit, metrics, and
+errors turned into ``{"error": ...}`` JSON bodies that never carry a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from inference.config import MIB, ServerConfig
+from inference.errors import ApiError, PayloadTooLargeError
+from inference.metrics import ServerMetrics
+from inference.protocols import oip, sagemaker, vertex
+from inference.service import ModelService
+from model_package.errors import ModelPackageError, PredictionError
+
+_log = logging.getLogger(__name__)
+_REQUEST_ID_RE = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
+JSON = "application/json"
+
+
+def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """A JSON response serialised with orjson (NumPy-aware)."""
+    return Response(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), status, headers, media_type=JSON)
+
+
+def error_response(exc: BaseException) -> Response:
+    """The status and ``{"error": ...}`` body for an exception raised while handling a request."""
+    if isinstance(exc, ApiError):
+        return json_response({"error": exc.message}, exc.status, exc.headers)
+    if isinstance(exc, HTTPException):
+        return json_response({"error": exc.detail}, exc.status_code)
+    if isinstance(exc, PredictionError):
+        return json_response({"error": str(exc)}, 400)
+    if isinstance(exc, ModelPackageError):
+        return json_response({"error": str(exc)}, 500)
+    return json_response({"error": "internal server error; see the server log for this request id"}, 500)
+
+
+def create_app(service: ModelService, config: ServerConfig, metrics: ServerMetrics) -> ASGIApp:
+    """Assemble the routes of every protocol and wrap them in the API middleware."""
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        await service.start()
+        _log.info("ready", extra={"model": service.name, "port": config.port, "platform": config.platform})
+        try:
+            yield
+        finally:
+            await service.stop()
+            _log.info("stopped")
+
+    async def metrics_endpoint(_: Request) -> Response:
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
+
+    routes: list[BaseRoute] = [
+        *sagemaker.routes(service, config),
+        *vertex.routes(service, config),
+        *oip.routes(service, config),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+    ]
+
+    async def handle(request: Request, exc: Exception) -> Response:
+        return error_response(exc)
+
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={ApiError: handle, ModelPackageError: handle, HTTPException: handle, Exception: handle},
+    )
+    metrics.load_seconds.set(service.load_seconds)
+    metrics.warmup_seconds.set(service.warmup_seconds)
+    metrics.model_info.labels(service.name, service.manifest.version, service.manifest.format).set(1)
+    return ApiMiddleware(app, max_request_bytes=config.max_request_bytes, platform=config.platform, metrics=metrics)
+
+
+class ApiMiddleware:
+    """Request id, body-size limit, metrics and last-resort error handling for every HTTP request."""
+
+    def __init__(self, app: ASGIApp, *, max_request_bytes: int, platform: str, metrics: ServerMetrics) -> None:
+        self.app = app
+        self.max_request_bytes = max_request_bytes
+        self.platform = platform
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        request_id = _request_id(scope)
+        scope.setdefault("state", {})["request_id"] = request_id.decode()
+        status = 500
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                started = True
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id)]
+            await send(message)
+
+        received = 0
+
+        async def receive_limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_request_bytes:
+                    raise self._too_large(received)
+            return message
+
+        try:
+            declared = _content_length(scope)
+            if declared is not None and declared > self.max_request_bytes:
+                raise self._too_large(declared)
+            await self.app(scope, receive_limited, send_with_id)
+        except Exception as exc:
+            # Starlette has already answered unexpected errors with our JSON 500 and re-raised them;
+            # expected ones (the size check above) are answered here, without a traceback in the log.
+            if not isinstance(exc, ApiError):
+                _log.error("request failed", extra={"request_id": request_id.decode()}, exc_info=exc)
+            if not started:
+                await error_response(exc)(scope, receive, send_with_id)
+        finally:
+            route = scope.get("route")
+            self.metrics.observe_request(getattr(route, "path", "unmatched"), status, time.perf_counter() - start)
+
+    def _too_large(self, size: int) -> PayloadTooLargeError:
+        limit = self.max_request_bytes
+        return PayloadTooLargeError(
+            f"the request body ({size} bytes) exceeds this endpoint's limit of {limit} bytes "
+            f"({limit / MIB:.1f} MiB on {self.platform}); send larger payloads with asynchronous inference "
+            "(SageMaker asynchronous endpoints or batch transform, Vertex AI batch prediction)"
+        )
+
+
+def _request_id(scope: Scope) -> bytes:
+    for name, value in scope["headers"]:
+        if name in (b"x-request-id", b"x-amzn-requestid") and _REQUEST_ID_RE.match(value):
+            return bytes(value)
+    return uuid.uuid4().hex.encode()
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None

@@ -1,0 +1,78 @@
+"""``model-serve [serve]``: the serving container's entrypoint (exec-form PID 1).
+
+SageMaker starts the image with the literal argument ``serve``; Vertex AI and
+Cloud Run start it with no arguments. Configuration comes from the platform's
+environment (see ``inference.config``); a package that fails verification,
+loading or warm-up makes the process exit non-zero after one log line, before
+the port opens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from model_package.errors import ModelPackageError
+from model_package.logs import configure_logging
+
+_log = logging.getLogger("inference.entrypoint")
+#: Exit code when the model cannot be served (the platform then reports the container as failed).
+EXIT_MODEL_FAILED = 3
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Load the package, then serve it until a shutdown signal."""
+    parser = argparse.ArgumentParser(prog="model-serve", description=__doc__)
+    parser.add_argument("command", nargs="?", choices=["serve"], help="SageMaker passes 'serve'; optional elsewhere")
+    parser.add_argument("--model-dir", type=Path, help="package directory (default: /opt/ml/model or AIP_STORAGE_URI)")
+    parser.add_argument("--port", type=int, help="port (default: SAGEMAKER_BIND_TO_PORT, AIP_HTTP_PORT, PORT or 8080)")
+    parser.add_argument(
+        "--log-level", help="DEBUG, INFO, WARNING, ERROR (default: SAGEMAKER_CONTAINER_LOG_LEVEL or INFO)"
+    )
+    args = parser.parse_args(argv)
+    configure_logging("json")
+    try:
+        from inference.config import load_config
+
+        config = load_config(model_dir=args.model_dir, port=args.port, log_level=args.log_level)
+        configure_logging("json", logging.getLevelName(config.log_level))
+        _limit_framework_threads(config.compute_threads)
+
+        from inference.app import create_app
+        from inference.metrics import ServerMetrics
+        from inference.server import run
+        from inference.service import load_service
+
+        metrics = ServerMetrics()
+        service = load_service(config, observer=metrics, expected_digest=os.environ.get("MODEL_PACKAGE_DIGEST"))
+        _log.info(
+            "model loaded",
+            extra={
+                "model": service.name,
+                "version": service.manifest.version,
+                "format": service.manifest.format,
+                "load_seconds": round(service.load_seconds, 3),
+                "warmup_seconds": round(service.warmup_seconds, 3),
+            },
+        )
+        app = create_app(service, config, metrics)
+    except ModelPackageError as exc:
+        _log.error(f"cannot serve the model: {exc}")
+        return EXIT_MODEL_FAILED
+    run(app, service, config)
+    return 0
+
+
+def _limit_framework_threads(threads: int) -> None:
+    # OpenMP/MKL pools read these once, when the framework loads: set them before any import,
+    # sized from the container's CPU quota rather than the host's core count.
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(name, str(threads))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

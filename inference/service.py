@@ -1,0 +1,203 @@
+"""The served model: find the package, verify it, load it, warm it up, and run predictions.
+
+Loading happens before the HTTP port opens, so a platform never sees a healthy
+health check over a model that failed to load: a package that fails
+verification, loading or warm-up makes ``load_service`` raise, and the
+entrypoint exits non-zero with one log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inference.batching import Batcher, BatchObserver
+from inference.config import DEFAULT_MODEL_DIR, ServerConfig
+from inference.errors import BadRequestError, NotReadyError
+from model_package.errors import LoadError, ManifestError, MissingFileError, PredictionError
+from model_package.formats import LoadedModel, check_inputs, get_format
+from model_package.manifest import MANIFEST_FILENAME, Manifest, Signature
+from model_package.verify import verify_behaviour, verify_integrity
+
+_log = logging.getLogger(__name__)
+
+#: Default adaptive-batching limits when neither the package nor the environment sets them.
+DEFAULT_MAX_BATCH_SIZE = 64
+DEFAULT_MAX_BATCH_DELAY_MS = 0.0
+
+
+@dataclass
+class ModelService:
+    """One loaded package and the machinery that runs it."""
+
+    package_dir: Path
+    manifest: Manifest
+    model: LoadedModel | None
+    """The format loader's model; ``None`` when user code's ``model_fn`` supplies its own."""
+    user_code: Any | None
+    """An ``inference.user_code.UserCodeHandler`` when the package ships ``code/inference.py``."""
+    batcher: Batcher | None
+    request_timeout: float
+    allow_non_finite: bool
+    load_seconds: float
+    warmup_seconds: float
+    ready: bool = False
+    draining: bool = False
+    _started: bool = field(default=False, repr=False)
+
+    @property
+    def name(self) -> str:
+        """The model name the protocols expose (the package name)."""
+        return self.manifest.name
+
+    @property
+    def signature(self) -> Signature:
+        """The package's input/output signature."""
+        return self.manifest.signature
+
+    @property
+    def healthy(self) -> bool:
+        """Loaded, warmed up and not shutting down: what every health route reports."""
+        return self.ready and not self.draining
+
+    async def start(self) -> None:
+        """Start the batcher on the server's event loop, then report ready."""
+        if self.batcher is not None and not self._started:
+            await self.batcher.start()
+        self._started = True
+        self.ready = True
+
+    async def stop(self) -> None:
+        """Report not-ready and finish queued work (graceful shutdown)."""
+        self.draining = True
+        if self.batcher is not None and self._started:
+            await self.batcher.stop()
+
+    async def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Validate named inputs against the signature and run them through the batcher."""
+        if self.batcher is None or not self.healthy:
+            raise NotReadyError("the model is not ready to serve predictions")
+        try:
+            checked = check_inputs(self.signature, inputs)
+        except PredictionError as exc:
+            raise BadRequestError(str(exc)) from None
+        if any(array.ndim == 0 or array.shape[0] == 0 for array in checked.values()):
+            raise BadRequestError("the request holds an empty batch; send at least one instance")
+        if not self.allow_non_finite:
+            _reject_non_finite(checked)
+        return await self.batcher.submit(checked, timeout=self.request_timeout)
+
+
+def _reject_non_finite(inputs: Mapping[str, np.ndarray]) -> None:
+    for name, array in inputs.items():
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise BadRequestError(
+                f"input {name!r} contains NaN or infinity, which this model does not accept "
+                "(set MODEL_SERVER_ALLOW_NON_FINITE=true if it should)"
+            )
+
+
+def locate_package(config: ServerConfig, env_digest: str | None = None) -> Path:
+    """The package directory: the explicit flag, else /opt/ml/model, else a download of AIP_STORAGE_URI."""
+    if config.model_dir is not None:
+        if not (config.model_dir / MANIFEST_FILENAME).is_file():
+            raise MissingFileError(f"--model-dir {config.model_dir} holds no {MANIFEST_FILENAME}: not a model package")
+        return config.model_dir
+    if (DEFAULT_MODEL_DIR / MANIFEST_FILENAME).is_file():
+        return DEFAULT_MODEL_DIR
+    if config.storage_uri:
+        from model_package.publish import fetch
+
+        dest = Path(tempfile.mkdtemp(prefix="model-")) / "package"
+        _log.info("downloading the model package", extra={"uri": config.storage_uri})
+        fetch(config.storage_uri, dest, expected_digest=env_digest)
+        return dest
+    raise MissingFileError(
+        f"no model package: pass --model-dir, mount one at {DEFAULT_MODEL_DIR}, or set AIP_STORAGE_URI"
+    )
+
+
+def load_service(
+    config: ServerConfig,
+    *,
+    observer: BatchObserver | None = None,
+    expected_digest: str | None = None,
+) -> ModelService:
+    """Find, verify, load and warm up the package; raises ``ModelPackageError`` on any failure."""
+    start = time.perf_counter()
+    package_dir = locate_package(config, expected_digest)
+    manifest = verify_integrity(package_dir)
+    user_code = None
+    model: LoadedModel | None = None
+    fmt = get_format(manifest.format)
+
+    def load_model() -> LoadedModel:
+        return fmt.load(package_dir, manifest, threads=config.compute_threads)
+
+    if manifest.code is not None:
+        from inference.user_code import UserCodeHandler, install_requirements
+
+        if config.install_requirements and manifest.code.requirements:
+            install_requirements(package_dir, manifest)
+        user_code = UserCodeHandler.load(package_dir, manifest, default_model=load_model)
+        if user_code is not None and _is_loaded_model(user_code.model):
+            model = user_code.model
+    else:
+        model = load_model()
+    load_seconds = time.perf_counter() - start
+
+    warm = time.perf_counter()
+    if model is not None:
+        # Warm-up doubles as the behaviour check: the bundled example must reproduce its outputs here too.
+        report = verify_behaviour(package_dir, manifest, model=model)
+        _log.info("warm-up matched the bundled example", extra={"max_abs_error": report.worst})
+    warmup_seconds = time.perf_counter() - warm
+
+    batcher = None
+    if model is not None:
+        batch_size, delay_ms = _batching(config, manifest)
+        batcher = Batcher(
+            model.predict,
+            max_batch_size=batch_size,
+            max_delay=delay_ms / 1000,
+            max_queue=config.max_queue,
+            observer=observer,
+        )
+    return ModelService(
+        package_dir=package_dir,
+        manifest=manifest,
+        model=model,
+        user_code=user_code,
+        batcher=batcher,
+        request_timeout=config.request_timeout,
+        allow_non_finite=config.allow_non_finite,
+        load_seconds=load_seconds,
+        warmup_seconds=warmup_seconds,
+    )
+
+
+def _is_loaded_model(obj: object) -> bool:
+    return hasattr(obj, "predict") and hasattr(obj, "signature")
+
+
+def _batching(config: ServerConfig, manifest: Manifest) -> tuple[int, float]:
+    """Environment beats the package's ``serving.*`` metadata beats the defaults."""
+    try:
+        size = config.max_batch_size or int(manifest.metadata.get("serving.max_batch_size", DEFAULT_MAX_BATCH_SIZE))
+        delay = (
+            config.max_batch_delay_ms
+            if config.max_batch_delay_ms is not None
+            else float(manifest.metadata.get("serving.max_batch_delay_ms", DEFAULT_MAX_BATCH_DELAY_MS))
+        )
+    except ValueError as exc:
+        raise ManifestError(f"manifest metadata serving.* must be numbers: {exc}") from None
+    if size < 1 or delay < 0:
+        raise LoadError(f"batching needs max_batch_size >= 1 and max_batch_delay_ms >= 0, got {size} and {delay}")
+    return size, delay

@@ -1,0 +1,165 @@
+"""The adaptive batcher, driven directly on an event loop with a real (NumPy) model function."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Mapping
+
+import numpy as np
+import pytest
+
+from inference.batching import Batcher
+from inference.errors import DeadlineExceededError, ModelError, OverloadedError
+
+
+class Recorder:
+    """y = 2x, recording the batch sizes it was called with; optionally slow."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.calls: list[int] = []
+        self.delay = delay
+        self.release = threading.Event()
+        self.release.set()
+
+    def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.release.wait(10)
+        time.sleep(self.delay)
+        x = inputs["x"]
+        self.calls.append(int(x.shape[0]))
+        return {"y": x * 2}
+
+
+def rows(n: int, start: float = 0.0, width: int = 3) -> dict[str, np.ndarray]:
+    return {"x": np.arange(start, start + n * width, dtype=np.float32).reshape(n, width)}
+
+
+async def _with_batcher(batcher: Batcher, body):  # type: ignore[no-untyped-def]
+    await batcher.start()
+    try:
+        return await body()
+    finally:
+        await batcher.stop()
+
+
+def test_concurrent_requests_are_merged_and_split_back() -> None:
+    model = Recorder()
+    model.release.clear()  # hold the first call so the others queue up behind it
+    batcher = Batcher(model, max_batch_size=64)
+
+    async def body() -> list[dict[str, np.ndarray]]:
+        first = asyncio.ensure_future(batcher.submit(rows(1, 1000), timeout=10))
+        await asyncio.sleep(0.05)
+        others = [asyncio.ensure_future(batcher.submit(rows(i + 1, i * 100), timeout=10)) for i in range(10)]
+        await asyncio.sleep(0.05)
+        model.release.set()
+        return await asyncio.gather(first, *others)
+
+    results = asyncio.run(_with_batcher(batcher, body))
+    assert model.calls == [1, sum(range(1, 11))], "the ten queued requests must run as one batch"
+    for i, result in enumerate(results[1:]):
+        np.testing.assert_array_equal(result["y"], rows(i + 1, i * 100)["x"] * 2)
+
+
+def test_max_batch_size_and_shapes_bound_a_batch() -> None:
+    model = Recorder()
+    model.release.clear()
+    batcher = Batcher(model, max_batch_size=4)
+
+    async def body() -> None:
+        blocker = asyncio.ensure_future(batcher.submit(rows(1), timeout=10))
+        await asyncio.sleep(0.05)
+        jobs = [asyncio.ensure_future(batcher.submit(rows(1), timeout=10)) for _ in range(6)]
+        wide = asyncio.ensure_future(batcher.submit(rows(2, width=5), timeout=10))
+        await asyncio.sleep(0.05)
+        model.release.set()
+        await asyncio.gather(blocker, *jobs, wide)
+
+    asyncio.run(_with_batcher(batcher, body))
+    assert model.calls == [1, 4, 2, 2], "4-row cap, then the rest; the wider input is never mixed in"
+
+
+def test_a_full_queue_answers_503_with_retry_after() -> None:
+    model = Recorder()
+    model.release.clear()
+    batcher = Batcher(model, max_queue=2)
+
+    async def body() -> None:
+        running = asyncio.ensure_future(batcher.submit(rows(1), timeout=10))
+        await asyncio.sleep(0.05)  # taken by the worker: the queue is empty again
+        queued = [asyncio.ensure_future(batcher.submit(rows(1), timeout=10)) for _ in range(2)]
+        await asyncio.sleep(0)
+        with pytest.raises(OverloadedError) as caught:
+            await batcher.submit(rows(1), timeout=10)
+        assert caught.value.headers["Retry-After"] == "1"
+        assert "queue is full" in caught.value.message
+        model.release.set()
+        await asyncio.gather(running, *queued)
+
+    asyncio.run(_with_batcher(batcher, body))
+
+
+def test_expired_requests_are_dropped_without_being_computed() -> None:
+    model = Recorder(delay=0.3)
+    batcher = Batcher(model, max_batch_size=1)
+
+    async def body() -> None:
+        slow = asyncio.ensure_future(batcher.submit(rows(1), timeout=5))
+        await asyncio.sleep(0.01)
+        with pytest.raises(DeadlineExceededError, match="deadline"):
+            await batcher.submit(rows(7), timeout=0.1)
+        await slow
+
+    asyncio.run(_with_batcher(batcher, body))
+    assert model.calls == [1], "the expired 7-row request must never reach the model"
+
+
+def test_a_model_failure_fails_the_batch_with_a_500_and_the_batcher_keeps_serving() -> None:
+    calls = 0
+
+    def flaky(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("CUDA out of memory")
+        return {"y": inputs["x"]}
+
+    batcher = Batcher(flaky)
+
+    async def body() -> dict[str, np.ndarray]:
+        with pytest.raises(ModelError, match="CUDA out of memory"):
+            await batcher.submit(rows(1), timeout=5)
+        return await batcher.submit(rows(2), timeout=5)
+
+    assert asyncio.run(_with_batcher(batcher, body))["y"].shape == (2, 3)
+
+
+def test_stop_finishes_queued_work() -> None:
+    model = Recorder(delay=0.05)
+    batcher = Batcher(model, max_batch_size=1)
+
+    async def body() -> list[dict[str, np.ndarray]]:
+        await batcher.start()
+        jobs = [asyncio.ensure_future(batcher.submit(rows(1, i), timeout=10)) for i in range(3)]
+        await asyncio.sleep(0)
+        await batcher.stop()
+        return await asyncio.gather(*jobs)
+
+    assert len(asyncio.run(body())) == 3
+    assert model.calls == [1, 1, 1]
+
+
+def test_max_delay_waits_for_a_batch_to_fill() -> None:
+    model = Recorder()
+    batcher = Batcher(model, max_batch_size=8, max_delay=0.2)
+
+    async def body() -> None:
+        jobs = []
+        for _ in range(8):
+            jobs.append(asyncio.ensure_future(batcher.submit(rows(1), timeout=10)))
+            await asyncio.sleep(0.01)
+        await asyncio.gather(*jobs)
+
+    asyncio.run(_with_batcher(batcher, body))
+    assert model.calls == [8]
