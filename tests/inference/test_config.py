@@ -1,0 +1,62 @@
+"""Server configuration from each platform's environment."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from inference.config import available_cpus, load_config
+from model_package.errors import UsageError
+
+
+@pytest.mark.parametrize(
+    ("env", "port"),
+    [
+        ({}, 8080),
+        ({"PORT": "9000"}, 9000),
+        ({"AIP_HTTP_PORT": "7080", "PORT": "9000"}, 7080),
+        ({"SAGEMAKER_BIND_TO_PORT": "8081", "AIP_HTTP_PORT": "7080", "PORT": "9000"}, 8081),
+    ],
+)
+def test_port_precedence(env: dict[str, str], port: int) -> None:
+    assert load_config(env).port == port
+
+
+def test_each_platform_gets_its_limits_and_routes() -> None:
+    sagemaker = load_config({"SAGEMAKER_BIND_TO_PORT": "8080"})
+    assert (sagemaker.platform, sagemaker.max_request_bytes, sagemaker.request_timeout) == ("sagemaker", 6 << 20, 55)
+    vertex = load_config({"AIP_HTTP_PORT": "8080", "AIP_HEALTH_ROUTE": "/v1/h", "AIP_PREDICT_ROUTE": "/v1/p"})
+    assert vertex.platform == "vertex"
+    assert vertex.max_request_bytes == 1_572_864
+    assert (vertex.health_route, vertex.predict_route) == ("/v1/h", "/v1/p")
+    cloudrun = load_config({"K_SERVICE": "svc", "PORT": "8080"})
+    assert (cloudrun.platform, cloudrun.drain_timeout) == ("cloudrun", 8.0)
+    assert load_config({}).host == "0.0.0.0"
+
+
+def test_sagemaker_numeric_log_levels_are_understood() -> None:
+    assert load_config({"SAGEMAKER_CONTAINER_LOG_LEVEL": "20"}).log_level == "INFO"
+    assert load_config({"SAGEMAKER_CONTAINER_LOG_LEVEL": "40"}).log_level == "ERROR"
+    assert load_config({}, log_level="debug").log_level == "DEBUG"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"PORT": "http"}, "PORT='http' must be a whole number"),
+        ({"PORT": "70000"}, "PORT=70000 is out of range"),
+        ({"MODEL_SERVER_MAX_BATCH_SIZE": "0"}, "MODEL_SERVER_MAX_BATCH_SIZE=0 is out of range"),
+        ({"MODEL_SERVER_REQUEST_TIMEOUT_S": "-1"}, "must be a non-negative number"),
+        ({"MODEL_SERVER_INSTALL_REQUIREMENTS": "maybe"}, "must be true or false"),
+        ({"AIP_PREDICT_ROUTE": "predict"}, "must be a path starting with '/'"),
+        ({"SAGEMAKER_CONTAINER_LOG_LEVEL": "LOUD"}, "log level 'LOUD'"),
+    ],
+)
+def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None:
+    with pytest.raises(UsageError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_config(env)
+
+
+def test_cpu_count_respects_the_affinity_mask() -> None:
+    assert 1 <= available_cpus() <= len(os.sched_getaffinity(0))
