@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import signal
 from types import FrameType
 
 import uvicorn
@@ -36,6 +37,10 @@ class DrainingServer(uvicorn.Server):
             _log.info("shutdown signal received: draining", extra={"signal": sig})
         self._service.draining = True
         super().handle_exit(sig, frame)
+        # uvicorn re-raises captured signals after shutting down, so the process would die "by
+        # SIGTERM" (exit -15) after a clean drain. A drained shutdown is a success: exit 0.
+        if sig == signal.SIGTERM and sig in self._captured_signals:
+            self._captured_signals.remove(sig)
 
 
 def run(app: ASGIApp, service: ModelService, config: ServerConfig) -> None:

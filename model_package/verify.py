@@ -95,10 +95,13 @@ def verify_behaviour(
             raise BehaviourMismatchError(
                 f"output {name!r} has shape {list(got.shape)}, the bundled example expects {list(want.shape)}"
             )
-        if want.dtype.kind in "SUb":
+        if want.dtype.kind in "SUbO" or got.dtype.kind in "SUbO":
+            # Strings and booleans match exactly or not at all.
             errors[name] = 0.0 if np.array_equal(got, want) else float("inf")
-        else:
-            errors[name] = float(np.max(np.abs(got.astype(np.float64) - want.astype(np.float64)), initial=0.0))
+            if errors[name]:
+                raise BehaviourMismatchError(f"output {name!r} differs from the bundled example (exact match required)")
+            continue
+        errors[name] = float(np.max(np.abs(got.astype(np.float64) - want.astype(np.float64)), initial=0.0))
         if not np.allclose(got, want, rtol=manifest.example.rtol, atol=manifest.example.atol):
             raise BehaviourMismatchError(
                 f"output {name!r} differs from the bundled example: max abs error {errors[name]:.3g} exceeds "
