@@ -34,7 +34,7 @@ from inference.protocols.oip import (
 from model_package import __version__
 from model_package.formats import get_format
 from model_package.manifest import MODEL_FORMATS, Signature, TensorSpec, read_manifest
-from tests.inference.server_fixtures import ServerProcess, start_server, torch_package  # noqa: F401
+from tests.inference.server_fixtures import ServerProcess, start_server
 
 # -- tensor conversion, every datatype -----------------------------------------------------------------------------
 
@@ -237,7 +237,7 @@ def test_every_manifest_dtype_and_format_has_an_oip_name() -> None:
 
 
 @needs_torch
-def test_infer_response_honours_requested_outputs(torch_package: Path) -> None:  # noqa: F811
+def test_infer_response_honours_requested_outputs(torch_package: Path) -> None:
     manifest = read_manifest(torch_package)
     name = manifest.signature.outputs[0].name
     outputs = {name: np.ones((1, 10), np.float32)}
@@ -282,7 +282,7 @@ def _outputs(body: dict[str, Any]) -> dict[str, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def mlp_server(torch_package: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:  # noqa: F811
+def mlp_server(torch_package: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     server = _serve(torch_package, tmp_path_factory.mktemp("mlp-server"))
     yield server
     _stop(server)
@@ -322,7 +322,7 @@ def test_health_and_server_metadata(mlp_server: ServerProcess) -> None:
 
 
 @needs_torch
-def test_model_metadata_and_readiness(mlp_server: ServerProcess, torch_package: Path) -> None:  # noqa: F811
+def test_model_metadata_and_readiness(mlp_server: ServerProcess, torch_package: Path) -> None:
     manifest = read_manifest(torch_package)
     out = manifest.signature.outputs[0].name
     want = {
@@ -349,7 +349,7 @@ def test_model_metadata_and_readiness(mlp_server: ServerProcess, torch_package: 
 @pytest.mark.parametrize("path", ["/v2/models/mlp/infer", "/v2/models/mlp/versions/1.0.0/infer"])
 def test_infer_matches_the_packaged_model(
     mlp_server: ServerProcess,
-    torch_package: Path,  # noqa: F811
+    torch_package: Path,
     path: str,
     nested: bool,
 ) -> None:
@@ -386,7 +386,7 @@ def test_infer_without_an_id_answers_with_the_request_id(mlp_server: ServerProce
 
 
 @needs_torch
-def test_concurrent_infer_requests_each_get_their_own_rows(mlp_server: ServerProcess, torch_package: Path) -> None:  # noqa: F811
+def test_concurrent_infer_requests_each_get_their_own_rows(mlp_server: ServerProcess, torch_package: Path) -> None:
     batches = [np.random.default_rng(seed).standard_normal((seed % 3 + 1, 64), dtype=np.float32) for seed in range(16)]
 
     def infer(x: np.ndarray) -> dict[str, np.ndarray]:
@@ -471,7 +471,7 @@ def test_unknown_models_are_404(mlp_server: ServerProcess, method: str, path: st
 
 
 @needs_torch
-def test_kserve_v1_routes(mlp_server: ServerProcess, torch_package: Path) -> None:  # noqa: F811
+def test_kserve_v1_routes(mlp_server: ServerProcess, torch_package: Path) -> None:
     x = np.random.default_rng(3).standard_normal((3, 64), dtype=np.float32)
     [want] = _reference(torch_package, {"x": x}).values()
     with mlp_server.client() as client:

@@ -1,0 +1,3 @@
+"""A helper whose name clashes with the other package's helper."""
+
+LABEL = "package-a"
