@@ -61,6 +61,10 @@ class ServerConfig:
     log_level: str
     install_requirements: bool
     allow_non_finite: bool
+    default_accept: str
+    """Response type when a request sends no (or a wildcard) Accept header."""
+    expected_digest: str | None
+    """MODEL_PACKAGE_DIGEST: the digest the deployment pins, checked when the package is downloaded."""
 
 
 def load_config(
@@ -94,6 +98,9 @@ def load_config(
         ),
         install_requirements=_bool(env, "MODEL_SERVER_INSTALL_REQUIREMENTS", False),
         allow_non_finite=_bool(env, "MODEL_SERVER_ALLOW_NON_FINITE", False),
+        # The SageMaker inference toolkit's variable, so existing deployments keep their behaviour.
+        default_accept=env.get("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT") or "application/json",
+        expected_digest=env.get("MODEL_PACKAGE_DIGEST") or None,
     )
 
 

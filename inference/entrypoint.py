@@ -48,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from inference.service import load_service
 
         metrics = ServerMetrics()
-        service = load_service(config, observer=metrics, expected_digest=os.environ.get("MODEL_PACKAGE_DIGEST"))
+        service = load_service(config, observer=metrics)
         _log.info(
             "model loaded",
             extra={

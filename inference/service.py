@@ -104,7 +104,7 @@ def _reject_non_finite(inputs: Mapping[str, np.ndarray]) -> None:
             )
 
 
-def locate_package(config: ServerConfig, env_digest: str | None = None) -> Path:
+def locate_package(config: ServerConfig) -> Path:
     """The package directory: the explicit flag, else /opt/ml/model, else a download of AIP_STORAGE_URI."""
     if config.model_dir is not None:
         if not (config.model_dir / MANIFEST_FILENAME).is_file():
@@ -117,22 +117,17 @@ def locate_package(config: ServerConfig, env_digest: str | None = None) -> Path:
 
         dest = Path(tempfile.mkdtemp(prefix="model-")) / "package"
         _log.info("downloading the model package", extra={"uri": config.storage_uri})
-        fetch(config.storage_uri, dest, expected_digest=env_digest)
+        fetch(config.storage_uri, dest, expected_digest=config.expected_digest)
         return dest
     raise MissingFileError(
         f"no model package: pass --model-dir, mount one at {DEFAULT_MODEL_DIR}, or set AIP_STORAGE_URI"
     )
 
 
-def load_service(
-    config: ServerConfig,
-    *,
-    observer: BatchObserver | None = None,
-    expected_digest: str | None = None,
-) -> ModelService:
+def load_service(config: ServerConfig, *, observer: BatchObserver | None = None) -> ModelService:
     """Find, verify, load and warm up the package; raises ``ModelPackageError`` on any failure."""
     start = time.perf_counter()
-    package_dir = locate_package(config, expected_digest)
+    package_dir = locate_package(config)
     manifest = verify_integrity(package_dir)
     user_code = None
     model: LoadedModel | None = None
@@ -146,7 +141,13 @@ def load_service(
 
         if config.install_requirements and manifest.code.requirements:
             install_requirements(package_dir, manifest)
-        user_code = UserCodeHandler.load(package_dir, manifest, default_model=load_model)
+        user_code = UserCodeHandler.load(
+            package_dir,
+            manifest,
+            default_model=load_model,
+            default_accept=config.default_accept,
+            allow_non_finite=config.allow_non_finite,
+        )
         if user_code is not None and _is_loaded_model(user_code.model):
             model = user_code.model
     else:

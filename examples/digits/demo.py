@@ -1,7 +1,13 @@
-"""The README's main job: train, export, pack, verify, publish and fetch the digits models.
+"""The README's main job: train, package, publish, then deploy locally and serve the digits model.
 
-Run with ``./dev.sh demo`` (or ``python -m examples.digits.demo --out out``). Everything
-stays on this machine: the store is a ``file://`` directory under ``--out``.
+    ./dev.sh demo                  # package both models, deploy the PyTorch one, query it, shut it down
+    ./dev.sh demo --keep-serving   # ... and leave the endpoint running
+    ./dev.sh demo status           # is it running, and where
+    ./dev.sh demo down             # stop it (SIGTERM: it drains, then exits 0)
+
+Everything stays on this machine: the store is a ``file://`` directory under ``--out``, and
+the endpoint is the real serving entrypoint in its own process, started the way SageMaker
+starts the container, bound to 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -100,11 +106,15 @@ def _live_logits(model: Any, x: np.ndarray) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Train and package the PyTorch and Keras digits models; print a summary table."""
-    parser = argparse.ArgumentParser(description=__doc__)
+    """Package the digits models, deploy one locally and query it (or report/stop a kept deployment)."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("action", nargs="?", choices=["run", "status", "down"], default="run")
     parser.add_argument("--out", type=Path, default=Path("out"), help="working directory (default: ./out)")
     parser.add_argument("--only", choices=["torch", "keras"], help="package just one framework")
+    parser.add_argument("--keep-serving", action="store_true", help="leave the local endpoint running")
     args = parser.parse_args(argv)
+    if args.action != "run":
+        return _status_or_down(args.action, args.out.resolve() / "endpoint")
     # TensorFlow prints CPU-feature notices from C++ at import unless told not to.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     configure_logging("text")
@@ -130,6 +140,66 @@ def main(argv: list[str] | None = None) -> int:
         print(f"demo failed: {exc}", file=sys.stderr)
         return exc.exit_code
     _print_summary(outcomes)
+    served = next((o for o in outcomes if o.format == "torch_export"), outcomes[0] if outcomes else None)
+    if served is None:
+        return 0
+    try:
+        return serve_and_query(served.uri, out / "endpoint", keep_serving=args.keep_serving)
+    except ModelPackageError as exc:
+        print(f"demo failed: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+def serve_and_query(package_uri: str, workdir: Path, *, keep_serving: bool) -> int:
+    """Deploy the package locally as SageMaker would, send the held-out set, print accuracy and latency."""
+    import httpx
+
+    from inference import local_deploy
+
+    print(f"\ndeploying {package_uri} locally (SageMaker container contract)")
+    start = time.monotonic()
+    deployment = local_deploy.deploy(package_uri, workdir)
+    ready_seconds = time.monotonic() - start
+    split = load_digits_split()
+    latencies = []
+    predictions = []
+    with httpx.Client(base_url=deployment.url, timeout=30) as client:
+        for row in split.x_test:
+            sent = time.perf_counter()
+            response = client.post("/invocations", json=[row.tolist()])
+            latencies.append(time.perf_counter() - sent)
+            response.raise_for_status()
+            predictions.append(response.json()["predictions"][0])
+        whole = client.post("/invocations", json={"instances": split.x_test.tolist()}).json()["predictions"]
+    served_accuracy = accuracy(np.asarray(predictions), split.y_test)
+    p50, p99 = np.percentile(np.asarray(latencies) * 1000, [50, 99])
+    print(f"endpoint {deployment.url} ready in {ready_seconds:.1f} s (pid {deployment.pid}, log {deployment.log_path})")
+    print(
+        f"{len(latencies)} held-out digits, one request each: accuracy {served_accuracy:.3f}, "
+        f"latency p50 {p50:.2f} ms, p99 {p99:.2f} ms"
+    )
+    print(f"the whole held-out set in one request: accuracy {accuracy(np.asarray(whole), split.y_test):.3f}")
+    if keep_serving:
+        print(f"still serving at {deployment.url}; stop it with: ./dev.sh demo down")
+        return 0
+    code = local_deploy.down(workdir)
+    print(f"endpoint stopped (SIGTERM, drained, exit code {code})")
+    return 0 if code == 0 else 1
+
+
+def _status_or_down(action: str, workdir: Path) -> int:
+    from inference import local_deploy
+
+    if action == "down":
+        code = local_deploy.down(workdir)
+        print("no local endpoint is running" if code is None else f"endpoint stopped (exit code {code})")
+        return 0
+    deployment = local_deploy.status(workdir)
+    if deployment is None:
+        print("no local endpoint is running")
+        return 1
+    state = "ready" if local_deploy.is_ready(deployment) else "not ready"
+    print(f"{state}: {deployment.url} (pid {deployment.pid}) serving {deployment.package_uri}")
     return 0
 
 

@@ -39,3 +39,26 @@ class ResponseCodec(Protocol):
     def encode(self, outputs: Mapping[str, np.ndarray], signature: Signature) -> bytes:
         """Encode the outputs of one request."""
         ...
+
+
+class Codec(RequestCodec, ResponseCodec, Protocol):
+    """A media type the server both reads and writes, with what the dispatcher needs to know about it."""
+
+    def decode(
+        self, body: bytes, params: Mapping[str, str], signature: Signature, *, allow_non_finite: bool = False
+    ) -> Tensors:
+        """Decode ``body`` as :meth:`RequestCodec.decode` does, casting to the signature's dtypes.
+
+        NaN and infinity in float inputs raise ``BadRequestError`` unless ``allow_non_finite``.
+        """
+        ...
+
+    content_type: str
+    """The ``Content-Type`` header value of a response (``media_type`` plus any parameters)."""
+
+    text: bool
+    """Whether bodies are text, so that a ``charset`` other than UTF-8 must be refused."""
+
+    def encode_request(self, inputs: Mapping[str, np.ndarray], signature: Signature) -> bytes:
+        """Encode named inputs as a client would send them (the inverse of ``decode``)."""
+        ...

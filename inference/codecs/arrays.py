@@ -1,0 +1,401 @@
+"""Shared conversions: decoded values -> input arrays of the signature's dtypes, outputs -> JSON-able values.
+
+Every codec funnels its inputs through :func:`to_input_array` or
+:func:`coerce`, so a float for an integer input or a string for a number is
+refused with the same message whatever the media type. The happy path is a
+single ``np.asarray`` plus at most one ``astype``; the Python-level walks over
+elements only run to explain an error (or for ``bytes`` inputs, which have no
+vectorised form).
+
+``bytes`` inputs decode to object arrays of Python ``bytes``: variable length,
+and unlike NumPy's ``S`` dtype they keep trailing NUL bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, NoReturn
+
+import numpy as np
+
+from inference.errors import BadRequestError, ModelError
+from model_package.manifest import TensorSpec
+
+# Squares of the largest finite float16, float32 and float64 (by item size); float64's square would
+# overflow, and "sum of squares <= max" is then just "finite".
+_SQUARED_MAX = {
+    2: float(np.finfo(np.float16).max) ** 2,
+    4: float(np.finfo(np.float32).max) ** 2,
+    8: float(np.finfo(np.float64).max),
+}
+
+#: An element's index path (row first).
+Path = tuple[int, ...]
+#: Names an element in error messages: ``row 3 at index [1]`` for JSON, ``line 4, column 2`` for CSV.
+Locator = Callable[[Path], str]
+
+
+def locate_row(path: Path) -> str:
+    """The default locator: the 0-based row index into the batch, then the index within the row."""
+    if not path:
+        return "the value"
+    inner = "".join(f"[{index}]" for index in path[1:])
+    return f"row {path[0]}" + (f" at index {inner}" if inner else "")
+
+
+def locate_line(line_numbers: Sequence[int]) -> Locator:
+    """A locator for bodies with one row per line (JSON Lines, CSV): rows named by their 1-based line."""
+
+    def locate(path: Path) -> str:
+        if not path:
+            return "the value"
+        inner = "".join(f"[{index}]" for index in path[1:])
+        return f"line {line_numbers[path[0]]}" + (f" at index {inner}" if inner else "")
+
+    return locate
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def to_input_array(
+    value: Any, spec: TensorSpec, *, allow_non_finite: bool = False, locate: Locator = locate_row
+) -> np.ndarray:
+    """A parsed JSON value (nested lists of numbers, booleans or strings) as an array of ``spec``'s dtype.
+
+    Raises :class:`BadRequestError` naming the input and the first offending row;
+    see :func:`coerce` for the casting rules.
+    """
+    if spec.dtype == "bytes":
+        return _to_bytes_array(value, spec, locate)
+    try:
+        array = np.asarray(value)
+    except ValueError as exc:
+        # NumPy >= 1.24 refuses inhomogeneous nested lists; say which row is off instead of its message.
+        _nested_shape(value, spec, locate)
+        raise BadRequestError(f"input {spec.name!r} is not a regular array: {exc}") from exc
+    return coerce(array, spec, allow_non_finite=allow_non_finite, source=value, locate=locate)
+
+
+def coerce(
+    array: np.ndarray,
+    spec: TensorSpec,
+    *,
+    allow_non_finite: bool = False,
+    source: Any = None,
+    locate: Locator = locate_row,
+) -> np.ndarray:
+    """Cast ``array`` to ``spec``'s dtype, refusing casts that would change values.
+
+    Integers may feed a float input; floats may feed an integer input only when
+    integral and in range; 0/1 may feed a bool input; booleans and strings never
+    feed a number. NaN and infinity in a float input are refused unless
+    ``allow_non_finite``; narrowing casts that overflow (``1e300`` to
+    ``float32``) always are. ``source`` (the parsed JSON the array came from, if
+    any) lets messages point at the offending element even after NumPy turned a
+    mixed list into strings.
+    """
+    if spec.dtype == "bytes":
+        return _bytes_from_array(array, spec)
+    target = np.dtype(spec.dtype)
+    kind = array.dtype.kind
+    if target.kind == "f" and kind in "iuf":
+        # The hot path (JSON numbers -> float32). The sum of squares bounds every |x| and turns NaN or
+        # infinity into NaN or inf, so one BLAS call proves every value finite and within the target's
+        # range: the cast can then neither overflow nor warn. A false alarm (squares overflowing the
+        # source dtype) only costs the careful path. Integers cannot be NaN and only overflow float16.
+        if kind == "f" and not float(np.vdot(array, array)) <= _SQUARED_MAX[target.itemsize]:
+            return _careful_float(array, spec, target, locate, allow_non_finite)
+        if kind != "f" and target.itemsize == 2:
+            return _careful_float(array, spec, target, locate, allow_non_finite)
+        return array if array.dtype == target else array.astype(target)
+    if array.dtype == target:
+        return array
+    if kind in "OUS":
+        # Strings, nulls, objects, or integers beyond 64 bits: NumPy fell back to a non-numeric dtype.
+        return _coerce_objects(array, spec, target, source=source, locate=locate, allow_non_finite=allow_non_finite)
+    if kind == "b":
+        raise BadRequestError(f"{expects(spec)}; got true/false values")
+    if kind not in "iuf":
+        raise BadRequestError(f"{expects(spec)}; got an array of dtype {array.dtype}")
+    if target.kind == "b":
+        bad = (array != 0) & (array != 1)
+        if bad.any():
+            _raise_at(array, bad, spec, locate, "")
+        return array.astype(target)
+    return _to_int(array, spec, target, locate)
+
+
+def _careful_float(
+    array: np.ndarray, spec: TensorSpec, target: np.dtype[Any], locate: Locator, allow_non_finite: bool
+) -> np.ndarray:
+    """The cast with element-wise checks: overflow is always refused, NaN and infinity unless allowed."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        # Overflow is reported below as a 400 naming the value, not as a RuntimeWarning in the server log.
+        out = array if array.dtype == target else array.astype(target)
+    bad = ~np.isfinite(out)
+    if not bad.any():
+        return out
+    overflow = bad & np.isfinite(array) if array.dtype.kind == "f" else bad
+    if overflow.any():
+        limit = float(np.finfo(out.dtype).max)
+        _raise_at(array, overflow, spec, locate, f", beyond the {out.dtype} range (±{limit:.4g})")
+    if not allow_non_finite:
+        index = _first(bad)
+        raise BadRequestError(
+            f"input {spec.name!r} has {array[index]} at {locate(index)}; "
+            "this endpoint accepts only finite numbers, no NaN or infinity"
+        )
+    return out
+
+
+def _to_int(array: np.ndarray, spec: TensorSpec, target: np.dtype[Any], locate: Locator) -> np.ndarray:
+    info = np.iinfo(target)
+    if array.dtype.kind == "f":
+        bad = ~(np.isfinite(array) & (array == np.trunc(array)))
+        if bad.any():
+            _raise_at(array, bad, spec, locate, "")
+        # info.max + 1 is a power of two, exactly representable, so the comparison is exact.
+        out_of_range = (array < info.min) | (array >= info.max + 1)
+    else:
+        out_of_range = (array < info.min) | (array > info.max)
+    if out_of_range.any():
+        _raise_at(array, out_of_range, spec, locate, f", outside the {target} range [{info.min}, {info.max}]")
+    return array.astype(target)
+
+
+def _first(mask: np.ndarray) -> Path:
+    """The index of the first true element of ``mask``."""
+    return tuple(int(i) for i in np.unravel_index(int(np.flatnonzero(mask)[0]), mask.shape))
+
+
+def _coerce_objects(
+    array: np.ndarray,
+    spec: TensorSpec,
+    target: np.dtype[Any],
+    *,
+    source: Any,
+    locate: Locator,
+    allow_non_finite: bool,
+) -> np.ndarray:
+    if source is None and array.dtype.kind in "US":
+        raise BadRequestError(f"{expects(spec)}; got an array of strings (dtype {array.dtype})")
+    tree = source if source is not None else array.tolist()
+    accept_bool = target.kind == "b"
+    for path, leaf in _leaves(tree):
+        if not _is_number(leaf, accept_bool):
+            raise BadRequestError(f"{expects(spec)}; {locate(path)} has {_describe(leaf)}")
+    # Only numbers, yet NumPy chose dtype=object: integers beyond 64 bits.
+    if target.kind == "f":
+        numbers = np.array(array.tolist(), dtype=np.float64)
+        return coerce(numbers, spec, allow_non_finite=allow_non_finite, locate=locate)
+    info = np.iinfo(target) if target.kind in "iu" else None
+    for path, leaf in _leaves(tree):
+        if info is not None and isinstance(leaf, int) and not info.min <= leaf <= info.max:
+            raise BadRequestError(
+                f"{expects(spec)}; {locate(path)} has {leaf}, outside the {target} range [{info.min}, {info.max}]"
+            )
+    # A mixture NumPy would not unify (e.g. huge integers next to floats): convert element by element.
+    return coerce(np.array(array.tolist(), dtype=np.float64), spec, allow_non_finite=allow_non_finite, locate=locate)
+
+
+def _to_bytes_array(value: Any, spec: TensorSpec, locate: Locator) -> np.ndarray:
+    shape = _nested_shape(value, spec, locate)
+    leaves = [_leaf_bytes(leaf, path, spec, locate) for path, leaf in _leaves(value)]
+    out = np.empty(shape, dtype=object)
+    out.reshape(-1)[:] = leaves
+    return out
+
+
+def _leaf_bytes(leaf: Any, path: Path, spec: TensorSpec, locate: Locator) -> bytes:
+    if isinstance(leaf, str):
+        return leaf.encode("utf-8")
+    if isinstance(leaf, bytes):
+        return leaf
+    if isinstance(leaf, dict) and set(leaf) == {"b64"} and isinstance(leaf["b64"], str):
+        try:
+            return base64.b64decode(leaf["b64"], validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise BadRequestError(
+                f"input {spec.name!r}: {locate(path)} has invalid base64 in its 'b64' value ({exc})"
+            ) from exc
+    raise BadRequestError(
+        f'input {spec.name!r} expects strings (or {{"b64": "..."}} objects for binary data); '
+        f"{locate(path)} has {_describe(leaf)}"
+    )
+
+
+def _bytes_from_array(array: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    kind = array.dtype.kind
+    if kind == "S":
+        return array.astype(object)
+    if kind == "U":
+        flat = [text.encode("utf-8") for text in array.reshape(-1).tolist()]
+        out = np.empty(array.shape, dtype=object)
+        out.reshape(-1)[:] = flat
+        return out
+    if kind == "O" and all(isinstance(leaf, bytes) for leaf in array.reshape(-1).tolist()):
+        return array
+    raise BadRequestError(f"input {spec.name!r} expects strings or bytes; got an array of dtype {array.dtype}")
+
+
+def _nested_shape(value: Any, spec: TensorSpec, locate: Locator) -> tuple[int, ...]:
+    """The shape of nested lists, level by level; raises the 'ragged' error at the first irregular level."""
+    shape: list[int] = []
+    level: list[tuple[Path, Any]] = [((), value)]
+    while level:
+        is_list = [isinstance(item, list) for _, item in level]
+        if not any(is_list):
+            break
+        if not all(is_list):
+            listed = level[is_list.index(True)][0]
+            scalar = level[is_list.index(False)][0]
+            raise BadRequestError(
+                f"input {spec.name!r} is ragged: {locate(listed)} is a list but {locate(scalar)} "
+                "is a single value; every row must have the same shape"
+            )
+        length = len(level[0][1])
+        for path, item in level:
+            if len(item) != length:
+                raise BadRequestError(
+                    f"input {spec.name!r} is ragged: {locate(path)} has {count(len(item), 'value')} but "
+                    f"{locate(level[0][0])} has {length}; every row must have the same shape"
+                )
+        shape.append(length)
+        level = [((*path, index), child) for path, item in level for index, child in enumerate(item)]
+    return tuple(shape)
+
+
+def _leaves(tree: Any, path: Path = ()) -> Iterator[tuple[Path, Any]]:
+    if isinstance(tree, list):
+        for index, child in enumerate(tree):
+            yield from _leaves(child, (*path, index))
+    else:
+        yield path, tree
+
+
+def _is_number(leaf: Any, accept_bool: bool) -> bool:
+    if isinstance(leaf, bool | np.bool_):
+        return accept_bool
+    return isinstance(leaf, int | float | np.integer | np.floating)
+
+
+def _raise_at(array: np.ndarray, bad: np.ndarray, spec: TensorSpec, locate: Locator, reason: str) -> NoReturn:
+    index = _first(bad)
+    value = array[index].item()
+    raise BadRequestError(f"{expects(spec)}; {locate(index)} has {_describe(value)}{reason}")
+
+
+def count(number: int, noun: str) -> str:
+    """``1 value``, ``3 values``: messages read better without ``1 values``."""
+    return f"{number} {noun}" + ("" if number == 1 else "s")
+
+
+def expects(spec: TensorSpec) -> str:
+    """The start of a wrong-value message: ``input 'x' expects float32 numbers``."""
+    kind = np.dtype(spec.dtype).kind
+    noun = {"f": "numbers", "b": "booleans (true/false or 0/1)"}.get(kind, "integers")
+    return f"input {spec.name!r} expects {spec.dtype} {noun}"
+
+
+def _describe(leaf: Any) -> str:
+    if leaf is None:
+        return "null"
+    if isinstance(leaf, bool):
+        return "true" if leaf else "false"
+    if isinstance(leaf, str):
+        shown = leaf if len(leaf) <= 20 else leaf[:20] + "..."
+        return f"a string ({shown!r})"
+    if isinstance(leaf, dict):
+        return "an object"
+    if isinstance(leaf, list):
+        return "a list"
+    if isinstance(leaf, float) and math.isnan(leaf):
+        return "NaN"
+    return repr(leaf)
+
+
+def check_batch(tensors: Mapping[str, np.ndarray], specs: Sequence[TensorSpec]) -> None:
+    """Refuse empty batches and single values where a batch was expected."""
+    for spec in specs:
+        array = tensors[spec.name]
+        if not spec.shape:
+            continue  # A scalar input has no batch dimension to check.
+        if array.ndim == 0:
+            raise BadRequestError(
+                f"input {spec.name!r} must be a batch (a list with one entry per row), got a single value"
+            )
+        if array.shape[0] == 0:
+            raise BadRequestError(f"empty batch: input {spec.name!r} has no rows; send at least one row")
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def ordered(arrays: Mapping[str, np.ndarray], specs: Sequence[TensorSpec]) -> list[tuple[str, np.ndarray]]:
+    """``arrays`` in signature order, then any names the signature lacks (user code may add outputs)."""
+    names = [spec.name for spec in specs if spec.name in arrays]
+    names += [name for name in arrays if name not in names]
+    if not names:
+        raise ModelError("the model returned no outputs")
+    return [(name, np.asarray(arrays[name])) for name in names]
+
+
+def batch_size(columns: Sequence[tuple[str, np.ndarray]]) -> int:
+    """The shared first dimension of the outputs; raises :class:`ModelError` if they disagree."""
+    sizes: dict[str, int] = {}
+    for name, array in columns:
+        if array.ndim == 0:
+            raise ModelError(f"output {name!r} is a scalar; row-wise formats need a batch dimension")
+        sizes[name] = array.shape[0]
+    if len(set(sizes.values())) > 1:
+        raise ModelError(f"outputs have different batch sizes: {sizes}")
+    return next(iter(sizes.values()))
+
+
+def is_text(array: np.ndarray) -> bool:
+    """Whether an array holds strings or bytes (a ``bytes`` tensor) rather than numbers."""
+    return array.dtype.kind in "OSU"
+
+
+def json_column(name: str, array: np.ndarray) -> np.ndarray | list[Any]:
+    """An output as something ``orjson`` serialises with ``OPT_SERIALIZE_NUMPY``.
+
+    Numeric arrays stay arrays (orjson writes float32 with its shortest
+    round-tripping repr, and fast); byte strings become UTF-8 text, or
+    ``{"b64": ...}`` when they are not valid UTF-8, as TF Serving does.
+    """
+    if is_text(array):
+        return [_json_text(leaf, name) for leaf in array.tolist()]
+    if array.dtype.kind not in "biuf":
+        raise ModelError(f"output {name!r} has dtype {array.dtype}, which the response formats cannot carry")
+    if not array.dtype.isnative:
+        array = array.astype(array.dtype.newbyteorder("="))
+    return np.ascontiguousarray(array)
+
+
+def _json_text(leaf: Any, name: str) -> Any:
+    if isinstance(leaf, list):
+        return [_json_text(child, name) for child in leaf]
+    if isinstance(leaf, bytes):
+        try:
+            return leaf.decode("utf-8")
+        except UnicodeDecodeError:
+            return {"b64": base64.b64encode(leaf).decode("ascii")}
+    if isinstance(leaf, str | int | float | bool) or leaf is None:
+        return leaf
+    raise ModelError(f"output {name!r} holds a {type(leaf).__name__}, which the response formats cannot carry")
+
+
+def json_rows(columns: Sequence[tuple[str, np.ndarray]]) -> np.ndarray | list[Any]:
+    """Per-row values: the column itself for one output, ``[{name: value}, ...]`` for several."""
+    if len(columns) == 1:
+        name, array = columns[0]
+        batch_size(columns)
+        return json_column(name, array)
+    rows = batch_size(columns)
+    converted = [(name, json_column(name, array)) for name, array in columns]
+    return [{name: column[index] for name, column in converted} for index in range(rows)]

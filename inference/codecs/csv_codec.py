@@ -1,0 +1,196 @@
+"""``text/csv``: header-less rows of numbers, as SageMaker's built-in algorithms and batch transform use.
+
+Requests feed a model with a single numeric input of shape ``[-1, n]`` (one
+line per row, ``n`` comma-separated values) or ``[-1]`` (one value per line).
+Blank lines and a UTF-8 byte-order mark are ignored; there is no header row
+unless the Content-Type says ``header=present`` (RFC 7111), in which case the
+first line is skipped. Bool inputs take ``0``/``1`` or ``true``/``false``.
+
+Responses are header-less too: one line per row, ending in ``\\n``. Each line
+holds the row's values of every output in signature order, each output
+flattened row-major: an output of shape ``[-1]`` gives one column, ``[-1, 3]``
+three, ``[-1, 2, 2]`` four. Numbers use the shortest text that reads back to the
+same value (float32 ``0.1`` is ``0.1``), bools are ``1``/``0``, NaN and infinity
+are ``nan``/``inf``/``-inf``. String outputs are written as UTF-8 text, quoted
+per RFC 4180 when they contain a comma, quote or line break, or as base64 when
+they are not valid UTF-8.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+from collections.abc import Mapping, Sequence
+from typing import NoReturn
+
+import numpy as np
+import orjson
+
+from inference.codecs.arrays import Locator, Path, batch_size, coerce, count, expects, is_text, json_column, ordered
+from inference.codecs.base import Tensors
+from inference.errors import BadRequestError
+from model_package.manifest import Signature, TensorSpec
+
+_TRUE = ("1", "true")
+_FALSE = ("0", "false")
+
+
+class CsvCodec:
+    """``text/csv`` rows of numbers for a single-input model, and header-less CSV responses."""
+
+    media_types: tuple[str, ...] = ("text/csv",)
+    media_type: str = "text/csv"
+    content_type: str = "text/csv; charset=utf-8"
+    text: bool = True
+
+    def decode(
+        self, body: bytes, params: Mapping[str, str], signature: Signature, *, allow_non_finite: bool = False
+    ) -> Tensors:
+        """Decode header-less numeric rows (``header=present`` skips the first line)."""
+        spec = _csv_input(signature)
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise BadRequestError(f"the text/csv body is not valid UTF-8: {exc}") from exc
+        numbered = [(number, line) for number, line in enumerate(text.lstrip("\ufeff").splitlines(), 1) if line.strip()]
+        if params.get("header", "").lower() == "present":
+            numbered = numbered[1:]
+        if not numbered:
+            raise BadRequestError("empty batch: the text/csv body has no rows; send one line per row")
+        line_numbers = [number for number, _ in numbered]
+        if '"' in text:
+            rows = [next(csv.reader([line])) for _, line in numbered]
+        else:
+            # The common case: unquoted numbers, where str.split is several times faster than csv.reader.
+            rows = [line.split(",") for _, line in numbered]
+        width = len(rows[0])
+        for number, row in zip(line_numbers, rows, strict=True):
+            if len(row) != width:
+                raise BadRequestError(
+                    f"input {spec.name!r} is ragged: CSV line {number} has {count(len(row), 'value')} but line "
+                    f"{line_numbers[0]} has {width}; every line must have the same number of values"
+                )
+        if len(spec.shape) == 1 and width != 1:
+            raise BadRequestError(
+                f"input {spec.name!r} has shape {list(spec.shape)}: send one value per CSV line; "
+                f"line {line_numbers[0]} has {width}"
+            )
+        if len(spec.shape) == 2 and spec.shape[1] not in (-1, width):
+            raise BadRequestError(
+                f"input {spec.name!r} expects {spec.shape[1]} values per CSV line (shape {list(spec.shape)}); "
+                f"line {line_numbers[0]} has {width}"
+            )
+        array = _parse_cells(np.array(rows), spec, line_numbers, allow_non_finite)
+        return {spec.name: array[:, 0] if len(spec.shape) == 1 else array}
+
+    def encode(self, outputs: Mapping[str, np.ndarray], signature: Signature) -> bytes:
+        """One line per row; several outputs' columns are concatenated in signature order."""
+        return _encode(ordered(outputs, signature.outputs))
+
+    def encode_request(self, inputs: Mapping[str, np.ndarray], signature: Signature) -> bytes:
+        """The header-less CSV a client sends for a single-input model."""
+        _csv_input(signature)
+        return _encode(ordered(inputs, signature.inputs))
+
+
+def _csv_input(signature: Signature) -> TensorSpec:
+    names = [spec.name for spec in signature.inputs]
+    if len(names) != 1:
+        raise BadRequestError(
+            f"text/csv requests feed a model with a single input; this model has inputs {names}: "
+            "send application/json or application/x-npz"
+        )
+    spec = signature.inputs[0]
+    if spec.dtype == "bytes" or len(spec.shape) not in (1, 2):
+        raise BadRequestError(
+            f"text/csv carries numbers of shape [-1] or [-1, n]; input {spec.name!r} is {spec.dtype} of shape "
+            f"{list(spec.shape)}: send application/json or application/x-npy"
+        )
+    return spec
+
+
+def _parse_cells(
+    cells: np.ndarray, spec: TensorSpec, line_numbers: Sequence[int], allow_non_finite: bool
+) -> np.ndarray:
+    def locate(path: Path) -> str:
+        return f"line {line_numbers[path[0]]}" + (f", column {path[1] + 1}" if len(path) > 1 else "")
+
+    target = np.dtype(spec.dtype)
+    if target.kind == "b":
+        lowered = np.char.lower(np.char.strip(cells))
+        truthy = np.isin(lowered, _TRUE)
+        known = truthy | np.isin(lowered, _FALSE)
+        if not known.all():
+            _refuse_cell(cells, ~known, spec, locate)
+        return truthy
+    if target.kind in "iu":
+        # Parse integers as integers: through float64 they would lose precision beyond 2**53.
+        for parsed_dtype in (np.int64, np.uint64):
+            try:
+                return coerce(cells.astype(parsed_dtype), spec, locate=locate)
+            except (ValueError, OverflowError):
+                continue
+    try:
+        numbers = cells.astype(np.float64)
+    except ValueError:
+        _refuse_cell(cells, None, spec, locate)
+    return coerce(numbers, spec, allow_non_finite=allow_non_finite, locate=locate)
+
+
+def _refuse_cell(cells: np.ndarray, bad: np.ndarray | None, spec: TensorSpec, locate: Locator) -> NoReturn:
+    """Explain the first cell that is not a number (only runs on the error path, so it may loop)."""
+    if bad is None:
+        bad = np.array([[not _is_float_text(cell) for cell in row] for row in cells.tolist()], dtype=bool)
+    index = tuple(int(i) for i in np.unravel_index(int(np.flatnonzero(bad)[0]), cells.shape))
+    cell = str(cells[index]).strip()
+    shown = repr(cell) if cell else "an empty value"
+    hint = ""
+    if index[0] == 0 and not _is_float_text(cell):
+        hint = "; CSV requests have no header row (add 'header=present' to the Content-Type to skip one)"
+    raise BadRequestError(f"{expects(spec)}; {locate(index)} has {shown}{hint}")
+
+
+def _is_float_text(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def _encode(columns: Sequence[tuple[str, np.ndarray]]) -> bytes:
+    rows = batch_size(columns)
+    parts = [cells for name, array in columns if (cells := _row_cells(name, array, rows)) is not None]
+    lines = [",".join(row) for row in zip(*parts, strict=True)] if parts else [""] * rows
+    return "".join(line + "\n" for line in lines).encode("utf-8")
+
+
+def _row_cells(name: str, array: np.ndarray, rows: int) -> list[str] | None:
+    """Each row of one output as comma-joined cells; ``None`` for an output with no values per row."""
+    flat = array.reshape(rows, -1)
+    if flat.shape[1] == 0:
+        return None
+    if is_text(flat):
+        return [",".join(_text_cell(leaf) for leaf in row) for row in flat.tolist()]
+    if flat.dtype.kind == "b":
+        flat = flat.astype(np.uint8)
+    elif flat.dtype.kind == "f" and not np.isfinite(flat).all():
+        # orjson writes NaN and infinity as null; NumPy's str() spells them and keeps the shortest repr.
+        return [",".join(str(value) for value in row) for row in flat]
+    # orjson formats a whole 2-D array at C speed, with the shortest round-tripping repr per dtype:
+    # "[[1.5,2.0],[3.0,4.0]]" -> "1.5,2.0],[3.0,4.0" -> one string per row.
+    encoded = orjson.dumps(json_column(name, flat), option=orjson.OPT_SERIALIZE_NUMPY)
+    return encoded[2:-2].decode("ascii").split("],[")
+
+
+def _text_cell(leaf: object) -> str:
+    if isinstance(leaf, bytes):
+        try:
+            text = leaf.decode("utf-8")
+        except UnicodeDecodeError:
+            text = base64.b64encode(leaf).decode("ascii")
+    else:
+        text = str(leaf)
+    if any(char in text for char in ',"\r\n'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
