@@ -12,7 +12,7 @@ VENV="${VENV:-.venv}"
 # resolves to a multi-GB CUDA build. Set TORCH_INDEX_URL to PyTorch's CPU wheel index on machines
 # whose registry serves only the CUDA build.
 TORCH_VERSION="2.13.0"
-EXTRAS="torch,tensorflow,onnx,serve,aws,gcp,examples,dev"
+EXTRAS="torch,tensorflow,onnx,serve,aws,gcp,infra,examples,dev"
 
 log() { printf '[dev.sh] %s\n' "$*" >&2; }
 

@@ -1,0 +1,1 @@
+"""Tests of the Pulumi programs and their stack configuration."""
