@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from typing import Final
 
 from infra.config.aws_limits import aws_limits
 from infra.config.errors import MISSING, ConfigError, format_key
@@ -552,6 +553,74 @@ def tag_count(config: StackConfig) -> Iterator[ConfigError]:
         )
 
 
+#: CloudWatch evaluates at most 10 metrics in one metric-math alarm (a hard limit); the rollback
+#: alarm reads two per production variant (5xx errors and p99 model latency).
+MAX_METRICS_PER_ALARM: Final = 10
+METRICS_PER_ROLLBACK_VARIANT: Final = 2
+MAX_ROLLBACK_VARIANTS: Final = MAX_METRICS_PER_ALARM // METRICS_PER_ROLLBACK_VARIANT
+
+
+def rollback_alarm_fits(config: StackConfig) -> Iterator[ConfigError]:
+    """The stack's one rollback alarm can watch every production variant."""
+    aws = config.aws if config.cloud == "aws" else None
+    deployment = aws.endpoint.deployment if aws else None
+    if aws is None or deployment is None or not deployment.rollback_on_alarms:
+        return
+    count = len(aws.endpoint.variants)
+    if count > MAX_ROLLBACK_VARIANTS:
+        yield ConfigError(
+            _key("endpoint", "variants"),
+            aws.endpoint.variants,
+            f"has {count} production variants, but the stack's rollback alarm can watch at most "
+            f"{MAX_ROLLBACK_VARIANTS} (it reads {METRICS_PER_ROLLBACK_VARIANT} metrics per variant and CloudWatch "
+            f"allows {MAX_METRICS_PER_ALARM} per alarm); use fewer variants or set deployment.rollbackOnAlarms: false",
+        )
+
+
+def async_scaling_metric(config: StackConfig) -> Iterator[ConfigError]:
+    """Async endpoints scale on their backlog: SageMaker publishes no InvocationsPerInstance for them."""
+    aws = config.aws if config.cloud == "aws" else None
+    scaling = aws.endpoint.autoscaling if aws else None
+    if aws is None or scaling is None or aws.endpoint.mode != "async":
+        return
+    if scaling.target_invocations_per_instance is not None:
+        yield ConfigError(
+            _key("endpoint", "autoscaling", "targetInvocationsPerInstance"),
+            scaling.target_invocations_per_instance,
+            "cannot scale an async endpoint: SageMaker does not publish Invocations or InvocationsPerInstance "
+            "for asynchronous endpoints, so the policy would never act; use targetBacklogPerInstance",
+        )
+
+
+def data_capture_content(config: StackConfig) -> Iterator[ConfigError]:
+    """Enabled data capture captures something (SageMaker needs at least one capture option)."""
+    aws = config.aws if config.cloud == "aws" else None
+    capture = aws.endpoint.data_capture if aws else None
+    if capture is None or not capture.enabled:
+        return
+    if not capture.capture_requests and not capture.capture_responses:
+        yield ConfigError(
+            _key("endpoint", "dataCapture"),
+            MISSING,
+            "captures nothing: captureRequests and captureResponses are both false; set one of them, or enabled: false",
+        )
+
+
+def package_in_store(config: StackConfig) -> Iterator[ConfigError]:
+    """The pinned package lives in the store's bucket: the role may read and decrypt that store only."""
+    aws = config.aws if config.cloud == "aws" else None
+    if aws is None or aws.store.bucket_name is None:
+        return
+    bucket = config.package.ref.location.bucket
+    if bucket != aws.store.bucket_name:
+        yield ConfigError(
+            f"{PROJECT}:package.uri",
+            config.package.uri,
+            f"is in bucket {bucket!r}, but {_key('store', 'bucketName')} is {aws.store.bucket_name!r}: "
+            "the endpoint role may read and decrypt the stack's store only; push the package there",
+        )
+
+
 AWS_RULES = (
     store,
     package_location,
@@ -564,4 +633,8 @@ AWS_RULES = (
     autoscaling,
     environment,
     tag_count,
+    rollback_alarm_fits,
+    async_scaling_metric,
+    data_capture_content,
+    package_in_store,
 )

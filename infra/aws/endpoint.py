@@ -1,0 +1,497 @@
+"""The SageMaker endpoint serving the pinned package, and everything it needs to run safely.
+
+One component: execution role (least privilege, :mod:`infra.aws.iam`), log group, model,
+endpoint configuration, endpoint with blue/green rollouts and auto-rollback, autoscaling
+(:mod:`infra.aws.autoscaling`), alarms and a dashboard (:mod:`infra.aws.monitoring`).
+
+Update safety rests on names: the model and the endpoint configuration are auto-named (every
+one of their properties forces replacement, so a change creates a *new* config next to the
+old one), the endpoint keeps its configured name and points at the new config's name, which
+SageMaker applies in place as a blue/green deployment; Pulumi deletes the old config and model
+only after the endpoint has moved off them. Variant names come from the config and stay put,
+which is what lets SageMaker match old and new fleets.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Final, Protocol
+
+import pulumi
+import pulumi_aws as aws
+
+from infra.aws.autoscaling import VariantScaling, add_autoscaling, scaling_gate
+from infra.aws.iam import EndpointAccess, endpoint_role_policy, sagemaker_trust_policy
+from infra.aws.monitoring import AlarmTarget, dashboard_body, rollback_alarm, variant_alarms
+from infra.aws.naming import EndpointPrefixes, endpoint_log_group, invoke_url, partition, s3_uri
+from infra.config import (
+    PROJECT,
+    AsyncSettings,
+    DataCaptureSettings,
+    DeploymentSettings,
+    EndpointSettings,
+    StackConfig,
+    VariantSettings,
+    instance_family,
+)
+
+TYPE: Final = f"{PROJECT}:aws:SageMakerEndpoint"
+
+MIB: Final = 1024 * 1024
+#: Serverless endpoints take request bodies up to 4 MB (real-time: 6 MB, the server's own default).
+SERVERLESS_MAX_REQUEST_BYTES: Final = 4 * MIB
+#: Async payloads come from S3 and may be up to 1 GB.
+ASYNC_MAX_REQUEST_BYTES: Final = 1024 * MIB
+#: Async requests may run up to an hour; the server gives up just before SageMaker does.
+ASYNC_REQUEST_TIMEOUT_SECONDS: Final = 3590
+#: Children's auto-names are ``<prefix>-<kind>-<7 hex>``; SageMaker and IAM names end at 63-64 characters.
+MAX_CHILD_PREFIX: Final = 40
+
+# Instance families whose volumes are local NVMe instance store. SageMaker refuses a KmsKeyId for
+# them ("Certain Nitro-based instances include local storage... the call to CreateEndpointConfig
+# fails"); their disks are encrypted by the instance hardware instead. A "d" in the attribute
+# suffix (m5d, c6gd, g4dn, p4de, r7gd) means local storage; the listed accelerated families have
+# it without one.
+_LOCAL_STORAGE_SUFFIX_RE: Final = re.compile(r"^[a-z]+[0-9]+[a-z]*d[a-z]*$")
+_LOCAL_STORAGE_FAMILIES: Final = frozenset(
+    {
+        "ml.dl1",
+        "ml.g5",
+        "ml.g6",
+        "ml.g6e",
+        "ml.g7",
+        "ml.g7e",
+        "ml.p5",
+        "ml.p5e",
+        "ml.p5en",
+        "ml.p6-b200",
+        "ml.p6-b300",
+        "ml.p6e-gb200",
+        "ml.trn1",
+        "ml.trn1n",
+        "ml.trn2",
+    }
+)
+
+_TRAFFIC_ROUTING: Final = {"all_at_once": "ALL_AT_ONCE", "canary": "CANARY", "linear": "LINEAR"}
+
+
+class StoreOutputs(Protocol):
+    """What the endpoint needs from the artifact store (an :class:`~infra.aws.ArtifactStore`)."""
+
+    @property
+    def bucket_name(self) -> pulumi.Output[str]:
+        """The store's bucket."""
+        ...
+
+    @property
+    def kms_key_arn(self) -> pulumi.Output[str]:
+        """The key that encrypts the bucket."""
+        ...
+
+    @property
+    def repository_arn(self) -> pulumi.Output[str]:
+        """The repository the serving image is pulled from."""
+        ...
+
+
+def has_instance_storage(instance_type: str) -> bool:
+    """Whether ``instance_type``'s volume is local instance storage (no KMS key allowed)."""
+    family = instance_family(instance_type)
+    return family in _LOCAL_STORAGE_FAMILIES or bool(_LOCAL_STORAGE_SUFFIX_RE.match(family.removeprefix("ml.")))
+
+
+def encrypts_volumes_with_store_key(endpoint: EndpointSettings) -> bool:
+    """Whether the endpoint config names the store key for its volumes.
+
+    Yes, unless a variant runs on instance storage. Serverless endpoints take the key too (it
+    encrypts the image copy SageMaker keeps for them).
+    """
+    return not any(
+        variant.instance_type is not None and has_instance_storage(variant.instance_type)
+        for variant in endpoint.all_variants
+    )
+
+
+def container_environment(config: StackConfig) -> dict[str, str]:
+    """The serving container's environment (see ``inference/config.py`` for what each variable does)."""
+    endpoint = config.require_aws().endpoint
+    environment = {
+        # The server checks the package it serves against the digest the stack pins.
+        "MODEL_PACKAGE_DIGEST": config.package.digest,
+        # A SAGEMAKER_* variable marks the platform even if SageMaker leaves SAGEMAKER_BIND_TO_PORT
+        # unset; 20 is INFO in the numeric levels SageMaker's own containers use.
+        "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
+    }
+    if endpoint.mode == "serverless":
+        environment["MODEL_SERVER_MAX_REQUEST_BYTES"] = str(SERVERLESS_MAX_REQUEST_BYTES)
+    elif endpoint.mode == "async":
+        environment["MODEL_SERVER_MAX_REQUEST_BYTES"] = str(ASYNC_MAX_REQUEST_BYTES)
+        environment["MODEL_SERVER_REQUEST_TIMEOUT_S"] = str(ASYNC_REQUEST_TIMEOUT_SECONDS)
+    return environment
+
+
+def primary_container(config: StackConfig) -> aws.sagemaker.ModelPrimaryContainerArgs:
+    """The image by digest and the package by URI, in the layout it was pushed in."""
+    package = config.package
+    archive = package.layout == "archive"
+    return aws.sagemaker.ModelPrimaryContainerArgs(
+        image=str(package.image_ref),
+        mode="SingleModel",
+        environment=container_environment(config),
+        model_data_url=package.uri if archive else None,
+        # The uncompressed layout: the package's files under their prefix, downloaded as they are.
+        model_data_source=(
+            None
+            if archive
+            else aws.sagemaker.ModelPrimaryContainerModelDataSourceArgs(
+                s3_data_sources=[
+                    aws.sagemaker.ModelPrimaryContainerModelDataSourceS3DataSourceArgs(
+                        s3_uri=package.prefix_uri,
+                        s3_data_type="S3Prefix",
+                        compression_type="None",
+                    )
+                ]
+            )
+        ),
+    )
+
+
+def _variant_args(
+    variant: VariantSettings, model_name: pulumi.Input[str]
+) -> aws.sagemaker.EndpointConfigurationProductionVariantArgs:
+    serverless = variant.serverless
+    return aws.sagemaker.EndpointConfigurationProductionVariantArgs(
+        variant_name=variant.name,
+        model_name=model_name,
+        initial_variant_weight=variant.weight,
+        instance_type=variant.instance_type,
+        initial_instance_count=variant.initial_instance_count if serverless is None else None,
+        serverless_config=(
+            aws.sagemaker.EndpointConfigurationProductionVariantServerlessConfigArgs(
+                memory_size_in_mb=serverless.memory_size_mb,
+                max_concurrency=serverless.max_concurrency,
+                provisioned_concurrency=serverless.provisioned_concurrency,
+            )
+            if serverless is not None
+            else None
+        ),
+    )
+
+
+def _shadow_args(
+    variant: VariantSettings, model_name: pulumi.Input[str]
+) -> aws.sagemaker.EndpointConfigurationShadowProductionVariantArgs:
+    return aws.sagemaker.EndpointConfigurationShadowProductionVariantArgs(
+        variant_name=variant.name,
+        model_name=model_name,
+        initial_variant_weight=variant.weight,
+        instance_type=variant.instance_type,
+        initial_instance_count=variant.initial_instance_count,
+    )
+
+
+def _data_capture_args(
+    capture: DataCaptureSettings, destination: pulumi.Input[str], kms_key_arn: pulumi.Input[str]
+) -> aws.sagemaker.EndpointConfigurationDataCaptureConfigArgs:
+    modes = [mode for mode, on in (("Input", capture.capture_requests), ("Output", capture.capture_responses)) if on]
+    return aws.sagemaker.EndpointConfigurationDataCaptureConfigArgs(
+        enable_capture=capture.enabled,
+        initial_sampling_percentage=capture.sampling_percentage,
+        destination_s3_uri=destination,
+        kms_key_id=kms_key_arn,
+        capture_options=[
+            aws.sagemaker.EndpointConfigurationDataCaptureConfigCaptureOptionArgs(capture_mode=mode) for mode in modes
+        ],
+    )
+
+
+def _async_args(
+    settings: AsyncSettings, store: StoreOutputs, prefixes: EndpointPrefixes
+) -> aws.sagemaker.EndpointConfigurationAsyncInferenceConfigArgs:
+    """Results and failures under the endpoint's own prefixes of the store, encrypted with its key."""
+    notify = settings.success_topic_arn is not None or settings.error_topic_arn is not None
+    return aws.sagemaker.EndpointConfigurationAsyncInferenceConfigArgs(
+        output_config=aws.sagemaker.EndpointConfigurationAsyncInferenceConfigOutputConfigArgs(
+            s3_output_path=store.bucket_name.apply(lambda bucket: s3_uri(bucket, prefixes.async_output)),
+            s3_failure_path=store.bucket_name.apply(lambda bucket: s3_uri(bucket, prefixes.async_failure)),
+            kms_key_id=store.kms_key_arn,
+            notification_config=(
+                aws.sagemaker.EndpointConfigurationAsyncInferenceConfigOutputConfigNotificationConfigArgs(
+                    success_topic=settings.success_topic_arn,
+                    error_topic=settings.error_topic_arn,
+                )
+                if notify
+                else None
+            ),
+        ),
+        client_config=(
+            aws.sagemaker.EndpointConfigurationAsyncInferenceConfigClientConfigArgs(
+                max_concurrent_invocations_per_instance=settings.max_concurrent_invocations_per_instance
+            )
+            if settings.max_concurrent_invocations_per_instance is not None
+            else None
+        ),
+    )
+
+
+def deployment_config(
+    settings: DeploymentSettings | None, rollback_alarm_names: list[pulumi.Input[str]]
+) -> aws.sagemaker.EndpointDeploymentConfigArgs | None:
+    """Blue/green traffic shifting, rolled back by ``rollback_alarm_names`` (``None``: SageMaker's default)."""
+    if settings is None:
+        return None
+    sm = aws.sagemaker
+    routing = sm.EndpointDeploymentConfigBlueGreenUpdatePolicyTrafficRoutingConfigurationArgs(
+        type=_TRAFFIC_ROUTING[settings.strategy],
+        wait_interval_in_seconds=settings.wait_interval_seconds,
+        canary_size=(
+            sm.EndpointDeploymentConfigBlueGreenUpdatePolicyTrafficRoutingConfigurationCanarySizeArgs(
+                type="CAPACITY_PERCENT", value=settings.canary_percent
+            )
+            if settings.strategy == "canary" and settings.canary_percent is not None
+            else None
+        ),
+        linear_step_size=(
+            sm.EndpointDeploymentConfigBlueGreenUpdatePolicyTrafficRoutingConfigurationLinearStepSizeArgs(
+                type="CAPACITY_PERCENT", value=settings.linear_step_percent
+            )
+            if settings.strategy == "linear" and settings.linear_step_percent is not None
+            else None
+        ),
+    )
+    rollback = (
+        sm.EndpointDeploymentConfigAutoRollbackConfigurationArgs(
+            alarms=[
+                sm.EndpointDeploymentConfigAutoRollbackConfigurationAlarmArgs(alarm_name=name)
+                for name in rollback_alarm_names
+            ]
+        )
+        if settings.rollback_on_alarms and rollback_alarm_names
+        else None
+    )
+    return sm.EndpointDeploymentConfigArgs(
+        blue_green_update_policy=sm.EndpointDeploymentConfigBlueGreenUpdatePolicyArgs(
+            traffic_routing_configuration=routing,
+            maximum_execution_timeout_in_seconds=settings.maximum_execution_timeout_seconds,
+            termination_wait_in_seconds=settings.termination_wait_seconds,
+        ),
+        auto_rollback_configuration=rollback,
+    )
+
+
+class SageMakerEndpoint(pulumi.ComponentResource):
+    """A SageMaker endpoint serving ``config.package``, with its role, scaling, alarms and dashboard."""
+
+    endpoint_name: pulumi.Output[str]
+    endpoint_arn: pulumi.Output[str]
+    endpoint_config_name: pulumi.Output[str]
+    model_name: pulumi.Output[str]
+    role_arn: pulumi.Output[str]
+    invoke_url: pulumi.Output[str]
+    rollback_alarm_name: pulumi.Output[str] | None
+    """The stack's own rollback alarm (``None`` when the stack does not roll back on alarms)."""
+    alarm_names: list[pulumi.Output[str]]
+    scaling: list[VariantScaling]
+    dashboard_name: pulumi.Output[str]
+
+    def __init__(
+        self,
+        name: str,
+        config: StackConfig,
+        *,
+        store: StoreOutputs,
+        account_id: pulumi.Input[str],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        """Declare the endpoint of ``config``; ``store`` holds the package, ``account_id`` is the deploying account."""
+        super().__init__(TYPE, name, None, opts)
+        prefix = name[:MAX_CHILD_PREFIX]
+        aws_config = config.require_aws()
+        endpoint = aws_config.endpoint
+        region = config.region
+        tags = config.resource_tags
+        child = pulumi.ResourceOptions(parent=self)
+        prefixes = EndpointPrefixes.for_endpoint(endpoint.name)
+        log_group_name = endpoint_log_group(endpoint.name)
+
+        # --- identity ---------------------------------------------------------------------------
+        role = aws.iam.Role(
+            f"{prefix}-role",
+            description=f"SageMaker execution role of endpoint {endpoint.name} ({PROJECT} {config.stack})",
+            assume_role_policy=pulumi.Output.from_input(account_id).apply(
+                lambda account: json.dumps(sagemaker_trust_policy(account))
+            ),
+            tags=tags,
+            opts=child,
+        )
+        async_settings = endpoint.async_settings
+        topics = tuple(
+            topic
+            for topic in (
+                async_settings.success_topic_arn if async_settings else None,
+                async_settings.error_topic_arn if async_settings else None,
+            )
+            if topic
+        )
+        package_location = config.package.ref.location
+        vpc = endpoint.vpc
+
+        def policy_json(values: list[str]) -> str:
+            account, bucket, key_arn, repository_arn = values
+            access = EndpointAccess(
+                partition=partition(region),
+                region=region,
+                account_id=account,
+                endpoint_name=endpoint.name,
+                package_bucket=package_location.bucket,
+                package_prefix=package_location.prefix,
+                store_bucket=bucket,
+                kms_key_arn=key_arn,
+                repository_arn=repository_arn,
+                log_group_name=log_group_name,
+                prefixes=prefixes,
+                data_capture=endpoint.data_capture is not None and endpoint.data_capture.enabled,
+                asynchronous=async_settings is not None,
+                notification_topic_arns=topics,
+                subnet_ids=vpc.subnet_ids if vpc else (),
+                security_group_ids=vpc.security_group_ids if vpc else (),
+            )
+            return json.dumps(endpoint_role_policy(access))
+
+        role_policy = aws.iam.RolePolicy(
+            f"{prefix}-role-policy",
+            role=role.id,
+            policy=pulumi.Output.all(account_id, store.bucket_name, store.kms_key_arn, store.repository_arn).apply(
+                policy_json
+            ),
+            opts=child,
+        )
+        log_group = aws.cloudwatch.LogGroup(
+            f"{prefix}-logs",
+            name=log_group_name,
+            retention_in_days=aws_config.log_retention_days,
+            tags=tags,
+            opts=child,
+        )
+
+        # --- model and configuration -------------------------------------------------------------
+        model = aws.sagemaker.Model(
+            f"{prefix}-model",
+            execution_role_arn=role.arn,
+            primary_container=primary_container(config),
+            enable_network_isolation=endpoint.network_isolation,
+            vpc_config=(
+                aws.sagemaker.ModelVpcConfigArgs(
+                    subnets=list(vpc.subnet_ids), security_group_ids=list(vpc.security_group_ids)
+                )
+                if vpc
+                else None
+            ),
+            tags=tags,
+            # CreateModel checks that the role can read the package: the policy must be in place first.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[role_policy]),
+        )
+        capture = endpoint.data_capture
+        endpoint_config = aws.sagemaker.EndpointConfiguration(
+            # No name: each change is a new, auto-named config, created before the old one is deleted.
+            f"{prefix}-config",
+            production_variants=[_variant_args(variant, model.name) for variant in endpoint.variants],
+            shadow_production_variants=(
+                [_shadow_args(endpoint.shadow_variant, model.name)] if endpoint.shadow_variant else None
+            ),
+            kms_key_arn=store.kms_key_arn if encrypts_volumes_with_store_key(endpoint) else None,
+            data_capture_config=(
+                _data_capture_args(
+                    capture,
+                    store.bucket_name.apply(lambda bucket: s3_uri(bucket, prefixes.data_capture)),
+                    store.kms_key_arn,
+                )
+                if capture is not None
+                else None
+            ),
+            async_inference_config=(
+                _async_args(async_settings, store, prefixes) if async_settings is not None else None
+            ),
+            tags=tags,
+            opts=child,
+        )
+
+        # --- alarms the rollout depends on --------------------------------------------------------
+        alarm_target = AlarmTarget(endpoint_name=endpoint.name, settings=endpoint.alarms, tags=tags)
+        deployment = endpoint.deployment
+        rollback: aws.cloudwatch.MetricAlarm | None = None
+        if deployment is not None and deployment.rollback_on_alarms:
+            rollback = rollback_alarm(
+                f"{prefix}-rollback-alarm", alarm_target, [v.name for v in endpoint.variants], parent=self
+            )
+        rollback_names: list[pulumi.Input[str]] = [rollback.name] if rollback is not None else []
+        rollback_names.extend(deployment.rollback_alarms if deployment else ())
+
+        # --- the endpoint ---------------------------------------------------------------------------
+        gate = (
+            scaling_gate(f"{prefix}-scaling-gate", endpoint, parent=self) if endpoint.autoscaling is not None else None
+        )
+        endpoint_resource = aws.sagemaker.Endpoint(
+            f"{prefix}-endpoint",
+            name=endpoint.name,
+            endpoint_config_name=endpoint_config.name,
+            deployment_config=deployment_config(deployment, rollback_names),
+            tags=tags,
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                # The log group exists before SageMaker writes to it (otherwise SageMaker creates one
+                # the stack does not own, without retention); the scaling gate is settled before updates.
+                depends_on=[log_group, *([gate] if gate is not None else [])],
+            ),
+        )
+        self.scaling = (
+            add_autoscaling(prefix, endpoint, endpoint_resource=endpoint_resource, gate=gate, tags=tags, parent=self)
+            if gate is not None
+            else []
+        )
+
+        # --- monitoring ------------------------------------------------------------------------------
+        alarms = [
+            alarm
+            for variant in endpoint.all_variants
+            for alarm in variant_alarms(prefix, alarm_target, variant.name, parent=self)
+        ]
+        if rollback is not None:
+            alarms.insert(0, rollback)
+        dashboard = aws.cloudwatch.Dashboard(
+            f"{prefix}-dashboard",
+            dashboard_name=f"{PROJECT}-{endpoint.name}-{region}",
+            dashboard_body=pulumi.Output.json_dumps(
+                dashboard_body(
+                    endpoint.name,
+                    region,
+                    endpoint.mode,
+                    [variant.name for variant in endpoint.all_variants],
+                    [alarm.arn for alarm in alarms],
+                )
+            ),
+            opts=child,
+        )
+
+        self.endpoint_name = endpoint_resource.name
+        self.endpoint_arn = endpoint_resource.arn
+        self.endpoint_config_name = endpoint_config.name
+        self.model_name = model.name
+        self.role_arn = role.arn
+        self.invoke_url = endpoint_resource.name.apply(lambda endpoint_name: invoke_url(region, endpoint_name))
+        self.rollback_alarm_name = rollback.name if rollback is not None else None
+        self.alarm_names = [alarm.name for alarm in alarms]
+        self.dashboard_name = dashboard.dashboard_name
+        self.register_outputs(
+            {
+                "endpointName": self.endpoint_name,
+                "endpointArn": self.endpoint_arn,
+                "endpointConfigName": self.endpoint_config_name,
+                "modelName": self.model_name,
+                "roleArn": self.role_arn,
+                "invokeUrl": self.invoke_url,
+                "dashboardName": self.dashboard_name,
+            }
+        )

@@ -1,0 +1,44 @@
+"""The AWS program: the store, the endpoint, and the stack outputs, from one validated config."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+from infra.aws.artifact_store import ArtifactStore
+from infra.aws.endpoint import SageMakerEndpoint
+from infra.config import StackConfig
+
+
+def deploy(config: StackConfig) -> dict[str, pulumi.Input[Any]]:
+    """Declare the AWS stack of ``config`` and return its outputs (export them as they are).
+
+    ``config`` has passed every rule in :mod:`infra.config` (including what these components
+    cannot build), so nothing here can fail on configuration half-way through.
+    """
+    endpoint_settings = config.require_aws().endpoint
+    # The deploying account scopes the trust policy, the key policy and the role's log ARNs. Read
+    # through the provider (an invoke, not a resource), so the stack needs no account in its config.
+    account_id = aws.get_caller_identity_output().account_id
+    store = ArtifactStore("artifacts", config, account_id=account_id)
+    endpoint = SageMakerEndpoint(endpoint_settings.name, config, store=store, account_id=account_id)
+    outputs: dict[str, pulumi.Input[Any]] = {
+        "endpointName": endpoint.endpoint_name,
+        "endpointArn": endpoint.endpoint_arn,
+        "endpointConfigName": endpoint.endpoint_config_name,
+        "invokeUrl": endpoint.invoke_url,
+        "roleArn": endpoint.role_arn,
+        "bucketName": store.bucket_name,
+        "repositoryUrl": store.repository_url,
+        # Pushes that ask for SSE-KMS must name this key (the bucket policy refuses any other).
+        "kmsKeyArn": store.kms_key_arn,
+        "packageDigest": config.package.digest,
+        "packageUri": config.package.uri,
+        "region": config.region,
+        "dashboardName": endpoint.dashboard_name,
+    }
+    if endpoint.rollback_alarm_name is not None:
+        outputs["rollbackAlarmName"] = endpoint.rollback_alarm_name
+    return outputs

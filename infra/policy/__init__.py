@@ -1,0 +1,10 @@
+"""The ``model-deploy`` Pulumi policy pack: rules that must never regress on an AWS stack.
+
+Run it with ``pulumi preview --policy-pack infra/policy`` (or ``pulumi up``); each rule is
+a plain function in :mod:`infra.policy.rules`, listed with its name in
+:mod:`infra.policy.policies`.
+"""
+
+from infra.policy.policies import POLICY_PACK_NAME, RULES, RuleSpec, build_policies
+
+__all__ = ["POLICY_PACK_NAME", "RULES", "RuleSpec", "build_policies"]

@@ -1,0 +1,140 @@
+"""The policy pack's ``Policy`` objects: each rule of :mod:`infra.policy.rules` with its name,
+description and config schema, all mandatory.
+
+Kept apart from ``__main__`` because constructing a ``PolicyPack`` starts the analyzer's
+gRPC server and blocks; this list can be built (and checked) in tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final, cast
+
+from pulumi_policy import (
+    EnforcementLevel,
+    Policy,
+    PolicyConfigSchema,
+    ReportViolation,
+    ResourceValidationArgs,
+    ResourceValidationPolicy,
+    StackValidationArgs,
+    StackValidationPolicy,
+)
+
+from infra.policy import rules
+from infra.policy.settings import CONFIG_SCHEMAS
+
+#: The name ``pulumi policy publish`` and ``--policy-pack`` runs know the pack by.
+POLICY_PACK_NAME: Final = "model-deploy"
+
+
+ResourceRule = Callable[[ResourceValidationArgs, ReportViolation], None]
+StackRule = Callable[[StackValidationArgs, ReportViolation], None]
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    """One rule: its policy name, what it enforces, and its validation function."""
+
+    name: str
+    description: str
+    validate: ResourceRule | StackRule
+    stack: bool = False
+    """A stack rule (sees every resource, after the update) rather than a per-resource rule."""
+
+
+RULES: Final[tuple[RuleSpec, ...]] = (
+    RuleSpec(
+        "s3-bucket-encryption-present",
+        "Every S3 bucket has a server-side encryption configuration (SSE-KMS).",
+        rules.s3_bucket_encryption_present,
+        stack=True,
+    ),
+    RuleSpec(
+        "s3-encryption-uses-kms",
+        "S3 default encryption uses aws:kms with a customer-managed key.",
+        rules.s3_encryption_uses_kms,
+    ),
+    RuleSpec(
+        "s3-bucket-public-access-block-present",
+        "Every S3 bucket has a public access block.",
+        rules.s3_bucket_public_access_block_present,
+        stack=True,
+    ),
+    RuleSpec(
+        "s3-public-access-block-all-on",
+        "S3 public access blocks set all four settings to true.",
+        rules.s3_public_access_block_all_on,
+    ),
+    RuleSpec(
+        "s3-no-public-access",
+        "No bucket policy, bucket ACL or object ACL makes objects public.",
+        rules.s3_no_public_access,
+    ),
+    RuleSpec(
+        "iam-no-wildcard-actions",
+        "IAM policies do not allow '*' or '<service>:*' actions.",
+        rules.iam_no_wildcard_actions,
+    ),
+    RuleSpec(
+        "iam-no-wildcard-resources",
+        "IAM policies allow Resource '*' only for actions that cannot be scoped.",
+        rules.iam_no_wildcard_resources,
+    ),
+    RuleSpec(
+        "iam-no-full-access-managed-policies",
+        "No AWS-managed *FullAccess, AdministratorAccess or PowerUserAccess policy is attached.",
+        rules.iam_no_full_access_managed_policies,
+    ),
+    RuleSpec(
+        "sagemaker-endpoint-kms",
+        "SageMaker endpoint configurations with instance variants encrypt their volumes with KMS.",
+        rules.sagemaker_endpoint_kms,
+    ),
+    RuleSpec(
+        "sagemaker-autoscaling-outside-dev",
+        "Outside dev, every instance-based SageMaker variant has an autoscaling target.",
+        rules.sagemaker_autoscaling_outside_dev,
+        stack=True,
+    ),
+    RuleSpec(
+        "sagemaker-allowed-instance-families",
+        "SageMaker variants use instance families allowed in the stack's environment.",
+        rules.sagemaker_allowed_instance_families,
+    ),
+    RuleSpec(
+        "aws-required-tags",
+        "Every taggable AWS resource carries the stack's tags.",
+        rules.aws_required_tags,
+    ),
+)
+
+
+def build_policies() -> list[Policy]:
+    """The pack's policies, every one mandatory (a violation blocks ``pulumi up``)."""
+    policies: list[Policy] = []
+    for spec in RULES:
+        schema = CONFIG_SCHEMAS.get(spec.name)
+        config_schema = PolicyConfigSchema(properties={k: dict(v) for k, v in schema.items()}) if schema else None
+        if spec.stack:
+            policies.append(
+                StackValidationPolicy(
+                    spec.name,
+                    spec.description,
+                    cast(StackRule, spec.validate),
+                    enforcement_level=EnforcementLevel.MANDATORY,
+                    config_schema=config_schema,
+                )
+            )
+        else:
+            policies.append(
+                ResourceValidationPolicy(
+                    spec.name,
+                    spec.description,
+                    cast(ResourceRule, spec.validate),
+                    enforcement_level=EnforcementLevel.MANDATORY,
+                    config_schema=config_schema,
+                )
+            )
+    return policies

@@ -1,0 +1,780 @@
+"""Post-deploy verification of an AWS stack: is the endpoint really serving the pinned package?
+
+``pulumi up`` succeeding is not enough: SageMaker rolls a failed endpoint update back to the
+previous endpoint configuration on its own, and the provider still reports success. So,
+after every deployment::
+
+    pulumi stack output --json > outputs.json
+    python -m infra.verify_aws --stack-outputs outputs.json      # or: model-deploy-verify ...
+
+checks, with the caller's AWS credentials:
+
+1. ``DescribeEndpoint``: the endpoint exists and is ``InService`` (``Failed``, ``RollingBack``,
+   ``Updating``... fail with SageMaker's ``FailureReason``);
+2. it runs the endpoint configuration the stack created (not a rolled-back one), and every
+   production variant's model loads the pinned package digest;
+3. the package's bundled example (downloaded and digest-verified) sent to the endpoint as
+   ``application/json`` answers with the bundled expected outputs, within the manifest's
+   tolerance (asynchronous endpoints: through ``InvokeEndpointAsync`` and the store).
+
+It prints one summary line and exits 0, or prints one ``error:`` line on stderr and exits with:
+
+== =========================================================================
+2  usage: missing or unreadable outputs, bad flags
+3  the endpoint does not exist
+4  the endpoint is not ``InService``
+5  the endpoint runs another configuration, or another package
+6  the smoke invocation failed or its predictions differ
+7  no AWS credentials, or not allowed
+8  AWS throttled, unreachable or failed otherwise
+9  the package could not be fetched or read
+== =========================================================================
+
+Stack outputs read (``pulumi stack output --json``): ``endpointName``,
+``endpointConfigName``, ``packageUri``, ``region`` and, when present, ``packageDigest``
+(checked against the digest in the URI) and ``asyncInputUri`` (where an asynchronous
+endpoint's role may read the smoke request). Flags override them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import json
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+import numpy as np
+
+from inference.codecs import encode_request
+from model_package.errors import CredentialsError, InvalidStoreURIError, ModelPackageError
+from model_package.example import load_arrays
+from model_package.manifest import Manifest, Signature, TensorSpec
+from model_package.publish import parse_package_uri, pull
+
+PROG: Final = "model-deploy-verify"
+JSON: Final = "application/json"
+
+#: Stack output names, by the field they fill (first present wins).
+OUTPUT_KEYS: Final[Mapping[str, tuple[str, ...]]] = {
+    "endpoint_name": ("endpointName",),
+    "expected_config": ("endpointConfigName",),
+    "package_uri": ("packageUri", "packageURI", "modelDataUrl"),
+    "region": ("region", "awsRegion"),
+    "package_digest": ("packageDigest",),
+    "async_input_uri": ("asyncInputUri",),
+}
+_FLAGS: Final = {
+    "endpoint_name": "--endpoint-name",
+    "expected_config": "--expected-config",
+    "package_uri": "--package-uri",
+    "region": "--region",
+    "async_input_uri": "--async-input",
+}
+
+#: Statuses SageMaker passes through on the way to InService (the endpoint may just be busy).
+TRANSITIONAL_STATUSES: Final = frozenset({"Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting"})
+
+_CREDENTIAL_CODES: Final = frozenset(
+    {
+        "UnrecognizedClientException",
+        "InvalidClientTokenId",
+        "InvalidSignatureException",
+        "SignatureDoesNotMatch",
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "IncompleteSignature",
+        "MissingAuthenticationToken",
+    }
+)
+_ACCESS_DENIED_CODES: Final = frozenset({"AccessDenied", "AccessDeniedException", "NotAuthorized"})
+_THROTTLING_CODES: Final = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "SlowDown",
+    }
+)
+
+T = TypeVar("T")
+
+
+# --- errors -------------------------------------------------------------------------------------
+
+
+class VerifyError(Exception):
+    """An expected verification failure: ``str(error)`` is the one line the user sees."""
+
+    exit_code: int = 1
+
+
+class UsageError(VerifyError):
+    """The outputs or flags do not say what to verify."""
+
+    exit_code = 2
+
+
+class EndpointNotFoundError(VerifyError):
+    """No endpoint with that name exists in the region."""
+
+    exit_code = 3
+
+
+class EndpointNotReadyError(VerifyError):
+    """The endpoint exists but is not ``InService``."""
+
+    exit_code = 4
+
+
+class DeploymentMismatchError(VerifyError):
+    """The endpoint runs another endpoint configuration, or its models load another package."""
+
+    exit_code = 5
+
+
+class SmokeTestError(VerifyError):
+    """The smoke invocation failed, or its predictions differ from the bundled expected outputs."""
+
+    exit_code = 6
+
+
+class AwsCredentialsError(VerifyError):
+    """No usable AWS credentials, or they are not allowed to make a call."""
+
+    exit_code = 7
+
+
+class AwsUnavailableError(VerifyError):
+    """AWS throttled the call after retries, could not be reached, or failed otherwise."""
+
+    exit_code = 8
+
+
+class PackageError(VerifyError):
+    """The pinned package could not be fetched or read."""
+
+    exit_code = 9
+
+
+# --- what to verify -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    """One deployment to verify."""
+
+    endpoint_name: str
+    expected_config: str
+    package_uri: str
+    region: str | None = None
+    """``None``: boto3's default region (AWS_REGION, the profile)."""
+    async_input_uri: str | None = None
+    """Asynchronous endpoints: an ``s3://`` prefix the endpoint may read the smoke request from."""
+
+
+def load_outputs(path: str) -> dict[str, Any]:
+    """Read ``pulumi stack output --json`` from a file, or from stdin for ``-``."""
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    except OSError as exc:
+        raise UsageError(f"cannot read stack outputs {path}: {exc.strerror or exc}") from None
+    try:
+        outputs = json.loads(text)
+    except ValueError as exc:
+        raise UsageError(
+            f"stack outputs {path} are not JSON ({exc}); write them with `pulumi stack output --json`"
+        ) from None
+    if not isinstance(outputs, dict):
+        raise UsageError(f"stack outputs {path} are not a JSON object; write them with `pulumi stack output --json`")
+    return outputs
+
+
+def target_from(outputs: Mapping[str, Any], overrides: Mapping[str, str | None]) -> Target:
+    """The deployment described by stack outputs, with non-``None`` ``overrides`` (from flags) winning.
+
+    Raises :class:`UsageError` naming the output key and flag of anything missing, and when
+    ``packageDigest`` disagrees with the digest in the package URI.
+    """
+    values: dict[str, str | None] = {}
+    for field, keys in OUTPUT_KEYS.items():
+        override = overrides.get(field)
+        values[field] = override if override else _output(outputs, keys)
+    missing = [field for field in ("endpoint_name", "expected_config", "package_uri") if not values[field]]
+    if missing:
+        described = "; ".join(f"{OUTPUT_KEYS[field][0]} (or {_FLAGS[field]})" for field in missing)
+        raise UsageError(f"nothing says which deployment to verify: missing {described}")
+    package_uri = str(values["package_uri"])
+    try:
+        ref = parse_package_uri(package_uri)
+    except InvalidStoreURIError as exc:
+        raise UsageError(f"package URI {package_uri!r} is not a pinned package URI: {exc}") from None
+    digest = values.get("package_digest")
+    if digest and digest != ref.digest:
+        raise UsageError(
+            f"the stack outputs disagree: packageDigest is {digest} but the package URI pins {ref.digest}; "
+            "re-export the outputs after `pulumi up`"
+        )
+    return Target(
+        endpoint_name=str(values["endpoint_name"]),
+        expected_config=str(values["expected_config"]),
+        package_uri=package_uri,
+        region=values["region"] or None,
+        async_input_uri=values["async_input_uri"] or None,
+    )
+
+
+def _output(outputs: Mapping[str, Any], keys: tuple[str, ...]) -> str | None:
+    for key in keys:
+        value = outputs.get(key)
+        if value is None:
+            continue
+        if value == "[secret]":
+            raise UsageError(f"stack output {key} is a secret; export the outputs with `--show-secrets`")
+        if not isinstance(value, str):
+            raise UsageError(f"stack output {key} must be a string, got {type(value).__name__}")
+        return value
+    return None
+
+
+# --- the checks ---------------------------------------------------------------------------------
+
+
+def check_status(description: Mapping[str, Any]) -> None:
+    """Raise :class:`EndpointNotReadyError` unless a ``DescribeEndpoint`` answer says ``InService``."""
+    name = description.get("EndpointName", "?")
+    status = description.get("EndpointStatus", "?")
+    if status == "InService":
+        return
+    reason = " ".join(str(description.get("FailureReason") or "").split())
+    because = f": {reason}" if reason else ""
+    if status == "Failed":
+        raise EndpointNotReadyError(f"endpoint {name!r} is Failed{because}; fix the cause and run `pulumi up` again")
+    if status in TRANSITIONAL_STATUSES:
+        raise EndpointNotReadyError(
+            f"endpoint {name!r} is {status}, not InService{because}; wait for the rollout to finish and verify again"
+        )
+    raise EndpointNotReadyError(f"endpoint {name!r} is {status}, not InService{because}")
+
+
+def check_config(description: Mapping[str, Any], expected_config: str) -> None:
+    """Raise :class:`DeploymentMismatchError` unless the endpoint runs ``expected_config``."""
+    actual = description.get("EndpointConfigName")
+    if actual == expected_config:
+        return
+    name = description.get("EndpointName", "?")
+    raise DeploymentMismatchError(
+        f"endpoint {name!r} runs endpoint config {actual!r}, but the stack expects {expected_config!r}: "
+        "SageMaker rolls a failed update back to the previous config while Pulumi reports success; "
+        "see the endpoint's events and CloudWatch logs, fix the cause and run `pulumi up` again"
+    )
+
+
+def model_data_digest(model: Mapping[str, Any]) -> str | None:
+    """The package digest a ``DescribeModel`` answer's model data URL pins (``None`` if none does)."""
+    containers = [model.get("PrimaryContainer") or {}, *(model.get("Containers") or [])]
+    for container in containers:
+        source = (container.get("ModelDataSource") or {}).get("S3DataSource") or {}
+        for url in (container.get("ModelDataUrl"), source.get("S3Uri")):
+            if not url:
+                continue
+            try:
+                return parse_package_uri(str(url)).digest
+            except InvalidStoreURIError:
+                continue
+    return None
+
+
+def compare_predictions(
+    payload: Any, expected: Mapping[str, np.ndarray], signature: Signature, *, rtol: float, atol: float
+) -> float:
+    """Compare a ``{"predictions": [...]}`` answer with the expected outputs; return the max abs error.
+
+    The layout is the serving container's (``inference.codecs.json_codec``): one entry per
+    row, the value itself for a single output, ``{output_name: value}`` for several.
+    Raises :class:`SmokeTestError` naming the output, and for numbers the max abs error.
+    """
+    if not isinstance(payload, Mapping) or not isinstance(payload.get("predictions"), list):
+        raise SmokeTestError(f'the endpoint answered {_preview(payload)}, not {{"predictions": [...]}}')
+    rows: list[Any] = payload["predictions"]
+    worst = 0.0
+    for spec in signature.outputs:
+        if spec.name not in expected:
+            continue  # an output the example did not record cannot be compared
+        want = np.asarray(expected[spec.name])
+        expected_rows = want.shape[0] if want.ndim else 1
+        if len(rows) != expected_rows:
+            raise SmokeTestError(
+                f"the endpoint answered {len(rows)} rows for output {spec.name!r}, expected {expected_rows}"
+            )
+        if len(signature.outputs) == 1:
+            values = rows
+        else:
+            if not all(isinstance(row, Mapping) and spec.name in row for row in rows):
+                raise SmokeTestError(f"the endpoint's predictions lack output {spec.name!r} in some rows")
+            values = [row[spec.name] for row in rows]
+        worst = max(worst, _compare_output(spec, values, want, rtol=rtol, atol=atol))
+    return worst
+
+
+def _compare_output(spec: TensorSpec, values: list[Any], want: np.ndarray, *, rtol: float, atol: float) -> float:
+    if want.dtype.kind in "fiu":
+        try:
+            # JSON has no NaN; the server writes null for it, so null reads back as NaN.
+            got = np.asarray(_nulls_to_nan(values), dtype=np.float64)
+            if want.dtype.kind == "f":
+                # Back to the output's own precision: a float32 written as its shortest decimal reads back
+                # exactly as float32, so only real differences remain.
+                got = got.astype(want.dtype).astype(np.float64)
+        except (TypeError, ValueError):
+            raise SmokeTestError(f"output {spec.name!r} is not numeric in the endpoint's answer") from None
+        if got.shape != want.shape:
+            raise SmokeTestError(f"output {spec.name!r} has shape {got.shape}, expected {want.shape}")
+        reference = want.astype(np.float64)
+        error = np.abs(got - reference)
+        both_nan = np.isnan(got) & np.isnan(reference)
+        error = np.where(both_nan, 0.0, error)
+        error = np.where(np.isnan(error), np.inf, error)
+        worst = float(error.max()) if error.size else 0.0
+        if np.any(error > atol + rtol * np.abs(np.nan_to_num(reference))):
+            raise SmokeTestError(
+                f"output {spec.name!r} differs from the package's expected outputs: max abs error {worst:.3g} "
+                f"exceeds the manifest tolerance (atol {atol:g} + rtol {rtol:g} x |expected|); the endpoint is "
+                "not serving this package's model as exported"
+            )
+        return worst
+    got_items = np.asarray(_texts(values), dtype=object)
+    want_items = np.asarray(_texts(want.tolist()), dtype=object)
+    if got_items.shape != want_items.shape or not np.array_equal(got_items, want_items):
+        raise SmokeTestError(f"output {spec.name!r} differs from the package's expected outputs")
+    return 0.0
+
+
+def _nulls_to_nan(value: Any) -> Any:
+    if value is None:
+        return float("nan")
+    if isinstance(value, list):
+        return [_nulls_to_nan(item) for item in value]
+    return value
+
+
+def _texts(value: Any) -> Any:
+    # Byte strings travel as UTF-8 text or {"b64": ...}; bools and text as themselves.
+    if isinstance(value, list):
+        return [_texts(item) for item in value]
+    if isinstance(value, Mapping) and set(value) == {"b64"}:
+        return base64.b64decode(str(value["b64"]))
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    return value
+
+
+def _preview(value: Any, limit: int = 80) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    text = " ".join(text.split())
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+# --- AWS ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """What a successful verification found."""
+
+    endpoint_name: str
+    config_name: str
+    variants: tuple[str, ...]
+    package: str
+    """``<name>@<version>``."""
+    digest: str
+    rows: int | None
+    """Rows of the smoke request; ``None`` when skipped."""
+    max_abs_error: float | None
+    mode: str
+    """``realtime`` (InvokeEndpoint) or ``async`` (InvokeEndpointAsync through the store)."""
+
+    def summary(self) -> str:
+        """The one line the command prints."""
+        smoke = (
+            f"smoke test passed ({self.rows} rows, max abs error {self.max_abs_error:.2g})"
+            if self.rows is not None
+            else "smoke test skipped (--skip-smoke)"
+        )
+        kind = "async endpoint" if self.mode == "async" else "endpoint"
+        return (
+            f"OK: {kind} {self.endpoint_name} is InService on config {self.config_name} "
+            f"(variants {', '.join(self.variants)}), serving {self.package} digest {self.digest[:12]}; {smoke}"
+        )
+
+
+class _Aws:
+    """The boto3 clients, and the translation of botocore errors into :class:`VerifyError`."""
+
+    def __init__(self, region: str | None) -> None:
+        import boto3
+        from botocore.config import Config
+
+        session = boto3.session.Session(region_name=region)
+        if session.region_name is None:
+            raise UsageError("no AWS region: pass --region or put `region` in the stack outputs")
+        self.region: str = session.region_name
+        # Standard retries back off on throttling; the read timeout covers SageMaker's 60 s invocation limit.
+        config = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=10, read_timeout=75)
+        self.sagemaker = session.client("sagemaker", config=config)
+        self.runtime = session.client("sagemaker-runtime", config=config)
+        self.s3 = session.client("s3", config=config)
+
+    def call(
+        self,
+        action: str,
+        thunk: Callable[[], T],
+        *,
+        not_found: str | None = None,
+        on_client_error: Callable[[Any], None] | None = None,
+    ) -> T:
+        """Run ``thunk``; botocore errors become one-line :class:`VerifyError` s naming ``action``.
+
+        ``not_found`` is the message for a missing resource; ``on_client_error`` may raise a
+        more specific error for a ``ClientError`` first (it gets the exception).
+        """
+        from botocore.exceptions import (
+            BotoCoreError,
+            ClientError,
+            ConnectionClosedError,
+            ConnectTimeoutError,
+            CredentialRetrievalError,
+            EndpointConnectionError,
+            NoCredentialsError,
+            PartialCredentialsError,
+            ProfileNotFound,
+            ReadTimeoutError,
+        )
+
+        try:
+            return thunk()
+        except ClientError as exc:
+            if on_client_error is not None:
+                on_client_error(exc)
+            error = exc.response.get("Error", {})
+            code = str(error.get("Code", ""))
+            message = " ".join(str(error.get("Message") or code).split())
+            if code in _CREDENTIAL_CODES:
+                raise AwsCredentialsError(
+                    f"AWS rejected the credentials to {action} ({code}: {message}); refresh them (aws sso login, "
+                    "AWS_PROFILE, AWS_ACCESS_KEY_ID...) and retry"
+                ) from None
+            if code in _ACCESS_DENIED_CODES:
+                raise AwsCredentialsError(f"not allowed to {action}: {message}") from None
+            if code in _THROTTLING_CODES:
+                raise AwsUnavailableError(
+                    f"AWS throttled the call to {action} even after retries ({code}); retry in a minute"
+                ) from None
+            if not_found is not None and _is_not_found(code, message):
+                raise EndpointNotFoundError(not_found) from None
+            raise AwsUnavailableError(f"cannot {action}: {code}: {message}") from None
+        except (NoCredentialsError, PartialCredentialsError, CredentialRetrievalError, ProfileNotFound) as exc:
+            raise AwsCredentialsError(
+                f"cannot {action}: {exc}; configure AWS credentials (aws configure, AWS_PROFILE, "
+                "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or the CI job's role)"
+            ) from None
+        except (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, ConnectionClosedError) as exc:
+            raise AwsUnavailableError(
+                f"cannot reach AWS to {action}: {exc}; check the network and the region"
+            ) from None
+        except BotoCoreError as exc:
+            raise AwsUnavailableError(f"cannot {action}: {exc}") from None
+
+
+def _is_not_found(code: str, message: str) -> bool:
+    lowered = message.lower()
+    return code in {"ResourceNotFound", "ResourceNotFoundException"} or (
+        code in {"ValidationException", "ValidationError"} and ("could not find" in lowered or "not found" in lowered)
+    )
+
+
+def verify(
+    target: Target,
+    *,
+    skip_smoke: bool = False,
+    async_timeout: float = 300.0,
+    poll_interval: float = 2.0,
+    workdir: Path | None = None,
+) -> VerifyResult:
+    """Run every check against ``target``; raise a :class:`VerifyError` at the first failure."""
+    aws = _Aws(target.region)
+    name = target.endpoint_name
+    description = aws.call(
+        f"describe endpoint {name!r}",
+        lambda: aws.sagemaker.describe_endpoint(EndpointName=name),
+        not_found=f"endpoint {name!r} does not exist in {aws.region}; check endpointName and region in the stack "
+        "outputs, and that `pulumi up` finished",
+    )
+    check_status(description)
+    check_config(description, target.expected_config)
+    config = aws.call(
+        f"describe endpoint config {target.expected_config!r}",
+        lambda: aws.sagemaker.describe_endpoint_config(EndpointConfigName=target.expected_config),
+    )
+    digest = str(parse_package_uri(target.package_uri).digest)
+    variants = tuple(str(variant["VariantName"]) for variant in config.get("ProductionVariants", []))
+    for variant in config.get("ProductionVariants", []):
+        _check_variant_package(aws, name, variant, digest)
+    mode = "async" if config.get("AsyncInferenceConfig") else "realtime"
+    with tempfile.TemporaryDirectory(prefix="model-deploy-verify-", dir=workdir) as scratch:
+        package_dir = Path(scratch) / "package"
+        manifest = _fetch(target.package_uri, package_dir)
+        package = f"{manifest.name}@{manifest.version}"
+        if skip_smoke:
+            return VerifyResult(name, target.expected_config, variants, package, digest, None, None, mode)
+        inputs, expected = _example(package_dir, manifest)
+    body = encode_request(inputs, JSON, manifest.signature)
+    if mode == "async":
+        answer = _invoke_async(
+            aws,
+            name,
+            body,
+            config,
+            input_uri=target.async_input_uri,
+            timeout=async_timeout,
+            poll_interval=poll_interval,
+        )
+    else:
+        answer = _invoke(aws, name, body)
+    try:
+        payload = json.loads(answer)
+    except ValueError:
+        text = answer.decode("utf-8", "replace")
+        raise SmokeTestError(f"endpoint {name!r} answered the smoke request with non-JSON {_preview(text)}") from None
+    worst = compare_predictions(
+        payload, expected, manifest.signature, rtol=manifest.example.rtol, atol=manifest.example.atol
+    )
+    rows = len(next(iter(inputs.values()))) if inputs else 0
+    return VerifyResult(name, target.expected_config, variants, package, digest, rows, worst, mode)
+
+
+def _check_variant_package(aws: _Aws, endpoint: str, variant: Mapping[str, Any], digest: str) -> None:
+    model_name = str(variant.get("ModelName"))
+    model = aws.call(f"describe model {model_name!r}", lambda: aws.sagemaker.describe_model(ModelName=model_name))
+    served = model_data_digest(model)
+    if served != digest:
+        loads = f"package {served}" if served else "no package by digest"
+        raise DeploymentMismatchError(
+            f"variant {variant.get('VariantName')!r} of endpoint {endpoint!r} loads {loads} through model "
+            f"{model_name!r}, but the stack pins {digest}; run `pulumi up` with the pinned package"
+        )
+
+
+def _fetch(package_uri: str, dest: Path) -> Manifest:
+    try:
+        return pull(package_uri, dest)
+    except CredentialsError as exc:
+        raise AwsCredentialsError(f"cannot fetch the package: {exc}") from None
+    except ModelPackageError as exc:
+        raise PackageError(f"cannot fetch the package {package_uri}: {exc}") from None
+
+
+def _example(package_dir: Path, manifest: Manifest) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    try:
+        return load_arrays(package_dir / manifest.example.inputs), load_arrays(package_dir / manifest.example.outputs)
+    except ModelPackageError as exc:
+        raise PackageError(f"cannot read the package's bundled example: {exc}") from None
+
+
+def _invoke(aws: _Aws, name: str, body: bytes) -> bytes:
+    # A fresh inference id marks the smoke request in the endpoint's data capture (and keeps every
+    # invocation distinct for emulators that cache answers by request).
+    inference_id = f"model-deploy-verify-{uuid.uuid4().hex}"
+    return aws.call(
+        f"invoke endpoint {name!r}",
+        lambda: bytes(
+            aws.runtime.invoke_endpoint(
+                EndpointName=name, Body=body, ContentType=JSON, Accept=JSON, InferenceId=inference_id
+            )["Body"].read()
+        ),
+        not_found=f"endpoint {name!r} does not exist in {aws.region}",
+        on_client_error=lambda exc: _raise_invocation_error(exc, name),
+    )
+
+
+def _invoke_async(
+    aws: _Aws,
+    name: str,
+    body: bytes,
+    config: Mapping[str, Any],
+    *,
+    input_uri: str | None,
+    timeout: float,
+    poll_interval: float,
+) -> bytes:
+    """Send the smoke request through the store, as asynchronous endpoints require, and wait for the answer.
+
+    The request goes under ``input_uri`` (a prefix the endpoint's role may read); without one,
+    beside the output path in the stack's layout (``…/<endpoint>/output`` -> ``…/<endpoint>/input``),
+    else under the output path. It is written without encryption headers, so the bucket's
+    default encryption (the store key) applies and the store's bucket policy accepts it, and
+    deleted afterwards.
+    """
+    output = config["AsyncInferenceConfig"].get("OutputConfig") or {}
+    bucket, prefix = _split_s3(input_uri or _async_input_prefix(str(output.get("S3OutputPath", ""))))
+    key = f"{prefix.rstrip('/')}/model-deploy-verify-{uuid.uuid4().hex}.json".lstrip("/")
+    aws.call(
+        f"upload the smoke request to s3://{bucket}/{key}",
+        lambda: aws.s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType=JSON),
+    )
+    try:
+        response = aws.call(
+            f"invoke async endpoint {name!r}",
+            lambda: aws.runtime.invoke_endpoint_async(
+                EndpointName=name,
+                InputLocation=f"s3://{bucket}/{key}",
+                ContentType=JSON,
+                Accept=JSON,
+                InferenceId=f"model-deploy-verify-{uuid.uuid4().hex}",
+            ),
+            not_found=f"endpoint {name!r} does not exist in {aws.region}",
+            on_client_error=lambda exc: _raise_invocation_error(exc, name),
+        )
+        locations = [(str(response["OutputLocation"]), False)]
+        if response.get("FailureLocation"):
+            locations.append((str(response["FailureLocation"]), True))
+        deadline = time.monotonic() + timeout
+        while True:
+            for location, failed in locations:
+                data = _read_s3(aws, location)
+                if data is not None and failed:
+                    text = data.decode("utf-8", "replace")
+                    raise SmokeTestError(f"endpoint {name!r} failed the async smoke request: {_preview(text, 160)}")
+                if data is not None:
+                    return data
+            if time.monotonic() >= deadline:
+                raise SmokeTestError(
+                    f"endpoint {name!r} wrote no answer to {locations[0][0]} within {timeout:g} s; "
+                    "see the endpoint's CloudWatch logs"
+                )
+            time.sleep(poll_interval)
+    finally:
+        # Best effort: the request is litter, but failing to delete it fails no check.
+        with contextlib.suppress(Exception):
+            aws.s3.delete_object(Bucket=bucket, Key=key)
+
+
+def _async_input_prefix(output_path: str) -> str:
+    parent, _, last = output_path.rstrip("/").rpartition("/")
+    # The stack keeps async/<endpoint>/{input,output,failure} side by side and lets the role read input/.
+    return f"{parent}/input" if last == "output" and parent.count("/") >= 2 else output_path
+
+
+def _read_s3(aws: _Aws, uri: str) -> bytes | None:
+    bucket, key = _split_s3(uri)
+
+    def read() -> bytes | None:
+        try:
+            return bytes(aws.s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+        except aws.s3.exceptions.NoSuchKey:
+            return None  # not written yet
+
+    return aws.call(f"read {uri}", read)
+
+
+def _split_s3(uri: str) -> tuple[str, str]:
+    if not uri.startswith("s3://") or len(uri) <= len("s3://"):
+        raise AwsUnavailableError(f"SageMaker reported {uri!r}, which is not an s3:// location")
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    return bucket, key
+
+
+def _raise_invocation_error(exc: Any, name: str) -> None:
+    """Word SageMaker's ``ModelError`` (the container answered with an error) as a smoke failure."""
+    error = exc.response.get("Error", {})
+    code = str(error.get("Code", ""))
+    if code == "ModelError":
+        status = exc.response.get("OriginalStatusCode", "?")
+        original = " ".join(str(exc.response.get("OriginalMessage") or error.get("Message") or "").split())
+        logs = exc.response.get("LogStreamArn")
+        raise SmokeTestError(
+            f"endpoint {name!r} answered the smoke request with HTTP {status}: {_preview(original, 160)}"
+            + (f" (logs: {logs})" if logs else "")
+        ) from None
+    if code == "ModelNotReadyException":
+        raise EndpointNotReadyError(
+            f"endpoint {name!r} is InService but its model is not ready yet; verify again in a minute"
+        ) from None
+
+
+# --- command line -------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Verify a deployed SageMaker endpoint: InService, on the expected endpoint config, "
+        "serving the pinned package, answering its bundled example.",
+    )
+    parser.add_argument(
+        "--stack-outputs", metavar="FILE", help="`pulumi stack output --json` written to FILE ('-' for stdin)"
+    )
+    parser.add_argument("--endpoint-name", help="endpoint to verify (overrides endpointName)")
+    parser.add_argument("--expected-config", help="endpoint config it must run (overrides endpointConfigName)")
+    parser.add_argument(
+        "--package-uri", help="pinned package URI …/<name>/<digest>/[model.tar.gz] (overrides packageUri)"
+    )
+    parser.add_argument("--region", help="AWS region (overrides region; default: boto3's)")
+    parser.add_argument(
+        "--skip-smoke",
+        action="store_true",
+        help="check status, config and package only (packages whose user code answers another format)",
+    )
+    parser.add_argument(
+        "--async-input",
+        metavar="S3_URI",
+        help="async endpoints: prefix the endpoint's role may read the smoke request from (overrides asyncInputUri; "
+        "default: the input/ prefix beside the endpoint's output path)",
+    )
+    parser.add_argument(
+        "--async-timeout", type=float, default=300.0, metavar="SECONDS", help="wait for an async endpoint's answer"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``model-deploy-verify`` / ``python -m infra.verify_aws``."""
+    args = _parser().parse_args(argv)
+    try:
+        outputs = load_outputs(args.stack_outputs) if args.stack_outputs else {}
+        target = target_from(
+            outputs,
+            {
+                "endpoint_name": args.endpoint_name,
+                "expected_config": args.expected_config,
+                "package_uri": args.package_uri,
+                "region": args.region,
+                "async_input_uri": args.async_input,
+            },
+        )
+        result = verify(target, skip_smoke=args.skip_smoke, async_timeout=args.async_timeout)
+    except VerifyError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    print(result.summary())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,232 @@
+"""Pulumi mocks that record what a program declares, and a runner for the real ``infra/__main__.py``.
+
+:class:`RecordingMocks` answers like the engine and AWS would (auto-names, ARNs, the account),
+and :class:`RecordingMonitor` keeps what only the resource monitor sees: parents, dependency
+edges, property dependencies and resource options. Tests assert on those records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import runpy
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pulumi.runtime
+from google.protobuf import json_format
+from pulumi.runtime import settings as pulumi_settings
+from pulumi.runtime.mocks import MockMonitor
+
+ACCOUNT_ID = "123456789012"
+REGION = "eu-west-1"
+MAIN = Path(__file__).resolve().parents[2] / "infra" / "__main__.py"
+
+# Types whose name the engine generates (Pulumi auto-naming) when the program gives none.
+_AUTONAMED: Mapping[str, str] = {
+    "aws:iam/role:Role": "name",
+    "aws:iam/rolePolicy:RolePolicy": "name",
+    "aws:sagemaker/model:Model": "name",
+    "aws:sagemaker/endpointConfiguration:EndpointConfiguration": "name",
+    "aws:s3/bucket:Bucket": "bucket",
+    "aws:cloudwatch/metricAlarm:MetricAlarm": "name",
+    "aws:cloudwatch/logGroup:LogGroup": "name",
+    "aws:ecr/repository:Repository": "name",
+}
+
+
+@dataclass
+class Registered:
+    """One resource as the program registered it."""
+
+    type: str
+    name: str
+    urn: str
+    custom: bool
+    inputs: dict[str, Any]
+    state: dict[str, Any] = field(default_factory=dict)
+    parent: str = ""
+    dependencies: list[str] = field(default_factory=list)
+    property_dependencies: dict[str, list[str]] = field(default_factory=dict)
+    delete_before_replace: bool = False
+    protect: bool = False
+    replacement_trigger: Any = None
+
+    def depends_on(self, other: Registered) -> bool:
+        """Whether ``other`` is among this resource's dependencies (explicit or through an input)."""
+        return other.urn in self.dependencies
+
+    def property_depends_on(self, key: str, other: Registered) -> bool:
+        """Whether input ``key`` was computed from ``other``'s outputs."""
+        return other.urn in self.property_dependencies.get(key, [])
+
+
+class RecordingMocks(pulumi.runtime.Mocks):
+    """Plausible ids, names and ARNs for every resource; the account for ``getCallerIdentity``."""
+
+    def __init__(self, *, region: str = REGION, account_id: str = ACCOUNT_ID) -> None:
+        self.region = region
+        self.account_id = account_id
+        self.calls: list[str] = []
+        self.states: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def _autoname(self, name: str) -> str:
+        return f"{name}-{hashlib.sha256(name.encode()).hexdigest()[:7]}"
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[Any, Any]]:
+        state: dict[str, Any] = dict(args.inputs)
+        key = _AUTONAMED.get(args.typ)
+        if key and not state.get(key):
+            state[key] = self._autoname(args.name)
+        region, account = self.region, self.account_id
+        physical = str(state.get("name") or args.name)
+        arns: dict[str, str] = {
+            "aws:kms/key:Key": f"arn:aws:kms:{region}:{account}:key/{hashlib.md5(args.name.encode()).hexdigest()}",
+            "aws:s3/bucket:Bucket": f"arn:aws:s3:::{state.get('bucket')}",
+            "aws:ecr/repository:Repository": f"arn:aws:ecr:{region}:{account}:repository/{physical}",
+            "aws:iam/role:Role": f"arn:aws:iam::{account}:role/{physical}",
+            "aws:cloudwatch/logGroup:LogGroup": f"arn:aws:logs:{region}:{account}:log-group:{physical}",
+            "aws:cloudwatch/metricAlarm:MetricAlarm": f"arn:aws:cloudwatch:{region}:{account}:alarm:{physical}",
+            "aws:sagemaker/model:Model": f"arn:aws:sagemaker:{region}:{account}:model/{physical}",
+            "aws:sagemaker/endpointConfiguration:EndpointConfiguration": (
+                f"arn:aws:sagemaker:{region}:{account}:endpoint-config/{physical}"
+            ),
+            "aws:sagemaker/endpoint:Endpoint": f"arn:aws:sagemaker:{region}:{account}:endpoint/{physical}",
+        }
+        if args.typ in arns:
+            state["arn"] = arns[args.typ]
+        if args.typ == "aws:kms/key:Key":
+            state["keyId"] = state["arn"].rpartition("/")[2]
+        elif args.typ == "aws:ecr/repository:Repository":
+            state["repositoryUrl"] = f"{account}.dkr.ecr.{region}.amazonaws.com/{physical}"
+        elif args.typ == "aws:cloudwatch/dashboard:Dashboard":
+            state["dashboardArn"] = f"arn:aws:cloudwatch::{account}:dashboard/{state['dashboardName']}"
+        elif args.typ == "pulumi:index:Stash":
+            state["output"] = state.get("input")
+        resource_id = str(state.get("bucket") or state.get("name") or f"{args.name}-id")
+        self.states[(args.typ, args.name)] = state
+        return resource_id, state
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[Any, Any], list[tuple[str, str]] | None]:
+        self.calls.append(args.token)
+        if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
+            return {
+                "accountId": self.account_id,
+                "arn": f"arn:aws:iam::{self.account_id}:user/deployer",
+                "userId": "AIDAEXAMPLE",
+                "id": self.account_id,
+            }, []
+        raise NotImplementedError(f"the program called {args.token}, which these mocks do not answer")
+
+
+class RecordingMonitor(MockMonitor):
+    """The mock resource monitor, keeping each registration's options and dependency edges."""
+
+    def __init__(self, mocks: RecordingMocks) -> None:
+        super().__init__(mocks)
+        self.recording_mocks = mocks
+        self.registered: list[Registered] = []
+
+    def RegisterResource(self, request: Any) -> Any:  # the gRPC method's name
+        response = super().RegisterResource(request)  # type: ignore[no-untyped-call]
+        if request.type == "pulumi:pulumi:Stack":
+            return response
+        state = self.recording_mocks.states.get((request.type, request.name), {})
+        trigger = (
+            json_format.MessageToDict(request.replacement_trigger) if request.HasField("replacement_trigger") else None
+        )
+        self.registered.append(
+            Registered(
+                type=request.type,
+                name=request.name,
+                urn=response.urn,
+                custom=bool(request.custom),
+                inputs=dict(pulumi.runtime.rpc.deserialize_properties(request.object)),
+                state=state,
+                parent=request.parent,
+                dependencies=list(request.dependencies),
+                property_dependencies={key: list(value.urns) for key, value in request.propertyDependencies.items()},
+                delete_before_replace=bool(request.deleteBeforeReplace),
+                protect=bool(request.protect),
+                replacement_trigger=trigger,
+            )
+        )
+        return response
+
+
+@dataclass
+class Deployment:
+    """Everything one run of the program declared, and its stack outputs."""
+
+    resources: list[Registered]
+    outputs: dict[str, Any]
+    calls: list[str]
+
+    def of_type(self, type_: str) -> list[Registered]:
+        """Every resource of ``type_`` (a Pulumi type token)."""
+        return [resource for resource in self.resources if resource.type == type_]
+
+    def one(self, type_: str, name_part: str = "") -> Registered:
+        """The one resource of ``type_`` whose logical name contains ``name_part``."""
+        found = [resource for resource in self.of_type(type_) if name_part in resource.name]
+        assert len(found) == 1, f"expected one {type_} named *{name_part}*, found {[r.name for r in found]}"
+        return found[0]
+
+    def by_urn(self, urn: str) -> Registered:
+        """The resource registered as ``urn``."""
+        return next(resource for resource in self.resources if resource.urn == urn)
+
+    def custom(self) -> Iterator[Registered]:
+        """Every provider-managed resource (not components)."""
+        return (resource for resource in self.resources if resource.custom)
+
+
+def json_input(resource: Registered, key: str) -> Any:
+    """An input that holds a JSON document (policies, dashboard bodies), parsed."""
+    value = resource.inputs[key]
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def config_strings(values: Mapping[str, Any]) -> dict[str, str]:
+    """Stack config as the engine hands it to a program: strings, objects JSON-encoded."""
+    return {key: value if isinstance(value, str) else json.dumps(value) for key, value in values.items()}
+
+
+def run_program(
+    values: Mapping[str, Any],
+    *,
+    stack: str,
+    program: Callable[[], None] | None = None,
+    monitor: RecordingMonitor | None = None,
+) -> Deployment:
+    """Run ``infra/__main__.py`` (or ``program``) as stack ``stack`` with config ``values`` under the mocks.
+
+    Pass ``monitor`` to inspect what was registered even when the program fails.
+    """
+    if monitor is None:
+        monitor = RecordingMonitor(RecordingMocks(region=str(values.get("aws:region", REGION))))
+    mocks = monitor.recording_mocks
+    # A fresh root stack per run, so exports of one run never leak into the next.
+    pulumi_settings.ROOT.set(None)
+    pulumi.runtime.set_mocks(mocks, project="model-deploy", stack=stack, preview=False, monitor=monitor)
+    pulumi.runtime.set_all_config(config_strings(values))
+    outputs: dict[str, Any] = {}
+
+    @pulumi.runtime.test  # type: ignore[untyped-decorator]
+    def run() -> pulumi.Output[Any]:
+        if program is None:
+            runpy.run_path(str(MAIN), run_name="__main__")
+        else:
+            program()
+        root = pulumi.runtime.get_root_resource()
+        exports: dict[str, Any] = dict(getattr(root, "outputs", {}))
+        return pulumi.Output.all(**exports).apply(outputs.update) if exports else pulumi.Output.from_input(None)
+
+    try:
+        run()
+    finally:
+        pulumi.runtime.set_all_config({})
+    return Deployment(resources=list(monitor.registered), outputs=outputs, calls=list(mocks.calls))
