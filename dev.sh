@@ -39,6 +39,27 @@ setup() {
   echo "$want" > "$stamp"
 }
 
+# The policy pack's own virtualenv: pulumi-policy pins protobuf 5.29, which the main virtualenv's
+# TensorFlow and ONNX cannot use, so its rules are tested (and run by the Pulumi CLI) from here.
+POLICY_VENV="${POLICY_VENV:-.venv-policy}"
+
+setup_policy() {
+  if [[ ! -x "$POLICY_VENV/bin/python" ]]; then
+    log "creating virtualenv $POLICY_VENV (policy pack)"
+    "$PYTHON" -m venv "$POLICY_VENV"
+  fi
+  local stamp="$POLICY_VENV/.setup-stamp" want
+  want="$(cat pyproject.toml requirements/policy-constraints.txt dev.sh | sha256sum | cut -d' ' -f1)"
+  if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+    return
+  fi
+  local pip=("$POLICY_VENV/bin/python" -m pip --disable-pip-version-check --quiet)
+  log "installing the policy pack's virtualenv [infra,policy]"
+  "${pip[@]}" install --upgrade pip
+  "${pip[@]}" install -e ".[infra,policy]" -c requirements/policy-constraints.txt
+  echo "$want" > "$stamp"
+}
+
 run_tests() {
   local bin="$VENV/bin"
   log "ruff check"
@@ -49,14 +70,18 @@ run_tests() {
   "$bin/mypy"
   log "pytest"
   "$bin/python" -m pytest "$@"
+  log "mypy (policy pack, in $POLICY_VENV)"
+  "$POLICY_VENV/bin/mypy" --follow-imports=silent infra/policy/*.py
+  log "pytest (policy pack, in $POLICY_VENV)"
+  "$POLICY_VENV/bin/python" -m pytest tests/infra/test_policy.py -p no:cacheprovider
 }
 
 command="${1:-}"
 shift || true
 case "$command" in
-  setup) setup ;;
+  setup) setup; setup_policy ;;
   demo) setup; "$VENV/bin/python" -m examples.digits.demo "$@" ;;
-  test) setup; run_tests "$@" ;;
+  test) setup; setup_policy; run_tests "$@" ;;
   *)
     echo "usage: ./dev.sh demo|test|setup [args...]" >&2
     exit 2

@@ -45,7 +45,8 @@ def error_response(exc: BaseException) -> Response:
     if isinstance(exc, ApiError):
         return json_response({"error": exc.message}, exc.status, exc.headers)
     if isinstance(exc, HTTPException):
-        return json_response({"error": exc.detail}, exc.status_code)
+        # Keeps the Allow header of a 405, which RFC 9110 requires.
+        return json_response({"error": exc.detail}, exc.status_code, dict(exc.headers or {}))
     if isinstance(exc, PredictionError):
         return json_response({"error": str(exc)}, 400)
     if isinstance(exc, ModelPackageError):

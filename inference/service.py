@@ -82,7 +82,9 @@ class ModelService:
 
     async def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Validate named inputs against the signature and run them through the batcher."""
-        if self.batcher is None or not self.healthy:
+        # Not `healthy`: while draining, requests the server already accepted still complete;
+        # only health checks turn 503 (and the batcher refuses work once it has stopped).
+        if self.batcher is None or not self.ready:
             raise NotReadyError("the model is not ready to serve predictions")
         try:
             checked = check_inputs(self.signature, inputs)

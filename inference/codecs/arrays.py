@@ -190,8 +190,7 @@ def _coerce_objects(
             raise BadRequestError(f"{expects(spec)}; {locate(path)} has {_describe(leaf)}")
     # Only numbers, yet NumPy chose dtype=object: integers beyond 64 bits.
     if target.kind == "f":
-        numbers = np.array(array.tolist(), dtype=np.float64)
-        return coerce(numbers, spec, allow_non_finite=allow_non_finite, locate=locate)
+        return coerce(_as_float64(array, spec), spec, allow_non_finite=allow_non_finite, locate=locate)
     info = np.iinfo(target) if target.kind in "iu" else None
     for path, leaf in _leaves(tree):
         if info is not None and isinstance(leaf, int) and not info.min <= leaf <= info.max:
@@ -199,7 +198,15 @@ def _coerce_objects(
                 f"{expects(spec)}; {locate(path)} has {leaf}, outside the {target} range [{info.min}, {info.max}]"
             )
     # A mixture NumPy would not unify (e.g. huge integers next to floats): convert element by element.
-    return coerce(np.array(array.tolist(), dtype=np.float64), spec, allow_non_finite=allow_non_finite, locate=locate)
+    return coerce(_as_float64(array, spec), spec, allow_non_finite=allow_non_finite, locate=locate)
+
+
+def _as_float64(array: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    try:
+        return np.array(array.tolist(), dtype=np.float64)
+    except OverflowError:
+        # An integer literal beyond float64's range (about 1.8e308): no model input can hold it.
+        raise BadRequestError(f"{expects(spec)}; a number is too large to represent (beyond ±1.8e308)") from None
 
 
 def _to_bytes_array(value: Any, spec: TensorSpec, locate: Locator) -> np.ndarray:

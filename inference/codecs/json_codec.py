@@ -67,6 +67,9 @@ def load_json(body: bytes, what: str = "the JSON body") -> Any:
         raise BadRequestError(f"{what} is not valid UTF-8: {exc}") from exc
     except json.JSONDecodeError as exc:
         raise BadRequestError(f"{what} is not valid JSON: {exc}") from exc
+    except RecursionError:
+        # orjson stops at 1024 levels; the standard library then recurses until Python's limit.
+        raise BadRequestError(f"{what} nests arrays or objects too deeply (over 1024 levels)") from None
 
 
 def split_json_payload(body: bytes) -> tuple[JsonInputs, dict[str, Any]]:

@@ -192,25 +192,39 @@ def test_sigterm_drains_in_flight_requests_and_exits_zero(torch_package: Path, t
     server = start_server(
         tmp_path,
         args=["serve", "--model-dir", str(torch_package)],
-        env={"SAGEMAKER_BIND_TO_PORT": str(port), "MODEL_SERVER_MAX_BATCH_DELAY_MS": "500"},
+        # A 1.5 s batching window keeps the requests queued (in flight) while SIGTERM arrives.
+        env={"SAGEMAKER_BIND_TO_PORT": str(port), "MODEL_SERVER_MAX_BATCH_DELAY_MS": "1500"},
         port=port,
     )
-    statuses: list[int] = []
+    statuses: list[int | str] = []
 
     def call() -> None:
-        # The 500 ms batch delay keeps these requests in flight while SIGTERM arrives.
-        with httpx.Client(base_url=server.url, timeout=30) as client:
-            statuses.append(client.post("/invocations", json=rows(1).tolist()).status_code)
+        try:
+            with httpx.Client(base_url=server.url, timeout=30) as client:
+                statuses.append(client.post("/invocations", json=rows(1).tolist()).status_code)
+        except httpx.HTTPError as exc:
+            statuses.append(repr(exc))
 
     threads = [threading.Thread(target=call) for _ in range(4)]
     for thread in threads:
         thread.start()
-    time.sleep(0.2)
+    _wait_for_queue_depth(server, 4)
     assert server.terminate() == 0
     for thread in threads:
         thread.join()
     assert statuses == [200, 200, 200, 200]
     assert "draining" in server.log()
+
+
+def _wait_for_queue_depth(server: ServerProcess, depth: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        metrics = httpx.get(server.url + "/metrics", timeout=2).text
+        line = next(line for line in metrics.splitlines() if line.startswith("model_server_queue_depth "))
+        if float(line.split()[-1]) >= depth:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"{depth} requests never queued up")
 
 
 def test_a_tampered_package_refuses_to_start(torch_package: Path, tmp_path: Path) -> None:
