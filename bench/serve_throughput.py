@@ -1,6 +1,6 @@
 """Serving throughput, latency, start-up time and memory, against a minimal FastAPI app.
 
-    .venv/bin/python -m bench.serve_throughput            # 10 s per point, as reported in the README
+    .venv/bin/python -m bench.serve_throughput            # 10 s per point (about 5 minutes in all)
     .venv/bin/python -m bench.serve_throughput --quick    # 3 s per point
 
 Two workloads, each exported with ``export_model`` (format ``torch_export``)

@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 
@@ -31,6 +31,7 @@ _log = logging.getLogger(__name__)
 
 Tensors = dict[str, np.ndarray]
 PredictFn = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
+_T = TypeVar("_T")
 _ShapeKey = tuple[tuple[str, str, tuple[int, ...]], ...]
 
 
@@ -82,7 +83,9 @@ class Batcher:
         self._workers = workers
         self._observer: BatchObserver = observer or _NoObserver()
         self._pending: deque[_Job] = deque()
-        self._executor: ThreadPoolExecutor | None = None
+        # Created up front so warm-up can run on the compute thread itself: frameworks keep one
+        # OpenMP pool per calling thread, and a second pool would compete with the first.
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="model-compute")
         self._dispatcher: asyncio.Task[None] | None = None
         self._wakeup: asyncio.Event | None = None
         self._slots: asyncio.Semaphore | None = None
@@ -91,7 +94,6 @@ class Batcher:
 
     async def start(self) -> None:
         """Start the dispatcher on the running event loop."""
-        self._executor = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="model-compute")
         self._wakeup = asyncio.Event()
         self._slots = asyncio.Semaphore(self._workers)
         self._dispatcher = asyncio.get_running_loop().create_task(self._dispatch(), name="batch-dispatcher")
@@ -105,8 +107,11 @@ class Batcher:
             await self._dispatcher
         if self._running:
             await asyncio.gather(*self._running, return_exceptions=True)
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
+        self._executor.shutdown(wait=True)
+
+    def run_on_compute_thread(self, fn: Callable[[], _T]) -> _T:
+        """Run ``fn`` synchronously on a compute worker (before the server starts: warm-up)."""
+        return self._executor.submit(fn).result()
 
     @property
     def queue_depth(self) -> int:

