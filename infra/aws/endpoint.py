@@ -15,7 +15,6 @@ which is what lets SageMaker match old and new fleets.
 from __future__ import annotations
 
 import json
-import re
 from typing import Final, Protocol
 
 import pulumi
@@ -33,8 +32,8 @@ from infra.config import (
     EndpointSettings,
     StackConfig,
     VariantSettings,
-    instance_family,
 )
+from infra.config.aws_limits import has_local_instance_storage
 
 TYPE: Final = f"{PROJECT}:aws:SageMakerEndpoint"
 
@@ -47,32 +46,6 @@ ASYNC_MAX_REQUEST_BYTES: Final = 1024 * MIB
 ASYNC_REQUEST_TIMEOUT_SECONDS: Final = 3590
 #: Children's auto-names are ``<prefix>-<kind>-<7 hex>``; SageMaker and IAM names end at 63-64 characters.
 MAX_CHILD_PREFIX: Final = 40
-
-# Instance families whose volumes are local NVMe instance store. SageMaker refuses a KmsKeyId for
-# them ("Certain Nitro-based instances include local storage... the call to CreateEndpointConfig
-# fails"); their disks are encrypted by the instance hardware instead. A "d" in the attribute
-# suffix (m5d, c6gd, g4dn, p4de, r7gd) means local storage; the listed accelerated families have
-# it without one.
-_LOCAL_STORAGE_SUFFIX_RE: Final = re.compile(r"^[a-z]+[0-9]+[a-z]*d[a-z]*$")
-_LOCAL_STORAGE_FAMILIES: Final = frozenset(
-    {
-        "ml.dl1",
-        "ml.g5",
-        "ml.g6",
-        "ml.g6e",
-        "ml.g7",
-        "ml.g7e",
-        "ml.p5",
-        "ml.p5e",
-        "ml.p5en",
-        "ml.p6-b200",
-        "ml.p6-b300",
-        "ml.p6e-gb200",
-        "ml.trn1",
-        "ml.trn1n",
-        "ml.trn2",
-    }
-)
 
 _TRAFFIC_ROUTING: Final = {"all_at_once": "ALL_AT_ONCE", "canary": "CANARY", "linear": "LINEAR"}
 
@@ -98,8 +71,7 @@ class StoreOutputs(Protocol):
 
 def has_instance_storage(instance_type: str) -> bool:
     """Whether ``instance_type``'s volume is local instance storage (no KMS key allowed)."""
-    family = instance_family(instance_type)
-    return family in _LOCAL_STORAGE_FAMILIES or bool(_LOCAL_STORAGE_SUFFIX_RE.match(family.removeprefix("ml.")))
+    return has_local_instance_storage(instance_type)
 
 
 def encrypts_volumes_with_store_key(endpoint: EndpointSettings) -> bool:

@@ -175,6 +175,40 @@ def instance_family(instance_type: str) -> str:
     return instance_type.rsplit(".", 1)[0]
 
 
+# Instance families whose volumes are local NVMe instance store. SageMaker refuses a KmsKeyId for
+# them ("Certain Nitro-based instances include local storage... the call to CreateEndpointConfig
+# fails"); their disks are encrypted by the instance hardware instead. botocore does not publish
+# this, so it is kept here, once, for the endpoint component and the policy pack. A "d" in the
+# attribute suffix (m5d, c6gd, g4dn, p4de, r7gd) means local storage; the listed accelerated
+# families have it without one.
+_LOCAL_STORAGE_SUFFIX_RE: Final = re.compile(r"^[a-z]+[0-9]+[a-z]*d[a-z]*$")
+LOCAL_STORAGE_FAMILIES: Final = frozenset(
+    {
+        "ml.dl1",
+        "ml.g5",
+        "ml.g6",
+        "ml.g6e",
+        "ml.g7",
+        "ml.g7e",
+        "ml.p5",
+        "ml.p5e",
+        "ml.p5en",
+        "ml.p6-b200",
+        "ml.p6-b300",
+        "ml.p6e-gb200",
+        "ml.trn1",
+        "ml.trn1n",
+        "ml.trn2",
+    }
+)
+
+
+def has_local_instance_storage(instance_type: str) -> bool:
+    """Whether ``instance_type``'s volume is local NVMe instance storage (SageMaker refuses a KMS key)."""
+    family = instance_family(instance_type)
+    return family in LOCAL_STORAGE_FAMILIES or bool(_LOCAL_STORAGE_SUFFIX_RE.match(family.removeprefix("ml.")))
+
+
 @functools.cache
 def aws_limits() -> AwsLimits:
     """The constraints from the installed botocore (loaded once; about 0.2 s)."""

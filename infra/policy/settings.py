@@ -8,12 +8,12 @@ it from its own section; :data:`CONFIG_SCHEMAS` declares them so the engine vali
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, get_args
 
 from infra.config import STANDARD_TAG_KEYS, Environment, instance_family
+from infra.config.aws_limits import has_local_instance_storage
 from infra.policy.props import as_list, as_mapping, get
 
 #: The environments a stack can have (``model-deploy:environment``).
@@ -53,29 +53,6 @@ DEFAULT_ALLOWED_INSTANCE_FAMILIES: Final[Mapping[str, tuple[str, ...]]] = {
 #: Tags every taggable AWS resource must carry: the stack's own tags, except ``git-revision``,
 #: which ``StackConfig.standard_tags`` sets only when ``model-deploy:gitRevision`` is configured.
 REQUIRED_TAG_KEYS: Final[tuple[str, ...]] = tuple(key for key in STANDARD_TAG_KEYS if key != "git-revision")
-
-# EC2 marks local NVMe instance storage with a "d" in the family's attributes (c5d, m6gd, g4dn, p4de).
-_LOCAL_STORAGE_FAMILY_RE = re.compile(r"^ml\.[a-z]+[0-9]+[a-z]*d[a-z]*$")
-#: Accelerated families that ship local NVMe storage without the "d" in their name.
-LOCAL_STORAGE_FAMILIES: Final = frozenset(
-    {
-        "ml.dl1",
-        "ml.g5",
-        "ml.g6",
-        "ml.g6e",
-        "ml.g7",
-        "ml.g7e",
-        "ml.p5",
-        "ml.p5e",
-        "ml.p5en",
-        "ml.p6-b200",
-        "ml.p6-b300",
-        "ml.p6e-gb200",
-        "ml.trn1",
-        "ml.trn1n",
-        "ml.trn2",
-    }
-)
 
 _STRING_LIST: Final = {"type": "array", "items": {"type": "string"}}
 _ENVIRONMENT_PROPERTY: Final = {
@@ -151,8 +128,7 @@ def allowed_families(config: Mapping[str, Any], environment: str) -> tuple[str, 
 
 def has_local_storage(instance_type: str, extra_families: tuple[str, ...] = ()) -> bool:
     """Whether the instance type has local NVMe storage (hardware-encrypted; SageMaker refuses a KMS key)."""
-    family = instance_family(instance_type)
-    return bool(_LOCAL_STORAGE_FAMILY_RE.match(family)) or family in LOCAL_STORAGE_FAMILIES or family in extra_families
+    return has_local_instance_storage(instance_type) or instance_family(instance_type) in extra_families
 
 
 def required_tag_keys(config: Mapping[str, Any]) -> tuple[str, ...]:
