@@ -54,9 +54,9 @@ setup_policy() {
     return
   fi
   local pip=("$POLICY_VENV/bin/python" -m pip --disable-pip-version-check --quiet)
-  log "installing the policy pack's virtualenv [infra,policy]"
+  log "installing the policy pack's virtualenv [policy]"
   "${pip[@]}" install --upgrade pip
-  "${pip[@]}" install -e ".[infra,policy]" -c requirements/policy-constraints.txt
+  "${pip[@]}" install -e ".[policy]" -c requirements/policy-constraints.txt
   echo "$want" > "$stamp"
 }
 

@@ -18,21 +18,22 @@ if _ROOT not in sys.path:
 
 import pulumi  # noqa: E402
 
-from infra.config import PROJECT, ConfigError, from_pulumi  # noqa: E402
+from infra.config import ConfigError, from_pulumi  # noqa: E402
 
 
 def main() -> None:
     """Validate the stack config and declare the stack's resources and outputs."""
     try:
         config = from_pulumi()
-        if config.cloud != "aws":
-            raise pulumi.RunError(
-                f"{PROJECT}:cloud: {config.cloud!r} is not implemented yet (issue 5); "
-                "this program deploys cloud: aws stacks only"
-            )
-        from infra.aws import deploy  # imported here so a GCP stack never loads pulumi_aws
+        # Imported here so a stack loads only its own cloud's provider SDK.
+        if config.cloud == "gcp":
+            from infra.gcp import deploy as deploy_gcp
 
-        outputs = deploy(config)
+            outputs = deploy_gcp(config)
+        else:
+            from infra.aws import deploy as deploy_aws
+
+            outputs = deploy_aws(config)
     except ConfigError as exc:
         # Every further problem on its own line, each naming its key; the first ends the program.
         for problem in exc.problems[1:]:

@@ -2,7 +2,7 @@
 
 A rule is a function from :class:`StackConfig` to the problems it finds. The rules every
 stack obeys are here; each cloud adds its own tuple (:mod:`infra.config.aws_rules`, and
-``gcp_rules`` with issue 5) to :data:`CLOUD_RULES`, so both clouds share one loader, one
+:mod:`infra.config.gcp_rules`) to :data:`CLOUD_RULES`, so both clouds share one loader, one
 error type and one way of reporting.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
-from infra.config import aws_rules
+from infra.config import aws_rules, gcp_rules
 from infra.config.errors import MISSING, ConfigError, format_key
 from infra.config.schema import PROJECT, STANDARD_TAG_KEYS, Cloud, StackConfig
 
@@ -72,7 +72,7 @@ COMMON_RULES: tuple[Rule, ...] = (cloud_sections, package_pin, tag_keys)
 #: Each cloud's rules, run after :data:`COMMON_RULES` when the stack deploys to that cloud.
 CLOUD_RULES: Mapping[Cloud, tuple[Rule, ...]] = {
     "aws": aws_rules.AWS_RULES,
-    "gcp": (),  # issue 5: bucket names, Cloud Run CPU/memory/GPU, Vertex machine types, traffic splits
+    "gcp": gcp_rules.GCP_RULES,
 }
 
 

@@ -14,6 +14,7 @@ the metadata server), so the same code talks to GCS or an emulator.
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 from collections.abc import Iterator
@@ -47,7 +48,9 @@ _CHUNK_MULTIPLE = 256 * 1024
 
 def _import_storage() -> Any:
     try:
-        from google.cloud import storage
+        # importlib, not `from google.cloud import storage`: google.cloud is a namespace package that
+        # other installed Google libraries (aiplatform) ship typed, which hides storage from mypy.
+        storage = importlib.import_module("google.cloud.storage")
     except ImportError:
         raise StoreError(
             "gs:// stores need google-cloud-storage, which is not installed: pip install 'model-deploy[gcp]'"

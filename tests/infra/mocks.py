@@ -23,6 +23,8 @@ from pulumi.runtime.mocks import MockMonitor
 
 ACCOUNT_ID = "123456789012"
 REGION = "eu-west-1"
+#: The random part of a Cloud Run URL, as the mocks make it.
+GCP_PROJECT_HASH = "abcdefghij-ew"
 MAIN = Path(__file__).resolve().parents[2] / "infra" / "__main__.py"
 
 # Types whose name the engine generates (Pulumi auto-naming) when the program gives none.
@@ -104,6 +106,18 @@ class RecordingMocks(pulumi.runtime.Mocks):
             state["repositoryUrl"] = f"{account}.dkr.ecr.{region}.amazonaws.com/{physical}"
         elif args.typ == "aws:cloudwatch/dashboard:Dashboard":
             state["dashboardArn"] = f"arn:aws:cloudwatch::{account}:dashboard/{state['dashboardName']}"
+        elif args.typ == "gcp:serviceaccount/account:Account":
+            state["email"] = f"{state['accountId']}@{state['project']}.iam.gserviceaccount.com"
+            state["member"] = f"serviceAccount:{state['email']}"
+            state["name"] = f"projects/{state['project']}/serviceAccounts/{state['email']}"
+        elif args.typ == "gcp:storage/bucket:Bucket":
+            state["url"] = f"gs://{state['name']}"
+        elif args.typ == "gcp:artifactregistry/repository:Repository":
+            state["name"] = state["repositoryId"]
+        elif args.typ == "gcp:cloudrunv2/service:Service":
+            state["uri"] = f"https://{state['name']}-{GCP_PROJECT_HASH}.a.run.app"
+        elif args.typ == "gcp:vertex/aiEndpoint:AiEndpoint" and not state.get("name"):
+            state["name"] = str(int(hashlib.sha256(args.name.encode()).hexdigest()[:12], 16))  # Vertex ids are numeric
         elif args.typ == "pulumi:index:Stash":
             state["output"] = state.get("input")
         resource_id = str(state.get("bucket") or state.get("name") or f"{args.name}-id")

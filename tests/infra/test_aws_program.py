@@ -1054,14 +1054,24 @@ def test_data_capture_that_captures_nothing_is_a_config_error() -> None:
     assert _program_error(values).startswith("model-deploy:aws.endpoint.dataCapture: captures nothing")
 
 
-def test_gcp_stacks_are_refused_clearly_until_issue_5() -> None:
+def test_gcp_stacks_never_load_pulumi_aws_resources() -> None:
     values = minimal_dev()
     del values["model-deploy:aws"], values["aws:region"]
     values["model-deploy:cloud"] = "gcp"
-    values["model-deploy:gcp"] = {"project": "acme-ml"}
-    values["model-deploy:package"] = dict(values["model-deploy:package"], uri=f"gs://acme-models/digits/{DIGEST}/")
-    message = _program_error(values)
-    assert message.startswith("model-deploy:cloud: 'gcp' is not implemented yet (issue 5)")
+    values["model-deploy:gcp"] = {
+        "project": "acme-ml",
+        "region": "europe-west4",
+        "target": "cloudrun",
+        "store": {"repository": {"name": "model-serve"}},
+        "cloudRun": {"serviceName": "digits"},
+    }
+    values["model-deploy:package"] = dict(
+        values["model-deploy:package"],
+        uri=f"gs://acme-models/digits/{DIGEST}/",
+        image="europe-west4-docker.pkg.dev/acme-ml/model-serve/serve@sha256:" + "ab" * 32,
+    )
+    deployment = run_program(values, stack="dev")
+    assert deployment.resources and not [r for r in deployment.resources if r.type.startswith("aws:")]
 
 
 # --- the real CLI -----------------------------------------------------------------------------------------------

@@ -529,7 +529,16 @@ BAD_CASES: list[tuple[str, Callable[[], Values], Mutation, str, tuple[str, ...]]
     (
         "gcp-section-on-aws-stack",
         minimal_dev,
-        _set("model-deploy:gcp", {"project": "acme"}),
+        _set(
+            "model-deploy:gcp",
+            {
+                "project": "acme-ml",
+                "region": "europe-west4",
+                "target": "cloudrun",
+                "store": {"repository": {"name": "model-serve"}},
+                "cloudRun": {"serviceName": "digits"},
+            },
+        ),
         "model-deploy:gcp",
         ("is set but model-deploy:cloud is aws",),
     ),
@@ -1183,13 +1192,22 @@ def test_other_namespaces_and_unnamespaced_keys() -> None:
     assert _load(values).git_revision == "abc1234"
 
 
-def test_gcp_placeholder_accepts_any_settings_until_issue_5() -> None:
+def test_gcp_stack_has_no_aws_settings() -> None:
     values = minimal_dev()
     values.pop("model-deploy:aws")
     values.pop("aws:region")
     values["model-deploy:cloud"] = "gcp"
     values["model-deploy:package"]["uri"] = f"gs://acme-models/digits/{DIGEST}/model.tar.gz"
-    values["model-deploy:gcp"] = {"project": "acme-ml", "target": "cloudrun"}
+    values["model-deploy:package"]["image"] = (
+        "europe-west4-docker.pkg.dev/acme-ml/model-serve/serve@sha256:" + "ab" * 32
+    )
+    values["model-deploy:gcp"] = {
+        "project": "acme-ml",
+        "region": "europe-west4",
+        "target": "cloudrun",
+        "store": {"repository": {"name": "model-serve"}},
+        "cloudRun": {"serviceName": "digits"},
+    }
     config = _load(values)
     assert config.gcp is not None and config.aws is None
     with pytest.raises(ConfigError, match=r"^model-deploy:aws: is required to deploy to AWS$"):

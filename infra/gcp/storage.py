@@ -1,0 +1,120 @@
+"""The artifact store on GCP: a private, versioned Cloud Storage bucket and an immutable Artifact Registry repository.
+
+Either the stack creates them (``store.create: true``, the default) or it references
+existing ones by name: then nothing is looked up, the configured names are the outputs.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import pulumi
+import pulumi_gcp as gcp
+
+from infra.config import PROJECT, StackConfig
+
+TYPE: Final = f"{PROJECT}:gcp:GcsArtifactStore"
+SECONDS_PER_DAY: Final = 86_400
+
+
+class GcsArtifactStore(pulumi.ComponentResource):
+    """The bucket packages are published to and the repository serving images are pushed to.
+
+    Outputs: :attr:`bucket_name`, :attr:`repository_name`, :attr:`repository_url`.
+    """
+
+    bucket_name: pulumi.Output[str]
+    repository_name: pulumi.Output[str]
+    repository_url: pulumi.Output[str]
+
+    def __init__(self, name: str, config: StackConfig, *, opts: pulumi.ResourceOptions | None = None) -> None:
+        """Create (or reference) the store of ``config``'s stack."""
+        super().__init__(TYPE, name, None, opts)
+        gcp_config = config.require_gcp()
+        store = gcp_config.store
+        # The package must live in this bucket (a rule checks bucketName against the package URI).
+        bucket = store.bucket_name or config.package.ref.location.bucket
+        if store.create:
+            self._create(name, config, bucket)
+        else:
+            self.bucket_name = pulumi.Output.from_input(bucket)
+            self.repository_name = pulumi.Output.from_input(store.repository.name)
+        host, project = gcp_config.registry_host, gcp_config.project
+        self.repository_url = self.repository_name.apply(lambda repository: f"{host}/{project}/{repository}")
+        self.register_outputs(
+            {
+                "bucketName": self.bucket_name,
+                "repositoryName": self.repository_name,
+                "repositoryUrl": self.repository_url,
+            }
+        )
+
+    def _create(self, name: str, config: StackConfig, bucket_name: str) -> None:
+        gcp_config = config.require_gcp()
+        store = gcp_config.store
+        labels = config.resource_labels
+        # Losing the prod store loses every published package: make `pulumi destroy` stop at it.
+        keep = pulumi.ResourceOptions(parent=self, protect=config.is_prod)
+        bucket = gcp.storage.Bucket(
+            f"{name}-bucket",
+            name=bucket_name,
+            project=gcp_config.project,
+            location=gcp_config.region,
+            uniform_bucket_level_access=True,
+            public_access_prevention="enforced",
+            versioning=gcp.storage.BucketVersioningArgs(enabled=True),
+            soft_delete_policy=gcp.storage.BucketSoftDeletePolicyArgs(
+                retention_duration_seconds=store.soft_delete_days * SECONDS_PER_DAY
+            ),
+            lifecycle_rules=[
+                gcp.storage.BucketLifecycleRuleArgs(
+                    action=gcp.storage.BucketLifecycleRuleActionArgs(type="Delete"),
+                    condition=gcp.storage.BucketLifecycleRuleConditionArgs(
+                        days_since_noncurrent_time=store.noncurrent_version_days,
+                        with_state="ARCHIVED",
+                    ),
+                )
+            ],
+            # The Cloud Storage service agent needs roles/cloudkms.cryptoKeyEncrypterDecrypter on the key;
+            # granting it is left to whoever owns the key (it may be in another project).
+            encryption=(
+                gcp.storage.BucketEncryptionArgs(default_kms_key_name=store.kms_key_name)
+                if store.kms_key_name
+                else None
+            ),
+            force_destroy=store.force_destroy and not config.is_prod,
+            labels=labels,
+            opts=keep,
+        )
+        repository = gcp.artifactregistry.Repository(
+            f"{name}-repository",
+            repository_id=store.repository.name,
+            project=gcp_config.project,
+            location=gcp_config.region,
+            format="DOCKER",
+            description=f"Serving images of {PROJECT} (stack {config.stack}); deployed by digest.",
+            docker_config=gcp.artifactregistry.RepositoryDockerConfigArgs(immutable_tags=True),
+            cleanup_policy_dry_run=False,
+            # KEEP wins over DELETE: the newest versions of each image survive whatever their tags.
+            cleanup_policies=[
+                gcp.artifactregistry.RepositoryCleanupPolicyArgs(
+                    id="keep-recent",
+                    action="KEEP",
+                    most_recent_versions=gcp.artifactregistry.RepositoryCleanupPolicyMostRecentVersionsArgs(
+                        keep_count=store.repository.keep_recent_versions
+                    ),
+                ),
+                gcp.artifactregistry.RepositoryCleanupPolicyArgs(
+                    id="delete-untagged",
+                    action="DELETE",
+                    condition=gcp.artifactregistry.RepositoryCleanupPolicyConditionArgs(
+                        tag_state="UNTAGGED",
+                        older_than=f"{store.repository.delete_untagged_after_days * SECONDS_PER_DAY}s",
+                    ),
+                ),
+            ],
+            labels=labels,
+            opts=keep,
+        )
+        self.bucket_name = bucket.name
+        self.repository_name = repository.repository_id

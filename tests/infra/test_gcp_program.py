@@ -1,0 +1,231 @@
+"""The GCP program, run for real (``infra/__main__.py``) under Pulumi's mocks with the real pulumi_gcp SDK."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pulumi
+import pytest
+
+from tests.infra.mocks import Deployment, run_program
+from tests.infra.test_gcp_config import DIGEST, IMAGE, cloud_run_dev, vertex_dev
+
+BUCKET = "gcp:storage/bucket:Bucket"
+REPOSITORY = "gcp:artifactregistry/repository:Repository"
+ACCOUNT = "gcp:serviceaccount/account:Account"
+BUCKET_MEMBER = "gcp:storage/bucketIAMMember:BucketIAMMember"
+REPOSITORY_MEMBER = "gcp:artifactregistry/repositoryIamMember:RepositoryIamMember"
+SERVICE = "gcp:cloudrunv2/service:Service"
+INVOKER = "gcp:cloudrunv2/serviceIamMember:ServiceIamMember"
+RUN_SA = "serviceAccount:digits-dev-run-sa@acme-ml.iam.gserviceaccount.com"
+# Resource types that take labels (service accounts and IAM members do not).
+LABELLED = (BUCKET, REPOSITORY, SERVICE)
+
+Values = dict[str, Any]
+
+
+def _run(values: Values) -> Deployment:
+    return run_program(copy.deepcopy(values), stack=values["model-deploy:environment"])
+
+
+def cpu_fetch() -> Values:
+    values = cloud_run_dev()
+    values["model-deploy:package"]["uri"] = f"gs://acme-models/models/digits/{DIGEST}/model.tar.gz"
+    values["model-deploy:gcp"]["cloudRun"].update(
+        cpu="2", memory="4Gi", minInstances=1, maxInstances=5, concurrency=8, invokers=["group:ml@example.com"]
+    )
+    return values
+
+
+def gpu_mount() -> Values:
+    values = cloud_run_dev()
+    values["model-deploy:gcp"]["cloudRun"].update(
+        gpu={"type": "nvidia-l4"}, packageDelivery="mount", cpu="8", memory="32Gi"
+    )
+    return values
+
+
+def _container(service: Any) -> dict[str, Any]:
+    [container] = service.inputs["template"]["containers"]
+    return dict(container)
+
+
+def _env(service: Any) -> dict[str, str]:
+    return {env["name"]: env["value"] for env in _container(service)["envs"]}
+
+
+def _assert_serving_identity_grants(deployment: Deployment, member: str) -> None:
+    [bucket_member] = deployment.of_type(BUCKET_MEMBER)
+    [repository_member] = deployment.of_type(REPOSITORY_MEMBER)
+    assert (bucket_member.inputs["bucket"], bucket_member.inputs["role"], bucket_member.inputs["member"]) == (
+        "acme-models",
+        "roles/storage.objectViewer",
+        member,
+    )
+    assert {key: repository_member.inputs[key] for key in ("repository", "location", "project", "role", "member")} == {
+        "repository": "model-serve",
+        "location": "europe-west4",
+        "project": "acme-ml",
+        "role": "roles/artifactregistry.reader",
+        "member": member,
+    }
+    # Nothing is granted at project level.
+    assert not [r for r in deployment.resources if "projectIamMember" in r.type or "IAMBinding" in r.type]
+
+
+def test_cloud_run_cpu_fetch() -> None:
+    deployment = _run(cpu_fetch())
+    service = deployment.one(SERVICE)
+    template = service.inputs["template"]
+    assert service.inputs["name"] == "digits-dev" and service.inputs["location"] == "europe-west4"
+    assert service.inputs["deletionProtection"] is False
+    assert template["serviceAccount"] == "digits-dev-run-sa@acme-ml.iam.gserviceaccount.com"
+    assert template["scaling"] == {"minInstanceCount": 1, "maxInstanceCount": 5}
+    assert template["maxInstanceRequestConcurrency"] == 8 and template["timeout"] == "300s"
+    assert "volumes" not in template and "nodeSelector" not in template
+    container = _container(service)
+    assert container["image"] == IMAGE
+    assert container["ports"] == {"name": "http1", "containerPort": 8080}
+    assert container["resources"]["limits"] == {"cpu": "2", "memory": "4Gi"}
+    assert _env(service) == {
+        "AIP_HEALTH_ROUTE": "/health",
+        "AIP_PREDICT_ROUTE": "/predict",
+        "MODEL_PACKAGE_DIGEST": DIGEST,
+        "AIP_STORAGE_URI": f"gs://acme-models/models/digits/{DIGEST}/model.tar.gz",
+    }
+    startup, liveness = container["startupProbe"], container["livenessProbe"]
+    assert startup["httpGet"] == {"path": "/health", "port": 8080} and startup["failureThreshold"] >= 30
+    assert liveness["httpGet"] == {"path": "/health", "port": 8080}
+    _assert_serving_identity_grants(deployment, RUN_SA)
+    [invoker] = deployment.of_type(INVOKER)
+    assert (invoker.inputs["role"], invoker.inputs["member"], invoker.inputs["name"]) == (
+        "roles/run.invoker",
+        "group:ml@example.com",
+        "digits-dev",
+    )
+    # The first revision must find its grants in place.
+    assert service.depends_on(deployment.one(BUCKET_MEMBER)) and service.depends_on(deployment.one(REPOSITORY_MEMBER))
+    assert deployment.outputs["serviceUrl"].startswith("https://digits-dev-")
+    assert {
+        key: deployment.outputs[key] for key in ("bucketName", "repositoryUrl", "packageDigest", "serviceAccountEmail")
+    } == {
+        "bucketName": "acme-models",
+        "repositoryUrl": "europe-west4-docker.pkg.dev/acme-ml/model-serve",
+        "packageDigest": DIGEST,
+        "serviceAccountEmail": "digits-dev-run-sa@acme-ml.iam.gserviceaccount.com",
+    }
+
+
+def test_cloud_run_gpu_mount() -> None:
+    service = (deployment := _run(gpu_mount())).one(SERVICE)
+    template = service.inputs["template"]
+    assert template["nodeSelector"] == {"accelerator": "nvidia-l4"}
+    assert template["gpuZonalRedundancyDisabled"] is True  # dev: best-effort GPU capacity
+    assert template["executionEnvironment"] == "EXECUTION_ENVIRONMENT_GEN2"
+    assert template["volumes"] == [
+        {
+            "name": "model-package",
+            "gcs": {"bucket": "acme-models", "readOnly": True, "mountOptions": [f"only-dir=models/digits/{DIGEST}"]},
+        }
+    ]
+    container = _container(service)
+    assert container["volumeMounts"] == [{"name": "model-package", "mountPath": "/opt/ml/model"}]
+    assert container["resources"]["limits"] == {"cpu": "8", "memory": "32Gi", "nvidia.com/gpu": "1"}
+    assert container["resources"]["cpuIdle"] is False
+    assert "AIP_STORAGE_URI" not in _env(service)
+    assert not deployment.of_type(INVOKER)  # private, and nobody listed
+
+
+def test_public_service_grants_all_users_only_when_asked() -> None:
+    values = cpu_fetch()
+    values["model-deploy:gcp"]["cloudRun"]["public"] = True
+    members = {r.inputs["member"] for r in _run(values).of_type(INVOKER)}
+    assert members == {"allUsers", "group:ml@example.com"}
+    for deployment in (_run(cpu_fetch()), _run(gpu_mount())):
+        assert all(r.inputs.get("member") not in ("allUsers", "allAuthenticatedUsers") for r in deployment.resources)
+
+
+def test_prod_protects_service_and_store() -> None:
+    values = gpu_mount()
+    values["model-deploy:environment"] = "prod"
+    values["model-deploy:gitRevision"] = "3f2c1e9"
+    values["model-deploy:gcp"]["store"].update(
+        kmsKeyName="projects/acme-ml/locations/europe-west4/keyRings/ml/cryptoKeys/models"
+    )
+    deployment = _run(values)
+    service = deployment.one(SERVICE)
+    assert service.inputs["deletionProtection"] is True
+    assert service.inputs["template"]["gpuZonalRedundancyDisabled"] is False
+    bucket, repository = deployment.one(BUCKET), deployment.one(REPOSITORY)
+    assert bucket.protect and repository.protect and bucket.inputs["forceDestroy"] is False
+    assert bucket.inputs["encryption"] == {
+        "defaultKmsKeyName": "projects/acme-ml/locations/europe-west4/keyRings/ml/cryptoKeys/models"
+    }
+    for resource in (r for r in deployment.resources if r.type in LABELLED):
+        assert resource.inputs["labels"]["environment"] == "prod"
+        assert resource.inputs["labels"]["git-revision"] == "3f2c1e9"
+
+
+def test_created_store_settings_and_labels() -> None:
+    deployment = _run(cpu_fetch())
+    bucket = deployment.one(BUCKET)
+    inputs = bucket.inputs
+    assert inputs["name"] == "acme-models" and inputs["location"] == "europe-west4"
+    assert inputs["uniformBucketLevelAccess"] is True and inputs["publicAccessPrevention"] == "enforced"
+    assert inputs["versioning"] == {"enabled": True}
+    assert inputs["softDeletePolicy"] == {"retentionDurationSeconds": 7 * 86400}
+    assert inputs["lifecycleRules"] == [
+        {"action": {"type": "Delete"}, "condition": {"daysSinceNoncurrentTime": 30, "withState": "ARCHIVED"}}
+    ]
+    assert "encryption" not in inputs and not bucket.protect
+    repository = deployment.one(REPOSITORY).inputs
+    assert repository["format"] == "DOCKER" and repository["dockerConfig"] == {"immutableTags": True}
+    assert repository["cleanupPolicies"] == [
+        {"id": "keep-recent", "action": "KEEP", "mostRecentVersions": {"keepCount": 10}},
+        {
+            "id": "delete-untagged",
+            "action": "DELETE",
+            "condition": {"tagState": "UNTAGGED", "olderThan": f"{30 * 86400}s"},
+        },
+    ]
+    expected = {
+        "environment": "dev",
+        "stack": "dev",
+        "model": "digits",
+        "model-version": "1_0_0",
+        "package-digest": DIGEST[:63],
+        "managed-by": "model-deploy",
+    }
+    labelled = [r for r in deployment.resources if r.type in LABELLED]
+    assert len(labelled) == 3
+    for resource in labelled:
+        assert resource.inputs["labels"] == expected, resource.type
+    assert deployment.one(SERVICE).inputs["template"]["labels"] == expected
+
+
+def test_reference_mode_store_creates_no_bucket_or_repository() -> None:
+    values = cpu_fetch()
+    values["model-deploy:gcp"]["store"]["create"] = False
+    deployment = _run(values)
+    assert not deployment.of_type(BUCKET) and not deployment.of_type(REPOSITORY)
+    _assert_serving_identity_grants(deployment, RUN_SA)
+    assert deployment.outputs["bucketName"] == "acme-models"
+    assert deployment.outputs["repositoryUrl"] == "europe-west4-docker.pkg.dev/acme-ml/model-serve"
+
+
+def test_vertex_gets_its_own_identity_with_the_same_narrow_grants() -> None:
+    pytest.importorskip("infra.gcp.vertex")
+    deployment = _run(vertex_dev())
+    [account] = deployment.of_type(ACCOUNT)
+    assert account.inputs["accountId"] == "digits-dev-vertex-sa"
+    _assert_serving_identity_grants(deployment, "serviceAccount:digits-dev-vertex-sa@acme-ml.iam.gserviceaccount.com")
+    assert not deployment.of_type(SERVICE)
+
+
+def test_bad_gcp_config_stops_the_program_with_one_line() -> None:
+    values = gpu_mount()
+    values["model-deploy:gcp"]["cloudRun"]["memory"] = "8Gi"
+    with pytest.raises(pulumi.RunError) as raised:
+        _run(values)
+    assert str(raised.value).startswith("model-deploy:gcp.cloudRun.memory: '8Gi' is too little for a GPU")

@@ -1,0 +1,428 @@
+"""The Vertex AI model-deployment provider against a local gRPC Vertex, and the VertexEndpoint component."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pulumi
+import pytest
+from google.cloud import aiplatform_v1
+from google.rpc import code_pb2
+
+from infra.config import load_stack_config
+from infra.gcp.vertex import VertexEndpoint
+from infra.gcp.vertex_client import (
+    ACCELERATOR_DUTY_CYCLE_METRIC,
+    CPU_UTILIZATION_METRIC,
+    VertexOperationFailed,
+    VertexTimeout,
+)
+from infra.gcp.vertex_provider import VertexModelDeploymentProvider, plan_update, traffic_split
+from tests.infra.fake_vertex import PARENT, PROJECT, REGION, FakeVertex
+from tests.infra.mocks import RecordingMocks, RecordingMonitor, run_program
+
+IMAGE = "europe-west4-docker.pkg.dev/acme/serve/serve@sha256:" + "a" * 64
+NEW_IMAGE = "europe-west4-docker.pkg.dev/acme/serve/serve@sha256:" + "b" * 64
+
+
+@pytest.fixture
+def vertex() -> Iterator[FakeVertex]:
+    fake = FakeVertex().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def provider() -> VertexModelDeploymentProvider:
+    return VertexModelDeploymentProvider()
+
+
+def props(vertex: FakeVertex, endpoint: str, **changes: Any) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "project": PROJECT,
+        "region": REGION,
+        "endpoint": endpoint,
+        "display_name": "digits-3d439c53e4a5",
+        "image": IMAGE,
+        "artifact_uri": "gs://acme-models/models/digits/3d43/",
+        "ports": [8080],
+        "health_route": "/health",
+        "predict_route": "/predict",
+        "env": {"MODEL_PACKAGE_DIGEST": "3d43"},
+        "labels": {"environment": "dev"},
+        "kms_key_name": None,
+        "machine_type": "n1-standard-4",
+        "accelerator_type": "NVIDIA_TESLA_T4",
+        "accelerator_count": 1,
+        "min_replicas": 1,
+        "max_replicas": 3,
+        "cpu_utilization_target": 60,
+        "accelerator_duty_cycle_target": 70,
+        "service_account": "vertex-serve@demo-project.iam.gserviceaccount.com",
+        "traffic_percent": 100,
+        "api_endpoint": vertex.address,
+        "timeout_seconds": 5.0,
+        "poll_interval_seconds": 0.01,
+    }
+    values.update(changes)
+    return values
+
+
+def deployed(vertex: FakeVertex, endpoint: str) -> list[aiplatform_v1.DeployedModel]:
+    return list(vertex.endpoints[endpoint].deployed_models)
+
+
+# --- create ------------------------------------------------------------------------------------
+
+
+def test_create_uploads_the_container_and_deploys_it_with_all_traffic(
+    vertex: FakeVertex, provider: VertexModelDeploymentProvider
+) -> None:
+    endpoint = vertex.add_endpoint()
+    result = provider.create(props(vertex, endpoint))
+    outs = result.outs or {}
+
+    assert vertex.methods() == [
+        "ModelService/UploadModel",
+        "EndpointService/GetEndpoint",
+        "EndpointService/DeployModel",
+    ]
+    model = vertex.models[outs["model_resource_name"]]
+    assert outs["model_resource_name"].startswith(f"{PARENT}/models/")
+    spec = model.container_spec
+    assert spec.image_uri == IMAGE
+    assert [port.container_port for port in spec.ports] == [8080]
+    assert (spec.health_route, spec.predict_route) == ("/health", "/predict")
+    assert {env.name: env.value for env in spec.env} == {"MODEL_PACKAGE_DIGEST": "3d43"}
+    assert model.artifact_uri == "gs://acme-models/models/digits/3d43/"
+    assert dict(model.labels) == {"environment": "dev"}
+
+    (on_endpoint,) = deployed(vertex, endpoint)
+    assert on_endpoint.id == outs["deployed_model_id"]
+    assert on_endpoint.model == outs["model_resource_name"]
+    assert on_endpoint.service_account == "vertex-serve@demo-project.iam.gserviceaccount.com"
+    resources = on_endpoint.dedicated_resources
+    assert resources.machine_spec.machine_type == "n1-standard-4"
+    assert resources.machine_spec.accelerator_type == aiplatform_v1.AcceleratorType.NVIDIA_TESLA_T4
+    assert resources.machine_spec.accelerator_count == 1
+    assert (resources.min_replica_count, resources.max_replica_count) == (1, 3)
+    assert {(m.metric_name, m.target) for m in resources.autoscaling_metric_specs} == {
+        (CPU_UTILIZATION_METRIC, 60),
+        (ACCELERATOR_DUTY_CYCLE_METRIC, 70),
+    }
+    assert dict(vertex.endpoints[endpoint].traffic_split) == {on_endpoint.id: 100}
+
+
+def test_create_takes_only_its_share_next_to_models_deployed_outside_the_stack(
+    vertex: FakeVertex, provider: VertexModelDeploymentProvider
+) -> None:
+    endpoint = vertex.add_endpoint()
+    other = provider.create(props(vertex, endpoint, display_name="other")).outs or {}
+    outs = provider.create(props(vertex, endpoint, traffic_percent=25)).outs or {}
+    assert dict(vertex.endpoints[endpoint].traffic_split) == {
+        outs["deployed_model_id"]: 25,
+        other["deployed_model_id"]: 75,
+    }
+
+
+# --- diff and update ---------------------------------------------------------------------------
+
+
+def test_a_replica_only_change_is_an_in_place_update_without_upload(
+    vertex: FakeVertex, provider: VertexModelDeploymentProvider
+) -> None:
+    endpoint = vertex.add_endpoint()
+    olds = provider.create(props(vertex, endpoint)).outs or {}
+    # The engine hands numbers back as floats: that alone is no change.
+    news = props(vertex, endpoint, min_replicas=2.0, max_replicas=5, accelerator_count=1.0)
+
+    diff = provider.diff("id", olds, news)
+    assert diff.changes is True
+    assert diff.replaces == []
+    assert plan_update(olds, news) == ["mutate"]
+
+    vertex.calls.clear()
+    outs = provider.update("id", olds, news).outs or {}
+    assert vertex.methods() == ["EndpointService/MutateDeployedModel"]
+    assert outs["model_resource_name"] == olds["model_resource_name"]
+    assert outs["deployed_model_id"] == olds["deployed_model_id"]
+    (on_endpoint,) = deployed(vertex, endpoint)
+    assert (on_endpoint.dedicated_resources.min_replica_count, on_endpoint.dedicated_resources.max_replica_count) == (
+        2,
+        5,
+    )
+
+
+def test_no_change_and_connection_settings_do_not_touch_vertex(
+    vertex: FakeVertex, provider: VertexModelDeploymentProvider
+) -> None:
+    endpoint = vertex.add_endpoint()
+    olds = provider.create(props(vertex, endpoint)).outs or {}
+    assert provider.diff("id", olds, props(vertex, endpoint)).changes is False
+    assert plan_update(olds, props(vertex, endpoint, timeout_seconds=60)) == []
+
+
+def test_moving_to_another_endpoint_or_project_replaces(
+    vertex: FakeVertex, provider: VertexModelDeploymentProvider
+) -> None:
+    endpoint = vertex.add_endpoint()
+    olds = props(vertex, endpoint)
+    diff = provider.diff("id", olds, props(vertex, f"{PARENT}/endpoints/99", project="other", image=NEW_IMAGE))
+    assert sorted(diff.replaces or []) == ["endpoint", "project"]
+    assert diff.delete_before_replace is False
+
+
+def test_labels_and_traffic_change_in_place(vertex: FakeVertex, provider: VertexModelDeploymentProvider) -> None:
+    endpoint = vertex.add_endpoint()
+    other = provider.create(props(vertex, endpoint, display_name="other")).outs or {}
+    olds = provider.create(props(vertex, endpoint, traffic_percent=50)).outs or {}
+    news = props(vertex, endpoint, traffic_percent=80, labels={"environment": "dev", "git-revision": "abc"})
+    assert plan_update(olds, news) == ["traffic", "labels"]
+
+    vertex.calls.clear()
+    provider.update("id", olds, news)
+    assert vertex.methods() == [
+        "EndpointService/GetEndpoint",
+        "EndpointService/UpdateEndpoint",
+        "ModelService/UpdateModel",
+    ]
+    assert dict(vertex.endpoints[endpoint].traffic_split) == {
+        olds["deployed_model_id"]: 80,
+        other["deployed_model_id"]: 20,
+    }
+    assert dict(vertex.models[olds["model_resource_name"]].labels)["git-revision"] == "abc"
+
+
+def test_a_machine_change_redeploys_the_same_model(vertex: FakeVertex, provider: VertexModelDeploymentProvider) -> None:
+    endpoint = vertex.add_endpoint()
+    olds = provider.create(props(vertex, endpoint)).outs or {}
+    news = props(vertex, endpoint, machine_type="g2-standard-8", accelerator_type="NVIDIA_L4")
+    assert plan_update(olds, news) == ["redeploy"]
+
+    vertex.calls.clear()
+    outs = provider.update("id", olds, news).outs or {}
+    assert "ModelService/UploadModel" not in vertex.calls
+    assert vertex.methods("DeployModel", "UndeployModel", "DeleteModel") == [
+        "EndpointService/DeployModel",
+        "EndpointService/UndeployModel",
+    ]
+    assert outs["model_resource_name"] == olds["model_resource_name"]
+    (on_endpoint,) = deployed(vertex, endpoint)
+    assert on_endpoint.id == outs["deployed_model_id"] != olds["deployed_model_id"]
+    assert on_endpoint.dedicated_resources.machine_spec.machine_type == "g2-standard-8"
+
+
+def test_a_new_image_rolls_out_a_new_model_then_retires_the_old_one(
+    vertex: FakeVertex, provider: VertexModelDeploymentProvider
+) -> None:
+    endpoint = vertex.add_endpoint()
+    olds = provider.create(props(vertex, endpoint)).outs or {}
+    news = props(vertex, endpoint, image=NEW_IMAGE)
+    assert provider.diff("id", olds, news).replaces == []
+    assert plan_update(olds, news) == ["upload"]
+
+    vertex.calls.clear()
+    vertex.requests.clear()
+    outs = provider.update("id", olds, news).outs or {}
+
+    assert vertex.methods("UploadModel", "DeployModel", "UndeployModel", "DeleteModel") == [
+        "ModelService/UploadModel",
+        "EndpointService/DeployModel",
+        "EndpointService/UndeployModel",
+        "ModelService/DeleteModel",
+    ]
+    requests = dict(vertex.requests)
+    # Traffic moves to the new model as part of its deployment, before the old one is undeployed.
+    assert dict(requests["EndpointService/DeployModel"].traffic_split) == {"0": 100}
+    assert requests["EndpointService/UndeployModel"].deployed_model_id == olds["deployed_model_id"]
+    assert requests["ModelService/DeleteModel"].name == olds["model_resource_name"]
+    assert list(vertex.models) == [outs["model_resource_name"]]
+    assert vertex.models[outs["model_resource_name"]].container_spec.image_uri == NEW_IMAGE
+    (on_endpoint,) = deployed(vertex, endpoint)
+    assert dict(vertex.endpoints[endpoint].traffic_split) == {on_endpoint.id: 100}
+    assert on_endpoint.id == outs["deployed_model_id"]
+
+
+def test_traffic_split_hands_the_rest_to_other_models_in_proportion() -> None:
+    assert traffic_split({"a": 60, "b": 40}, ours="0", percent=10) == {"0": 10, "a": 54, "b": 36}
+    assert traffic_split({"a": 1, "b": 1, "c": 1}, ours="0", percent=0) == {"a": 34, "b": 33, "c": 33}
+    assert traffic_split({"old": 100}, ours="0", percent=30, retiring=["old"]) == {"0": 100}
+
+
+# --- delete ------------------------------------------------------------------------------------
+
+
+def test_delete_undeploys_then_deletes_the_model(vertex: FakeVertex, provider: VertexModelDeploymentProvider) -> None:
+    endpoint = vertex.add_endpoint()
+    outs = provider.create(props(vertex, endpoint)).outs or {}
+    vertex.calls.clear()
+    provider.delete("id", outs)
+    assert vertex.methods("UndeployModel", "DeleteModel") == [
+        "EndpointService/UndeployModel",
+        "ModelService/DeleteModel",
+    ]
+    assert vertex.models == {}
+    assert deployed(vertex, endpoint) == []
+
+
+def test_delete_with_the_endpoint_gone_still_deletes_the_model_and_says_so(
+    vertex: FakeVertex, provider: VertexModelDeploymentProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    endpoint = vertex.add_endpoint()
+    outs = provider.create(props(vertex, endpoint)).outs or {}
+    del vertex.endpoints[endpoint]  # deleted out of band, models and all
+    caplog.set_level(logging.INFO, logger="infra.gcp.vertex_provider")
+
+    provider.delete("id", outs)
+
+    assert f"endpoint {endpoint} no longer exists; nothing to undeploy" in caplog.messages
+    assert vertex.models == {}
+
+
+# --- failures ----------------------------------------------------------------------------------
+
+
+def test_a_failed_upload_operation_is_one_clear_error(
+    vertex: FakeVertex, provider: VertexModelDeploymentProvider
+) -> None:
+    endpoint = vertex.add_endpoint()
+    vertex.upload_error = (code_pb2.INVALID_ARGUMENT, "Container image not found in Artifact Registry.")
+    with pytest.raises(VertexOperationFailed) as caught:
+        provider.create(props(vertex, endpoint))
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith("uploading model 'digits-3d439c53e4a5' to projects/demo-project/locations/europe-west4")
+    assert "failed with status INVALID_ARGUMENT: Container image not found in Artifact Registry." in message
+    assert "EndpointService/DeployModel" not in vertex.calls
+
+
+def test_a_deploy_timeout_is_clear_and_deletes_the_uploaded_model(
+    vertex: FakeVertex, provider: VertexModelDeploymentProvider
+) -> None:
+    endpoint = vertex.add_endpoint()
+    vertex.deploy_never_completes = True
+    with pytest.raises(VertexTimeout, match=r"did not finish within 0\.3 s; .*raise the deploy timeout"):
+        provider.create(props(vertex, endpoint, timeout_seconds=0.3))
+    assert vertex.methods()[-1] == "ModelService/DeleteModel"
+    assert vertex.models == {}
+
+
+def test_a_failed_rollout_keeps_the_old_deployment_and_drops_the_new_model(
+    vertex: FakeVertex, provider: VertexModelDeploymentProvider
+) -> None:
+    endpoint = vertex.add_endpoint()
+    olds = provider.create(props(vertex, endpoint)).outs or {}
+    vertex.deploy_never_completes = True
+    with pytest.raises(VertexTimeout):
+        provider.update("id", olds, props(vertex, endpoint, image=NEW_IMAGE, timeout_seconds=0.3))
+    assert list(vertex.models) == [olds["model_resource_name"]]
+    assert [model.id for model in deployed(vertex, endpoint)] == [olds["deployed_model_id"]]
+    assert "EndpointService/UndeployModel" not in vertex.calls
+
+
+# --- the component under Pulumi's mocks --------------------------------------------------------
+
+STACK_VALUES: dict[str, Any] = {
+    "model-deploy:environment": "dev",
+    "model-deploy:cloud": "gcp",
+    "model-deploy:gitRevision": "0000000",
+    "model-deploy:package": {
+        "name": "digits",
+        "version": "1.0.0",
+        "uri": "gs://acme-ml-dev-models/models/digits/" + "3d" * 32 + "/",
+        "digest": "3d" * 32,
+        "image": "europe-west4-docker.pkg.dev/acme-ml-dev/model-serve/serve@sha256:" + "4f" * 32,
+    },
+    "model-deploy:gcp": {
+        "project": "acme-ml-dev",
+        "region": "europe-west4",
+        "target": "vertex",
+        "store": {
+            "bucketName": "acme-ml-dev-models",
+            "kmsKeyName": "projects/acme-ml-dev/locations/europe-west4/keyRings/ml/cryptoKeys/models",
+            "repository": {"name": "model-serve"},
+        },
+        "vertex": {
+            "endpointName": "digits-dev",
+            "machineType": "n1-standard-4",
+            "acceleratorType": "NVIDIA_TESLA_T4",
+            "acceleratorCount": 1,
+            "minReplicas": 1,
+            "maxReplicas": 4,
+            "cpuUtilizationTarget": 65,
+            "acceleratorDutyCycleTarget": 70,
+            "deployTimeoutSeconds": 1200,
+        },
+    },
+}
+
+
+class _GcpMocks(RecordingMocks):
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[Any, Any]]:
+        resource_id, state = super().new_resource(args)
+        if args.typ == "gcp:vertex/aiEndpoint:AiEndpoint":
+            state["name"] = "4242424242"
+        return resource_id, state
+
+
+def test_vertex_endpoint_declares_the_endpoint_and_the_deployment() -> None:
+    config = load_stack_config(STACK_VALUES, stack="gcp-dev")
+    component: list[VertexEndpoint] = []
+    outputs: dict[str, Any] = {}
+
+    def program() -> None:
+        endpoint = VertexEndpoint(
+            "digits",
+            config,
+            bucket_name="acme-ml-dev-models",
+            service_account_email="vertex-serve@acme-ml-dev.iam.gserviceaccount.com",
+        )
+        component.append(endpoint)
+        pulumi.export("predict_url", endpoint.predict_url)
+        pulumi.export("endpoint_resource_name", endpoint.endpoint_resource_name)
+
+    result = run_program(
+        {}, stack="gcp-dev", program=program, monitor=RecordingMonitor(_GcpMocks(region="europe-west4"))
+    )
+    outputs = result.outputs
+
+    ai_endpoint = result.one("gcp:vertex/aiEndpoint:AiEndpoint")
+    assert ai_endpoint.inputs["location"] == "europe-west4"
+    assert ai_endpoint.inputs["project"] == "acme-ml-dev"
+    assert ai_endpoint.inputs["displayName"] == "digits-dev"
+    assert ai_endpoint.inputs["labels"] == config.resource_labels
+    assert ai_endpoint.inputs["labels"]["environment"] == "dev"
+    assert ai_endpoint.inputs["encryptionSpec"] == {
+        "kmsKeyName": "projects/acme-ml-dev/locations/europe-west4/keyRings/ml/cryptoKeys/models"
+    }
+    assert "trafficSplit" not in ai_endpoint.inputs  # owned by the deployment resource
+
+    deployment = result.one("pulumi-python:dynamic:Resource")
+    inputs = deployment.inputs
+    assert deployment.parent == result.one("model-deploy:gcp:VertexEndpoint").urn
+    assert inputs["endpoint"] == "projects/acme-ml-dev/locations/europe-west4/endpoints/4242424242"
+    assert inputs["image"] == STACK_VALUES["model-deploy:package"]["image"]
+    assert inputs["artifact_uri"] == "gs://acme-ml-dev-models/models/digits/" + "3d" * 32 + "/"
+    assert inputs["ports"] == [8080]
+    assert (inputs["health_route"], inputs["predict_route"]) == ("/health", "/predict")
+    assert inputs["env"] == {"MODEL_PACKAGE_DIGEST": "3d" * 32}
+    assert inputs["service_account"] == "vertex-serve@acme-ml-dev.iam.gserviceaccount.com"
+    assert (inputs["machine_type"], inputs["accelerator_type"], inputs["accelerator_count"]) == (
+        "n1-standard-4",
+        "NVIDIA_TESLA_T4",
+        1,
+    )
+    assert (inputs["min_replicas"], inputs["max_replicas"]) == (1, 4)
+    assert (inputs["cpu_utilization_target"], inputs["accelerator_duty_cycle_target"]) == (65, 70)
+    assert inputs["traffic_percent"] == 100
+    assert inputs["timeout_seconds"] == 1200
+    assert inputs["kms_key_name"] == "projects/acme-ml-dev/locations/europe-west4/keyRings/ml/cryptoKeys/models"
+    assert inputs["labels"] == config.resource_labels
+    assert inputs.get("api_endpoint") is None  # the regional endpoint
+    assert outputs["predict_url"] == (
+        "https://europe-west4-aiplatform.googleapis.com/v1/"
+        "projects/acme-ml-dev/locations/europe-west4/endpoints/4242424242:predict"
+    )
+    assert component
