@@ -8,6 +8,7 @@ assert on the order of RPCs.
 
 Implemented: ``ModelService/{UploadModel,GetModel,UpdateModel,DeleteModel}``,
 ``EndpointService/{GetEndpoint,DeployModel,UndeployModel,MutateDeployedModel,UpdateEndpoint}``
+``PredictionService/Predict`` (answers the canned :attr:`FakeVertex.predictions`)
 and ``google.longrunning.Operations/GetOperation``. Operations finish (and only then change
 state) after ``polls_until_done`` GetOperation calls. Failure knobs: :attr:`FakeVertex.upload_error`
 (the upload operation ends with that status), :attr:`FakeVertex.deploy_never_completes`.
@@ -25,7 +26,7 @@ from typing import Any
 import grpc
 from google.cloud import aiplatform_v1
 from google.longrunning import operations_pb2
-from google.protobuf import any_pb2, empty_pb2
+from google.protobuf import any_pb2, empty_pb2, json_format, struct_pb2
 from google.rpc import status_pb2
 
 PROJECT = "demo-project"
@@ -60,6 +61,10 @@ class FakeVertex:
     upload_error: tuple[int, str] | None = None
     """``(google.rpc.Code, message)``: the UploadModel operation ends with this error."""
     deploy_never_completes: bool = False
+    predictions: list[Any] | None = None
+    """What ``Predict`` answers (JSON values, one per instance); ``None``: it fails with UNIMPLEMENTED."""
+    predict_error: tuple[grpc.StatusCode, str] | None = None
+    """``Predict`` fails with this status instead of answering."""
     models: dict[str, aiplatform_v1.Model] = field(default_factory=dict)
     endpoints: dict[str, aiplatform_v1.Endpoint] = field(default_factory=dict)
     calls: list[str] = field(default_factory=list)
@@ -123,9 +128,13 @@ class FakeVertex:
                 op,
             ),
         }
+        prediction_service = {
+            "Predict": (self._predict, a.PredictRequest.deserialize, a.PredictResponse.serialize),
+        }
         services = {
             "google.cloud.aiplatform.v1.ModelService": model_service,
             "google.cloud.aiplatform.v1.EndpointService": endpoint_service,
+            "google.cloud.aiplatform.v1.PredictionService": prediction_service,
             "google.longrunning.Operations": operations,
         }
         return tuple(
@@ -332,3 +341,22 @@ class FakeVertex:
             self._check_split(endpoint, split, set())
             endpoint.traffic_split = split
         return endpoint
+
+    # --- PredictionService -----------------------------------------------------------------
+
+    def _predict(self, request: aiplatform_v1.PredictRequest) -> aiplatform_v1.PredictResponse:
+        endpoint = self._endpoint(request.endpoint)
+        if self.predict_error is not None:
+            raise _Abort(*self.predict_error)
+        if not endpoint.deployed_models:
+            raise _Abort(grpc.StatusCode.FAILED_PRECONDITION, f"Endpoint {endpoint.name} has no deployed model.")
+        if self.predictions is None:
+            raise _Abort(grpc.StatusCode.UNIMPLEMENTED, "the fake has no canned predictions (set .predictions)")
+        # The deployed model with the largest traffic share answers (Vertex picks one by the split).
+        deployed = max(endpoint.deployed_models, key=lambda model: endpoint.traffic_split.get(model.id, 0))
+        values = [json_format.ParseDict(value, struct_pb2.Value()) for value in self.predictions]
+        # Built as protobuf: proto-plus cannot marshal a list of Values into a repeated Value field.
+        response = aiplatform_v1.PredictResponse.pb()(
+            predictions=values, deployed_model_id=deployed.id, model=deployed.model
+        )
+        return aiplatform_v1.PredictResponse.wrap(response)
