@@ -1,0 +1,296 @@
+"""The bootstrap program (``infra/bootstrap``) under Pulumi's mocks: state backends, OIDC trust, scoped IAM."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pulumi
+import pytest
+
+from infra.bootstrap import deploy, from_pulumi, parse_config
+from infra.config import ConfigError
+from tests.infra.mocks import ACCOUNT_ID, Deployment, RecordingMocks, RecordingMonitor, json_input, run_program
+
+REPO = "acme/model-deploy"
+OIDC_ARN = f"arn:aws:iam::{ACCOUNT_ID}:oidc-provider/token.actions.githubusercontent.com"
+POOL = "projects/123456/locations/global/workloadIdentityPools/github-model-deploy"
+
+
+class BootstrapMocks(RecordingMocks):
+    """:class:`RecordingMocks` plus what the bootstrap program reads: partition, region, OIDC and pool names."""
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[Any, Any]]:
+        resource_id, state = super().new_resource(args)
+        if args.typ == "aws:iam/openIdConnectProvider:OpenIdConnectProvider":
+            state["arn"] = OIDC_ARN
+        elif args.typ == "gcp:iam/workloadIdentityPool:WorkloadIdentityPool":
+            state["name"] = POOL
+        elif args.typ == "gcp:iam/workloadIdentityPoolProvider:WorkloadIdentityPoolProvider":
+            state["name"] = f"{POOL}/providers/{state['workloadIdentityPoolProviderId']}"
+        return resource_id, state
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[Any, Any], list[tuple[str, str]] | None]:
+        if args.token == "aws:index/getPartition:getPartition":
+            self.calls.append(args.token)
+            return {
+                "partition": "aws",
+                "dnsSuffix": "amazonaws.com",
+                "id": "aws",
+                "reverseDnsPrefix": "com.amazonaws",
+            }, []
+        if args.token == "aws:index/getRegion:getRegion":
+            self.calls.append(args.token)
+            return {
+                "region": self.region,
+                "name": self.region,
+                "id": self.region,
+                "endpoint": "",
+                "description": "",
+            }, []
+        return super().call(args)
+
+
+def bootstrap(values: Mapping[str, Any]) -> Deployment:
+    def program() -> None:
+        for name, value in deploy(from_pulumi()).items():
+            pulumi.export(name, value)
+
+    config = {f"model-deploy-bootstrap:{key}": value for key, value in values.items()}
+    return run_program(config, stack="bootstrap", program=program, monitor=RecordingMonitor(BootstrapMocks()))
+
+
+AWS = {"githubRepository": REPO, "cloud": "aws", "aws": {"stateBucketName": "acme-pulumi-state"}}
+GCP = {"githubRepository": REPO, "cloud": "gcp", "gcp": {"project": "acme-ml", "stateBucketName": "acme-pulumi-state"}}
+
+
+@pytest.fixture(scope="module")
+def aws_run() -> Deployment:
+    return bootstrap(AWS)
+
+
+@pytest.fixture(scope="module")
+def gcp_run() -> Deployment:
+    return bootstrap(GCP)
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+# --- AWS --------------------------------------------------------------------------------------------
+
+
+def test_aws_state_bucket_is_versioned_encrypted_and_private(aws_run: Deployment) -> None:
+    bucket = aws_run.one("aws:s3/bucket:Bucket", "state-bucket")
+    assert bucket.inputs["bucket"] == "acme-pulumi-state"
+    assert bucket.protect
+    versioning = aws_run.one("aws:s3/bucketVersioning:BucketVersioning")
+    assert versioning.inputs["versioningConfiguration"]["status"] == "Enabled"
+    (rule,) = aws_run.one(
+        "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
+    ).inputs["rules"]
+    key = aws_run.one("aws:kms/key:Key", "state-key")
+    assert rule["applyServerSideEncryptionByDefault"]["sseAlgorithm"] == "aws:kms"
+    assert rule["applyServerSideEncryptionByDefault"]["kmsMasterKeyId"] == key.state["arn"]
+    block = aws_run.one("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock").inputs
+    assert all(
+        block[flag] is True
+        for flag in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets")
+    )
+    policy = json_input(aws_run.one("aws:s3/bucketPolicy:BucketPolicy"), "policy")
+    assert policy["Statement"][0]["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert aws_run.outputs["PULUMI_BACKEND_URL_AWS"] == "s3://acme-pulumi-state"
+
+
+def test_aws_secrets_key_rotates(aws_run: Deployment) -> None:
+    key = aws_run.one("aws:kms/key:Key", "state-key")
+    assert key.inputs["enableKeyRotation"] is True
+    assert aws_run.outputs["secretsProvider"] == "awskms://alias/model-deploy/pulumi-secrets?region=eu-west-1"
+
+
+def test_aws_github_oidc_provider(aws_run: Deployment) -> None:
+    provider = aws_run.one("aws:iam/openIdConnectProvider:OpenIdConnectProvider").inputs
+    assert provider["url"] == "https://token.actions.githubusercontent.com"
+    assert provider["clientIdLists"] == ["sts.amazonaws.com"]
+
+
+@pytest.mark.parametrize(
+    ("role", "subjects"),
+    [
+        ("dev", [f"repo:{REPO}:environment:dev"]),
+        ("staging", [f"repo:{REPO}:environment:staging"]),
+        ("prod", [f"repo:{REPO}:environment:prod"]),
+        ("readonly", [f"repo:{REPO}:pull_request", f"repo:{REPO}:ref:refs/heads/main"]),
+    ],
+)
+def test_aws_trust_policy_is_this_repository_and_environment(
+    aws_run: Deployment, role: str, subjects: list[str]
+) -> None:
+    trust = json_input(aws_run.one("aws:iam/role:Role", f"{role}-role"), "assumeRolePolicy")
+    (statement,) = trust["Statement"]
+    assert statement["Principal"] == {"Federated": OIDC_ARN}
+    assert statement["Action"] == "sts:AssumeRoleWithWebIdentity"
+    condition = statement["Condition"]
+    assert set(condition) <= {"StringEquals", "StringLike"}
+    assert condition["StringEquals"]["token.actions.githubusercontent.com:aud"] == "sts.amazonaws.com"
+    found = [
+        subject
+        for operator in condition.values()
+        for subject in _as_list(operator.get("token.actions.githubusercontent.com:sub", []))
+    ]
+    assert sorted(found) == sorted(subjects)
+    assert all("*" not in subject and "?" not in subject for subject in found)
+    assert aws_run.outputs[f"AWS_ROLE_ARN_{role.upper()}"].endswith(f":role/github-model-deploy-{role}")
+
+
+def test_aws_role_policies_have_no_wildcard_actions(aws_run: Deployment) -> None:
+    policies = aws_run.of_type("aws:iam/rolePolicy:RolePolicy")
+    assert len(policies) == 4
+    for policy in policies:
+        for statement in json_input(policy, "policy")["Statement"]:
+            assert statement["Effect"] == "Allow"
+            for action in _as_list(statement["Action"]):
+                assert "*" not in action, (policy.name, action)
+            assert "NotAction" not in statement and "NotResource" not in statement
+
+
+def test_aws_deploy_role_passes_only_prefixed_roles_to_sagemaker(aws_run: Deployment) -> None:
+    statements = json_input(aws_run.one("aws:iam/rolePolicy:RolePolicy", "prod-policy"), "policy")["Statement"]
+    by_action = {action: s for s in statements for action in _as_list(s["Action"])}
+    passrole = by_action["iam:PassRole"]
+    assert passrole["Resource"] == [f"arn:aws:iam::{ACCOUNT_ID}:role/model-deploy-*"]
+    assert passrole["Condition"] == {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
+    assert by_action["iam:PutRolePolicy"]["Resource"] == [f"arn:aws:iam::{ACCOUNT_ID}:role/model-deploy-*"]
+    # The deploy roles themselves are outside the prefix they manage: none can rewrite its own policy.
+    assert not aws_run.outputs["AWS_ROLE_ARN_PROD"].split("/")[-1].startswith("model-deploy-")
+    bucket_arn = "arn:aws:s3:::acme-pulumi-state"
+    assert by_action["s3:PutObject"]["Resource"] in ([f"{bucket_arn}/*"], ["arn:aws:s3:::model-deploy-*/*"])
+    readonly = json_input(aws_run.one("aws:iam/rolePolicy:RolePolicy", "readonly-policy"), "policy")["Statement"]
+    writes = {
+        a
+        for s in readonly
+        for a in _as_list(s["Action"])
+        if a.split(":")[1].startswith(("Create", "Delete", "Put", "Update"))
+    }
+    assert writes == {"s3:PutObject", "s3:DeleteObject"}  # the state lock only
+    assert all(s["Resource"] == [f"{bucket_arn}/*"] for s in readonly if "s3:PutObject" in _as_list(s["Action"]))
+
+
+def test_environments_are_configurable() -> None:
+    run = bootstrap({**AWS, "environments": ["dev", "prod"]})
+    assert {role.name for role in run.of_type("aws:iam/role:Role")} == {"dev-role", "prod-role", "readonly-role"}
+    assert "AWS_ROLE_ARN_STAGING" not in run.outputs
+
+
+# --- GCP --------------------------------------------------------------------------------------------
+
+
+def test_gcp_state_bucket(gcp_run: Deployment) -> None:
+    bucket = gcp_run.one("gcp:storage/bucket:Bucket", "state-bucket").inputs
+    assert bucket["uniformBucketLevelAccess"] is True
+    assert bucket["publicAccessPrevention"] == "enforced"
+    assert bucket["versioning"] == {"enabled": True}
+    assert gcp_run.outputs["PULUMI_BACKEND_URL_GCP"] == "gs://acme-pulumi-state"
+
+
+def test_gcp_provider_accepts_only_this_repository(gcp_run: Deployment) -> None:
+    provider = gcp_run.one("gcp:iam/workloadIdentityPoolProvider:WorkloadIdentityPoolProvider").inputs
+    assert provider["attributeCondition"] == f"assertion.repository == '{REPO}'"
+    assert provider["oidc"]["issuerUri"] == "https://token.actions.githubusercontent.com"
+    mapping = provider["attributeMapping"]
+    assert mapping["attribute.repository"] == "assertion.repository"
+    assert mapping["attribute.environment"] == "assertion.environment"
+    assert gcp_run.outputs["GCP_WORKLOAD_IDENTITY_PROVIDER"] == f"{POOL}/providers/github"
+
+
+@pytest.mark.parametrize(
+    ("name", "member"),
+    [
+        ("prod", f"principal://iam.googleapis.com/{POOL}/subject/repo:{REPO}:environment:prod"),
+        ("staging", f"principal://iam.googleapis.com/{POOL}/subject/repo:{REPO}:environment:staging"),
+        ("readonly", f"principalSet://iam.googleapis.com/{POOL}/attribute.repository/{REPO}"),
+    ],
+)
+def test_gcp_workload_identity_user(gcp_run: Deployment, name: str, member: str) -> None:
+    binding = gcp_run.one("gcp:serviceaccount/iAMMember:IAMMember", f"{name}-workload-identity").inputs
+    assert binding["role"] == "roles/iam.workloadIdentityUser"
+    assert binding["member"] == member
+    email = gcp_run.outputs[f"GCP_SERVICE_ACCOUNT_{name.upper()}"]
+    assert email == f"github-model-deploy-{name}@acme-ml.iam.gserviceaccount.com"
+    assert binding["serviceAccountId"].endswith(email)
+
+
+def test_gcp_project_roles_are_limited(gcp_run: Deployment) -> None:
+    allowed = {
+        "roles/run.admin",
+        "roles/aiplatform.user",
+        "roles/storage.admin",
+        "roles/artifactregistry.admin",
+        "roles/iam.serviceAccountUser",
+        "roles/iam.serviceAccountAdmin",
+        "roles/run.viewer",
+        "roles/aiplatform.viewer",
+        "roles/artifactregistry.reader",
+        "roles/iam.serviceAccountViewer",
+        "roles/storage.objectViewer",
+    }
+    roles = {binding.inputs["role"] for binding in gcp_run.of_type("gcp:projects/iAMMember:IAMMember")}
+    assert roles <= allowed
+    assert not roles & {
+        "roles/owner",
+        "roles/editor",
+        "roles/iam.securityAdmin",
+        "roles/resourcemanager.projectIamAdmin",
+    }
+
+
+# --- config errors ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("values", "key"),
+    [
+        ({"cloud": "aws", "aws": {"stateBucketName": "b-b-b"}}, "model-deploy-bootstrap:githubRepository"),
+        ({**AWS, "githubRepository": "acme/*"}, "model-deploy-bootstrap:githubRepository"),
+        ({**AWS, "githubRepository": "model-deploy"}, "model-deploy-bootstrap:githubRepository"),
+        ({**AWS, "cloud": "azure"}, "model-deploy-bootstrap:cloud"),
+        ({**AWS, "environments": ["dev", "Prod!"]}, "model-deploy-bootstrap:environments"),
+        ({**AWS, "environments": ["readonly"]}, "model-deploy-bootstrap:environments"),
+        ({**AWS, "environments": []}, "model-deploy-bootstrap:environments"),
+        ({**AWS, "aws": {"stateBucketName": "Bad_Bucket"}}, "model-deploy-bootstrap:aws.stateBucketName"),
+        ({**AWS, "aws": {}}, "model-deploy-bootstrap:aws.stateBucketName"),
+        ({**AWS, "aws": {"stateBucketName": "okay-bucket", "extra": 1}}, "model-deploy-bootstrap:aws.extra"),
+        ({"githubRepository": REPO, "cloud": "gcp"}, "model-deploy-bootstrap:gcp"),
+        ({**GCP, "gcp": {"stateBucketName": "okay-bucket"}}, "model-deploy-bootstrap:gcp.project"),
+        ({**AWS, "region": "x"}, "model-deploy-bootstrap:region"),
+    ],
+)
+def test_config_errors_are_one_line_naming_the_key(values: dict[str, Any], key: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(values)
+    text = str(caught.value)
+    assert "\n" not in text
+    assert text.startswith(f"{key}:"), text
+
+
+def test_config_defaults() -> None:
+    config = parse_config(AWS)
+    assert config.environments == ("dev", "staging", "prod")
+    assert config.environment_subject("prod") == f"repo:{REPO}:environment:prod"
+
+
+def test_bad_config_declares_nothing() -> None:
+    monitor = RecordingMonitor(BootstrapMocks())
+    with pytest.raises(Exception, match=r"model-deploy-bootstrap:aws.stateBucketName"):
+        run_program(
+            {
+                "model-deploy-bootstrap:githubRepository": REPO,
+                "model-deploy-bootstrap:cloud": "aws",
+                "model-deploy-bootstrap:aws": {},
+            },
+            stack="bootstrap",
+            program=lambda: print(deploy(from_pulumi())),
+            monitor=monitor,
+        )
+    assert monitor.registered == []
