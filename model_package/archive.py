@@ -121,8 +121,8 @@ def extract(
     dest_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{dest_dir.name}.partial-", dir=dest_dir.parent))
     try:
-        _unpack_into(archive, staging, progress)
-        manifest = verify_integrity(staging)
+        written = _unpack_into(archive, staging, progress)
+        manifest = verify_integrity(staging, known_sha256=written)
         if dest_dir.exists():
             dest_dir.rmdir()
         staging.rename(dest_dir)
@@ -192,8 +192,10 @@ def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
     return info
 
 
-def _unpack_into(archive: Path, staging: Path, progress: ProgressCallback | None) -> None:
+def _unpack_into(archive: Path, staging: Path, progress: ProgressCallback | None) -> dict[str, str]:
+    """Unpack into ``staging``; returns each file's SHA-256, hashed while it was written (one read)."""
     seen: set[str] = set()
+    written: dict[str, str] = {}
     try:
         with (
             igzip_threaded.open(archive, "rb", threads=1) as gz,  # type: ignore[no-untyped-call]
@@ -214,11 +216,14 @@ def _unpack_into(archive: Path, staging: Path, progress: ProgressCallback | None
                 source = tar.extractfile(member)
                 if source is None:  # pragma: no cover - regular files always have data
                     raise UnsafeArchiveError(f"{archive}: entry {name!r} has no data")
-                with target.open("xb") as out:
+                with target.open("xb") as raw:
+                    out = HashingWriter(raw)
                     while chunk := source.read(_COPY_CHUNK):
                         out.write(chunk)
                         if progress is not None:
                             progress(len(chunk))
+                written[name] = out.hexdigest()
+        return written
     except (tarfile.TarError, EOFError, OSError, IsalError) as exc:
         if isinstance(exc, FileExistsError):
             raise UnsafeArchiveError(f"{archive}: two entries map to the same file ({exc.filename})") from exc

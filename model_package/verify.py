@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,8 +30,18 @@ class BehaviourReport:
         return max(self.max_abs_error.values(), default=0.0)
 
 
-def verify_integrity(package_dir: Path, progress: ProgressCallback | None = None) -> Manifest:
-    """Check that ``package_dir`` holds exactly the files its manifest lists, byte for byte."""
+def verify_integrity(
+    package_dir: Path,
+    progress: ProgressCallback | None = None,
+    *,
+    known_sha256: Mapping[str, str] | None = None,
+) -> Manifest:
+    """Check that ``package_dir`` holds exactly the files its manifest lists, byte for byte.
+
+    ``known_sha256`` holds digests computed while the files were written (extraction), so
+    they are not read back a second time.
+    """
+    known = known_sha256 or {}
     manifest = read_manifest(package_dir)
     check_file_set(package_dir, manifest)
     for entry in manifest.files:
@@ -38,7 +49,7 @@ def verify_integrity(package_dir: Path, progress: ProgressCallback | None = None
         size = path.stat().st_size
         if size != entry.size:
             raise IntegrityError(f"{entry.path}: size is {size} bytes, the manifest says {entry.size}: file corrupted")
-        actual = sha256_file(path, progress)
+        actual = known.get(entry.path) or sha256_file(path, progress)
         if actual != entry.sha256:
             raise IntegrityError(
                 f"{entry.path}: sha256 is {actual}, the manifest says {entry.sha256}: "
