@@ -57,7 +57,9 @@ class ServerConfig:
     max_batch_delay_ms: float | None
     max_queue: int
     compute_threads: int
-    """Framework intra-op threads (sized from the container's CPU quota)."""
+    """Framework intra-op threads per worker (the container's CPU quota shared by the workers)."""
+    workers: int
+    """Worker processes sharing one loaded model (``inference.workers``); 1 serves in this process."""
     log_level: str
     install_requirements: bool
     allow_non_finite: bool
@@ -77,6 +79,8 @@ def load_config(
     """Build the configuration from ``env`` (default ``os.environ``) and command-line overrides."""
     env = os.environ if env is None else env
     platform = detect_platform(env)
+    cpus = available_cpus()
+    workers = _workers(env, cpus)
     return ServerConfig(
         platform=platform,
         # Containers must listen on all interfaces: the platform's proxy connects from outside.
@@ -92,7 +96,8 @@ def load_config(
         max_batch_size=_optional_int(env, "MODEL_SERVER_MAX_BATCH_SIZE"),
         max_batch_delay_ms=_optional_float(env, "MODEL_SERVER_MAX_BATCH_DELAY_MS"),
         max_queue=_int(env, "MODEL_SERVER_MAX_QUEUE", 512, minimum=1),
-        compute_threads=_int(env, "MODEL_SERVER_COMPUTE_THREADS", available_cpus(), minimum=1),
+        compute_threads=_int(env, "MODEL_SERVER_COMPUTE_THREADS", max(1, cpus // workers), minimum=1),
+        workers=workers,
         log_level=_log_level(
             log_level or env.get("MODEL_SERVER_LOG_LEVEL") or env.get("SAGEMAKER_CONTAINER_LOG_LEVEL")
         ),
@@ -148,6 +153,13 @@ def _cgroup_cpu_quota() -> int | None:
     except (OSError, ValueError):
         return None
     return None
+
+
+def _workers(env: Mapping[str, str], cpus: int) -> int:
+    """``MODEL_SERVER_WORKERS``: a number, or ``auto`` for one per CPU of the quota (default 1)."""
+    if env.get("MODEL_SERVER_WORKERS", "").strip().lower() == "auto":
+        return cpus
+    return _int(env, "MODEL_SERVER_WORKERS", 1, minimum=1, maximum=256)
 
 
 def _route(env: Mapping[str, str], name: str, default: str) -> str:

@@ -16,9 +16,17 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from model_package.errors import ModelPackageError
 from model_package.logs import configure_logging
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp
+
+    from inference.config import ServerConfig
+    from inference.metrics import ServerMetrics
+    from inference.service import ModelService
 
 _log = logging.getLogger("inference.entrypoint")
 #: Exit code when the model cannot be served (the platform then reports the container as failed).
@@ -42,6 +50,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(model_dir=args.model_dir, port=args.port, log_level=args.log_level)
         configure_logging("json", logging.getLevelName(config.log_level))
         _limit_framework_threads(config.compute_threads)
+        metrics_dir = None
+        if config.workers > 1:
+            from inference.workers import enable_shared_metrics
+
+            metrics_dir = enable_shared_metrics()  # before prometheus_client is first imported
 
         from inference.app import create_app
         from inference.metrics import ServerMetrics
@@ -69,8 +82,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     # (measured: a 190 ms p99 at 64 concurrent requests, 13 ms with the heap frozen).
     gc.collect()
     gc.freeze()
-    run(app, service, config)
-    return 0
+    if metrics_dir is None:
+        run(app, service, config)
+        return 0
+    return _serve_workers(app, service, config, metrics, metrics_dir)
+
+
+def _serve_workers(
+    app: ASGIApp, service: ModelService, config: ServerConfig, metrics: ServerMetrics, metrics_dir: Path
+) -> int:
+    """Fork ``config.workers`` workers over the loaded model and supervise them (``inference.workers``)."""
+    from inference.server import run
+    from inference.workers import Supervisor, listening_socket, remove_metrics_dir
+
+    def work(slot: int) -> int:
+        service.warm_up()  # this worker's own compute thread
+        try:
+            sock = listening_socket(config.host, config.port)
+        except OSError as exc:
+            _log.error(f"worker {slot} cannot listen on {config.host}:{config.port}: {exc.strerror or exc}")
+            return 1
+        run(app, service, config, sockets=[sock])
+        return 0
+
+    try:
+        return Supervisor(config.workers, work, config.drain_timeout, on_worker_exit=metrics.worker_exited).run()
+    finally:
+        remove_metrics_dir(metrics_dir)
 
 
 def _limit_framework_threads(threads: int) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import signal
+import socket
 from types import FrameType
 
 import uvicorn
@@ -43,8 +44,8 @@ class DrainingServer(uvicorn.Server):
             self._captured_signals.remove(sig)
 
 
-def run(app: ASGIApp, service: ModelService, config: ServerConfig) -> None:
-    """Serve ``app`` on ``config.host:config.port`` until a shutdown signal, then drain."""
+def run(app: ASGIApp, service: ModelService, config: ServerConfig, sockets: list[socket.socket] | None = None) -> None:
+    """Serve ``app`` on ``config.host:config.port`` (or on ``sockets``) until a shutdown signal, then drain."""
     uv_config = uvicorn.Config(
         app,
         host=config.host,
@@ -62,4 +63,4 @@ def run(app: ASGIApp, service: ModelService, config: ServerConfig) -> None:
         # No proxy in front of us rewrites client addresses we use; parsing forwarded headers is pure cost.
         proxy_headers=False,
     )
-    DrainingServer(uv_config, service).run()
+    DrainingServer(uv_config, service).run(sockets=sockets)

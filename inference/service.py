@@ -67,6 +67,24 @@ class ModelService:
         """Loaded, warmed up and not shutting down: what every health route reports."""
         return self.ready and not self.draining
 
+    def warm_up(self, *, on_compute_thread: bool = True) -> None:
+        """Run the bundled example and check its outputs: the warm-up doubles as the behaviour check.
+
+        On the compute thread that will serve requests (the default), so its framework thread
+        pools are the warm ones. Raises ``ModelPackageError`` when the outputs do not match.
+        """
+        if self.model is None or self.batcher is None:
+            return
+        start = time.perf_counter()
+        model, package_dir, manifest = self.model, self.package_dir, self.manifest
+
+        def check() -> Any:
+            return verify_behaviour(package_dir, manifest, model=model)
+
+        report = self.batcher.run_on_compute_thread(check) if on_compute_thread else check()
+        self.warmup_seconds = time.perf_counter() - start
+        _log.info("warm-up matched the bundled example", extra={"max_abs_error": report.worst})
+
     async def start(self) -> None:
         """Start the batcher on the server's event loop, then report ready."""
         if self.batcher is not None and not self._started:
@@ -166,16 +184,7 @@ def load_service(config: ServerConfig, *, observer: BatchObserver | None = None)
             max_queue=config.max_queue,
             observer=observer,
         )
-    warm = time.perf_counter()
-    if model is not None and batcher is not None:
-        # Warm-up doubles as the behaviour check: the bundled example must reproduce its outputs here
-        # too. It runs on the compute thread that will serve requests, so its thread pools are warm.
-        loaded = model
-        report = batcher.run_on_compute_thread(lambda: verify_behaviour(package_dir, manifest, model=loaded))
-        _log.info("warm-up matched the bundled example", extra={"max_abs_error": report.worst})
-    warmup_seconds = time.perf_counter() - warm
-
-    return ModelService(
+    service = ModelService(
         package_dir=package_dir,
         manifest=manifest,
         model=model,
@@ -184,8 +193,12 @@ def load_service(config: ServerConfig, *, observer: BatchObserver | None = None)
         request_timeout=config.request_timeout,
         allow_non_finite=config.allow_non_finite,
         load_seconds=load_seconds,
-        warmup_seconds=warmup_seconds,
+        warmup_seconds=0.0,
     )
+    # With several workers the check runs here, on the main thread, so no compute thread exists
+    # when the workers are forked (each warms its own with warm_up()).
+    service.warm_up(on_compute_thread=config.workers == 1)
+    return service
 
 
 def _is_loaded_model(obj: object) -> bool:
