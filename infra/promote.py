@@ -1,15 +1,25 @@
 """Promote the pinned package from one stack to the next: dev -> staging -> prod.
 
-``python -m infra.promote --from aws-dev --to aws-staging`` reads the source stack's pinned package
-(``model-deploy:package``: name, version, URI, digest, image), makes sure the package is in the
-target stack's store with the same sha256 (copying it across buckets when the environments use
-different stores: pulled verified against the digest, pushed with the same layout, checked again),
-then rewrites only the package block of ``Pulumi.<target>.yaml``, keeping every comment and all
-other formatting, and prints the unified diff: a one-block change for a pull request.
+``model-deploy-promote --from aws-dev --to aws-staging`` reads the source stack's pinned package
+(``model-deploy:package``: name, version, URI, digest, image) and moves it to the target stack:
 
-Refused, with one line on stderr and a non-zero exit: unknown stacks, malformed digests, skipping
-an environment (dev -> prod) or going backwards, and promoting to prod a digest that staging is not
-pinned to.
+* The image keeps the source's ``@sha256:<digest>`` but lives in the target's own repository (the
+  ``<registry>/<repository>`` of the target's current image, or ``--target-image-repository``):
+  each environment's service may pull from its own registry only. The digest must already be
+  there (copied with ``crane copy``, which keeps the manifest bytes and so the digest); it is
+  checked through the registry's API (ECR ``DescribeImages``, Artifact Registry
+  ``GetDockerImage``) before anything is copied or written, ``--dry-run`` included.
+* The package must be in the target stack's store with the same sha256; it is copied across
+  buckets when the environments use different stores (pulled verified against the digest, pushed
+  with the same layout, checked again).
+
+Then only the package block of ``Pulumi.<target>.yaml`` is rewritten, keeping every comment and
+all other formatting, and the unified diff is printed: a one-block change for a pull request.
+
+Refused, with one line on stderr, exit 2 and nothing written: unknown stacks, malformed digests,
+skipping an environment (dev -> prod) or going backwards, promoting to prod a digest that staging
+is not pinned to, and an image digest missing from the target's repository. A registry or store
+that cannot be reached is exit 1.
 """
 
 from __future__ import annotations
@@ -32,7 +42,8 @@ from ruamel.yaml.nodes import MappingNode, Node, ScalarNode
 
 from infra.config.errors import ConfigError
 from infra.config.loader import load_stack_file
-from infra.config.schema import PROJECT, PackageConfig, StackConfig
+from infra.config.schema import PROJECT, ImageRef, PackageConfig, StackConfig, parse_image
+from infra.registry import RegistryError, lookup_image
 from model_package.archive import ARCHIVE_NAME
 from model_package.errors import ModelPackageError
 from model_package.manifest import MANIFEST_FILENAME
@@ -82,11 +93,17 @@ def promote(
     *,
     root: Path = Path(),
     target_store: str | None = None,
+    target_image_repository: str | None = None,
     digest: str | None = None,
     dry_run: bool = False,
+    artifact_registry_endpoint: str | None = None,
     log: Any = None,
 ) -> Promotion:
-    """Promote ``source_name``'s pinned package to ``target_name`` (stack names, as in ``Pulumi.<name>.yaml``)."""
+    """Promote ``source_name``'s pinned package to ``target_name`` (stack names, as in ``Pulumi.<name>.yaml``).
+
+    Nothing is copied or written unless every check passed, the image digest's presence in the
+    target's repository included; ``dry_run`` checks everything and changes nothing.
+    """
     say = log if log is not None else (lambda message: print(message, file=sys.stderr))
     if digest is not None and not _DIGEST_RE.match(digest):
         raise PromotionError(
@@ -100,18 +117,19 @@ def promote(
     package = source.config.package
     _check_digests(source, package, digest)
     _check_order(source, target)
+    image = _promoted_image(package, target, target_image_repository)
+    _check_image(image, source, target, artifact_registry_endpoint=artifact_registry_endpoint, say=say)
 
     layout: Layout = package.layout
     store = _target_store(target, source, target_store)
     new_uri = package_uri(str(store), package.name, package.digest, layout)
-    copied = _ensure_in_store(package, new_uri, layout, dry_run=dry_run, say=say)
 
     new_package = {
         "name": package.name,
         "version": package.version,
         "uri": new_uri,
         "digest": package.digest,
-        "image": package.image,
+        "image": str(image),
     }
     new_text = rewrite_package_block(target.text, new_package, where=str(target.path))
     diff = "".join(
@@ -122,12 +140,13 @@ def promote(
             tofile=f"b/{target.path.name}",
         )
     )
-    written = False
     if new_text != target.text:
-        _validate_text(target, new_text, new_package)
-        if not dry_run:
-            _replace_atomically(target.path, new_text)
-            written = True
+        _validate_text(target, new_text, new_package)  # before any copy: an invalid result changes nothing
+    copied = _ensure_in_store(package, new_uri, layout, dry_run=dry_run, say=say)
+    written = False
+    if new_text != target.text and not dry_run:
+        _replace_atomically(target.path, new_text)
+        written = True
     return Promotion(source, target, new_package, copied, diff, written)
 
 
@@ -226,6 +245,70 @@ def _check_order(source: Stack, target: Stack) -> None:
         raise PromotionError(
             f"refusing to promote {source.name} ({have}) -> {target.name} ({want}): "
             f"the order is {' -> '.join(ORDER)}; {hint}"
+        )
+
+
+def _promoted_image(package: PackageConfig, target: Stack, override: str | None) -> ImageRef:
+    """The source's image digest in the target's repository: ``override``, else the target's current one.
+
+    Every environment pulls from its own registry (its service may read nothing else), so the
+    repository comes from the target and only the digest moves.
+    """
+    digest = package.image_ref.digest
+    if override is None:
+        current = target.config.package.image_ref
+        return ImageRef(current.registry, current.repository, digest)
+    repository = override.strip().rstrip("/")
+    if "@" in repository or "/" not in repository or ":" in repository.rsplit("/", 1)[1]:
+        raise PromotionError(
+            f"--target-image-repository {override!r} is not a repository: expected <registry>/<repository> "
+            "without a tag or digest (e.g. 234567890123.dkr.ecr.us-east-1.amazonaws.com/model-serve)"
+        )
+    try:
+        return parse_image(f"{repository}@{digest}")
+    except ValueError:
+        raise PromotionError(
+            f"--target-image-repository {override!r} is not a repository: expected <registry>/<repository>"
+        ) from None
+
+
+def _check_image(
+    image: ImageRef, source: Stack, target: Stack, *, artifact_registry_endpoint: str | None, say: Any
+) -> None:
+    """Refuse unless ``image``'s digest is in its (the target's) repository.
+
+    There is deliberately no way to skip this: whoever promotes already needs credentials for the
+    target's store, reading its registry is no further burden, and a stack pinned to an image its
+    registry lacks fails only at deploy time, after review, in the environment being promoted to.
+    """
+    repository = f"{image.registry}/{image.repository}"
+    source_image = source.config.package.image_ref
+    source_repository = f"{source_image.registry}/{source_image.repository}"
+    try:
+        found = lookup_image(image, artifact_registry_endpoint=artifact_registry_endpoint)
+    except RegistryError as exc:
+        raise RegistryError(f"{exc}; nothing was promoted") from None
+    # A deterministic tag: both repositories expire untagged images after a few weeks (ECR
+    # lifecycle policy, Artifact Registry cleanup policy), which would pull the pinned image out
+    # from under a running service; with immutable tags, one tag per digest never conflicts.
+    tag = f"sha256-{image.digest.removeprefix('sha256:')}"
+    if not found.found:
+        if repository == source_repository:
+            hint = f"that is where {source.name} pins it: push the image there first"
+        else:
+            hint = (
+                f"copy it there keeping the digest, e.g. `crane copy {source_repository}@{image.digest} "
+                f"{repository}:{tag}` (or pass --target-image-repository), then promote again"
+            )
+        raise PromotionError(
+            f"image {image.digest} is not in {repository}, the repository {target.name} pulls from, "
+            f"so nothing was copied or written: {hint}"
+        )
+    say(f"{image}: present" + (f" (tags: {', '.join(found.tags)})" if found.tags else ""))
+    if not found.tags:
+        say(
+            f"warning: {image} has no tag, and the repository's cleanup deletes untagged images: "
+            f"tag it, e.g. `crane tag {image} {tag}`"
         )
 
 
@@ -337,13 +420,29 @@ def _parser() -> argparse.ArgumentParser:
         "--target-store",
         help="the target's store URI, e.g. s3://bucket/models (default: the target stack's bucket)",
     )
+    parser.add_argument(
+        "--target-image-repository",
+        metavar="REGISTRY/REPOSITORY",
+        help="where the target pulls the image from (default: the repository of the target stack's current image)",
+    )
     parser.add_argument("--digest", help="the digest expected to be promoted (refused unless the source pins it)")
-    parser.add_argument("--dry-run", action="store_true", help="print the diff; copy and write nothing")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="check everything (the image digest too), print the diff; change nothing"
+    )
+    parser.add_argument(
+        "--artifact-registry-endpoint",
+        metavar="HOST[:PORT]",
+        help="Artifact Registry API endpoint (default: artifactregistry.googleapis.com; a loopback host:port is "
+        "spoken to in plain text, for tests)",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Console entry point; returns the exit status (0 promoted or already pinned, 2 refused, 1 failed)."""
+    """Console entry point; returns the exit status (0 promoted or already pinned, 2 refused, 1 failed).
+
+    Failed: a store or registry could not be read or written (credentials, network, permissions).
+    """
     args = _parser().parse_args(argv)
     try:
         result = promote(
@@ -351,13 +450,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.target,
             root=args.root,
             target_store=args.target_store,
+            target_image_repository=args.target_image_repository,
             digest=args.digest,
             dry_run=args.dry_run,
+            artifact_registry_endpoint=args.artifact_registry_endpoint,
         )
     except (PromotionError, ConfigError) as exc:
         print(f"{PROG}: error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
-    except ModelPackageError as exc:
+    except (ModelPackageError, RegistryError) as exc:
         print(f"{PROG}: error: {_one_line(str(exc))}", file=sys.stderr)
         return 1
     except OSError as exc:

@@ -8,6 +8,14 @@ What each workflow variable (``.github/workflows/pulumi-stack.yml``) needs, and 
 * ``AWS_ROLE_ARN_READONLY``: a role for pull-request previews and drift checks on ``main``.
 * ``GCP_WORKLOAD_IDENTITY_PROVIDER`` and ``GCP_SERVICE_ACCOUNT_<ENV>`` / ``..._READONLY``: the
   same split on GCP, through a Workload Identity pool that accepts only this repository's tokens.
+* ``PULUMI_SECRETS_PROVIDER_AWS`` / ``PULUMI_SECRETS_PROVIDER_GCP``: the KMS key that encrypts the
+  stacks' secrets (``awskms://…`` / ``gcpkms://…``), usable by the deploy identities and, to
+  decrypt only, by the read-only one.
+
+On GCP it also enables the APIs that the main program and the pipelines call (:data:`GCP_SERVICES`)
+and never disables them on destroy. With ``gcp.environmentProjects`` each environment deploys into
+its own project (APIs enabled and the deploy account's roles granted there, the read-only account
+reading all of them); the state bucket, key, pool and service accounts stay in ``gcp.project``.
 
 The config is read once (:func:`from_pulumi`); a bad value raises :class:`~infra.config.ConfigError`
 with one line naming the key (``model-deploy-bootstrap:aws.stateBucketName: ...``).
@@ -19,7 +27,7 @@ import functools
 import json
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 import pulumi
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -63,6 +71,22 @@ class GcpBootstrap(_Section):
     state_bucket_name: str = Field(alias="stateBucketName", pattern=_GCS_BUCKET_PATTERN)
     location: str = Field(default="US", min_length=2)
     """Location of the state bucket (a region or multi-region)."""
+    kms_location: str = Field(default="global", alias="kmsLocation", pattern=r"^[a-z][a-z0-9-]{1,62}$")
+    """Location of the stack-secrets key ring (``global``, a region or multi-region such as ``us``)."""
+    environment_projects: dict[str, Annotated[str, Field(pattern=_GCP_PROJECT_PATTERN)]] = Field(
+        default_factory=dict, alias="environmentProjects"
+    )
+    """The project each environment deploys into (``gcp.project`` for those not listed): the stacks'
+    ``model-deploy:gcp.project``. State, key, pool and service accounts stay in ``gcp.project``."""
+
+    def project_of(self, environment: str) -> str:
+        """The project ``environment``'s stacks deploy into."""
+        return self.environment_projects.get(environment, self.project)
+
+    @property
+    def projects(self) -> tuple[str, ...]:
+        """``project`` and every environment project, each once, in that order."""
+        return tuple(dict.fromkeys((self.project, *self.environment_projects.values())))
 
 
 class BootstrapConfig(_Section):
@@ -90,6 +114,13 @@ class BootstrapConfig(_Section):
     def _cloud_section(self) -> BootstrapConfig:
         if getattr(self, self.cloud) is None:
             raise ConfigError(f"{PROJECT}:{self.cloud}", MISSING, f"is required when cloud is {self.cloud!r}")
+        for environment, project in (self.gcp.environment_projects if self.gcp else {}).items():
+            if environment not in self.environments:
+                raise ConfigError(
+                    f"{PROJECT}:gcp.environmentProjects.{environment}",
+                    project,
+                    f"names no environment (expected one of {', '.join(self.environments)})",
+                )
         return self
 
     @property
@@ -332,6 +363,16 @@ def deploy_policy(partition: str, account: str, bucket_arn: str, key_arn: str) -
                         "GetDownloadUrlForLayer",
                         "DescribeImages",
                     )
+                ],
+                [f"{arn}:ecr:*:{account}:repository/*"],
+            ),
+            # The image workflow pushes the serving image, and promotion copies it by digest
+            # (`crane copy`), with this environment's role: without these, both fail with AccessDenied.
+            _statement(
+                "EcrPush",
+                [
+                    f"ecr:{action}"
+                    for action in ("InitiateLayerUpload", "UploadLayerPart", "CompleteLayerUpload", "PutImage")
                 ],
                 [f"{arn}:ecr:*:{account}:repository/*"],
             ),
@@ -618,7 +659,7 @@ def deploy_aws(config: BootstrapConfig) -> dict[str, pulumi.Input[str]]:
     )
     outputs["AWS_ROLE_ARN_READONLY"] = readonly.arn
     outputs["PULUMI_BACKEND_URL_AWS"] = bucket.bucket.apply(lambda name: f"s3://{name}")
-    outputs["secretsProvider"] = region.apply(lambda name: f"awskms://{STATE_KEY_ALIAS}?region={name}")
+    outputs["PULUMI_SECRETS_PROVIDER_AWS"] = region.apply(lambda name: f"awskms://{STATE_KEY_ALIAS}?region={name}")
     outputs["stateKeyArn"] = key.arn
     outputs["oidcProviderArn"] = provider.arn
     return outputs
@@ -630,7 +671,7 @@ def deploy_aws(config: BootstrapConfig) -> dict[str, pulumi.Input[str]]:
 GCP_DEPLOY_ROLES: Final[Mapping[str, str]] = {
     "roles/run.admin": "Cloud Run services of the serving image (create, update traffic, delete)",
     "roles/aiplatform.user": "Vertex AI endpoints and model deployments",
-    "roles/storage.admin": "the artifact bucket (IAM, lifecycle, versioning) and this state bucket",
+    "roles/storage.admin": "the artifact bucket (IAM, lifecycle, versioning); the state bucket is granted apart",
     "roles/artifactregistry.admin": "the image repository and its IAM bindings",
     "roles/iam.serviceAccountUser": "deploy Cloud Run / Vertex with the runtime service account (actAs)",
     "roles/iam.serviceAccountAdmin": "the runtime service account the GCP program creates (infra/gcp/iam.py)",
@@ -643,6 +684,30 @@ GCP_READONLY_ROLES: Final[Mapping[str, str]] = {
     "roles/iam.serviceAccountViewer": "read the runtime service account",
     "roles/storage.objectViewer": "read the artifact store objects",
 }
+
+
+#: APIs enabled in the project, and who calls them. monitoring.googleapis.com is not among them:
+#: the GCP program declares no alert policy or dashboard yet (add it together with those).
+#: serviceusage.googleapis.com, which enables the others, is on in every project.
+GCP_SERVICES: Final[Mapping[str, str]] = {
+    "run.googleapis.com": "Cloud Run services (infra/gcp/cloud_run.py)",
+    "aiplatform.googleapis.com": "Vertex AI endpoints and model deployments (infra/gcp/vertex*.py)",
+    "artifactregistry.googleapis.com": "the image repository; model-deploy-promote's digest check",
+    "storage.googleapis.com": "the package bucket and the Pulumi state bucket",
+    "iam.googleapis.com": "service accounts (runtime and deploy) and the Workload Identity pool",
+    "iamcredentials.googleapis.com": "GitHub Actions impersonating the deploy accounts; identity tokens for verify",
+    "sts.googleapis.com": "exchanging GitHub's OIDC tokens (Workload Identity Federation)",
+    "cloudkms.googleapis.com": "the stack-secrets key; the optional CMEK of the package bucket and Vertex",
+    "cloudresourcemanager.googleapis.com": "project IAM bindings of the deploy accounts (get/setIamPolicy)",
+    "logging.googleapis.com": "container and request logs of Cloud Run and Vertex AI",
+}
+SECRETS_KEY_RING: Final = "model-deploy"
+SECRETS_KEY: Final = "pulumi-secrets"
+#: Rotation of the stack-secrets key: a new primary version every 90 days (old ones still decrypt).
+SECRETS_KEY_ROTATION: Final = f"{90 * 24 * 3600}s"
+#: Deploys create stacks (wrapping a new data key: encrypt) and read them; previews only read.
+SECRETS_DEPLOY_ROLE: Final = "roles/cloudkms.cryptoKeyEncrypterDecrypter"
+SECRETS_READONLY_ROLE: Final = "roles/cloudkms.cryptoKeyDecrypter"
 
 
 def attribute_condition(repository: str) -> str:
@@ -663,6 +728,24 @@ def deploy_gcp(config: BootstrapConfig) -> dict[str, pulumi.Input[str]]:
     project = settings.project
     labels = {"project": "model-deploy", "managed-by": PROJECT}
 
+    def in_project(name: str, where: str) -> str:
+        """Logical names in the bootstrap's own project stay short (and as they always were)."""
+        return name if where == project else f"{name}-{where}"
+
+    services = [
+        gcp.projects.Service(
+            in_project(f"api-{api.split('.')[0]}", where),
+            project=where,
+            service=api,
+            # Destroying the bootstrap must never turn off an API that a running service uses.
+            disable_on_destroy=False,
+            disable_dependent_services=False,
+        )
+        for where in settings.projects
+        for api in GCP_SERVICES
+    ]
+    after_apis = pulumi.ResourceOptions(depends_on=services)
+
     bucket = gcp.storage.Bucket(
         "state-bucket",
         name=settings.state_bucket_name,
@@ -673,6 +756,24 @@ def deploy_gcp(config: BootstrapConfig) -> dict[str, pulumi.Input[str]]:
         versioning=gcp.storage.BucketVersioningArgs(enabled=True),
         force_destroy=False,
         labels=labels,
+        opts=pulumi.ResourceOptions(protect=True, depends_on=services),
+    )
+    # Losing this key loses every stack's secrets: protected, and the provider refuses to delete it too.
+    key_ring = gcp.kms.KeyRing(
+        "secrets-key-ring",
+        name=SECRETS_KEY_RING,
+        project=project,
+        location=settings.kms_location,
+        opts=pulumi.ResourceOptions(protect=True, depends_on=services),
+    )
+    secrets_key = gcp.kms.CryptoKey(
+        "secrets-key",
+        name=SECRETS_KEY,
+        key_ring=key_ring.id,
+        purpose="ENCRYPT_DECRYPT",
+        rotation_period=SECRETS_KEY_ROTATION,
+        deletion_policy="PREVENT",
+        labels=labels,
         opts=pulumi.ResourceOptions(protect=True),
     )
     pool = gcp.iam.WorkloadIdentityPool(
@@ -681,6 +782,7 @@ def deploy_gcp(config: BootstrapConfig) -> dict[str, pulumi.Input[str]]:
         workload_identity_pool_id="github-model-deploy",
         display_name="GitHub model-deploy",
         description=f"GitHub Actions of {config.github_repository}",
+        opts=after_apis,
     )
     provider = gcp.iam.WorkloadIdentityPoolProvider(
         "github-provider",
@@ -696,10 +798,17 @@ def deploy_gcp(config: BootstrapConfig) -> dict[str, pulumi.Input[str]]:
         },
         attribute_condition=attribute_condition(config.github_repository),
         oidc=gcp.iam.WorkloadIdentityPoolProviderOidcArgs(issuer_uri=GITHUB_OIDC_URL),
+        opts=after_apis,
     )
 
     def account(
-        name: str, member: pulumi.Input[str], roles: Mapping[str, str], what: str
+        name: str,
+        member: pulumi.Input[str],
+        *,
+        roles: Mapping[str, str],
+        projects: Sequence[str],
+        secrets_role: str,
+        what: str,
     ) -> gcp.serviceaccount.Account:
         created = gcp.serviceaccount.Account(
             f"{name}-account",
@@ -707,6 +816,7 @@ def deploy_gcp(config: BootstrapConfig) -> dict[str, pulumi.Input[str]]:
             account_id=f"{IDENTITY_PREFIX}{name}",
             display_name=f"model-deploy {name} (GitHub Actions)",
             description=what,
+            opts=after_apis,
         )
         gcp.serviceaccount.IAMMember(
             f"{name}-workload-identity",
@@ -714,13 +824,29 @@ def deploy_gcp(config: BootstrapConfig) -> dict[str, pulumi.Input[str]]:
             role="roles/iam.workloadIdentityUser",
             member=member,
         )
-        for role_name in roles:
-            gcp.projects.IAMMember(
-                f"{name}-{role_name.removeprefix('roles/').replace('.', '-')}",
-                project=project,
-                role=role_name,
-                member=created.member,
-            )
+        for where in projects:
+            for role_name in roles:
+                gcp.projects.IAMMember(
+                    in_project(f"{name}-{role_name.removeprefix('roles/').replace('.', '-')}", where),
+                    project=where,
+                    role=role_name,
+                    member=created.member,
+                    opts=after_apis,
+                )
+        # Every operation takes a lock in the state bucket and reads (deploys: writes) the state.
+        gcp.storage.BucketIAMMember(
+            f"{name}-state",
+            bucket=bucket.name,
+            role="roles/storage.objectAdmin",
+            member=created.member,
+        )
+        # On the secrets key only: no project-wide KMS role, so no other key is reachable.
+        gcp.kms.CryptoKeyIAMMember(
+            f"{name}-secrets-key",
+            crypto_key_id=secrets_key.id,
+            role=secrets_role,
+            member=created.member,
+        )
         return created
 
     outputs: dict[str, pulumi.Input[str]] = {}
@@ -731,8 +857,10 @@ def deploy_gcp(config: BootstrapConfig) -> dict[str, pulumi.Input[str]]:
         created = account(
             environment,
             member,
-            GCP_DEPLOY_ROLES,
-            f"Deploys model-deploy {environment} from {config.github_repository} (environment {environment})",
+            roles=GCP_DEPLOY_ROLES,
+            projects=[settings.project_of(environment)],
+            secrets_role=SECRETS_DEPLOY_ROLE,
+            what=f"Deploys model-deploy {environment} from {config.github_repository} (environment {environment})",
         )
         outputs[f"GCP_SERVICE_ACCOUNT_{variable(environment)}"] = created.email
     readonly = account(
@@ -742,17 +870,15 @@ def deploy_gcp(config: BootstrapConfig) -> dict[str, pulumi.Input[str]]:
                 f"principalSet://iam.googleapis.com/{pool_name}/attribute.repository/{config.github_repository}"
             )
         ),
-        GCP_READONLY_ROLES,
-        f"Previews and drift checks of {config.github_repository}",
-    )
-    # Previews take a lock in the state bucket and read the state.
-    gcp.storage.BucketIAMMember(
-        "readonly-state",
-        bucket=bucket.name,
-        role="roles/storage.objectAdmin",
-        member=readonly.member,
+        roles=GCP_READONLY_ROLES,
+        # Previews and drift checks read every environment's resources.
+        projects=tuple(dict.fromkeys(settings.project_of(environment) for environment in config.environments)),
+        secrets_role=SECRETS_READONLY_ROLE,
+        what=f"Previews and drift checks of {config.github_repository}",
     )
     outputs["GCP_SERVICE_ACCOUNT_READONLY"] = readonly.email
     outputs["GCP_WORKLOAD_IDENTITY_PROVIDER"] = provider.name
     outputs["PULUMI_BACKEND_URL_GCP"] = bucket.name.apply(lambda name: f"gs://{name}")
+    # secrets_key.id is projects/<p>/locations/<l>/keyRings/<r>/cryptoKeys/<k>, what gcpkms:// takes.
+    outputs["PULUMI_SECRETS_PROVIDER_GCP"] = secrets_key.id.apply(lambda key_id: f"gcpkms://{key_id}")
     return outputs

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pulumi
@@ -28,6 +30,10 @@ class BootstrapMocks(RecordingMocks):
             state["name"] = POOL
         elif args.typ == "gcp:iam/workloadIdentityPoolProvider:WorkloadIdentityPoolProvider":
             state["name"] = f"{POOL}/providers/{state['workloadIdentityPoolProviderId']}"
+        elif args.typ == "gcp:kms/keyRing:KeyRing":  # ids as the Google provider makes them
+            resource_id = f"projects/{state['project']}/locations/{state['location']}/keyRings/{state['name']}"
+        elif args.typ == "gcp:kms/cryptoKey:CryptoKey":
+            resource_id = f"{state['keyRing']}/cryptoKeys/{state['name']}"
         return resource_id, state
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[Any, Any], list[tuple[str, str]] | None]:
@@ -106,7 +112,9 @@ def test_aws_state_bucket_is_versioned_encrypted_and_private(aws_run: Deployment
 def test_aws_secrets_key_rotates(aws_run: Deployment) -> None:
     key = aws_run.one("aws:kms/key:Key", "state-key")
     assert key.inputs["enableKeyRotation"] is True
-    assert aws_run.outputs["secretsProvider"] == "awskms://alias/model-deploy/pulumi-secrets?region=eu-west-1"
+    assert (
+        aws_run.outputs["PULUMI_SECRETS_PROVIDER_AWS"] == "awskms://alias/model-deploy/pulumi-secrets?region=eu-west-1"
+    )
 
 
 def test_aws_github_oidc_provider(aws_run: Deployment) -> None:
@@ -177,6 +185,25 @@ def test_aws_deploy_role_passes_only_prefixed_roles_to_sagemaker(aws_run: Deploy
     assert all(s["Resource"] == [f"{bucket_arn}/*"] for s in readonly if "s3:PutObject" in _as_list(s["Action"]))
 
 
+@pytest.mark.parametrize("role", ["dev", "staging", "prod"])
+def test_aws_deploy_roles_can_push_the_serving_image(aws_run: Deployment, role: str) -> None:
+    # The image workflow pushes with dev's role; promotion copies the image with the target's.
+    statements = json_input(aws_run.one("aws:iam/rolePolicy:RolePolicy", f"{role}-policy"), "policy")["Statement"]
+    by_action = {action: s for s in statements for action in _as_list(s["Action"])}
+    for action in (
+        "ecr:GetAuthorizationToken",
+        "ecr:InitiateLayerUpload",
+        "ecr:UploadLayerPart",
+        "ecr:CompleteLayerUpload",
+        "ecr:PutImage",
+        "ecr:BatchCheckLayerAvailability",
+    ):
+        assert action in by_action, action
+    assert by_action["ecr:PutImage"]["Resource"] == [f"arn:aws:ecr:*:{ACCOUNT_ID}:repository/*"]
+    readonly = json_input(aws_run.one("aws:iam/rolePolicy:RolePolicy", "readonly-policy"), "policy")["Statement"]
+    assert not {a for s in readonly for a in _as_list(s["Action"])} & {"ecr:PutImage", "ecr:UploadLayerPart"}
+
+
 def test_environments_are_configurable() -> None:
     run = bootstrap({**AWS, "environments": ["dev", "prod"]})
     assert {role.name for role in run.of_type("aws:iam/role:Role")} == {"dev-role", "prod-role", "readonly-role"}
@@ -245,6 +272,113 @@ def test_gcp_project_roles_are_limited(gcp_run: Deployment) -> None:
     }
 
 
+GCP_APIS = {
+    "run.googleapis.com",
+    "aiplatform.googleapis.com",
+    "artifactregistry.googleapis.com",
+    "storage.googleapis.com",
+    "iam.googleapis.com",
+    "iamcredentials.googleapis.com",
+    "sts.googleapis.com",
+    "cloudkms.googleapis.com",
+    "cloudresourcemanager.googleapis.com",
+    "logging.googleapis.com",
+}
+SECRETS_KEY_ID = "projects/acme-ml/locations/global/keyRings/model-deploy/cryptoKeys/pulumi-secrets"
+
+
+def test_gcp_enables_the_apis_and_never_disables_them(gcp_run: Deployment) -> None:
+    services = gcp_run.of_type("gcp:projects/service:Service")
+    assert {service.inputs["service"] for service in services} == GCP_APIS
+    for service in services:
+        assert service.inputs["project"] == "acme-ml"
+        # Destroying the bootstrap must leave every API on: running services depend on them.
+        assert service.inputs["disableOnDestroy"] is False, service.name
+        assert service.inputs.get("disableDependentServices") is not True, service.name
+    # The bootstrap's own resources wait for their APIs.
+    by_api = {service.inputs["service"]: service for service in services}
+    assert gcp_run.one("gcp:iam/workloadIdentityPool:WorkloadIdentityPool").depends_on(by_api["iam.googleapis.com"])
+    assert gcp_run.one("gcp:kms/keyRing:KeyRing").depends_on(by_api["cloudkms.googleapis.com"])
+    assert gcp_run.one("gcp:storage/bucket:Bucket", "state-bucket").depends_on(by_api["storage.googleapis.com"])
+
+
+def test_gcp_secrets_key_rotates_and_cannot_be_destroyed(gcp_run: Deployment) -> None:
+    ring = gcp_run.one("gcp:kms/keyRing:KeyRing")
+    assert ring.inputs == {"name": "model-deploy", "project": "acme-ml", "location": "global"}
+    assert ring.protect
+    key = gcp_run.one("gcp:kms/cryptoKey:CryptoKey")
+    assert key.inputs["keyRing"] == "projects/acme-ml/locations/global/keyRings/model-deploy"
+    assert key.inputs["purpose"] == "ENCRYPT_DECRYPT"
+    assert key.inputs["rotationPeriod"] == "7776000s"  # 90 days
+    assert key.inputs["deletionPolicy"] == "PREVENT"
+    assert key.protect
+    assert gcp_run.outputs["PULUMI_SECRETS_PROVIDER_GCP"] == f"gcpkms://{SECRETS_KEY_ID}"
+
+
+def test_gcp_secrets_key_iam_is_on_the_key_only_for_the_pipeline_accounts(gcp_run: Deployment) -> None:
+    bindings = gcp_run.of_type("gcp:kms/cryptoKeyIAMMember:CryptoKeyIAMMember")
+    assert all(binding.inputs["cryptoKeyId"] == SECRETS_KEY_ID for binding in bindings)
+    members = {binding.inputs["member"]: binding.inputs["role"] for binding in bindings}
+    assert len(members) == len(bindings)  # one role per account
+    account = "serviceAccount:github-model-deploy-{}@acme-ml.iam.gserviceaccount.com"
+    assert members == {
+        account.format("dev"): "roles/cloudkms.cryptoKeyEncrypterDecrypter",
+        account.format("staging"): "roles/cloudkms.cryptoKeyEncrypterDecrypter",
+        account.format("prod"): "roles/cloudkms.cryptoKeyEncrypterDecrypter",
+        # Previews and drift checks decrypt the stack's data key; they never create a stack.
+        account.format("readonly"): "roles/cloudkms.cryptoKeyDecrypter",
+    }
+    # Nothing reaches KMS more widely: no key-ring or project-level KMS grant.
+    assert not gcp_run.of_type("gcp:kms/keyRingIAMMember:KeyRingIAMMember")
+    project_roles = {binding.inputs["role"] for binding in gcp_run.of_type("gcp:projects/iAMMember:IAMMember")}
+    assert not {role for role in project_roles if role.startswith("roles/cloudkms.")}
+
+
+def test_gcp_kms_location_is_configurable() -> None:
+    run = bootstrap({**GCP, "gcp": {**GCP["gcp"], "kmsLocation": "europe-west4"}})
+    assert run.one("gcp:kms/keyRing:KeyRing").inputs["location"] == "europe-west4"
+    assert run.outputs["PULUMI_SECRETS_PROVIDER_GCP"].startswith(
+        "gcpkms://projects/acme-ml/locations/europe-west4/keyRings/model-deploy/cryptoKeys/"
+    )
+
+
+def test_gcp_environments_in_their_own_projects() -> None:
+    projects = {"dev": "acme-ml-dev", "staging": "acme-ml-staging", "prod": "acme-ml-prod"}
+    run = bootstrap({**GCP, "gcp": {**GCP["gcp"], "environmentProjects": projects}})
+    enabled = {(s.inputs["project"], s.inputs["service"]) for s in run.of_type("gcp:projects/service:Service")}
+    assert enabled == {(project, api) for project in ("acme-ml", *projects.values()) for api in GCP_APIS}
+    grants: dict[str, set[str]] = {}
+    for binding in run.of_type("gcp:projects/iAMMember:IAMMember"):
+        account = binding.inputs["member"].split(":")[1].split("@")[0].removeprefix("github-model-deploy-")
+        grants.setdefault(account, set()).add(binding.inputs["project"])
+    # Each deploy account holds roles in its own environment's project only; previews read all three.
+    assert grants == {**{env: {project} for env, project in projects.items()}, "readonly": set(projects.values())}
+    # State, key and identities stay in the bootstrap's project; every account may lock the state.
+    assert run.one("gcp:storage/bucket:Bucket", "state-bucket").inputs["project"] == "acme-ml"
+    state = {b.inputs["member"] for b in run.of_type("gcp:storage/bucketIAMMember:BucketIAMMember")}
+    assert state == {
+        f"serviceAccount:github-model-deploy-{n}@acme-ml.iam.gserviceaccount.com" for n in [*projects, "readonly"]
+    }
+
+
+# --- the outputs are the repository variables the workflows read -------------------------------------
+
+WORKFLOWS = Path(__file__).resolve().parents[2] / ".github" / "workflows"
+
+
+@pytest.mark.parametrize("cloud", ["aws", "gcp"])
+def test_every_variable_output_is_read_by_a_workflow(aws_run: Deployment, gcp_run: Deployment, cloud: str) -> None:
+    text = "\n".join(path.read_text() for path in sorted(WORKFLOWS.glob("*.yml")))
+    read = set(re.findall(r"vars\.([A-Z0-9_]+)", text))
+    # vars[format('AWS_ROLE_ARN_{0}', inputs.credentials)] with `credentials: STAGING` in a caller.
+    for prefix in re.findall(r"format\('([A-Z0-9_]+)\{0\}'", text):
+        read |= {prefix + suffix for suffix in re.findall(r"credentials: ([A-Z]+)", text)}
+    outputs = (aws_run if cloud == "aws" else gcp_run).outputs
+    variables = {name for name in outputs if name.isupper()}
+    assert f"PULUMI_SECRETS_PROVIDER_{cloud.upper()}" in variables
+    assert variables <= read, f"outputs no workflow reads: {sorted(variables - read)}"
+
+
 # --- config errors ----------------------------------------------------------------------------------
 
 
@@ -263,6 +397,15 @@ def test_gcp_project_roles_are_limited(gcp_run: Deployment) -> None:
         ({**AWS, "aws": {"stateBucketName": "okay-bucket", "extra": 1}}, "model-deploy-bootstrap:aws.extra"),
         ({"githubRepository": REPO, "cloud": "gcp"}, "model-deploy-bootstrap:gcp"),
         ({**GCP, "gcp": {"stateBucketName": "okay-bucket"}}, "model-deploy-bootstrap:gcp.project"),
+        ({**GCP, "gcp": {**GCP["gcp"], "kmsLocation": "Europe West"}}, "model-deploy-bootstrap:gcp.kmsLocation"),
+        (
+            {**GCP, "gcp": {**GCP["gcp"], "environmentProjects": {"qa": "acme-ml-qa"}}},
+            "model-deploy-bootstrap:gcp.environmentProjects.qa",
+        ),
+        (
+            {**GCP, "gcp": {**GCP["gcp"], "environmentProjects": {"dev": "Acme Dev"}}},
+            "model-deploy-bootstrap:gcp.environmentProjects.dev",
+        ),
         ({**AWS, "region": "x"}, "model-deploy-bootstrap:region"),
     ],
 )
