@@ -7,6 +7,7 @@ errors turned into ``{"error": ...}`` JSON bodies that never carry a traceback.
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import logging
 import os
@@ -90,17 +91,47 @@ def create_app(service: ModelService, config: ServerConfig, metrics: ServerMetri
     metrics.load_seconds.set(service.load_seconds)
     metrics.warmup_seconds.set(service.warmup_seconds)
     metrics.model_info.labels(service.name, service.manifest.version, service.manifest.format).set(1)
-    return ApiMiddleware(app, max_request_bytes=config.max_request_bytes, platform=config.platform, metrics=metrics)
+    return ApiMiddleware(
+        app,
+        max_request_bytes=config.max_request_bytes,
+        platform=config.platform,
+        metrics=metrics,
+        direct_routes=direct_routes(routes),
+    )
+
+
+def direct_routes(routes: list[BaseRoute]) -> dict[tuple[str, str], Route]:
+    """``(method, path) -> route`` for every route with a fixed path and a plain function endpoint.
+
+    The middleware calls these endpoints itself: for an exact path, Starlette's router, exception
+    middlewares and per-layer ``send`` wrappers do nothing ours does not already do, and on a
+    small model they cost a tenth of a request. Paths with parameters go through Starlette.
+    """
+    table: dict[tuple[str, str], Route] = {}
+    for route in routes:
+        if isinstance(route, Route) and "{" not in route.path and inspect.iscoroutinefunction(route.endpoint):
+            for method in route.methods or ():
+                table.setdefault((method, route.path), route)
+    return table
 
 
 class ApiMiddleware:
     """Request id, body-size limit, metrics and last-resort error handling for every HTTP request."""
 
-    def __init__(self, app: ASGIApp, *, max_request_bytes: int, platform: str, metrics: ServerMetrics) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_request_bytes: int,
+        platform: str,
+        metrics: ServerMetrics,
+        direct_routes: dict[tuple[str, str], Route] | None = None,
+    ) -> None:
         self.app = app
         self.max_request_bytes = max_request_bytes
         self.platform = platform
         self.metrics = metrics
+        self.direct_routes = direct_routes or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -135,7 +166,12 @@ class ApiMiddleware:
             declared = _content_length(scope)
             if declared is not None and declared > self.max_request_bytes:
                 raise self._too_large(declared)
-            await self.app(scope, receive_limited, send_with_id)
+            route = self.direct_routes.get((scope["method"], scope["path"]))
+            if route is None:
+                await self.app(scope, receive_limited, send_with_id)
+            else:
+                scope["route"] = route
+                await self._call_directly(route, scope, receive_limited, send_with_id)
         except Exception as exc:
             # Starlette has already answered unexpected errors with our JSON 500 and re-raised them;
             # expected ones (the size check above) are answered here, without a traceback in the log.
@@ -146,6 +182,14 @@ class ApiMiddleware:
         finally:
             route = scope.get("route")
             self.metrics.observe_request(getattr(route, "path", "unmatched"), status, time.perf_counter() - start)
+
+    async def _call_directly(self, route: Route, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run ``route``'s endpoint as Starlette would, with the same error responses."""
+        try:
+            response = await route.endpoint(Request(scope, receive))
+        except (ApiError, ModelPackageError, HTTPException) as exc:
+            response = error_response(exc)
+        await response(scope, receive, send)
 
     def _too_large(self, size: int) -> PayloadTooLargeError:
         limit = self.max_request_bytes
