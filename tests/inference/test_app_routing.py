@@ -1,0 +1,107 @@
+"""The middleware's direct dispatch of fixed-path routes behaves exactly like Starlette's routing."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from inference.app import create_app, direct_routes
+from inference.config import load_config
+from inference.metrics import ServerMetrics
+from inference.protocols import oip, sagemaker, vertex
+from inference.service import ModelService, load_service
+
+Scenario = Callable[[httpx.AsyncClient, ModelService], Coroutine[Any, Any, None]]
+
+
+def run(package: Path, scenario: Scenario) -> None:
+    """Serve ``package`` in-process (no sockets) and run ``scenario`` against it."""
+    config = load_config({"MODEL_SERVER_LOG_LEVEL": "WARNING"}, model_dir=package)
+    metrics = ServerMetrics()
+    service = load_service(config, observer=metrics)
+    app = create_app(service, config, metrics)
+
+    async def main() -> None:
+        await service.start()
+        try:
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                await scenario(client, service)
+        finally:
+            await service.stop()
+
+    asyncio.run(main())
+
+
+def test_only_fixed_paths_are_dispatched_directly(torch_package: Path) -> None:
+    config = load_config({}, model_dir=torch_package)
+    service = load_service(config)
+    table = direct_routes(
+        [*sagemaker.routes(service, config), *vertex.routes(service, config), *oip.routes(service, config)]
+    )
+    assert {("POST", "/invocations"), ("GET", "/ping"), ("HEAD", "/ping"), ("POST", "/predict")} <= set(table)
+    assert all("{" not in path for _, path in table)
+
+
+def test_unexpected_model_failure_is_a_500_without_traceback(
+    torch_package: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def scenario(client: httpx.AsyncClient, service: ModelService) -> None:
+        assert service.batcher is not None
+
+        def broken(inputs: Any) -> Any:
+            raise RuntimeError("CUDA error: device-side assert triggered at /secret/path.py:12")
+
+        service.batcher._predict = broken
+        response = await client.post("/invocations", json=np.zeros((1, 64)).tolist())
+        assert response.status_code == 500
+        assert "error" in response.json() and "Traceback" not in response.text
+        assert response.headers["x-request-id"]
+        assert (await client.get("/ping")).status_code == 200, "a failed request leaves the server healthy"
+
+    with caplog.at_level(logging.ERROR):
+        run(torch_package, scenario)
+    assert any("model failure" in record.getMessage() for record in caplog.records)
+
+
+def test_bad_input_on_a_direct_route_is_the_same_4xx_as_through_starlette(torch_package: Path) -> None:
+    async def scenario(client: httpx.AsyncClient, service: ModelService) -> None:
+        direct = await client.post("/invocations", content=b"[[1, 2", headers={"content-type": "application/json"})
+        routed = await client.post(
+            "/v1/models/mlp:predict", content=b"[[1, 2", headers={"content-type": "application/json"}
+        )
+        assert direct.status_code == routed.status_code == 400
+        assert "JSON" in direct.json()["error"] and "JSON" in routed.json()["error"]
+        unsupported = await client.post("/invocations", content=b"x", headers={"content-type": "image/png"})
+        assert unsupported.status_code == 415 and "application/json" in unsupported.json()["error"]
+
+    run(torch_package, scenario)
+
+
+def test_wrong_method_on_a_direct_path_is_405_with_allow(torch_package: Path) -> None:
+    async def scenario(client: httpx.AsyncClient, service: ModelService) -> None:
+        response = await client.get("/invocations")
+        assert response.status_code == 405
+        assert response.headers["allow"] == "POST"
+        assert "error" in response.json()
+        head = await client.head("/ping")
+        assert head.status_code == 200 and head.content == b""
+
+    run(torch_package, scenario)
+
+
+def test_direct_routes_are_counted_under_their_path(torch_package: Path) -> None:
+    async def scenario(client: httpx.AsyncClient, service: ModelService) -> None:
+        for _ in range(3):
+            assert (await client.post("/invocations", json=np.zeros((1, 64)).tolist())).status_code == 200
+        text = (await client.get("/metrics")).text
+        assert 'model_server_requests_total{route="/invocations",status="200"} 3.0' in text
+
+    run(torch_package, scenario)
