@@ -90,6 +90,8 @@ def create_app(service: ModelService, config: ServerConfig, metrics: ServerMetri
     )
     metrics.load_seconds.set(service.load_seconds)
     metrics.warmup_seconds.set(service.warmup_seconds)
+    if service.batcher is not None:
+        metrics.max_batch_size.set(service.batcher.max_batch_size)
     metrics.model_info.labels(service.name, service.manifest.version, service.manifest.format).set(1)
     return ApiMiddleware(
         app,

@@ -54,6 +54,8 @@ class ServerConfig:
     drain_timeout: float
     max_batch_size: int | None
     """``None``: take the package's ``serving.max_batch_size`` metadata, else the default."""
+    tune_batch_size: bool
+    """``MODEL_SERVER_MAX_BATCH_SIZE=auto``: measure sizes up to that cap at start-up (``batch_tuning``)."""
     max_batch_delay_ms: float | None
     max_queue: int
     compute_threads: int
@@ -81,6 +83,7 @@ def load_config(
     platform = detect_platform(env)
     cpus = available_cpus()
     workers = _workers(env, cpus)
+    tune_batch_size = env.get("MODEL_SERVER_MAX_BATCH_SIZE", "").strip().lower() == "auto"
     return ServerConfig(
         platform=platform,
         # Containers must listen on all interfaces: the platform's proxy connects from outside.
@@ -93,7 +96,8 @@ def load_config(
         max_request_bytes=_int(env, "MODEL_SERVER_MAX_REQUEST_BYTES", BODY_LIMITS[platform], minimum=1),
         request_timeout=_float(env, "MODEL_SERVER_REQUEST_TIMEOUT_S", REQUEST_TIMEOUTS[platform]),
         drain_timeout=_float(env, "MODEL_SERVER_DRAIN_TIMEOUT_S", DRAIN_TIMEOUTS[platform]),
-        max_batch_size=_optional_int(env, "MODEL_SERVER_MAX_BATCH_SIZE"),
+        max_batch_size=None if tune_batch_size else _optional_int(env, "MODEL_SERVER_MAX_BATCH_SIZE"),
+        tune_batch_size=tune_batch_size,
         max_batch_delay_ms=_optional_float(env, "MODEL_SERVER_MAX_BATCH_DELAY_MS"),
         max_queue=_int(env, "MODEL_SERVER_MAX_QUEUE", 512, minimum=1),
         compute_threads=_int(env, "MODEL_SERVER_COMPUTE_THREADS", max(1, cpus // workers), minimum=1),

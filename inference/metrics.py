@@ -68,6 +68,12 @@ class ServerMetrics:
         self.batch_seconds = Histogram(
             "model_server_batch_duration_seconds", "Model call time", buckets=_LATENCY_BUCKETS, registry=self.registry
         )
+        self.max_batch_size = Gauge(
+            "model_server_max_batch_size",
+            "Rows per model call at most (MODEL_SERVER_MAX_BATCH_SIZE, the package's, or tuned at start-up)",
+            registry=self.registry,
+            multiprocess_mode="max",
+        )
         self.load_seconds = Gauge(
             "model_server_model_load_seconds",
             "Time to verify and load the package",

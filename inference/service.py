@@ -22,6 +22,7 @@ from inference.batching import Batcher, BatchObserver
 from inference.config import DEFAULT_MODEL_DIR, ServerConfig
 from inference.errors import BadRequestError, NotReadyError
 from model_package.errors import LoadError, ManifestError, MissingFileError, PredictionError
+from model_package.example import load_arrays
 from model_package.formats import LoadedModel, check_inputs, get_format
 from model_package.manifest import MANIFEST_FILENAME, Manifest, Signature
 from model_package.verify import verify_behaviour, verify_integrity
@@ -84,6 +85,29 @@ class ModelService:
         report = self.batcher.run_on_compute_thread(check) if on_compute_thread else check()
         self.warmup_seconds = time.perf_counter() - start
         _log.info("warm-up matched the bundled example", extra={"max_abs_error": report.worst})
+
+    def tune_batching(self, *, on_compute_thread: bool = True) -> None:
+        """Set the batcher's cap from measurements of the bundled example (``MODEL_SERVER_MAX_BATCH_SIZE=auto``)."""
+        if self.model is None or self.batcher is None:
+            return
+        from inference.batch_tuning import tune_max_batch_size
+
+        model, batcher = self.model, self.batcher
+        example = load_arrays(self.package_dir / self.manifest.example.inputs)
+
+        def tune() -> Any:
+            return tune_max_batch_size(model.predict, example, batcher.max_batch_size)
+
+        tuning = batcher.run_on_compute_thread(tune) if on_compute_thread else tune()
+        batcher.max_batch_size = tuning.max_batch_size
+        _log.info(
+            "batch size tuned",
+            extra={
+                "max_batch_size": tuning.max_batch_size,
+                "rows_per_second": {size: round(rate) for size, rate in tuning.rows_per_second.items()},
+                "seconds": round(tuning.seconds, 3),
+            },
+        )
 
     async def start(self) -> None:
         """Start the batcher on the server's event loop, then report ready."""
@@ -198,6 +222,8 @@ def load_service(config: ServerConfig, *, observer: BatchObserver | None = None)
     # With several workers the check runs here, on the main thread, so no compute thread exists
     # when the workers are forked (each warms its own with warm_up()).
     service.warm_up(on_compute_thread=config.workers == 1)
+    if config.tune_batch_size:
+        service.tune_batching(on_compute_thread=config.workers == 1)
     return service
 
 

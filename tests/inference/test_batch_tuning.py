@@ -1,0 +1,92 @@
+"""MODEL_SERVER_MAX_BATCH_SIZE=auto: the cap chosen from measurements, on a model with a known cache cliff."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from inference.batch_tuning import candidate_sizes, repeat_rows, tune_max_batch_size
+from inference.config import load_config
+from model_package.errors import UsageError
+from tests.inference.server_fixtures import start_server
+
+
+class FakeClock:
+    """A clock the fake model advances: the tuning's arithmetic without the machine's noise."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def model_with_cliff(clock: FakeClock, cliff: int) -> Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]:
+    """0.5 ms per call plus 1 ms per row, and 3 ms per row from ``cliff`` rows on (caches overflow)."""
+
+    def predict(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        rows = next(iter(inputs.values())).shape[0]
+        clock.now += 0.0005 + rows * (0.001 if rows < cliff else 0.003)
+        return {"y": np.zeros((rows, 1))}
+
+    return predict
+
+
+def test_the_cap_stops_before_the_cliff_at_the_largest_good_size() -> None:
+    clock = FakeClock()
+    tuning = tune_max_batch_size(model_with_cliff(clock, 32), {"x": np.ones((3, 4))}, 64, clock=clock)
+    assert tuning.max_batch_size == 16
+    assert 32 in tuning.rows_per_second and 64 not in tuning.rows_per_second, "the sweep stops past the cliff"
+    assert tuning.rows_per_second[16] > 2 * tuning.rows_per_second[32]
+
+
+def test_without_a_cliff_the_configured_cap_stays() -> None:
+    clock = FakeClock()
+    tuning = tune_max_batch_size(model_with_cliff(clock, 10_000), {"x": np.ones((2, 4))}, 48, clock=clock)
+    assert tuning.max_batch_size == 48
+    assert list(tuning.rows_per_second) == [1, 2, 4, 8, 16, 32, 48]
+
+
+def test_the_sweep_respects_its_time_budget() -> None:
+    clock = FakeClock()
+    tuning = tune_max_batch_size(
+        model_with_cliff(clock, 10_000),
+        {"x": np.ones((1, 4))},
+        1024,
+        budget_seconds=1.0,
+        clock=clock,
+    )
+    assert tuning.seconds < 2.0
+    assert max(tuning.rows_per_second) < 1024
+
+
+def test_example_rows_are_repeated_to_the_size() -> None:
+    example = {"x": np.arange(6).reshape(3, 2)}
+    assert repeat_rows(example, 5)["x"][:, 0].tolist() == [0, 2, 4, 0, 2]
+    assert candidate_sizes(1) == [1]
+    assert candidate_sizes(20) == [1, 2, 4, 8, 16, 20]
+
+
+def test_auto_is_accepted_and_other_words_are_not() -> None:
+    config = load_config({"MODEL_SERVER_MAX_BATCH_SIZE": "auto"})
+    assert config.tune_batch_size and config.max_batch_size is None
+    assert load_config({"MODEL_SERVER_MAX_BATCH_SIZE": "8"}).max_batch_size == 8
+    with pytest.raises(UsageError, match="MODEL_SERVER_MAX_BATCH_SIZE='many' must be a whole number"):
+        load_config({"MODEL_SERVER_MAX_BATCH_SIZE": "many"})
+
+
+def test_a_server_with_auto_reports_the_tuned_cap(torch_package: Path, tmp_path: Path) -> None:
+    server = start_server(
+        tmp_path, args=["--model-dir", str(torch_package)], env={"MODEL_SERVER_MAX_BATCH_SIZE": "auto"}
+    )
+    try:
+        metrics = server.client().get("/metrics").text
+        cap = next(line for line in metrics.splitlines() if line.startswith("model_server_max_batch_size "))
+        assert 1 <= float(cap.split()[-1]) <= 64
+        assert "batch size tuned" in server.log()
+        assert server.client().post("/invocations", json=np.zeros((3, 64)).tolist()).status_code == 200
+    finally:
+        assert server.terminate() == 0
