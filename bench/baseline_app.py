@@ -4,8 +4,9 @@
 
 It loads the package with the same format loader as our server (no integrity
 check, no warm-up), and answers ``POST /invocations`` by parsing the JSON body
-with orjson, calling ``model.predict`` directly on the event loop (no batching,
-no validation beyond the loader's own) and returning ``{"predictions": ...}``
+with orjson (or an ``application/x-npy`` body with ``np.load``, pickle off),
+calling ``model.predict`` directly on the event loop (no batching, no
+validation beyond the loader's own) and returning ``{"predictions": ...}``
 like our server does. ``GET /ping`` answers 200 as soon as the port is open,
 since the model is loaded before it. uvicorn runs with uvloop and httptools and
 without an access log, like our server; it only ever binds 127.0.0.1.
@@ -14,6 +15,7 @@ without an access log, like our server; it only ever binds 127.0.0.1.
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
 from pathlib import Path
@@ -27,6 +29,7 @@ from model_package.formats import LoadedModel, get_format
 from model_package.manifest import read_manifest
 
 JSON = "application/json"
+NPY = "application/x-npy"
 
 
 def create_app(model: LoadedModel) -> FastAPI:
@@ -42,7 +45,11 @@ def create_app(model: LoadedModel) -> FastAPI:
     @app.post("/invocations")
     async def invocations(request: Request) -> Response:
         body = await request.body()
-        outputs = model.predict({input_name: np.asarray(orjson.loads(body))})
+        if request.headers.get("content-type") == NPY:
+            array = np.load(io.BytesIO(body), allow_pickle=False)
+        else:
+            array = np.asarray(orjson.loads(body))
+        outputs = model.predict({input_name: array})
         return Response(
             orjson.dumps({"predictions": outputs[output_name]}, option=orjson.OPT_SERIALIZE_NUMPY), media_type=JSON
         )
