@@ -12,13 +12,13 @@ Only ECR and Artifact Registry are supported: a stack's config accepts no other 
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Final
 
 from infra.config.schema import ImageRef
+from infra.loopback import is_loopback
 
 _ECR_RE: Final = re.compile(
     r"^(?P<account>[0-9]{12})\.dkr\.ecr(?:-fips)?\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?$"
@@ -110,16 +110,6 @@ def docker_image_name(image: ImageRef) -> str:
     )
 
 
-def _is_loopback(endpoint: str) -> bool:
-    host = endpoint.rsplit(":", 1)[0].strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _artifact_registry(image: ImageRef, endpoint: str) -> ImageLookup:
     import grpc  # type: ignore[import-untyped]  # grpcio ships no stubs
     from google.api_core import exceptions
@@ -135,7 +125,7 @@ def _artifact_registry(image: ImageRef, endpoint: str) -> ImageLookup:
     where = f"{image.registry}/{image.repository}"
     channel: Any = None
     try:
-        if _is_loopback(endpoint):
+        if is_loopback(endpoint):
             channel = grpc.insecure_channel(endpoint)
             client = artifactregistry_v1.ArtifactRegistryClient(
                 transport=ArtifactRegistryGrpcTransport(

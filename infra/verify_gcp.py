@@ -494,7 +494,7 @@ def _prediction_client(api_endpoint: str) -> tuple[Any, Any]:
         PredictionServiceGrpcTransport,
     )
 
-    from infra.gcp.vertex_client import is_loopback
+    from infra.loopback import is_loopback
 
     if is_loopback(api_endpoint):
         channel = grpc.insecure_channel(api_endpoint)

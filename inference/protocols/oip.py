@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -166,6 +167,9 @@ def routes(service: ModelService, config: ServerConfig) -> list[BaseRoute]:
         return Response(orjson.dumps({"models": [manifest.name]}), media_type=JSON)
 
     async def v1_model(request: Request) -> Response:
+        if request.path_params["name"].endswith(":predict"):
+            # `GET /v1/models/m:predict` matches this route's `{name}`; it is the predict route, wrong method.
+            raise HTTPException(405, "GET is not allowed on :predict; use POST", headers={"Allow": "POST"})
         check_model(request)
         healthy = service.healthy
         body = orjson.dumps({"name": manifest.name, "ready": healthy})

@@ -13,7 +13,6 @@ how the tests run the real client against a fake Vertex (``tests/infra/fake_vert
 from __future__ import annotations
 
 import concurrent.futures
-import ipaddress
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,6 +27,8 @@ from google.cloud import aiplatform_v1
 from google.cloud.aiplatform_v1.services.endpoint_service.transports.grpc import EndpointServiceGrpcTransport
 from google.cloud.aiplatform_v1.services.model_service.transports.grpc import ModelServiceGrpcTransport
 from google.protobuf import field_mask_pb2
+
+from infra.loopback import is_loopback
 
 CPU_UTILIZATION_METRIC: Final = "aiplatform.googleapis.com/prediction/online/cpu/utilization"
 ACCELERATOR_DUTY_CYCLE_METRIC: Final = "aiplatform.googleapis.com/prediction/online/accelerator/duty_cycle"
@@ -56,17 +57,6 @@ class VertexOperationFailed(VertexError):
 def default_api_endpoint(region: str) -> str:
     """The regional Vertex AI endpoint (Vertex serves each region from its own host)."""
     return f"{region}-aiplatform.googleapis.com"
-
-
-def is_loopback(api_endpoint: str) -> bool:
-    """Whether ``api_endpoint`` (``host:port``) is on this machine: a local test server, spoken to in plain text."""
-    host = api_endpoint.rsplit(":", 1)[0].strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True)

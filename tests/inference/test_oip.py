@@ -486,6 +486,9 @@ def test_kserve_v1_routes(mlp_server: ServerProcess, torch_package: Path) -> Non
         assert bad.status_code == 400
         assert "error" in bad.json()
         assert client.post("/v1/models/mlp:predict", content=b"[1]").status_code == 400
+        wrong_method = client.get("/v1/models/mlp:predict")
+        assert wrong_method.status_code == 405 and wrong_method.headers["allow"] == "POST"
+        assert "POST" in wrong_method.json()["error"]
 
 
 @needs_torch

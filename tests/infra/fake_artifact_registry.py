@@ -10,12 +10,13 @@ is recorded.
 from __future__ import annotations
 
 import threading
-from concurrent import futures
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 from google.cloud import artifactregistry_v1
+
+from tests.infra.grpc_loopback import serve_on_loopback
 
 SERVICE = "google.devtools.artifactregistry.v1.ArtifactRegistry"
 
@@ -35,17 +36,14 @@ class FakeArtifactRegistry:
 
     def start(self) -> FakeArtifactRegistry:
         """Serve on ``127.0.0.1:<free port>``; :attr:`address` is where."""
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         handler = grpc.unary_unary_rpc_method_handler(
             self._get_docker_image,
             request_deserializer=artifactregistry_v1.GetDockerImageRequest.deserialize,
             response_serializer=artifactregistry_v1.DockerImage.serialize,
         )
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {"GetDockerImage": handler}),))
-        port = server.add_insecure_port("127.0.0.1:0")
-        server.start()
-        self._server = server
-        self.address = f"127.0.0.1:{port}"
+        self._server, self.address = serve_on_loopback(
+            [grpc.method_handlers_generic_handler(SERVICE, {"GetDockerImage": handler})]
+        )
         return self
 
     def stop(self) -> None:

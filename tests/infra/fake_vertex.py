@@ -19,7 +19,6 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Callable
-from concurrent import futures
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +27,8 @@ from google.cloud import aiplatform_v1
 from google.longrunning import operations_pb2
 from google.protobuf import any_pb2, empty_pb2, json_format, struct_pb2
 from google.rpc import status_pb2
+
+from tests.infra.grpc_loopback import serve_on_loopback
 
 PROJECT = "demo-project"
 REGION = "europe-west4"
@@ -80,12 +81,7 @@ class FakeVertex:
 
     def start(self) -> FakeVertex:
         """Serve on ``127.0.0.1:<free port>``; :attr:`address` is where."""
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
-        server.add_generic_rpc_handlers(self._handlers())
-        port = server.add_insecure_port("127.0.0.1:0")
-        server.start()
-        self._server = server
-        self.address = f"127.0.0.1:{port}"
+        self._server, self.address = serve_on_loopback(self._handlers(), threads=8)
         return self
 
     def stop(self) -> None:
