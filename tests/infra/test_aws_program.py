@@ -34,6 +34,21 @@ from infra.aws.monitoring import rollback_expression
 from infra.aws.naming import invoke_url, partition
 from infra.config import AlarmSettings, aws_limits, load_stack_config
 from infra.config.aws_rules import MAX_ROLLBACK_VARIANTS
+from tests.infra.aws_stacks import (
+    DIGEST,
+    IMAGE,
+    KMS_KEY,
+    PACKAGE_PREFIX,
+    PACKAGE_URI,
+    REGISTRY,
+    TOPIC,
+    Values,
+    asynchronous,
+    minimal_dev,
+    serverless,
+    shadow,
+    uncompressed,
+)
 from tests.infra.mocks import (
     ACCOUNT_ID,
     Deployment,
@@ -44,14 +59,6 @@ from tests.infra.mocks import (
     run_program,
 )
 
-DIGEST = "0123456789abcdef" * 4
-IMAGE_DIGEST = "sha256:" + "ab" * 32
-REGISTRY = f"{ACCOUNT_ID}.dkr.ecr.eu-west-1.amazonaws.com"
-IMAGE = f"{REGISTRY}/model-serve@{IMAGE_DIGEST}"
-PACKAGE_PREFIX = f"packages/digits/{DIGEST}"
-PACKAGE_URI = f"s3://acme-models/{PACKAGE_PREFIX}/model.tar.gz"
-KMS_KEY = f"arn:aws:kms:eu-west-1:{ACCOUNT_ID}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
-TOPIC = f"arn:aws:sns:eu-west-1:{ACCOUNT_ID}:model-alerts"
 ROOT = Path(__file__).resolve().parents[2]
 
 # Pulumi type tokens.
@@ -73,29 +80,8 @@ STASH = "pulumi:index:Stash"
 STORE_COMPONENT = "model-deploy:aws:ArtifactStore"
 ENDPOINT_COMPONENT = "model-deploy:aws:SageMakerEndpoint"
 
-Values = dict[str, Any]
-
 
 # --- stack configs ------------------------------------------------------------------------------------
-
-
-def minimal_dev() -> Values:
-    """One real-time variant; the stack creates its store; defaults everywhere else."""
-    return {
-        "model-deploy:environment": "dev",
-        "model-deploy:cloud": "aws",
-        "aws:region": "eu-west-1",
-        "model-deploy:package": {
-            "name": "digits",
-            "version": "1.0.0",
-            "uri": PACKAGE_URI,
-            "digest": DIGEST,
-            "image": IMAGE,
-        },
-        "model-deploy:aws": {
-            "endpoint": {"name": "digits-dev", "variants": [{"name": "primary", "instanceType": "ml.m5.large"}]},
-        },
-    }
 
 
 def prod_canary() -> Values:
@@ -155,37 +141,6 @@ def referenced_store() -> Values:
     return values
 
 
-def serverless() -> Values:
-    values = minimal_dev()
-    values["model-deploy:environment"] = "staging"
-    values["model-deploy:aws"]["endpoint"] = {
-        "name": "digits-sls",
-        "mode": "serverless",
-        "variants": [
-            {"name": "primary", "serverless": {"memorySizeMb": 2048, "maxConcurrency": 20, "provisionedConcurrency": 2}}
-        ],
-        "autoscaling": {
-            "minProvisionedConcurrency": 1,
-            "maxProvisionedConcurrency": 10,
-            "targetProvisionedConcurrencyUtilization": 0.7,
-        },
-        "deployment": {"strategy": "linear", "linearStepPercent": 25},
-    }
-    return values
-
-
-def asynchronous() -> Values:
-    values = minimal_dev()
-    values["model-deploy:aws"]["endpoint"] = {
-        "name": "digits-async",
-        "mode": "async",
-        "variants": [{"name": "primary", "instanceType": "ml.g5.xlarge"}],
-        "async": {"maxConcurrentInvocationsPerInstance": 4, "successTopicArn": TOPIC, "errorTopicArn": TOPIC},
-        "autoscaling": {"minInstances": 1, "maxInstances": 4, "targetBacklogPerInstance": 5},
-    }
-    return values
-
-
 def a_b_shadowless() -> Values:
     """Two production variants splitting traffic 90/10, scaled on concurrency (high resolution)."""
     values = minimal_dev()
@@ -202,16 +157,6 @@ def a_b_shadowless() -> Values:
     return values
 
 
-def shadow() -> Values:
-    values = minimal_dev()
-    values["model-deploy:aws"]["endpoint"]["shadowVariant"] = {
-        "name": "shadow",
-        "instanceType": "ml.m5.xlarge",
-        "weight": 0.5,
-    }
-    return values
-
-
 def vpc_isolated() -> Values:
     values = minimal_dev()
     values["model-deploy:aws"]["endpoint"]["networkIsolation"] = True
@@ -219,12 +164,6 @@ def vpc_isolated() -> Values:
         "subnetIds": ["subnet-0a1b2c3d", "subnet-4e5f6a7b"],
         "securityGroupIds": ["sg-0123abcd"],
     }
-    return values
-
-
-def uncompressed() -> Values:
-    values = minimal_dev()
-    values["model-deploy:package"]["uri"] = f"s3://acme-models/{PACKAGE_PREFIX}/"
     return values
 
 

@@ -28,40 +28,28 @@ from infra.config import (
     load_stack_file,
 )
 from infra.config.aws_limits import CANARY_MAX_PERCENT, LINEAR_STEP_PERCENT, LOG_RETENTION_DAYS
+from tests.infra.aws_stacks import (
+    DIGEST,
+    IMAGE,
+    IMAGE_DIGEST,
+    KMS_KEY,
+    PACKAGE_URI,
+    REGISTRY,
+    TOPIC,
+    Values,
+    asynchronous,
+    minimal_dev,
+    serverless,
+    shadow,
+    uncompressed,
+)
 
-DIGEST = "0123456789abcdef" * 4
 OTHER_DIGEST = "f" * 64
-IMAGE_DIGEST = "sha256:" + "ab" * 32
-REGISTRY = "123456789012.dkr.ecr.eu-west-1.amazonaws.com"
-IMAGE = f"{REGISTRY}/model-serve@{IMAGE_DIGEST}"
-PACKAGE_URI = f"s3://acme-models/packages/digits/{DIGEST}/model.tar.gz"
-KMS_KEY = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
-TOPIC = "arn:aws:sns:eu-west-1:123456789012:model-alerts"
 
 # Time zones are checked against the machine's tz database; without one there is nothing to check against.
 NEEDS_TZDATA = pytest.mark.skipif(not zoneinfo.available_timezones(), reason="no IANA tz database on this machine")
 
-Values = dict[str, Any]
 Mutation = Callable[[Values], object]
-
-
-def minimal_dev() -> Values:
-    """The smallest valid AWS stack: one real-time variant, defaults everywhere else."""
-    return {
-        "model-deploy:environment": "dev",
-        "model-deploy:cloud": "aws",
-        "aws:region": "eu-west-1",
-        "model-deploy:package": {
-            "name": "digits",
-            "version": "1.0.0",
-            "uri": PACKAGE_URI,
-            "digest": DIGEST,
-            "image": IMAGE,
-        },
-        "model-deploy:aws": {
-            "endpoint": {"name": "digits-dev", "variants": [{"name": "primary", "instanceType": "ml.m5.large"}]},
-        },
-    }
 
 
 def full_prod() -> Values:
@@ -121,37 +109,6 @@ def full_prod() -> Values:
     return values
 
 
-def serverless() -> Values:
-    values = minimal_dev()
-    values["model-deploy:environment"] = "staging"
-    values["model-deploy:aws"]["endpoint"] = {
-        "name": "digits-sls",
-        "mode": "serverless",
-        "variants": [
-            {"name": "primary", "serverless": {"memorySizeMb": 2048, "maxConcurrency": 20, "provisionedConcurrency": 2}}
-        ],
-        "autoscaling": {
-            "minProvisionedConcurrency": 1,
-            "maxProvisionedConcurrency": 10,
-            "targetProvisionedConcurrencyUtilization": 0.7,
-        },
-        "deployment": {"strategy": "linear", "linearStepPercent": 25},
-    }
-    return values
-
-
-def asynchronous() -> Values:
-    values = minimal_dev()
-    values["model-deploy:aws"]["endpoint"] = {
-        "name": "digits-async",
-        "mode": "async",
-        "variants": [{"name": "primary", "instanceType": "ml.g5.xlarge"}],
-        "async": {"maxConcurrentInvocationsPerInstance": 4, "successTopicArn": TOPIC, "errorTopicArn": TOPIC},
-        "autoscaling": {"minInstances": 1, "maxInstances": 4, "targetBacklogPerInstance": 5},
-    }
-    return values
-
-
 def a_b() -> Values:
     values = minimal_dev()
     values["model-deploy:environment"] = "staging"
@@ -172,22 +129,6 @@ def vpc() -> Values:
         "subnetIds": ["subnet-0a1b2c3d"],
         "securityGroupIds": ["sg-0123abcd", "sg-4567ef01"],
     }
-    return values
-
-
-def shadow() -> Values:
-    values = minimal_dev()
-    values["model-deploy:aws"]["endpoint"]["shadowVariant"] = {
-        "name": "shadow",
-        "instanceType": "ml.m5.xlarge",
-        "weight": 0.5,
-    }
-    return values
-
-
-def uncompressed() -> Values:
-    values = minimal_dev()
-    values["model-deploy:package"]["uri"] = f"s3://acme-models/packages/digits/{DIGEST}/"
     return values
 
 
