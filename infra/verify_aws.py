@@ -52,15 +52,18 @@ from typing import Any, Final, TypeVar
 
 from inference.codecs import encode_request
 from infra.verify_common import (
+    CloudCredentialsError,
+    CloudUnavailableError,
     DeploymentMismatchError,
     EndpointNotFoundError,
     EndpointNotReadyError,
     PackageError,
     SmokeTestError,
     UsageError,
-    VerifyError,
     compare_predictions,
     load_outputs,
+    run_command,
+    smoke_summary,
 )
 from infra.verify_common import output_value as _output
 from infra.verify_common import preview as _preview
@@ -124,16 +127,12 @@ T = TypeVar("T")
 # --- errors -------------------------------------------------------------------------------------
 
 
-class AwsCredentialsError(VerifyError):
+class AwsCredentialsError(CloudCredentialsError):
     """No usable AWS credentials, or they are not allowed to make a call."""
 
-    exit_code = 7
 
-
-class AwsUnavailableError(VerifyError):
+class AwsUnavailableError(CloudUnavailableError):
     """AWS throttled the call after retries, could not be reached, or failed otherwise."""
-
-    exit_code = 8
 
 
 # --- what to verify -----------------------------------------------------------------------------
@@ -255,11 +254,7 @@ class VerifyResult:
 
     def summary(self) -> str:
         """The one line the command prints."""
-        smoke = (
-            f"smoke test passed ({self.rows} rows, max abs error {self.max_abs_error:.2g})"
-            if self.rows is not None
-            else "smoke test skipped (--skip-smoke)"
-        )
+        smoke = smoke_summary(self.rows, self.max_abs_error)
         kind = "async endpoint" if self.mode == "async" else "endpoint"
         return (
             f"OK: {kind} {self.endpoint_name} is InService on config {self.config_name} "
@@ -592,7 +587,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``model-deploy-verify`` / ``python -m infra.verify_aws``."""
     args = _parser().parse_args(argv)
-    try:
+
+    def run() -> VerifyResult:
         outputs = load_outputs(args.stack_outputs) if args.stack_outputs else {}
         target = target_from(
             outputs,
@@ -604,15 +600,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "async_input_uri": args.async_input,
             },
         )
-        result = verify(target, skip_smoke=args.skip_smoke, async_timeout=args.async_timeout)
-    except VerifyError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
-    print(result.summary())
-    return 0
+        return verify(target, skip_smoke=args.skip_smoke, async_timeout=args.async_timeout)
+
+    return run_command(PROG, run)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """What the post-deploy verification commands share (``infra.verify_aws``, ``infra.verify_gcp``).
 
-The error classes and their exit codes, reading ``pulumi stack output --json``, the package's
-bundled example, and the comparison of a ``{"predictions": [...]}`` answer with the bundled
-expected outputs within the manifest's tolerance.
+The error classes and their exit codes, running the command (one line per outcome), reading
+``pulumi stack output --json``, the package's bundled example, and the comparison of a
+``{"predictions": [...]}`` answer with the bundled expected outputs within the manifest's tolerance.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from __future__ import annotations
 import base64
 import json
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -59,10 +59,52 @@ class SmokeTestError(VerifyError):
     exit_code = 6
 
 
+class CloudCredentialsError(VerifyError):
+    """No usable cloud credentials, or they are not allowed to make a call."""
+
+    exit_code = 7
+
+
+class CloudUnavailableError(VerifyError):
+    """The cloud throttled the call after retries, could not be reached, or failed otherwise."""
+
+    exit_code = 8
+
+
 class PackageError(VerifyError):
     """The pinned package could not be fetched or read."""
 
     exit_code = 9
+
+
+# --- the command --------------------------------------------------------------------------------
+
+
+class Summarised(Protocol):
+    """A verification result: the one line the command prints on success."""
+
+    def summary(self) -> str: ...
+
+
+def run_command(prog: str, verify: Callable[[], Summarised]) -> int:
+    """Run ``verify`` and print its summary; a ``VerifyError`` is one line on stderr and its exit code."""
+    try:
+        result = verify()
+    except VerifyError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    print(result.summary())
+    return 0
+
+
+def smoke_summary(rows: int | None, max_abs_error: float | None) -> str:
+    """How the smoke test went, for the summary line."""
+    if rows is None:
+        return "smoke test skipped (--skip-smoke)"
+    return f"smoke test passed ({rows} rows, max abs error {max_abs_error:.2g})"
 
 
 # --- stack outputs ------------------------------------------------------------------------------

@@ -58,6 +58,8 @@ import numpy as np
 
 from inference.codecs import encode_request
 from infra.verify_common import (
+    CloudCredentialsError,
+    CloudUnavailableError,
     DeploymentMismatchError,
     EndpointNotFoundError,
     EndpointNotReadyError,
@@ -70,6 +72,8 @@ from infra.verify_common import (
     output_value,
     preview,
     read_example,
+    run_command,
+    smoke_summary,
 )
 from model_package.errors import CredentialsError, InvalidStoreURIError, ModelPackageError
 from model_package.manifest import Manifest
@@ -113,16 +117,12 @@ _ENDPOINT_NAME: Final = re.compile(r"^projects/(?P<project>[^/]+)/locations/(?P<
 # --- errors -------------------------------------------------------------------------------------
 
 
-class GcpCredentialsError(VerifyError):
+class GcpCredentialsError(CloudCredentialsError):
     """No usable Google credentials or identity token, or they are not allowed to make a call."""
 
-    exit_code = 7
 
-
-class GcpUnavailableError(VerifyError):
+class GcpUnavailableError(CloudUnavailableError):
     """The service or Google Cloud could not be reached, or failed otherwise."""
-
-    exit_code = 8
 
 
 # --- what to verify -----------------------------------------------------------------------------
@@ -226,11 +226,7 @@ class VerifyResult:
 
     def summary(self) -> str:
         """The one line the command prints."""
-        smoke = (
-            f"smoke test passed ({self.rows} rows, max abs error {self.max_abs_error:.2g})"
-            if self.rows is not None
-            else "smoke test skipped (--skip-smoke)"
-        )
+        smoke = smoke_summary(self.rows, self.max_abs_error)
         package = f"{self.package} digest {self.digest[:12]}"
         if self.target.kind == "cloudrun":
             service = self.target.service_url
@@ -623,7 +619,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``model-deploy-verify-gcp`` / ``python -m infra.verify_gcp``."""
     args = _parser().parse_args(argv)
-    try:
+
+    def run() -> VerifyResult:
         outputs = load_outputs(args.stack_outputs) if args.stack_outputs else {}
         target = target_from(
             outputs,
@@ -638,7 +635,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             },
         )
         if target.kind == "cloudrun":
-            result = verify_cloud_run(
+            return verify_cloud_run(
                 target,
                 auth=not args.no_auth,
                 health_route=args.health_route,
@@ -646,18 +643,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 timeout=args.timeout,
                 skip_smoke=args.skip_smoke,
             )
-        else:
-            result = verify_vertex(
-                target, api_endpoint=args.api_endpoint, timeout=args.timeout, skip_smoke=args.skip_smoke
-            )
-    except VerifyError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
-    print(result.summary())
-    return 0
+        return verify_vertex(target, api_endpoint=args.api_endpoint, timeout=args.timeout, skip_smoke=args.skip_smoke)
+
+    return run_command(PROG, run)
 
 
 if __name__ == "__main__":
