@@ -2,6 +2,8 @@
 
 Either the stack creates them (``store.create: true``, the default) or it references
 existing ones by name: then nothing is looked up, the configured names are the outputs.
+A created bucket with a CMEK (``store.kmsKeyName``) comes with the grant that lets the project's
+Cloud Storage service agent use that key; for a referenced bucket that is its owner's business.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import pulumi
 import pulumi_gcp as gcp
 
 from infra.config import PROJECT, StackConfig
+from infra.gcp.cmek import grant_key_use, storage_service_agent
 
 TYPE: Final = f"{PROJECT}:gcp:GcsArtifactStore"
 SECONDS_PER_DAY: Final = 86_400
@@ -55,6 +58,18 @@ class GcsArtifactStore(pulumi.ComponentResource):
         labels = config.resource_labels
         # Losing the prod store loses every published package: make `pulumi destroy` stop at it.
         keep = pulumi.ResourceOptions(parent=self, protect=config.is_prod)
+        key_grants: list[pulumi.Resource] = []
+        if store.kms_key_name:
+            # Cloud Storage refuses to create a bucket whose default key its service agent cannot use.
+            # Protected with the bucket: without the grant no object written under the key can be read.
+            key_grants.append(
+                grant_key_use(
+                    f"{name}-bucket-key-user",
+                    key_name=store.kms_key_name,
+                    member=storage_service_agent(gcp_config.project, parent=self),
+                    opts=keep,
+                )
+            )
         bucket = gcp.storage.Bucket(
             f"{name}-bucket",
             name=bucket_name,
@@ -75,8 +90,6 @@ class GcsArtifactStore(pulumi.ComponentResource):
                     ),
                 )
             ],
-            # The Cloud Storage service agent needs roles/cloudkms.cryptoKeyEncrypterDecrypter on the key;
-            # granting it is left to whoever owns the key (it may be in another project).
             encryption=(
                 gcp.storage.BucketEncryptionArgs(default_kms_key_name=store.kms_key_name)
                 if store.kms_key_name
@@ -84,7 +97,7 @@ class GcsArtifactStore(pulumi.ComponentResource):
             ),
             force_destroy=store.force_destroy and not config.is_prod,
             labels=labels,
-            opts=keep,
+            opts=pulumi.ResourceOptions(parent=self, protect=config.is_prod, depends_on=key_grants),
         )
         repository = gcp.artifactregistry.Repository(
             f"{name}-repository",

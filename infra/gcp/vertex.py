@@ -4,6 +4,8 @@ One component: the endpoint (``gcp.vertex.AiEndpoint``, CMEK when the store has 
 model uploaded and deployed on it by :class:`~infra.gcp.vertex_provider.VertexModelDeployment`
 (no Pulumi or Terraform resource does that). The endpoint's traffic split is left to the
 deployment resource: declaring it on the endpoint too would have two owners fight over it.
+With a key, the project's Vertex AI service agent is granted the use of that key before either
+is created, whatever the store mode: unlike the bucket, this component creates what it encrypts.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import pulumi
 import pulumi_gcp as gcp
 
 from infra.config import MISSING, PROJECT, ConfigError, StackConfig
+from infra.gcp.cmek import grant_key_use, vertex_service_agent
 from infra.gcp.vertex_provider import VertexModelDeployment, VertexModelDeploymentArgs
 
 TYPE: Final = f"{PROJECT}:gcp:VertexEndpoint"
@@ -64,6 +67,18 @@ class VertexEndpoint(pulumi.ComponentResource):
         labels = config.resource_labels
         kms_key_name = gcp_config.store.kms_key_name
         package = config.package
+        key_grants: list[pulumi.Resource] = []
+        if kms_key_name:
+            # Vertex AI refuses to create an endpoint or upload a model with a key its service agent cannot use.
+            key_grants.append(
+                grant_key_use(
+                    f"{name}-key-user",
+                    key_name=kms_key_name,
+                    member=vertex_service_agent(f"{name}-service-agent", project, parent=self),
+                    opts=pulumi.ResourceOptions(parent=self),
+                )
+            )
+        after_grants = pulumi.ResourceOptions(parent=self, depends_on=key_grants)
 
         endpoint = gcp.vertex.AiEndpoint(
             f"{name}-endpoint",
@@ -75,7 +90,7 @@ class VertexEndpoint(pulumi.ComponentResource):
             encryption_spec=(
                 gcp.vertex.AiEndpointEncryptionSpecArgs(kms_key_name=kms_key_name) if kms_key_name else None
             ),
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=after_grants,
         )
         endpoint_resource_name = pulumi.Output.concat(
             "projects/", project, "/locations/", region, "/endpoints/", endpoint.name
@@ -109,7 +124,7 @@ class VertexEndpoint(pulumi.ComponentResource):
                 traffic_percent=vertex.traffic_percent,
                 timeout_seconds=float(vertex.deploy_timeout_seconds),
             ),
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=after_grants,
         )
 
         self.endpoint_id = endpoint.name

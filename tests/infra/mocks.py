@@ -1,8 +1,9 @@
 """Pulumi mocks that record what a program declares, and a runner for the real ``infra/__main__.py``.
 
-:class:`RecordingMocks` answers like the engine and AWS would (auto-names, ARNs, the account),
-and :class:`RecordingMonitor` keeps what only the resource monitor sees: parents, dependency
-edges, property dependencies and resource options. Tests assert on those records.
+:class:`RecordingMocks` answers like the engine, AWS and GCP would (auto-names, ARNs, the
+account, Google service agents), and :class:`RecordingMonitor` keeps what only the resource
+monitor sees: parents, dependency edges, property dependencies and resource options. Tests
+assert on those records.
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ ACCOUNT_ID = "123456789012"
 REGION = "eu-west-1"
 #: The random part of a Cloud Run URL, as the mocks make it.
 GCP_PROJECT_HASH = "abcdefghij-ew"
+#: GCP project numbers as the mocks answer (they name the Google service agents); others are derived.
+GCP_PROJECT_NUMBERS: Mapping[str, str] = {"acme-ml": "123456789012"}
+#: Google service agents' email domains, per service (https://cloud.google.com/iam/docs/service-agents).
+_SERVICE_AGENT_DOMAINS: Mapping[str, str] = {"aiplatform.googleapis.com": "gcp-sa-aiplatform.iam.gserviceaccount.com"}
 MAIN = Path(__file__).resolve().parents[2] / "infra" / "__main__.py"
 
 # Types whose name the engine generates (Pulumi auto-naming) when the program gives none.
@@ -38,6 +43,11 @@ _AUTONAMED: Mapping[str, str] = {
     "aws:cloudwatch/logGroup:LogGroup": "name",
     "aws:ecr/repository:Repository": "name",
 }
+
+
+def gcp_project_number(project: str) -> str:
+    """The mocks' number of GCP project ``project``: distinct projects, distinct service agents."""
+    return GCP_PROJECT_NUMBERS.get(project) or str(int(hashlib.sha256(project.encode()).hexdigest(), 16))[:12]
 
 
 @dataclass
@@ -67,7 +77,10 @@ class Registered:
 
 
 class RecordingMocks(pulumi.runtime.Mocks):
-    """Plausible ids, names and ARNs for every resource; the account for ``getCallerIdentity``."""
+    """Plausible ids, names and ARNs for every resource; the account for ``getCallerIdentity``.
+
+    A GCP project's service agents are named after :func:`gcp_project_number`.
+    """
 
     def __init__(self, *, region: str = REGION, account_id: str = ACCOUNT_ID) -> None:
         self.region = region
@@ -116,6 +129,10 @@ class RecordingMocks(pulumi.runtime.Mocks):
             state["name"] = state["repositoryId"]
         elif args.typ == "gcp:cloudrunv2/service:Service":
             state["uri"] = f"https://{state['name']}-{GCP_PROJECT_HASH}.a.run.app"
+        elif args.typ == "gcp:projects/serviceIdentity:ServiceIdentity":
+            number = gcp_project_number(state["project"])
+            state["email"] = f"service-{number}@{_SERVICE_AGENT_DOMAINS[state['service']]}"
+            state["member"] = f"serviceAccount:{state['email']}"
         elif args.typ == "gcp:vertex/aiEndpoint:AiEndpoint" and not state.get("name"):
             state["name"] = str(int(hashlib.sha256(args.name.encode()).hexdigest()[:12], 16))  # Vertex ids are numeric
         elif args.typ == "pulumi:index:Stash":
@@ -133,6 +150,10 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 "userId": "AIDAEXAMPLE",
                 "id": self.account_id,
             }, []
+        if args.token == "gcp:storage/getProjectServiceAccount:getProjectServiceAccount":
+            project = str(args.args["project"])  # the provider's default project is not the stack's business
+            email = f"service-{gcp_project_number(project)}@gs-project-accounts.iam.gserviceaccount.com"
+            return {"emailAddress": email, "member": f"serviceAccount:{email}", "project": project, "id": project}, []
         raise NotImplementedError(f"the program called {args.token}, which these mocks do not answer")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
 from typing import Any
 
 import pulumi
@@ -18,7 +19,16 @@ BUCKET_MEMBER = "gcp:storage/bucketIAMMember:BucketIAMMember"
 REPOSITORY_MEMBER = "gcp:artifactregistry/repositoryIamMember:RepositoryIamMember"
 SERVICE = "gcp:cloudrunv2/service:Service"
 INVOKER = "gcp:cloudrunv2/serviceIamMember:ServiceIamMember"
+KEY_MEMBER = "gcp:kms/cryptoKeyIAMMember:CryptoKeyIAMMember"
+SERVICE_IDENTITY = "gcp:projects/serviceIdentity:ServiceIdentity"
+VERTEX_MODEL = "pulumi-python:dynamic:Resource"
+STORAGE_AGENT_LOOKUP = "gcp:storage/getProjectServiceAccount:getProjectServiceAccount"
 RUN_SA = "serviceAccount:digits-dev-run-sa@acme-ml.iam.gserviceaccount.com"
+KMS_KEY = "projects/acme-ml/locations/europe-west4/keyRings/ml/cryptoKeys/models"
+KEY_USER_ROLE = "roles/cloudkms.cryptoKeyEncrypterDecrypter"
+# The Google service agents of project acme-ml (number 123456789012 in the mocks): the lookups name the stack's project.
+STORAGE_AGENT = "serviceAccount:service-123456789012@gs-project-accounts.iam.gserviceaccount.com"
+VERTEX_AGENT = "serviceAccount:service-123456789012@gcp-sa-aiplatform.iam.gserviceaccount.com"
 # Resource types that take labels (service accounts and IAM members do not).
 LABELLED = (BUCKET, REPOSITORY, SERVICE)
 
@@ -150,21 +160,99 @@ def test_prod_protects_service_and_store() -> None:
     values = gpu_mount()
     values["model-deploy:environment"] = "prod"
     values["model-deploy:gitRevision"] = "3f2c1e9"
-    values["model-deploy:gcp"]["store"].update(
-        kmsKeyName="projects/acme-ml/locations/europe-west4/keyRings/ml/cryptoKeys/models"
-    )
+    values["model-deploy:gcp"]["store"].update(kmsKeyName=KMS_KEY)
     deployment = _run(values)
     service = deployment.one(SERVICE)
     assert service.inputs["deletionProtection"] is True
     assert service.inputs["template"]["gpuZonalRedundancyDisabled"] is False
     bucket, repository = deployment.one(BUCKET), deployment.one(REPOSITORY)
     assert bucket.protect and repository.protect and bucket.inputs["forceDestroy"] is False
-    assert bucket.inputs["encryption"] == {
-        "defaultKmsKeyName": "projects/acme-ml/locations/europe-west4/keyRings/ml/cryptoKeys/models"
-    }
+    assert bucket.inputs["encryption"] == {"defaultKmsKeyName": KMS_KEY}
+    # Without the grant no package in the bucket can be read: it goes only with the bucket.
+    assert deployment.one(KEY_MEMBER).protect
     for resource in (r for r in deployment.resources if r.type in LABELLED):
         assert resource.inputs["labels"]["environment"] == "prod"
         assert resource.inputs["labels"]["git-revision"] == "3f2c1e9"
+
+
+def _key_grants(deployment: Deployment) -> dict[str, Any]:
+    """The CMEK grants by member, each checked to be the key-user role on the configured key."""
+    grants = deployment.of_type(KEY_MEMBER)
+    for grant in grants:
+        assert (grant.inputs["cryptoKeyId"], grant.inputs["role"]) == (KMS_KEY, KEY_USER_ROLE)
+        assert "condition" not in grant.inputs
+    by_member = {grant.inputs["member"]: grant for grant in grants}
+    assert len(by_member) == len(grants), "one grant per service agent"
+    return by_member
+
+
+def _assert_no_wider_kms_grant(deployment: Deployment) -> None:
+    """No KMS role on a key ring, the project, or any key but the configured one."""
+    assert not [r for r in deployment.resources if r.type.startswith("gcp:kms/") and r.type != KEY_MEMBER]
+    assert not [r for r in deployment.resources if "projectIamMember" in r.type or "IAMBinding" in r.type]
+    assert not [r for r in deployment.resources if "IAMPolicy" in r.type]
+
+
+def test_cmek_bucket_lets_the_storage_agent_use_that_key_first() -> None:
+    values = cpu_fetch()
+    values["model-deploy:gcp"]["store"]["kmsKeyName"] = KMS_KEY
+    deployment = _run(values)
+    grants = _key_grants(deployment)
+    assert list(grants) == [STORAGE_AGENT]
+    grant, bucket = grants[STORAGE_AGENT], deployment.one(BUCKET)
+    assert bucket.inputs["encryption"] == {"defaultKmsKeyName": KMS_KEY}
+    # Cloud Storage refuses the bucket until its service agent may use the key.
+    assert bucket.depends_on(grant)
+    assert grant.parent == deployment.one("model-deploy:gcp:GcsArtifactStore").urn
+    assert STORAGE_AGENT_LOOKUP in deployment.calls
+    assert not grant.protect  # dev
+    # Cloud Run is given no key here, so neither its agent nor Vertex AI's is involved.
+    assert not deployment.of_type(SERVICE_IDENTITY)
+    _assert_no_wider_kms_grant(deployment)
+
+
+def test_vertex_cmek_lets_the_vertex_agent_use_that_key_before_endpoint_and_model() -> None:
+    pytest.importorskip("infra.gcp.vertex")
+    values = vertex_dev()
+    values["model-deploy:gcp"]["store"]["kmsKeyName"] = KMS_KEY
+    deployment = _run(values)
+    grants = _key_grants(deployment)
+    assert set(grants) == {STORAGE_AGENT, VERTEX_AGENT}
+    # The agent is created (generateServiceIdentity) in the stack's project and the grant names it.
+    agent = deployment.one(SERVICE_IDENTITY)
+    assert (agent.inputs["service"], agent.inputs["project"]) == ("aiplatform.googleapis.com", "acme-ml")
+    assert grants[VERTEX_AGENT].property_depends_on("member", agent)
+    endpoint, model = deployment.one("gcp:vertex/aiEndpoint:AiEndpoint"), deployment.one(VERTEX_MODEL)
+    assert endpoint.inputs["encryptionSpec"] == {"kmsKeyName": KMS_KEY}
+    assert model.inputs["kms_key_name"] == KMS_KEY
+    assert endpoint.depends_on(grants[VERTEX_AGENT]) and model.depends_on(grants[VERTEX_AGENT])
+    assert deployment.one(BUCKET).depends_on(grants[STORAGE_AGENT])
+    _assert_no_wider_kms_grant(deployment)
+
+
+def test_referenced_store_gets_no_grant_but_the_vertex_endpoint_still_does() -> None:
+    values = cpu_fetch()
+    values["model-deploy:gcp"]["store"].update(create=False, kmsKeyName=KMS_KEY)
+    deployment = _run(values)
+    # The existing bucket's owner grants its own key; the stack does not even look the agent up.
+    assert not deployment.of_type(KEY_MEMBER) and STORAGE_AGENT_LOOKUP not in deployment.calls
+    pytest.importorskip("infra.gcp.vertex")
+    values = vertex_dev()
+    values["model-deploy:gcp"]["store"].update(create=False, kmsKeyName=KMS_KEY)
+    deployment = _run(values)
+    # The stack creates the CMEK endpoint and model itself, so it grants Vertex AI's agent.
+    assert list(_key_grants(deployment)) == [VERTEX_AGENT]
+    assert STORAGE_AGENT_LOOKUP not in deployment.calls
+
+
+def test_without_a_key_nothing_touches_kms() -> None:
+    deployments = [_run(cpu_fetch()), _run(gpu_mount())]
+    if importlib.util.find_spec("infra.gcp.vertex") is not None:
+        deployments.append(_run(vertex_dev()))
+    for deployment in deployments:
+        assert not [r for r in deployment.resources if r.type.startswith("gcp:kms/")]
+        assert not deployment.of_type(SERVICE_IDENTITY)
+        assert STORAGE_AGENT_LOOKUP not in deployment.calls
 
 
 def test_created_store_settings_and_labels() -> None:
