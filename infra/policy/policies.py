@@ -1,5 +1,5 @@
-"""The policy pack's ``Policy`` objects: each rule of :mod:`infra.policy.rules` with its name,
-description and config schema, all mandatory.
+"""The policy pack's ``Policy`` objects: each rule of :mod:`infra.policy.rules` (AWS) and
+:mod:`infra.policy.gcp_rules` (GCP) with its name, description and config schema, all mandatory.
 
 Kept apart from ``__main__`` because constructing a ``PolicyPack`` starts the analyzer's
 gRPC server and blocks; this list can be built (and checked) in tests.
@@ -22,7 +22,7 @@ from pulumi_policy import (
     StackValidationPolicy,
 )
 
-from infra.policy import rules
+from infra.policy import gcp_rules, rules
 from infra.policy.settings import CONFIG_SCHEMAS
 
 #: The name ``pulumi policy publish`` and ``--policy-pack`` runs know the pack by.
@@ -107,6 +107,66 @@ RULES: Final[tuple[RuleSpec, ...]] = (
         "aws-required-tags",
         "Every taggable AWS resource carries the stack's tags.",
         rules.aws_required_tags,
+    ),
+    RuleSpec(
+        "gcs-bucket-uniform-access",
+        "Cloud Storage buckets use uniform bucket-level access (IAM only, no ACLs).",
+        gcp_rules.gcs_bucket_uniform_access,
+    ),
+    RuleSpec(
+        "gcs-bucket-public-access-prevention-enforced",
+        "Cloud Storage buckets enforce public access prevention.",
+        gcp_rules.gcs_bucket_public_access_prevention_enforced,
+    ),
+    RuleSpec(
+        "gcs-bucket-versioning",
+        "Cloud Storage buckets keep object versions.",
+        gcp_rules.gcs_bucket_versioning,
+    ),
+    RuleSpec(
+        "gcs-bucket-no-force-destroy-in-prod",
+        "In prod, Cloud Storage buckets do not set force_destroy.",
+        gcp_rules.gcs_bucket_no_force_destroy_in_prod,
+    ),
+    RuleSpec(
+        "artifact-registry-immutable-docker",
+        "Artifact Registry repositories are Docker repositories with immutable tags.",
+        gcp_rules.artifact_registry_immutable_docker,
+    ),
+    RuleSpec(
+        "cloud-run-image-pinned-by-digest",
+        "Cloud Run services run images pinned by digest.",
+        gcp_rules.cloud_run_image_pinned_by_digest,
+    ),
+    RuleSpec(
+        "cloud-run-deletion-protection-in-prod",
+        "In prod, Cloud Run services keep deletion protection on.",
+        gcp_rules.cloud_run_deletion_protection_in_prod,
+    ),
+    RuleSpec(
+        "cloud-run-allowed-ingress",
+        "Cloud Run services use an ingress setting allowed in the stack's environment.",
+        gcp_rules.cloud_run_allowed_ingress,
+    ),
+    RuleSpec(
+        "cloud-run-public-invoker",
+        "Anyone may invoke a Cloud Run service only in environments the policy config allows.",
+        gcp_rules.cloud_run_public_invoker,
+    ),
+    RuleSpec(
+        "gcp-no-public-members",
+        "No GCP IAM grant or Cloud Storage ACL gives allUsers or allAuthenticatedUsers access.",
+        gcp_rules.gcp_no_public_members,
+    ),
+    RuleSpec(
+        "gcp-no-basic-roles",
+        "No GCP IAM grant uses the basic roles roles/owner, roles/editor or roles/viewer.",
+        gcp_rules.gcp_no_basic_roles,
+    ),
+    RuleSpec(
+        "gcp-required-labels",
+        "Every labelled GCP resource carries the stack's labels.",
+        gcp_rules.gcp_required_labels,
     ),
 )
 

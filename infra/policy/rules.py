@@ -1,4 +1,4 @@
-"""The policy pack's rules, each a plain validation function.
+"""The policy pack's AWS rules, each a plain validation function (GCP's are in :mod:`infra.policy.gcp_rules`).
 
 A resource rule has the signature of ``pulumi_policy.ResourceValidation``
 (``(args: ResourceValidationArgs, report_violation) -> None``) and returns at once for

@@ -1,5 +1,6 @@
 """What the rules need to know about a stack: its environment, the instance families it may
-use, the tags every resource must carry, and their policy-config overrides.
+use, the tags (AWS) or labels (GCP) every resource must carry, the Cloud Run ingress and public
+access it may have, and their policy-config overrides.
 
 Policy config is per policy (``pulumi policy enable ... --config policy-config.json`` or the
 ``--policy-pack-config`` flag of ``preview``/``up``), so each rule that needs a setting reads
@@ -14,6 +15,7 @@ from typing import Any, Final, get_args
 
 from infra.config import STANDARD_TAG_KEYS, Environment, instance_family
 from infra.config.aws_limits import has_local_instance_storage
+from infra.config.gcp_limits import label_key
 from infra.policy.props import as_list, as_mapping, get
 
 #: The environments a stack can have (``model-deploy:environment``).
@@ -24,6 +26,9 @@ ENVIRONMENT_TAG: Final = "environment"
 
 #: Stack tags (``pulumi stack tag set``) that name the environment, in order of preference.
 ENVIRONMENT_STACK_TAGS: Final = ("environment", "model-deploy:environment")
+
+#: The environment whose resources must survive ``pulumi destroy`` (``StackConfig.is_prod``).
+PRODUCTION: Final = "prod"
 
 _DEV_FAMILIES = ("ml.t2", "ml.m5", "ml.c5", "ml.m6i", "ml.c6i")
 # ml.t2 is burstable: once its CPU credits run out it runs at a fraction of a core, which a
@@ -54,10 +59,30 @@ DEFAULT_ALLOWED_INSTANCE_FAMILIES: Final[Mapping[str, tuple[str, ...]]] = {
 #: which ``StackConfig.standard_tags`` sets only when ``model-deploy:gitRevision`` is configured.
 REQUIRED_TAG_KEYS: Final[tuple[str, ...]] = tuple(key for key in STANDARD_TAG_KEYS if key != "git-revision")
 
+#: Labels every labelled GCP resource must carry: :data:`REQUIRED_TAG_KEYS` as the program
+#: writes them (``StackConfig.resource_labels``; the keys are already valid label keys).
+REQUIRED_LABEL_KEYS: Final[tuple[str, ...]] = tuple(label_key(key) for key in REQUIRED_TAG_KEYS)
+
+#: Cloud Run v2 ingress settings (pulumi-gcp ``cloudrunv2.Service.ingress``). Unset means
+#: ``INGRESS_TRAFFIC_ALL``, the Cloud Run API's default.
+CLOUD_RUN_INGRESS_ALL: Final = "INGRESS_TRAFFIC_ALL"
+CLOUD_RUN_INGRESS: Final[tuple[str, ...]] = (
+    CLOUD_RUN_INGRESS_ALL,
+    "INGRESS_TRAFFIC_INTERNAL_ONLY",
+    "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER",
+)
+
+#: Ingress each environment may use unless the policy config says otherwise: every setting.
+#: Invoker IAM (``cloud-run-public-invoker``, ``gcp-no-public-members``) is what keeps a service
+#: private, and the program has no ingress option (it declares ``INGRESS_TRAFFIC_ALL``), so a
+#: stricter default would block every GCP stack with no setting to fix it. Organisations that
+#: front prod with a load balancer narrow it with ``allowedIngress``.
+DEFAULT_ALLOWED_INGRESS: Final[Mapping[str, tuple[str, ...]]] = dict.fromkeys(ENVIRONMENTS, CLOUD_RUN_INGRESS)
+
 _STRING_LIST: Final = {"type": "array", "items": {"type": "string"}}
 _ENVIRONMENT_PROPERTY: Final = {
     "type": "string",
-    "description": "The stack's environment; overrides the stack tag and the resources' environment tag.",
+    "description": "The stack's environment; overrides the stack tag and the resources' environment tag or label.",
 }
 
 #: JSON schemas of each rule's policy config (by policy name).
@@ -86,6 +111,29 @@ CONFIG_SCHEMAS: Final[Mapping[str, Mapping[str, dict[str, Any]]]] = {
     "aws-required-tags": {
         "requiredTags": {**_STRING_LIST, "description": "tag keys every taggable resource must carry"},
     },
+    "gcs-bucket-no-force-destroy-in-prod": {"environment": _ENVIRONMENT_PROPERTY},
+    "cloud-run-deletion-protection-in-prod": {"environment": _ENVIRONMENT_PROPERTY},
+    "cloud-run-allowed-ingress": {
+        "environment": _ENVIRONMENT_PROPERTY,
+        "allowedIngress": {
+            "type": "object",
+            "description": "environment -> ingress settings (INGRESS_TRAFFIC_ALL, ...) its Cloud Run services may use",
+            "additionalProperties": {"type": "array", "items": {"type": "string", "enum": list(CLOUD_RUN_INGRESS)}},
+        },
+    },
+    "cloud-run-public-invoker": {
+        "environment": {
+            "type": "string",
+            "description": "The stack's environment; overrides the stack tag (resource labels do not count here).",
+        },
+        "publicEnvironments": {
+            **_STRING_LIST,
+            "description": "environments whose Cloud Run services anyone may invoke (allUsers, allAuthenticatedUsers)",
+        },
+    },
+    "gcp-required-labels": {
+        "requiredLabels": {**_STRING_LIST, "description": "label keys every labelled GCP resource must carry"},
+    },
 }
 
 
@@ -98,12 +146,17 @@ class ResolvedEnvironment:
 
 
 def resolve_environment(
-    config: Mapping[str, Any], stack_tags: Mapping[str, str], resource_tags: Mapping[str, Any] | None = None
+    config: Mapping[str, Any],
+    stack_tags: Mapping[str, str],
+    resource_tags: Mapping[str, Any] | None = None,
+    *,
+    kind: str = "tag",
 ) -> ResolvedEnvironment | None:
     """The environment from the policy config, else the stack tags, else the resource's ``environment`` tag.
 
     The explicit settings come first because a resource's own tag is set by the program
     being checked; the policy config and stack tags are set by whoever runs the pipeline.
+    ``kind`` names the resource's tags in the source (``"label"`` on GCP).
     """
     configured = config.get("environment")
     if isinstance(configured, str) and configured:
@@ -114,7 +167,7 @@ def resolve_environment(
             return ResolvedEnvironment(value, f"stack tag {key!r}")
     value = get(resource_tags, ENVIRONMENT_TAG) if resource_tags is not None else None
     if isinstance(value, str) and value:
-        return ResolvedEnvironment(value, f"tag {ENVIRONMENT_TAG!r}")
+        return ResolvedEnvironment(value, f"{kind} {ENVIRONMENT_TAG!r}")
     return None
 
 
@@ -137,6 +190,22 @@ def required_tag_keys(config: Mapping[str, Any]) -> tuple[str, ...]:
     if configured is None:
         return REQUIRED_TAG_KEYS
     return tuple(str(key) for key in as_list(configured))
+
+
+def required_label_keys(config: Mapping[str, Any]) -> tuple[str, ...]:
+    """The policy config's ``requiredLabels``, else :data:`REQUIRED_LABEL_KEYS`."""
+    configured = config.get("requiredLabels")
+    if configured is None:
+        return REQUIRED_LABEL_KEYS
+    return tuple(str(key) for key in as_list(configured))
+
+
+def allowed_ingress(config: Mapping[str, Any], environment: str) -> tuple[str, ...] | None:
+    """The ingress settings ``environment`` may use: the policy config's list, else the default."""
+    configured = as_mapping(config.get("allowedIngress"))
+    if configured is not None and environment in configured:
+        return tuple(str(setting) for setting in as_list(configured[environment]))
+    return DEFAULT_ALLOWED_INGRESS.get(environment)
 
 
 def config_strings(config: Mapping[str, Any], key: str) -> tuple[str, ...]:

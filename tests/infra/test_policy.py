@@ -38,10 +38,15 @@ from pulumi_policy import (
 )
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError, unknown_checking_proxy
 
-from infra.config import load_stack_config
-from infra.policy import RULES, build_policies, rules
+from infra.config import StackConfig, load_stack_config
+from infra.policy import RULES, build_policies, gcp_rules, rules
 from infra.policy.iam_documents import RESOURCE_WILDCARD_ACTIONS
-from infra.policy.settings import DEFAULT_ALLOWED_INSTANCE_FAMILIES, REQUIRED_TAG_KEYS
+from infra.policy.settings import (
+    DEFAULT_ALLOWED_INGRESS,
+    DEFAULT_ALLOWED_INSTANCE_FAMILIES,
+    REQUIRED_LABEL_KEYS,
+    REQUIRED_TAG_KEYS,
+)
 
 POLICY_DIR = Path(__file__).resolve().parents[2] / "infra" / "policy"
 KEY = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
@@ -94,12 +99,13 @@ def check(
     config: Mapping[str, Any] | None = None,
     stack_tags: Mapping[str, str] | None = None,
     provider_props: Mapping[str, Any] | None = None,
+    provider_type: str = "pulumi:providers:aws",
 ) -> Violations:
     """Run a resource rule on one resource as the engine would; return what it reported."""
     provider = None
     if provider_props is not None:
         provider = PolicyProviderResource(
-            "pulumi:providers:aws", unknown_checking_proxy(dict(provider_props)), _urn("pulumi:providers:aws", "p"), "p"
+            provider_type, unknown_checking_proxy(dict(provider_props)), _urn(provider_type, "p"), "p"
         )
     args = ResourceValidationArgs(
         resource_type,
@@ -166,7 +172,7 @@ ALL_ON = {"blockPublicAcls": True, "blockPublicPolicy": True, "ignorePublicAcls"
 def test_the_pack_lists_every_rule_once_and_all_are_mandatory() -> None:
     policies = build_policies()
     names = [policy.name for policy in policies]
-    assert len(names) == len(set(names)) == 12
+    assert len(names) == len(set(names)) == 24
     assert all(policy.enforcement_level is EnforcementLevel.MANDATORY for policy in policies)
     stack = {policy.name for policy in policies if isinstance(policy, StackValidationPolicy)}
     assert stack == {
@@ -178,6 +184,9 @@ def test_the_pack_lists_every_rule_once_and_all_are_mandatory() -> None:
     families = next(policy for policy in policies if policy.name == "sagemaker-allowed-instance-families")
     assert families.config_schema is not None
     assert set(families.config_schema.properties) == {"environment", "allowedInstanceFamilies"}
+    public = next(policy for policy in policies if policy.name == "cloud-run-public-invoker")
+    assert public.config_schema is not None
+    assert set(public.config_schema.properties) == {"environment", "publicEnvironments"}
     assert [spec.name for spec in RULES] == names
 
 
@@ -196,6 +205,11 @@ def test_the_example_policy_config_matches_the_schemas() -> None:
         assert schema is not None, policy_name
         assert set(settings) <= set(schema.properties), policy_name
     assert example["aws-required-tags"]["requiredTags"] == list(REQUIRED_TAG_KEYS)
+    assert example["gcp-required-labels"]["requiredLabels"] == list(REQUIRED_LABEL_KEYS)
+    # The example must not refuse the committed GCP stacks: Cloud Run ingress defaults to all traffic.
+    assert all(
+        "INGRESS_TRAFFIC_ALL" in allowed for allowed in example["cloud-run-allowed-ingress"]["allowedIngress"].values()
+    )
 
 
 # --- S3 encryption ------------------------------------------------------------------------------
@@ -649,8 +663,9 @@ def test_untaggable_and_non_aws_resources_are_skipped() -> None:
     assert rules.accepts_tags("aws:futureservice/thing:Thing") is None
 
 
-def test_required_tags_are_what_the_stack_config_sets() -> None:
-    stack = load_stack_config(
+def stack_config() -> StackConfig:
+    """A real (AWS) stack config; its ``resource_tags`` and ``resource_labels`` are what the program sets."""
+    return load_stack_config(
         {
             "model-deploy:environment": "dev",
             "model-deploy:cloud": "aws",
@@ -668,9 +683,364 @@ def test_required_tags_are_what_the_stack_config_sets() -> None:
         },
         stack="dev",
     )
+
+
+def test_required_tags_are_what_the_stack_config_sets() -> None:
+    stack = stack_config()
     assert set(REQUIRED_TAG_KEYS) <= set(stack.resource_tags)
     assert not check(rules.aws_required_tags, CONFIG, {"tags": stack.resource_tags})
     assert not check(rules.aws_required_tags, CONFIG, {"tags": {"team": "ml"}}, config={"requiredTags": ["team"]})
+
+
+# --- GCP ----------------------------------------------------------------------------------------
+
+GCS_BUCKET = "gcp:storage/bucket:Bucket"
+AR_REPOSITORY = "gcp:artifactregistry/repository:Repository"
+RUN_SERVICE = "gcp:cloudrunv2/service:Service"
+RUN_INVOKER = "gcp:cloudrunv2/serviceIamMember:ServiceIamMember"
+BUCKET_MEMBER = "gcp:storage/bucketIAMMember:BucketIAMMember"
+PROJECT_MEMBER = "gcp:projects/iAMMember:IAMMember"
+GCP_PROVIDER = "pulumi:providers:gcp"
+GCP_IMAGE = "europe-west4-docker.pkg.dev/acme-ml-prod/model-serve/serve@sha256:" + "4f" * 32
+RUN_SA = "serviceAccount:digits-prod-run-sa@acme-ml-prod.iam.gserviceaccount.com"
+LABELS = {
+    "environment": "prod",
+    "stack": "gcp-prod",
+    "model": "digits",
+    "model-version": "1_0_0",
+    "package-digest": DIGEST[:63],
+    "managed-by": "model-deploy",
+}
+
+
+def with_changes(props: dict[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    """``props`` with ``changes`` applied; a change to ``None`` removes the property (leaves it unset)."""
+    changed = {**props, **changes}
+    return {key: value for key, value in changed.items() if value is not None}
+
+
+def gcs_bucket(**changes: Any) -> dict[str, Any]:
+    """A bucket's inputs as the GCP program declares them for the prod stack."""
+    props = {
+        "name": "acme-ml-prod-models",
+        "location": "europe-west4",
+        "uniformBucketLevelAccess": True,
+        "publicAccessPrevention": "enforced",
+        "versioning": {"enabled": True},
+        "softDeletePolicy": {"retentionDurationSeconds": 2592000},
+        "forceDestroy": False,
+        "labels": LABELS,
+    }
+    return with_changes(props, changes)
+
+
+def ar_repository(**changes: Any) -> dict[str, Any]:
+    props = {
+        "repositoryId": "model-serve",
+        "location": "europe-west4",
+        "format": "DOCKER",
+        "dockerConfig": {"immutableTags": True},
+        "labels": LABELS,
+    }
+    return with_changes(props, changes)
+
+
+def run_service(*, image: str = GCP_IMAGE, **changes: Any) -> dict[str, Any]:
+    props = {
+        "name": "digits-prod",
+        "location": "europe-west4",
+        "deletionProtection": True,
+        "ingress": "INGRESS_TRAFFIC_ALL",
+        "labels": LABELS,
+        "template": {
+            "serviceAccount": RUN_SA.removeprefix("serviceAccount:"),
+            "containers": [{"name": "serve", "image": image, "ports": {"name": "http1", "containerPort": 8080}}],
+        },
+    }
+    return with_changes(props, changes)
+
+
+def invoker(member: str) -> dict[str, Any]:
+    return {"name": "digits-prod", "location": "europe-west4", "role": "roles/run.invoker", "member": member}
+
+
+def iam_policy(*bindings: tuple[str, list[str]]) -> str:
+    """``policy_data`` as ``gcp.organizations.get_iam_policy`` renders it."""
+    return json.dumps({"bindings": [{"role": role, "members": members} for role, members in bindings]})
+
+
+def test_buckets_use_uniform_bucket_level_access() -> None:
+    rule = gcp_rules.gcs_bucket_uniform_access
+    assert not check(rule, GCS_BUCKET, gcs_bucket())
+    assert check(rule, GCS_BUCKET, gcs_bucket(uniformBucketLevelAccess=False), name="artifacts-bucket").one == (
+        "'artifacts-bucket' sets uniform_bucket_level_access False: set it to True, so IAM alone grants access "
+        "(object ACLs, which no policy can see, are off)"
+    )
+    assert check(rule, GCS_BUCKET, gcs_bucket(uniformBucketLevelAccess=None)).one.startswith(
+        "'res' leaves uniform_bucket_level_access unset: set it to True"
+    )
+    assert not check(rule, "aws:s3/bucket:Bucket", {"bucket": "b"})  # other types are not this rule's business
+
+
+def test_buckets_enforce_public_access_prevention() -> None:
+    rule = gcp_rules.gcs_bucket_public_access_prevention_enforced
+    assert not check(rule, GCS_BUCKET, gcs_bucket())
+    assert check(rule, GCS_BUCKET, gcs_bucket(publicAccessPrevention="inherited"), name="store").one == (
+        "'store' sets public_access_prevention 'inherited': set it to 'enforced', so no IAM grant or ACL can make "
+        "objects public ('inherited', the default, leaves that to the organisation policy)"
+    )
+    # Unset is the provider's "inherited".
+    assert "'store' leaves public_access_prevention unset: set it to 'enforced'" in (
+        check(rule, GCS_BUCKET, gcs_bucket(publicAccessPrevention=None), name="store").one
+    )
+
+
+def test_buckets_keep_object_versions() -> None:
+    rule = gcp_rules.gcs_bucket_versioning
+    assert not check(rule, GCS_BUCKET, gcs_bucket())
+    assert check(rule, GCS_BUCKET, gcs_bucket(versioning={"enabled": False}), name="store").one == (
+        "'store' sets versioning.enabled False: set versioning=gcp.storage.BucketVersioningArgs(enabled=True), so "
+        "an overwritten or deleted package can be restored"
+    )
+    assert check(rule, GCS_BUCKET, gcs_bucket(versioning=None)).one.startswith(
+        "'res' leaves versioning.enabled unset: set versioning="
+    )
+
+
+def test_prod_buckets_do_not_force_destroy() -> None:
+    rule = gcp_rules.gcs_bucket_no_force_destroy_in_prod
+    assert not check(rule, GCS_BUCKET, gcs_bucket())
+    doomed = gcs_bucket(forceDestroy=True)
+    assert check(rule, GCS_BUCKET, doomed, name="store").one == (
+        "'store' sets force_destroy True in prod (from label 'environment'): set it to False (the default); "
+        "`pulumi destroy` would delete every package version in the bucket"
+    )
+    dev = gcs_bucket(forceDestroy=True, labels={**LABELS, "environment": "dev"})
+    assert not check(rule, GCS_BUCKET, dev)
+    # The stack tag (set by whoever runs the pipeline) outranks the program's own label.
+    assert (
+        "in prod (from stack tag 'environment')" in check(rule, GCS_BUCKET, dev, stack_tags={"environment": "prod"}).one
+    )
+    unlabelled = gcs_bucket(forceDestroy=True, labels=None)
+    assert check(rule, GCS_BUCKET, unlabelled, name="store").one == (
+        "'store': cannot tell the stack's environment, so whether force_destroy is allowed cannot be checked; set "
+        "the policy config 'environment', the stack tag 'environment', or the resource label 'environment'"
+    )
+    assert not check(rule, GCS_BUCKET, gcs_bucket(labels=None))  # force_destroy off is fine anywhere
+
+
+def test_repositories_are_docker_with_immutable_tags() -> None:
+    rule = gcp_rules.artifact_registry_immutable_docker
+    assert not check(rule, AR_REPOSITORY, ar_repository())
+    assert not check(rule, AR_REPOSITORY, ar_repository(format="docker"))  # the provider ignores the case
+    assert check(rule, AR_REPOSITORY, ar_repository(dockerConfig={"immutableTags": False}), name="repo").one == (
+        "'repo' sets docker_config.immutable_tags False: set "
+        "docker_config=gcp.artifactregistry.RepositoryDockerConfigArgs(immutable_tags=True), so a tag can never "
+        "be moved to another image"
+    )
+    violations = check(rule, AR_REPOSITORY, ar_repository(format="PYTHON", dockerConfig=None), name="repo")
+    assert violations.messages == [
+        "'repo' sets format 'PYTHON': set format 'DOCKER' (repositories here hold serving images only)",
+        "'repo' leaves docker_config.immutable_tags unset: set "
+        "docker_config=gcp.artifactregistry.RepositoryDockerConfigArgs(immutable_tags=True), so a tag can never "
+        "be moved to another image",
+    ]
+
+
+def test_cloud_run_images_are_pinned_by_digest() -> None:
+    rule = gcp_rules.cloud_run_image_pinned_by_digest
+    assert not check(rule, RUN_SERVICE, run_service())
+    # A tag before the digest is allowed: the registry resolves the digest and ignores the tag.
+    assert not check(rule, RUN_SERVICE, run_service(image=GCP_IMAGE.replace("serve@", "serve:1.0.0@")))
+    tagged = "europe-west4-docker.pkg.dev/acme-ml-prod/model-serve/serve:latest"
+    assert check(rule, RUN_SERVICE, run_service(image=tagged), name="digits-prod-service").one == (
+        f"'digits-prod-service': container 'serve' runs image '{tagged}', which is not pinned by digest: set "
+        "template.containers[0].image to <registry>/<repository>/<image>@sha256:<64 hex digits>, so every "
+        "revision runs the image the stack pins"
+    )
+    service = run_service()
+    service["template"]["containers"].append({"image": GCP_IMAGE[:-1]})  # a sidecar with a cut digest
+    assert "container '#2' runs image" in check(rule, RUN_SERVICE, service).one
+
+
+def test_prod_cloud_run_services_keep_deletion_protection() -> None:
+    rule = gcp_rules.cloud_run_deletion_protection_in_prod
+    assert not check(rule, RUN_SERVICE, run_service())
+    assert not check(rule, RUN_SERVICE, run_service(deletionProtection=None))  # the provider's default is True
+    assert check(rule, RUN_SERVICE, run_service(deletionProtection=False), name="svc").one == (
+        "'svc' sets deletion_protection False in prod (from label 'environment'): set it to True (or leave it "
+        "unset: the provider's default is True), so `pulumi destroy` cannot delete the production service"
+    )
+    dev = run_service(deletionProtection=False, labels={**LABELS, "environment": "dev"})
+    assert not check(rule, RUN_SERVICE, dev)
+    # The environment may come from the provider's default labels (as JSON text or an object).
+    unlabelled = run_service(deletionProtection=False, labels=None)
+    for default_labels in ({"environment": "prod"}, json.dumps({"environment": "prod"})):
+        provider = {"defaultLabels": default_labels}
+        assert len(check(rule, RUN_SERVICE, unlabelled, provider_props=provider, provider_type=GCP_PROVIDER)) == 1
+
+
+def test_cloud_run_ingress_follows_the_environment() -> None:
+    rule = gcp_rules.cloud_run_allowed_ingress
+    # By default every ingress is allowed everywhere: the program declares INGRESS_TRAFFIC_ALL and has no option.
+    assert set(DEFAULT_ALLOWED_INGRESS) == {"dev", "staging", "prod"}
+    assert not check(rule, RUN_SERVICE, run_service())
+    behind_lb = {"allowedIngress": {"prod": ["INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER"]}}
+    assert not check(rule, RUN_SERVICE, run_service(ingress="INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER"), config=behind_lb)
+    assert check(rule, RUN_SERVICE, run_service(), name="svc", config=behind_lb).one == (
+        "'svc' sets ingress 'INGRESS_TRAFFIC_ALL', which is not allowed in prod (from label 'environment'); "
+        "allowed: INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER"
+    )
+    assert check(rule, RUN_SERVICE, run_service(ingress=None), config=behind_lb).one.startswith(
+        "'res' leaves ingress unset, i.e. INGRESS_TRAFFIC_ALL, which is not allowed in prod"
+    )
+    # Other environments keep the default.
+    assert not check(rule, RUN_SERVICE, run_service(labels={**LABELS, "environment": "dev"}), config=behind_lb)
+    assert check(rule, RUN_SERVICE, run_service(), config={"environment": "qa"}).one == (
+        "'res': no ingress settings are allowed for environment 'qa' (from policy config 'environment'); "
+        "set policy config allowedIngress.qa"
+    )
+
+
+def test_public_cloud_run_invokers_need_the_policy_config() -> None:
+    rule = gcp_rules.cloud_run_public_invoker
+    assert not check(rule, RUN_INVOKER, invoker("group:ml-platform@example.com"))
+    assert not check(rule, RUN_SERVICE, run_service())
+    # What `cloudRun.public: true` declares is refused unless the policy config allows the environment.
+    assert check(rule, RUN_INVOKER, invoker("allUsers"), name="digits-dev-invoker-public").one == (
+        "'digits-dev-invoker-public' grants roles/run.invoker to allUsers (member), so anyone may invoke the "
+        "service, which is not allowed: public services are allowed in no environment (policy config "
+        "publicEnvironments); name the callers in cloudRun.invokers instead"
+    )
+    dev_only = {"publicEnvironments": ["dev"]}
+    assert not check(rule, RUN_INVOKER, invoker("allUsers"), config=dev_only, stack_tags={"environment": "dev"})
+    assert "which is not allowed in prod (from policy config 'environment'): public services are allowed in dev" in (
+        check(rule, RUN_INVOKER, invoker("allUsers"), config={**dev_only, "environment": "prod"}).one
+    )
+    assert check(rule, RUN_INVOKER, invoker("allAuthenticatedUsers"), config=dev_only).one.endswith(
+        "which is allowed in dev (policy config publicEnvironments), but the stack's environment is unknown: set "
+        "the policy config 'environment' or the stack tag 'environment'"
+    )
+    # Turning the invoker check off is as public as an allUsers grant; the program's own labels do not allow it.
+    open_service = run_service(invokerIamDisabled=True, labels={**LABELS, "environment": "dev"})
+    assert check(rule, RUN_SERVICE, open_service, config=dev_only).one.startswith(
+        "'res' sets invoker_iam_disabled True (no invoker check at all), so anyone may invoke the service"
+    )
+    binding = {"name": "digits-prod", "role": "roles/run.invoker", "members": [RUN_SA, "allAuthenticatedUsers"]}
+    assert "grants roles/run.invoker to allAuthenticatedUsers (members)" in (
+        check(rule, "gcp:cloudrunv2/serviceIamBinding:ServiceIamBinding", binding).one
+    )
+    v1_policy = {"service": "digits-prod", "policyData": iam_policy(("roles/run.invoker", ["allUsers"]))}
+    assert "grants roles/run.invoker to allUsers (policy_data binding #1)" in (
+        check(rule, "gcp:cloudrun/iamPolicy:IamPolicy", v1_policy).one
+    )
+
+
+def test_no_iam_grant_or_acl_is_public() -> None:
+    rule = gcp_rules.gcp_no_public_members
+    reader = {"bucket": "acme-ml-prod-models", "role": "roles/storage.objectViewer", "member": RUN_SA}
+    assert not check(rule, BUCKET_MEMBER, reader)
+    assert check(rule, BUCKET_MEMBER, {**reader, "member": "allUsers"}, name="reader").one == (
+        "'reader' grants roles/storage.objectViewer to allUsers (member), which makes it public; grant it to named "
+        "principals (serviceAccount:, group:, user:) instead"
+    )
+    binding = {
+        "repository": "model-serve",
+        "role": "roles/artifactregistry.reader",
+        "members": ["allAuthenticatedUsers"],
+    }
+    assert "to allAuthenticatedUsers (members), which opens it to anyone with a Google account" in (
+        check(rule, "gcp:artifactregistry/repositoryIamBinding:RepositoryIamBinding", binding).one
+    )
+    project_policy = {"project": "acme-ml-prod", "policyData": iam_policy(("roles/run.viewer", ["allUsers"]))}
+    assert "grants roles/run.viewer to allUsers (policy_data binding #1)" in (
+        check(rule, "gcp:projects/iAMPolicy:IAMPolicy", project_policy).one
+    )
+    # Public Cloud Run invokers are cloud-run-public-invoker's to decide; any other public Cloud Run role is refused.
+    assert not check(rule, RUN_INVOKER, invoker("allUsers"))
+    assert len(check(rule, RUN_INVOKER, {**invoker("allUsers"), "role": "roles/run.developer"})) == 1
+    assert check(rule, "gcp:storage/bucketIAMPolicy:BucketIAMPolicy", {"policyData": "{oops"}, name="p").one == (
+        "'p': policy_data is not the JSON of an IAM policy (gcp.organizations.get_iam_policy(...).policy_data), "
+        "so it cannot be checked"
+    )
+
+
+def test_public_cloud_storage_acls_are_refused() -> None:
+    rule = gcp_rules.gcp_no_public_members
+    acl = "gcp:storage/bucketACL:BucketACL"
+    assert not check(rule, acl, {"bucket": "b", "roleEntities": ["OWNER:project-owners-123", "READER:group-ml@x.com"]})
+    assert check(rule, acl, {"bucket": "b", "roleEntities": ["READER:allUsers"]}, name="acl").one == (
+        "'acl' gives allUsers READER (role_entities 'READER:allUsers'), which makes it public; use IAM on a bucket "
+        "with uniform bucket-level access instead of ACLs"
+    )
+    assert check(rule, acl, {"bucket": "b", "predefinedAcl": "publicRead"}, name="acl").one == (
+        "'acl' sets predefined_acl 'publicRead', which makes objects public; use 'private' or 'projectPrivate'"
+    )
+    assert (
+        "sets default_acl 'authenticatedRead'"
+        in check(rule, acl, {"bucket": "b", "defaultAcl": "authenticatedRead"}).one
+    )
+    control = {"bucket": "b", "role": "READER", "entity": "allAuthenticatedUsers"}
+    assert "gives allAuthenticatedUsers READER (entity)" in (
+        check(rule, "gcp:storage/objectAccessControl:ObjectAccessControl", {**control, "object": "o"}).one
+    )
+
+
+def test_basic_roles_are_refused() -> None:
+    rule = gcp_rules.gcp_no_basic_roles
+    assert not check(rule, PROJECT_MEMBER, {"project": "acme-ml-prod", "role": "roles/run.invoker", "member": RUN_SA})
+    assert check(
+        rule, PROJECT_MEMBER, {"project": "acme-ml-prod", "role": "roles/editor", "member": RUN_SA}, name="deployer"
+    ).one == (
+        "'deployer' grants the basic role roles/editor (role): grant a predefined role (roles/storage.objectViewer, "
+        "roles/run.invoker, ...) or a custom role with only the permissions needed; basic roles carry thousands of "
+        "permissions on every service of the project"
+    )
+    owners = {"project": "acme-ml-prod", "role": "roles/owner", "members": ["group:ml-platform@example.com"]}
+    assert "the basic role roles/owner (role)" in check(rule, "gcp:projects/iAMBinding:IAMBinding", owners).one
+    folder = {
+        "folder": "folders/123",
+        "policyData": iam_policy(("roles/browser", [RUN_SA]), ("roles/viewer", [RUN_SA])),
+    }
+    assert "the basic role roles/viewer (policy_data binding #2)" in (
+        check(rule, "gcp:folder/iAMPolicy:IAMPolicy", folder).one
+    )
+    # The role is known during preview even when the member (a new service account's email) is not.
+    pending = {"project": "acme-ml-prod", "role": "roles/editor", "member": UNKNOWN_STRING_VALUE}
+    assert len(check(rule, PROJECT_MEMBER, pending)) == 1
+    assert not check(rule, GCS_BUCKET, gcs_bucket())
+
+
+def test_labelled_gcp_resources_carry_the_stack_labels() -> None:
+    rule = gcp_rules.gcp_required_labels
+    for resource_type, props in (
+        (GCS_BUCKET, gcs_bucket()),
+        (AR_REPOSITORY, ar_repository()),
+        (RUN_SERVICE, run_service()),
+    ):
+        assert not check(rule, resource_type, props)
+    partial = {key: value for key, value in LABELS.items() if key not in ("model", "package-digest")}
+    assert check(rule, RUN_SERVICE, run_service(labels=partial), name="digits-prod-service").one == (
+        "'digits-prod-service' lacks the labels model, package-digest: pass the stack's resource labels "
+        "(StackConfig.resource_labels) as labels, or set them as the gcp provider's default_labels"
+    )
+    # A type the program creates must be labelled even when it passes no labels at all.
+    endpoint = {"displayName": "digits-prod", "location": "europe-west4"}
+    assert "lacks the labels environment, stack, model" in check(rule, "gcp:vertex/aiEndpoint:AiEndpoint", endpoint).one
+    # Resources without labels are skipped; others are checked when they set some.
+    assert not check(rule, "gcp:serviceaccount/account:Account", {"accountId": "digits-prod-run-sa"})
+    assert len(check(rule, "gcp:pubsub/topic:Topic", {"labels": {"team": "ml"}})) == 1
+    assert not check(rule, "aws:s3/bucket:Bucket", {"bucket": "b", "labels": {}})
+    as_text = {"defaultLabels": json.dumps(LABELS)}
+    unlabelled = gcs_bucket(labels=None)
+    assert not check(rule, GCS_BUCKET, unlabelled, provider_props=as_text, provider_type=GCP_PROVIDER)
+    assert not check(rule, GCS_BUCKET, gcs_bucket(labels={"team": "ml"}), config={"requiredLabels": ["team"]})
+
+
+def test_required_labels_are_what_the_stack_config_sets() -> None:
+    labels = stack_config().resource_labels
+    assert set(REQUIRED_LABEL_KEYS) <= set(labels)
+    assert not check(gcp_rules.gcp_required_labels, GCS_BUCKET, gcs_bucket(labels=labels))
 
 
 # --- unknown values -----------------------------------------------------------------------------
@@ -681,6 +1051,10 @@ def test_resource_rules_leave_unknown_values_to_the_engine() -> None:
     and enforces the rule at ``pulumi up``, when the value is known."""
     with pytest.raises(UnknownValueError):
         check(rules.iam_no_wildcard_actions, ROLE_POLICY, {"policy": UNKNOWN_STRING_VALUE})
+    with pytest.raises(UnknownValueError):
+        check(gcp_rules.cloud_run_image_pinned_by_digest, RUN_SERVICE, run_service(image=UNKNOWN_STRING_VALUE))
+    with pytest.raises(UnknownValueError):
+        check(gcp_rules.gcp_no_public_members, BUCKET_MEMBER, {"role": "roles/x", "member": UNKNOWN_STRING_VALUE})
 
 
 # --- the pack as the CLI runs it ----------------------------------------------------------------
@@ -717,7 +1091,7 @@ def test_the_pack_serves_its_policies_over_the_analyzer_protocol(analyzer: Any) 
 
     info = analyzer.GetAnalyzerInfo(empty_pb2.Empty())
     assert info.name == "model-deploy"
-    assert len(info.policies) == 12
+    assert len(info.policies) == 24
 
     properties = struct_pb2.Struct()
     properties.update({"bucket": "acme-models", "blockPublicAcls": True, "blockPublicPolicy": False})
@@ -733,6 +1107,32 @@ def test_the_pack_serves_its_policies_over_the_analyzer_protocol(analyzer: Any) 
         "ignore_public_acls, restrict_public_buckets to True (a model store is never public)"
     )
     assert diagnostic.enforcementLevel == analyzer_pb2.MANDATORY
+
+
+def test_the_pack_checks_gcp_resources_over_the_analyzer_protocol(analyzer: Any) -> None:
+    from google.protobuf import struct_pb2
+    from pulumi.runtime.proto import analyzer_pb2
+
+    def analyze(resource_type: str, name: str, props: dict[str, Any]) -> dict[str, str]:
+        properties = struct_pb2.Struct()
+        properties.update(props)
+        request = analyzer_pb2.AnalyzeRequest(
+            type=resource_type, properties=properties, urn=_urn(resource_type, name), name=name
+        )
+        return {d.policyName: d.message for d in analyzer.Analyze(request).diagnostics}
+
+    # What the GCP program declares passes every rule, the AWS ones included.
+    assert analyze(GCS_BUCKET, "artifacts-bucket", gcs_bucket()) == {}
+    assert analyze(RUN_SERVICE, "digits-prod-service", run_service()) == {}
+    assert analyze(RUN_INVOKER, "digits-prod-invoker", invoker(RUN_SA)) == {}
+
+    found = analyze(GCS_BUCKET, "artifacts-bucket", gcs_bucket(uniformBucketLevelAccess=False, labels=None))
+    assert set(found) == {"gcs-bucket-uniform-access", "gcp-required-labels"}
+    assert found["gcs-bucket-uniform-access"].startswith(
+        "Cloud Storage buckets use uniform bucket-level access (IAM only, no ACLs).\n'artifacts-bucket' sets "
+        "uniform_bucket_level_access False: set it to True"
+    )
+    assert set(analyze(RUN_INVOKER, "digits-prod-invoker-public", invoker("allUsers"))) == {"cloud-run-public-invoker"}
 
 
 def test_the_pack_runs_stack_rules_over_the_analyzer_protocol(analyzer: Any) -> None:
