@@ -767,6 +767,13 @@ Percent = Annotated[int, _between(1, 100, "a percentage")]
 GcpRegion = Annotated[str, AfterValidator(_check_gcp_region)]
 GcpTarget = Literal["cloudrun", "vertex"]
 PackageDelivery = Literal["mount", "fetch"]
+CloudRunIngress = Literal["all", "internal", "internal-and-cloud-load-balancing"]
+#: Cloud Run v2's ingress values for ``cloudRun.ingress``.
+CLOUD_RUN_INGRESS: dict[str, str] = {
+    "all": "INGRESS_TRAFFIC_ALL",
+    "internal": "INGRESS_TRAFFIC_INTERNAL_ONLY",
+    "internal-and-cloud-load-balancing": "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER",
+}
 CloudRunGpuType = Literal["nvidia-l4", "nvidia-rtx-pro-6000"]
 
 
@@ -840,6 +847,11 @@ class CloudRunSettings(_Model):
         default="fetch", description="mount (Cloud Storage volume at /opt/ml/model) or fetch (AIP_STORAGE_URI)"
     )
     deletion_protection: bool | None = Field(default=None, description="refuse deletion (default: true in prod)")
+    ingress: CloudRunIngress = Field(
+        default="all",
+        description="who can reach the URL at all (IAM still applies): all, internal (VPC), "
+        "or internal-and-cloud-load-balancing (behind an external HTTPS load balancer)",
+    )
 
     @property
     def millicpu(self) -> int:

@@ -19,6 +19,7 @@ import pulumi
 import pulumi_gcp as gcp
 
 from infra.config import PROJECT, CloudRunSettings, StackConfig
+from infra.config.schema import CLOUD_RUN_INGRESS
 from infra.gcp.iam import ServingIdentity
 from infra.gcp.naming import (
     CONTAINER_PORT,
@@ -126,7 +127,7 @@ class CloudRunService(pulumi.ComponentResource):
             project=gcp_config.project,
             location=gcp_config.region,
             deletion_protection=deletion_protection(config, settings),
-            ingress="INGRESS_TRAFFIC_ALL",
+            ingress=CLOUD_RUN_INGRESS[settings.ingress],
             labels=labels,
             template=gcp.cloudrunv2.ServiceTemplateArgs(
                 service_account=identity.email,

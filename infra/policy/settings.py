@@ -74,9 +74,9 @@ CLOUD_RUN_INGRESS: Final[tuple[str, ...]] = (
 
 #: Ingress each environment may use unless the policy config says otherwise: every setting.
 #: Invoker IAM (``cloud-run-public-invoker``, ``gcp-no-public-members``) is what keeps a service
-#: private, and the program has no ingress option (it declares ``INGRESS_TRAFFIC_ALL``), so a
-#: stricter default would block every GCP stack with no setting to fix it. Organisations that
-#: front prod with a load balancer narrow it with ``allowedIngress``.
+#: private, and the stacks default to ``cloudRun.ingress: all`` (the URL served directly).
+#: Organisations that front prod with a load balancer set ``cloudRun.ingress`` in that stack and
+#: narrow this with ``allowedIngress``.
 DEFAULT_ALLOWED_INGRESS: Final[Mapping[str, tuple[str, ...]]] = dict.fromkeys(ENVIRONMENTS, CLOUD_RUN_INGRESS)
 
 _STRING_LIST: Final = {"type": "array", "items": {"type": "string"}}

@@ -203,6 +203,13 @@ BAD_CASES: list[tuple[str, Callable[[], Values], Callable[[Values], None], str, 
         "one of mount, fetch",
     ),
     (
+        "ingress",
+        cloud_run_dev,
+        _gcp("cloudRun", "ingress", value="private"),
+        f"{R}.ingress",
+        "one of all, internal, internal-and-cloud-load-balancing",
+    ),
+    (
         "gpu-type",
         cloud_run_dev,
         _gcp("cloudRun", "gpu", value={"type": "nvidia-t4"}),

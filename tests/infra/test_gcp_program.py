@@ -90,6 +90,7 @@ def test_cloud_run_cpu_fetch() -> None:
     template = service.inputs["template"]
     assert service.inputs["name"] == "digits-dev" and service.inputs["location"] == "europe-west4"
     assert service.inputs["deletionProtection"] is False
+    assert service.inputs["ingress"] == "INGRESS_TRAFFIC_ALL"
     assert template["serviceAccount"] == "digits-dev-run-sa@acme-ml.iam.gserviceaccount.com"
     assert template["scaling"] == {"minInstanceCount": 1, "maxInstanceCount": 5}
     assert template["maxInstanceRequestConcurrency"] == 8 and template["timeout"] == "300s"
@@ -125,6 +126,13 @@ def test_cloud_run_cpu_fetch() -> None:
         "packageDigest": DIGEST,
         "serviceAccountEmail": "digits-dev-run-sa@acme-ml.iam.gserviceaccount.com",
     }
+
+
+def test_cloud_run_ingress_behind_a_load_balancer() -> None:
+    values = cpu_fetch()
+    values["model-deploy:gcp"]["cloudRun"]["ingress"] = "internal-and-cloud-load-balancing"
+    service = _run(values).one(SERVICE)
+    assert service.inputs["ingress"] == "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER"
 
 
 def test_cloud_run_gpu_mount() -> None:
