@@ -95,6 +95,7 @@ def container_environment(config: StackConfig) -> dict[str, str]:
         # A SAGEMAKER_* variable marks the platform even if SageMaker leaves SAGEMAKER_BIND_TO_PORT
         # unset; 20 is INFO in the numeric levels SageMaker's own containers use.
         "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
+        **config.serving.environment(),
     }
     if endpoint.mode == "serverless":
         environment["MODEL_SERVER_MAX_REQUEST_BYTES"] = str(SERVERLESS_MAX_REQUEST_BYTES)

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Final, Literal, NoReturn
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
 from infra.config import gcp_limits
@@ -910,6 +910,59 @@ class GcpConfig(_Model):
         return f"{self.registry_host}/{self.project}/{self.store.repository.name}"
 
 
+def _auto_or_between(minimum: int, maximum: int, what: str) -> BeforeValidator:
+    def check(value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return "auto"
+        if isinstance(value, bool) or not isinstance(value, int):
+            _fail(f"must be auto or a whole number {minimum}-{maximum} ({what})")
+        if not minimum <= value <= maximum:
+            _fail(f"is out of range: {what} must be auto or {minimum}-{maximum}")
+        return value
+
+    return BeforeValidator(check)
+
+
+ServerLogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
+class ServingConfig(_Model):
+    """``model-deploy:serving``: how the serving container runs, the same on every cloud and target.
+
+    Each setting becomes the ``MODEL_SERVER_*`` variable of the same name (``inference/config.py``);
+    unset ones keep the server's defaults. See the README's model-serve section for what they do.
+    """
+
+    workers: Annotated[int | Literal["auto"], _auto_or_between(1, 256, "a worker count")] = Field(
+        default=1, description="worker processes over one loaded model; auto: one per CPU"
+    )
+    max_batch_size: Annotated[int | Literal["auto"], _auto_or_between(1, 4096, "a batch size")] | None = Field(
+        default=None, description="rows per model call at most; auto: measured at start-up"
+    )
+    max_batch_delay_ms: Annotated[int, _between(0, 1000, "a batching delay in ms")] | None = Field(
+        default=None, description="wait this long for a batch to fill (0: never wait)"
+    )
+    max_queue: Annotated[int, _between(1, 100_000, "a queue length")] | None = Field(
+        default=None, description="queued requests before 503"
+    )
+    compute_threads: Annotated[int, _between(1, 256, "a thread count")] | None = Field(
+        default=None, description="framework threads per worker (default: the CPU quota / workers)"
+    )
+    log_level: ServerLogLevel | None = Field(default=None, description="DEBUG, INFO, WARNING or ERROR")
+
+    def environment(self) -> dict[str, str]:
+        """The ``MODEL_SERVER_*`` variables for the settings that are set."""
+        values = {
+            "MODEL_SERVER_WORKERS": self.workers if self.workers != 1 else None,
+            "MODEL_SERVER_MAX_BATCH_SIZE": self.max_batch_size,
+            "MODEL_SERVER_MAX_BATCH_DELAY_MS": self.max_batch_delay_ms,
+            "MODEL_SERVER_MAX_QUEUE": self.max_queue,
+            "MODEL_SERVER_COMPUTE_THREADS": self.compute_threads,
+            "MODEL_SERVER_LOG_LEVEL": self.log_level,
+        }
+        return {name: str(value) for name, value in values.items() if value is not None}
+
+
 class StackConfig(_Model):
     """A whole stack's configuration: the namespaced Pulumi keys, parsed and validated.
 
@@ -929,6 +982,9 @@ class StackConfig(_Model):
     package: PackageConfig = Field(alias="model-deploy:package", description="the pinned model package")
     aws: AwsConfig | None = Field(default=None, alias="model-deploy:aws", description="AWS settings (cloud aws)")
     gcp: GcpConfig | None = Field(default=None, alias="model-deploy:gcp", description="GCP settings (cloud gcp)")
+    serving: ServingConfig = Field(
+        default_factory=ServingConfig, alias="model-deploy:serving", description="the serving container's settings"
+    )
     aws_region: Annotated[str, AfterValidator(_check_region)] | None = Field(
         default=None, alias="aws:region", description="AWS region (cloud aws)"
     )

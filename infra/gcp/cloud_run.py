@@ -50,6 +50,7 @@ def container_environment(config: StackConfig, settings: CloudRunSettings) -> di
         "AIP_HEALTH_ROUTE": HEALTH_ROUTE,
         "AIP_PREDICT_ROUTE": PREDICT_ROUTE,
         "MODEL_PACKAGE_DIGEST": config.package.digest,
+        **config.serving.environment(),
     }
     if settings.package_delivery == "fetch":
         env["AIP_STORAGE_URI"] = config.package.uri

@@ -110,7 +110,7 @@ class VertexEndpoint(pulumi.ComponentResource):
                 health_route=HEALTH_ROUTE,
                 predict_route=PREDICT_ROUTE,
                 # The server checks the package it serves against the digest the stack pins.
-                env={"MODEL_PACKAGE_DIGEST": package.digest},
+                env={"MODEL_PACKAGE_DIGEST": package.digest, **config.serving.environment()},
                 labels=labels,
                 kms_key_name=kms_key_name,
                 machine_type=vertex.machine_type,

@@ -511,6 +511,19 @@ def test_model_runs_the_image_by_digest_on_the_archive_with_network_isolation() 
     assert model.depends_on(deployment.one(ROLE_POLICY))
 
 
+def test_serving_settings_reach_the_container_environment() -> None:
+    values = minimal_dev()
+    values["model-deploy:serving"] = {"workers": "auto", "maxBatchSize": 32, "logLevel": "WARNING"}
+    container = run_program(values, stack="dev").one(MODEL).inputs["primaryContainer"]
+    assert container["environment"] == {
+        "MODEL_PACKAGE_DIGEST": DIGEST,
+        "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
+        "MODEL_SERVER_WORKERS": "auto",
+        "MODEL_SERVER_MAX_BATCH_SIZE": "32",
+        "MODEL_SERVER_LOG_LEVEL": "WARNING",  # read before SAGEMAKER_CONTAINER_LOG_LEVEL
+    }
+
+
 def test_model_reads_the_uncompressed_layout_as_an_s3_prefix() -> None:
     container = deployed("uncompressed").one(MODEL).inputs["primaryContainer"]
     assert "modelDataUrl" not in container

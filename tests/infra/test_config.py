@@ -245,6 +245,36 @@ def test_valid_stacks_load(values: Values, stack: str, check: Callable[[StackCon
     check(_load(values, stack))
 
 
+def test_serving_settings_become_the_servers_variables() -> None:
+    values = minimal_dev()
+    assert _load(values).serving.environment() == {}, "unset: the server's own defaults"
+    values["model-deploy:serving"] = {
+        "workers": "auto",
+        "maxBatchSize": "AUTO",
+        "maxBatchDelayMs": 2,
+        "maxQueue": 256,
+        "computeThreads": 1,
+        "logLevel": "WARNING",
+    }
+    assert _load(values).serving.environment() == {
+        "MODEL_SERVER_WORKERS": "auto",
+        "MODEL_SERVER_MAX_BATCH_SIZE": "auto",
+        "MODEL_SERVER_MAX_BATCH_DELAY_MS": "2",
+        "MODEL_SERVER_MAX_QUEUE": "256",
+        "MODEL_SERVER_COMPUTE_THREADS": "1",
+        "MODEL_SERVER_LOG_LEVEL": "WARNING",
+    }
+
+
+def test_serving_variables_are_ones_the_server_reads() -> None:
+    from inference.config import load_config
+
+    values = minimal_dev()
+    values["model-deploy:serving"] = {"workers": 3, "maxBatchSize": 16, "maxQueue": 64, "logLevel": "ERROR"}
+    server = load_config(_load(values).serving.environment())
+    assert (server.workers, server.max_batch_size, server.max_queue, server.log_level) == (3, 16, 64, "ERROR")
+
+
 def test_config_is_frozen() -> None:
     config = _load(minimal_dev())
     with pytest.raises(ValueError, match="frozen"):
@@ -296,6 +326,42 @@ E = "model-deploy:aws.endpoint"
 
 # (id, starting stack, mutation, expected key, fragments the message must contain)
 BAD_CASES: list[tuple[str, Callable[[], Values], Mutation, str, tuple[str, ...]]] = [
+    # the serving container
+    (
+        "serving-workers-zero",
+        minimal_dev,
+        _set("model-deploy:serving", {"workers": 0}),
+        "model-deploy:serving.workers",
+        ("0 is out of range", "auto or 1-256"),
+    ),
+    (
+        "serving-workers-word",
+        minimal_dev,
+        _set("model-deploy:serving", {"workers": "many"}),
+        "model-deploy:serving.workers",
+        ("'many'", "auto or a whole number 1-256"),
+    ),
+    (
+        "serving-batch-fraction",
+        minimal_dev,
+        _set("model-deploy:serving", {"maxBatchSize": 2.5}),
+        "model-deploy:serving.maxBatchSize",
+        ("2.5", "auto or a whole number 1-4096"),
+    ),
+    (
+        "serving-log-level",
+        minimal_dev,
+        _set("model-deploy:serving", {"logLevel": "LOUD"}),
+        "model-deploy:serving.logLevel",
+        ("'LOUD'", "DEBUG, INFO, WARNING, ERROR"),
+    ),
+    (
+        "serving-unknown-key",
+        minimal_dev,
+        _set("model-deploy:serving", {"threads": 2}),
+        "model-deploy:serving.threads",
+        ("not a known key", "computeThreads"),
+    ),
     # keys and types
     (
         "misspelled-instance-type",

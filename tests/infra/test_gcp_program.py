@@ -319,6 +319,20 @@ def test_vertex_gets_its_own_identity_with_the_same_narrow_grants() -> None:
     assert not deployment.of_type(SERVICE)
 
 
+def test_serving_settings_reach_cloud_run_and_vertex_containers() -> None:
+    serving = {"workers": "auto", "maxBatchSize": "auto"}
+    wanted = {"MODEL_SERVER_WORKERS": "auto", "MODEL_SERVER_MAX_BATCH_SIZE": "auto"}
+    values = cpu_fetch()
+    values["model-deploy:serving"] = serving
+    env = _env(_run(values).one(SERVICE))
+    assert wanted.items() <= env.items() and env["MODEL_PACKAGE_DIGEST"] == DIGEST
+    pytest.importorskip("infra.gcp.vertex")
+    values = vertex_dev()
+    values["model-deploy:serving"] = serving
+    model = _run(values).one(VERTEX_MODEL)
+    assert model.inputs["env"] == {"MODEL_PACKAGE_DIGEST": DIGEST, **wanted}
+
+
 def test_bad_gcp_config_stops_the_program_with_one_line() -> None:
     values = gpu_mount()
     values["model-deploy:gcp"]["cloudRun"]["memory"] = "8Gi"
