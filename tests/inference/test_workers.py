@@ -49,6 +49,22 @@ def wait_for_children(
     raise AssertionError(f"expected {count} workers, have {children(server.process.pid)}:\n{server.log()}")
 
 
+def listening_sockets(port: int) -> int:
+    """How many sockets listen on 127.0.0.1:``port`` (one per bound worker: SO_REUSEPORT), from /proc/net/tcp."""
+    wanted = f"0100007F:{port:04X}"
+    lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return sum(1 for line in lines if line.split()[1] == wanted and line.split()[3] == "0A")
+
+
+def wait_for_listeners(server: ServerProcess, count: int, timeout: float = 60.0) -> None:
+    """Until ``count`` workers have warmed up and bound the port."""
+    deadline = time.monotonic() + timeout
+    while listening_sockets(server.port) < count:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{count} workers never all listened on {server.port}:\n{server.log()}")
+        time.sleep(0.05)
+
+
 def metric(text: str, name: str) -> float:
     line = next(line for line in text.splitlines() if line.startswith(name + " ") or line.startswith(name + "{"))
     return float(line.split()[-1])
@@ -58,6 +74,7 @@ def metric(text: str, name: str) -> float:
 def two_workers(torch_package: Path, tmp_path: Path) -> ServerProcess:
     server = start_server(tmp_path, args=["serve", "--model-dir", str(torch_package)], env=WORKERS)
     wait_for_children(server, 2)
+    wait_for_listeners(server, 2)
     return server
 
 
@@ -94,6 +111,7 @@ def test_a_worker_that_dies_is_replaced_without_reloading(two_workers: ServerPro
         os.kill(victim, signal.SIGKILL)
         after = wait_for_children(server, 2, exclude=frozenset({victim}))
         assert len(after & before) == 1
+        wait_for_listeners(server, 2)  # the replacement warms up, then takes its share of connections
         for _ in range(10):
             with httpx.Client(base_url=server.url, timeout=30) as client:
                 assert client.post("/invocations", json=rows(1).tolist()).status_code == 200
