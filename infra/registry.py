@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from infra.config.schema import ImageRef
-from infra.loopback import is_loopback
+from infra.loopback import gapic_client
 
 _ECR_RE: Final = re.compile(
     r"^(?P<account>[0-9]{12})\.dkr\.ecr(?:-fips)?\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?$"
@@ -111,10 +111,7 @@ def docker_image_name(image: ImageRef) -> str:
 
 
 def _artifact_registry(image: ImageRef, endpoint: str) -> ImageLookup:
-    import grpc  # type: ignore[import-untyped]  # grpcio ships no stubs
     from google.api_core import exceptions
-    from google.api_core.client_options import ClientOptions
-    from google.auth.credentials import AnonymousCredentials
     from google.auth.exceptions import GoogleAuthError
     from google.cloud import artifactregistry_v1
     from google.cloud.artifactregistry_v1.services.artifact_registry.transports.grpc import (
@@ -125,16 +122,9 @@ def _artifact_registry(image: ImageRef, endpoint: str) -> ImageLookup:
     where = f"{image.registry}/{image.repository}"
     channel: Any = None
     try:
-        if is_loopback(endpoint):
-            channel = grpc.insecure_channel(endpoint)
-            client = artifactregistry_v1.ArtifactRegistryClient(
-                transport=ArtifactRegistryGrpcTransport(
-                    channel=channel,
-                    credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
-                )
-            )
-        else:
-            client = artifactregistry_v1.ArtifactRegistryClient(client_options=ClientOptions(api_endpoint=endpoint))
+        client, channel = gapic_client(
+            artifactregistry_v1.ArtifactRegistryClient, ArtifactRegistryGrpcTransport, endpoint
+        )
         found = client.get_docker_image(name=name, timeout=_REQUEST_TIMEOUT_S)
     except exceptions.NotFound:
         return ImageLookup(found=False)

@@ -481,23 +481,15 @@ def check_deployment(
 
 
 def _prediction_client(api_endpoint: str) -> tuple[Any, Any]:
-    """A ``PredictionServiceClient`` for ``api_endpoint`` (loopback: plain text, anonymous) and its own channel."""
-    import grpc  # type: ignore[import-untyped]  # grpcio ships no stubs
-    from google.api_core.client_options import ClientOptions
-    from google.auth.credentials import AnonymousCredentials
+    """A ``PredictionServiceClient`` for ``api_endpoint`` and the channel it owns (see ``infra.loopback``)."""
     from google.cloud import aiplatform_v1
     from google.cloud.aiplatform_v1.services.prediction_service.transports.grpc import (
         PredictionServiceGrpcTransport,
     )
 
-    from infra.loopback import is_loopback
+    from infra.loopback import gapic_client
 
-    if is_loopback(api_endpoint):
-        channel = grpc.insecure_channel(api_endpoint)
-        credentials = AnonymousCredentials()  # type: ignore[no-untyped-call]
-        transport = PredictionServiceGrpcTransport(channel=channel, credentials=credentials)
-        return aiplatform_v1.PredictionServiceClient(transport=transport), channel
-    return aiplatform_v1.PredictionServiceClient(client_options=ClientOptions(api_endpoint=api_endpoint)), None
+    return gapic_client(aiplatform_v1.PredictionServiceClient, PredictionServiceGrpcTransport, api_endpoint)
 
 
 def vertex_predict(endpoint: str, instances: list[Any], *, api_endpoint: str, timeout: float) -> tuple[Any, str]:

@@ -20,15 +20,13 @@ from typing import Any, Final
 
 import grpc  # type: ignore[import-untyped]  # grpcio ships no stubs
 from google.api_core import exceptions
-from google.api_core.client_options import ClientOptions
 from google.api_core.future import polling
-from google.auth.credentials import AnonymousCredentials
 from google.cloud import aiplatform_v1
 from google.cloud.aiplatform_v1.services.endpoint_service.transports.grpc import EndpointServiceGrpcTransport
 from google.cloud.aiplatform_v1.services.model_service.transports.grpc import ModelServiceGrpcTransport
 from google.protobuf import field_mask_pb2
 
-from infra.loopback import is_loopback
+from infra.loopback import gapic_client
 
 CPU_UTILIZATION_METRIC: Final = "aiplatform.googleapis.com/prediction/online/cpu/utilization"
 ACCELERATOR_DUTY_CYCLE_METRIC: Final = "aiplatform.googleapis.com/prediction/online/accelerator/duty_cycle"
@@ -181,22 +179,15 @@ class VertexClient:
         self._polling = polling.DEFAULT_POLLING.with_delay(
             initial=poll_interval_seconds, maximum=max(poll_interval_seconds, poll_interval_seconds * 4), multiplier=1.5
         )
-        self._channels: list[grpc.Channel] = []
-        if is_loopback(self.api_endpoint):
-            model_channel = grpc.insecure_channel(self.api_endpoint)
-            endpoint_channel = grpc.insecure_channel(self.api_endpoint)
-            self._channels = [model_channel, endpoint_channel]
-            credentials = AnonymousCredentials()  # type: ignore[no-untyped-call]
-            self.models = aiplatform_v1.ModelServiceClient(
-                transport=ModelServiceGrpcTransport(channel=model_channel, credentials=credentials)
-            )
-            self.endpoints = aiplatform_v1.EndpointServiceClient(
-                transport=EndpointServiceGrpcTransport(channel=endpoint_channel, credentials=credentials)
-            )
-        else:
-            options = ClientOptions(api_endpoint=self.api_endpoint)
-            self.models = aiplatform_v1.ModelServiceClient(client_options=options)
-            self.endpoints = aiplatform_v1.EndpointServiceClient(client_options=options)
+        models, model_channel = gapic_client(
+            aiplatform_v1.ModelServiceClient, ModelServiceGrpcTransport, self.api_endpoint
+        )
+        endpoints, endpoint_channel = gapic_client(
+            aiplatform_v1.EndpointServiceClient, EndpointServiceGrpcTransport, self.api_endpoint
+        )
+        self.models: aiplatform_v1.ModelServiceClient = models
+        self.endpoints: aiplatform_v1.EndpointServiceClient = endpoints
+        self._channels: list[grpc.Channel] = [c for c in (model_channel, endpoint_channel) if c is not None]
 
     @property
     def parent(self) -> str:
