@@ -52,10 +52,9 @@ class ServerConfig:
     max_request_bytes: int
     request_timeout: float
     drain_timeout: float
-    max_batch_size: int | None
-    """``None``: take the package's ``serving.max_batch_size`` metadata, else the default."""
-    tune_batch_size: bool
-    """``MODEL_SERVER_MAX_BATCH_SIZE=auto``: measure sizes up to that cap at start-up (``batch_tuning``)."""
+    max_batch_size: int | Literal["auto"] | None
+    """``None``: take the package's ``serving.max_batch_size`` metadata, else the default; ``auto``: measure
+    sizes up to that cap at start-up (``batch_tuning``)."""
     max_batch_delay_ms: float | None
     max_queue: int
     compute_threads: int
@@ -82,8 +81,8 @@ def load_config(
     env = os.environ if env is None else env
     platform = detect_platform(env)
     cpus = available_cpus()
-    workers = _workers(env, cpus)
-    tune_batch_size = env.get("MODEL_SERVER_MAX_BATCH_SIZE", "").strip().lower() == "auto"
+    workers_setting = _int_or_auto(env, "MODEL_SERVER_WORKERS", maximum=256)
+    workers = cpus if workers_setting == "auto" else workers_setting or 1
     return ServerConfig(
         platform=platform,
         # Containers must listen on all interfaces: the platform's proxy connects from outside.
@@ -96,8 +95,7 @@ def load_config(
         max_request_bytes=_int(env, "MODEL_SERVER_MAX_REQUEST_BYTES", BODY_LIMITS[platform], minimum=1),
         request_timeout=_float(env, "MODEL_SERVER_REQUEST_TIMEOUT_S", REQUEST_TIMEOUTS[platform]),
         drain_timeout=_float(env, "MODEL_SERVER_DRAIN_TIMEOUT_S", DRAIN_TIMEOUTS[platform]),
-        max_batch_size=None if tune_batch_size else _optional_int(env, "MODEL_SERVER_MAX_BATCH_SIZE"),
-        tune_batch_size=tune_batch_size,
+        max_batch_size=_int_or_auto(env, "MODEL_SERVER_MAX_BATCH_SIZE"),
         max_batch_delay_ms=_optional_float(env, "MODEL_SERVER_MAX_BATCH_DELAY_MS"),
         max_queue=_int(env, "MODEL_SERVER_MAX_QUEUE", 512, minimum=1),
         compute_threads=_int(env, "MODEL_SERVER_COMPUTE_THREADS", max(1, cpus // workers), minimum=1),
@@ -159,11 +157,17 @@ def _cgroup_cpu_quota() -> int | None:
     return None
 
 
-def _workers(env: Mapping[str, str], cpus: int) -> int:
-    """``MODEL_SERVER_WORKERS``: a number, or ``auto`` for one per CPU of the quota (default 1)."""
-    if env.get("MODEL_SERVER_WORKERS", "").strip().lower() == "auto":
-        return cpus
-    return _int(env, "MODEL_SERVER_WORKERS", 1, minimum=1, maximum=256)
+def _int_or_auto(env: Mapping[str, str], name: str, *, maximum: int | None = None) -> int | Literal["auto"] | None:
+    """A whole number >= 1, ``auto`` (the server decides at start-up), or ``None`` when unset."""
+    raw = env.get(name, "").strip()
+    if raw.lower() == "auto":
+        return "auto"
+    if not raw:
+        return None
+    try:
+        return _int(env, name, 0, minimum=1, maximum=maximum)
+    except UsageError as exc:
+        raise UsageError(f"{exc} (or auto)") from None
 
 
 def _route(env: Mapping[str, str], name: str, default: str) -> str:
@@ -185,10 +189,6 @@ def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int, maxim
         allowed = f"{minimum}..{maximum}" if maximum is not None else f">= {minimum}"
         raise UsageError(f"{name}={value} is out of range; allowed: {allowed}")
     return value
-
-
-def _optional_int(env: Mapping[str, str], name: str) -> int | None:
-    return _int(env, name, 0, minimum=1) if env.get(name) else None
 
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:

@@ -222,7 +222,7 @@ def load_service(config: ServerConfig, *, observer: BatchObserver | None = None)
     # With several workers the check runs here, on the main thread, so no compute thread exists
     # when the workers are forked (each warms its own with warm_up()).
     service.warm_up(on_compute_thread=config.workers == 1)
-    if config.tune_batch_size:
+    if config.max_batch_size == "auto":
         service.tune_batching(on_compute_thread=config.workers == 1)
     return service
 
@@ -234,7 +234,12 @@ def _is_loaded_model(obj: object) -> bool:
 def _batching(config: ServerConfig, manifest: Manifest) -> tuple[int, float]:
     """Environment beats the package's ``serving.*`` metadata beats the defaults."""
     try:
-        size = config.max_batch_size or int(manifest.metadata.get("serving.max_batch_size", DEFAULT_MAX_BATCH_SIZE))
+        # With `auto`, the package's (or the default) cap is the largest size the start-up sweep tries.
+        size = (
+            config.max_batch_size
+            if isinstance(config.max_batch_size, int)
+            else int(manifest.metadata.get("serving.max_batch_size", DEFAULT_MAX_BATCH_SIZE))
+        )
         delay = (
             config.max_batch_delay_ms
             if config.max_batch_delay_ms is not None

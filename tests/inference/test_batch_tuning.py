@@ -72,7 +72,7 @@ def test_example_rows_are_repeated_to_the_size() -> None:
 
 def test_auto_is_accepted_and_other_words_are_not() -> None:
     config = load_config({"MODEL_SERVER_MAX_BATCH_SIZE": "auto"})
-    assert config.tune_batch_size and config.max_batch_size is None
+    assert config.max_batch_size == "auto"
     assert load_config({"MODEL_SERVER_MAX_BATCH_SIZE": "8"}).max_batch_size == 8
     with pytest.raises(UsageError, match="MODEL_SERVER_MAX_BATCH_SIZE='many' must be a whole number"):
         load_config({"MODEL_SERVER_MAX_BATCH_SIZE": "many"})
