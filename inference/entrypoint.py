@@ -15,6 +15,7 @@ import ctypes.util
 import gc
 import logging
 import os
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -96,7 +97,7 @@ def _serve_workers(
 ) -> int:
     """Fork ``config.workers`` workers over the loaded model and supervise them (``inference.workers``)."""
     from inference.server import run
-    from inference.workers import Supervisor, listening_socket, remove_metrics_dir
+    from inference.workers import Supervisor, listening_socket
 
     def work(slot: int) -> int:
         service.warm_up()  # this worker's own compute thread
@@ -112,7 +113,7 @@ def _serve_workers(
     try:
         return Supervisor(config.workers, work, config.drain_timeout, on_worker_exit=metrics.worker_exited).run()
     finally:
-        remove_metrics_dir(metrics_dir)
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def _return_free_heap_to_the_os() -> None:

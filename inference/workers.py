@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import signal
 import socket
 import tempfile
@@ -178,8 +177,3 @@ class Supervisor:
         )
         self._spawn(worker.slot)
         return 0
-
-
-def remove_metrics_dir(directory: Path) -> None:
-    """Delete the shared metrics directory when the server exits."""
-    shutil.rmtree(directory, ignore_errors=True)

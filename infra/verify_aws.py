@@ -60,6 +60,7 @@ from infra.verify_common import (
     PackageError,
     SmokeTestError,
     UsageError,
+    check_package_pin,
     compare_predictions,
     load_outputs,
     run_command,
@@ -166,16 +167,7 @@ def target_from(outputs: Mapping[str, Any], overrides: Mapping[str, str | None])
         described = "; ".join(f"{OUTPUT_KEYS[field][0]} (or {_FLAGS[field]})" for field in missing)
         raise UsageError(f"nothing says which deployment to verify: missing {described}")
     package_uri = str(values["package_uri"])
-    try:
-        ref = parse_package_uri(package_uri)
-    except InvalidStoreURIError as exc:
-        raise UsageError(f"package URI {package_uri!r} is not a pinned package URI: {exc}") from None
-    digest = values.get("package_digest")
-    if digest and digest != ref.digest:
-        raise UsageError(
-            f"the stack outputs disagree: packageDigest is {digest} but the package URI pins {ref.digest}; "
-            "re-export the outputs after `pulumi up`"
-        )
+    check_package_pin(package_uri, values.get("package_digest"))
     return Target(
         endpoint_name=str(values["endpoint_name"]),
         expected_config=str(values["expected_config"]),

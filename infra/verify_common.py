@@ -16,9 +16,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from model_package.errors import ModelPackageError
+from model_package.errors import InvalidStoreURIError, ModelPackageError
 from model_package.example import load_arrays
 from model_package.manifest import Manifest, Signature, TensorSpec
+from model_package.publish import parse_package_uri
 
 # --- errors -------------------------------------------------------------------------------------
 
@@ -98,6 +99,19 @@ def run_command(prog: str, verify: Callable[[], Summarised]) -> int:
         return 130
     print(result.summary())
     return 0
+
+
+def check_package_pin(package_uri: str, digest: str | None) -> None:
+    """Refuse a package URI that pins no digest, or one that disagrees with the ``packageDigest`` output."""
+    try:
+        ref = parse_package_uri(package_uri)
+    except InvalidStoreURIError as exc:
+        raise UsageError(f"package URI {package_uri!r} is not a pinned package URI: {exc}") from None
+    if digest and digest != ref.digest:
+        raise UsageError(
+            f"the stack outputs disagree: packageDigest is {digest} but the package URI pins {ref.digest}; "
+            "re-export the outputs after `pulumi up`"
+        )
 
 
 def smoke_summary(rows: int | None, max_abs_error: float | None) -> str:

@@ -67,6 +67,7 @@ from infra.verify_common import (
     SmokeTestError,
     UsageError,
     VerifyError,
+    check_package_pin,
     compare_predictions,
     load_outputs,
     output_value,
@@ -75,7 +76,7 @@ from infra.verify_common import (
     run_command,
     smoke_summary,
 )
-from model_package.errors import CredentialsError, InvalidStoreURIError, ModelPackageError
+from model_package.errors import CredentialsError, ModelPackageError
 from model_package.manifest import Manifest
 from model_package.publish import parse_package_uri, pull
 
@@ -187,16 +188,7 @@ def target_from(outputs: Mapping[str, Any], overrides: Mapping[str, str | None])
             )
         project, region = match["project"], match["region"]
     package_uri = str(values["package_uri"])
-    try:
-        ref = parse_package_uri(package_uri)
-    except InvalidStoreURIError as exc:
-        raise UsageError(f"package URI {package_uri!r} is not a pinned package URI: {exc}") from None
-    digest = values.get("package_digest")
-    if digest and digest != ref.digest:
-        raise UsageError(
-            f"the stack outputs disagree: packageDigest is {digest} but the package URI pins {ref.digest}; "
-            "re-export the outputs after `pulumi up`"
-        )
+    check_package_pin(package_uri, values.get("package_digest"))
     service_url = values["service_url"]
     return Target(
         kind="cloudrun" if kind == "cloudrun" else "vertex",
