@@ -241,7 +241,8 @@ class ComputeThreads:
 
     Leaner than ``loop.run_in_executor`` on a ``ThreadPoolExecutor``: a job is one queue put, and
     its result one ``call_soon_threadsafe``, with no concurrent Future, executor locks or chained
-    asyncio future in between (measured: 12 µs less per request on a small model). Threads start
+    asyncio future in between (measured: ~10 µs less per in-process request of ``bench.request_overhead``
+    than ``run_in_executor``, an A/B on the tiny model). Threads start
     on first use, never at construction, so a process can be forked after loading
     (``inference.workers``) with no thread to lose.
     """

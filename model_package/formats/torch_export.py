@@ -127,8 +127,9 @@ def _fast_call(program: Any, module: torch.nn.Module) -> Callable[..., Any]:
     structure matches the export (ours always does: the call plan builds it from the program's own
     signature) and two enable and disable ``nn.Module`` graph inputs (only for programs exported
     with modules among their example inputs). The shape guards run inside the graph itself
-    (``_guards_fn``), so they stay. Going around ``Module.__call__`` costs 25 µs per call instead of
-    57 µs on the 64->256->256->10 MLP: for small models, a tenth of a request's latency.
+    (``_guards_fn``), so they stay. Going around ``Module.__call__`` costs 31-32 µs per call instead of
+    55-57 µs on the 64->256->256->10 MLP (``python -m bench.request_overhead``): for small models,
+    a tenth of a request's latency.
     """
     args, kwargs = program.example_inputs or ((), {})
     plain_tensors = all(isinstance(value, torch.Tensor) for value in [*args, *kwargs.values()])
