@@ -75,6 +75,9 @@ def main(argv: Sequence[str] | None = None, stdin: Iterable[str] = sys.stdin) ->
     """Print ``matrix=[...]`` for the paths on stdin (root: the first argument, default ``.``)."""
     args = list(sys.argv[1:] if argv is None else argv)
     root = Path(args[0]) if args else Path()
+    if not root.is_dir():
+        print(f"affected_stacks: error: {root} is not a directory (expected the repository root)", file=sys.stderr)
+        return 2
     stacks = stacks_in(root)
     try:
         matrix = [{"stack": stack, "cloud": cloud_of(stack)} for stack in affected(stdin, stacks)]

@@ -56,6 +56,11 @@ def test_a_stack_named_without_its_cloud_is_an_error(tmp_path: Path, capsys: pyt
     assert "stack 'prod' does not start with one of aws, gcp" in capsys.readouterr().err
 
 
+def test_a_root_that_is_not_a_directory_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(tmp_path / "missing")], io.StringIO("Pulumi.aws-dev.yaml\n")) == 2
+    assert "is not a directory" in capsys.readouterr().err
+
+
 def test_runs_with_the_standard_library_alone() -> None:
     # The workflow runs it with the runner's python3 before installing anything: -I -S, no site-packages.
     result = subprocess.run(
