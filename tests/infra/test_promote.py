@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 import infra.promote
@@ -18,20 +17,9 @@ from infra.config.loader import load_stack_file
 from infra.config.schema import parse_image
 from infra.promote import main, rewrite_package_block
 from infra.registry import docker_image_name
-from model_package.builder import hash_tree
-from model_package.example import save_arrays
-from model_package.manifest import (
-    SCHEMA_VERSION,
-    Creation,
-    Example,
-    Framework,
-    Manifest,
-    Signature,
-    TensorSpec,
-    write_manifest,
-)
 from model_package.publish import push
 from tests.infra.fake_artifact_registry import FakeArtifactRegistry
+from tests.opaque_package import make_opaque_package
 
 # The serving image as the image workflow pushes it to dev: a manifest, addressed by its sha256.
 IMAGE_MANIFEST = json.dumps(
@@ -161,28 +149,7 @@ config:
 
 def make_package(root: Path) -> Path:
     """A small valid package named demo (opaque weights: promotion never loads the model)."""
-    root.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    (root / "model.onnx").write_bytes(rng.standard_normal(2_000).astype(np.float32).tobytes())
-    save_arrays(root / "example" / "inputs.npz", {"x": np.ones((2, 3), np.float32)})
-    save_arrays(root / "example" / "outputs.npz", {"y": np.ones((2, 1), np.float32)})
-    manifest = Manifest(
-        schema_version=SCHEMA_VERSION,
-        name="demo",
-        version="1.0.0",
-        format="onnx",
-        framework=Framework(name="onnx", version="1.17.0"),
-        model_path="model.onnx",
-        signature=Signature(
-            inputs=(TensorSpec(name="x", dtype="float32", shape=(-1, 3)),),
-            outputs=(TensorSpec(name="y", dtype="float32", shape=(-1, 1)),),
-        ),
-        example=Example(),
-        files=hash_tree(root),
-        created=Creation(created_at="2026-01-01T00:00:00+00:00", tool="tests", python="3.11"),
-    )
-    write_manifest(root, manifest)
-    return root
+    return make_opaque_package(root, weight_values=2_000)
 
 
 def outside_package_block(text: str) -> list[str]:
