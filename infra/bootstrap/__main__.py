@@ -22,7 +22,7 @@ from infra.config import ConfigError  # noqa: E402
 
 def main() -> None:
     """Validate the config, declare the resources and export the repository variables."""
-    from infra.bootstrap.program import deploy, from_pulumi
+    from infra.bootstrap import deploy, from_pulumi
 
     try:
         config = from_pulumi()
