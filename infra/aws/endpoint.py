@@ -23,7 +23,14 @@ import pulumi_aws as aws
 from infra.aws.autoscaling import VariantScaling, add_autoscaling, scaling_gate
 from infra.aws.iam import EndpointAccess, endpoint_role_policy, sagemaker_trust_policy
 from infra.aws.monitoring import AlarmTarget, dashboard_body, rollback_alarm, variant_alarms
-from infra.aws.naming import EndpointPrefixes, endpoint_log_group, invoke_url, partition, s3_uri
+from infra.aws.naming import (
+    EndpointPrefixes,
+    endpoint_log_group,
+    execution_role_path,
+    invoke_url,
+    partition,
+    s3_uri,
+)
 from infra.config import (
     PROJECT,
     AsyncSettings,
@@ -292,6 +299,10 @@ class SageMakerEndpoint(pulumi.ComponentResource):
         # --- identity ---------------------------------------------------------------------------
         role = aws.iam.Role(
             f"{prefix}-role",
+            # Auto-named under the environment's path, which is all the deploy role may touch
+            # (a changed path replaces the role: ``path`` is ForceNew in the Terraform provider's
+            # internal/service/iam/role.go, and the model that uses it follows, blue/green).
+            path=execution_role_path(config.environment),
             description=f"SageMaker execution role of endpoint {endpoint.name} ({PROJECT} {config.stack})",
             assume_role_policy=pulumi.Output.from_input(account_id).apply(
                 lambda account: json.dumps(sagemaker_trust_policy(account))

@@ -51,6 +51,19 @@ def invoke_url(region: str, endpoint_name: str) -> str:
     return f"https://runtime.sagemaker.{region}.{dns_suffix(region)}/endpoints/{endpoint_name}/invocations"
 
 
+#: Execution roles live under this IAM path, one folder per environment: ``/model-deploy/<env>/``.
+#: The bootstrap's deploy role of an environment may create, change and pass only the roles under
+#: its own folder (an IAM role ARN includes its path: ``arn:aws:iam::<account>:role/<path><name>``,
+#: IAM User Guide, "IAM identifiers"), so Pulumi can keep auto-naming them while dev's role can
+#: never touch prod's, even in one account.
+ROLE_PATH_ROOT: Final = "/model-deploy/"
+
+
+def execution_role_path(environment: str) -> str:
+    """``/model-deploy/<environment>/``: the IAM path of the execution roles of ``environment``'s stacks."""
+    return f"{ROLE_PATH_ROOT}{environment}/"
+
+
 def endpoint_log_group(endpoint_name: str) -> str:
     """The CloudWatch Logs group SageMaker writes an endpoint's container output to."""
     return f"{ENDPOINT_LOG_GROUP_PREFIX}/{endpoint_name}"

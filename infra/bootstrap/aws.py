@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 import pulumi
 
+from infra.aws.naming import ROLE_PATH_ROOT, execution_role_path
 from infra.bootstrap.config import (
     AWS_AUDIENCE,
     GITHUB_OIDC_HOST,
@@ -20,6 +22,11 @@ from infra.bootstrap.config import (
     BootstrapConfig,
     variable,
 )
+
+#: The main program's project name (the root Pulumi.yaml): its stacks' state lives under this name.
+PROGRAM_PROJECT: Final = "model-deploy"
+#: The tag every model-deploy stack puts on its resources with its environment (StackConfig.standard_tags).
+ENVIRONMENT_TAG: Final = "environment"
 
 
 def github_trust_policy(provider_arn: str, subjects: Sequence[str]) -> dict[str, Any]:
@@ -47,31 +54,94 @@ def _statement(sid: str, actions: Sequence[str], resources: Sequence[str], **ext
     return {"Sid": sid, "Effect": "Allow", "Action": sorted(actions), "Resource": list(resources), **extra}
 
 
-def _state_statements(bucket_arn: str, key_arn: str, *, write: bool) -> list[dict[str, Any]]:
-    objects = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"]  # previews take and release a lock
+def stack_name(environment: str) -> str:
+    """The main program's AWS stack of ``environment`` (``Pulumi.aws-<environment>.yaml``)."""
+    return f"aws-{environment}"
+
+
+def identity_arn(partition: str, account: str, name: str) -> str:
+    """The ARN of bootstrap identity ``name`` (an environment or ``readonly``) in ``account``.
+
+    Names are fixed, so policies in one account can name roles in another before they exist.
+    """
+    return f"arn:{partition}:iam::{account}:role/{IDENTITY_PREFIX}{name}"
+
+
+def state_object_arns(bucket_arn: str, stack: str) -> list[str]:
+    """Every object the Pulumi DIY backend reads or writes for ``stack`` (and only for it).
+
+    The layout of project-scoped stacks (``.pulumi/meta.yaml`` version 1) in pulumi/pulumi
+    ``pkg/backend/diy`` (state.go ``saveCheckpoint``/``backupTarget``/``backupStack``/
+    ``addToHistory``, stack_tags.go, lock.go): the checkpoint ``stacks/<project>/<stack>.json``
+    (``.gz``/``.zst`` compressed, ``.bak`` copies), its tags, backups, history and locks.
+    """
+    root, project = f"{bucket_arn}/.pulumi", PROGRAM_PROJECT
     return [
-        _statement("StateBucket", ["s3:ListBucket", "s3:GetBucketLocation", "s3:GetBucketVersioning"], [bucket_arn]),
-        _statement("StateObjects", objects, [f"{bucket_arn}/*"]),
-        _statement(
-            "StateSecrets",
-            ["kms:Decrypt", "kms:DescribeKey", *(["kms:Encrypt", "kms:GenerateDataKey"] if write else [])],
-            [key_arn],
-        ),
+        f"{root}/stacks/{project}/{stack}.json*",
+        f"{root}/stacks/{project}/{stack}.pulumi-tags",
+        f"{root}/backups/{project}/{stack}/*",
+        f"{root}/history/{project}/{stack}/*",
+        f"{root}/locks/organization/{project}/{stack}/*",
     ]
 
 
-def deploy_policy(partition: str, account: str, bucket_arn: str, key_arn: str) -> dict[str, Any]:
-    """What a deploy role may do: the resource types the model-deploy stacks manage, in this account.
+def _state_statements(bucket_arn: str, key_arn: str, stacks: Sequence[str] | None) -> list[dict[str, Any]]:
+    """State access: ``stacks`` read and written (locks, checkpoints), or with ``None`` everything read only.
 
-    ``Resource: "*"`` appears only for the actions IAM cannot scope to a resource (creating a KMS
-    key, ECR login, application-autoscaling); no action is a wildcard.
+    ``pulumi preview`` takes no lock and writes nothing (pulumi/pulumi pkg/backend/diy/backend.go:
+    ``Preview`` never calls ``Lock``; only update, refresh, destroy and import do), so the read-only
+    identity needs no write at all. ``.pulumi/meta.yaml`` is read by every command and written only
+    when missing, which the bootstrap prevents by writing it (:func:`deploy_aws`). S3 calls KMS with
+    the caller's permissions for SSE-KMS objects (GenerateDataKey to write, Decrypt to read), and the
+    ``awskms://`` secrets provider calls Encrypt when a stack is created and Decrypt on every command
+    (gocloud.dev secrets/awskms/kms.go).
+    """
+    statements = [
+        # Pulumi lists prefixes (stack file variants, locks) and needs 404s, not 403s, for missing keys.
+        _statement("StateList", ["s3:ListBucket"], [bucket_arn]),
+        _statement("StateMetadata", ["s3:GetObject"], [f"{bucket_arn}/.pulumi/meta.yaml"]),
+    ]
+    if stacks is None:
+        statements += [
+            _statement("StateRead", ["s3:GetObject"], [f"{bucket_arn}/.pulumi/*"]),
+            _statement("StateSecrets", ["kms:Decrypt", "kms:DescribeKey"], [key_arn]),
+        ]
+    else:
+        objects = [arn for stack in stacks for arn in state_object_arns(bucket_arn, stack)]
+        statements += [
+            _statement(
+                "StateObjects",
+                ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],
+                objects,
+            ),
+            _statement(
+                "StateSecrets",
+                ["kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey"],
+                [key_arn],
+            ),
+        ]
+    return statements
+
+
+def deploy_policy(partition: str, account: str, environment: str, bucket_arn: str, key_arn: str) -> dict[str, Any]:
+    """What ``environment``'s deploy role may do: its stack's state, and what its stacks manage in ``account``.
+
+    Scoped to the environment, not only the account, so that isolation holds when several
+    environments share an account: execution roles under the environment's IAM path, artifact
+    buckets named ``model-deploy-<environment>-…``, KMS keys tagged with the environment (ABAC:
+    ``aws:RequestTag`` on CreateKey, ``aws:ResourceTag`` on every other key action, KMS Developer
+    Guide "ABAC for AWS KMS"), aliases under ``alias/model-deploy/aws-<environment>/``, and state
+    objects of its own stack only. ``Resource: "*"`` appears only for the actions IAM cannot scope
+    to a resource (creating a KMS key, ECR login, application-autoscaling); no action is a wildcard.
     """
     arn = f"arn:{partition}"
-    roles = f"{arn}:iam::{account}:role/{NAME_PREFIX}*"
+    roles = f"{arn}:iam::{account}:role{execution_role_path(environment)}*"
+    buckets = f"{arn}:s3:::{NAME_PREFIX}{environment}-*"
+    own_keys = {"StringEquals": {f"aws:ResourceTag/{ENVIRONMENT_TAG}": environment}}
     return {
         "Version": "2012-10-17",
         "Statement": [
-            *_state_statements(bucket_arn, key_arn, write=True),
+            *_state_statements(bucket_arn, key_arn, [stack_name(environment)]),
             _statement(
                 "SageMaker",
                 [
@@ -98,6 +168,13 @@ def deploy_policy(partition: str, account: str, bucket_arn: str, key_arn: str) -
                     f"{arn}:sagemaker:*:{account}:endpoint-config/*",
                     f"{arn}:sagemaker:*:{account}:endpoint/*",
                 ],
+            ),
+            # model-deploy-verify's smoke request (infra/verify_aws.py): without these the deploy
+            # workflow fails at its verify step.
+            _statement(
+                "VerifyEndpoints",
+                ["sagemaker:InvokeEndpoint", "sagemaker:InvokeEndpointAsync"],
+                [f"{arn}:sagemaker:*:{account}:endpoint/*"],
             ),
             _statement(
                 "ArtifactBuckets",
@@ -133,14 +210,26 @@ def deploy_policy(partition: str, account: str, bucket_arn: str, key_arn: str) -
                         "GetBucketRequestPayment",
                     )
                 ],
-                [f"{arn}:s3:::{NAME_PREFIX}*"],
+                [buckets],
             ),
             _statement(
                 "ArtifactObjects",
-                ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:GetObjectTagging"],
-                [f"{arn}:s3:::{NAME_PREFIX}*/*"],
+                ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:GetObjectTagging", "s3:AbortMultipartUpload"],
+                [f"{buckets}/*"],
             ),
-            _statement("CreateKeys", ["kms:CreateKey", "kms:ListAliases"], ["*"]),
+            # A new key must carry this environment's tag; tagging at creation is a TagResource on a
+            # key that has no environment tag yet (KMS API Reference, CreateKey: Tags). The state key
+            # has none either, so its key policy denies pipeline roles everything but using it.
+            _statement(
+                "CreateKeys",
+                ["kms:CreateKey", "kms:TagResource"],
+                ["*"],
+                Condition={
+                    "StringEquals": {f"aws:RequestTag/{ENVIRONMENT_TAG}": environment},
+                    "Null": {f"aws:ResourceTag/{ENVIRONMENT_TAG}": "true"},
+                },
+            ),
+            _statement("ListKeyAliases", ["kms:ListAliases"], ["*"]),
             _statement(
                 "ManageKeys",
                 [
@@ -156,6 +245,9 @@ def deploy_policy(partition: str, account: str, bucket_arn: str, key_arn: str) -
                         "UntagResource",
                         "ScheduleKeyDeletion",
                         "CreateGrant",
+                        # ECR: "the IAM principal that creates the repository needs kms:CreateGrant,
+                        # kms:RetireGrant and kms:DescribeKey" (Amazon ECR User Guide, encryption at rest).
+                        "RetireGrant",
                         "Encrypt",
                         "Decrypt",
                         "GenerateDataKey",
@@ -164,7 +256,20 @@ def deploy_policy(partition: str, account: str, bucket_arn: str, key_arn: str) -
                         "UpdateAlias",
                     )
                 ],
-                [f"{arn}:kms:*:{account}:key/*", f"{arn}:kms:*:{account}:alias/model-deploy/*"],
+                [f"{arn}:kms:*:{account}:key/*"],
+                # Only keys of this environment, and no re-tagging one into it (IfExists: only
+                # TagResource carries request tags).
+                Condition={
+                    **own_keys,
+                    "StringEqualsIfExists": {f"aws:RequestTag/{ENVIRONMENT_TAG}": environment},
+                },
+            ),
+            # Alias actions are authorized on the alias too (Service Authorization Reference); aliases
+            # carry no tags, so they are scoped by name: alias/model-deploy/<stack>/... (infra/aws/artifact_store.py).
+            _statement(
+                "ManageKeyAliases",
+                ["kms:CreateAlias", "kms:DeleteAlias", "kms:UpdateAlias"],
+                [f"{arn}:kms:*:{account}:alias/{PROGRAM_PROJECT}/{stack_name(environment)}/*"],
             ),
             _statement("EcrLogin", ["ecr:GetAuthorizationToken"], ["*"]),
             _statement(
@@ -279,7 +384,8 @@ def deploy_policy(partition: str, account: str, bucket_arn: str, key_arn: str) -
                 ],
                 [f"{arn}:cloudwatch:*:{account}:alarm:*", f"{arn}:cloudwatch::{account}:dashboard/*"],
             ),
-            _statement("DescribeLogGroups", ["logs:DescribeLogGroups"], [f"{arn}:logs:*:{account}:log-group:*"]),
+            # DescribeLogGroups has no resource-level permissions (Service Authorization Reference).
+            _statement("DescribeLogGroups", ["logs:DescribeLogGroups"], ["*"]),
             _statement(
                 "LogGroups",
                 [
@@ -332,21 +438,21 @@ def readonly_policy(partition: str, account: str, bucket_arn: str, key_arn: str)
         "ecr": ("DescribeRepositories", "ListTagsForResource", "GetLifecyclePolicy", "GetRepositoryPolicy"),
         "iam": ("GetRole", "GetRolePolicy", "ListRolePolicies", "ListAttachedRolePolicies", "ListRoleTags"),
         "cloudwatch": ("DescribeAlarms", "ListTagsForResource", "GetDashboard"),
-        "logs": ("DescribeLogGroups", "ListTagsForResource", "ListTagsLogGroup"),
+        "logs": ("ListTagsForResource", "ListTagsLogGroup"),
     }
     resources = {
         "sagemaker": [f"{arn}:sagemaker:*:{account}:{kind}/*" for kind in ("model", "endpoint-config", "endpoint")],
         "s3": [f"{arn}:s3:::{NAME_PREFIX}*", f"{arn}:s3:::{NAME_PREFIX}*/*"],
         "kms": [f"{arn}:kms:*:{account}:key/*"],
         "ecr": [f"{arn}:ecr:*:{account}:repository/*"],
-        "iam": [f"{arn}:iam::{account}:role/{NAME_PREFIX}*"],
+        "iam": [f"{arn}:iam::{account}:role{ROLE_PATH_ROOT}*"],
         "cloudwatch": [f"{arn}:cloudwatch:*:{account}:alarm:*", f"{arn}:cloudwatch::{account}:dashboard/*"],
         "logs": [f"{arn}:logs:*:{account}:log-group:*"],
     }
     return {
         "Version": "2012-10-17",
         "Statement": [
-            *_state_statements(bucket_arn, key_arn, write=False),
+            *_state_statements(bucket_arn, key_arn, None),
             *(
                 _statement(
                     f"Read{service.title().replace('-', '')}", [f"{service}:{a}" for a in actions], resources[service]
@@ -364,12 +470,116 @@ def readonly_policy(partition: str, account: str, bucket_arn: str, key_arn: str)
                 ["*"],
             ),
             _statement("ListKeyAliases", ["kms:ListAliases"], ["*"]),
+            _statement("DescribeLogGroups", ["logs:DescribeLogGroups"], ["*"]),
         ],
     }
 
 
+def state_bucket_policy(bucket_arn: str, deploy_roles: dict[str, str], readonly_roles: Sequence[str]) -> dict[str, Any]:
+    """TLS only; each environment's role its own stack's state, read-only roles reading, from any account.
+
+    A role in another account needs both its identity policy and this policy to allow a request
+    (IAM User Guide, "Cross-account policy evaluation logic"); in the bucket's own account these
+    grants are exactly as wide as the identity policies, so they widen nothing.
+    """
+    statements: list[dict[str, Any]] = [
+        {
+            "Sid": "DenyInsecureTransport",
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "s3:*",
+            "Resource": [bucket_arn, f"{bucket_arn}/*"],
+            "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+        },
+        {
+            "Sid": "PipelinesList",
+            "Effect": "Allow",
+            "Principal": {"AWS": sorted({*deploy_roles.values(), *readonly_roles})},
+            "Action": "s3:ListBucket",
+            "Resource": bucket_arn,
+        },
+        {
+            "Sid": "ReadOnlyReads",
+            "Effect": "Allow",
+            "Principal": {"AWS": sorted(set(readonly_roles))},
+            "Action": "s3:GetObject",
+            "Resource": f"{bucket_arn}/.pulumi/*",
+        },
+    ]
+    for environment, role_arn in sorted(deploy_roles.items()):
+        statements.append(
+            {
+                "Sid": f"State{environment.title()}",
+                "Effect": "Allow",
+                "Principal": {"AWS": role_arn},
+                "Action": ["s3:AbortMultipartUpload", "s3:DeleteObject", "s3:GetObject", "s3:PutObject"],
+                "Resource": [
+                    f"{bucket_arn}/.pulumi/meta.yaml",  # read-only in the identity policy
+                    *state_object_arns(bucket_arn, stack_name(environment)),
+                ],
+            }
+        )
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+def state_key_policy(
+    partition: str, account: str, deploy_roles: Sequence[str], readonly_roles: Sequence[str]
+) -> dict[str, Any]:
+    """The account administers the key through IAM; pipeline roles of other accounts may use it.
+
+    "No AWS principal has any permissions to a KMS key unless [the key policy] explicitly allows"
+    it (KMS Developer Guide, "Key policies"): the account statement delegates to IAM for roles in
+    this account, the others name the roles of environment accounts.
+    """
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "AccountAdministersKeyThroughIam",
+                "Effect": "Allow",
+                "Principal": {"AWS": f"arn:{partition}:iam::{account}:root"},
+                "Action": "kms:*",
+                "Resource": "*",
+            },
+            {
+                # Pipeline roles may use the key, never manage, re-tag or delete it: an explicit deny
+                # wins over any allow (IAM User Guide, "Policy evaluation logic").
+                "Sid": "PipelinesOnlyUseKey",
+                "Effect": "Deny",
+                "Principal": {"AWS": sorted({*deploy_roles, *readonly_roles})},
+                "NotAction": ["kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey"],
+                "Resource": "*",
+            },
+            {
+                "Sid": "DeployRolesUseKey",
+                "Effect": "Allow",
+                "Principal": {"AWS": sorted(set(deploy_roles))},
+                "Action": ["kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey"],
+                "Resource": "*",
+            },
+            {
+                "Sid": "ReadOnlyRolesDecrypt",
+                "Effect": "Allow",
+                "Principal": {"AWS": sorted(set(readonly_roles))},
+                "Action": ["kms:Decrypt", "kms:DescribeKey"],
+                "Resource": "*",
+            },
+        ],
+    }
+
+
+#: What the DIY backend writes into an empty state store on its first command (pulumi/pulumi
+#: pkg/backend/diy/meta.go ``ensurePulumiMeta``): written here so no pipeline identity has to.
+STATE_META_KEY: Final = ".pulumi/meta.yaml"
+STATE_META: Final = "version: 1\n"
+
+
+def _access_role_arn(partition: str, *, account: str, name: str) -> str:
+    return f"arn:{partition}:iam::{account}:role/{name}"
+
+
 def deploy_aws(config: BootstrapConfig) -> dict[str, pulumi.Input[str]]:
-    """State bucket and secrets key, GitHub OIDC provider, one role per environment and a read-only one."""
+    """State bucket and secrets key; per account a GitHub OIDC provider and read-only role; a role per environment."""
     import pulumi_aws as aws
 
     settings = config.aws
@@ -379,6 +589,44 @@ def deploy_aws(config: BootstrapConfig) -> dict[str, pulumi.Input[str]]:
     region = aws.get_region_output().region
     tags = {"project": "model-deploy", "managed-by": PROJECT}
     keep = pulumi.ResourceOptions(protect=True)  # losing these loses every stack's state
+
+    # One provider per environment account, through the role AWS Organizations creates in it.
+    providers: dict[str, aws.Provider] = {}
+    for member in dict.fromkeys(settings.environment_accounts.values()):
+        providers[member] = aws.Provider(
+            f"account-{member}",
+            region=region,
+            assume_roles=[
+                aws.ProviderAssumeRoleArgs(
+                    role_arn=partition.apply(
+                        functools.partial(_access_role_arn, account=member, name=settings.account_access_role_name)
+                    ),
+                    session_name="model-deploy-bootstrap",
+                )
+            ],
+        )
+
+    def in_account(account: str | None) -> pulumi.ResourceOptions:
+        return pulumi.ResourceOptions(provider=providers[account]) if account else pulumi.ResourceOptions()
+
+    def suffix(account: str | None) -> str:
+        return f"-{account}" if account else ""
+
+    # Accounts that hold roles: None is the bootstrap's own account.
+    accounts: list[str | None] = [None, *providers]
+    environment_account = {
+        environment: settings.environment_accounts.get(environment) for environment in config.environments
+    }
+
+    def role_arn(account: str | None, name: str) -> pulumi.Output[str]:
+        return pulumi.Output.all(partition, identity.account_id).apply(
+            lambda values: identity_arn(values[0], account or values[1], name)
+        )
+
+    deploy_role_arns = {
+        environment: role_arn(account, environment) for environment, account in environment_account.items()
+    }
+    readonly_role_arns = {account: role_arn(account, READONLY) for account in accounts}
 
     key = aws.kms.Key(
         "state-key",
@@ -409,7 +657,7 @@ def deploy_aws(config: BootstrapConfig) -> dict[str, pulumi.Input[str]]:
         bucket=bucket.id,
         versioning_configuration=aws.s3.BucketVersioningVersioningConfigurationArgs(status="Enabled"),
     )
-    aws.s3.BucketServerSideEncryptionConfiguration(
+    encryption = aws.s3.BucketServerSideEncryptionConfiguration(
         "state-bucket-encryption",
         bucket=bucket.id,
         rules=[
@@ -422,72 +670,107 @@ def deploy_aws(config: BootstrapConfig) -> dict[str, pulumi.Input[str]]:
             )
         ],
     )
-    aws.s3.BucketPolicy(
-        "state-bucket-policy",
+    aws.s3.BucketObjectv2(
+        "state-meta",
         bucket=bucket.id,
-        policy=bucket.arn.apply(
-            lambda bucket_arn: json.dumps(
-                {
-                    "Version": "2012-10-17",
-                    "Statement": [
-                        {
-                            "Sid": "DenyInsecureTransport",
-                            "Effect": "Deny",
-                            "Principal": "*",
-                            "Action": "s3:*",
-                            "Resource": [bucket_arn, f"{bucket_arn}/*"],
-                            "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-                        }
-                    ],
-                }
+        key=STATE_META_KEY,
+        content=STATE_META,
+        content_type="application/yaml",
+        opts=pulumi.ResourceOptions(depends_on=[encryption]),
+    )
+
+    providers_arn: dict[str | None, pulumi.Output[str]] = {}
+    for account in accounts:
+        if settings.oidc_provider == "existing":
+            # IAM allows one provider per URL per account: reuse the one that is there.
+            found = aws.iam.get_open_id_connect_provider_output(
+                url=GITHUB_OIDC_URL, opts=pulumi.InvokeOutputOptions(provider=providers[account]) if account else None
             )
-        ),
-        opts=pulumi.ResourceOptions(depends_on=[public_access]),
-    )
+            providers_arn[account] = found.arn
+        else:
+            providers_arn[account] = aws.iam.OpenIdConnectProvider(
+                f"github-oidc{suffix(account)}",
+                url=GITHUB_OIDC_URL,
+                client_id_lists=[AWS_AUDIENCE],
+                tags=tags,
+                opts=in_account(account),
+            ).arn
 
-    provider = aws.iam.OpenIdConnectProvider(
-        "github-oidc",
-        url=GITHUB_OIDC_URL,
-        client_id_lists=[AWS_AUDIENCE],
-        tags=tags,
-    )
-
-    def role(name: str, subjects: Sequence[str], policy: Any, description: str) -> aws.iam.Role:
+    def role(name: str, account: str | None, subjects: Sequence[str], policy: Any, description: str) -> aws.iam.Role:
         created = aws.iam.Role(
-            f"{name}-role",
+            f"{name}-role{suffix(account)}",
             name=f"{IDENTITY_PREFIX}{name}",
             description=description,
-            assume_role_policy=provider.arn.apply(lambda arn: json.dumps(github_trust_policy(arn, subjects))),
+            assume_role_policy=providers_arn[account].apply(lambda arn: json.dumps(github_trust_policy(arn, subjects))),
             max_session_duration=3600,
             tags=tags,
+            opts=in_account(account),
         )
         aws.iam.RolePolicy(
-            f"{name}-policy",
+            f"{name}-policy{suffix(account)}",
             role=created.id,
             policy=pulumi.Output.all(partition, identity.account_id, bucket.arn, key.arn).apply(
-                lambda values: json.dumps(policy(*values))
+                lambda values: json.dumps(policy(values[0], account or values[1], values[2], values[3]))
             ),
+            opts=in_account(account),
         )
         return created
 
     outputs: dict[str, pulumi.Input[str]] = {}
-    for environment in config.environments:
+    roles: list[aws.iam.Role] = []
+    for environment, account in environment_account.items():
         created = role(
             environment,
+            account,
             [config.environment_subject(environment)],
-            deploy_policy,
+            lambda p, a, b, k, e=environment: deploy_policy(p, a, e, b, k),
             f"model-deploy {environment}: assumed by {config.github_repository} jobs in environment {environment}",
         )
+        roles.append(created)
         outputs[f"AWS_ROLE_ARN_{variable(environment)}"] = created.arn
-    readonly = role(
-        READONLY,
-        config.readonly_subjects,
-        readonly_policy,
-        f"model-deploy previews and drift checks of {config.github_repository} (pull requests, main)",
+    readonly_roles: dict[str | None, aws.iam.Role] = {}
+    for account in accounts:
+        readonly_roles[account] = role(
+            READONLY,
+            account,
+            config.readonly_subjects,
+            readonly_policy,
+            f"model-deploy previews and drift checks of {config.github_repository} (pull requests, main)",
+        )
+    roles.extend(readonly_roles.values())
+    # Previews of an environment run with the read-only role of its account.
+    for environment, account in environment_account.items():
+        outputs[f"AWS_ROLE_ARN_READONLY_{variable(environment)}"] = readonly_roles[account].arn
+    outputs["AWS_ROLE_ARN_READONLY"] = readonly_roles[None].arn
+
+    # Both policies name roles, which IAM must know first ("Invalid principal in policy").
+    after_roles = pulumi.ResourceOptions(depends_on=[public_access, *roles])
+    aws.s3.BucketPolicy(
+        "state-bucket-policy",
+        bucket=bucket.id,
+        policy=pulumi.Output.all(
+            bucket.arn, pulumi.Output.all(**deploy_role_arns), pulumi.Output.all(*readonly_role_arns.values())
+        ).apply(lambda values: json.dumps(state_bucket_policy(values[0], dict(values[1]), list(values[2])))),
+        opts=after_roles,
     )
-    outputs["AWS_ROLE_ARN_READONLY"] = readonly.arn
+    aws.kms.KeyPolicy(
+        "state-key-policy",
+        key_id=key.key_id,
+        policy=pulumi.Output.all(
+            partition,
+            identity.account_id,
+            pulumi.Output.all(*deploy_role_arns.values()),
+            pulumi.Output.all(*readonly_role_arns.values()),
+        ).apply(lambda values: json.dumps(state_key_policy(values[0], values[1], list(values[2]), list(values[3])))),
+        opts=pulumi.ResourceOptions(depends_on=roles),
+    )
+
     outputs["PULUMI_BACKEND_URL_AWS"] = bucket.bucket.apply(lambda name: f"s3://{name}")
-    outputs["PULUMI_SECRETS_PROVIDER_AWS"] = region.apply(lambda name: f"awskms://{STATE_KEY_ALIAS}?region={name}")
+    outputs["PULUMI_SECRETS_PROVIDER_AWS"] = pulumi.Output.all(region, key.arn).apply(
+        # By key ARN, not alias: a role in another account can only name the key by its ARN
+        # (KMS Developer Guide, "Allowing users in other accounts to use a KMS key").
+        lambda values: f"awskms:///{values[1]}?region={values[0]}"
+    )
     outputs["stateKeyArn"] = key.arn
-    outputs["oidcProviderArn"] = provider.arn
+    outputs["oidcProviderArn"] = providers_arn[None]
     return outputs

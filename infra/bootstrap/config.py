@@ -34,6 +34,7 @@ _ENVIRONMENT_PATTERN: Final = r"^[a-z][a-z0-9]{0,9}$"  # fits a service-account 
 _S3_BUCKET_PATTERN: Final = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
 _GCS_BUCKET_PATTERN: Final = r"^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$"
 _GCP_PROJECT_PATTERN: Final = r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$"
+_AWS_ACCOUNT_PATTERN: Final = r"^[0-9]{12}$"
 
 
 class _Section(BaseModel):
@@ -44,6 +45,24 @@ class AwsBootstrap(_Section):
     """``model-deploy-bootstrap:aws``."""
 
     state_bucket_name: str = Field(alias="stateBucketName", pattern=_S3_BUCKET_PATTERN)
+    environment_accounts: dict[str, Annotated[str, Field(pattern=_AWS_ACCOUNT_PATTERN)]] = Field(
+        default_factory=dict, alias="environmentAccounts"
+    )
+    """The account each environment deploys into (the bootstrap's own account for those not listed).
+    One account per environment is the layout AWS recommends (AWS Organizations best practices:
+    workloads separated by environment in their own accounts); the state bucket and its key stay
+    in the bootstrap's account and grant each environment's role only its own stacks' state."""
+    account_access_role_name: str = Field(
+        default="OrganizationAccountAccessRole", alias="accountAccessRoleName", pattern=r"^[\w+=,.@-]{1,64}$"
+    )
+    """The role the bootstrap assumes in each environment account (AWS Organizations creates
+    ``OrganizationAccountAccessRole`` in every member account it creates)."""
+    oidc_provider: Literal["create", "existing"] = Field(default="create", alias="oidcProvider")
+    """``existing``: reuse the account's GitHub OIDC provider (IAM allows one per URL per account)."""
+
+    def account_of(self, environment: str, bootstrap_account: str) -> str:
+        """The account ``environment``'s stacks deploy into."""
+        return self.environment_accounts.get(environment, bootstrap_account)
 
 
 class GcpBootstrap(_Section):
@@ -96,13 +115,18 @@ class BootstrapConfig(_Section):
     def _cloud_section(self) -> BootstrapConfig:
         if getattr(self, self.cloud) is None:
             raise ConfigError(f"{PROJECT}:{self.cloud}", MISSING, f"is required when cloud is {self.cloud!r}")
-        for environment, project in (self.gcp.environment_projects if self.gcp else {}).items():
-            if environment not in self.environments:
-                raise ConfigError(
-                    f"{PROJECT}:gcp.environmentProjects.{environment}",
-                    project,
-                    f"names no environment (expected one of {', '.join(self.environments)})",
-                )
+        placements = {
+            "gcp.environmentProjects": self.gcp.environment_projects if self.gcp else {},
+            "aws.environmentAccounts": self.aws.environment_accounts if self.aws else {},
+        }
+        for key, placement in placements.items():
+            for environment, where in placement.items():
+                if environment not in self.environments:
+                    raise ConfigError(
+                        f"{PROJECT}:{key}.{environment}",
+                        where,
+                        f"names no environment (expected one of {', '.join(self.environments)})",
+                    )
         return self
 
     @property

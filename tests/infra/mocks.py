@@ -99,10 +99,14 @@ class RecordingMocks(pulumi.runtime.Mocks):
         region, account = self.region, self.account_id
         physical = str(state.get("name") or args.name)
         arns: dict[str, str] = {
-            "aws:kms/key:Key": f"arn:aws:kms:{region}:{account}:key/{hashlib.md5(args.name.encode()).hexdigest()}",
+            # Key ids are random in AWS: distinct per stack, so stacks sharing an account never share one.
+            "aws:kms/key:Key": (
+                f"arn:aws:kms:{region}:{account}:key/"
+                f"{hashlib.md5(f'{pulumi.get_stack()}/{args.name}'.encode()).hexdigest()}"
+            ),
             "aws:s3/bucket:Bucket": f"arn:aws:s3:::{state.get('bucket')}",
             "aws:ecr/repository:Repository": f"arn:aws:ecr:{region}:{account}:repository/{physical}",
-            "aws:iam/role:Role": f"arn:aws:iam::{account}:role/{physical}",
+            "aws:iam/role:Role": f"arn:aws:iam::{account}:role{state.get('path') or '/'}{physical}",
             "aws:cloudwatch/logGroup:LogGroup": f"arn:aws:logs:{region}:{account}:log-group:{physical}",
             "aws:cloudwatch/metricAlarm:MetricAlarm": f"arn:aws:cloudwatch:{region}:{account}:alarm:{physical}",
             "aws:sagemaker/model:Model": f"arn:aws:sagemaker:{region}:{account}:model/{physical}",

@@ -3,67 +3,17 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import pulumi
 import pytest
 
 from infra.bootstrap import deploy, from_pulumi, parse_config
 from infra.config import ConfigError
-from tests.infra.mocks import ACCOUNT_ID, Deployment, RecordingMocks, RecordingMonitor, json_input, run_program
+from tests.infra.bootstrap_runs import OIDC_ARN, POOL, BootstrapMocks, bootstrap
+from tests.infra.mocks import ACCOUNT_ID, Deployment, RecordingMonitor, json_input, run_program
 
 REPO = "acme/model-deploy"
-OIDC_ARN = f"arn:aws:iam::{ACCOUNT_ID}:oidc-provider/token.actions.githubusercontent.com"
-POOL = "projects/123456/locations/global/workloadIdentityPools/github-model-deploy"
-
-
-class BootstrapMocks(RecordingMocks):
-    """:class:`RecordingMocks` plus what the bootstrap program reads: partition, region, OIDC and pool names."""
-
-    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[Any, Any]]:
-        resource_id, state = super().new_resource(args)
-        if args.typ == "aws:iam/openIdConnectProvider:OpenIdConnectProvider":
-            state["arn"] = OIDC_ARN
-        elif args.typ == "gcp:iam/workloadIdentityPool:WorkloadIdentityPool":
-            state["name"] = POOL
-        elif args.typ == "gcp:iam/workloadIdentityPoolProvider:WorkloadIdentityPoolProvider":
-            state["name"] = f"{POOL}/providers/{state['workloadIdentityPoolProviderId']}"
-        elif args.typ == "gcp:kms/keyRing:KeyRing":  # ids as the Google provider makes them
-            resource_id = f"projects/{state['project']}/locations/{state['location']}/keyRings/{state['name']}"
-        elif args.typ == "gcp:kms/cryptoKey:CryptoKey":
-            resource_id = f"{state['keyRing']}/cryptoKeys/{state['name']}"
-        return resource_id, state
-
-    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[Any, Any], list[tuple[str, str]] | None]:
-        if args.token == "aws:index/getPartition:getPartition":
-            self.calls.append(args.token)
-            return {
-                "partition": "aws",
-                "dnsSuffix": "amazonaws.com",
-                "id": "aws",
-                "reverseDnsPrefix": "com.amazonaws",
-            }, []
-        if args.token == "aws:index/getRegion:getRegion":
-            self.calls.append(args.token)
-            return {
-                "region": self.region,
-                "name": self.region,
-                "id": self.region,
-                "endpoint": "",
-                "description": "",
-            }, []
-        return super().call(args)
-
-
-def bootstrap(values: Mapping[str, Any]) -> Deployment:
-    def program() -> None:
-        for name, value in deploy(from_pulumi()).items():
-            pulumi.export(name, value)
-
-    config = {f"model-deploy-bootstrap:{key}": value for key, value in values.items()}
-    return run_program(config, stack="bootstrap", program=program, monitor=RecordingMonitor(BootstrapMocks()))
 
 
 AWS = {"githubRepository": REPO, "cloud": "aws", "aws": {"stateBucketName": "acme-pulumi-state"}}
@@ -113,7 +63,8 @@ def test_aws_secrets_key_rotates(aws_run: Deployment) -> None:
     key = aws_run.one("aws:kms/key:Key", "state-key")
     assert key.inputs["enableKeyRotation"] is True
     assert (
-        aws_run.outputs["PULUMI_SECRETS_PROVIDER_AWS"] == "awskms://alias/model-deploy/pulumi-secrets?region=eu-west-1"
+        aws_run.outputs["PULUMI_SECRETS_PROVIDER_AWS"]
+        == f"awskms:///{key.state['arn']}?region=eu-west-1"  # by ARN: roles of other accounts use it too
     )
 
 
@@ -163,26 +114,15 @@ def test_aws_role_policies_have_no_wildcard_actions(aws_run: Deployment) -> None
             assert "NotAction" not in statement and "NotResource" not in statement
 
 
-def test_aws_deploy_role_passes_only_prefixed_roles_to_sagemaker(aws_run: Deployment) -> None:
+def test_aws_deploy_role_passes_only_its_environments_roles_to_sagemaker(aws_run: Deployment) -> None:
     statements = json_input(aws_run.one("aws:iam/rolePolicy:RolePolicy", "prod-policy"), "policy")["Statement"]
     by_action = {action: s for s in statements for action in _as_list(s["Action"])}
     passrole = by_action["iam:PassRole"]
-    assert passrole["Resource"] == [f"arn:aws:iam::{ACCOUNT_ID}:role/model-deploy-*"]
+    assert passrole["Resource"] == [f"arn:aws:iam::{ACCOUNT_ID}:role/model-deploy/prod/*"]
     assert passrole["Condition"] == {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
-    assert by_action["iam:PutRolePolicy"]["Resource"] == [f"arn:aws:iam::{ACCOUNT_ID}:role/model-deploy-*"]
-    # The deploy roles themselves are outside the prefix they manage: none can rewrite its own policy.
-    assert not aws_run.outputs["AWS_ROLE_ARN_PROD"].split("/")[-1].startswith("model-deploy-")
-    bucket_arn = "arn:aws:s3:::acme-pulumi-state"
-    assert by_action["s3:PutObject"]["Resource"] in ([f"{bucket_arn}/*"], ["arn:aws:s3:::model-deploy-*/*"])
-    readonly = json_input(aws_run.one("aws:iam/rolePolicy:RolePolicy", "readonly-policy"), "policy")["Statement"]
-    writes = {
-        a
-        for s in readonly
-        for a in _as_list(s["Action"])
-        if a.split(":")[1].startswith(("Create", "Delete", "Put", "Update"))
-    }
-    assert writes == {"s3:PutObject", "s3:DeleteObject"}  # the state lock only
-    assert all(s["Resource"] == [f"{bucket_arn}/*"] for s in readonly if "s3:PutObject" in _as_list(s["Action"]))
+    assert by_action["iam:PutRolePolicy"]["Resource"] == [f"arn:aws:iam::{ACCOUNT_ID}:role/model-deploy/prod/*"]
+    # The deploy roles themselves are outside the path they manage: none can rewrite its own policy.
+    assert "/model-deploy/" not in aws_run.outputs["AWS_ROLE_ARN_PROD"]
 
 
 @pytest.mark.parametrize("role", ["dev", "staging", "prod"])
@@ -373,6 +313,9 @@ def test_every_variable_output_is_read_by_a_workflow(aws_run: Deployment, gcp_ru
     # vars[format('AWS_ROLE_ARN_{0}', inputs.credentials)] with `credentials: STAGING` in a caller.
     for prefix in re.findall(r"format\('([A-Z0-9_]+)\{0\}'", text):
         read |= {prefix + suffix for suffix in re.findall(r"credentials: ([A-Z]+)", text)}
+    # pulumi-stack.yml turns READONLY into READONLY_<ENV> for AWS, <ENV> from the stack name.
+    if 'echo "variable=READONLY_${environment^^}"' in text:
+        read |= {f"AWS_ROLE_ARN_READONLY_{env.upper()}" for env in re.findall(r"stack: aws-([a-z0-9]+)", text)}
     outputs = (aws_run if cloud == "aws" else gcp_run).outputs
     variables = {name for name in outputs if name.isupper()}
     assert f"PULUMI_SECRETS_PROVIDER_{cloud.upper()}" in variables
