@@ -8,6 +8,7 @@ another environment's state, roles or keys; the read-only roles may write nothin
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -66,8 +67,7 @@ def _shared() -> Layout:
 
 def _retarget(values: dict, account: str) -> dict:
     """A committed stack moved into ``account`` (its image and topic ARNs name their account)."""
-    text = repr(values)
-    return eval(text.replace(stack_account(values), account))  # noqa: S307 - our own committed config
+    return json.loads(json.dumps(values).replace(stack_account(values), account))
 
 
 @pytest.fixture(scope="module", params=["account-per-environment", "shared-account"])
