@@ -224,3 +224,26 @@ def test_readonly_is_trusted_for_pull_requests_and_the_default_branch_only(world
         principal = world.provider.principal(claims)
         assert principal is not None
         assert not evaluate(world.policies, principal, "iam.serviceAccounts.getAccessToken", account), claims["sub"]
+
+
+@pytest.mark.parametrize("name", STACKS)
+def test_the_serving_identity_can_read_its_package_and_image_and_nothing_of_other_stacks(
+    world: GcpWorld, name: str
+) -> None:
+    stack = world.stacks[name]
+    [account] = [r for r in stack.resources if r.type == "gcp:serviceaccount/account:Account"]
+    serving = Principal.service_account(str(account.value("email")))
+    bucket, package = _package(stack)
+    needs = [
+        Need("storage.objects.get", object_resource(bucket, package), "fetch the package (AIP_STORAGE_URI)"),
+        Need("artifactregistry.repositories.downloadArtifacts", _repository(stack), "pull the image"),
+    ]
+    assert denied(world, serving, needs) == []
+    for other in world.stacks.values():
+        if other.name != name:
+            other_bucket, other_package = _package(other)
+            assert not evaluate(
+                world.policies, serving, "storage.objects.get", object_resource(other_bucket, other_package)
+            )
+            assert allowed(world, serving, stack_writes(other.resources)) == []
+    assert allowed(world, serving, stack_writes(stack.resources)) == []  # it reads; it never writes
