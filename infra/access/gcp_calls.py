@@ -33,11 +33,15 @@ and reads (``storage.objects.list`` on the bucket, ``storage.objects.get``), rea
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final, Literal
 
 Operation = Literal["create", "read", "update", "delete"]
-Target = Literal["project", "self", "bucket", "repository", "service", "service_account"]
+Target = Literal["project", "self", "bucket", "repository", "service", "service_account", "endpoint"]
+#: The Vertex AI model deployment (``infra/gcp/vertex_provider.py``): a Pulumi dynamic resource, whose
+#: type token (``pulumi-python:dynamic:Resource``) is the same for every dynamic provider.
+VERTEX_MODEL_DEPLOYMENT: Final = "model-deploy:gcp:VertexModelDeployment"
+_DYNAMIC: Final = "pulumi-python:dynamic:Resource"
 
 
 class UnmodelledResource(ValueError):
@@ -100,6 +104,41 @@ RESOURCE_CALLS: Final[Mapping[str, Mapping[Operation, tuple[tuple[str, Target], 
         "read": (("run.services.getIamPolicy", "service"),),
         "update": (),
         "delete": (("run.services.getIamPolicy", "service"), ("run.services.setIamPolicy", "service")),
+    },
+    "gcp:vertex/aiEndpoint:AiEndpoint": {
+        "create": (("aiplatform.endpoints.create", "project"), ("aiplatform.endpoints.get", "self")),
+        "read": (("aiplatform.endpoints.get", "self"),),
+        "update": (("aiplatform.endpoints.update", "self"), ("aiplatform.endpoints.get", "self")),
+        "delete": (("aiplatform.endpoints.delete", "self"),),
+    },
+    # infra/gcp/vertex_provider.py (a dynamic provider: no read, so refresh asks Google nothing) over
+    # the aiplatform v1 clients in infra/gcp/vertex_client.py: UploadModel, GetModel, UpdateModel
+    # (labels), DeleteModel, GetEndpoint, DeployModel, MutateDeployedModel, UndeployModel,
+    # UpdateEndpoint (traffic split). DeployModel with a service account needs actAs on it ("Users
+    # deploying the Model must have the iam.serviceAccounts.actAs permission on this service
+    # account": DeployedModel.service_account in google/cloud/aiplatform/v1/endpoint.proto).
+    # MutateDeployedModel has no documented permission; it is assumed to be aiplatform.endpoints.update
+    # (every aiplatform.endpoints.* write is in roles/aiplatform.user, so the proof holds for any of them).
+    VERTEX_MODEL_DEPLOYMENT: {
+        "create": (
+            ("aiplatform.models.upload", "project"),
+            ("aiplatform.models.get", "project"),
+            ("aiplatform.endpoints.get", "endpoint"),
+            ("aiplatform.endpoints.deploy", "endpoint"),
+            ("iam.serviceAccounts.actAs", "service_account"),
+        ),
+        "read": (),
+        "update": (
+            ("aiplatform.models.upload", "project"),
+            ("aiplatform.models.update", "project"),
+            ("aiplatform.models.delete", "project"),
+            ("aiplatform.endpoints.get", "endpoint"),
+            ("aiplatform.endpoints.deploy", "endpoint"),
+            ("aiplatform.endpoints.undeploy", "endpoint"),
+            ("aiplatform.endpoints.update", "endpoint"),
+            ("iam.serviceAccounts.actAs", "service_account"),
+        ),
+        "delete": (("aiplatform.endpoints.undeploy", "endpoint"), ("aiplatform.models.delete", "project")),
     },
     "gcp:serviceaccount/account:Account": {
         "create": (("iam.serviceAccounts.create", "project"), ("iam.serviceAccounts.get", "self")),
@@ -186,12 +225,25 @@ def resource_name(resource: Declared, target: Target) -> str:
         return f"projects/{project}/locations/{resource.value('location')}/services/{resource.value('name')}"
     if kind == "gcp:serviceaccount/account:Account":
         return service_account_resource(str(resource.value("email")))
+    if kind == "gcp:vertex/aiEndpoint:AiEndpoint":
+        return f"projects/{project}/locations/{resource.value('location')}/endpoints/{resource.value('name')}"
+    if kind == VERTEX_MODEL_DEPLOYMENT and target == "endpoint":
+        return str(resource.value("endpoint"))
+    if kind == VERTEX_MODEL_DEPLOYMENT and target == "service_account":
+        return service_account_resource(str(resource.value("service_account")))
     raise UnmodelledResource(f"{kind} {resource.name}: no resource name for target {target}")
+
+
+def classify(resource: Declared) -> Declared:
+    """``resource``, with our Vertex AI dynamic resource given its own type (dynamic types all look alike)."""
+    if resource.type == _DYNAMIC and {"endpoint", "artifact_uri", "service_account"} <= set(resource.inputs):
+        return replace(resource, type=VERTEX_MODEL_DEPLOYMENT)
+    return resource
 
 
 def resource_needs(resources: list[Declared], operations: tuple[Operation, ...]) -> Iterator[Need]:
     """The permissions ``operations`` on every resource need (components and providers skipped)."""
-    for resource in resources:
+    for resource in map(classify, resources):
         calls = RESOURCE_CALLS.get(resource.type)
         if calls is None:
             raise UnmodelledResource(
@@ -244,10 +296,12 @@ def stack_writes(resources: list[Declared]) -> Iterator[Need]:
 __all__ = [
     "RESOURCE_CALLS",
     "TAKEOVER_PERMISSIONS",
+    "VERTEX_MODEL_DEPLOYMENT",
     "Declared",
     "Need",
     "UnmodelledResource",
     "bucket_resource",
+    "classify",
     "is_write",
     "object_resource",
     "resource_name",

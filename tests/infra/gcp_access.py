@@ -9,6 +9,7 @@ what the program declares for them.
 
 from __future__ import annotations
 
+import copy
 import functools
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,6 +117,28 @@ def build_world(stack_configs: dict[str, dict[str, Any]], bootstrap_run: Deploym
 def gcp_world() -> GcpWorld:
     """The world of the committed stacks (cached: the runs take seconds)."""
     return build_world(committed_gcp_stacks())
+
+
+def vertex_variants(configs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The same stacks with a Vertex AI endpoint instead of Cloud Run (no committed stack uses Vertex yet)."""
+    variants = {}
+    for name, config in configs.items():
+        variant = copy.deepcopy(config)
+        environment = variant["model-deploy:environment"]
+        settings = variant["model-deploy:gcp"]
+        settings["target"] = "vertex"
+        settings.pop("cloudRun", None)
+        settings["vertex"] = {"endpointName": f"digits {environment}", "machineType": "n1-standard-4"}
+        if environment == "prod":
+            settings["vertex"].update(minReplicas=2, maxReplicas=4)
+        variants[name] = variant
+    return variants
+
+
+@functools.cache
+def vertex_world() -> GcpWorld:
+    """The world of the committed stacks' Vertex AI variants."""
+    return build_world(vertex_variants(committed_gcp_stacks()))
 
 
 def github_claims(subject_suffix: str, **claims: str) -> dict[str, str]:

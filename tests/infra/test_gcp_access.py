@@ -29,7 +29,7 @@ from infra.access.gcp_calls import (
     state_needs,
 )
 from infra.access.gcp_policy import Principal, evaluate, granted_permissions
-from tests.infra.gcp_access import STATE_BUCKET, GcpWorld, Stack, gcp_world, github_claims
+from tests.infra.gcp_access import STATE_BUCKET, GcpWorld, Stack, gcp_world, github_claims, vertex_world
 
 STACKS = ["gcp-dev", "gcp-staging", "gcp-prod"]
 ENVIRONMENTS = ("dev", "staging", "prod")
@@ -247,3 +247,40 @@ def test_the_serving_identity_can_read_its_package_and_image_and_nothing_of_othe
             )
             assert allowed(world, serving, stack_writes(other.resources)) == []
     assert allowed(world, serving, stack_writes(stack.resources)) == []  # it reads; it never writes
+
+
+# --- the same proofs for Vertex AI stacks ---------------------------------------------------------
+
+
+def _endpoint(stack: Stack) -> str:
+    [endpoint] = [r for r in stack.resources if r.type == "gcp:vertex/aiEndpoint:AiEndpoint"]
+    return resource_name(endpoint, "self")
+
+
+@pytest.mark.parametrize("name", STACKS)
+def test_vertex_stacks_deploy_identity_is_allowed_everything_it_needs(name: str) -> None:
+    world = vertex_world()
+    stack = world.stacks[name]
+    bucket, package = _package(stack)
+    needs = [
+        *resource_needs(stack.resources, ("create", "read", "update", "delete")),
+        *state_needs(STATE_BUCKET, PULUMI_PROJECT, stack.name, write=True),
+        # model-deploy-verify-gcp on Vertex: GetEndpoint, then Predict with the bundled example.
+        Need("aiplatform.endpoints.get", _endpoint(stack), "verify: deployed model and traffic"),
+        Need("aiplatform.endpoints.predict", _endpoint(stack), "verify: smoke prediction"),
+        Need("storage.objects.get", object_resource(bucket, package), "verify: pull the package"),
+    ]
+    assert denied(world, world.deploy_identity(stack.environment), needs) == []
+
+
+@pytest.mark.parametrize("environment", ENVIRONMENTS)
+def test_vertex_stacks_no_environment_can_write_another(environment: str) -> None:
+    world = vertex_world()
+    assert allowed(world, world.deploy_identity(environment), cross_environment_writes(world, environment)) == []
+
+
+def test_vertex_stacks_readonly_previews_and_writes_nothing() -> None:
+    world = vertex_world()
+    assert denied(world, world.readonly, readonly_needs(world)) == []
+    writes = [need for environment in ENVIRONMENTS for need in cross_environment_writes(world, environment)]
+    assert allowed(world, world.readonly, writes) == []
