@@ -1,4 +1,13 @@
-"""GCP bootstrap: APIs, state bucket and secrets key, Workload Identity pool, per-environment service accounts."""
+"""GCP bootstrap: APIs, state bucket and secrets key, Workload Identity pool, per-environment service accounts.
+
+Isolation is by project: each environment deploys into a project of its own (:func:`check_topology`),
+where its deploy account holds the roles the GCP program needs; in the bootstrap's project (state,
+key, pool, the accounts themselves) no pipeline identity holds a project role. On the state bucket
+each deploy account may write only its own stack's objects (an IAM condition on the object name);
+the read-only account reads everything and writes nothing, and only pull requests and the default
+branch may use it. ``tests/infra/test_gcp_access.py`` proves all of it with the offline evaluator
+(``infra/access``) over every committed stack.
+"""
 
 from __future__ import annotations
 
