@@ -80,11 +80,12 @@ def deploy_needs(world: GcpWorld, stack: Stack) -> Iterator[Need]:
     for permission in ("cloudkms.cryptoKeyVersions.useToEncrypt", "cloudkms.cryptoKeyVersions.useToDecrypt"):
         yield Need(permission, world.secrets_key(), "stack secrets (gcpkms://)")
     bucket, package = _package(stack)
-    # model-deploy-verify-gcp: the package (pull), the service with the account's identity token.
+    # model-deploy-verify-gcp: the package (model_package/stores/gcs.py: get_blob, then download), the
+    # service with the account's identity token.
     yield Need("storage.objects.get", object_resource(bucket, package), "verify: pull the package")
-    yield Need("storage.objects.list", bucket_resource(bucket), "verify: pull the package")
     yield Need("run.routes.invoke", _service(stack), "verify: health and smoke prediction")
-    # model-deploy-promote into this stack: its digest check and the copy into its bucket.
+    # model-deploy-promote into this stack: its digest check (GetDockerImage) and the copy into its bucket
+    # (get_blob, then an upload with ifGenerationMatch=0: objects.insert).
     yield Need("artifactregistry.dockerimages.get", _repository(stack), "promote: GetDockerImage")
     yield Need("storage.objects.create", object_resource(bucket, package), "promote: push the package")
     yield Need("storage.objects.get", object_resource(bucket, package), "promote: check what is there")
