@@ -264,27 +264,18 @@ def _compare(payload: Any, smoke: _Smoke) -> float:
 
 
 def identity_token(audience: str) -> str:
-    """An identity token for ``audience`` from the caller's Google credentials (one-line errors)."""
-    import google.auth.exceptions
-    import google.oauth2.id_token
-    from google.auth.transport.requests import Request
+    """An identity token for ``audience`` from the caller's Google credentials (one-line errors).
+
+    Works under Workload Identity Federation too (the CI case): see :mod:`infra.gcp_id_token`.
+    """
+    from infra import gcp_id_token
 
     try:
-        return str(google.oauth2.id_token.fetch_id_token(Request(), audience))  # type: ignore[no-untyped-call]
-    except google.auth.exceptions.DefaultCredentialsError as exc:
-        raise GcpCredentialsError(
-            f"cannot get an identity token for {audience}: {_one_line(str(exc))}; run with a service account "
-            "(GOOGLE_APPLICATION_CREDENTIALS, the metadata server, or impersonation), or pass --no-auth for a "
-            "public service"
-        ) from None
-    except google.auth.exceptions.RefreshError as exc:
-        raise GcpCredentialsError(
-            f"Google refused to issue an identity token for {audience}: {_one_line(str(exc))}"
-        ) from None
-    except google.auth.exceptions.TransportError as exc:
-        raise GcpUnavailableError(
-            f"cannot reach Google to get an identity token for {audience}: {_one_line(str(exc))}"
-        ) from None
+        return gcp_id_token.fetch(audience)
+    except gcp_id_token.IdTokenError as exc:
+        if exc.kind == "credentials":
+            raise GcpCredentialsError(str(exc)) from None
+        raise GcpUnavailableError(str(exc)) from None
 
 
 def _http(method: str, url: str, *, body: bytes | None, token: str | None, timeout: float) -> tuple[int, bytes]:
