@@ -17,7 +17,13 @@ REPO = "acme/model-deploy"
 
 
 AWS = {"githubRepository": REPO, "cloud": "aws", "aws": {"stateBucketName": "acme-pulumi-state"}}
-GCP = {"githubRepository": REPO, "cloud": "gcp", "gcp": {"project": "acme-ml", "stateBucketName": "acme-pulumi-state"}}
+# Each environment in its own project: the bootstrap refuses deploy accounts in its own or a shared project.
+GCP_PROJECTS = {"dev": "acme-ml-dev", "staging": "acme-ml-staging", "prod": "acme-ml-prod"}
+GCP = {
+    "githubRepository": REPO,
+    "cloud": "gcp",
+    "gcp": {"project": "acme-ml", "stateBucketName": "acme-pulumi-state", "environmentProjects": GCP_PROJECTS},
+}
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +182,7 @@ def test_gcp_provider_accepts_only_this_repository(gcp_run: Deployment) -> None:
     [
         ("prod", f"principal://iam.googleapis.com/{POOL}/subject/repo:{REPO}:environment:prod"),
         ("staging", f"principal://iam.googleapis.com/{POOL}/subject/repo:{REPO}:environment:staging"),
-        ("readonly", f"principalSet://iam.googleapis.com/{POOL}/attribute.repository/{REPO}"),
+        ("readonly", f"principal://iam.googleapis.com/{POOL}/subject/repo:{REPO}:pull_request"),
     ],
 )
 def test_gcp_workload_identity_user(gcp_run: Deployment, name: str, member: str) -> None:
@@ -194,13 +200,15 @@ def test_gcp_project_roles_are_limited(gcp_run: Deployment) -> None:
         "roles/aiplatform.user",
         "roles/storage.admin",
         "roles/artifactregistry.admin",
-        "roles/iam.serviceAccountUser",
-        "roles/iam.serviceAccountAdmin",
         "roles/run.viewer",
         "roles/aiplatform.viewer",
         "roles/artifactregistry.reader",
         "roles/iam.serviceAccountViewer",
-        "roles/storage.objectViewer",
+        *(
+            f"projects/{p}/roles/{r}"
+            for p in GCP_PROJECTS.values()
+            for r in ("modelDeployRuntimeAccounts", "modelDeployRefresh")
+        ),
     }
     roles = {binding.inputs["role"] for binding in gcp_run.of_type("gcp:projects/iAMMember:IAMMember")}
     assert roles <= allowed
@@ -209,6 +217,8 @@ def test_gcp_project_roles_are_limited(gcp_run: Deployment) -> None:
         "roles/editor",
         "roles/iam.securityAdmin",
         "roles/resourcemanager.projectIamAdmin",
+        "roles/iam.serviceAccountAdmin",
+        "roles/iam.serviceAccountUser",
     }
 
 
@@ -231,12 +241,12 @@ def test_gcp_enables_the_apis_and_never_disables_them(gcp_run: Deployment) -> No
     services = gcp_run.of_type("gcp:projects/service:Service")
     assert {service.inputs["service"] for service in services} == GCP_APIS
     for service in services:
-        assert service.inputs["project"] == "acme-ml"
+        assert service.inputs["project"] in ("acme-ml", *GCP_PROJECTS.values())
         # Destroying the bootstrap must leave every API on: running services depend on them.
         assert service.inputs["disableOnDestroy"] is False, service.name
         assert service.inputs.get("disableDependentServices") is not True, service.name
     # The bootstrap's own resources wait for their APIs.
-    by_api = {service.inputs["service"]: service for service in services}
+    by_api = {s.inputs["service"]: s for s in services if s.inputs["project"] == "acme-ml"}
     assert gcp_run.one("gcp:iam/workloadIdentityPool:WorkloadIdentityPool").depends_on(by_api["iam.googleapis.com"])
     assert gcp_run.one("gcp:kms/keyRing:KeyRing").depends_on(by_api["cloudkms.googleapis.com"])
     assert gcp_run.one("gcp:storage/bucket:Bucket", "state-bucket").depends_on(by_api["storage.googleapis.com"])
