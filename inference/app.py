@@ -26,11 +26,11 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from inference.config import MIB, ServerConfig
-from inference.errors import ApiError, PayloadTooLargeError
+from inference.errors import ApiError, PayloadTooLargeError, http_error, is_server_fault
 from inference.metrics import ServerMetrics
 from inference.protocols import oip, sagemaker, vertex
 from inference.service import ModelService
-from model_package.errors import ModelPackageError, PredictionError
+from model_package.errors import ModelPackageError
 
 _log = logging.getLogger(__name__)
 _REQUEST_ID_RE = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
@@ -42,18 +42,24 @@ def json_response(payload: Any, status: int = 200, headers: dict[str, str] | Non
     return Response(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), status, headers, media_type=JSON)
 
 
-def error_response(exc: BaseException) -> Response:
-    """The status and ``{"error": ...}`` body for an exception raised while handling a request."""
-    if isinstance(exc, ApiError):
-        return json_response({"error": exc.message}, exc.status, exc.headers)
-    if isinstance(exc, HTTPException):
-        # Keeps the Allow header of a 405, which RFC 9110 requires.
-        return json_response({"error": exc.detail}, exc.status_code, dict(exc.headers or {}))
-    if isinstance(exc, PredictionError):
-        return json_response({"error": str(exc)}, 400)
-    if isinstance(exc, ModelPackageError):
-        return json_response({"error": str(exc)}, 500)
-    return json_response({"error": "internal server error; see the server log for this request id"}, 500)
+def error_response(exc: BaseException, request_id: str | None = None) -> Response:
+    """The status and ``{"error": ...}`` body for an exception raised while handling a request.
+
+    Failures of ours are logged here, once, with the request id and the stack trace; their body
+    carries the request id instead of any detail.
+    """
+    error = http_error(exc)
+    payload: dict[str, str] = {"error": error.message}
+    if is_server_fault(error):
+        _log.error("request failed: %s", _describe(exc), extra={"request_id": request_id}, exc_info=exc)
+    if error.status >= 500 and request_id is not None:
+        payload["error"] = f"{error.message}; the server log has the details under request id {request_id}"
+        payload["request_id"] = request_id
+    return json_response(payload, error.status, error.headers)
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def create_app(service: ModelService, config: ServerConfig, metrics: ServerMetrics) -> ASGIApp:
@@ -81,8 +87,10 @@ def create_app(service: ModelService, config: ServerConfig, metrics: ServerMetri
     ]
 
     async def handle(request: Request, exc: Exception) -> Response:
-        return error_response(exc)
+        return error_response(exc, request.scope.get("state", {}).get("request_id"))
 
+    # ApiError and ModelPackageError are answered by Starlette's inner exception middleware (no re-raise);
+    # anything else by its outer one, which re-raises to ApiMiddleware after the response is sent.
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
@@ -175,12 +183,10 @@ class ApiMiddleware:
                 scope["route"] = route
                 await self._call_directly(route, scope, receive_limited, send_with_id)
         except Exception as exc:
-            # Starlette has already answered unexpected errors with our JSON 500 and re-raised them;
-            # expected ones (the size check above) are answered here, without a traceback in the log.
-            if not isinstance(exc, ApiError):
-                _log.error("request failed", extra={"request_id": request_id.decode()}, exc_info=exc)
+            # Starlette has already answered (and logged) unexpected errors and re-raised them; the
+            # others (the size check above, a direct route) are answered and logged here.
             if not started:
-                await error_response(exc)(scope, receive, send_with_id)
+                await error_response(exc, request_id.decode())(scope, receive, send_with_id)
         finally:
             route = scope.get("route")
             self.metrics.observe_request(getattr(route, "path", "unmatched"), status, time.perf_counter() - start)
@@ -189,8 +195,8 @@ class ApiMiddleware:
         """Run ``route``'s endpoint as Starlette would, with the same error responses."""
         try:
             response = await route.endpoint(Request(scope, receive))
-        except (ApiError, ModelPackageError, HTTPException) as exc:
-            response = error_response(exc)
+        except Exception as exc:
+            response = error_response(exc, scope["state"]["request_id"])
         await response(scope, receive, send)
 
     def _too_large(self, size: int) -> PayloadTooLargeError:

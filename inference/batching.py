@@ -25,8 +25,7 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-from inference.errors import DeadlineExceededError, ModelError, NotReadyError, OverloadedError
-from model_package.errors import ModelPackageError
+from inference.errors import DeadlineExceededError, NotReadyError, OverloadedError
 
 _log = logging.getLogger(__name__)
 
@@ -216,16 +215,15 @@ class Batcher:
         loop = asyncio.get_running_loop()
         start = loop.time()
         try:
-            inputs = batch[0].inputs if len(batch) == 1 else _concatenate([job.inputs for job in batch])
-            outputs = await self._compute.run(self._predict, inputs)
-        except Exception as exc:
-            error = exc if isinstance(exc, ModelPackageError) else ModelError(f"the model failed: {exc}")
-            if not isinstance(exc, ModelPackageError):
-                _log.error("model failure on a batch of %d requests", len(batch), exc_info=exc)
-            for job in batch:
-                if not job.future.done():
-                    job.future.set_exception(error)
-            return
+            try:
+                inputs = batch[0].inputs if len(batch) == 1 else _concatenate([job.inputs for job in batch])
+                outputs = await self._compute.run(self._predict, inputs)
+            except Exception as exc:
+                if len(batch) == 1:
+                    _fail(batch[0], exc)
+                else:
+                    await self._isolate(batch, exc)
+                return
         finally:
             self._slots.release()
         self._observer.batch_done(sum(job.rows for job in batch), len(batch), loop.time() - start)
@@ -234,6 +232,31 @@ class Batcher:
             if not job.future.done():
                 job.future.set_result({name: array[offset : offset + job.rows] for name, array in outputs.items()})
             offset += job.rows
+
+    async def _isolate(self, batch: list[_Job], error: Exception) -> None:
+        """Re-run a failed batch's requests one by one, so only the requests that fail alone fail.
+
+        Costs one model call per request of the batch on top of the failed one; requests whose
+        client has gone or whose deadline passed meanwhile are skipped.
+        """
+        _log.warning("a batch of %d requests failed (%s); re-running them one by one", len(batch), type(error).__name__)
+        for job in batch:
+            if job.future.done():
+                continue
+            try:
+                outputs = await self._compute.run(self._predict, job.inputs)
+            except Exception as exc:
+                _fail(job, exc)
+            else:
+                if not job.future.done():
+                    job.future.set_result(dict(outputs))
+
+
+def _fail(job: _Job, error: Exception) -> None:
+    # The exception reaches the request's handler unchanged; the server's one error mapping turns
+    # it into a status and logs it there, under that request's id.
+    if not job.future.done():
+        job.future.set_exception(error)
 
 
 class ComputeThreads:

@@ -33,8 +33,9 @@ client unchanged, so scripts can answer 4xx themselves; so does the toolkit's
 own ``BaseInferenceToolkitError`` (its ``status_code`` is kept). By convention a
 ``ValueError`` raised from ``input_fn`` means the request was malformed and
 becomes a 400 (:class:`~inference.errors.BadRequestError`). Any other exception
-becomes a :class:`~inference.errors.ModelError` (500) whose one-line message
-names the hook; the traceback goes to the log, never to the client.
+becomes a :class:`~inference.errors.ModelError` (500) naming the hook and the
+exception type, with the exception chained: the server logs the traceback with
+the request id, never sends it to the client.
 
 Thread safety: :meth:`UserCodeHandler.invoke` runs in the server's worker
 threads, possibly several at once, and holds no lock around user code (a lock
@@ -71,7 +72,7 @@ from inference.errors import (
     PayloadTooLargeError,
     UnsupportedMediaTypeError,
 )
-from model_package.errors import LoadError, ModelPackageError, PredictionError
+from model_package.errors import LoadError, ModelPackageError
 from model_package.formats.base import check_inputs, one_line_error
 from model_package.manifest import Manifest, Signature
 
@@ -277,7 +278,8 @@ class UserCodeHandler:
         calls may run at once without any lock, so the user code must be
         thread-safe (or the server must run one worker thread). Headers the
         code set on ``context.response_headers`` belong on the response.
-        Raises :class:`ApiError` subclasses only (see the module docstring).
+        Raises :class:`ApiError` subclasses (see the module docstring), or the package model's
+        ``InvalidInputError`` / ``ModelExecutionError`` from the default ``predict_fn``.
         """
         if not context.system_properties:
             context.system_properties = self._system_properties
@@ -327,12 +329,12 @@ class UserCodeHandler:
             # The toolkit lets user code pick any status; keep it even without a class of its own.
             error.status = status
             return error
-        detail = f"{type(exc).__name__}: {one_line_error(exc)}"
         if hook == "input_fn" and isinstance(exc, ValueError):
-            logger.info("input_fn rejected a request: %s", detail)
+            logger.info("input_fn rejected a request: %s: %s", type(exc).__name__, one_line_error(exc))
             return BadRequestError(f"input_fn rejected the request: {one_line_error(exc)}")
-        logger.exception("%s in %s failed", hook, self._entry)
-        return ModelError(f"{hook} failed: {detail}")
+        # A failure of the user's code is ours to the client: the server logs the chained exception
+        # with the request id; the body names only the hook and the exception type.
+        return ModelError(f"{hook} in {self._entry.name} failed with {type(exc).__name__}")
 
     def _default_input(self, body: bytes, content_type: str | None) -> Any:
         """The package's own request codecs, decoding to the signature's named arrays."""
@@ -344,15 +346,8 @@ class UserCodeHandler:
         """``model.predict`` for named arrays on a loaded package model, else ``model(data)``."""
         model = self._model
         if _is_loaded_model(model) and _is_named_arrays(data):
-            try:
-                checked = check_inputs(model.signature, data)
-            except PredictionError as exc:
-                raise BadRequestError(str(exc)) from exc
-            try:
-                return model.predict(checked)
-            except ModelPackageError as exc:
-                logger.exception("the model failed on a request")
-                raise ModelError(f"the model failed: {exc}") from exc
+            # InvalidInputError (4xx) and ModelExecutionError (5xx) reach the server's error mapping as they are.
+            return model.predict(check_inputs(model.signature, data))
         predict = getattr(model, "predict", None)
         target: Callable[..., Any] | None = predict if callable(predict) else model if callable(model) else None
         if target is None:
@@ -366,11 +361,9 @@ class UserCodeHandler:
         except ApiError:
             raise
         except Exception as exc:
-            logger.exception("the default predict_fn failed")
             raise ModelError(
                 f"the default predict_fn failed calling the {type(model).__name__} model on a "
-                f"{type(data).__name__}: {type(exc).__name__}: {one_line_error(exc)}; define predict_fn in "
-                f"{self._entry.name}"
+                f"{type(data).__name__} with {type(exc).__name__}; define predict_fn in {self._entry.name}"
             ) from exc
 
     def _default_output(self, prediction: Any, accept: str) -> tuple[bytes, str]:

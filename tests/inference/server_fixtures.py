@@ -62,7 +62,8 @@ def start_server(
     """Start ``model-serve`` with exactly ``env`` (plus PATH/HOME) and wait for its health route."""
     port = port or free_port()
     log_path = tmp_path / f"server-{port}.log"
-    base = {key: os.environ[key] for key in ("PATH", "HOME", "LANG", "TMPDIR") if key in os.environ}
+    # PYTHONPATH: the server runs the code under test (a checkout on PYTHONPATH), not an installed copy.
+    base = {key: os.environ[key] for key in ("PATH", "HOME", "LANG", "TMPDIR", "PYTHONPATH") if key in os.environ}
     full_env = {**base, "MODEL_SERVER_HOST": "127.0.0.1", **(env or {})}
     if not any(name in full_env for name in ("SAGEMAKER_BIND_TO_PORT", "AIP_HTTP_PORT", "PORT")):
         full_env["PORT"] = str(port)
