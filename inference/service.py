@@ -18,10 +18,11 @@ from typing import Any
 
 import numpy as np
 
+from inference.admission import AdmissionGate
 from inference.batching import Batcher, BatchObserver
 from inference.config import DEFAULT_MODEL_DIR, ServerConfig
 from inference.errors import BadRequestError, NotReadyError
-from model_package.errors import LoadError, ManifestError, MissingFileError, PredictionError
+from model_package.errors import LoadError, ManifestError, MissingFileError
 from model_package.example import load_arrays
 from model_package.formats import LoadedModel, check_inputs, get_format
 from model_package.manifest import MANIFEST_FILENAME, Manifest, Signature
@@ -45,6 +46,8 @@ class ModelService:
     user_code: Any | None
     """An ``inference.user_code.UserCodeHandler`` when the package ships ``code/inference.py``."""
     batcher: Batcher | None
+    user_code_gate: AdmissionGate | None
+    """Admission control for user code's request hooks (``None`` without user code)."""
     request_timeout: float
     allow_non_finite: bool
     load_seconds: float
@@ -111,8 +114,11 @@ class ModelService:
 
     async def start(self) -> None:
         """Start the batcher on the server's event loop, then report ready."""
-        if self.batcher is not None and not self._started:
-            await self.batcher.start()
+        if not self._started:
+            if self.batcher is not None:
+                await self.batcher.start()
+            if self.user_code_gate is not None:
+                await self.user_code_gate.start()
         self._started = True
         self.ready = True
 
@@ -121,6 +127,26 @@ class ModelService:
         self.draining = True
         if self.batcher is not None and self._started:
             await self.batcher.stop()
+        if self.user_code_gate is not None and self._started:
+            await self.user_code_gate.stop()
+
+    async def invoke_user_code(self, body: bytes, content_type: str, accept: str, context: Any) -> tuple[bytes, str]:
+        """Run one request through the package's hooks under the same admission rules as the batcher.
+
+        Readiness, the queue bound (503 with ``Retry-After``) and the request deadline (504) apply;
+        ``context`` is the request's ``inference.user_code.RequestContext``.
+        """
+        handler, gate = self.user_code, self.user_code_gate
+        if handler is None or gate is None:
+            raise NotReadyError("this model has no user code")
+        if not self.ready:
+            raise NotReadyError("the model is not ready to serve predictions")
+
+        def call() -> tuple[bytes, str]:
+            result: tuple[bytes, str] = handler.invoke(body, content_type, accept, context)
+            return result
+
+        return await gate.run(call, timeout=self.request_timeout)
 
     async def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Validate named inputs against the signature and run them through the batcher."""
@@ -128,10 +154,8 @@ class ModelService:
         # only health checks turn 503 (and the batcher refuses work once it has stopped).
         if self.batcher is None or not self.ready:
             raise NotReadyError("the model is not ready to serve predictions")
-        try:
-            checked = check_inputs(self.signature, inputs)
-        except PredictionError as exc:
-            raise BadRequestError(str(exc)) from None
+        # Each request is validated on its own before it joins a batch, so a bad input fails alone.
+        checked = check_inputs(self.signature, inputs)
         if any(array.ndim == 0 or array.shape[0] == 0 for array in checked.values()):
             raise BadRequestError("the request holds an empty batch; send at least one instance")
         if not self.allow_non_finite:
@@ -214,6 +238,12 @@ def load_service(config: ServerConfig, *, observer: BatchObserver | None = None)
         model=model,
         user_code=user_code,
         batcher=batcher,
+        # User code gets as many threads as the model has compute threads: hooks are mostly model calls.
+        user_code_gate=(
+            AdmissionGate(concurrency=config.compute_threads, max_queue=config.max_queue)
+            if user_code is not None
+            else None
+        ),
         request_timeout=config.request_timeout,
         allow_non_finite=config.allow_non_finite,
         load_seconds=load_seconds,

@@ -8,7 +8,6 @@ passed to user code and echoed when user code sets it.
 
 from __future__ import annotations
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -66,20 +65,14 @@ def routes(service: ModelService, config: ServerConfig) -> list[BaseRoute]:
 
 
 async def invoke_user_code(service: ModelService, request: Request, body: bytes) -> Response:
-    """Run the package's SageMaker-style hooks in a worker thread (they are synchronous)."""
+    """Run the package's SageMaker-style hooks through the service's admission control."""
     from inference.user_code import RequestContext
 
-    handler = service.user_code
-    assert handler is not None, "only called for packages with user code"
     headers = {name.lower(): value for name, value in request.headers.items()}
     context = RequestContext(
         custom_attributes=headers.get(CUSTOM_ATTRIBUTES), request_headers=headers, response_headers={}
     )
-    payload, media_type = await run_in_threadpool(
-        handler.invoke,
-        body,
-        headers.get("content-type", JSON),
-        headers.get("accept", JSON),
-        context,
+    payload, media_type = await service.invoke_user_code(
+        body, headers.get("content-type", JSON), headers.get("accept", JSON), context
     )
     return Response(payload, media_type=media_type, headers=context.response_headers)
