@@ -20,6 +20,7 @@ import numpy as np
 
 from inference.admission import AdmissionGate
 from inference.batching import Batcher, BatchObserver
+from inference.codecs import DecodeLimits
 from inference.config import DEFAULT_MODEL_DIR, ServerConfig
 from inference.errors import BadRequestError, NotReadyError
 from model_package.errors import LoadError, ManifestError, MissingFileError
@@ -50,6 +51,8 @@ class ModelService:
     """Admission control for user code's request hooks (``None`` without user code)."""
     request_timeout: float
     allow_non_finite: bool
+    limits: DecodeLimits
+    """How large one request may be once decoded (rows x the model's input size)."""
     load_seconds: float
     warmup_seconds: float
     ready: bool = False
@@ -158,6 +161,7 @@ class ModelService:
         checked = check_inputs(self.signature, inputs)
         if any(array.ndim == 0 or array.shape[0] == 0 for array in checked.values()):
             raise BadRequestError("the request holds an empty batch; send at least one instance")
+        self.limits.check_rows(checked)
         if not self.allow_non_finite:
             _reject_non_finite(checked)
         return await self.batcher.submit(checked, timeout=self.request_timeout)
@@ -215,6 +219,7 @@ def load_service(config: ServerConfig, *, observer: BatchObserver | None = None)
             default_model=load_model,
             default_accept=config.default_accept,
             allow_non_finite=config.allow_non_finite,
+            limits=DecodeLimits.for_body_limit(config.max_request_bytes),
         )
         if user_code is not None and _is_loaded_model(user_code.model):
             model = user_code.model
@@ -246,6 +251,7 @@ def load_service(config: ServerConfig, *, observer: BatchObserver | None = None)
         ),
         request_timeout=config.request_timeout,
         allow_non_finite=config.allow_non_finite,
+        limits=DecodeLimits.for_body_limit(config.max_request_bytes),
         load_seconds=load_seconds,
         warmup_seconds=0.0,
     )

@@ -63,6 +63,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from inference.codecs.limits import DecodeLimits
 from inference.errors import (
     ApiError,
     BadRequestError,
@@ -194,8 +195,10 @@ class UserCodeHandler:
         system_properties: Mapping[str, Any],
         default_accept: str,
         allow_non_finite: bool,
+        limits: DecodeLimits | None = None,
     ) -> None:
         """Use :meth:`load`; this only stores what it prepared."""
+        self._limits = limits
         self._entry = entry
         self._hooks = dict(hooks)
         self._model = model
@@ -213,6 +216,7 @@ class UserCodeHandler:
         default_model: Callable[[], Any],
         default_accept: str = JSON,
         allow_non_finite: bool = False,
+        limits: DecodeLimits | None = None,
     ) -> UserCodeHandler | None:
         """Import the package's user code and load its model; ``None`` when the package has no code.
 
@@ -220,8 +224,8 @@ class UserCodeHandler:
         code defines no ``model_fn``. ``default_accept`` replaces a missing or
         ``*/*`` Accept header (the toolkit reads it from
         ``SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT``); ``allow_non_finite`` is passed
-        to the default ``input_fn``'s codecs. Call this at start-up, before
-        serving: importing briefly changes ``sys.path`` and ``sys.modules``.
+        to the default ``input_fn``'s codecs, and so are ``limits`` (the decoded-size bound).
+        Call this at start-up, before serving: importing briefly changes ``sys.path`` and ``sys.modules``.
         Raises :class:`LoadError` naming the file and the exception when the
         import, a hook's definition or model loading fails.
         """
@@ -259,6 +263,7 @@ class UserCodeHandler:
             system_properties=properties,
             default_accept=default_accept,
             allow_non_finite=allow_non_finite,
+            limits=limits,
         )
 
     @property
@@ -340,7 +345,9 @@ class UserCodeHandler:
         """The package's own request codecs, decoding to the signature's named arrays."""
         from inference.codecs import decode_request
 
-        return decode_request(body, content_type, self._signature, allow_non_finite=self._allow_non_finite)
+        return decode_request(
+            body, content_type, self._signature, allow_non_finite=self._allow_non_finite, limits=self._limits
+        )
 
     def _default_predict(self, data: Any) -> Any:
         """``model.predict`` for named arrays on a loaded package model, else ``model(data)``."""

@@ -11,12 +11,14 @@ from inference.codecs.dispatch import (
     response_media_type,
 )
 from inference.codecs.json_codec import JsonInputs, split_json_payload
+from inference.codecs.limits import DecodeLimits
 from inference.codecs.media_types import negotiate, parse_media_type
 
 __all__ = [
     "REQUEST_MEDIA_TYPES",
     "RESPONSE_MEDIA_TYPES",
     "Codec",
+    "DecodeLimits",
     "JsonInputs",
     "RequestCodec",
     "ResponseCodec",

@@ -44,7 +44,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from inference.codecs import decode_request, encode_response
+from inference.codecs import DecodeLimits, decode_request, encode_response
+from inference.codecs.arrays import count_string_values, count_strings
 from inference.config import ServerConfig
 from inference.errors import ApiError, BadRequestError, ModelError, NotFoundError, UnsupportedMediaTypeError
 from inference.protocols.sagemaker import invoke_user_code
@@ -157,7 +158,7 @@ def routes(service: ModelService, config: ServerConfig) -> list[BaseRoute]:
                 "interface for the Open Inference Protocol; use POST /v1/models/"
                 f"{manifest.name}:predict, /invocations or {config.predict_route} instead"
             )
-        parsed = parse_infer_request(await request.body(), signature)
+        parsed = parse_infer_request(await request.body(), signature, limits=service.limits)
         outputs = await service.predict(parsed.inputs)
         request_id = parsed.id if parsed.id is not None else request.scope.get("state", {}).get("request_id")
         body = infer_response(manifest, outputs, parsed.outputs, request_id)
@@ -182,7 +183,7 @@ def routes(service: ModelService, config: ServerConfig) -> list[BaseRoute]:
             return await invoke_user_code(service, request, body)
         if not body.lstrip().startswith(b"{"):
             raise BadRequestError('the body must be a JSON object {"instances": [...]}')
-        inputs = decode_request(body, JSON, signature, allow_non_finite=config.allow_non_finite)
+        inputs = decode_request(body, JSON, signature, allow_non_finite=config.allow_non_finite, limits=service.limits)
         outputs = await service.predict(inputs)
         payload, media_type = encode_response(outputs, JSON, signature, default=JSON)
         return Response(payload, media_type=media_type)
@@ -219,10 +220,11 @@ def _tensor_metadata(spec: TensorSpec) -> dict[str, Any]:
     return {"name": spec.name, "datatype": DATATYPES[spec.dtype], "shape": list(spec.shape)}
 
 
-def parse_infer_request(body: bytes, signature: Signature) -> InferRequest:
+def parse_infer_request(body: bytes, signature: Signature, *, limits: DecodeLimits | None = None) -> InferRequest:
     """Decode and check a V2 inference request body against the model's signature.
 
-    Raises :class:`BadRequestError` naming the field or input that is wrong and what was expected.
+    Raises :class:`BadRequestError` naming the field or input that is wrong and what was expected,
+    and with ``limits`` a 413 for tensors that would decode beyond them.
     Shapes are checked against the signature later, by ``ModelService.predict``.
     """
     try:
@@ -239,6 +241,15 @@ def parse_infer_request(body: bytes, signature: Signature) -> InferRequest:
     tensors = raw.get("inputs")
     if not isinstance(tensors, list) or not tensors:
         raise BadRequestError(f"'inputs' must be a non-empty list of tensors; this model takes {expected}")
+    # Strings inside numeric 'data' would make NumPy widen every element to the longest one; walking
+    # every tensor for them costs as much as decoding, so only when the body has strings beyond the
+    # names, datatypes and other fields outside 'data'.
+    outside = count_strings({key: value for key, value in raw.items() if key != "inputs"}) + sum(
+        count_strings({key: value for key, value in tensor.items() if key != "data"})
+        for tensor in tensors
+        if isinstance(tensor, dict)
+    )
+    strings_in_data = count_string_values(body) > outside
     inputs: dict[str, np.ndarray] = {}
     for index, tensor in enumerate(tensors):
         if not isinstance(tensor, dict):
@@ -263,7 +274,9 @@ def parse_infer_request(body: bytes, signature: Signature) -> InferRequest:
             raise BadRequestError(
                 f"input {name!r} has datatype {tensor['datatype']!r}; this model expects {want} for it"
             )
-        inputs[spec.name] = decode_tensor(spec.name, tensor["datatype"], tensor["shape"], tensor["data"])
+        inputs[spec.name] = decode_tensor(
+            spec.name, tensor["datatype"], tensor["shape"], tensor["data"], strings=strings_in_data, limits=limits
+        )
     missing = [name for name in expected if name not in inputs]
     if missing:
         raise BadRequestError(f"missing inputs {missing}; this model's inputs are {expected}")
@@ -286,11 +299,21 @@ def _requested_outputs(requested: object, signature: Signature) -> tuple[str, ..
     return tuple(names)
 
 
-def decode_tensor(name: str, datatype: str, shape: object, data: object) -> np.ndarray:
+def decode_tensor(
+    name: str,
+    datatype: str,
+    shape: object,
+    data: object,
+    *,
+    strings: bool = True,
+    limits: DecodeLimits | None = None,
+) -> np.ndarray:
     """One OIP tensor's JSON ``data`` (flat or nested, row-major) as an array of ``shape`` and ``datatype``.
 
     The values are converted in NumPy, not element by element in Python, except for ``BYTES``
-    (whose elements must each be checked to be strings). Raises :class:`BadRequestError`.
+    (whose elements must each be checked to be strings) and, unless ``strings`` is false (the
+    caller knows ``data`` holds none), a walk refusing strings in numeric data. Raises
+    :class:`BadRequestError`, and with ``limits`` a 413 before allocating beyond them.
     """
     dtype = NUMPY_DTYPES.get(datatype)
     if dtype is None:
@@ -301,7 +324,12 @@ def decode_tensor(name: str, datatype: str, shape: object, data: object) -> np.n
         or not all(type(dim) is int and dim >= 0 for dim in shape)  # type(...) is int: refuses true/false
     ):
         raise BadRequestError(f"input {name!r} has shape {shape!r}; expected a non-empty list of sizes >= 0")
-    array = _bytes_array(name, data) if datatype == "BYTES" else _numeric_array(name, datatype, dtype, data)
+    if datatype == "BYTES":
+        array = _bytes_array(name, data, limits)
+    else:
+        if strings and _holds_string(data):
+            raise _not_numbers(name, datatype)
+        array = _numeric_array(name, datatype, dtype, data)
     count = math.prod(shape)
     if array.size != count:
         raise BadRequestError(
@@ -363,13 +391,26 @@ def _integer_array(name: str, datatype: str, dtype: np.dtype[Any], array: np.nda
         raise BadRequestError(f"input {name!r} is {datatype}: values must lie in [{info.min}, {info.max}]") from None
 
 
+def _holds_string(data: object) -> bool:
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            return True
+    return False
+
+
 def _not_numbers(name: str, datatype: str) -> BadRequestError:
+    if datatype == "BOOL":
+        return BadRequestError(f"input {name!r} is {datatype}: its data must be JSON true/false values")
     return BadRequestError(
         f"input {name!r} is {datatype}: its data must be JSON numbers (got booleans, strings, null or mixed values)"
     )
 
 
-def _bytes_array(name: str, data: object) -> np.ndarray:
+def _bytes_array(name: str, data: object, limits: DecodeLimits | None) -> np.ndarray:
     try:
         objects = np.asarray(data, dtype=object)
     except ValueError:
@@ -381,8 +422,12 @@ def _bytes_array(name: str, data: object) -> np.ndarray:
         raise BadRequestError(f"input {name!r} is BYTES: its data must be JSON strings")
     if flat.size == 0:
         return np.empty(objects.shape, dtype=np.bytes_)
-    encoded: np.ndarray = np.char.encode(objects.astype(np.str_), "utf-8")
-    return encoded
+    encoded = [item.encode("utf-8") for item in flat]
+    if limits is not None:
+        # A fixed-width array is as wide as its longest element: one long string among many short
+        # ones would multiply the body's size; checked before NumPy allocates it.
+        limits.check_size(len(encoded) * max(map(len, encoded)), f"BYTES input {name!r}")
+    return np.array(encoded, dtype=np.bytes_).reshape(objects.shape)
 
 
 def encode_tensor(name: str, array: np.ndarray) -> dict[str, Any]:

@@ -37,7 +37,9 @@ def routes(service: ModelService, config: ServerConfig) -> list[BaseRoute]:
             return await invoke_user_code(service, request, body)
         # Negotiate before computing: a 406 should not cost a model call.
         negotiate(accept, RESPONSE_MEDIA_TYPES, JSON)
-        inputs = decode_request(body, content_type, service.signature, allow_non_finite=config.allow_non_finite)
+        inputs = decode_request(
+            body, content_type, service.signature, allow_non_finite=config.allow_non_finite, limits=service.limits
+        )
         outputs = await service.predict(inputs)
         payload, media_type = encode_response(outputs, accept, service.signature, default=JSON)
         return Response(payload, media_type=media_type)

@@ -32,7 +32,9 @@ def routes(service: ModelService, config: ServerConfig) -> list[BaseRoute]:
             return await invoke_user_code(service, request, body)
         if not body.lstrip().startswith(b"{"):
             raise BadRequestError('the body must be a JSON object {"instances": [...], "parameters": {...}}')
-        inputs = decode_request(body, JSON, service.signature, allow_non_finite=config.allow_non_finite)
+        inputs = decode_request(
+            body, JSON, service.signature, allow_non_finite=config.allow_non_finite, limits=service.limits
+        )
         outputs = await service.predict(inputs)
         payload, media_type = encode_response(outputs, JSON, service.signature, default=JSON)
         return Response(payload, media_type=media_type)

@@ -207,3 +207,28 @@ def test_max_delay_waits_for_a_batch_to_fill() -> None:
 
     asyncio.run(_with_batcher(batcher, body))
     assert model.calls == [8]
+
+
+def test_a_request_larger_than_the_batch_cap_runs_in_capped_chunks() -> None:
+    model = Recorder()
+    batcher = Batcher(model, max_batch_size=64)
+
+    async def body() -> dict[str, np.ndarray]:
+        return await batcher.submit(rows(150), timeout=10)
+
+    result = asyncio.run(_with_batcher(batcher, body))
+    assert model.calls == [64, 64, 22], "no model call may exceed max_batch_size rows"
+    np.testing.assert_array_equal(result["y"], rows(150)["x"] * 2)
+
+
+def test_a_chunked_request_stops_computing_at_its_deadline() -> None:
+    model = Recorder(delay=0.1)
+    batcher = Batcher(model, max_batch_size=10)
+
+    async def body() -> None:
+        with pytest.raises(DeadlineExceededError):
+            await batcher.submit(rows(1000), timeout=0.25)
+        await asyncio.sleep(0.3)
+
+    asyncio.run(_with_batcher(batcher, body))
+    assert len(model.calls) <= 4, f"the 100 chunks must not all run after the deadline: {model.calls}"
