@@ -7,6 +7,7 @@ errors turned into ``{"error": ...}`` JSON bodies that never carry a traceback.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import itertools
 import logging
@@ -26,7 +27,14 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from inference.config import MIB, ServerConfig
-from inference.errors import ApiError, PayloadTooLargeError, http_error, is_server_fault
+from inference.errors import (
+    ApiError,
+    ClientClosedRequestError,
+    NotReadyError,
+    PayloadTooLargeError,
+    http_error,
+    is_server_fault,
+)
 from inference.metrics import ServerMetrics
 from inference.protocols import oip, sagemaker, vertex
 from inference.service import ModelService
@@ -52,8 +60,10 @@ def error_response(exc: BaseException, request_id: str | None = None) -> Respons
     payload: dict[str, str] = {"error": error.message}
     if is_server_fault(error):
         _log.error("request failed: %s", _describe(exc), extra={"request_id": request_id}, exc_info=exc)
-    if error.status >= 500 and request_id is not None:
         payload["error"] = f"{error.message}; the server log has the details under request id {request_id}"
+    elif isinstance(error, ClientClosedRequestError):
+        _log.info("the client disconnected before its request was complete", extra={"request_id": request_id})
+    if error.status >= 500 and request_id is not None:
         payload["request_id"] = request_id
     return json_response(payload, error.status, error.headers)
 
@@ -187,6 +197,16 @@ class ApiMiddleware:
             # others (the size check above, a direct route) are answered and logged here.
             if not started:
                 await error_response(exc, request_id.decode())(scope, receive, send_with_id)
+        except asyncio.CancelledError:
+            # uvicorn cancels requests still running at the drain deadline and would answer them with a
+            # bare text/plain 500 and an ERROR log: answer with a 503 the client can retry elsewhere.
+            if started:
+                raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            _log.warning("request cut by the drain deadline", extra={"request_id": request_id.decode()})
+            await error_response(_shutdown_error(), request_id.decode())(scope, receive, send_with_id)
         finally:
             route = scope.get("route")
             self.metrics.observe_request(getattr(route, "path", "unmatched"), status, time.perf_counter() - start)
@@ -206,6 +226,13 @@ class ApiMiddleware:
             f"({limit / MIB:.1f} MiB on {self.platform}); send larger payloads with asynchronous inference "
             "(SageMaker asynchronous endpoints or batch transform, Vertex AI batch prediction)"
         )
+
+
+def _shutdown_error() -> NotReadyError:
+    return NotReadyError(
+        "the server shut down before this request completed; retry it on another instance",
+        headers={"Retry-After": "1"},
+    )
 
 
 class _RequestIds:

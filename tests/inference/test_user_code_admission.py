@@ -14,32 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from model_package.export import export_model
 from tests.inference.server_fixtures import start_server
 
 pytestmark = pytest.mark.torch
-
-SLOW_PREDICT = """
-import time
-
-
-def predict_fn(data, model):
-    time.sleep(4)
-    return model.predict(data)
-"""
-
-
-@pytest.fixture(scope="module")
-def slow_user_code_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests.model_package import torch_models
-
-    code = tmp_path_factory.mktemp("code")
-    (code / "inference.py").write_text(SLOW_PREDICT)
-    out = tmp_path_factory.mktemp("slow-code") / "slow"
-    export_model(
-        torch_models.make_dict_head(), torch_models.dict_head_inputs(2), out, name="slow", version="1", code_dir=code
-    )
-    return out
 
 
 def test_slow_user_code_gets_503_past_the_queue_bound_and_504_at_the_deadline(
