@@ -42,6 +42,7 @@ from model_package.errors import ModelPackageError
 
 _log = logging.getLogger(__name__)
 _REQUEST_ID_RE = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 JSON = "application/json"
 
 
@@ -57,7 +58,9 @@ def error_response(exc: BaseException, request_id: str | None = None) -> Respons
     carries the request id instead of any detail.
     """
     error = http_error(exc)
-    payload: dict[str, str] = {"error": error.message}
+    # Messages quoting library errors can carry object reprs ("<ast.BinOp object at 0x7f...>"):
+    # memory addresses help an attacker defeat ASLR and tell the client nothing.
+    payload: dict[str, str] = {"error": _ADDRESS.sub("", error.message)}
     if is_server_fault(error):
         _log.error("request failed: %s", _describe(exc), extra={"request_id": request_id}, exc_info=exc)
         payload["error"] = f"{error.message}; the server log has the details under request id {request_id}"

@@ -4,6 +4,7 @@ from inference.codecs.base import Codec, RequestCodec, ResponseCodec, Tensors
 from inference.codecs.dispatch import (
     REQUEST_MEDIA_TYPES,
     RESPONSE_MEDIA_TYPES,
+    check_json_exchange,
     decode_json_request,
     decode_request,
     encode_request,
@@ -23,6 +24,7 @@ __all__ = [
     "RequestCodec",
     "ResponseCodec",
     "Tensors",
+    "check_json_exchange",
     "decode_json_request",
     "decode_request",
     "encode_request",

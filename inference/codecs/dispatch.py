@@ -84,6 +84,19 @@ def decode_json_request(
     return tensors, parameters
 
 
+def check_json_exchange(content_type: str | None, accept: str | None) -> None:
+    """For routes that speak only JSON (KServe V1 and V2, Vertex AI): check both headers before any work.
+
+    A ``Content-Type`` other than JSON (or a charset other than UTF-8) is a 415, an ``Accept`` that
+    excludes JSON (``application/json;q=0``) a 406; a missing header means JSON.
+    """
+    media_type, _ = parse_media_type(content_type)
+    if media_type and media_type != _DEFAULT_REQUEST_TYPE:
+        raise UnsupportedMediaTypeError(f"cannot decode Content-Type {media_type!r}; this route reads application/json")
+    _request_codec(content_type)  # the charset check
+    negotiate(accept, (_DEFAULT_REQUEST_TYPE,), _DEFAULT_REQUEST_TYPE)
+
+
 def response_media_type(accept: str | None, signature: Signature, *, default: str = "application/json") -> str:
     """The media type :func:`encode_response` will use for this signature's outputs.
 

@@ -44,7 +44,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from inference.codecs import DecodeLimits, decode_request, encode_response
+from inference.codecs import DecodeLimits, check_json_exchange, decode_request, encode_response
 from inference.codecs.arrays import count_string_values, count_strings
 from inference.config import ServerConfig
 from inference.errors import ApiError, BadRequestError, ModelError, NotFoundError, UnsupportedMediaTypeError
@@ -158,6 +158,7 @@ def routes(service: ModelService, config: ServerConfig) -> list[BaseRoute]:
                 "interface for the Open Inference Protocol; use POST /v1/models/"
                 f"{manifest.name}:predict, /invocations or {config.predict_route} instead"
             )
+        check_json_exchange(request.headers.get("content-type"), request.headers.get("accept"))
         parsed = parse_infer_request(await request.body(), signature, limits=service.limits)
         outputs = await service.predict(parsed.inputs)
         request_id = parsed.id if parsed.id is not None else request.scope.get("state", {}).get("request_id")
@@ -181,6 +182,7 @@ def routes(service: ModelService, config: ServerConfig) -> list[BaseRoute]:
         body = await request.body()
         if service.user_code is not None:
             return await invoke_user_code(service, request, body)
+        check_json_exchange(request.headers.get("content-type"), request.headers.get("accept"))
         if not body.lstrip().startswith(b"{"):
             raise BadRequestError('the body must be a JSON object {"instances": [...]}')
         inputs = decode_request(body, JSON, signature, allow_non_finite=config.allow_non_finite, limits=service.limits)

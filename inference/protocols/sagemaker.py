@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from inference.codecs import RESPONSE_MEDIA_TYPES, decode_request, encode_response, negotiate
+from inference.codecs import decode_request, encode_response, response_media_type
 from inference.config import MIB, ServerConfig
 from inference.service import ModelService
 
@@ -36,7 +36,7 @@ def routes(service: ModelService, config: ServerConfig) -> list[BaseRoute]:
         if service.user_code is not None:
             return await invoke_user_code(service, request, body)
         # Negotiate before computing: a 406 should not cost a model call.
-        negotiate(accept, RESPONSE_MEDIA_TYPES, JSON)
+        response_media_type(accept, service.signature, default=JSON)
         inputs = decode_request(
             body, content_type, service.signature, allow_non_finite=config.allow_non_finite, limits=service.limits
         )
@@ -45,25 +45,30 @@ def routes(service: ModelService, config: ServerConfig) -> list[BaseRoute]:
         return Response(payload, media_type=media_type)
 
     async def execution_parameters(_: Request) -> Response:
-        # Batch transform asks how to drive us: several records per request, within our body limit.
         import orjson
 
-        return Response(
-            orjson.dumps(
-                {
-                    "MaxConcurrentTransforms": max(1, config.compute_threads),
-                    "BatchStrategy": "MULTI_RECORD",
-                    "MaxPayloadInMB": max(1, config.max_request_bytes // MIB),
-                }
-            ),
-            media_type=JSON,
-        )
+        return Response(orjson.dumps(execution_parameters_payload(config)), media_type=JSON)
 
     return [
         Route("/ping", ping, methods=["GET"]),
         Route("/invocations", invocations, methods=["POST"]),
         Route("/execution-parameters", execution_parameters, methods=["GET"]),
     ]
+
+
+def execution_parameters_payload(config: ServerConfig) -> dict[str, object]:
+    """What batch transform should send us: several records per request, never more than our body limit.
+
+    ``MaxPayloadInMB`` is a whole number of MB that transform jobs cap at 100 across concurrent
+    transforms, and 0 means "unlimited, chunked" (CreateTransformJob API reference, MaxPayloadInMB).
+    It is rounded down, so it never claims more than the limit allows; a limit under 1 MiB cannot
+    be expressed, so the key is left out and records are sent one per request (SINGLE_RECORD).
+    """
+    concurrency = max(1, config.compute_threads)
+    megabytes = min(config.max_request_bytes // MIB, 100 // concurrency)
+    if megabytes < 1:
+        return {"MaxConcurrentTransforms": concurrency, "BatchStrategy": "SINGLE_RECORD"}
+    return {"MaxConcurrentTransforms": concurrency, "BatchStrategy": "MULTI_RECORD", "MaxPayloadInMB": megabytes}
 
 
 async def invoke_user_code(service: ModelService, request: Request, body: bytes) -> Response:
