@@ -175,14 +175,29 @@ class ApiMiddleware:
             await send(message)
 
         received = 0
+        request_task = asyncio.current_task()
+        watcher: asyncio.Task[None] | None = None
+        client_gone = False
+
+        async def watch_for_disconnect() -> None:
+            # Once the body is read, nothing else receives: the next message is the client leaving.
+            nonlocal client_gone
+            message = await receive()
+            if message["type"] == "http.disconnect" and not started and request_task is not None:
+                client_gone = True
+                request_task.cancel()
 
         async def receive_limited() -> Message:
-            nonlocal received
+            nonlocal received, watcher
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_request_bytes:
                     raise self._too_large(received)
+                if not message.get("more_body", False) and watcher is None:
+                    # Queued work of a client that left is dropped: cancelling the request cancels its
+                    # place in the batcher's queue or the admission gate before any model call.
+                    watcher = asyncio.get_running_loop().create_task(watch_for_disconnect())
             return message
 
         try:
@@ -201,16 +216,24 @@ class ApiMiddleware:
             if not started:
                 await error_response(exc, request_id.decode())(scope, receive, send_with_id)
         except asyncio.CancelledError:
-            # uvicorn cancels requests still running at the drain deadline and would answer them with a
-            # bare text/plain 500 and an ERROR log: answer with a 503 the client can retry elsewhere.
             if started:
                 raise
-            task = asyncio.current_task()
-            if task is not None:
-                task.uncancel()
-            _log.warning("request cut by the drain deadline", extra={"request_id": request_id.decode()})
-            await error_response(_shutdown_error(), request_id.decode())(scope, receive, send_with_id)
+            if request_task is not None:
+                request_task.uncancel()
+            if client_gone:
+                # Counted under 499 (client closed request), apart from successes and failures.
+                status = ClientClosedRequestError.status
+                _log.info(
+                    "the client left before its answer; its work was dropped", extra={"request_id": request_id.decode()}
+                )
+            else:
+                # uvicorn cancels requests still running at the drain deadline and would answer them with
+                # a bare text/plain 500 and an ERROR log: answer with a 503 the client can retry elsewhere.
+                _log.warning("request cut by the drain deadline", extra={"request_id": request_id.decode()})
+                await error_response(_shutdown_error(), request_id.decode())(scope, receive, send_with_id)
         finally:
+            if watcher is not None:
+                watcher.cancel()
             route = scope.get("route")
             self.metrics.observe_request(getattr(route, "path", "unmatched"), status, time.perf_counter() - start)
 
