@@ -23,6 +23,7 @@ from inference.batching import Batcher, BatchObserver
 from inference.codecs import DecodeLimits
 from inference.config import DEFAULT_MODEL_DIR, ServerConfig
 from inference.errors import BadRequestError, NotReadyError
+from inference.offload import Offloader
 from model_package.errors import LoadError, ManifestError, MissingFileError
 from model_package.example import load_arrays
 from model_package.formats import LoadedModel, check_inputs, get_format
@@ -57,6 +58,8 @@ class ModelService:
     warmup_seconds: float
     ready: bool = False
     draining: bool = False
+    offload: Offloader = field(default_factory=Offloader, repr=False)
+    """Decodes and encodes of large bodies, off the event loop."""
     _started: bool = field(default=False, repr=False)
 
     @property
@@ -132,6 +135,7 @@ class ModelService:
             await self.batcher.stop()
         if self.user_code_gate is not None and self._started:
             await self.user_code_gate.stop()
+        self.offload.shutdown()
 
     async def invoke_user_code(self, body: bytes, content_type: str, accept: str, context: Any) -> tuple[bytes, str]:
         """Run one request through the package's hooks under the same admission rules as the batcher.

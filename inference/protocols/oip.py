@@ -159,7 +159,10 @@ def routes(service: ModelService, config: ServerConfig) -> list[BaseRoute]:
                 f"{manifest.name}:predict, /invocations or {config.predict_route} instead"
             )
         check_json_exchange(request.headers.get("content-type"), request.headers.get("accept"))
-        parsed = parse_infer_request(await request.body(), signature, limits=service.limits)
+        body = await request.body()
+        parsed = await service.offload.run(
+            len(body), lambda: parse_infer_request(body, signature, limits=service.limits)
+        )
         outputs = await service.predict(parsed.inputs)
         request_id = parsed.id if parsed.id is not None else request.scope.get("state", {}).get("request_id")
         body = infer_response(manifest, outputs, parsed.outputs, request_id)
@@ -185,7 +188,12 @@ def routes(service: ModelService, config: ServerConfig) -> list[BaseRoute]:
         check_json_exchange(request.headers.get("content-type"), request.headers.get("accept"))
         if not body.lstrip().startswith(b"{"):
             raise BadRequestError('the body must be a JSON object {"instances": [...]}')
-        inputs = decode_request(body, JSON, signature, allow_non_finite=config.allow_non_finite, limits=service.limits)
+        inputs = await service.offload.run(
+            len(body),
+            lambda: decode_request(
+                body, JSON, signature, allow_non_finite=config.allow_non_finite, limits=service.limits
+            ),
+        )
         outputs = await service.predict(inputs)
         payload, media_type = encode_response(outputs, JSON, signature, default=JSON)
         return Response(payload, media_type=media_type)

@@ -8,6 +8,9 @@ passed to user code and echoed when user code sets it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+import numpy as np
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -37,11 +40,16 @@ def routes(service: ModelService, config: ServerConfig) -> list[BaseRoute]:
             return await invoke_user_code(service, request, body)
         # Negotiate before computing: a 406 should not cost a model call.
         response_media_type(accept, service.signature, default=JSON)
-        inputs = decode_request(
-            body, content_type, service.signature, allow_non_finite=config.allow_non_finite, limits=service.limits
+        inputs = await service.offload.run(
+            len(body),
+            lambda: decode_request(
+                body, content_type, service.signature, allow_non_finite=config.allow_non_finite, limits=service.limits
+            ),
         )
         outputs = await service.predict(inputs)
-        payload, media_type = encode_response(outputs, accept, service.signature, default=JSON)
+        payload, media_type = await service.offload.run(
+            _nbytes(outputs), lambda: encode_response(outputs, accept, service.signature, default=JSON)
+        )
         return Response(payload, media_type=media_type)
 
     async def execution_parameters(_: Request) -> Response:
@@ -83,3 +91,8 @@ async def invoke_user_code(service: ModelService, request: Request, body: bytes)
         body, headers.get("content-type", JSON), headers.get("accept", JSON), context
     )
     return Response(payload, media_type=media_type, headers=context.response_headers)
+
+
+def _nbytes(outputs: Mapping[str, np.ndarray]) -> int:
+    """Roughly what encoding ``outputs`` costs (text encodings write several bytes per value)."""
+    return sum(int(array.nbytes) for array in outputs.values())

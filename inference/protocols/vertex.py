@@ -33,8 +33,11 @@ def routes(service: ModelService, config: ServerConfig) -> list[BaseRoute]:
         check_json_exchange(request.headers.get("content-type"), request.headers.get("accept"))
         if not body.lstrip().startswith(b"{"):
             raise BadRequestError('the body must be a JSON object {"instances": [...], "parameters": {...}}')
-        inputs = decode_request(
-            body, JSON, service.signature, allow_non_finite=config.allow_non_finite, limits=service.limits
+        inputs = await service.offload.run(
+            len(body),
+            lambda: decode_request(
+                body, JSON, service.signature, allow_non_finite=config.allow_non_finite, limits=service.limits
+            ),
         )
         outputs = await service.predict(inputs)
         payload, media_type = encode_response(outputs, JSON, service.signature, default=JSON)
