@@ -46,6 +46,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._in_headers = True
         self._header_bytes = 0
         self._header_count = 0
+        self._headers_completed = 0
         self._refusal: tuple[int, str] | None = None
         self._timer: asyncio.TimerHandle | None = None
 
@@ -63,6 +64,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._in_headers and self._timer is None:
             self._arm(self.header_timeout, self._header_timed_out)  # the next request on a kept-alive connection
         was_in_headers = self._in_headers
+        completed_before = self._headers_completed
         self._unset_keepalive_if_required()
         try:
             self.parser.feed_data(data)
@@ -74,7 +76,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 self.logger.warning("Invalid HTTP request received.")
                 self.send_400_response("Invalid HTTP request received.")
                 return
-        if was_in_headers and self._in_headers and self._refusal is None:
+        if was_in_headers and self._headers_completed == completed_before and self._refusal is None:
             # Every byte of this chunk belonged to the still-unfinished header section.
             self._header_bytes += len(data)
             if self._header_bytes > MAX_HEADER_BYTES:
@@ -97,6 +99,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_headers = False
+        self._headers_completed += 1
         self._arm(self.body_timeout, self._body_timed_out)
         super().on_headers_complete()
 

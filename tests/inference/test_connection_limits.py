@@ -76,3 +76,13 @@ def test_requests_on_a_kept_alive_connection_still_work(server: ServerProcess) -
                 answer += sock.recv(65536)
             assert answer.startswith(b"HTTP/1.1 200")
             time.sleep(0.5)  # idle between requests: the header timer starts at the next request
+
+
+def test_a_whole_request_larger_than_the_header_limit_in_one_packet_is_served(server: ServerProcess) -> None:
+    body = b"[" + b",".join([b"[" + b",".join([b"0.5"] * 64) + b"]"] * 200) + b"]"  # about 50 KB
+    request = (
+        b"POST /invocations HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nConnection: close\r\n"
+        + b"Content-Length: %d\r\n\r\n" % len(body)
+        + body
+    )
+    assert _exchange(server, request).startswith(b"HTTP/1.1 200")
