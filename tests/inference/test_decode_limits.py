@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from inference.codecs.limits import DecodeLimits
+from inference.codecs.oip_json import decode_tensor
 from inference.errors import PayloadTooLargeError
-from inference.protocols.oip import decode_tensor
 from tests.inference.server_fixtures import ServerProcess, start_server
 
 pytestmark = pytest.mark.torch
