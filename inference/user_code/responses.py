@@ -10,9 +10,11 @@ from typing import Any
 import numpy as np
 import orjson
 
+from inference.codecs.media_types import negotiate
 from inference.errors import (
     BadRequestError,
     ModelError,
+    NotAcceptableError,
 )
 from model_package.formats.base import one_line_error
 
@@ -61,8 +63,12 @@ def _effective_accept(accept: str | None, default: str) -> str:
 
 
 def _accepts(accept: str, media_type: str) -> bool:
-    major = media_type.split("/", 1)[0]
-    return any(media in (media_type, "*/*", f"{major}/*") for media in _media_ranges(accept))
+    # The codecs' RFC 9110 negotiation, so q-values count here too (application/json;q=0 excludes JSON).
+    try:
+        negotiate(accept, (media_type,), media_type)
+    except NotAcceptableError:
+        return False
+    return True
 
 
 def _as_response(result: Any, accept: str, *, source: str) -> tuple[bytes, str]:

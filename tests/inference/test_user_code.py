@@ -443,6 +443,9 @@ def test_default_output_is_json_for_plain_predictions(package: PackageFactory, w
     assert result["7"] == "int keys"
     with pytest.raises(NotAcceptableError, match="can only be returned as application/json"):
         request(handler, json.dumps(ROWS.tolist()).encode(), accept="text/csv")
+    # q=0 excludes a type (RFC 9110), even when a wildcard would otherwise match it.
+    with pytest.raises(NotAcceptableError, match="can only be returned as application/json"):
+        request(handler, json.dumps(ROWS.tolist()).encode(), accept="*/*;q=0.5, application/json;q=0")
 
 
 def test_default_predict_calls_a_torch_module_without_grad(
