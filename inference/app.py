@@ -7,6 +7,7 @@ errors turned into ``{"error": ...}`` JSON bodies that never carry a traceback.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import itertools
 import logging
@@ -26,14 +27,22 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from inference.config import MIB, ServerConfig
-from inference.errors import ApiError, PayloadTooLargeError
+from inference.errors import (
+    ApiError,
+    ClientClosedRequestError,
+    NotReadyError,
+    PayloadTooLargeError,
+    http_error,
+    is_server_fault,
+)
 from inference.metrics import ServerMetrics
 from inference.protocols import oip, sagemaker, vertex
 from inference.service import ModelService
-from model_package.errors import ModelPackageError, PredictionError
+from model_package.errors import ModelPackageError
 
 _log = logging.getLogger(__name__)
 _REQUEST_ID_RE = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 JSON = "application/json"
 
 
@@ -42,18 +51,28 @@ def json_response(payload: Any, status: int = 200, headers: dict[str, str] | Non
     return Response(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), status, headers, media_type=JSON)
 
 
-def error_response(exc: BaseException) -> Response:
-    """The status and ``{"error": ...}`` body for an exception raised while handling a request."""
-    if isinstance(exc, ApiError):
-        return json_response({"error": exc.message}, exc.status, exc.headers)
-    if isinstance(exc, HTTPException):
-        # Keeps the Allow header of a 405, which RFC 9110 requires.
-        return json_response({"error": exc.detail}, exc.status_code, dict(exc.headers or {}))
-    if isinstance(exc, PredictionError):
-        return json_response({"error": str(exc)}, 400)
-    if isinstance(exc, ModelPackageError):
-        return json_response({"error": str(exc)}, 500)
-    return json_response({"error": "internal server error; see the server log for this request id"}, 500)
+def error_response(exc: BaseException, request_id: str | None = None) -> Response:
+    """The status and ``{"error": ...}`` body for an exception raised while handling a request.
+
+    Failures of ours are logged here, once, with the request id and the stack trace; their body
+    carries the request id instead of any detail.
+    """
+    error = http_error(exc)
+    # Messages quoting library errors can carry object reprs ("<ast.BinOp object at 0x7f...>"):
+    # memory addresses help an attacker defeat ASLR and tell the client nothing.
+    payload: dict[str, str] = {"error": _ADDRESS.sub("", error.message)}
+    if is_server_fault(error):
+        _log.error("request failed: %s", _describe(exc), extra={"request_id": request_id}, exc_info=exc)
+        payload["error"] = f"{error.message}; the server log has the details under request id {request_id}"
+    elif isinstance(error, ClientClosedRequestError):
+        _log.info("the client disconnected before its request was complete", extra={"request_id": request_id})
+    if error.status >= 500 and request_id is not None:
+        payload["request_id"] = request_id
+    return json_response(payload, error.status, error.headers)
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def create_app(service: ModelService, config: ServerConfig, metrics: ServerMetrics) -> ASGIApp:
@@ -81,8 +100,10 @@ def create_app(service: ModelService, config: ServerConfig, metrics: ServerMetri
     ]
 
     async def handle(request: Request, exc: Exception) -> Response:
-        return error_response(exc)
+        return error_response(exc, request.scope.get("state", {}).get("request_id"))
 
+    # ApiError and ModelPackageError are answered by Starlette's inner exception middleware (no re-raise);
+    # anything else by its outer one, which re-raises to ApiMiddleware after the response is sent.
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
@@ -154,14 +175,29 @@ class ApiMiddleware:
             await send(message)
 
         received = 0
+        request_task = asyncio.current_task()
+        watcher: asyncio.Task[None] | None = None
+        client_gone = False
+
+        async def watch_for_disconnect() -> None:
+            # Once the body is read, nothing else receives: the next message is the client leaving.
+            nonlocal client_gone
+            message = await receive()
+            if message["type"] == "http.disconnect" and not started and request_task is not None:
+                client_gone = True
+                request_task.cancel()
 
         async def receive_limited() -> Message:
-            nonlocal received
+            nonlocal received, watcher
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_request_bytes:
                     raise self._too_large(received)
+                if not message.get("more_body", False) and watcher is None:
+                    # Queued work of a client that left is dropped: cancelling the request cancels its
+                    # place in the batcher's queue or the admission gate before any model call.
+                    watcher = asyncio.get_running_loop().create_task(watch_for_disconnect())
             return message
 
         try:
@@ -175,13 +211,29 @@ class ApiMiddleware:
                 scope["route"] = route
                 await self._call_directly(route, scope, receive_limited, send_with_id)
         except Exception as exc:
-            # Starlette has already answered unexpected errors with our JSON 500 and re-raised them;
-            # expected ones (the size check above) are answered here, without a traceback in the log.
-            if not isinstance(exc, ApiError):
-                _log.error("request failed", extra={"request_id": request_id.decode()}, exc_info=exc)
+            # Starlette has already answered (and logged) unexpected errors and re-raised them; the
+            # others (the size check above, a direct route) are answered and logged here.
             if not started:
-                await error_response(exc)(scope, receive, send_with_id)
+                await error_response(exc, request_id.decode())(scope, receive, send_with_id)
+        except asyncio.CancelledError:
+            if started:
+                raise
+            if request_task is not None:
+                request_task.uncancel()
+            if client_gone:
+                # Counted under 499 (client closed request), apart from successes and failures.
+                status = ClientClosedRequestError.status
+                _log.info(
+                    "the client left before its answer; its work was dropped", extra={"request_id": request_id.decode()}
+                )
+            else:
+                # uvicorn cancels requests still running at the drain deadline and would answer them with
+                # a bare text/plain 500 and an ERROR log: answer with a 503 the client can retry elsewhere.
+                _log.warning("request cut by the drain deadline", extra={"request_id": request_id.decode()})
+                await error_response(_shutdown_error(), request_id.decode())(scope, receive, send_with_id)
         finally:
+            if watcher is not None:
+                watcher.cancel()
             route = scope.get("route")
             self.metrics.observe_request(getattr(route, "path", "unmatched"), status, time.perf_counter() - start)
 
@@ -189,8 +241,8 @@ class ApiMiddleware:
         """Run ``route``'s endpoint as Starlette would, with the same error responses."""
         try:
             response = await route.endpoint(Request(scope, receive))
-        except (ApiError, ModelPackageError, HTTPException) as exc:
-            response = error_response(exc)
+        except Exception as exc:
+            response = error_response(exc, scope["state"]["request_id"])
         await response(scope, receive, send)
 
     def _too_large(self, size: int) -> PayloadTooLargeError:
@@ -200,6 +252,13 @@ class ApiMiddleware:
             f"({limit / MIB:.1f} MiB on {self.platform}); send larger payloads with asynchronous inference "
             "(SageMaker asynchronous endpoints or batch transform, Vertex AI batch prediction)"
         )
+
+
+def _shutdown_error() -> NotReadyError:
+    return NotReadyError(
+        "the server shut down before this request completed; retry it on another instance",
+        headers={"Retry-After": "1"},
+    )
 
 
 class _RequestIds:

@@ -10,6 +10,9 @@ that arrive while the model is busy form the next batch. A positive
 
 A request that waits past its deadline is answered with 504 and dropped from
 the queue without being computed; a full queue answers 503 with Retry-After.
+A single request with more rows than ``max_batch_size`` runs alone, as
+consecutive model calls of at most that many rows (stopping early if its
+deadline passes), so no model call exceeds the cap.
 """
 
 from __future__ import annotations
@@ -25,8 +28,7 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-from inference.errors import DeadlineExceededError, ModelError, NotReadyError, OverloadedError
-from model_package.errors import ModelPackageError
+from inference.errors import DeadlineExceededError, NotReadyError, OverloadedError
 
 _log = logging.getLogger(__name__)
 
@@ -215,17 +217,22 @@ class Batcher:
         assert self._slots is not None
         loop = asyncio.get_running_loop()
         start = loop.time()
-        try:
-            inputs = batch[0].inputs if len(batch) == 1 else _concatenate([job.inputs for job in batch])
-            outputs = await self._compute.run(self._predict, inputs)
-        except Exception as exc:
-            error = exc if isinstance(exc, ModelPackageError) else ModelError(f"the model failed: {exc}")
-            if not isinstance(exc, ModelPackageError):
-                _log.error("model failure on a batch of %d requests", len(batch), exc_info=exc)
-            for job in batch:
-                if not job.future.done():
-                    job.future.set_exception(error)
+        if len(batch) == 1 and batch[0].rows > self.max_batch_size:
+            try:
+                await self._run_in_chunks(batch[0])
+            finally:
+                self._slots.release()
             return
+        try:
+            try:
+                inputs = batch[0].inputs if len(batch) == 1 else _concatenate([job.inputs for job in batch])
+                outputs = await self._compute.run(self._predict, inputs)
+            except Exception as exc:
+                if len(batch) == 1:
+                    _fail(batch[0], exc)
+                else:
+                    await self._isolate(batch, exc)
+                return
         finally:
             self._slots.release()
         self._observer.batch_done(sum(job.rows for job in batch), len(batch), loop.time() - start)
@@ -234,6 +241,53 @@ class Batcher:
             if not job.future.done():
                 job.future.set_result({name: array[offset : offset + job.rows] for name, array in outputs.items()})
             offset += job.rows
+
+    async def _run_in_chunks(self, job: _Job) -> None:
+        """Run a request larger than ``max_batch_size`` as consecutive model calls of at most that many rows.
+
+        Bounds the memory of one model call (activations grow with the batch); a request whose
+        deadline passes or whose client leaves stops between chunks instead of running to the end.
+        """
+        loop = asyncio.get_running_loop()
+        parts: list[Mapping[str, np.ndarray]] = []
+        for begin in range(0, job.rows, self.max_batch_size):
+            if job.future.done():
+                return
+            chunk = {name: array[begin : begin + self.max_batch_size] for name, array in job.inputs.items()}
+            start = loop.time()
+            try:
+                parts.append(await self._compute.run(self._predict, chunk))
+            except Exception as exc:
+                _fail(job, exc)
+                return
+            self._observer.batch_done(int(next(iter(chunk.values())).shape[0]), 1, loop.time() - start)
+        if not job.future.done():
+            job.future.set_result(_concatenate(parts))
+
+    async def _isolate(self, batch: list[_Job], error: Exception) -> None:
+        """Re-run a failed batch's requests one by one, so only the requests that fail alone fail.
+
+        Costs one model call per request of the batch on top of the failed one; requests whose
+        client has gone or whose deadline passed meanwhile are skipped.
+        """
+        _log.warning("a batch of %d requests failed (%s); re-running them one by one", len(batch), type(error).__name__)
+        for job in batch:
+            if job.future.done():
+                continue
+            try:
+                outputs = await self._compute.run(self._predict, job.inputs)
+            except Exception as exc:
+                _fail(job, exc)
+            else:
+                if not job.future.done():
+                    job.future.set_result(dict(outputs))
+
+
+def _fail(job: _Job, error: Exception) -> None:
+    # The exception reaches the request's handler unchanged; the server's one error mapping turns
+    # it into a status and logs it there, under that request's id.
+    if not job.future.done():
+        job.future.set_exception(error)
 
 
 class ComputeThreads:

@@ -52,6 +52,10 @@ class ServerConfig:
     max_request_bytes: int
     request_timeout: float
     drain_timeout: float
+    header_timeout: float
+    """Seconds from a connection opening (or its next request starting) to the end of the headers."""
+    body_timeout: float
+    """Seconds from the end of the headers to the end of the body."""
     max_batch_size: int | Literal["auto"] | None
     """``None``: take the package's ``serving.max_batch_size`` metadata, else the default; ``auto``: measure
     sizes up to that cap at start-up (``batch_tuning``)."""
@@ -95,6 +99,8 @@ def load_config(
         max_request_bytes=_int(env, "MODEL_SERVER_MAX_REQUEST_BYTES", BODY_LIMITS[platform], minimum=1),
         request_timeout=_float(env, "MODEL_SERVER_REQUEST_TIMEOUT_S", REQUEST_TIMEOUTS[platform]),
         drain_timeout=_float(env, "MODEL_SERVER_DRAIN_TIMEOUT_S", DRAIN_TIMEOUTS[platform]),
+        header_timeout=_float(env, "MODEL_SERVER_HEADER_TIMEOUT_S", 30.0),
+        body_timeout=_float(env, "MODEL_SERVER_BODY_TIMEOUT_S", 60.0),
         max_batch_size=_int_or_auto(env, "MODEL_SERVER_MAX_BATCH_SIZE"),
         max_batch_delay_ms=_optional_float(env, "MODEL_SERVER_MAX_BATCH_DELAY_MS"),
         max_queue=_int(env, "MODEL_SERVER_MAX_QUEUE", 512, minimum=1),

@@ -1,8 +1,18 @@
-"""Errors the server turns into HTTP responses: ``{"error": message}`` with a status, never a traceback."""
+"""Errors the server turns into HTTP responses: ``{"error": message}`` with a status, never a traceback.
+
+:func:`http_error` is the one place where an exception becomes a status: a bad input is a 4xx whose
+message goes to the client; a failure of ours (the model, the framework, a bug) is a 5xx whose details
+go to the log, under the request id, and never into the body.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
+
+from model_package.errors import InvalidInputError, PredictionError
 
 
 class ApiError(Exception):
@@ -68,3 +78,47 @@ class DeadlineExceededError(ApiError):
     """The request waited past its deadline and was dropped instead of computed."""
 
     status = 504
+
+
+class ClientClosedRequestError(ApiError):
+    """The client went away before its request was read or answered: nobody's failure, never a 5xx.
+
+    Counted under nginx's 499 (client closed request) in the metrics; no response reaches anyone.
+    """
+
+    status = 499
+
+
+class InternalError(ApiError):
+    """A failure of ours with no more specific class (a bug, or a framework failing outside the model call)."""
+
+    status = 500
+
+
+def http_error(exc: BaseException) -> ApiError:
+    """The HTTP error the client sees for ``exc``, raised anywhere while a request was handled.
+
+    ``ApiError`` is kept as it is; a model package's :class:`InvalidInputError` (inputs that do not
+    fit the signature) is a 400 with its message; Starlette's ``HTTPException`` keeps its status and
+    headers (a 405's ``Allow``). Everything else, including a model package's
+    ``ModelExecutionError``, is a failure of ours: a 500 whose message names no detail of the
+    exception, which may hold framework internals, memory addresses or other clients' shapes.
+    """
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, ClientDisconnect):
+        return ClientClosedRequestError("the client disconnected before its request was complete")
+    if isinstance(exc, InvalidInputError):
+        return BadRequestError(str(exc))
+    if isinstance(exc, HTTPException):
+        error = ApiError(str(exc.detail), headers=exc.headers)
+        error.status = exc.status_code
+        return error
+    if isinstance(exc, PredictionError):
+        return ModelError("the model failed to run on this request")
+    return InternalError("internal server error")
+
+
+def is_server_fault(error: ApiError) -> bool:
+    """Whether ``error`` is a failure of ours to log with its traceback (not overload, deadline or draining)."""
+    return error.status >= 500 and not isinstance(error, OverloadedError | NotReadyError | DeadlineExceededError)

@@ -18,10 +18,13 @@ from typing import Any
 
 import numpy as np
 
+from inference.admission import AdmissionGate
 from inference.batching import Batcher, BatchObserver
+from inference.codecs import DecodeLimits
 from inference.config import DEFAULT_MODEL_DIR, ServerConfig
 from inference.errors import BadRequestError, NotReadyError
-from model_package.errors import LoadError, ManifestError, MissingFileError, PredictionError
+from inference.offload import Offloader
+from model_package.errors import LoadError, ManifestError, MissingFileError
 from model_package.example import load_arrays
 from model_package.formats import LoadedModel, check_inputs, get_format
 from model_package.manifest import MANIFEST_FILENAME, Manifest, Signature
@@ -45,12 +48,18 @@ class ModelService:
     user_code: Any | None
     """An ``inference.user_code.UserCodeHandler`` when the package ships ``code/inference.py``."""
     batcher: Batcher | None
+    user_code_gate: AdmissionGate | None
+    """Admission control for user code's request hooks (``None`` without user code)."""
     request_timeout: float
     allow_non_finite: bool
+    limits: DecodeLimits
+    """How large one request may be once decoded (rows x the model's input size)."""
     load_seconds: float
     warmup_seconds: float
     ready: bool = False
     draining: bool = False
+    offload: Offloader = field(default_factory=Offloader, repr=False)
+    """Decodes and encodes of large bodies, off the event loop."""
     _started: bool = field(default=False, repr=False)
 
     @property
@@ -111,8 +120,11 @@ class ModelService:
 
     async def start(self) -> None:
         """Start the batcher on the server's event loop, then report ready."""
-        if self.batcher is not None and not self._started:
-            await self.batcher.start()
+        if not self._started:
+            if self.batcher is not None:
+                await self.batcher.start()
+            if self.user_code_gate is not None:
+                await self.user_code_gate.start()
         self._started = True
         self.ready = True
 
@@ -121,6 +133,27 @@ class ModelService:
         self.draining = True
         if self.batcher is not None and self._started:
             await self.batcher.stop()
+        if self.user_code_gate is not None and self._started:
+            await self.user_code_gate.stop()
+        self.offload.shutdown()
+
+    async def invoke_user_code(self, body: bytes, content_type: str, accept: str, context: Any) -> tuple[bytes, str]:
+        """Run one request through the package's hooks under the same admission rules as the batcher.
+
+        Readiness, the queue bound (503 with ``Retry-After``) and the request deadline (504) apply;
+        ``context`` is the request's ``inference.user_code.RequestContext``.
+        """
+        handler, gate = self.user_code, self.user_code_gate
+        if handler is None or gate is None:
+            raise NotReadyError("this model has no user code")
+        if not self.ready:
+            raise NotReadyError("the model is not ready to serve predictions")
+
+        def call() -> tuple[bytes, str]:
+            result: tuple[bytes, str] = handler.invoke(body, content_type, accept, context)
+            return result
+
+        return await gate.run(call, timeout=self.request_timeout)
 
     async def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Validate named inputs against the signature and run them through the batcher."""
@@ -128,12 +161,11 @@ class ModelService:
         # only health checks turn 503 (and the batcher refuses work once it has stopped).
         if self.batcher is None or not self.ready:
             raise NotReadyError("the model is not ready to serve predictions")
-        try:
-            checked = check_inputs(self.signature, inputs)
-        except PredictionError as exc:
-            raise BadRequestError(str(exc)) from None
+        # Each request is validated on its own before it joins a batch, so a bad input fails alone.
+        checked = check_inputs(self.signature, inputs)
         if any(array.ndim == 0 or array.shape[0] == 0 for array in checked.values()):
             raise BadRequestError("the request holds an empty batch; send at least one instance")
+        self.limits.check_rows(checked)
         if not self.allow_non_finite:
             _reject_non_finite(checked)
         return await self.batcher.submit(checked, timeout=self.request_timeout)
@@ -191,6 +223,7 @@ def load_service(config: ServerConfig, *, observer: BatchObserver | None = None)
             default_model=load_model,
             default_accept=config.default_accept,
             allow_non_finite=config.allow_non_finite,
+            limits=DecodeLimits.for_body_limit(config.max_request_bytes),
         )
         if user_code is not None and _is_loaded_model(user_code.model):
             model = user_code.model
@@ -214,8 +247,15 @@ def load_service(config: ServerConfig, *, observer: BatchObserver | None = None)
         model=model,
         user_code=user_code,
         batcher=batcher,
+        # User code gets as many threads as the model has compute threads: hooks are mostly model calls.
+        user_code_gate=(
+            AdmissionGate(concurrency=config.compute_threads, max_queue=config.max_queue)
+            if user_code is not None
+            else None
+        ),
         request_timeout=config.request_timeout,
         allow_non_finite=config.allow_non_finite,
+        limits=DecodeLimits.for_body_limit(config.max_request_bytes),
         load_seconds=load_seconds,
         warmup_seconds=0.0,
     )

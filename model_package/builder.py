@@ -153,7 +153,12 @@ def _copy_user_code(code_dir: Path, staging: Path) -> UserCode:
 
 
 def hash_tree(root: Path, progress: Callable[[int], None] | None = None) -> tuple[FileEntry, ...]:
-    """A sorted FileEntry per regular file under ``root``, except the manifest itself."""
+    """A sorted FileEntry per regular file under ``root``, except the manifest itself.
+
+    Empty directories (a SavedModel's unused ``assets/``) are removed first: a package is exactly
+    its files, and verification refuses a directory that holds none.
+    """
+    _remove_empty_directories(root)
     entries = []
     for path in sorted(root.rglob("*")):
         relative = path.relative_to(root).as_posix()
@@ -163,3 +168,10 @@ def hash_tree(root: Path, progress: Callable[[int], None] | None = None) -> tupl
             continue
         entries.append(FileEntry(path=relative, sha256=sha256_file(path, progress), size=path.stat().st_size))
     return tuple(entries)
+
+
+def _remove_empty_directories(root: Path) -> None:
+    # Deepest first, so a directory whose only content was empty directories goes too.
+    for path in sorted((p for p in root.rglob("*") if p.is_dir() and not p.is_symlink()), reverse=True):
+        if not any(path.iterdir()):
+            path.rmdir()

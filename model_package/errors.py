@@ -73,9 +73,24 @@ class LoadError(ModelPackageError):
 
 
 class PredictionError(ModelPackageError):
-    """Inputs do not fit the model's signature, or the framework failed to run."""
+    """A prediction failed; raise one of the two subclasses, which say whose fault it was."""
 
     exit_code = 8
+
+
+class InvalidInputError(PredictionError):
+    """The inputs do not fit the model's signature (names, rank, sizes, dtypes): the caller's fault.
+
+    A server answers it with a 4xx and the message unchanged.
+    """
+
+
+class ModelExecutionError(PredictionError):
+    """The framework failed to run the model on inputs that fit its signature: a failure on our side.
+
+    A server answers it with a 5xx and logs it; the message may name shapes and framework details,
+    so it goes to the log, not to the client.
+    """
 
 
 class StoreError(ModelPackageError):

@@ -59,13 +59,24 @@ def verify_integrity(
 
 
 def check_file_set(package_dir: Path, manifest: Manifest) -> None:
-    """Check that ``package_dir`` holds exactly the regular files the manifest lists (no hashing)."""
+    """Check that ``package_dir`` holds exactly the regular files the manifest lists (no hashing).
+
+    Anything else is refused: symbolic links, FIFOs, sockets and devices (reading a FIFO would
+    block the server forever), and empty directories, which no manifest entry can account for.
+    """
     present: set[str] = set()
     for path in package_dir.rglob("*"):
         relative = path.relative_to(package_dir).as_posix()
         if path.is_symlink():
             raise IntegrityError(f"{relative} is a symbolic link; packages hold regular files only")
-        if path.is_file() and relative != MANIFEST_FILENAME:
+        if path.is_dir():
+            if not any(path.iterdir()):
+                raise IntegrityError(f"{relative} is an empty directory; packages hold regular files only")
+        elif not path.is_file():
+            raise IntegrityError(
+                f"{relative} is not a regular file (a FIFO, socket or device); packages hold regular files only"
+            )
+        elif relative != MANIFEST_FILENAME:
             present.add(relative)
     listed = {entry.path for entry in manifest.files}
     missing = sorted(listed - present)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NoReturn
 
@@ -61,16 +62,70 @@ def locate_line(line_numbers: Sequence[int]) -> Locator:
 # --------------------------------------------------------------------------- inputs
 
 
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"\s*(:?)')
+
+
+def count_string_values(body: bytes) -> int:
+    """How many strings a (valid) JSON body holds other than object keys (see :func:`has_string_values`)."""
+    return sum(1 for match in _JSON_STRING.finditer(body) if not match.group(1))
+
+
+def count_strings(value: Any) -> int:
+    """How many strings a parsed JSON value holds other than object keys."""
+    if isinstance(value, str):
+        return 1
+    if isinstance(value, list):
+        return sum(count_strings(item) for item in value)
+    if isinstance(value, dict):
+        return sum(count_strings(item) for item in value.values())
+    return 0
+
+
+def refuse_strings(value: Any, spec: TensorSpec, locate: Locator = locate_row) -> None:
+    """Raise the wrong-value 400 for the first string in nested lists, before NumPy sees them.
+
+    NumPy would give every element of a list holding a string a fixed-width string dtype as wide as
+    the longest one: a million numbers next to one long string would cost gigabytes.
+    """
+    stack: list[tuple[Path, Any]] = [((), value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(((*path, index), child) for index, child in reversed(list(enumerate(item))))
+        elif isinstance(item, str):
+            raise BadRequestError(f"{expects(spec)}; {locate(path)} has {_describe(item)}")
+
+
+def has_string_values(body: bytes) -> bool:
+    """Whether a (valid) JSON body holds a string anywhere but as an object key.
+
+    Without one, no nested list in it can make NumPy build a fixed-width string array, whose size is
+    the element count times the longest string (a long string among a million numbers would cost
+    gigabytes); :func:`to_input_array` then skips its walk over the elements. Tokenises strings with
+    one regular expression.
+    """
+    return any(not match.group(1) for match in _JSON_STRING.finditer(body))
+
+
 def to_input_array(
-    value: Any, spec: TensorSpec, *, allow_non_finite: bool = False, locate: Locator = locate_row
+    value: Any,
+    spec: TensorSpec,
+    *,
+    allow_non_finite: bool = False,
+    locate: Locator = locate_row,
+    strings: bool = True,
 ) -> np.ndarray:
     """A parsed JSON value (nested lists of numbers, booleans or strings) as an array of ``spec``'s dtype.
 
     Raises :class:`BadRequestError` naming the input and the first offending row;
-    see :func:`coerce` for the casting rules.
+    see :func:`coerce` for the casting rules. ``strings=False`` promises that ``value`` holds no
+    string (see :func:`has_string_values`); otherwise a numeric input is first walked for strings,
+    which are refused before NumPy could widen every element to the longest of them.
     """
     if spec.dtype == "bytes":
         return _to_bytes_array(value, spec, locate)
+    if strings:
+        refuse_strings(value, spec, locate)
     try:
         array = np.asarray(value)
     except ValueError as exc:

@@ -12,6 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
+from inference.codecs.limits import DecodeLimits
 from model_package.manifest import Signature
 
 #: Named arrays, one batch per model input or output.
@@ -45,11 +46,18 @@ class Codec(RequestCodec, ResponseCodec, Protocol):
     """A media type the server both reads and writes, with what the dispatcher needs to know about it."""
 
     def decode(
-        self, body: bytes, params: Mapping[str, str], signature: Signature, *, allow_non_finite: bool = False
+        self,
+        body: bytes,
+        params: Mapping[str, str],
+        signature: Signature,
+        *,
+        allow_non_finite: bool = False,
+        limits: DecodeLimits | None = None,
     ) -> Tensors:
         """Decode ``body`` as :meth:`RequestCodec.decode` does, casting to the signature's dtypes.
 
-        NaN and infinity in float inputs raise ``BadRequestError`` unless ``allow_non_finite``.
+        NaN and infinity in float inputs raise ``BadRequestError`` unless ``allow_non_finite``. Where
+        the decoded size is known before allocating, a size beyond ``limits`` raises a 413.
         """
         ...
 

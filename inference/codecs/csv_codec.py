@@ -28,6 +28,7 @@ import orjson
 
 from inference.codecs.arrays import Locator, Path, batch_size, coerce, count, expects, is_text, json_column, ordered
 from inference.codecs.base import Tensors
+from inference.codecs.limits import DecodeLimits
 from inference.errors import BadRequestError
 from model_package.manifest import Signature, TensorSpec
 
@@ -44,7 +45,13 @@ class CsvCodec:
     text: bool = True
 
     def decode(
-        self, body: bytes, params: Mapping[str, str], signature: Signature, *, allow_non_finite: bool = False
+        self,
+        body: bytes,
+        params: Mapping[str, str],
+        signature: Signature,
+        *,
+        allow_non_finite: bool = False,
+        limits: DecodeLimits | None = None,
     ) -> Tensors:
         """Decode header-less numeric rows (``header=present`` skips the first line)."""
         spec = _csv_input(signature)
@@ -80,7 +87,10 @@ class CsvCodec:
                 f"input {spec.name!r} expects {spec.shape[1]} values per CSV line (shape {list(spec.shape)}); "
                 f"line {line_numbers[0]} has {width}"
             )
-        array = _parse_cells(np.array(rows), spec, line_numbers, allow_non_finite)
+        if limits is not None:
+            # Checked before parsing: the cells become 8-byte numbers (or smaller, after the cast).
+            limits.check_size(len(rows) * width * max(8, np.dtype(spec.dtype).itemsize), "the text/csv body")
+        array = _parse_cells(rows, spec, line_numbers, allow_non_finite)
         return {spec.name: array[:, 0] if len(spec.shape) == 1 else array}
 
     def encode(self, outputs: Mapping[str, np.ndarray], signature: Signature) -> bytes:
@@ -110,44 +120,46 @@ def _csv_input(signature: Signature) -> TensorSpec:
 
 
 def _parse_cells(
-    cells: np.ndarray, spec: TensorSpec, line_numbers: Sequence[int], allow_non_finite: bool
+    rows: list[list[str]], spec: TensorSpec, line_numbers: Sequence[int], allow_non_finite: bool
 ) -> np.ndarray:
+    """The cells parsed straight to numbers: never through a fixed-width string array, whose size
+    would be the cell count times the longest cell (one long cell would cost gigabytes)."""
+
     def locate(path: Path) -> str:
         return f"line {line_numbers[path[0]]}" + (f", column {path[1] + 1}" if len(path) > 1 else "")
 
     target = np.dtype(spec.dtype)
     if target.kind == "b":
-        lowered = np.char.lower(np.char.strip(cells))
-        truthy = np.isin(lowered, _TRUE)
-        known = truthy | np.isin(lowered, _FALSE)
+        lowered = [[cell.strip().lower() for cell in row] for row in rows]
+        known = np.array([[cell in _TRUE or cell in _FALSE for cell in row] for row in lowered], dtype=bool)
         if not known.all():
-            _refuse_cell(cells, ~known, spec, locate)
-        return truthy
+            _refuse_cell(rows, ~known, spec, locate)
+        return np.array([[cell in _TRUE for cell in row] for row in lowered], dtype=bool)
     if target.kind in "iu":
         # Parse integers as integers: through float64 they would lose precision beyond 2**53.
         for parsed_dtype in (np.int64, np.uint64):
             try:
-                return coerce(cells.astype(parsed_dtype), spec, locate=locate)
+                return coerce(np.array(rows, dtype=parsed_dtype), spec, locate=locate)
             except (ValueError, OverflowError):
                 continue
     try:
-        numbers = cells.astype(np.float64)
+        numbers = np.array(rows, dtype=np.float64)
     except ValueError:
-        _refuse_cell(cells, None, spec, locate)
+        _refuse_cell(rows, None, spec, locate)
     return coerce(numbers, spec, allow_non_finite=allow_non_finite, locate=locate)
 
 
-def _refuse_cell(cells: np.ndarray, bad: np.ndarray | None, spec: TensorSpec, locate: Locator) -> NoReturn:
+def _refuse_cell(rows: list[list[str]], bad: np.ndarray | None, spec: TensorSpec, locate: Locator) -> NoReturn:
     """Explain the first cell that is not a number (only runs on the error path, so it may loop)."""
     if bad is None:
-        bad = np.array([[not _is_float_text(cell) for cell in row] for row in cells.tolist()], dtype=bool)
-    index = tuple(int(i) for i in np.unravel_index(int(np.flatnonzero(bad)[0]), cells.shape))
-    cell = str(cells[index]).strip()
-    shown = repr(cell) if cell else "an empty value"
+        bad = np.array([[not _is_float_text(cell) for cell in row] for row in rows], dtype=bool)
+    row, column = (int(i) for i in np.unravel_index(int(np.flatnonzero(bad)[0]), bad.shape))
+    cell = rows[row][column].strip()
+    shown = repr(cell if len(cell) <= 40 else cell[:40] + "...") if cell else "an empty value"
     hint = ""
-    if index[0] == 0 and not _is_float_text(cell):
+    if row == 0 and not _is_float_text(cell):
         hint = "; CSV requests have no header row (add 'header=present' to the Content-Type to skip one)"
-    raise BadRequestError(f"{expects(spec)}; {locate(index)} has {shown}{hint}")
+    raise BadRequestError(f"{expects(spec)}; {locate((row, column))} has {shown}{hint}")
 
 
 def _is_float_text(cell: str) -> bool:

@@ -12,11 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from inference.codecs.arrays import check_batch
+from inference.codecs.arrays import check_batch, has_string_values
 from inference.codecs.base import Codec, Tensors
 from inference.codecs.csv_codec import CsvCodec
 from inference.codecs.json_codec import JsonCodec, decode_json_inputs, split_json_payload
 from inference.codecs.jsonlines_codec import JSON_LINES_MEDIA_TYPES, JsonLinesCodec
+from inference.codecs.limits import DecodeLimits
 from inference.codecs.media_types import negotiate, parse_media_type
 from inference.codecs.npy_codec import NPY_MEDIA_TYPE, NPZ_MEDIA_TYPE, NpyCodec
 from inference.codecs.npz_codec import NpzCodec
@@ -44,7 +45,12 @@ _DEFAULT_REQUEST_TYPE = "application/json"
 
 
 def decode_request(
-    body: bytes, content_type: str | None, signature: Signature, *, allow_non_finite: bool = False
+    body: bytes,
+    content_type: str | None,
+    signature: Signature,
+    *,
+    allow_non_finite: bool = False,
+    limits: DecodeLimits | None = None,
 ) -> Tensors:
     """Decode a request body into one batch per signature input, cast to the signature's dtypes.
 
@@ -53,11 +59,14 @@ def decode_request(
     supported ones, and :class:`BadRequestError` (400) for a body that does not
     fit the signature, including an empty batch and, unless
     ``allow_non_finite``, NaN or infinity in a float input. Shapes are left to
-    the model runner's ``check_inputs``.
+    the model runner's ``check_inputs``. With ``limits``, a body that decodes to more than they allow
+    is a 413 naming the limit, raised before the allocation wherever the codec can know its size.
     """
     codec, params = _request_codec(content_type)
-    tensors = codec.decode(body, params, signature, allow_non_finite=allow_non_finite)
+    tensors = codec.decode(body, params, signature, allow_non_finite=allow_non_finite, limits=limits)
     check_batch(tensors, signature.inputs)
+    if limits is not None:
+        limits.check_rows(tensors)
     return tensors
 
 
@@ -70,9 +79,22 @@ def decode_json_request(
     those of :func:`decode_request`.
     """
     inputs, parameters = split_json_payload(body)
-    tensors = decode_json_inputs(inputs, signature, allow_non_finite=allow_non_finite)
+    tensors = decode_json_inputs(inputs, signature, allow_non_finite=allow_non_finite, strings=has_string_values(body))
     check_batch(tensors, signature.inputs)
     return tensors, parameters
+
+
+def check_json_exchange(content_type: str | None, accept: str | None) -> None:
+    """For routes that speak only JSON (KServe V1 and V2, Vertex AI): check both headers before any work.
+
+    A ``Content-Type`` other than JSON (or a charset other than UTF-8) is a 415, an ``Accept`` that
+    excludes JSON (``application/json;q=0``) a 406; a missing header means JSON.
+    """
+    media_type, _ = parse_media_type(content_type)
+    if media_type and media_type != _DEFAULT_REQUEST_TYPE:
+        raise UnsupportedMediaTypeError(f"cannot decode Content-Type {media_type!r}; this route reads application/json")
+    _request_codec(content_type)  # the charset check
+    negotiate(accept, (_DEFAULT_REQUEST_TYPE,), _DEFAULT_REQUEST_TYPE)
 
 
 def response_media_type(accept: str | None, signature: Signature, *, default: str = "application/json") -> str:

@@ -29,8 +29,9 @@ from typing import Any, Literal
 import numpy as np
 import orjson
 
-from inference.codecs.arrays import Locator, json_rows, locate_row, ordered, to_input_array
+from inference.codecs.arrays import Locator, has_string_values, json_rows, locate_row, ordered, to_input_array
 from inference.codecs.base import Tensors
+from inference.codecs.limits import DecodeLimits
 from inference.errors import BadRequestError, ModelError
 from model_package.manifest import Signature
 
@@ -70,6 +71,10 @@ def load_json(body: bytes, what: str = "the JSON body") -> Any:
     except RecursionError:
         # orjson stops at 1024 levels; the standard library then recurses until Python's limit.
         raise BadRequestError(f"{what} nests arrays or objects too deeply (over 1024 levels)") from None
+    except ValueError as exc:
+        # Python refuses to convert integers of more than 4,300 digits (CVE-2020-10735): no input
+        # could hold one anyway.
+        raise BadRequestError(f"{what} holds a number too long to read: {exc}") from None
 
 
 def split_json_payload(body: bytes) -> tuple[JsonInputs, dict[str, Any]]:
@@ -104,8 +109,13 @@ def split_parsed_payload(payload: Any) -> tuple[JsonInputs, dict[str, Any]]:
     raise BadRequestError(f"JSON request has {problem}; send {ACCEPTED_FORMS}")
 
 
-def decode_json_inputs(inputs: JsonInputs, signature: Signature, *, allow_non_finite: bool = False) -> Tensors:
-    """The named input batches of a split JSON request, cast to the signature's dtypes (see ``coerce``)."""
+def decode_json_inputs(
+    inputs: JsonInputs, signature: Signature, *, allow_non_finite: bool = False, strings: bool = True
+) -> Tensors:
+    """The named input batches of a split JSON request, cast to the signature's dtypes (see ``coerce``).
+
+    ``strings=False``: the body held no string values (``has_string_values``), which saves a walk.
+    """
     specs = signature.inputs
     if inputs.form == "list":
         if len(specs) != 1:
@@ -114,11 +124,13 @@ def decode_json_inputs(inputs: JsonInputs, signature: Signature, *, allow_non_fi
                 f"a bare JSON list can only feed a single-input model; this model has inputs {names}: send "
                 '{"instances": [{name: value, ...}, ...]} or {"inputs": {name: batch, ...}}'
             )
-        return {specs[0].name: to_input_array(inputs.data, specs[0], allow_non_finite=allow_non_finite)}
+        return {
+            specs[0].name: to_input_array(inputs.data, specs[0], allow_non_finite=allow_non_finite, strings=strings)
+        }
     if inputs.form == "instances":
         if not isinstance(inputs.data, list):
             raise BadRequestError(f'"instances" must be a list with one entry per row, got {_json_type(inputs.data)}')
-        return decode_instances(inputs.data, signature, allow_non_finite=allow_non_finite)
+        return decode_instances(inputs.data, signature, allow_non_finite=allow_non_finite, strings=strings)
     data = inputs.data
     names = [spec.name for spec in specs]
     if isinstance(data, dict) and not is_b64_value(data, names):
@@ -129,17 +141,25 @@ def decode_json_inputs(inputs: JsonInputs, signature: Signature, *, allow_non_fi
                 f'"inputs" must map exactly the input names {names} to their batches; '
                 f"missing {missing}, unexpected {extra}"
             )
-        return {spec.name: to_input_array(data[spec.name], spec, allow_non_finite=allow_non_finite) for spec in specs}
+        return {
+            spec.name: to_input_array(data[spec.name], spec, allow_non_finite=allow_non_finite, strings=strings)
+            for spec in specs
+        }
     if len(specs) != 1:
         raise BadRequestError(
             f'"inputs" must be an object mapping each input name to its batch for this model (inputs {names}); '
             f"got {_json_type(data)}"
         )
-    return {specs[0].name: to_input_array(data, specs[0], allow_non_finite=allow_non_finite)}
+    return {specs[0].name: to_input_array(data, specs[0], allow_non_finite=allow_non_finite, strings=strings)}
 
 
 def decode_instances(
-    instances: list[Any], signature: Signature, *, allow_non_finite: bool = False, locate: Locator = locate_row
+    instances: list[Any],
+    signature: Signature,
+    *,
+    allow_non_finite: bool = False,
+    locate: Locator = locate_row,
+    strings: bool = True,
 ) -> Tensors:
     """Row-format instances (``"instances"`` or JSON Lines records) as named batches.
 
@@ -152,7 +172,11 @@ def decode_instances(
     names = [spec.name for spec in specs]
     first = instances[0] if instances else None
     if len(specs) == 1 and not (isinstance(first, dict) and not is_b64_value(first, names)):
-        return {specs[0].name: to_input_array(instances, specs[0], allow_non_finite=allow_non_finite, locate=locate)}
+        return {
+            specs[0].name: to_input_array(
+                instances, specs[0], allow_non_finite=allow_non_finite, locate=locate, strings=strings
+            )
+        }
     expected = set(names)
     for index, instance in enumerate(instances):
         if not isinstance(instance, dict):
@@ -172,7 +196,11 @@ def decode_instances(
             )
     return {
         spec.name: to_input_array(
-            [instance[spec.name] for instance in instances], spec, allow_non_finite=allow_non_finite, locate=locate
+            [instance[spec.name] for instance in instances],
+            spec,
+            allow_non_finite=allow_non_finite,
+            locate=locate,
+            strings=strings,
         )
         for spec in specs
     }
@@ -214,11 +242,17 @@ class JsonCodec:
     text: bool = True
 
     def decode(
-        self, body: bytes, params: Mapping[str, str], signature: Signature, *, allow_non_finite: bool = False
+        self,
+        body: bytes,
+        params: Mapping[str, str],
+        signature: Signature,
+        *,
+        allow_non_finite: bool = False,
+        limits: DecodeLimits | None = None,
     ) -> Tensors:
         """Decode any accepted JSON request form; ``"parameters"`` is ignored here."""
         inputs, _ = split_json_payload(body)
-        return decode_json_inputs(inputs, signature, allow_non_finite=allow_non_finite)
+        return decode_json_inputs(inputs, signature, allow_non_finite=allow_non_finite, strings=has_string_values(body))
 
     def encode(self, outputs: Mapping[str, np.ndarray], signature: Signature) -> bytes:
         """``{"predictions": [...]}``, one entry per row."""

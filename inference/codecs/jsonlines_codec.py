@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from inference.codecs.arrays import json_rows, locate_line, ordered
+from inference.codecs.arrays import has_string_values, json_rows, locate_line, ordered
 from inference.codecs.base import Tensors
 from inference.codecs.json_codec import decode_instances, dumps, load_json
+from inference.codecs.limits import DecodeLimits
 from inference.errors import BadRequestError
 from model_package.manifest import Signature
 
@@ -36,7 +37,13 @@ class JsonLinesCodec:
         self.content_type = media_type
 
     def decode(
-        self, body: bytes, params: Mapping[str, str], signature: Signature, *, allow_non_finite: bool = False
+        self,
+        body: bytes,
+        params: Mapping[str, str],
+        signature: Signature,
+        *,
+        allow_non_finite: bool = False,
+        limits: DecodeLimits | None = None,
     ) -> Tensors:
         """Decode each non-blank line as one instance; errors name the line (1-based)."""
         instances: list[Any] = []
@@ -48,7 +55,11 @@ class JsonLinesCodec:
         if not instances:
             raise BadRequestError("empty batch: the JSON Lines body has no records; send one JSON instance per line")
         return decode_instances(
-            instances, signature, allow_non_finite=allow_non_finite, locate=locate_line(line_numbers)
+            instances,
+            signature,
+            allow_non_finite=allow_non_finite,
+            locate=locate_line(line_numbers),
+            strings=has_string_values(body),
         )
 
     def encode(self, outputs: Mapping[str, np.ndarray], signature: Signature) -> bytes:

@@ -22,6 +22,7 @@ from numpy.lib import format as npy_format
 
 from inference.codecs.arrays import coerce, ordered
 from inference.codecs.base import Tensors
+from inference.codecs.limits import DecodeLimits
 from inference.errors import BadRequestError, ModelError, NotAcceptableError
 from model_package.manifest import Signature, TensorSpec
 
@@ -65,9 +66,17 @@ def read_npy(data: bytes, what: str) -> np.ndarray:
         raise BadRequestError(f"{what} is not a valid .npy array: {exc}") from exc
 
 
-def input_from_npy(data: bytes, spec: TensorSpec, what: str, *, allow_non_finite: bool = False) -> np.ndarray:
-    """A ``.npy`` file as ``spec``'s batch, cast to its dtype and writable (frombuffer views are read-only)."""
-    array = coerce(read_npy(data, what), spec, allow_non_finite=allow_non_finite)
+def input_from_npy(
+    data: bytes, spec: TensorSpec, what: str, *, allow_non_finite: bool = False, limits: DecodeLimits | None = None
+) -> np.ndarray:
+    """A ``.npy`` file as ``spec``'s batch, cast to its dtype and writable (frombuffer views are read-only).
+
+    With ``limits``, the size after the cast to ``spec``'s dtype is checked before casting.
+    """
+    raw = read_npy(data, what)
+    if limits is not None and spec.dtype != "bytes":
+        limits.check_size(raw.size * max(raw.itemsize, np.dtype(spec.dtype).itemsize), what)
+    array = coerce(raw, spec, allow_non_finite=allow_non_finite)
     return array if array.flags.writeable else array.copy()
 
 
@@ -101,7 +110,13 @@ class NpyCodec:
     text: bool = False
 
     def decode(
-        self, body: bytes, params: Mapping[str, str], signature: Signature, *, allow_non_finite: bool = False
+        self,
+        body: bytes,
+        params: Mapping[str, str],
+        signature: Signature,
+        *,
+        allow_non_finite: bool = False,
+        limits: DecodeLimits | None = None,
     ) -> Tensors:
         """Decode the body as the batch of the model's only input."""
         names = [spec.name for spec in signature.inputs]
@@ -111,7 +126,8 @@ class NpyCodec:
                 f"send {NPZ_MEDIA_TYPE} with one array per input name"
             )
         spec = signature.inputs[0]
-        return {spec.name: input_from_npy(body, spec, f"the {NPY_MEDIA_TYPE} body", allow_non_finite=allow_non_finite)}
+        what = f"the {NPY_MEDIA_TYPE} body"
+        return {spec.name: input_from_npy(body, spec, what, allow_non_finite=allow_non_finite, limits=limits)}
 
     def encode(self, outputs: Mapping[str, np.ndarray], signature: Signature) -> bytes:
         """The only output as ``.npy``; several outputs raise :class:`NotAcceptableError` pointing to npz."""

@@ -2,8 +2,10 @@
 
 Members are read with :mod:`zipfile` and parsed by :func:`read_npy`, so the
 same no-pickle, header-must-match rules apply. Compressed archives
-(``np.savez_compressed``) are accepted up to :data:`MAX_EXPANDED_BYTES` of
-uncompressed data, so that a small body cannot expand into gigabytes.
+(``np.savez_compressed``) are accepted up to the server's decode limit
+(:mod:`inference.codecs.limits`, 4 x the body limit), checked against the sizes the archive
+declares before anything is decompressed, so that a small body cannot expand into gigabytes; without
+limits (direct callers) :data:`MAX_EXPANDED_BYTES` applies.
 Responses are stored uncompressed (model outputs rarely compress well, and
 compression costs latency) with a fixed timestamp, so equal outputs give equal
 bytes.
@@ -19,6 +21,7 @@ import numpy as np
 
 from inference.codecs.arrays import ordered
 from inference.codecs.base import Tensors
+from inference.codecs.limits import DecodeLimits
 from inference.codecs.npy_codec import NPZ_MEDIA_TYPE, input_from_npy, write_npy
 from inference.errors import BadRequestError, PayloadTooLargeError
 from model_package.manifest import Signature
@@ -37,7 +40,13 @@ class NpzCodec:
     text: bool = False
 
     def decode(
-        self, body: bytes, params: Mapping[str, str], signature: Signature, *, allow_non_finite: bool = False
+        self,
+        body: bytes,
+        params: Mapping[str, str],
+        signature: Signature,
+        *,
+        allow_non_finite: bool = False,
+        limits: DecodeLimits | None = None,
     ) -> Tensors:
         """Decode an archive holding exactly one ``<input name>.npy`` per signature input."""
         names = [spec.name for spec in signature.inputs]
@@ -58,8 +67,12 @@ class NpzCodec:
                     f"the {NPZ_MEDIA_TYPE} body must hold exactly the arrays {names} (one per input); "
                     f"missing {missing}, unexpected {extra}"
                 )
+            # zipfile stops a member at its declared size (and fails its CRC), so the declared sizes
+            # bound what decompression can allocate.
             expanded = sum(info.file_size for info in members.values())
-            if expanded > MAX_EXPANDED_BYTES:
+            if limits is not None:
+                limits.check_size(expanded, f"the {NPZ_MEDIA_TYPE} body")
+            elif expanded > MAX_EXPANDED_BYTES:
                 raise PayloadTooLargeError(
                     f"the {NPZ_MEDIA_TYPE} body expands to {expanded} bytes, over the {MAX_EXPANDED_BYTES}-byte "
                     "limit; split the batch into smaller requests"
@@ -73,7 +86,7 @@ class NpzCodec:
                     # Corrupt data or offsets (BadZipFile, zlib.error, ValueError), an unsupported compression
                     # method (NotImplementedError) or an encrypted member (RuntimeError): all the client's doing.
                     raise BadRequestError(f"cannot read {what}: {exc}") from exc
-                tensors[spec.name] = input_from_npy(data, spec, what, allow_non_finite=allow_non_finite)
+                tensors[spec.name] = input_from_npy(data, spec, what, allow_non_finite=allow_non_finite, limits=limits)
         return tensors
 
     def encode(self, outputs: Mapping[str, np.ndarray], signature: Signature) -> bytes:

@@ -28,53 +28,35 @@ SageMaker routes run them). A package whose ``model_fn`` returns something other
 loaded model has no tensor interface the server can call, so ``infer`` answers 501 for it and
 points to the routes that do serve it. Every prediction goes through ``ModelService.predict``, so
 validation, batching, deadlines and the NaN policy are the same as on every other route.
+The tensor codec (request bodies to arrays, outputs to response bodies) is
+:mod:`inference.codecs.oip_json`; this module only routes and shapes HTTP.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import orjson
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from inference.codecs import decode_request, encode_response
+from inference.codecs import check_json_exchange, decode_request, encode_response
+from inference.codecs.oip_json import (
+    DATATYPES,
+    infer_response,
+    parse_infer_request,
+)
 from inference.config import ServerConfig
-from inference.errors import ApiError, BadRequestError, ModelError, NotFoundError, UnsupportedMediaTypeError
+from inference.errors import ApiError, BadRequestError, NotFoundError, UnsupportedMediaTypeError
 from inference.protocols.sagemaker import invoke_user_code
 from inference.service import ModelService
 from model_package._version import __version__
-from model_package.manifest import Manifest, Signature, TensorSpec
+from model_package.manifest import Manifest, TensorSpec
 
 JSON = "application/json"
 SERVER_NAME = "model-deploy"
-
-#: Manifest dtype -> OIP datatype (the protocol's "Tensor Data Types" table).
-DATATYPES: dict[str, str] = {
-    "bool": "BOOL",
-    "uint8": "UINT8",
-    "uint16": "UINT16",
-    "uint32": "UINT32",
-    "uint64": "UINT64",
-    "int8": "INT8",
-    "int16": "INT16",
-    "int32": "INT32",
-    "int64": "INT64",
-    "float16": "FP16",
-    "float32": "FP32",
-    "float64": "FP64",
-    "bytes": "BYTES",
-}
-#: OIP datatype -> the NumPy dtype its tensors are decoded to.
-NUMPY_DTYPES: dict[str, np.dtype[Any]] = {
-    datatype: np.dtype(np.bytes_ if dtype == "bytes" else dtype) for dtype, datatype in DATATYPES.items()
-}
 
 #: Manifest format -> OIP "platform" (``<framework>_<format>``, the names Triton and the spec use where they exist).
 PLATFORMS: dict[str, str] = {
@@ -95,16 +77,6 @@ class NotImplementedForModelError(ApiError):
     """The route exists but cannot serve this package (user code without a standard loaded model)."""
 
     status = 501
-
-
-@dataclass(frozen=True)
-class InferRequest:
-    """A decoded V2 inference request."""
-
-    id: str | None
-    inputs: dict[str, np.ndarray]
-    outputs: tuple[str, ...] | None
-    """Requested output names in request order, or ``None`` for every output."""
 
 
 def routes(service: ModelService, config: ServerConfig) -> list[BaseRoute]:
@@ -157,7 +129,11 @@ def routes(service: ModelService, config: ServerConfig) -> list[BaseRoute]:
                 "interface for the Open Inference Protocol; use POST /v1/models/"
                 f"{manifest.name}:predict, /invocations or {config.predict_route} instead"
             )
-        parsed = parse_infer_request(await request.body(), signature)
+        check_json_exchange(request.headers.get("content-type"), request.headers.get("accept"))
+        body = await request.body()
+        parsed = await service.offload.run(
+            len(body), lambda: parse_infer_request(body, signature, limits=service.limits)
+        )
         outputs = await service.predict(parsed.inputs)
         request_id = parsed.id if parsed.id is not None else request.scope.get("state", {}).get("request_id")
         body = infer_response(manifest, outputs, parsed.outputs, request_id)
@@ -180,9 +156,15 @@ def routes(service: ModelService, config: ServerConfig) -> list[BaseRoute]:
         body = await request.body()
         if service.user_code is not None:
             return await invoke_user_code(service, request, body)
+        check_json_exchange(request.headers.get("content-type"), request.headers.get("accept"))
         if not body.lstrip().startswith(b"{"):
             raise BadRequestError('the body must be a JSON object {"instances": [...]}')
-        inputs = decode_request(body, JSON, signature, allow_non_finite=config.allow_non_finite)
+        inputs = await service.offload.run(
+            len(body),
+            lambda: decode_request(
+                body, JSON, signature, allow_non_finite=config.allow_non_finite, limits=service.limits
+            ),
+        )
         outputs = await service.predict(inputs)
         payload, media_type = encode_response(outputs, JSON, signature, default=JSON)
         return Response(payload, media_type=media_type)
@@ -217,221 +199,3 @@ def model_metadata_payload(manifest: Manifest) -> dict[str, Any]:
 
 def _tensor_metadata(spec: TensorSpec) -> dict[str, Any]:
     return {"name": spec.name, "datatype": DATATYPES[spec.dtype], "shape": list(spec.shape)}
-
-
-def parse_infer_request(body: bytes, signature: Signature) -> InferRequest:
-    """Decode and check a V2 inference request body against the model's signature.
-
-    Raises :class:`BadRequestError` naming the field or input that is wrong and what was expected.
-    Shapes are checked against the signature later, by ``ModelService.predict``.
-    """
-    try:
-        raw = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequestError(f"the body is not valid JSON: {exc}") from None
-    if not isinstance(raw, dict):
-        raise BadRequestError('the body must be a JSON object {"inputs": [...]} (Open Inference Protocol)')
-    request_id = raw.get("id")
-    if request_id is not None and not isinstance(request_id, str):
-        raise BadRequestError(f"'id' must be a string, got {type(request_id).__name__}")
-    specs = {spec.name: spec for spec in signature.inputs}
-    expected = list(specs)
-    tensors = raw.get("inputs")
-    if not isinstance(tensors, list) or not tensors:
-        raise BadRequestError(f"'inputs' must be a non-empty list of tensors; this model takes {expected}")
-    inputs: dict[str, np.ndarray] = {}
-    for index, tensor in enumerate(tensors):
-        if not isinstance(tensor, dict):
-            raise BadRequestError(f"inputs[{index}] must be an object with name, shape, datatype and data")
-        name = tensor.get("name")
-        spec = specs.get(name) if isinstance(name, str) else None
-        if spec is None:
-            raise BadRequestError(f"inputs[{index}] has name {name!r}; this model's inputs are {expected}")
-        if name in inputs:
-            raise BadRequestError(f"input {name!r} is given more than once")
-        for field_name in ("shape", "datatype", "data"):
-            if field_name not in tensor:
-                raise BadRequestError(f"input {name!r} has no {field_name!r}")
-        parameters = tensor.get("parameters")
-        if isinstance(parameters, dict) and "binary_data_size" in parameters:
-            raise BadRequestError(
-                f"input {name!r} uses the binary tensor data extension, which this server does not support; "
-                "send its values as JSON in 'data'"
-            )
-        want = DATATYPES[spec.dtype]
-        if tensor["datatype"] != want:
-            raise BadRequestError(
-                f"input {name!r} has datatype {tensor['datatype']!r}; this model expects {want} for it"
-            )
-        inputs[spec.name] = decode_tensor(spec.name, tensor["datatype"], tensor["shape"], tensor["data"])
-    missing = [name for name in expected if name not in inputs]
-    if missing:
-        raise BadRequestError(f"missing inputs {missing}; this model's inputs are {expected}")
-    return InferRequest(id=request_id, inputs=inputs, outputs=_requested_outputs(raw.get("outputs"), signature))
-
-
-def _requested_outputs(requested: object, signature: Signature) -> tuple[str, ...] | None:
-    if requested is None:
-        return None
-    available = [spec.name for spec in signature.outputs]
-    if not isinstance(requested, list):
-        raise BadRequestError(f"'outputs' must be a list of {{\"name\": ...}} objects; this model has {available}")
-    names: list[str] = []
-    for index, item in enumerate(requested):
-        name = item.get("name") if isinstance(item, dict) else None
-        if name not in available:
-            raise BadRequestError(f"outputs[{index}] requests {name!r}; this model's outputs are {available}")
-        if name not in names:
-            names.append(name)
-    return tuple(names)
-
-
-def decode_tensor(name: str, datatype: str, shape: object, data: object) -> np.ndarray:
-    """One OIP tensor's JSON ``data`` (flat or nested, row-major) as an array of ``shape`` and ``datatype``.
-
-    The values are converted in NumPy, not element by element in Python, except for ``BYTES``
-    (whose elements must each be checked to be strings). Raises :class:`BadRequestError`.
-    """
-    dtype = NUMPY_DTYPES.get(datatype)
-    if dtype is None:
-        raise BadRequestError(f"input {name!r} has unknown datatype {datatype!r}; supported: {', '.join(NUMPY_DTYPES)}")
-    if (
-        not isinstance(shape, list)
-        or not shape
-        or not all(type(dim) is int and dim >= 0 for dim in shape)  # type(...) is int: refuses true/false
-    ):
-        raise BadRequestError(f"input {name!r} has shape {shape!r}; expected a non-empty list of sizes >= 0")
-    array = _bytes_array(name, data) if datatype == "BYTES" else _numeric_array(name, datatype, dtype, data)
-    count = math.prod(shape)
-    if array.size != count:
-        raise BadRequestError(
-            f"input {name!r} has {array.size} values in 'data' but its shape {shape} needs {count} "
-            "(data is the tensor's values in row-major order, flat or nested)"
-        )
-    return array.reshape(shape)
-
-
-def _numeric_array(name: str, datatype: str, dtype: np.dtype[Any], data: object) -> np.ndarray:
-    try:
-        array = np.asarray(data)
-    except (ValueError, OverflowError):
-        raise BadRequestError(
-            f"input {name!r} has 'data' of uneven nesting; send a flat list or lists of equal length"
-        ) from None
-    if array.size == 0:
-        return array.astype(dtype)
-    if dtype.kind == "b":
-        if array.dtype.kind != "b":
-            raise BadRequestError(f"input {name!r} is {datatype}: its data must be JSON true/false values")
-        return array
-    if dtype.kind in "iu":
-        return _integer_array(name, datatype, dtype, array, data)
-    if array.dtype.kind not in "iuf":
-        raise _not_numbers(name, datatype)
-    with np.errstate(over="ignore"):
-        converted = array.astype(dtype)
-    # Narrowing to FP16/FP32 turns large numbers into infinity; JSON has no infinity, so that is an error.
-    if dtype.itemsize < array.dtype.itemsize and not np.isfinite(converted).all():
-        limit = float(np.finfo(dtype).max)
-        raise BadRequestError(f"input {name!r} is {datatype}: values must lie within +-{limit:.6g}")
-    return converted
-
-
-def _integer_array(name: str, datatype: str, dtype: np.dtype[Any], array: np.ndarray, data: object) -> np.ndarray:
-    kind = array.dtype.kind
-    if kind == "f":
-        if not np.array_equal(array, np.trunc(array)):
-            raise BadRequestError(f"input {name!r} is {datatype}: its data must be whole numbers")
-    elif kind == "O":
-        # NumPy falls back to objects for integers beyond 64 bits (and for null): rare, so checked one by one.
-        if not all(type(v) is int or (type(v) is float and v.is_integer()) for v in array.reshape(-1)):
-            raise _not_numbers(name, datatype)
-    elif kind not in "iu":
-        raise _not_numbers(name, datatype)
-    info = np.iinfo(dtype)
-    low, high = array.min(), array.max()
-    if low < info.min or high > info.max:
-        raise BadRequestError(
-            f"input {name!r} is {datatype}: values must lie in [{info.min}, {info.max}], got {low} to {high}"
-        )
-    if kind in "iu":
-        return array.astype(dtype)
-    # NumPy read these values as floats (exact only up to 2**53) or objects: convert the JSON values exactly.
-    try:
-        return np.asarray(data, dtype=dtype)
-    except (OverflowError, ValueError, TypeError):
-        raise BadRequestError(f"input {name!r} is {datatype}: values must lie in [{info.min}, {info.max}]") from None
-
-
-def _not_numbers(name: str, datatype: str) -> BadRequestError:
-    return BadRequestError(
-        f"input {name!r} is {datatype}: its data must be JSON numbers (got booleans, strings, null or mixed values)"
-    )
-
-
-def _bytes_array(name: str, data: object) -> np.ndarray:
-    try:
-        objects = np.asarray(data, dtype=object)
-    except ValueError:
-        raise BadRequestError(
-            f"input {name!r} has 'data' of uneven nesting; send a flat list or lists of equal length"
-        ) from None
-    flat = objects.reshape(-1)
-    if not all(isinstance(item, str) for item in flat):
-        raise BadRequestError(f"input {name!r} is BYTES: its data must be JSON strings")
-    if flat.size == 0:
-        return np.empty(objects.shape, dtype=np.bytes_)
-    encoded: np.ndarray = np.char.encode(objects.astype(np.str_), "utf-8")
-    return encoded
-
-
-def encode_tensor(name: str, array: np.ndarray) -> dict[str, Any]:
-    """One output as an OIP response tensor: flat row-major ``data`` (NumPy arrays, serialised by orjson)."""
-    kind = array.dtype.kind
-    if kind in "SUO":
-        data: Any = _text_values(name, array)
-        datatype = "BYTES"
-    else:
-        datatype = DATATYPES.get(array.dtype.name, "")
-        if not datatype:
-            raise ModelError(f"output {name!r} has dtype {array.dtype}, which the Open Inference Protocol cannot carry")
-        data = np.ascontiguousarray(array).reshape(-1)
-    return {"name": name, "datatype": datatype, "shape": list(array.shape), "data": data}
-
-
-def _text_values(name: str, array: np.ndarray) -> list[str]:
-    values: list[str] = []
-    for item in array.reshape(-1).tolist():
-        if isinstance(item, str):
-            values.append(item)
-        elif isinstance(item, bytes) and _is_utf8(item):
-            values.append(item.decode("utf-8"))
-        else:
-            raise ModelError(
-                f"output {name!r} holds a {type(item).__name__} that is not UTF-8 text, "
-                "which JSON cannot carry as a BYTES element"
-            )
-    return values
-
-
-def _is_utf8(value: bytes) -> bool:
-    try:
-        value.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
-def infer_response(
-    manifest: Manifest,
-    outputs: Mapping[str, np.ndarray],
-    requested: tuple[str, ...] | None,
-    request_id: str | None,
-) -> bytes:
-    """The V2 inference response body: requested outputs in request order, else all in signature order."""
-    names = requested if requested is not None else [spec.name for spec in manifest.signature.outputs]
-    payload: dict[str, Any] = {"model_name": manifest.name, "model_version": manifest.version}
-    if request_id is not None:
-        payload["id"] = request_id
-    payload["outputs"] = [encode_tensor(name, outputs[name]) for name in names]
-    return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)

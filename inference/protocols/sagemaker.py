@@ -8,12 +8,14 @@ passed to user code and echoed when user code sets it.
 
 from __future__ import annotations
 
-from starlette.concurrency import run_in_threadpool
+from collections.abc import Mapping
+
+import numpy as np
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from inference.codecs import RESPONSE_MEDIA_TYPES, decode_request, encode_response, negotiate
+from inference.codecs import decode_request, encode_response, response_media_type
 from inference.config import MIB, ServerConfig
 from inference.service import ModelService
 
@@ -37,26 +39,23 @@ def routes(service: ModelService, config: ServerConfig) -> list[BaseRoute]:
         if service.user_code is not None:
             return await invoke_user_code(service, request, body)
         # Negotiate before computing: a 406 should not cost a model call.
-        negotiate(accept, RESPONSE_MEDIA_TYPES, JSON)
-        inputs = decode_request(body, content_type, service.signature, allow_non_finite=config.allow_non_finite)
+        response_media_type(accept, service.signature, default=JSON)
+        inputs = await service.offload.run(
+            len(body),
+            lambda: decode_request(
+                body, content_type, service.signature, allow_non_finite=config.allow_non_finite, limits=service.limits
+            ),
+        )
         outputs = await service.predict(inputs)
-        payload, media_type = encode_response(outputs, accept, service.signature, default=JSON)
+        payload, media_type = await service.offload.run(
+            _nbytes(outputs), lambda: encode_response(outputs, accept, service.signature, default=JSON)
+        )
         return Response(payload, media_type=media_type)
 
     async def execution_parameters(_: Request) -> Response:
-        # Batch transform asks how to drive us: several records per request, within our body limit.
         import orjson
 
-        return Response(
-            orjson.dumps(
-                {
-                    "MaxConcurrentTransforms": max(1, config.compute_threads),
-                    "BatchStrategy": "MULTI_RECORD",
-                    "MaxPayloadInMB": max(1, config.max_request_bytes // MIB),
-                }
-            ),
-            media_type=JSON,
-        )
+        return Response(orjson.dumps(execution_parameters_payload(config)), media_type=JSON)
 
     return [
         Route("/ping", ping, methods=["GET"]),
@@ -65,21 +64,35 @@ def routes(service: ModelService, config: ServerConfig) -> list[BaseRoute]:
     ]
 
 
+def execution_parameters_payload(config: ServerConfig) -> dict[str, object]:
+    """What batch transform should send us: several records per request, never more than our body limit.
+
+    ``MaxPayloadInMB`` is a whole number of MB that transform jobs cap at 100 across concurrent
+    transforms, and 0 means "unlimited, chunked" (CreateTransformJob API reference, MaxPayloadInMB).
+    It is rounded down, so it never claims more than the limit allows; a limit under 1 MiB cannot
+    be expressed, so the key is left out and records are sent one per request (SINGLE_RECORD).
+    """
+    concurrency = max(1, config.compute_threads)
+    megabytes = min(config.max_request_bytes // MIB, 100 // concurrency)
+    if megabytes < 1:
+        return {"MaxConcurrentTransforms": concurrency, "BatchStrategy": "SINGLE_RECORD"}
+    return {"MaxConcurrentTransforms": concurrency, "BatchStrategy": "MULTI_RECORD", "MaxPayloadInMB": megabytes}
+
+
 async def invoke_user_code(service: ModelService, request: Request, body: bytes) -> Response:
-    """Run the package's SageMaker-style hooks in a worker thread (they are synchronous)."""
+    """Run the package's SageMaker-style hooks through the service's admission control."""
     from inference.user_code import RequestContext
 
-    handler = service.user_code
-    assert handler is not None, "only called for packages with user code"
     headers = {name.lower(): value for name, value in request.headers.items()}
     context = RequestContext(
         custom_attributes=headers.get(CUSTOM_ATTRIBUTES), request_headers=headers, response_headers={}
     )
-    payload, media_type = await run_in_threadpool(
-        handler.invoke,
-        body,
-        headers.get("content-type", JSON),
-        headers.get("accept", JSON),
-        context,
+    payload, media_type = await service.invoke_user_code(
+        body, headers.get("content-type", JSON), headers.get("accept", JSON), context
     )
     return Response(payload, media_type=media_type, headers=context.response_headers)
+
+
+def _nbytes(outputs: Mapping[str, np.ndarray]) -> int:
+    """Roughly what encoding ``outputs`` costs (text encodings write several bytes per value)."""
+    return sum(int(array.nbytes) for array in outputs.values())

@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from inference.codecs import decode_request, encode_response
+from inference.codecs import check_json_exchange, decode_request, encode_response
 from inference.config import ServerConfig
 from inference.errors import BadRequestError
 from inference.protocols.sagemaker import invoke_user_code
@@ -30,9 +30,15 @@ def routes(service: ModelService, config: ServerConfig) -> list[BaseRoute]:
         body = await request.body()
         if service.user_code is not None:
             return await invoke_user_code(service, request, body)
+        check_json_exchange(request.headers.get("content-type"), request.headers.get("accept"))
         if not body.lstrip().startswith(b"{"):
             raise BadRequestError('the body must be a JSON object {"instances": [...], "parameters": {...}}')
-        inputs = decode_request(body, JSON, service.signature, allow_non_finite=config.allow_non_finite)
+        inputs = await service.offload.run(
+            len(body),
+            lambda: decode_request(
+                body, JSON, service.signature, allow_non_finite=config.allow_non_finite, limits=service.limits
+            ),
+        )
         outputs = await service.predict(inputs)
         payload, media_type = encode_response(outputs, JSON, service.signature, default=JSON)
         return Response(payload, media_type=media_type)

@@ -28,7 +28,14 @@ from typing import Any
 
 import numpy as np
 
-from model_package.errors import ExportError, LoadError, ModelPackageError, PredictionError, UsageError
+from model_package.errors import (
+    ExportError,
+    LoadError,
+    ModelExecutionError,
+    ModelPackageError,
+    PredictionError,
+    UsageError,
+)
 from model_package.formats import base
 from model_package.formats.base import LoadedModel, Tensors, check_inputs, numpy_dtype_name, one_line_error
 from model_package.manifest import DTYPES, Framework, Signature, TensorSpec
@@ -368,8 +375,8 @@ class ConcreteFunctionModel:
             else:
                 result = self._function(*(tensors[name] for name in self._positional))
             return {spec.name: to_numpy(result[spec.name]) for spec in self._signature.outputs}
-        except Exception as exc:  # a server must get a PredictionError, never a raw framework exception
-            raise PredictionError(f"TensorFlow failed to run the model: {one_line_error(exc)}") from exc
+        except Exception as exc:  # a server must get a ModelExecutionError, never a raw framework exception
+            raise ModelExecutionError(f"TensorFlow failed to run the model: {one_line_error(exc)}") from exc
 
 
 def export_input_signature(model: Any, example_inputs: Tensors) -> tuple[list[Any], list[str]]:

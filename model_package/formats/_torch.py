@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from model_package.errors import ExportError, LoadError, ModelPackageError, PredictionError, UsageError
+from model_package.errors import ExportError, LoadError, ModelExecutionError, ModelPackageError, UsageError
 from model_package.formats import base
 from model_package.formats.base import (
     LoadedModel,
@@ -300,7 +300,7 @@ class TorchLoadedModel:
         return self._signature
 
     def predict(self, inputs: Tensors) -> dict[str, np.ndarray]:
-        """Run one batch; raises PredictionError for inputs that do not fit or a failing forward()."""
+        """Run one batch; InvalidInputError for inputs that do not fit, ModelExecutionError if forward() fails."""
         checked = check_inputs(self._signature, inputs)
         try:
             args = [to_tensor(checked[name]) for name in self._positional]
@@ -310,12 +310,12 @@ class TorchLoadedModel:
             named = name_outputs(result)
         except Exception as exc:
             shapes = {name: list(array.shape) for name, array in checked.items()}
-            raise PredictionError(
+            raise ModelExecutionError(
                 f"{self._description} failed on inputs with shapes {shapes}: {one_line_error(exc)}"
             ) from exc
         missing = [spec.name for spec in self._signature.outputs if spec.name not in named]
         if missing:
-            raise PredictionError(
+            raise ModelExecutionError(
                 f"{self._description} returned outputs {sorted(named)}, but the manifest declares {missing} as well"
             )
         return {spec.name: named[spec.name] for spec in self._signature.outputs}

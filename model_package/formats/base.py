@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from model_package.errors import ExportError, PredictionError
+from model_package.errors import ExportError, InvalidInputError, PredictionError
 from model_package.manifest import Framework, Manifest, Signature
 
 _log = logging.getLogger(__name__)
@@ -89,40 +89,40 @@ class ExportableFormat(ModelFormat, Protocol):
 def check_inputs(signature: Signature, inputs: Tensors) -> dict[str, np.ndarray]:
     """Validate named inputs against the signature and cast them to its dtypes.
 
-    Raises :class:`PredictionError` naming the input, what it got and what the
+    Raises :class:`InvalidInputError` naming the input, what it got and what the
     signature allows, so that servers can return it as a 4xx body unchanged.
     """
     expected = [spec.name for spec in signature.inputs]
     missing = [name for name in expected if name not in inputs]
     extra = [name for name in inputs if name not in expected]
     if missing or extra:
-        raise PredictionError(f"inputs must be exactly {expected}; missing {missing}, unexpected {extra}")
+        raise InvalidInputError(f"inputs must be exactly {expected}; missing {missing}, unexpected {extra}")
     checked: dict[str, np.ndarray] = {}
     batch: int | None = None
     for spec in signature.inputs:
         array = np.asarray(inputs[spec.name])
         if array.ndim != len(spec.shape):
-            raise PredictionError(
+            raise InvalidInputError(
                 f"input {spec.name!r} has shape {list(array.shape)}; expected rank {len(spec.shape)} "
                 f"matching {list(spec.shape)} (-1 = any size)"
             )
         for axis, (got, want) in enumerate(zip(array.shape, spec.shape, strict=True)):
             if want not in (-1, got):
-                raise PredictionError(
+                raise InvalidInputError(
                     f"input {spec.name!r} has size {got} on axis {axis}; expected {want} "
                     f"(signature shape {list(spec.shape)})"
                 )
         if array.ndim and (batch is None or array.shape[0] == batch):
             batch = array.shape[0]
         elif array.ndim:
-            raise PredictionError(
+            raise InvalidInputError(
                 f"all inputs must share the batch size; {spec.name!r} has {array.shape[0]}, others {batch}"
             )
         if spec.dtype != "bytes" and array.dtype != np.dtype(spec.dtype):
             try:
                 array = array.astype(spec.dtype, casting="same_kind")
             except TypeError as exc:
-                raise PredictionError(f"input {spec.name!r} has dtype {array.dtype}; expected {spec.dtype}") from exc
+                raise InvalidInputError(f"input {spec.name!r} has dtype {array.dtype}; expected {spec.dtype}") from exc
         checked[spec.name] = np.ascontiguousarray(array)
     return checked
 

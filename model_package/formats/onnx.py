@@ -36,6 +36,7 @@ from model_package.errors import (
     ExportError,
     LoadError,
     MissingFileError,
+    ModelExecutionError,
     ModelPackageError,
     PredictionError,
     UsageError,
@@ -251,13 +252,13 @@ class OnnxLoadedModel:
         return self._signature
 
     def predict(self, inputs: Tensors) -> dict[str, np.ndarray]:
-        """Run one batch; raises PredictionError for inputs that do not fit or a failing graph."""
+        """Run one batch; InvalidInputError for inputs that do not fit, ModelExecutionError if the graph fails."""
         checked = check_inputs(self._signature, inputs)
         try:
             results = self._session.run(self._output_names, checked)
         except Exception as exc:
             shapes = {name: list(array.shape) for name, array in checked.items()}
-            raise PredictionError(
+            raise ModelExecutionError(
                 f"ONNX model {self._path.name} failed on inputs with shapes {shapes}: {one_line_error(exc)}"
             ) from exc
         return {name: np.asarray(value) for name, value in zip(self._output_names, results, strict=True)}

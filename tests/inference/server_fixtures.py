@@ -62,7 +62,8 @@ def start_server(
     """Start ``model-serve`` with exactly ``env`` (plus PATH/HOME) and wait for its health route."""
     port = port or free_port()
     log_path = tmp_path / f"server-{port}.log"
-    base = {key: os.environ[key] for key in ("PATH", "HOME", "LANG", "TMPDIR") if key in os.environ}
+    # PYTHONPATH: the server runs the code under test (a checkout on PYTHONPATH), not an installed copy.
+    base = {key: os.environ[key] for key in ("PATH", "HOME", "LANG", "TMPDIR", "PYTHONPATH") if key in os.environ}
     full_env = {**base, "MODEL_SERVER_HOST": "127.0.0.1", **(env or {})}
     if not any(name in full_env for name in ("SAGEMAKER_BIND_TO_PORT", "AIP_HTTP_PORT", "PORT")):
         full_env["PORT"] = str(port)
@@ -114,3 +115,28 @@ def sagemaker_server(torch_package: Path, tmp_path: Path) -> Iterator[ServerProc
     if server.process.poll() is None:
         server.process.kill()
         server.process.wait(10)
+
+
+SLOW_PREDICT = """
+import time
+
+
+def predict_fn(data, model):
+    time.sleep(4)
+    return model.predict(data)
+"""
+
+
+@pytest.fixture(scope="session")
+def slow_user_code_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real PyTorch package (5 inputs) whose code/inference.py predict_fn takes 4 s."""
+    from model_package.export import export_model
+    from tests.model_package import torch_models
+
+    code = tmp_path_factory.mktemp("code")
+    (code / "inference.py").write_text(SLOW_PREDICT)
+    out = tmp_path_factory.mktemp("slow-code") / "slow"
+    export_model(
+        torch_models.make_dict_head(), torch_models.dict_head_inputs(2), out, name="slow", version="1", code_dir=code
+    )
+    return out

@@ -63,12 +63,17 @@ def test_unexpected_model_failure_is_a_500_without_traceback(
         response = await client.post("/invocations", json=np.zeros((1, 64)).tolist())
         assert response.status_code == 500
         assert "error" in response.json() and "Traceback" not in response.text
-        assert response.headers["x-request-id"]
+        assert "secret" not in response.text and "CUDA" not in response.text, "details stay in the log"
+        assert response.json()["request_id"] == response.headers["x-request-id"]
+        request_ids.append(response.headers["x-request-id"])
         assert (await client.get("/ping")).status_code == 200, "a failed request leaves the server healthy"
 
+    request_ids: list[str] = []
     with caplog.at_level(logging.ERROR):
         run(torch_package, scenario)
-    assert any("model failure" in record.getMessage() for record in caplog.records)
+    failures = [record for record in caplog.records if "CUDA error" in record.getMessage()]
+    assert len(failures) == 1, "logged once"
+    assert failures[0].exc_info and getattr(failures[0], "request_id", None) == request_ids[0]
 
 
 def test_bad_input_on_a_direct_route_is_the_same_4xx_as_through_starlette(torch_package: Path) -> None:

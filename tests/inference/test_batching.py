@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from inference.batching import Batcher
-from inference.errors import DeadlineExceededError, ModelError, OverloadedError
+from inference.errors import DeadlineExceededError, OverloadedError, http_error
+from model_package.errors import ModelExecutionError
 
 
 class Recorder:
@@ -115,24 +116,67 @@ def test_expired_requests_are_dropped_without_being_computed() -> None:
     assert model.calls == [1], "the expired 7-row request must never reach the model"
 
 
-def test_a_model_failure_fails_the_batch_with_a_500_and_the_batcher_keeps_serving() -> None:
+def test_a_model_failure_is_a_500_without_its_details_and_the_batcher_keeps_serving() -> None:
     calls = 0
 
     def flaky(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         nonlocal calls
         calls += 1
         if calls == 1:
-            raise RuntimeError("CUDA out of memory")
+            raise RuntimeError("CUDA out of memory at 0x7f3a2c001234")
         return {"y": inputs["x"]}
 
     batcher = Batcher(flaky)
 
-    async def body() -> dict[str, np.ndarray]:
-        with pytest.raises(ModelError, match="CUDA out of memory"):
+    async def body() -> tuple[BaseException, dict[str, np.ndarray]]:
+        with pytest.raises(RuntimeError, match="CUDA out of memory") as failure:
             await batcher.submit(rows(1), timeout=5)
-        return await batcher.submit(rows(2), timeout=5)
+        return failure.value, await batcher.submit(rows(2), timeout=5)
 
-    assert asyncio.run(_with_batcher(batcher, body))["y"].shape == (2, 3)
+    error, after = asyncio.run(_with_batcher(batcher, body))
+    assert after["y"].shape == (2, 3)
+    answer = http_error(error)
+    assert answer.status == 500
+    assert "0x7f" not in answer.message and "CUDA" not in answer.message
+
+
+class Poisoned:
+    """y = 2x, but any batch holding a row that starts with 13 fails, as a real forward() error would."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+        self.release = threading.Event()
+
+    def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.release.wait(10)
+        x = inputs["x"]
+        self.calls.append(int(x.shape[0]))
+        if (x[:, 0] == 13).any():
+            raise ModelExecutionError(f"index out of range in self (batch shape {list(x.shape)})")
+        return {"y": x * 2}
+
+
+def test_one_failing_request_never_fails_the_others_in_its_batch() -> None:
+    model = Poisoned()
+    batcher = Batcher(model, max_batch_size=64)
+
+    async def body() -> list[dict[str, np.ndarray] | BaseException]:
+        first = asyncio.ensure_future(batcher.submit(rows(1, 100), timeout=10))
+        await asyncio.sleep(0.05)  # the first call holds the model while the others queue into one batch
+        good = [asyncio.ensure_future(batcher.submit(rows(2, 200 + i * 10), timeout=10)) for i in range(3)]
+        bad = asyncio.ensure_future(batcher.submit({"x": np.full((1, 3), 13, dtype=np.float32)}, timeout=10))
+        await asyncio.sleep(0.05)
+        model.release.set()
+        return await asyncio.gather(first, *good, bad, return_exceptions=True)
+
+    _first, *good, bad = asyncio.run(_with_batcher(batcher, body))
+    assert model.calls[:2] == [1, 7], "the four queued requests must first run as one batch"
+    for index, result in enumerate(good):
+        assert isinstance(result, dict)
+        np.testing.assert_array_equal(result["y"], rows(2, 200 + index * 10)["x"] * 2)
+    assert isinstance(bad, ModelExecutionError)
+    assert "[1, 3]" in str(bad), "the failing request's error must be its own, not the batch's"
+    assert http_error(bad).status == 500
 
 
 def test_stop_finishes_queued_work() -> None:
@@ -163,3 +207,28 @@ def test_max_delay_waits_for_a_batch_to_fill() -> None:
 
     asyncio.run(_with_batcher(batcher, body))
     assert model.calls == [8]
+
+
+def test_a_request_larger_than_the_batch_cap_runs_in_capped_chunks() -> None:
+    model = Recorder()
+    batcher = Batcher(model, max_batch_size=64)
+
+    async def body() -> dict[str, np.ndarray]:
+        return await batcher.submit(rows(150), timeout=10)
+
+    result = asyncio.run(_with_batcher(batcher, body))
+    assert model.calls == [64, 64, 22], "no model call may exceed max_batch_size rows"
+    np.testing.assert_array_equal(result["y"], rows(150)["x"] * 2)
+
+
+def test_a_chunked_request_stops_computing_at_its_deadline() -> None:
+    model = Recorder(delay=0.1)
+    batcher = Batcher(model, max_batch_size=10)
+
+    async def body() -> None:
+        with pytest.raises(DeadlineExceededError):
+            await batcher.submit(rows(1000), timeout=0.25)
+        await asyncio.sleep(0.3)
+
+    asyncio.run(_with_batcher(batcher, body))
+    assert len(model.calls) <= 4, f"the 100 chunks must not all run after the deadline: {model.calls}"

@@ -20,17 +20,16 @@ import numpy as np
 import orjson
 import pytest
 
-from inference.errors import BadRequestError, ModelError
-from inference.protocols.oip import (
+from inference.codecs.oip_json import (
     DATATYPES,
     NUMPY_DTYPES,
-    PLATFORMS,
     decode_tensor,
     encode_tensor,
     infer_response,
-    model_metadata_payload,
     parse_infer_request,
 )
+from inference.errors import BadRequestError, ModelError
+from inference.protocols.oip import PLATFORMS, model_metadata_payload
 from model_package import __version__
 from model_package.formats import get_format
 from model_package.manifest import MODEL_FORMATS, Signature, TensorSpec, read_manifest

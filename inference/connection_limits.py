@@ -1,0 +1,151 @@
+"""Limits on what one connection may cost before a request reaches the app: header size and count, time.
+
+uvicorn's httptools protocol (the fast one we run) has no header limits and no header or body
+timeouts: a 1 MB header, 10,000 headers or 256 MB of unterminated headers are buffered whole, and
+a connection that sends nothing, or a byte a minute, is held until the process exits. This
+subclass of uvicorn's protocol adds, at the socket level:
+
+* at most :data:`MAX_HEADER_BYTES` of request line and headers (counted per received chunk, so the
+  bound is that plus one read) and :data:`MAX_HEADERS` header fields: 431 otherwise;
+* a header timeout, from the connection opening (or a kept-alive connection's next byte) to the
+  end of the headers: 408 and close (this also closes connections that never send a request);
+* a body timeout, from the end of the headers to the end of the body: the connection is closed,
+  and the app sees the client leave (status 499).
+
+Idle keep-alive connections are closed by uvicorn's own ``timeout_keep_alive``. The limits follow
+common front ends (nginx ``large_client_header_buffers`` 4 x 8 KiB, Node.js 16 KiB and 100-ish
+headers); the platforms' proxies in front of us impose theirs first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httptools
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+#: Request line plus header fields, in bytes.
+MAX_HEADER_BYTES = 32 * 1024
+#: Header fields per request.
+MAX_HEADERS = 100
+
+
+class _Refused(Exception):
+    """Raised from a parser callback to stop parsing a request we refuse."""
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with header limits and header/body timeouts."""
+
+    header_timeout: float = 30.0
+    body_timeout: float = 60.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._in_headers = True
+        self._header_bytes = 0
+        self._header_count = 0
+        self._headers_completed = 0
+        self._refusal: tuple[int, str] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm(self.header_timeout, self._header_timed_out)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refusal is not None:
+            return
+        if self._in_headers and self._timer is None:
+            self._arm(self.header_timeout, self._header_timed_out)  # the next request on a kept-alive connection
+        was_in_headers = self._in_headers
+        completed_before = self._headers_completed
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # Same as uvicorn: we serve no upgrades; the request runs as plain HTTP.
+            self._unsupported_upgrade_warning()
+        except httptools.HttpParserError:
+            if self._refusal is None:
+                self.logger.warning("Invalid HTTP request received.")
+                self.send_400_response("Invalid HTTP request received.")
+                return
+        if was_in_headers and self._headers_completed == completed_before and self._refusal is None:
+            # Every byte of this chunk belonged to the still-unfinished header section.
+            self._header_bytes += len(data)
+            if self._header_bytes > MAX_HEADER_BYTES:
+                self._refusal = (431, f"request headers exceed {MAX_HEADER_BYTES} bytes")
+        if self._refusal is not None:
+            self._refuse(*self._refusal)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_headers = True
+        self._header_bytes = 0
+        self._header_count = 0
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
+        if self._header_count > MAX_HEADERS:
+            self._refusal = (431, f"a request may carry at most {MAX_HEADERS} header fields")
+            raise _Refused
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._in_headers = False
+        self._headers_completed += 1
+        self._arm(self.body_timeout, self._body_timed_out)
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._disarm()
+        self._in_headers = True  # whatever arrives next starts the next request's headers
+        self._header_bytes = 0
+        super().on_message_complete()
+
+    def _refuse(self, status: int, message: str) -> None:
+        self._disarm()
+        reason = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}[status]
+        body = ('{"error": "' + message + '"}').encode()
+        self.transport.write(
+            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
+            % (status, reason, len(body))
+            + body
+        )
+        self.transport.close()
+
+    def _header_timed_out(self) -> None:
+        self._timer = None
+        if self._in_headers and not self.transport.is_closing():
+            self._refusal = (408, f"the request headers did not arrive within {self.header_timeout:g} s")
+            self._refuse(*self._refusal)
+
+    def _body_timed_out(self) -> None:
+        self._timer = None
+        if not self.transport.is_closing():
+            self.logger.info("closing a connection whose body did not arrive within %g s", self.body_timeout)
+            self.transport.close()
+
+    def _arm(self, seconds: float, callback: Any) -> None:
+        self._disarm()
+        self._timer = self.loop.call_later(seconds, callback)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+def guarded_protocol(header_timeout: float, body_timeout: float) -> type[GuardedHttpToolsProtocol]:
+    """The protocol class with these timeouts (uvicorn instantiates the class itself)."""
+    return type(
+        "ConfiguredGuardedHttpToolsProtocol",
+        (GuardedHttpToolsProtocol,),
+        {"header_timeout": header_timeout, "body_timeout": body_timeout},
+    )

@@ -1,0 +1,88 @@
+"""Connections cannot make the server buffer unbounded headers or hold them open forever.
+
+A real ``model-serve`` process (uvicorn with httptools) on raw sockets: oversized and too many
+headers are refused with 431, a connection that never finishes its headers gets 408 and is closed
+at the header timeout, and ordinary requests (also several on one kept-alive connection) still work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.inference.server_fixtures import ServerProcess, start_server
+
+pytestmark = pytest.mark.torch
+PING = b"GET /ping HTTP/1.1\r\nHost: test\r\n\r\n"
+
+
+@pytest.fixture(scope="module")
+def server(torch_package: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    process = start_server(
+        tmp_path_factory.mktemp("conn"),
+        args=["--model-dir", str(torch_package)],
+        env={"MODEL_SERVER_HEADER_TIMEOUT_S": "1", "MODEL_SERVER_BODY_TIMEOUT_S": "1"},
+    )
+    yield process
+    process.terminate()
+
+
+def _exchange(server: ServerProcess, data: bytes, wait: float = 5.0) -> bytes:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=wait) as sock:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(data)
+        chunks = []
+        try:
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        except (TimeoutError, ConnectionResetError):
+            pass
+    return b"".join(chunks)
+
+
+def test_a_one_megabyte_header_is_a_431(server: ServerProcess) -> None:
+    answer = _exchange(server, b"GET /ping HTTP/1.1\r\nHost: test\r\nX-Big: " + b"a" * 1_000_000 + b"\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 431"), answer[:200]
+
+
+def test_ten_thousand_headers_are_a_431(server: ServerProcess) -> None:
+    headers = b"".join(b"X-H%d: 1\r\n" % i for i in range(10_000))
+    answer = _exchange(server, b"GET /ping HTTP/1.1\r\nHost: test\r\n" + headers + b"\r\n")
+    assert answer.startswith(b"HTTP/1.1 431"), answer[:200]
+
+
+def test_a_connection_that_never_finishes_its_headers_is_closed_at_the_timeout(server: ServerProcess) -> None:
+    start = time.monotonic()
+    answer = _exchange(server, b"GET /ping HTTP/1.1\r\nHost: te", wait=10)
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert time.monotonic() - start < 5
+
+
+def test_an_idle_connection_that_sends_nothing_is_closed(server: ServerProcess) -> None:
+    assert _exchange(server, b"", wait=10).startswith(b"HTTP/1.1 408")
+
+
+def test_requests_on_a_kept_alive_connection_still_work(server: ServerProcess) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        for _ in range(3):
+            sock.sendall(PING)
+            answer = b""
+            while not answer.endswith(b'{"status":"ready"}'):
+                answer += sock.recv(65536)
+            assert answer.startswith(b"HTTP/1.1 200")
+            time.sleep(0.5)  # idle between requests: the header timer starts at the next request
+
+
+def test_a_whole_request_larger_than_the_header_limit_in_one_packet_is_served(server: ServerProcess) -> None:
+    body = b"[" + b",".join([b"[" + b",".join([b"0.5"] * 64) + b"]"] * 200) + b"]"  # about 50 KB
+    request = (
+        b"POST /invocations HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nConnection: close\r\n"
+        + b"Content-Length: %d\r\n\r\n" % len(body)
+        + body
+    )
+    assert _exchange(server, request).startswith(b"HTTP/1.1 200")

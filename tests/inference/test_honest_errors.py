@@ -1,0 +1,87 @@
+"""What counts as a 5xx: only failures of ours, since the 5xx metric drives alarms and auto-rollback.
+
+Real ``model-serve`` processes: a client's oversized number is a 400, a client that leaves mid-body is
+no error at all (status 499 in the metrics, no traceback), and a request cut by the drain deadline
+gets a JSON 503 with ``Retry-After`` and its request id instead of uvicorn's bare text 500.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.inference.server_fixtures import ServerProcess, start_server
+
+pytestmark = pytest.mark.torch
+
+
+def _requests_by_status(server: ServerProcess) -> str:
+    metrics = httpx.get(server.url + "/metrics", timeout=5).text
+    return "\n".join(line for line in metrics.splitlines() if line.startswith("model_server_requests_total"))
+
+
+def test_an_integer_of_5000_digits_is_a_400(sagemaker_server: ServerProcess) -> None:
+    body = "[[" + "1" * 5000 + ",0" * 63 + "]]"
+    response = httpx.post(
+        sagemaker_server.url + "/invocations",
+        content=body,
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
+    assert response.status_code == 400, response.text
+    assert "too long" in response.json()["error"]
+    assert "Traceback" not in sagemaker_server.log()
+
+
+def test_a_client_leaving_mid_body_is_not_a_server_error(sagemaker_server: ServerProcess) -> None:
+    with socket.create_connection(("127.0.0.1", sagemaker_server.port)) as sock:
+        sock.sendall(
+            b"POST /invocations HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100000\r\n\r\n[[1.0, 2.0"
+        )
+        time.sleep(0.2)
+    time.sleep(0.5)
+    statuses = _requests_by_status(sagemaker_server)
+    assert 'status="5' not in statuses, statuses
+    assert 'status="499"' in statuses, statuses
+    log = sagemaker_server.log()
+    assert "Traceback" not in log and '"level": "error"' not in log, log[-2000:]
+
+
+def test_a_request_cut_by_the_drain_deadline_is_a_json_503_with_retry_after(
+    slow_user_code_package: Path, tmp_path: Path
+) -> None:
+    server = start_server(
+        tmp_path,
+        args=["--model-dir", str(slow_user_code_package)],
+        env={"MODEL_SERVER_DRAIN_TIMEOUT_S": "1"},
+    )
+    result: list[httpx.Response] = []
+
+    def call() -> None:
+        result.append(
+            httpx.post(
+                server.url + "/invocations",
+                json={"instances": [[0.5] * 5]},
+                headers={"X-Request-ID": "cut-1"},
+                timeout=30,
+            )
+        )
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    time.sleep(0.5)  # the 4 s predict_fn is running
+    server.terminate()
+    thread.join()
+    response = result[0]
+    assert response.status_code == 503, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["retry-after"] == "1"
+    assert response.headers["x-request-id"] == "cut-1"
+    assert response.json()["request_id"] == "cut-1"
+    assert "Traceback" not in server.log()
