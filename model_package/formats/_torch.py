@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from model_package import dynamic_axes
+from model_package.dynamic_axes import DynamicAxes, apply_to_specs, longer_along, output_shapes
 from model_package.errors import ExportError, LoadError, ModelPackageError, PredictionError, UsageError
 from model_package.formats import base
 from model_package.formats.base import (
@@ -217,44 +219,77 @@ def surface_tracer_warnings(tool: str) -> Iterator[None]:
         logger.warning("%s: %s", tool, message)
 
 
-def export_batch(inputs: Tensors, names: Sequence[str]) -> tuple[torch.Tensor, ...]:
+def export_batch(inputs: Tensors, names: Sequence[str], axes: DynamicAxes | None = None) -> tuple[torch.Tensor, ...]:
     """The tensors to trace or export with, in ``names`` order.
 
-    A batch of one is repeated to two rows: exporters specialise a dimension of
-    size 1 to a constant, which would make the batch dimension static.
+    A batch of one is repeated to two rows, and a dynamic axis of size one is
+    grown to two (its last slice repeated): exporters specialise a dimension of
+    size 1 to a constant, which would make the axis static.
     """
     arrays = [np.asarray(inputs[name]) for name in names]
     if arrays and all(a.ndim and a.shape[0] == 1 for a in arrays):
         arrays = [np.concatenate([a, a]) for a in arrays]
+    short = {
+        name: dims for name, dims in (axes or {}).items() if any(np.asarray(inputs[name]).shape[d] == 1 for d in dims)
+    }
+    if short:
+        grown = longer_along(dict(zip(names, arrays, strict=True)), short)
+        arrays = [grown[name] for name in names]
     return tuple(to_tensor(a) for a in arrays)
 
 
-def batch_dynamic_shapes(names: Sequence[str], inputs: Tensors) -> dict[str, Any]:
-    """``dynamic_shapes`` for torch.export / the dynamo ONNX exporter: one shared batch Dim on axis 0.
+def batch_dynamic_shapes(names: Sequence[str], inputs: Tensors, axes: DynamicAxes | None = None) -> dict[str, Any]:
+    """``dynamic_shapes`` for torch.export / the dynamo ONNX exporter.
 
-    One shared ``Dim`` (rather than ``Dim.AUTO`` per input) both marks the axis
-    dynamic -- export fails loudly instead of silently specialising it -- and
-    records that all inputs share the batch size, as ``check_inputs`` enforces.
+    One shared batch ``Dim`` on axis 0 (rather than ``Dim.AUTO`` per input) both
+    marks the axis dynamic -- export fails loudly instead of silently
+    specialising it -- and records that all inputs share the batch size, as
+    ``check_inputs`` enforces. Declared dynamic axes get ``Dim.DYNAMIC``: export
+    infers how they relate (``input_ids`` and ``attention_mask`` share a length)
+    and fails, rather than specialising, if the model fixes one.
     """
     batch = torch.export.Dim("batch")
-    return {name: ({0: batch} if np.asarray(inputs[name]).ndim else None) for name in names}
+    shapes: dict[str, Any] = {}
+    for name in names:
+        if not np.asarray(inputs[name]).ndim:
+            shapes[name] = None
+            continue
+        dims: dict[int, Any] = {0: batch}
+        dims.update({axis: torch.export.Dim.DYNAMIC for axis in (axes or {}).get(name, ())})
+        shapes[name] = dims
+    return shapes
 
 
-def specs_from_arrays(arrays: Mapping[str, np.ndarray], kind: str) -> tuple[TensorSpec, ...]:
-    """TensorSpecs for named arrays, with the first dimension marked dynamic."""
+def specs_from_arrays(
+    arrays: Mapping[str, np.ndarray], kind: str, shapes: Mapping[str, tuple[int, ...]] | None = None
+) -> tuple[TensorSpec, ...]:
+    """TensorSpecs for named arrays, with the first dimension (or the axes ``shapes`` gives as -1) dynamic."""
     specs = []
     for name, value in arrays.items():
         array = np.asarray(value)
         dtype = numpy_dtype_name(array.dtype)
         if dtype not in DTYPES:
             raise UsageError(f"{kind} {name!r} has dtype {array.dtype}, which a package signature cannot describe")
-        specs.append(TensorSpec(name=name, dtype=dtype, shape=dynamic_batch_shape(array.shape)))
+        shape = (shapes or {}).get(name) or dynamic_batch_shape(array.shape)
+        specs.append(TensorSpec(name=name, dtype=dtype, shape=shape))
     return tuple(specs)
 
 
-def signature_from_arrays(inputs: Tensors, outputs: Mapping[str, np.ndarray]) -> Signature:
-    """A signature whose specs are the arrays' dtypes and shapes, batch dimension dynamic."""
-    return Signature(inputs=specs_from_arrays(inputs, "input"), outputs=specs_from_arrays(outputs, "output"))
+def signature_from_arrays(
+    inputs: Tensors,
+    outputs: Mapping[str, np.ndarray],
+    axes: DynamicAxes | None = None,
+    longer_outputs: Mapping[str, np.ndarray] | None = None,
+) -> Signature:
+    """A signature from example arrays: batch dimension and the dynamic ``axes`` of inputs ``-1``.
+
+    ``longer_outputs`` are the outputs on inputs with the dynamic axes grown
+    (see :func:`model_package.dynamic_axes.check_axes_generalize`); the output
+    axes that changed size are dynamic too.
+    """
+    input_specs = apply_to_specs(specs_from_arrays(inputs, "input"), axes or {})
+    output_specs = specs_from_arrays(outputs, "output", output_shapes(outputs, longer_outputs))
+    return Signature(inputs=input_specs, outputs=output_specs)
 
 
 def torch_dtype_name(dtype: torch.dtype, what: str) -> str:
@@ -331,4 +366,24 @@ def check_batch_generalizes(
         loaded,
         fmt=fmt,
         advice="try the 'torch_export' format or make forward() independent of the batch size",
+    )
+
+
+def check_axes_generalize(
+    model: Callable[..., Any],
+    names: Sequence[str],
+    example_inputs: Tensors,
+    predict_saved: Callable[[Tensors], Mapping[str, np.ndarray]],
+    *,
+    axes: DynamicAxes,
+    fmt: str,
+) -> dict[str, np.ndarray] | None:
+    """Compare the saved artifact with the live module with the dynamic axes one longer (see dynamic_axes)."""
+    return dynamic_axes.check_axes_generalize(
+        lambda arrays: run_model(model, names, arrays),
+        predict_saved,
+        {name: example_inputs[name] for name in names},
+        axes,
+        fmt=fmt,
+        advice="try the 'torch_export' format, or compute lengths with tensor ops (x.shape[1]) instead of constants",
     )

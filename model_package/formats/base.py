@@ -10,13 +10,14 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from model_package.errors import ExportError, PredictionError
+from model_package.dynamic_axes import DynamicAxes
+from model_package.errors import ExportError, PredictionError, UsageError
 from model_package.manifest import Framework, Manifest, Signature
 
 _log = logging.getLogger(__name__)
@@ -39,6 +40,33 @@ class SavedArtifact:
     framework: Framework
 
 
+@dataclass(frozen=True)
+class ImportOptions:
+    """Choices an import may need beyond the artifact itself; each format says which it supports."""
+
+    dynamic_axes: DynamicAxes = field(default_factory=dict)
+    """Non-batch input axes whose size may vary (only for formats whose files record no shapes)."""
+    signature: str | None = None
+    """Which SavedModel signature to serve (default ``serving_default``)."""
+
+
+def check_import_options(
+    fmt: str, options: ImportOptions, *, dynamic_axes: bool = False, signature: bool = False
+) -> None:
+    """Refuse options ``fmt`` cannot honour, saying why, instead of silently ignoring them."""
+    if options.dynamic_axes and not dynamic_axes:
+        raise UsageError(
+            f"--dynamic-axes cannot change a {fmt} artifact: it records its own input shapes. Re-export it with "
+            "those axes dynamic (model-package export --dynamic-axes NAME=AXIS, or the exporter's own option)"
+        )
+    if options.signature is not None and not signature:
+        raise UsageError(f"--signature applies to TensorFlow SavedModels; a {fmt} artifact has one entry point")
+
+
+#: The default: no options.
+NO_OPTIONS = ImportOptions()
+
+
 class LoadedModel(Protocol):
     """A loaded package, ready for concurrent batch prediction.
 
@@ -59,11 +87,14 @@ class ModelFormat(Protocol):
 
     name: str
 
-    def import_artifact(self, source: Path, staging_dir: Path, example_inputs: Tensors | None) -> SavedArtifact:
+    def import_artifact(
+        self, source: Path, staging_dir: Path, example_inputs: Tensors | None, options: ImportOptions = ...
+    ) -> SavedArtifact:
         """Copy an already-saved artifact into ``staging_dir`` under its canonical name and describe it.
 
         ``example_inputs`` is only needed by formats whose files do not record
-        their signature (TorchScript); others ignore it.
+        their signature (TorchScript); others ignore it. ``options`` the format
+        cannot honour are refused with :func:`check_import_options`.
         """
         ...
 
@@ -76,10 +107,12 @@ class ExportableFormat(ModelFormat, Protocol):
     """A format that can also be written from a live, in-memory model."""
 
     def save(
-        self, model: Any, example_inputs: Tensors, staging_dir: Path
+        self, model: Any, example_inputs: Tensors, staging_dir: Path, *, dynamic_axes: DynamicAxes | None = None
     ) -> tuple[SavedArtifact, dict[str, np.ndarray]]:
-        """Export ``model`` into ``staging_dir`` with a dynamic batch dimension.
+        """Export ``model`` into ``staging_dir`` with a dynamic batch dimension and the given ``dynamic_axes``.
 
+        ``dynamic_axes`` maps input names to further axes whose size may vary
+        (resolved by :func:`model_package.dynamic_axes.resolve_dynamic_axes`).
         Returns what was written and the *live* model's outputs on
         ``example_inputs`` (the reference the package is verified against).
         """

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from model_package.dynamic_axes import DynamicAxes
 from model_package.errors import (
     ExportError,
     LoadError,
@@ -41,10 +42,13 @@ from model_package.errors import (
     UsageError,
 )
 from model_package.formats.base import (
+    NO_OPTIONS,
     ExportableFormat,
+    ImportOptions,
     LoadedModel,
     SavedArtifact,
     Tensors,
+    check_import_options,
     check_inputs,
     numpy_dtype_name,
     one_line_error,
@@ -76,7 +80,7 @@ class OnnxFormat:
     name = "onnx"
 
     def save(
-        self, model: Any, example_inputs: Tensors, staging_dir: Path
+        self, model: Any, example_inputs: Tensors, staging_dir: Path, *, dynamic_axes: DynamicAxes | None = None
     ) -> tuple[SavedArtifact, dict[str, np.ndarray]]:
         """Export a live ``torch.nn.Module`` or Keras 3 model to ``model.onnx`` with a dynamic batch dimension.
 
@@ -87,12 +91,13 @@ class OnnxFormat:
         # Deferred: model_package.export sits above the formats and imports them.
         from model_package.export import framework_of
 
+        axes = dynamic_axes or {}
         if framework_of(model) == "tensorflow":
-            return self._save_keras(model, example_inputs, staging_dir)
-        return self._save_torch(model, example_inputs, staging_dir)
+            return self._save_keras(model, example_inputs, staging_dir, axes)
+        return self._save_torch(model, example_inputs, staging_dir, axes)
 
     def _save_torch(
-        self, model: Any, example_inputs: Tensors, staging_dir: Path
+        self, model: Any, example_inputs: Tensors, staging_dir: Path, axes: DynamicAxes
     ) -> tuple[SavedArtifact, dict[str, np.ndarray]]:
         """Export a ``torch.nn.Module``.
 
@@ -107,7 +112,7 @@ class OnnxFormat:
         path = staging_dir / MODEL_FILENAME
         try:
             with _torch.eval_mode(model):
-                _export(model, example_inputs, names, reference, path)
+                _export(model, example_inputs, names, reference, path, axes)
         except ModelPackageError:
             raise
         except Exception as exc:
@@ -125,10 +130,11 @@ class OnnxFormat:
             )
         loaded = _load_session(path, signature, threads=None)
         _torch.check_batch_generalizes(model, names, example_inputs, loaded, self.name)
+        _torch.check_axes_generalize(model, names, example_inputs, loaded.predict, axes=axes, fmt=self.name)
         return SavedArtifact(MODEL_FILENAME, signature, onnx_framework()), reference
 
     def _save_keras(
-        self, model: Any, example_inputs: Tensors, staging_dir: Path
+        self, model: Any, example_inputs: Tensors, staging_dir: Path, axes: DynamicAxes
     ) -> tuple[SavedArtifact, dict[str, np.ndarray]]:
         """Export a live Keras 3 model with ``model.export(format="onnx")`` (tf2onnx underneath).
 
@@ -156,7 +162,7 @@ class OnnxFormat:
             ) from exc
         import onnx  # a dependency of tf2onnx, so present now
 
-        input_signature, call_order = _tf.export_input_signature(model, example_inputs)
+        input_signature, call_order = _tf.export_input_signature(model, example_inputs, axes)
         _tf.check_example_names(call_order, example_inputs)
         path = staging_dir / MODEL_FILENAME
         try:
@@ -198,10 +204,14 @@ class OnnxFormat:
         except LoadError as exc:
             raise ExportError(f"ONNX Runtime cannot load the graph tf2onnx wrote: {exc}") from exc
         _tf.check_batch_generalizes(model, signature, example_inputs, call_order, loaded, fmt=self.name)
+        _tf.check_axes_generalize(model, signature, example_inputs, call_order, loaded, axes=axes, fmt=self.name)
         return SavedArtifact(MODEL_FILENAME, signature, onnx_framework()), reference
 
-    def import_artifact(self, source: Path, staging_dir: Path, example_inputs: Tensors | None) -> SavedArtifact:
+    def import_artifact(
+        self, source: Path, staging_dir: Path, example_inputs: Tensors | None, options: ImportOptions = NO_OPTIONS
+    ) -> SavedArtifact:
         """Copy an ``.onnx`` file (and any external-data files it references); the signature comes from its graph."""
+        check_import_options(self.name, options)
         if not source.is_file():
             raise MissingFileError(f"{source} does not exist or is not a file; expected an .onnx file")
         signature = signature_from_onnx(source)
@@ -287,15 +297,20 @@ def _load_session(path: Path, signature: Signature, *, threads: int | None) -> O
     return OnnxLoadedModel(session, signature, path)
 
 
-def _export(
-    model: Any, example_inputs: Tensors, names: list[str], reference: dict[str, np.ndarray], path: Path
+def _export(  # noqa: PLR0917 - one private call site
+    model: Any,
+    example_inputs: Tensors,
+    names: list[str],
+    reference: dict[str, np.ndarray],
+    path: Path,
+    axes: DynamicAxes,
 ) -> None:
     """Write ``path`` with the dynamo exporter, falling back to the legacy one."""
     from model_package.formats import _torch
     from model_package.formats._torch import torch
 
     output_names = list(reference)
-    args = _torch.export_batch(example_inputs, names)
+    args = _torch.export_batch(example_inputs, names, axes)
     try:
         # The dynamo exporter is torch's supported path (default since 2.9): it goes through
         # torch.export, so the batch dimension is symbolic rather than a traced constant.
@@ -311,7 +326,7 @@ def _export(
             registration_log.setLevel(logging.ERROR)
             try:
                 program = _export_dynamo(
-                    model, args, names=names, output_names=output_names, example_inputs=example_inputs
+                    model, args, names=names, output_names=output_names, example_inputs=example_inputs, axes=axes
                 )
             finally:
                 registration_log.setLevel(registration_level)
@@ -337,7 +352,9 @@ def _export(
                 dynamo=False,
                 input_names=names,
                 output_names=output_names,
-                dynamic_axes={name: {0: "batch"} for name in batched},
+                dynamic_axes={
+                    name: {0: "batch", **{axis: f"{name}_{axis}" for axis in axes.get(name, ())}} for name in batched
+                },
             )
     except Exception as exc:
         raise ExportError(
@@ -488,7 +505,13 @@ FORMAT: ExportableFormat = OnnxFormat()
 
 
 def _export_dynamo(
-    model: Any, args: tuple[Any, ...], *, names: list[str], output_names: list[str], example_inputs: Tensors
+    model: Any,
+    args: tuple[Any, ...],
+    *,
+    names: list[str],
+    output_names: list[str],
+    example_inputs: Tensors,
+    axes: DynamicAxes,
 ) -> Any:
     """``torch.onnx.export`` through torch.export, with one shared dynamic batch dimension."""
     from model_package.formats import _torch
@@ -501,6 +524,6 @@ def _export_dynamo(
         dynamo=True,
         input_names=names,
         output_names=output_names,
-        dynamic_shapes=_torch.batch_dynamic_shapes(names, example_inputs),
+        dynamic_shapes=_torch.batch_dynamic_shapes(names, example_inputs, axes),
         verbose=False,
     )

@@ -16,9 +16,19 @@ from typing import Any
 
 import numpy as np
 
+from model_package.dynamic_axes import DynamicAxes
 from model_package.errors import ExportError, LoadError, MissingFileError, ModelPackageError, UsageError
 from model_package.formats import _tensorflow as _tf
-from model_package.formats.base import ExportableFormat, LoadedModel, SavedArtifact, Tensors, one_line_error
+from model_package.formats.base import (
+    NO_OPTIONS,
+    ExportableFormat,
+    ImportOptions,
+    LoadedModel,
+    SavedArtifact,
+    Tensors,
+    check_import_options,
+    one_line_error,
+)
 from model_package.manifest import Framework, Manifest, Signature
 
 #: The directory the SavedModel lives in, relative to the package root.
@@ -36,7 +46,7 @@ class TFSavedModelFormat:
     name = "tf_savedmodel"
 
     def save(
-        self, model: Any, example_inputs: Tensors, staging_dir: Path
+        self, model: Any, example_inputs: Tensors, staging_dir: Path, *, dynamic_axes: DynamicAxes | None = None
     ) -> tuple[SavedArtifact, dict[str, np.ndarray]]:
         """Export a live Keras 3 model with ``model.export(format="tf_saved_model")`` into ``model.savedmodel/``.
 
@@ -50,7 +60,8 @@ class TFSavedModelFormat:
                 f"the tf_savedmodel format exports Keras 3 models, got {type(model).__name__}; "
                 "to package an existing SavedModel directory, import it instead"
             )
-        input_signature, call_order = _tf.export_input_signature(model, example_inputs)
+        axes = dynamic_axes or {}
+        input_signature, call_order = _tf.export_input_signature(model, example_inputs, axes)
         _tf.check_example_names(call_order, example_inputs)
         path = staging_dir / MODEL_DIRNAME
         try:
@@ -70,13 +81,20 @@ class TFSavedModelFormat:
             raise ExportError(f"the exported SavedModel has a fixed batch dimension on inputs {fixed}; expected -1")
         reference = _tf.run_keras_model(model, signature, example_inputs, call_order)
         _tf.check_reference_names(signature, reference)
+        if axes:
+            _, owner, function = _open(path)
+            loaded = _tf.ConcreteFunctionModel(signature, function, positional=None, owner=owner)
+            _tf.check_axes_generalize(model, signature, example_inputs, call_order, loaded, axes=axes, fmt=self.name)
         return SavedArtifact(model_path=MODEL_DIRNAME, signature=signature, framework=_tf.framework()), reference
 
-    def import_artifact(self, source: Path, staging_dir: Path, example_inputs: Tensors | None) -> SavedArtifact:
+    def import_artifact(
+        self, source: Path, staging_dir: Path, example_inputs: Tensors | None, options: ImportOptions = NO_OPTIONS
+    ) -> SavedArtifact:
         """Copy a SavedModel directory into ``staging_dir/model.savedmodel`` and read its serving signature.
 
         ``example_inputs`` is ignored: a SavedModel records its signature.
         """
+        check_import_options(self.name, options)
         if not source.exists():
             raise MissingFileError(f"{source} does not exist")
         if not source.is_dir():

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from model_package.dynamic_axes import DynamicAxes
 from model_package.errors import (
     ExportError,
     LoadError,
@@ -27,10 +28,13 @@ from model_package.errors import (
 from model_package.formats import _torch
 from model_package.formats._torch import torch
 from model_package.formats.base import (
+    NO_OPTIONS,
     ExportableFormat,
+    ImportOptions,
     LoadedModel,
     SavedArtifact,
     Tensors,
+    check_import_options,
     check_inputs,
     one_line_error,
 )
@@ -45,13 +49,14 @@ class TorchExportFormat:
     name = "torch_export"
 
     def save(
-        self, model: Any, example_inputs: Tensors, staging_dir: Path
+        self, model: Any, example_inputs: Tensors, staging_dir: Path, *, dynamic_axes: DynamicAxes | None = None
     ) -> tuple[SavedArtifact, dict[str, np.ndarray]]:
-        """Export ``model`` with ``torch.export.export`` (dynamic batch on axis 0) to ``model.pt2``."""
+        """Export ``model`` with ``torch.export.export`` (dynamic batch on axis 0, plus ``dynamic_axes``)."""
+        axes = dynamic_axes or {}
         names = _torch.ordered_input_names(model, example_inputs)
         reference = _torch.reference_outputs(model, names, example_inputs)
-        args = _torch.export_batch(example_inputs, names)
-        dynamic_shapes = _torch.batch_dynamic_shapes(names, example_inputs)
+        args = _torch.export_batch(example_inputs, names, axes)
+        dynamic_shapes = _torch.batch_dynamic_shapes(names, example_inputs, axes)
         path = staging_dir / MODEL_FILENAME
         try:
             with _torch.eval_mode(model):
@@ -60,8 +65,9 @@ class TorchExportFormat:
         except ModelPackageError:
             raise
         except Exception as exc:
+            wanted = "a dynamic batch dimension" + (f" and dynamic axes {dict(axes)}" if axes else "")
             raise ExportError(
-                f"torch.export could not export {type(model).__name__} with a dynamic batch dimension: "
+                f"torch.export could not export {type(model).__name__} with {wanted}: "
                 f"{one_line_error(exc)}. See https://docs.pytorch.org/docs/stable/export.html for what export "
                 "supports, or use the 'onnx' or 'torchscript' format"
             ) from exc
@@ -78,10 +84,14 @@ class TorchExportFormat:
         artifact = SavedArtifact(model_path=MODEL_FILENAME, signature=signature, framework=_torch.torch_framework())
         loaded = self._load_file(path, signature, threads=None)
         _torch.check_batch_generalizes(model, names, example_inputs, loaded, self.name)
+        _torch.check_axes_generalize(model, names, example_inputs, loaded.predict, axes=axes, fmt=self.name)
         return artifact, reference
 
-    def import_artifact(self, source: Path, staging_dir: Path, example_inputs: Tensors | None) -> SavedArtifact:
+    def import_artifact(
+        self, source: Path, staging_dir: Path, example_inputs: Tensors | None, options: ImportOptions = NO_OPTIONS
+    ) -> SavedArtifact:
         """Copy a ``.pt2`` file written by ``torch.export.save`` and read its signature from the program."""
+        check_import_options(self.name, options)
         if not source.is_file():
             raise MissingFileError(f"{source} does not exist or is not a file; expected a torch.export .pt2 file")
         program = _load_program(source)
