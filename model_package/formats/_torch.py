@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import keyword
 import logging
+import re
+import typing
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -47,6 +50,14 @@ except ImportError as exc:  # pragma: no cover - exercised only without torch in
 
 logger = logging.getLogger(__name__)
 
+
+#: What forward() may return, and what to do about Hugging Face models that return more.
+OUTPUT_ADVICE = (
+    "forward() must return tensors: one tensor, a flat tuple, list or NamedTuple of tensors, or a dict or "
+    "Hugging Face ModelOutput of tensors. For a transformers model, call it with output_hidden_states=False, "
+    "output_attentions=False and use_cache=False (or wrap it in a module whose forward() returns just the "
+    "fields you serve, e.g. outputs.logits); return_dict=False returns a plain tuple instead"
+)
 
 #: Name of the only output of a model whose forward() returns a single tensor.
 SINGLE_OUTPUT = "output"
@@ -96,6 +107,104 @@ def forward_parameters(model: Any) -> list[inspect.Parameter]:
     return [p for p in params if p.kind in positional]
 
 
+_MAPPING_ANNOTATION = re.compile(r"^(typing\.|collections\.abc\.)?(dict|Dict|Mapping|MutableMapping)\b")
+
+
+def takes_one_dict(model: Any, example_inputs: Tensors) -> bool:
+    """Whether ``forward()`` takes its inputs as one dict of tensors (SentenceTransformer style).
+
+    True when the example names are not ``forward()``'s parameters and its one
+    required parameter is annotated as a dict/Mapping, or is the only required
+    parameter while the example has several arrays (which could not be passed
+    positionally anyway).
+    """
+    params = forward_parameters(model)
+    names = {p.name for p in params}
+    if not params or set(example_inputs) <= names:
+        return False
+    required = [p for p in params if p.default is inspect.Parameter.empty]
+    if len(required) > 1:
+        return False
+    annotation = params[0].annotation
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+    origin = typing.get_origin(annotation)
+    mapping = annotation in (dict, Mapping) or origin in (dict, Mapping) or bool(_MAPPING_ANNOTATION.match(text))
+    return mapping or (len(required) == 1 and len(example_inputs) > 1)
+
+
+class Adapter(torch.nn.Module):
+    """Calls a model the way exporters can follow and returns outputs every loader can read.
+
+    The subclass made by :func:`prepare_model` has a generated ``forward(self,
+    <input names>)``: torch.export, torch.jit.trace and torch.onnx all name a
+    program's inputs after forward()'s parameters. It passes the inputs on
+    positionally, or as one dict for a forward() that takes a dict of tensors
+    (SentenceTransformer style), and returns a plain dict for dict-like results
+    (Hugging Face ``ModelOutput``) and NamedTuples, so the saved program never
+    refers to a class the serving process may not have. Outputs that only echo
+    an input back (SentenceTransformer modules return the features dict they
+    were given, plus their results) are dropped.
+    """
+
+    input_names: tuple[str, ...] = ()
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.train(inner.training)
+
+    def finish(self, result: Any) -> Any:
+        """The inner model's result as a plain tensor, tuple or dict."""
+        if is_namedtuple(result):
+            return dict(zip(result._fields, result, strict=True))
+        if isinstance(result, Mapping):
+            return {key: value for key, value in result.items() if key not in self.input_names}
+        return result
+
+
+def prepare_model(model: Any, example_inputs: Tensors) -> tuple[Any, list[str]]:
+    """The model to export (``model`` itself or an :class:`Adapter` around it) and its input names in order."""
+    as_dict = isinstance(model, torch.nn.Module) and takes_one_dict(model, example_inputs)
+    if as_dict:
+        names = list(example_inputs)
+        bad = [name for name in names if not name.isidentifier() or keyword.iskeyword(name)]
+        if bad:
+            raise UsageError(
+                f"{type(model).__name__}.forward() takes a dict of tensors, so the example inputs are its keys, "
+                f"and package inputs must be Python identifiers; rename {bad}"
+            )
+        for name in names:
+            _check_input_array(name, np.asarray(example_inputs[name]))
+    else:
+        names = ordered_input_names(model, example_inputs)
+    if not isinstance(model, torch.nn.Module) or isinstance(model, torch.jit.ScriptModule):
+        return model, names
+    if not as_dict:
+        tensors = [to_tensor(np.asarray(example_inputs[name])) for name in names]
+        try:
+            with eval_mode(model), torch.inference_mode():
+                result = model(*tensors)
+        except Exception as exc:
+            raise ExportError(
+                f"{type(model).__name__} failed on the example inputs before export: {one_line_error(exc)}"
+            ) from exc
+        plain = not is_namedtuple(result) and (not isinstance(result, Mapping) or type(result) is dict)
+        if plain:
+            return model, names
+    call = f"{{{', '.join(f'{name!r}: {name}' for name in names)}}}" if as_dict else ", ".join(names)
+    # The names are forward()'s own parameters or identifiers checked above, so the source is well-formed.
+    source = f"def forward(self, {', '.join(names)}):\n    return self.finish(self.inner({call}))\n"
+    namespace: dict[str, Any] = {}
+    exec(compile(source, f"<{type(model).__name__} adapter>", "exec"), namespace)
+    adapter_type = type(
+        f"{type(model).__name__}Adapter",
+        (Adapter,),
+        {"forward": namespace["forward"], "input_names": tuple(names) if as_dict else ()},
+    )
+    adapter: Any = adapter_type(model)
+    return adapter, names
+
+
 def ordered_input_names(model: Any, example_inputs: Tensors) -> list[str]:
     """The example inputs' names in ``forward()`` order.
 
@@ -110,7 +219,8 @@ def ordered_input_names(model: Any, example_inputs: Tensors) -> list[str]:
         raise UsageError(
             f"example inputs must be named after the parameters of {type(model).__name__}.forward(): "
             f"expected {names or [p.name for p in params[:1]]} (forward() takes {[p.name for p in params]}), "
-            f"got {given}. Rename the arrays (e.g. the keys of the .npz file) to match forward()"
+            f"got {given}. Rename the arrays (e.g. the keys of the .npz file) to match forward(); if forward() "
+            "takes one dict of tensors, annotate that parameter as dict[str, torch.Tensor]"
         )
     missing = [p.name for p in params[len(given) :] if p.default is inspect.Parameter.empty]
     if missing:
@@ -140,7 +250,7 @@ def to_tensor(array: np.ndarray) -> torch.Tensor:
 def to_numpy(name: str, tensor: Any) -> np.ndarray:
     """A model output as a NumPy array; rejects dtypes NumPy and the manifest cannot hold."""
     if not isinstance(tensor, torch.Tensor):
-        raise UsageError(f"output {name!r} is a {type(tensor).__name__}, not a tensor; forward() must return tensors")
+        raise UsageError(f"output {name!r} is a {type(tensor).__name__}, not a tensor. {OUTPUT_ADVICE}")
     if any(marker in str(tensor.dtype) for marker in _UNSUPPORTED_TORCH_DTYPES):
         raise UsageError(
             f"output {name!r} has dtype {tensor.dtype}, which NumPy cannot represent; "
@@ -155,18 +265,40 @@ def positional_output_name(index: int) -> str:
     return f"output_{index}"
 
 
+def is_namedtuple(value: object) -> bool:
+    """Whether ``value`` is a ``typing.NamedTuple`` / ``collections.namedtuple`` instance."""
+    return isinstance(value, tuple) and isinstance(getattr(type(value), "_fields", None), tuple)
+
+
 def name_outputs(result: Any) -> dict[str, np.ndarray]:
-    """Name a forward() result: one tensor -> ``output``; tuple/list -> ``output_<i>``; dict -> its keys."""
+    """Name a forward() result.
+
+    One tensor -> ``output``; a tuple or list -> ``output_<i>``; a NamedTuple ->
+    its fields; a dict or a Hugging Face ``ModelOutput`` (a dict that only holds
+    the fields that are set) -> its keys.
+    """
     if isinstance(result, torch.Tensor):
         return {SINGLE_OUTPUT: to_numpy(SINGLE_OUTPUT, result)}
+    if is_namedtuple(result):
+        return {str(field): to_numpy(str(field), value) for field, value in zip(result._fields, result, strict=True)}
     if isinstance(result, (tuple, list)):
         return {positional_output_name(i): to_numpy(positional_output_name(i), t) for i, t in enumerate(result)}
     if isinstance(result, Mapping) and all(isinstance(key, str) for key in result):
         return {key: to_numpy(key, value) for key, value in result.items()}
-    raise UsageError(
-        f"forward() returned a {type(result).__name__}; supported outputs are a tensor, a flat tuple or list "
-        "of tensors, or a dict of str -> tensor"
-    )
+    raise UsageError(f"forward() returned a {type(result).__name__}. {OUTPUT_ADVICE}")
+
+
+def name_like(result: Any, declared: Sequence[str]) -> dict[str, np.ndarray]:
+    """``name_outputs``, except that a plain tuple gets the ``declared`` names.
+
+    A traced TorchScript module returns a NamedTuple as a plain tuple; its
+    manifest still names the fields, in order.
+    """
+    named = name_outputs(result)
+    positional = [positional_output_name(i) for i in range(len(declared))]
+    if list(named) == positional and list(declared) != positional:
+        return dict(zip(declared, named.values(), strict=True))
+    return named
 
 
 @contextlib.contextmanager
@@ -342,7 +474,7 @@ class TorchLoadedModel:
             kwargs = {key: to_tensor(checked[name]) for name, key in self._keywords.items()}
             with torch.inference_mode():
                 result = self._module(*args, **kwargs)
-            named = name_outputs(result)
+            named = name_like(result, [spec.name for spec in self._signature.outputs])
         except Exception as exc:
             shapes = {name: list(array.shape) for name, array in checked.items()}
             raise PredictionError(

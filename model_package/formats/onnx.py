@@ -106,7 +106,7 @@ class OnnxFormat:
         """
         from model_package.formats import _torch  # imports torch, only needed to export
 
-        names = _torch.ordered_input_names(model, example_inputs)
+        model, names = _torch.prepare_model(model, example_inputs)
         reference = _torch.reference_outputs(model, names, example_inputs)
         output_names = list(reference)
         path = staging_dir / MODEL_FILENAME

@@ -53,7 +53,7 @@ class TorchExportFormat:
     ) -> tuple[SavedArtifact, dict[str, np.ndarray]]:
         """Export ``model`` with ``torch.export.export`` (dynamic batch on axis 0, plus ``dynamic_axes``)."""
         axes = dynamic_axes or {}
-        names = _torch.ordered_input_names(model, example_inputs)
+        model, names = _torch.prepare_model(model, example_inputs)
         reference = _torch.reference_outputs(model, names, example_inputs)
         args = _torch.export_batch(example_inputs, names, axes)
         dynamic_shapes = _torch.batch_dynamic_shapes(names, example_inputs, axes)
@@ -72,7 +72,8 @@ class TorchExportFormat:
                 "supports, or use the 'onnx' or 'torchscript' format"
             ) from exc
 
-        signature = signature_from_program(program, str(path))
+        # Named after the model, not the staging file: a temporary path means nothing to the user.
+        signature = signature_from_program(program, f"{type(model).__name__}.forward()")
         declared = [spec.name for spec in signature.inputs]
         if declared != names:
             raise ExportError(f"the exported program names its inputs {declared}; expected forward()'s {names}")
@@ -260,16 +261,33 @@ def signature_from_program(program: Any, where: str) -> Signature:
 def _output_names(out_spec: Any, count: int, where: str) -> list[str]:
     # The same rule as _torch.name_outputs applies to live results, so save() and import agree.
     if out_spec.is_leaf():
-        names = [_torch.SINGLE_OUTPUT]
-    elif out_spec.type in (tuple, list) and all(child.is_leaf() for child in _children(out_spec)):
+        return _checked_count([_torch.SINGLE_OUTPUT], count, where)
+    children = _children(out_spec)
+    context = out_spec.context
+    # dict, OrderedDict and Hugging Face ModelOutput (a registered pytree node) keep their keys as context.
+    keys = [str(key) for key in context] if isinstance(context, list | tuple) else None
+    fields = getattr(context, "_fields", None)  # a NamedTuple's context is its class
+    if isinstance(fields, tuple):
+        keys = [str(field) for field in fields]
+    nested = [
+        keys[index] if keys is not None and index < len(keys) else str(index)
+        for index, child in enumerate(children)
+        if not child.is_leaf()
+    ]
+    if nested:
+        raise UsageError(f"{where} returns nested values in {nested}. {_torch.OUTPUT_ADVICE}")
+    if out_spec.type in (tuple, list):
         names = [_torch.positional_output_name(i) for i in range(out_spec.num_children)]
-    elif out_spec.type is dict and all(child.is_leaf() for child in _children(out_spec)):
-        names = [str(key) for key in out_spec.context]
+    elif keys is not None and len(keys) == out_spec.num_children:
+        names = keys
     else:
         raise UsageError(
-            f"{where} returns {out_spec}; supported outputs are a tensor, a flat tuple/list of tensors "
-            "or a dict of str -> tensor"
+            f"{where} returns a {getattr(out_spec.type, '__name__', out_spec.type)}. {_torch.OUTPUT_ADVICE}"
         )
+    return _checked_count(names, count, where)
+
+
+def _checked_count(names: list[str], count: int, where: str) -> list[str]:
     if len(names) != count:
         raise UsageError(f"{where} returns {len(names)} values but only {count} are tensors; outputs must be tensors")
     return names

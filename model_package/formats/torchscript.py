@@ -60,7 +60,7 @@ class TorchScriptFormat:
             "TorchScript is deprecated in PyTorch; prefer the 'torch_export' format (torch.export) "
             "unless your model cannot be exported"
         )
-        names = _torch.ordered_input_names(model, example_inputs)
+        model, names = _torch.prepare_model(model, example_inputs)
         reference = _torch.reference_outputs(model, names, example_inputs)
         path = staging_dir / MODEL_FILENAME
         try:
