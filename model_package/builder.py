@@ -20,6 +20,7 @@ from model_package._version import __version__
 from model_package.errors import MissingFileError, UsageError
 from model_package.example import save_arrays, synthesize_inputs, trim_rows
 from model_package.formats import SavedArtifact, get_format
+from model_package.formats.base import check_servable
 from model_package.hashing import sha256_file
 from model_package.manifest import (
     MANIFEST_FILENAME,
@@ -79,6 +80,7 @@ def build_package(out_dir: Path, spec: PackageSpec, stage: Stager, *, overwrite:
 
 
 def _finish(staging: Path, spec: PackageSpec, artifact: SavedArtifact) -> Manifest:
+    check_servable(artifact.signature)
     example = Example(rtol=spec.rtol, atol=spec.atol)
     if spec.example_inputs is not None:
         inputs = trim_rows(spec.example_inputs)
@@ -100,6 +102,7 @@ def _finish(staging: Path, spec: PackageSpec, artifact: SavedArtifact) -> Manife
         format=spec.format,  # type: ignore[arg-type]  # validated by pydantic
         framework=artifact.framework,
         model_path=artifact.model_path,
+        serving_signature=artifact.serving_signature,
         signature=artifact.signature,
         example=example,
         code=code,
@@ -133,6 +136,7 @@ def _predict_with_saved_artifact(
         format=spec.format,  # type: ignore[arg-type]
         framework=artifact.framework,
         model_path=artifact.model_path,
+        serving_signature=artifact.serving_signature,
         signature=artifact.signature,
         example=example.model_copy(update={"outputs": example.inputs}),
         code=code,

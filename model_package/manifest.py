@@ -20,7 +20,7 @@ from model_package.errors import ManifestError, UnsupportedSchemaVersionError
 
 MANIFEST_FILENAME = "manifest.json"
 SCHEMA_MAJOR = 1
-SCHEMA_MINOR = 0
+SCHEMA_MINOR = 1
 SCHEMA_VERSION = f"{SCHEMA_MAJOR}.{SCHEMA_MINOR}"
 
 #: The formats a package can hold; each has exactly one module in ``model_package.formats``.
@@ -155,6 +155,8 @@ class Manifest(_Model):
     files: tuple[FileEntry, ...]
     created: Creation
     metadata: dict[str, str] = Field(default_factory=dict)
+    serving_signature: str | None = None
+    """Schema 1.1: the SavedModel signature key served, when not ``serving_default`` (tf_savedmodel only)."""
 
     @field_validator("name")
     @classmethod

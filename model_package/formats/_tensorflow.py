@@ -112,7 +112,13 @@ def tensor_spec(name: str, spec: Any) -> TensorSpec:
         raise ValueError(f"{name!r} is a {type(spec).__name__}; only dense tensors are supported")
     shape = tf.TensorShape(spec.shape)
     if shape.rank is None:
-        raise ValueError(f"{name!r} has unknown rank; packages need at least the number of dimensions")
+        dtype = tf.as_dtype(spec.dtype).name
+        raise ValueError(
+            f"{name!r} has unknown rank (TensorSpec(None)), and a package must say how many dimensions each input "
+            f"has, with None for the sizes that vary. Re-save the SavedModel with a concrete function of known "
+            f"rank, e.g. signatures={{'serving_default': f.get_concrete_function(tf.TensorSpec([None, None], "
+            f"tf.{dtype}, name={name!r}))}} for a batch of rows of any length"
+        )
     dims = tuple(-1 if dim is None else int(dim) for dim in shape.as_list())
     return TensorSpec(name=name, dtype=dtype_name(spec.dtype), shape=dims)
 

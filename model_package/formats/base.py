@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from model_package.dynamic_axes import DynamicAxes
-from model_package.errors import ExportError, PredictionError, UsageError
+from model_package.errors import ExportError, LoadError, PredictionError, UsageError
 from model_package.manifest import Framework, Manifest, Signature
 
 _log = logging.getLogger(__name__)
@@ -38,6 +38,8 @@ class SavedArtifact:
     """Path of the model file or directory, relative to the staging directory."""
     signature: Signature
     framework: Framework
+    serving_signature: str | None = None
+    """The SavedModel signature key the package serves, when not the default ``serving_default``."""
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,28 @@ class ExportableFormat(ModelFormat, Protocol):
         ``example_inputs`` (the reference the package is verified against).
         """
         ...
+
+
+def check_servable(signature: Signature) -> None:
+    """Refuse signatures the server cannot serve, so that import, export and verify fail instead of every request.
+
+    The server batches requests along the first axis of every input and splits
+    results along the first axis of every output, so a scalar (shape ``[]``)
+    input or output can never be served.
+    """
+    scalars = [
+        f"{kind} {spec.name!r}"
+        for kind, specs in (("input", signature.inputs), ("output", signature.outputs))
+        for spec in specs
+        if not spec.shape
+    ]
+    if scalars:
+        raise LoadError(
+            f"the model's {', '.join(scalars)} {'is a scalar' if len(scalars) == 1 else 'are scalars'} (shape []), "
+            "but the server batches requests along the first axis of every input and output, so no request could "
+            "be answered. Give each a leading batch dimension of None, e.g. tf.TensorSpec([None], tf.float32, "
+            "name='x') in the signature's input_signature (one value per row)"
+        )
 
 
 def check_inputs(signature: Signature, inputs: Tensors) -> dict[str, np.ndarray]:

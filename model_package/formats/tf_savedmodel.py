@@ -1,7 +1,9 @@
 """Format ``tf_savedmodel``: a TensorFlow SavedModel directory ``model.savedmodel/``.
 
 The package runs the SavedModel's ``serving_default`` signature, the same
-entry point TensorFlow Serving and Vertex AI's prebuilt TF containers use. Its
+entry point TensorFlow Serving and Vertex AI's prebuilt TF containers use, or
+the one chosen at import (``--signature``, recorded as the manifest's
+``serving_signature``). Its
 inputs are keyword arguments, so the package signature lists them in sorted
 name order (TensorFlow's own flat order); the outputs are the signature's dict
 keys. Live Keras 3 models are written with ``model.export(format="tf_saved_model")``;
@@ -94,7 +96,7 @@ class TFSavedModelFormat:
 
         ``example_inputs`` is ignored: a SavedModel records its signature.
         """
-        check_import_options(self.name, options)
+        check_import_options(self.name, options, signature=True)
         if not source.exists():
             raise MissingFileError(f"{source} does not exist")
         if not source.is_dir():
@@ -107,10 +109,14 @@ class TFSavedModelFormat:
                 f"{source} is not a TensorFlow SavedModel: {_PROTO_FILENAME} is missing "
                 f"(found {sorted(p.name for p in source.iterdir()) or 'an empty directory'})"
             )
-        signature, _, _ = _open(source)
+        key = options.signature or SERVING_SIGNATURE
+        signature, _, _ = _open(source, key)
         framework = _saved_with(source) or _tf.framework()
         shutil.copytree(source, staging_dir / MODEL_DIRNAME)
-        return SavedArtifact(model_path=MODEL_DIRNAME, signature=signature, framework=framework)
+        chosen = None if key == SERVING_SIGNATURE else key
+        return SavedArtifact(
+            model_path=MODEL_DIRNAME, signature=signature, framework=framework, serving_signature=chosen
+        )
 
     def load(self, package_dir: Path, manifest: Manifest, *, threads: int | None = None) -> LoadedModel:
         """Load ``model_path`` with ``tf.saved_model.load`` and serve its ``serving_default`` signature."""
@@ -118,33 +124,33 @@ class TFSavedModelFormat:
         path = package_dir / manifest.model_path
         if not (path / _PROTO_FILENAME).is_file():
             raise LoadError(f"{path} is not a TensorFlow SavedModel directory: {_PROTO_FILENAME} is missing")
-        signature, loaded, function = _open(path)
+        signature, loaded, function = _open(path, manifest.serving_signature or SERVING_SIGNATURE)
         _tf.check_manifest_signature(path, manifest.signature, signature)
         return _tf.ConcreteFunctionModel(manifest.signature, function, positional=None, owner=loaded)
 
 
-def _open(path: Path) -> tuple[Signature, Any, Any]:
-    """Load the SavedModel at ``path``: its package signature, the loaded object and the serving function."""
+def _open(path: Path, key: str = SERVING_SIGNATURE) -> tuple[Signature, Any, Any]:
+    """Load the SavedModel at ``path``: its package signature, the loaded object and the function ``key``."""
     tf = _tf.import_tensorflow()
     try:
         loaded = tf.saved_model.load(str(path))
     except Exception as exc:  # corrupt protos and variables surface as many different TF and protobuf errors
         raise LoadError(f"cannot load the TensorFlow SavedModel {path}: {one_line_error(exc)}") from exc
     signatures = getattr(loaded, "signatures", None) or {}
-    if SERVING_SIGNATURE not in signatures:
-        raise LoadError(
-            f"{path} has no {SERVING_SIGNATURE!r} signature (it has {sorted(signatures) or 'no signatures'}); "
-            "export it with model.export(path, format='tf_saved_model') or pass "
-            "signatures={'serving_default': ...} to tf.saved_model.save"
-        )
-    function = signatures[SERVING_SIGNATURE]
+    if key not in signatures:
+        if not signatures:
+            advice = (
+                "export it with model.export(path, format='tf_saved_model') or pass "
+                "signatures={'serving_default': ...} to tf.saved_model.save"
+            )
+        else:
+            advice = f"choose one with --signature ({', '.join(sorted(signatures))})"
+        raise LoadError(f"{path} has no {key!r} signature (it has {sorted(signatures) or 'no signatures'}); {advice}")
+    function = signatures[key]
     try:
         signature = _tf.signature_of(function)
     except ValueError as exc:
-        raise LoadError(
-            f"{path}: the {SERVING_SIGNATURE!r} signature cannot be described in a package manifest: "
-            f"{one_line_error(exc)}"
-        ) from exc
+        raise LoadError(f"{path}: the {key!r} signature cannot be described in a package manifest: {exc}") from exc
     return signature, loaded, function
 
 
