@@ -180,8 +180,25 @@ def check_inputs(signature: Signature, inputs: Tensors) -> dict[str, np.ndarray]
                 array = array.astype(spec.dtype, casting="same_kind")
             except TypeError as exc:
                 raise PredictionError(f"input {spec.name!r} has dtype {array.dtype}; expected {spec.dtype}") from exc
+        if spec.valid_range is not None:
+            check_range(spec.name, array, spec.valid_range)
         checked[spec.name] = np.ascontiguousarray(array)
     return checked
+
+
+def check_range(name: str, array: np.ndarray, valid: tuple[int, int]) -> None:
+    """Refuse values outside the inclusive ``valid`` range, naming the first one and where it is.
+
+    Why it matters: PyTorch's embedding lookups refuse a negative id, but ONNX
+    ``Gather`` counts it from the end, silently answering for another row.
+    """
+    low, high = valid
+    outside = (array < low) | (array > high)
+    if array.size and bool(outside.any()):
+        index = tuple(int(i) for i in np.unravel_index(int(np.flatnonzero(outside)[0]), array.shape))
+        raise PredictionError(
+            f"input {name!r} holds {array[index].item()} at {list(index)}; valid values are {low} to {high}"
+        )
 
 
 def one_line_error(exc: BaseException, limit: int = 400) -> str:

@@ -427,6 +427,10 @@ def signature_from_onnx(path: Path) -> Signature:
     # Old exporters list initializers (weights) as graph inputs too; they have defaults and are not user inputs.
     weights = {init.name for init in graph.initializer}
     inputs = tuple(_value_spec(v, "input", path) for v in graph.input if v.name not in weights)
+    ranges = gathered_index_ranges(graph)
+    inputs = tuple(
+        spec.model_copy(update={"valid_range": ranges[spec.name]}) if spec.name in ranges else spec for spec in inputs
+    )
     outputs = tuple(_value_spec(v, "output", path) for v in graph.output)
     if not inputs or not outputs:
         raise UsageError(f"{path} declares no {'inputs' if not inputs else 'outputs'}; a servable model needs both")
@@ -440,6 +444,49 @@ def signature_from_onnx(path: Path) -> Signature:
                 spec.shape[0],
             )
     return Signature(inputs=inputs, outputs=outputs)
+
+
+#: Ops that pass index values through unchanged on their first input.
+_VALUE_PRESERVING_OPS = frozenset({"Cast", "Identity", "Reshape", "Unsqueeze", "Squeeze", "Flatten"})
+
+
+def gathered_index_ranges(graph: Any) -> dict[str, tuple[int, int]]:
+    """Integer graph inputs used as ``Gather`` indices into a weight table, with the table's valid row range.
+
+    ONNX ``Gather`` accepts negative indices and counts them from the end
+    (https://onnx.ai/onnx/operators/onnx__Gather.html: "negative value means
+    counting dimensions from the back"), where PyTorch's ``nn.Embedding``, which
+    exports to it, refuses them. Recording ``[0, rows - 1]`` in the signature lets
+    every request with an id outside the table be refused (a 400) instead of
+    silently answering for another row. Only the main graph is followed, through
+    ops that keep the values (casts, reshapes).
+    """
+    tables = {init.name: list(init.dims) for init in graph.initializer}
+    consumers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    ranges: dict[str, tuple[int, int]] = {}
+    for value in graph.input:
+        if value.name in tables or not value.type.HasField("tensor_type"):
+            continue
+        high: int | None = None
+        frontier, seen = [value.name], {value.name}
+        while frontier:
+            name = frontier.pop()
+            for node in consumers.get(name, []):
+                if node.op_type == "Gather" and list(node.input[1:2]) == [name] and node.input[0] in tables:
+                    dims = tables[node.input[0]]
+                    axis = next((int(a.i) for a in node.attribute if a.name == "axis"), 0)
+                    if dims and -len(dims) <= axis < len(dims):
+                        rows = int(dims[axis])
+                        high = rows - 1 if high is None else min(high, rows - 1)
+                elif node.op_type in _VALUE_PRESERVING_OPS and list(node.input[:1]) == [name]:
+                    frontier.extend(out for out in node.output if out not in seen)
+                    seen.update(node.output)
+        if high is not None and high >= 0:
+            ranges[value.name] = (0, high)
+    return ranges
 
 
 def _value_spec(value: Any, kind: str, path: Path) -> TensorSpec:

@@ -245,6 +245,10 @@ def signature_from_program(program: Any, where: str) -> Signature:
     nodes = {node.name: node for node in program.graph.nodes}
     positional, keywords = _call_plan(program, where)
     inputs = [_spec(name, nodes.get(name), "input", where) for name in [*positional, *keywords]]
+    ranges = embedding_index_ranges(program)
+    inputs = [
+        spec.model_copy(update={"valid_range": ranges[spec.name]}) if spec.name in ranges else spec for spec in inputs
+    ]
 
     output_nodes = []
     for output_spec in program.graph_signature.output_specs:
@@ -256,6 +260,27 @@ def signature_from_program(program: Any, where: str) -> Signature:
     names = _output_names(out_spec, len(output_nodes), where)
     outputs = [_spec(name, node, "output", where) for name, node in zip(names, output_nodes, strict=True)]
     return Signature(inputs=tuple(inputs), outputs=tuple(outputs))
+
+
+def embedding_index_ranges(program: Any) -> dict[str, tuple[int, int]]:
+    """User inputs that index an embedding table directly, with the table's valid row range.
+
+    Recorded in the signature so that every format refuses an id outside the
+    table the same way, before the model runs (see ``base.check_range``).
+    """
+    user_inputs = set(program.graph_signature.user_inputs)
+    ranges: dict[str, tuple[int, int]] = {}
+    for node in program.graph.nodes:
+        if node.op != "call_function" or node.target is not torch.ops.aten.embedding.default or len(node.args) < 2:
+            continue
+        weight, indices = node.args[0], node.args[1]
+        table = getattr(weight, "meta", {}).get("val")
+        name = getattr(indices, "name", None)
+        if isinstance(name, str) and name in user_inputs and isinstance(table, torch.Tensor) and table.ndim == 2:
+            high = int(table.shape[0]) - 1
+            if high >= 0:
+                ranges[name] = (0, min(high, ranges.get(name, (0, high))[1]))
+    return ranges
 
 
 def _output_names(out_spec: Any, count: int, where: str) -> list[str]:
