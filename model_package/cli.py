@@ -201,8 +201,28 @@ def _created(args: argparse.Namespace, manifest: Manifest) -> dict[str, Any]:
 
         report = verify_behaviour(args.out, manifest)
         result["max_abs_error"] = report.worst
+        if manifest.code is not None:
+            result["user_code"] = _verify_user_code(args.out, manifest)
     _log.info("package created", extra={"path": str(args.out), "files": len(manifest.files)})
     return result
+
+
+def _verify_user_code(package_dir: Path, manifest: Manifest, shown_as: str | None = None) -> str:
+    """Import and run the package's code/ with the serving entrypoint's own loader (see architecture.md).
+
+    The server's conventions for user code live in ``inference.user_code``; running that very code here,
+    rather than a second copy of the SageMaker toolkit rules, is what makes a green check mean servable.
+    """
+    from inference.user_code import verify_user_code
+
+    try:
+        ran = verify_user_code(package_dir, manifest)
+    except ModelPackageError as exc:
+        if shown_as is None:
+            raise
+        # A verified archive is unpacked into a temporary directory, which means nothing to the user.
+        raise type(exc)(str(exc).replace(f"{package_dir}/", shown_as)) from exc
+    return f"ok (example ran through {', '.join(ran)})" if ran else "ok (imported and loaded)"
 
 
 def _cmd_pack(args: argparse.Namespace) -> dict[str, Any]:
@@ -238,6 +258,9 @@ def _cmd_verify(args: argparse.Namespace) -> dict[str, Any]:
             report = verify_behaviour(package_dir, manifest)
             result["behaviour"] = "ok"
             result["max_abs_error"] = report.worst
+            if manifest.code is not None:
+                shown = None if package_dir == path else f"{path}:"
+                result["user_code"] = _verify_user_code(package_dir, manifest, shown)
     return result
 
 
