@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from model_package._version import __version__
-from model_package.errors import MissingFileError, UsageError
+from model_package.errors import MissingFileError, ModelPackageError, UsageError
 from model_package.example import save_arrays, synthesize_inputs, trim_rows
 from model_package.formats import SavedArtifact, get_format
 from model_package.formats.base import check_servable
@@ -63,7 +63,14 @@ def build_package(out_dir: Path, spec: PackageSpec, stage: Stager, *, overwrite:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     try:
-        staged = stage(staging)
+        try:
+            staged = stage(staging)
+        except ModelPackageError as exc:
+            # The staging directory is deleted below: an error naming it would point at nothing.
+            text = str(exc)
+            if str(staging) not in text:
+                raise
+            raise type(exc)(text.replace(f"{staging}/", "").replace(str(staging), "the exported model")) from exc
         if isinstance(staged, tuple):
             artifact, reference = staged
             spec = replace(spec, expected_outputs=reference)

@@ -167,3 +167,16 @@ def test_a_forward_taking_one_dict_of_tensors_is_packaged_with_its_keys_as_input
             live = model({name: torch.from_numpy(array) for name, array in inputs.items()})["sentence_embedding"]
         np.testing.assert_allclose(loaded.predict(inputs)["sentence_embedding"], live.numpy(), atol=ATOL)
     assert model.training is False  # the adapter leaves the user's model as it found it
+
+
+def test_export_errors_never_name_the_deleted_staging_directory(tmp_path: Path) -> None:
+    from model_package.builder import PackageSpec, build_package
+    from model_package.errors import ExportError
+
+    def stage(staging: Path) -> Any:
+        raise ExportError(f"cannot read {staging}/model.onnx: input 'x' has no declared rank")
+
+    spec = PackageSpec(name="m", version="1", format="onnx", example_inputs=_features())
+    with pytest.raises(ExportError) as caught:
+        build_package(tmp_path / "pkg", spec, stage)
+    assert str(caught.value) == "cannot read model.onnx: input 'x' has no declared rank"
