@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from model_package._version import __version__
-from model_package.errors import MissingFileError, UsageError
+from model_package.errors import MissingFileError, ModelPackageError, UsageError
 from model_package.example import save_arrays, synthesize_inputs, trim_rows
 from model_package.formats import SavedArtifact, get_format
+from model_package.formats.base import check_servable
 from model_package.hashing import sha256_file
 from model_package.manifest import (
     MANIFEST_FILENAME,
@@ -62,7 +63,14 @@ def build_package(out_dir: Path, spec: PackageSpec, stage: Stager, *, overwrite:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     try:
-        staged = stage(staging)
+        try:
+            staged = stage(staging)
+        except ModelPackageError as exc:
+            # The staging directory is deleted below: an error naming it would point at nothing.
+            text = str(exc)
+            if str(staging) not in text:
+                raise
+            raise type(exc)(text.replace(f"{staging}/", "").replace(str(staging), "the exported model")) from exc
         if isinstance(staged, tuple):
             artifact, reference = staged
             spec = replace(spec, expected_outputs=reference)
@@ -79,6 +87,7 @@ def build_package(out_dir: Path, spec: PackageSpec, stage: Stager, *, overwrite:
 
 
 def _finish(staging: Path, spec: PackageSpec, artifact: SavedArtifact) -> Manifest:
+    check_servable(artifact.signature)
     example = Example(rtol=spec.rtol, atol=spec.atol)
     if spec.example_inputs is not None:
         inputs = trim_rows(spec.example_inputs)
@@ -100,6 +109,7 @@ def _finish(staging: Path, spec: PackageSpec, artifact: SavedArtifact) -> Manife
         format=spec.format,  # type: ignore[arg-type]  # validated by pydantic
         framework=artifact.framework,
         model_path=artifact.model_path,
+        serving_signature=artifact.serving_signature,
         signature=artifact.signature,
         example=example,
         code=code,
@@ -133,6 +143,7 @@ def _predict_with_saved_artifact(
         format=spec.format,  # type: ignore[arg-type]
         framework=artifact.framework,
         model_path=artifact.model_path,
+        serving_signature=artifact.serving_signature,
         signature=artifact.signature,
         example=example.model_copy(update={"outputs": example.inputs}),
         code=code,

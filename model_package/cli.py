@@ -80,6 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("factory", help="'package.module:function' or 'file.py:function' returning (model, example_inputs)")
     _add_package_options(p)
     p.add_argument("--format", choices=MODEL_FORMATS, help="default: torch_export (PyTorch), tf_savedmodel (Keras)")
+    _add_dynamic_axes_option(p)
     p.set_defaults(handler=_cmd_export)
 
     p = add("import", "package an already-saved artifact (.pt2, TorchScript, SavedModel dir, .keras, .onnx)")
@@ -88,6 +89,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=MODEL_FORMATS, help="default: detected from the artifact")
     p.add_argument("--example-inputs", type=Path, help=".npz of named example inputs (required for TorchScript)")
     p.add_argument("--expected-outputs", type=Path, help=".npz of the outputs the example must produce")
+    _add_dynamic_axes_option(p)
+    p.add_argument("--signature", help="SavedModel signature to serve (default: serving_default)")
     p.set_defaults(handler=_cmd_import)
 
     p = add("pack", "write the deterministic model.tar.gz of a package directory and print its digest")
@@ -120,6 +123,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_dynamic_axes_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--dynamic-axes",
+        action="append",
+        default=[],
+        metavar="NAME=AXES",
+        help="input axes besides the batch whose size may vary, e.g. candidates=1 (repeatable; NAME= keeps NAME "
+        "fixed). input_ids, attention_mask, token_type_ids, position_ids get axis 1 unless declared",
+    )
+
+
 def _add_package_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", required=True, help="package name (lowercase letters, digits, . _ -)")
     p.add_argument("--version", dest="package_version", required=True, help="package version, e.g. 1.2.0")
@@ -132,14 +146,17 @@ def _add_package_options(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> dict[str, Any]:
+    from model_package.dynamic_axes import parse_dynamic_axes
     from model_package.export import export_model, load_factory
 
-    model, inputs = load_factory(args.factory)
+    declared = parse_dynamic_axes(args.dynamic_axes)
+    factory = load_factory(args.factory)
     _log.info("exporting", extra={"factory": args.factory, "format": args.format or "default"})
     manifest = export_model(
-        model,
-        inputs,
+        factory.model,
+        factory.example_inputs,
         args.out,
+        dynamic_axes={**(factory.dynamic_axes or {}), **declared},
         name=args.name,
         version=args.package_version,
         format=args.format,
@@ -152,9 +169,11 @@ def _cmd_export(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_import(args: argparse.Namespace) -> dict[str, Any]:
+    from model_package.dynamic_axes import parse_dynamic_axes
     from model_package.example import load_arrays
     from model_package.export import import_artifact
 
+    declared = parse_dynamic_axes(args.dynamic_axes)
     inputs = load_arrays(_existing(args.example_inputs)) if args.example_inputs else None
     expected = load_arrays(_existing(args.expected_outputs)) if args.expected_outputs else None
     manifest = import_artifact(
@@ -165,6 +184,8 @@ def _cmd_import(args: argparse.Namespace) -> dict[str, Any]:
         format=args.format,
         example_inputs=inputs,
         expected_outputs=expected,
+        dynamic_axes=declared,
+        signature=args.signature,
         code_dir=args.code,
         rtol=args.rtol,
         atol=args.atol,
@@ -180,8 +201,28 @@ def _created(args: argparse.Namespace, manifest: Manifest) -> dict[str, Any]:
 
         report = verify_behaviour(args.out, manifest)
         result["max_abs_error"] = report.worst
+        if manifest.code is not None:
+            result["user_code"] = _verify_user_code(args.out, manifest)
     _log.info("package created", extra={"path": str(args.out), "files": len(manifest.files)})
     return result
+
+
+def _verify_user_code(package_dir: Path, manifest: Manifest, shown_as: str | None = None) -> str:
+    """Import and run the package's code/ with the serving entrypoint's own loader (see architecture.md).
+
+    The server's conventions for user code live in ``inference.user_code``; running that very code here,
+    rather than a second copy of the SageMaker toolkit rules, is what makes a green check mean servable.
+    """
+    from inference.user_code import verify_user_code
+
+    try:
+        ran = verify_user_code(package_dir, manifest)
+    except ModelPackageError as exc:
+        if shown_as is None:
+            raise
+        # A verified archive is unpacked into a temporary directory, which means nothing to the user.
+        raise type(exc)(str(exc).replace(f"{package_dir}/", shown_as)) from exc
+    return f"ok (example ran through {', '.join(ran)})" if ran else "ok (imported and loaded)"
 
 
 def _cmd_pack(args: argparse.Namespace) -> dict[str, Any]:
@@ -217,6 +258,9 @@ def _cmd_verify(args: argparse.Namespace) -> dict[str, Any]:
             report = verify_behaviour(package_dir, manifest)
             result["behaviour"] = "ok"
             result["max_abs_error"] = report.worst
+            if manifest.code is not None:
+                shown = None if package_dir == path else f"{path}:"
+                result["user_code"] = _verify_user_code(package_dir, manifest, shown)
     return result
 
 

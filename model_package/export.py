@@ -5,15 +5,17 @@ from __future__ import annotations
 import importlib
 import inspect
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
 import numpy as np
 
 from model_package.builder import PackageSpec, build_package
+from model_package.dynamic_axes import resolve_dynamic_axes, warn_fixed_axes
 from model_package.errors import ExportError, MissingFileError, UnknownFormatError, UsageError
-from model_package.formats import ExportableFormat, detect_format, get_format
+from model_package.formats import ExportableFormat, ImportOptions, detect_format, get_format
 from model_package.manifest import Manifest
 
 #: Which formats each framework's live models can be exported to; the first is the default.
@@ -49,12 +51,16 @@ def export_model(
     atol: float = 1e-5,
     metadata: Mapping[str, str] | None = None,
     overwrite: bool = False,
+    dynamic_axes: Mapping[str, Sequence[int]] | None = None,
 ) -> Manifest:
     """Export a live PyTorch or Keras model into the package directory ``out_dir``.
 
     ``example_inputs`` maps each model input name (a ``forward`` parameter for
     PyTorch, a Keras ``Input`` name) to a small batch; its outputs from the live
-    model become the package's expected outputs.
+    model become the package's expected outputs. The batch axis is always
+    dynamic; ``dynamic_axes`` (input name -> axes) declares others, on top of
+    what :mod:`model_package.dynamic_axes` detects (a declaration for an input
+    replaces detection for it).
     """
     framework = framework_of(model)
     allowed = EXPORT_FORMATS[framework]
@@ -64,6 +70,8 @@ def export_model(
             f"a {framework} model cannot be exported as {chosen!r}; choose one of: {', '.join(allowed)}"
         )
     inputs = _as_named_arrays(example_inputs)
+    # Keras models say which axes vary (None in keras.Input); torch models only have the example arrays.
+    axes = resolve_dynamic_axes(inputs, dynamic_axes, detect=framework == "torch")
     exporter = cast(ExportableFormat, get_format(chosen))
     spec = PackageSpec(
         name=name,
@@ -76,7 +84,11 @@ def export_model(
         source=f"{type(model).__module__}.{type(model).__qualname__}",
         metadata=dict(metadata or {}),
     )
-    return build_package(out_dir, spec, lambda staging: exporter.save(model, inputs, staging), overwrite=overwrite)
+    manifest = build_package(
+        out_dir, spec, lambda staging: exporter.save(model, inputs, staging, dynamic_axes=axes), overwrite=overwrite
+    )
+    warn_fixed_axes(manifest.signature, name)
+    return manifest
 
 
 def import_artifact(
@@ -93,23 +105,33 @@ def import_artifact(
     atol: float = 1e-5,
     metadata: Mapping[str, str] | None = None,
     overwrite: bool = False,
+    dynamic_axes: Mapping[str, Sequence[int]] | None = None,
+    signature: str | None = None,
 ) -> Manifest:
     """Package an already-saved artifact without its Python class.
 
     Without ``expected_outputs`` the artifact's own outputs on the example
     become the reference (the package then verifies it loads and runs
     identically wherever it goes). Without ``example_inputs`` a deterministic
-    example is synthesized from the signature.
+    example is synthesized from the signature. ``dynamic_axes`` applies to
+    TorchScript files (the only format that records no shapes; detection as
+    for exports); ``signature`` chooses a SavedModel's signature.
     """
     if not source.exists():
         raise MissingFileError(f"{source} does not exist")
     chosen = format or detect_format(source)
     fmt = get_format(chosen)
+    examples = _as_named_arrays(example_inputs) if example_inputs is not None else None
+    if chosen == "torchscript" and examples is not None:
+        axes = resolve_dynamic_axes(examples, dynamic_axes)
+    else:
+        axes = {name: tuple(int(a) for a in dims) for name, dims in (dynamic_axes or {}).items() if dims}
+    options = ImportOptions(dynamic_axes=axes, signature=signature)
     spec = PackageSpec(
         name=name,
         version=version,
         format=chosen,
-        example_inputs=_as_named_arrays(example_inputs) if example_inputs is not None else None,
+        example_inputs=examples,
         expected_outputs=_as_named_arrays(expected_outputs) if expected_outputs is not None else None,
         code_dir=code_dir,
         rtol=rtol,
@@ -117,13 +139,32 @@ def import_artifact(
         source=str(source),
         metadata=dict(metadata or {}),
     )
-    return build_package(
-        out_dir, spec, lambda staging: fmt.import_artifact(source, staging, spec.example_inputs), overwrite=overwrite
+    manifest = build_package(
+        out_dir,
+        spec,
+        lambda staging: fmt.import_artifact(source, staging, spec.example_inputs, options),
+        overwrite=overwrite,
     )
+    warn_fixed_axes(manifest.signature, name)
+    return manifest
 
 
-def load_factory(reference: str) -> tuple[object, dict[str, np.ndarray]]:
-    """Call ``module:function`` (or ``path/to/file.py:function``) and return ``(model, example_inputs)``."""
+@dataclass(frozen=True)
+class Factory:
+    """What an export factory returned."""
+
+    model: object
+    example_inputs: dict[str, np.ndarray]
+    dynamic_axes: dict[str, tuple[int, ...]] | None = None
+
+
+def load_factory(reference: str) -> Factory:
+    """Call ``module:function`` (or ``path/to/file.py:function``).
+
+    The function returns ``(model, example_inputs)`` or ``(model, example_inputs,
+    dynamic_axes)``, where ``dynamic_axes`` maps input names to the non-batch
+    axes whose size may vary (``{"candidates": [1]}``).
+    """
     module_name, _, attr = reference.partition(":")
     if not module_name or not attr:
         raise UsageError(f"factory {reference!r} must look like 'package.module:function' or 'file.py:function'")
@@ -150,10 +191,27 @@ def load_factory(reference: str) -> tuple[object, dict[str, np.ndarray]]:
         result = factory()
     except Exception as exc:
         raise ExportError(f"factory {reference} raised {type(exc).__name__}: {exc}") from exc
-    if not (isinstance(result, tuple) and len(result) == 2):
-        raise UsageError(f"factory {reference} must return (model, example_inputs), got {type(result).__name__}")
-    model, inputs = result
-    return model, _as_named_arrays(inputs)
+    if not (isinstance(result, tuple) and len(result) in (2, 3)):
+        raise UsageError(
+            f"factory {reference} must return (model, example_inputs) or (model, example_inputs, dynamic_axes), "
+            f"got {type(result).__name__}"
+        )
+    axes = _as_axes(result[2], reference) if len(result) == 3 else None
+    return Factory(model=result[0], example_inputs=_as_named_arrays(result[1]), dynamic_axes=axes)
+
+
+def _as_axes(value: object, reference: str) -> dict[str, tuple[int, ...]]:
+    """A factory's dynamic axes as a plain dict, with a message saying the expected shape when it is not."""
+    expected = "a dict of input name -> list of axes, e.g. {'candidates': [1]}"
+    if not isinstance(value, Mapping):
+        raise UsageError(f"factory {reference}: dynamic_axes must be {expected}, got {type(value).__name__}")
+    axes: dict[str, tuple[int, ...]] = {}
+    for name, given in value.items():
+        dims = [given] if isinstance(given, int) else given
+        if not isinstance(name, str) or not isinstance(dims, Sequence) or not all(isinstance(d, int) for d in dims):
+            raise UsageError(f"factory {reference}: dynamic_axes must be {expected}, got {value!r}")
+        axes[name] = tuple(dims)
+    return axes
 
 
 def _as_named_arrays(arrays: object) -> dict[str, np.ndarray]:

@@ -20,7 +20,7 @@ from model_package.errors import ManifestError, UnsupportedSchemaVersionError
 
 MANIFEST_FILENAME = "manifest.json"
 SCHEMA_MAJOR = 1
-SCHEMA_MINOR = 0
+SCHEMA_MINOR = 1
 SCHEMA_VERSION = f"{SCHEMA_MAJOR}.{SCHEMA_MINOR}"
 
 #: The formats a package can hold; each has exactly one module in ``model_package.formats``.
@@ -63,6 +63,9 @@ class TensorSpec(_Model):
     name: str = Field(min_length=1)
     dtype: str
     shape: tuple[int, ...]
+    valid_range: tuple[int, int] | None = None
+    """Schema 1.1, integer inputs: the inclusive ``[low, high]`` every value must lie in, such as the rows
+    of the embedding table an id indexes; requests outside it are refused before the model runs."""
 
     @field_validator("dtype")
     @classmethod
@@ -76,6 +79,13 @@ class TensorSpec(_Model):
     def _valid_dims(cls, value: tuple[int, ...]) -> tuple[int, ...]:
         if any(dim < -1 for dim in value):
             raise ValueError(f"shape {list(value)} has a dimension below -1; use -1 for dynamic")
+        return value
+
+    @field_validator("valid_range")
+    @classmethod
+    def _ordered_range(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        if value is not None and value[0] > value[1]:
+            raise ValueError(f"valid_range {list(value)} must be [low, high] with low <= high")
         return value
 
 
@@ -155,6 +165,8 @@ class Manifest(_Model):
     files: tuple[FileEntry, ...]
     created: Creation
     metadata: dict[str, str] = Field(default_factory=dict)
+    serving_signature: str | None = None
+    """Schema 1.1: the SavedModel signature key served, when not ``serving_default`` (tf_savedmodel only)."""
 
     @field_validator("name")
     @classmethod

@@ -11,6 +11,7 @@ import numpy as np
 from model_package.errors import BehaviourMismatchError, IntegrityError
 from model_package.example import load_arrays
 from model_package.formats import LoadedModel, get_format
+from model_package.formats.base import check_servable
 from model_package.hashing import ProgressCallback, sha256_file
 from model_package.manifest import MANIFEST_FILENAME, Manifest, read_manifest
 
@@ -103,6 +104,7 @@ def verify_behaviour(
     manifest's tolerance, reporting the largest absolute error.
     """
     manifest = manifest or read_manifest(package_dir)
+    check_servable(manifest.signature)
     if model is None:
         model = get_format(manifest.format).load(package_dir, manifest, threads=threads)
     inputs = load_arrays(package_dir / manifest.example.inputs)

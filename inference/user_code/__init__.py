@@ -47,10 +47,12 @@ gets its own :class:`RequestContext`, so contexts are never shared.
 from inference.user_code.context import CUSTOM_ATTRIBUTES_HEADER, RequestContext
 from inference.user_code.invocation import UserCodeHandler
 from inference.user_code.requirements import install_requirements
+from inference.user_code.verification import verify_user_code
 
 __all__ = [
     "CUSTOM_ATTRIBUTES_HEADER",
     "RequestContext",
     "UserCodeHandler",
     "install_requirements",
+    "verify_user_code",
 ]

@@ -12,6 +12,7 @@ from pathlib import Path
 from model_package.errors import MissingFileError, UnknownFormatError
 from model_package.formats.base import (
     ExportableFormat,
+    ImportOptions,
     LoadedModel,
     ModelFormat,
     SavedArtifact,
@@ -22,6 +23,7 @@ from model_package.manifest import MODEL_FORMATS
 
 __all__ = [
     "ExportableFormat",
+    "ImportOptions",
     "LoadedModel",
     "ModelFormat",
     "SavedArtifact",

@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from model_package import dynamic_axes
+from model_package.dynamic_axes import DynamicAxes
 from model_package.errors import (
     ExportError,
     LoadError,
@@ -117,7 +119,13 @@ def tensor_spec(name: str, spec: Any) -> TensorSpec:
         raise ValueError(f"{name!r} is a {type(spec).__name__}; only dense tensors are supported")
     shape = tf.TensorShape(spec.shape)
     if shape.rank is None:
-        raise ValueError(f"{name!r} has unknown rank; packages need at least the number of dimensions")
+        dtype = tf.as_dtype(spec.dtype).name
+        raise ValueError(
+            f"{name!r} has unknown rank (TensorSpec(None)), and a package must say how many dimensions each input "
+            f"has, with None for the sizes that vary. Re-save the SavedModel with a concrete function of known "
+            f"rank, e.g. signatures={{'serving_default': f.get_concrete_function(tf.TensorSpec([None, None], "
+            f"tf.{dtype}, name={name!r}))}} for a batch of rows of any length"
+        )
     dims = tuple(-1 if dim is None else int(dim) for dim in shape.as_list())
     return TensorSpec(name=name, dtype=dtype_name(spec.dtype), shape=dims)
 
@@ -253,6 +261,36 @@ def batch_dynamic(shape: Sequence[int | None]) -> tuple[int | None, ...]:
     return (None, *dims[1:]) if dims else dims
 
 
+def dynamic_dims_or_minus_one(shape: Sequence[int | None]) -> tuple[int, ...]:
+    """A Keras shape in manifest terms: ``None`` becomes ``-1``."""
+    return tuple(-1 if dim is None else int(dim) for dim in shape)
+
+
+def check_declared_axes_are_none(specs: Sequence[TensorSpec], axes: DynamicAxes) -> None:
+    """Refuse declared dynamic axes that the model's ``keras.Input`` fixes.
+
+    Keras checks every call against its ``keras.Input`` shapes, so the live
+    model itself refuses another length there; only the ``keras.Input`` can
+    make the axis dynamic.
+    """
+    fixed = [
+        f"{spec.name}[{axis}]={spec.shape[axis]}"
+        for spec in specs
+        for axis in axes.get(spec.name, ())
+        if axis < len(spec.shape) and spec.shape[axis] != -1
+    ]
+    if fixed:
+        raise UsageError(
+            f"the model's keras.Input shapes fix {', '.join(fixed)}, and Keras refuses other sizes there; build "
+            "those inputs with None on the axes that vary, e.g. keras.Input(shape=(None,), dtype='int32')"
+        )
+
+
+def dynamic_dims(shape: Sequence[int | None], axes: Sequence[int]) -> tuple[int | None, ...]:
+    """A Keras/TF shape with its batch dimension and ``axes`` unknown (``None``)."""
+    return tuple(None if index in axes else dim for index, dim in enumerate(batch_dynamic(shape)))
+
+
 def run_keras_model(
     model: Any, signature: Signature, inputs: Tensors, call_order: Sequence[str]
 ) -> dict[str, np.ndarray]:
@@ -300,6 +338,27 @@ def check_batch_generalizes(
         loaded,
         fmt=fmt,
         advice="try the 'tf_savedmodel' format",
+    )
+
+
+def check_axes_generalize(
+    model: Any,
+    signature: Signature,
+    example_inputs: Tensors,
+    call_order: Sequence[str],
+    loaded: LoadedModel,
+    *,
+    axes: DynamicAxes,
+    fmt: str,
+) -> None:
+    """Compare the saved artifact with the live Keras model with the dynamic axes one longer (see dynamic_axes)."""
+    dynamic_axes.check_axes_generalize(
+        lambda arrays: run_keras_model(model, signature, arrays, call_order),
+        loaded.predict,
+        {name: example_inputs[name] for name in call_order},
+        axes,
+        fmt=fmt,
+        advice="build the keras.Input with None on those axes, e.g. keras.Input(shape=(None,))",
     )
 
 
@@ -379,22 +438,32 @@ class ConcreteFunctionModel:
             raise ModelExecutionError(f"TensorFlow failed to run the model: {one_line_error(exc)}") from exc
 
 
-def export_input_signature(model: Any, example_inputs: Tensors) -> tuple[list[Any], list[str]]:
+def export_input_signature(
+    model: Any, example_inputs: Tensors, axes: DynamicAxes | None = None
+) -> tuple[list[Any], list[str]]:
     """The ``input_signature`` for ``model.export`` and the input names in ``model.inputs`` order.
 
     Keras would name signature inputs after the live input *tensors*, which for
     an unnamed ``keras.Input`` is a session-dependent ``keras_tensor_N``; naming
     them after their ``InputLayer`` instead gives the names a reloaded ``.keras``
     model has, so both TF formats agree. The batch dimension is made dynamic
-    here, whatever ``batch_size`` the model was built with.
+    here, whatever ``batch_size`` the model was built with, and so are the
+    declared dynamic ``axes`` (``None`` dimensions).
     """
     tf = import_tensorflow()
     keras = import_keras()
     try:
         tensors = keras_input_tensors(model)
     except ValueError:
-        return _subclassed_input_signature(model, example_inputs)
+        return _subclassed_input_signature(model, example_inputs, axes or {})
     names = [keras_input_name(tensor) for tensor in tensors]
+    check_declared_axes_are_none(
+        [
+            TensorSpec(name=n, dtype="float32", shape=dynamic_dims_or_minus_one(t.shape))
+            for n, t in zip(names, tensors, strict=True)
+        ],
+        axes or {},
+    )
     specs = [
         tf.TensorSpec(batch_dynamic(tensor.shape), tensor.dtype, name=name)
         for tensor, name in zip(tensors, names, strict=True)
@@ -405,7 +474,7 @@ def export_input_signature(model: Any, example_inputs: Tensors) -> tuple[list[An
     return [keras.tree.pack_sequence_as(model.input, specs)], names
 
 
-def _subclassed_input_signature(model: Any, example_inputs: Tensors) -> tuple[list[Any], list[str]]:
+def _subclassed_input_signature(model: Any, example_inputs: Tensors, axes: DynamicAxes) -> tuple[list[Any], list[str]]:
     """A subclassed model has no named inputs: its single input is named after the example array."""
     tf = import_tensorflow()
     if len(example_inputs) != 1:
@@ -417,4 +486,4 @@ def _subclassed_input_signature(model: Any, example_inputs: Tensors) -> tuple[li
     ((name, array),) = example_inputs.items()
     array = np.asarray(array)
     dtype = getattr(model, "input_dtype", None) or array.dtype
-    return [tf.TensorSpec(batch_dynamic(array.shape), dtype, name=name)], [name]
+    return [tf.TensorSpec(dynamic_dims(array.shape, axes.get(name, ())), dtype, name=name)], [name]

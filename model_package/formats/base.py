@@ -10,13 +10,14 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from model_package.errors import ExportError, InvalidInputError, PredictionError
+from model_package.dynamic_axes import DynamicAxes
+from model_package.errors import ExportError, InvalidInputError, LoadError, PredictionError, UsageError
 from model_package.manifest import Framework, Manifest, Signature
 
 _log = logging.getLogger(__name__)
@@ -37,6 +38,35 @@ class SavedArtifact:
     """Path of the model file or directory, relative to the staging directory."""
     signature: Signature
     framework: Framework
+    serving_signature: str | None = None
+    """The SavedModel signature key the package serves, when not the default ``serving_default``."""
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    """Choices an import may need beyond the artifact itself; each format says which it supports."""
+
+    dynamic_axes: DynamicAxes = field(default_factory=dict)
+    """Non-batch input axes whose size may vary (only for formats whose files record no shapes)."""
+    signature: str | None = None
+    """Which SavedModel signature to serve (default ``serving_default``)."""
+
+
+def check_import_options(
+    fmt: str, options: ImportOptions, *, dynamic_axes: bool = False, signature: bool = False
+) -> None:
+    """Refuse options ``fmt`` cannot honour, saying why, instead of silently ignoring them."""
+    if options.dynamic_axes and not dynamic_axes:
+        raise UsageError(
+            f"--dynamic-axes cannot change a {fmt} artifact: it records its own input shapes. Re-export it with "
+            "those axes dynamic (model-package export --dynamic-axes NAME=AXIS, or the exporter's own option)"
+        )
+    if options.signature is not None and not signature:
+        raise UsageError(f"--signature applies to TensorFlow SavedModels; a {fmt} artifact has one entry point")
+
+
+#: The default: no options.
+NO_OPTIONS = ImportOptions()
 
 
 class LoadedModel(Protocol):
@@ -59,11 +89,14 @@ class ModelFormat(Protocol):
 
     name: str
 
-    def import_artifact(self, source: Path, staging_dir: Path, example_inputs: Tensors | None) -> SavedArtifact:
+    def import_artifact(
+        self, source: Path, staging_dir: Path, example_inputs: Tensors | None, options: ImportOptions = ...
+    ) -> SavedArtifact:
         """Copy an already-saved artifact into ``staging_dir`` under its canonical name and describe it.
 
         ``example_inputs`` is only needed by formats whose files do not record
-        their signature (TorchScript); others ignore it.
+        their signature (TorchScript); others ignore it. ``options`` the format
+        cannot honour are refused with :func:`check_import_options`.
         """
         ...
 
@@ -76,14 +109,38 @@ class ExportableFormat(ModelFormat, Protocol):
     """A format that can also be written from a live, in-memory model."""
 
     def save(
-        self, model: Any, example_inputs: Tensors, staging_dir: Path
+        self, model: Any, example_inputs: Tensors, staging_dir: Path, *, dynamic_axes: DynamicAxes | None = None
     ) -> tuple[SavedArtifact, dict[str, np.ndarray]]:
-        """Export ``model`` into ``staging_dir`` with a dynamic batch dimension.
+        """Export ``model`` into ``staging_dir`` with a dynamic batch dimension and the given ``dynamic_axes``.
 
+        ``dynamic_axes`` maps input names to further axes whose size may vary
+        (resolved by :func:`model_package.dynamic_axes.resolve_dynamic_axes`).
         Returns what was written and the *live* model's outputs on
         ``example_inputs`` (the reference the package is verified against).
         """
         ...
+
+
+def check_servable(signature: Signature) -> None:
+    """Refuse signatures the server cannot serve, so that import, export and verify fail instead of every request.
+
+    The server batches requests along the first axis of every input and splits
+    results along the first axis of every output, so a scalar (shape ``[]``)
+    input or output can never be served.
+    """
+    scalars = [
+        f"{kind} {spec.name!r}"
+        for kind, specs in (("input", signature.inputs), ("output", signature.outputs))
+        for spec in specs
+        if not spec.shape
+    ]
+    if scalars:
+        raise LoadError(
+            f"the model's {', '.join(scalars)} {'is a scalar' if len(scalars) == 1 else 'are scalars'} (shape []), "
+            "but the server batches requests along the first axis of every input and output, so no request could "
+            "be answered. Give each a leading batch dimension of None, e.g. tf.TensorSpec([None], tf.float32, "
+            "name='x') in the signature's input_signature (one value per row)"
+        )
 
 
 def check_inputs(signature: Signature, inputs: Tensors) -> dict[str, np.ndarray]:
@@ -123,8 +180,25 @@ def check_inputs(signature: Signature, inputs: Tensors) -> dict[str, np.ndarray]
                 array = array.astype(spec.dtype, casting="same_kind")
             except TypeError as exc:
                 raise InvalidInputError(f"input {spec.name!r} has dtype {array.dtype}; expected {spec.dtype}") from exc
+        if spec.valid_range is not None:
+            check_range(spec.name, array, spec.valid_range)
         checked[spec.name] = np.ascontiguousarray(array)
     return checked
+
+
+def check_range(name: str, array: np.ndarray, valid: tuple[int, int]) -> None:
+    """Refuse values outside the inclusive ``valid`` range, naming the first one and where it is.
+
+    Why it matters: PyTorch's embedding lookups refuse a negative id, but ONNX
+    ``Gather`` counts it from the end, silently answering for another row.
+    """
+    low, high = valid
+    outside = (array < low) | (array > high)
+    if array.size and bool(outside.any()):
+        index = tuple(int(i) for i in np.unravel_index(int(np.flatnonzero(outside)[0]), array.shape))
+        raise InvalidInputError(
+            f"input {name!r} holds {array[index].item()} at {list(index)}; valid values are {low} to {high}"
+        )
 
 
 def one_line_error(exc: BaseException, limit: int = 400) -> str:

@@ -22,9 +22,19 @@ from typing import Any
 
 import numpy as np
 
+from model_package.dynamic_axes import DynamicAxes
 from model_package.errors import ExportError, LoadError, MissingFileError, ModelPackageError, UsageError
 from model_package.formats import _tensorflow as _tf
-from model_package.formats.base import ExportableFormat, LoadedModel, SavedArtifact, Tensors, one_line_error
+from model_package.formats.base import (
+    NO_OPTIONS,
+    ExportableFormat,
+    ImportOptions,
+    LoadedModel,
+    SavedArtifact,
+    Tensors,
+    check_import_options,
+    one_line_error,
+)
 from model_package.manifest import Manifest, Signature
 
 #: The model file, relative to the package root.
@@ -37,7 +47,7 @@ class KerasFormat:
     name = "keras"
 
     def save(
-        self, model: Any, example_inputs: Tensors, staging_dir: Path
+        self, model: Any, example_inputs: Tensors, staging_dir: Path, *, dynamic_axes: DynamicAxes | None = None
     ) -> tuple[SavedArtifact, dict[str, np.ndarray]]:
         """Save a live Keras 3 model with ``model.save`` to ``model.keras``.
 
@@ -65,15 +75,19 @@ class KerasFormat:
         # The reloaded model lists its inputs in the live model's call order.
         call_order = [spec.name for spec in signature.inputs]
         _tf.check_example_names(call_order, example_inputs)
+        _tf.check_declared_axes_are_none(signature.inputs, dynamic_axes or {})
         reference = _tf.run_keras_model(model, signature, example_inputs, call_order)
         _tf.check_reference_names(signature, reference)
         return SavedArtifact(model_path=MODEL_FILENAME, signature=signature, framework=_tf.framework()), reference
 
-    def import_artifact(self, source: Path, staging_dir: Path, example_inputs: Tensors | None) -> SavedArtifact:
+    def import_artifact(
+        self, source: Path, staging_dir: Path, example_inputs: Tensors | None, options: ImportOptions = NO_OPTIONS
+    ) -> SavedArtifact:
         """Copy a ``.keras`` file into ``staging_dir/model.keras``; the signature comes from the model's inputs/outputs.
 
         ``example_inputs`` is ignored: a ``.keras`` file records its inputs.
         """
+        check_import_options(self.name, options)
         if not source.exists():
             raise MissingFileError(f"{source} does not exist")
         if not source.is_file() or source.suffix.lower() != ".keras":

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from model_package.dynamic_axes import DynamicAxes
 from model_package.errors import (
     ExportError,
     LoadError,
@@ -42,10 +43,13 @@ from model_package.errors import (
     UsageError,
 )
 from model_package.formats.base import (
+    NO_OPTIONS,
     ExportableFormat,
+    ImportOptions,
     LoadedModel,
     SavedArtifact,
     Tensors,
+    check_import_options,
     check_inputs,
     numpy_dtype_name,
     one_line_error,
@@ -77,7 +81,7 @@ class OnnxFormat:
     name = "onnx"
 
     def save(
-        self, model: Any, example_inputs: Tensors, staging_dir: Path
+        self, model: Any, example_inputs: Tensors, staging_dir: Path, *, dynamic_axes: DynamicAxes | None = None
     ) -> tuple[SavedArtifact, dict[str, np.ndarray]]:
         """Export a live ``torch.nn.Module`` or Keras 3 model to ``model.onnx`` with a dynamic batch dimension.
 
@@ -88,12 +92,13 @@ class OnnxFormat:
         # Deferred: model_package.export sits above the formats and imports them.
         from model_package.export import framework_of
 
+        axes = dynamic_axes or {}
         if framework_of(model) == "tensorflow":
-            return self._save_keras(model, example_inputs, staging_dir)
-        return self._save_torch(model, example_inputs, staging_dir)
+            return self._save_keras(model, example_inputs, staging_dir, axes)
+        return self._save_torch(model, example_inputs, staging_dir, axes)
 
     def _save_torch(
-        self, model: Any, example_inputs: Tensors, staging_dir: Path
+        self, model: Any, example_inputs: Tensors, staging_dir: Path, axes: DynamicAxes
     ) -> tuple[SavedArtifact, dict[str, np.ndarray]]:
         """Export a ``torch.nn.Module``.
 
@@ -102,13 +107,13 @@ class OnnxFormat:
         """
         from model_package.formats import _torch  # imports torch, only needed to export
 
-        names = _torch.ordered_input_names(model, example_inputs)
+        model, names = _torch.prepare_model(model, example_inputs)
         reference = _torch.reference_outputs(model, names, example_inputs)
         output_names = list(reference)
         path = staging_dir / MODEL_FILENAME
         try:
             with _torch.eval_mode(model):
-                _export(model, example_inputs, names, reference, path)
+                _export(model, example_inputs, names, reference, path, axes)
         except ModelPackageError:
             raise
         except Exception as exc:
@@ -126,10 +131,11 @@ class OnnxFormat:
             )
         loaded = _load_session(path, signature, threads=None)
         _torch.check_batch_generalizes(model, names, example_inputs, loaded, self.name)
+        _torch.check_axes_generalize(model, names, example_inputs, loaded.predict, axes=axes, fmt=self.name)
         return SavedArtifact(MODEL_FILENAME, signature, onnx_framework()), reference
 
     def _save_keras(
-        self, model: Any, example_inputs: Tensors, staging_dir: Path
+        self, model: Any, example_inputs: Tensors, staging_dir: Path, axes: DynamicAxes
     ) -> tuple[SavedArtifact, dict[str, np.ndarray]]:
         """Export a live Keras 3 model with ``model.export(format="onnx")`` (tf2onnx underneath).
 
@@ -157,7 +163,7 @@ class OnnxFormat:
             ) from exc
         import onnx  # a dependency of tf2onnx, so present now
 
-        input_signature, call_order = _tf.export_input_signature(model, example_inputs)
+        input_signature, call_order = _tf.export_input_signature(model, example_inputs, axes)
         _tf.check_example_names(call_order, example_inputs)
         path = staging_dir / MODEL_FILENAME
         try:
@@ -199,10 +205,14 @@ class OnnxFormat:
         except LoadError as exc:
             raise ExportError(f"ONNX Runtime cannot load the graph tf2onnx wrote: {exc}") from exc
         _tf.check_batch_generalizes(model, signature, example_inputs, call_order, loaded, fmt=self.name)
+        _tf.check_axes_generalize(model, signature, example_inputs, call_order, loaded, axes=axes, fmt=self.name)
         return SavedArtifact(MODEL_FILENAME, signature, onnx_framework()), reference
 
-    def import_artifact(self, source: Path, staging_dir: Path, example_inputs: Tensors | None) -> SavedArtifact:
+    def import_artifact(
+        self, source: Path, staging_dir: Path, example_inputs: Tensors | None, options: ImportOptions = NO_OPTIONS
+    ) -> SavedArtifact:
         """Copy an ``.onnx`` file (and any external-data files it references); the signature comes from its graph."""
+        check_import_options(self.name, options)
         if not source.is_file():
             raise MissingFileError(f"{source} does not exist or is not a file; expected an .onnx file")
         signature = signature_from_onnx(source)
@@ -288,15 +298,20 @@ def _load_session(path: Path, signature: Signature, *, threads: int | None) -> O
     return OnnxLoadedModel(session, signature, path)
 
 
-def _export(
-    model: Any, example_inputs: Tensors, names: list[str], reference: dict[str, np.ndarray], path: Path
+def _export(  # noqa: PLR0917 - one private call site
+    model: Any,
+    example_inputs: Tensors,
+    names: list[str],
+    reference: dict[str, np.ndarray],
+    path: Path,
+    axes: DynamicAxes,
 ) -> None:
     """Write ``path`` with the dynamo exporter, falling back to the legacy one."""
     from model_package.formats import _torch
     from model_package.formats._torch import torch
 
     output_names = list(reference)
-    args = _torch.export_batch(example_inputs, names)
+    args = _torch.export_batch(example_inputs, names, axes)
     try:
         # The dynamo exporter is torch's supported path (default since 2.9): it goes through
         # torch.export, so the batch dimension is symbolic rather than a traced constant.
@@ -312,7 +327,7 @@ def _export(
             registration_log.setLevel(logging.ERROR)
             try:
                 program = _export_dynamo(
-                    model, args, names=names, output_names=output_names, example_inputs=example_inputs
+                    model, args, names=names, output_names=output_names, example_inputs=example_inputs, axes=axes
                 )
             finally:
                 registration_log.setLevel(registration_level)
@@ -338,7 +353,9 @@ def _export(
                 dynamo=False,
                 input_names=names,
                 output_names=output_names,
-                dynamic_axes={name: {0: "batch"} for name in batched},
+                dynamic_axes={
+                    name: {0: "batch", **{axis: f"{name}_{axis}" for axis in axes.get(name, ())}} for name in batched
+                },
             )
     except Exception as exc:
         raise ExportError(
@@ -411,6 +428,10 @@ def signature_from_onnx(path: Path) -> Signature:
     # Old exporters list initializers (weights) as graph inputs too; they have defaults and are not user inputs.
     weights = {init.name for init in graph.initializer}
     inputs = tuple(_value_spec(v, "input", path) for v in graph.input if v.name not in weights)
+    ranges = gathered_index_ranges(graph)
+    inputs = tuple(
+        spec.model_copy(update={"valid_range": ranges[spec.name]}) if spec.name in ranges else spec for spec in inputs
+    )
     outputs = tuple(_value_spec(v, "output", path) for v in graph.output)
     if not inputs or not outputs:
         raise UsageError(f"{path} declares no {'inputs' if not inputs else 'outputs'}; a servable model needs both")
@@ -424,6 +445,49 @@ def signature_from_onnx(path: Path) -> Signature:
                 spec.shape[0],
             )
     return Signature(inputs=inputs, outputs=outputs)
+
+
+#: Ops that pass index values through unchanged on their first input.
+_VALUE_PRESERVING_OPS = frozenset({"Cast", "Identity", "Reshape", "Unsqueeze", "Squeeze", "Flatten"})
+
+
+def gathered_index_ranges(graph: Any) -> dict[str, tuple[int, int]]:
+    """Integer graph inputs used as ``Gather`` indices into a weight table, with the table's valid row range.
+
+    ONNX ``Gather`` accepts negative indices and counts them from the end
+    (https://onnx.ai/onnx/operators/onnx__Gather.html: "negative value means
+    counting dimensions from the back"), where PyTorch's ``nn.Embedding``, which
+    exports to it, refuses them. Recording ``[0, rows - 1]`` in the signature lets
+    every request with an id outside the table be refused (a 400) instead of
+    silently answering for another row. Only the main graph is followed, through
+    ops that keep the values (casts, reshapes).
+    """
+    tables = {init.name: list(init.dims) for init in graph.initializer}
+    consumers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    ranges: dict[str, tuple[int, int]] = {}
+    for value in graph.input:
+        if value.name in tables or not value.type.HasField("tensor_type"):
+            continue
+        high: int | None = None
+        frontier, seen = [value.name], {value.name}
+        while frontier:
+            name = frontier.pop()
+            for node in consumers.get(name, []):
+                if node.op_type == "Gather" and list(node.input[1:2]) == [name] and node.input[0] in tables:
+                    dims = tables[node.input[0]]
+                    axis = next((int(a.i) for a in node.attribute if a.name == "axis"), 0)
+                    if dims and -len(dims) <= axis < len(dims):
+                        rows = int(dims[axis])
+                        high = rows - 1 if high is None else min(high, rows - 1)
+                elif node.op_type in _VALUE_PRESERVING_OPS and list(node.input[:1]) == [name]:
+                    frontier.extend(out for out in node.output if out not in seen)
+                    seen.update(node.output)
+        if high is not None and high >= 0:
+            ranges[value.name] = (0, high)
+    return ranges
 
 
 def _value_spec(value: Any, kind: str, path: Path) -> TensorSpec:
@@ -489,7 +553,13 @@ FORMAT: ExportableFormat = OnnxFormat()
 
 
 def _export_dynamo(
-    model: Any, args: tuple[Any, ...], *, names: list[str], output_names: list[str], example_inputs: Tensors
+    model: Any,
+    args: tuple[Any, ...],
+    *,
+    names: list[str],
+    output_names: list[str],
+    example_inputs: Tensors,
+    axes: DynamicAxes,
 ) -> Any:
     """``torch.onnx.export`` through torch.export, with one shared dynamic batch dimension."""
     from model_package.formats import _torch
@@ -502,6 +572,6 @@ def _export_dynamo(
         dynamo=True,
         input_names=names,
         output_names=output_names,
-        dynamic_shapes=_torch.batch_dynamic_shapes(names, example_inputs),
+        dynamic_shapes=_torch.batch_dynamic_shapes(names, example_inputs, axes),
         verbose=False,
     )

@@ -1,7 +1,9 @@
 """Format ``tf_savedmodel``: a TensorFlow SavedModel directory ``model.savedmodel/``.
 
 The package runs the SavedModel's ``serving_default`` signature, the same
-entry point TensorFlow Serving and Vertex AI's prebuilt TF containers use. Its
+entry point TensorFlow Serving and Vertex AI's prebuilt TF containers use, or
+the one chosen at import (``--signature``, recorded as the manifest's
+``serving_signature``). Its
 inputs are keyword arguments, so the package signature lists them in sorted
 name order (TensorFlow's own flat order); the outputs are the signature's dict
 keys. Live Keras 3 models are written with ``model.export(format="tf_saved_model")``;
@@ -16,9 +18,19 @@ from typing import Any
 
 import numpy as np
 
+from model_package.dynamic_axes import DynamicAxes
 from model_package.errors import ExportError, LoadError, MissingFileError, ModelPackageError, UsageError
 from model_package.formats import _tensorflow as _tf
-from model_package.formats.base import ExportableFormat, LoadedModel, SavedArtifact, Tensors, one_line_error
+from model_package.formats.base import (
+    NO_OPTIONS,
+    ExportableFormat,
+    ImportOptions,
+    LoadedModel,
+    SavedArtifact,
+    Tensors,
+    check_import_options,
+    one_line_error,
+)
 from model_package.manifest import Framework, Manifest, Signature
 
 #: The directory the SavedModel lives in, relative to the package root.
@@ -36,7 +48,7 @@ class TFSavedModelFormat:
     name = "tf_savedmodel"
 
     def save(
-        self, model: Any, example_inputs: Tensors, staging_dir: Path
+        self, model: Any, example_inputs: Tensors, staging_dir: Path, *, dynamic_axes: DynamicAxes | None = None
     ) -> tuple[SavedArtifact, dict[str, np.ndarray]]:
         """Export a live Keras 3 model with ``model.export(format="tf_saved_model")`` into ``model.savedmodel/``.
 
@@ -50,7 +62,8 @@ class TFSavedModelFormat:
                 f"the tf_savedmodel format exports Keras 3 models, got {type(model).__name__}; "
                 "to package an existing SavedModel directory, import it instead"
             )
-        input_signature, call_order = _tf.export_input_signature(model, example_inputs)
+        axes = dynamic_axes or {}
+        input_signature, call_order = _tf.export_input_signature(model, example_inputs, axes)
         _tf.check_example_names(call_order, example_inputs)
         path = staging_dir / MODEL_DIRNAME
         try:
@@ -70,13 +83,20 @@ class TFSavedModelFormat:
             raise ExportError(f"the exported SavedModel has a fixed batch dimension on inputs {fixed}; expected -1")
         reference = _tf.run_keras_model(model, signature, example_inputs, call_order)
         _tf.check_reference_names(signature, reference)
+        if axes:
+            _, owner, function = _open(path)
+            loaded = _tf.ConcreteFunctionModel(signature, function, positional=None, owner=owner)
+            _tf.check_axes_generalize(model, signature, example_inputs, call_order, loaded, axes=axes, fmt=self.name)
         return SavedArtifact(model_path=MODEL_DIRNAME, signature=signature, framework=_tf.framework()), reference
 
-    def import_artifact(self, source: Path, staging_dir: Path, example_inputs: Tensors | None) -> SavedArtifact:
+    def import_artifact(
+        self, source: Path, staging_dir: Path, example_inputs: Tensors | None, options: ImportOptions = NO_OPTIONS
+    ) -> SavedArtifact:
         """Copy a SavedModel directory into ``staging_dir/model.savedmodel`` and read its serving signature.
 
         ``example_inputs`` is ignored: a SavedModel records its signature.
         """
+        check_import_options(self.name, options, signature=True)
         if not source.exists():
             raise MissingFileError(f"{source} does not exist")
         if not source.is_dir():
@@ -89,10 +109,14 @@ class TFSavedModelFormat:
                 f"{source} is not a TensorFlow SavedModel: {_PROTO_FILENAME} is missing "
                 f"(found {sorted(p.name for p in source.iterdir()) or 'an empty directory'})"
             )
-        signature, _, _ = _open(source)
+        key = options.signature or SERVING_SIGNATURE
+        signature, _, _ = _open(source, key)
         framework = _saved_with(source) or _tf.framework()
         shutil.copytree(source, staging_dir / MODEL_DIRNAME)
-        return SavedArtifact(model_path=MODEL_DIRNAME, signature=signature, framework=framework)
+        chosen = None if key == SERVING_SIGNATURE else key
+        return SavedArtifact(
+            model_path=MODEL_DIRNAME, signature=signature, framework=framework, serving_signature=chosen
+        )
 
     def load(self, package_dir: Path, manifest: Manifest, *, threads: int | None = None) -> LoadedModel:
         """Load ``model_path`` with ``tf.saved_model.load`` and serve its ``serving_default`` signature."""
@@ -100,33 +124,33 @@ class TFSavedModelFormat:
         path = package_dir / manifest.model_path
         if not (path / _PROTO_FILENAME).is_file():
             raise LoadError(f"{path} is not a TensorFlow SavedModel directory: {_PROTO_FILENAME} is missing")
-        signature, loaded, function = _open(path)
+        signature, loaded, function = _open(path, manifest.serving_signature or SERVING_SIGNATURE)
         _tf.check_manifest_signature(path, manifest.signature, signature)
         return _tf.ConcreteFunctionModel(manifest.signature, function, positional=None, owner=loaded)
 
 
-def _open(path: Path) -> tuple[Signature, Any, Any]:
-    """Load the SavedModel at ``path``: its package signature, the loaded object and the serving function."""
+def _open(path: Path, key: str = SERVING_SIGNATURE) -> tuple[Signature, Any, Any]:
+    """Load the SavedModel at ``path``: its package signature, the loaded object and the function ``key``."""
     tf = _tf.import_tensorflow()
     try:
         loaded = tf.saved_model.load(str(path))
     except Exception as exc:  # corrupt protos and variables surface as many different TF and protobuf errors
         raise LoadError(f"cannot load the TensorFlow SavedModel {path}: {one_line_error(exc)}") from exc
     signatures = getattr(loaded, "signatures", None) or {}
-    if SERVING_SIGNATURE not in signatures:
-        raise LoadError(
-            f"{path} has no {SERVING_SIGNATURE!r} signature (it has {sorted(signatures) or 'no signatures'}); "
-            "export it with model.export(path, format='tf_saved_model') or pass "
-            "signatures={'serving_default': ...} to tf.saved_model.save"
-        )
-    function = signatures[SERVING_SIGNATURE]
+    if key not in signatures:
+        if not signatures:
+            advice = (
+                "export it with model.export(path, format='tf_saved_model') or pass "
+                "signatures={'serving_default': ...} to tf.saved_model.save"
+            )
+        else:
+            advice = f"choose one with --signature ({', '.join(sorted(signatures))})"
+        raise LoadError(f"{path} has no {key!r} signature (it has {sorted(signatures) or 'no signatures'}); {advice}")
+    function = signatures[key]
     try:
         signature = _tf.signature_of(function)
     except ValueError as exc:
-        raise LoadError(
-            f"{path}: the {SERVING_SIGNATURE!r} signature cannot be described in a package manifest: "
-            f"{one_line_error(exc)}"
-        ) from exc
+        raise LoadError(f"{path}: the {key!r} signature cannot be described in a package manifest: {exc}") from exc
     return signature, loaded, function
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from model_package.dynamic_axes import DynamicAxes
 from model_package.errors import (
     ExportError,
     LoadError,
@@ -27,10 +28,13 @@ from model_package.errors import (
 from model_package.formats import _torch
 from model_package.formats._torch import torch
 from model_package.formats.base import (
+    NO_OPTIONS,
     ExportableFormat,
+    ImportOptions,
     LoadedModel,
     SavedArtifact,
     Tensors,
+    check_import_options,
     check_inputs,
     one_line_error,
 )
@@ -45,13 +49,14 @@ class TorchExportFormat:
     name = "torch_export"
 
     def save(
-        self, model: Any, example_inputs: Tensors, staging_dir: Path
+        self, model: Any, example_inputs: Tensors, staging_dir: Path, *, dynamic_axes: DynamicAxes | None = None
     ) -> tuple[SavedArtifact, dict[str, np.ndarray]]:
-        """Export ``model`` with ``torch.export.export`` (dynamic batch on axis 0) to ``model.pt2``."""
-        names = _torch.ordered_input_names(model, example_inputs)
+        """Export ``model`` with ``torch.export.export`` (dynamic batch on axis 0, plus ``dynamic_axes``)."""
+        axes = dynamic_axes or {}
+        model, names = _torch.prepare_model(model, example_inputs)
         reference = _torch.reference_outputs(model, names, example_inputs)
-        args = _torch.export_batch(example_inputs, names)
-        dynamic_shapes = _torch.batch_dynamic_shapes(names, example_inputs)
+        args = _torch.export_batch(example_inputs, names, axes)
+        dynamic_shapes = _torch.batch_dynamic_shapes(names, example_inputs, axes)
         path = staging_dir / MODEL_FILENAME
         try:
             with _torch.eval_mode(model):
@@ -60,13 +65,15 @@ class TorchExportFormat:
         except ModelPackageError:
             raise
         except Exception as exc:
+            wanted = "a dynamic batch dimension" + (f" and dynamic axes {dict(axes)}" if axes else "")
             raise ExportError(
-                f"torch.export could not export {type(model).__name__} with a dynamic batch dimension: "
+                f"torch.export could not export {type(model).__name__} with {wanted}: "
                 f"{one_line_error(exc)}. See https://docs.pytorch.org/docs/stable/export.html for what export "
                 "supports, or use the 'onnx' or 'torchscript' format"
             ) from exc
 
-        signature = signature_from_program(program, str(path))
+        # Named after the model, not the staging file: a temporary path means nothing to the user.
+        signature = signature_from_program(program, f"{type(model).__name__}.forward()")
         declared = [spec.name for spec in signature.inputs]
         if declared != names:
             raise ExportError(f"the exported program names its inputs {declared}; expected forward()'s {names}")
@@ -78,10 +85,14 @@ class TorchExportFormat:
         artifact = SavedArtifact(model_path=MODEL_FILENAME, signature=signature, framework=_torch.torch_framework())
         loaded = self._load_file(path, signature, threads=None)
         _torch.check_batch_generalizes(model, names, example_inputs, loaded, self.name)
+        _torch.check_axes_generalize(model, names, example_inputs, loaded.predict, axes=axes, fmt=self.name)
         return artifact, reference
 
-    def import_artifact(self, source: Path, staging_dir: Path, example_inputs: Tensors | None) -> SavedArtifact:
+    def import_artifact(
+        self, source: Path, staging_dir: Path, example_inputs: Tensors | None, options: ImportOptions = NO_OPTIONS
+    ) -> SavedArtifact:
         """Copy a ``.pt2`` file written by ``torch.export.save`` and read its signature from the program."""
+        check_import_options(self.name, options)
         if not source.is_file():
             raise MissingFileError(f"{source} does not exist or is not a file; expected a torch.export .pt2 file")
         program = _load_program(source)
@@ -234,6 +245,10 @@ def signature_from_program(program: Any, where: str) -> Signature:
     nodes = {node.name: node for node in program.graph.nodes}
     positional, keywords = _call_plan(program, where)
     inputs = [_spec(name, nodes.get(name), "input", where) for name in [*positional, *keywords]]
+    ranges = embedding_index_ranges(program)
+    inputs = [
+        spec.model_copy(update={"valid_range": ranges[spec.name]}) if spec.name in ranges else spec for spec in inputs
+    ]
 
     output_nodes = []
     for output_spec in program.graph_signature.output_specs:
@@ -247,19 +262,57 @@ def signature_from_program(program: Any, where: str) -> Signature:
     return Signature(inputs=tuple(inputs), outputs=tuple(outputs))
 
 
+def embedding_index_ranges(program: Any) -> dict[str, tuple[int, int]]:
+    """User inputs that index an embedding table directly, with the table's valid row range.
+
+    Recorded in the signature so that every format refuses an id outside the
+    table the same way, before the model runs (see ``base.check_range``).
+    """
+    user_inputs = set(program.graph_signature.user_inputs)
+    ranges: dict[str, tuple[int, int]] = {}
+    for node in program.graph.nodes:
+        if node.op != "call_function" or node.target is not torch.ops.aten.embedding.default or len(node.args) < 2:
+            continue
+        weight, indices = node.args[0], node.args[1]
+        table = getattr(weight, "meta", {}).get("val")
+        name = getattr(indices, "name", None)
+        if isinstance(name, str) and name in user_inputs and isinstance(table, torch.Tensor) and table.ndim == 2:
+            high = int(table.shape[0]) - 1
+            if high >= 0:
+                ranges[name] = (0, min(high, ranges.get(name, (0, high))[1]))
+    return ranges
+
+
 def _output_names(out_spec: Any, count: int, where: str) -> list[str]:
     # The same rule as _torch.name_outputs applies to live results, so save() and import agree.
     if out_spec.is_leaf():
-        names = [_torch.SINGLE_OUTPUT]
-    elif out_spec.type in (tuple, list) and all(child.is_leaf() for child in _children(out_spec)):
+        return _checked_count([_torch.SINGLE_OUTPUT], count, where)
+    children = _children(out_spec)
+    context = out_spec.context
+    # dict, OrderedDict and Hugging Face ModelOutput (a registered pytree node) keep their keys as context.
+    keys = [str(key) for key in context] if isinstance(context, list | tuple) else None
+    fields = getattr(context, "_fields", None)  # a NamedTuple's context is its class
+    if isinstance(fields, tuple):
+        keys = [str(field) for field in fields]
+    nested = [
+        keys[index] if keys is not None and index < len(keys) else str(index)
+        for index, child in enumerate(children)
+        if not child.is_leaf()
+    ]
+    if nested:
+        raise UsageError(f"{where} returns nested values in {nested}. {_torch.OUTPUT_ADVICE}")
+    if out_spec.type in (tuple, list):
         names = [_torch.positional_output_name(i) for i in range(out_spec.num_children)]
-    elif out_spec.type is dict and all(child.is_leaf() for child in _children(out_spec)):
-        names = [str(key) for key in out_spec.context]
+    elif keys is not None and len(keys) == out_spec.num_children:
+        names = keys
     else:
         raise UsageError(
-            f"{where} returns {out_spec}; supported outputs are a tensor, a flat tuple/list of tensors "
-            "or a dict of str -> tensor"
+            f"{where} returns a {getattr(out_spec.type, '__name__', out_spec.type)}. {_torch.OUTPUT_ADVICE}"
         )
+    return _checked_count(names, count, where)
+
+
+def _checked_count(names: list[str], count: int, where: str) -> list[str]:
     if len(names) != count:
         raise UsageError(f"{where} returns {len(names)} values but only {count} are tensors; outputs must be tensors")
     return names

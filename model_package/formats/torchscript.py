@@ -16,10 +16,20 @@ from typing import Any
 
 import numpy as np
 
+from model_package.dynamic_axes import DynamicAxes, longer_along
 from model_package.errors import ExportError, LoadError, MissingFileError, ModelPackageError, UsageError
 from model_package.formats import _torch
 from model_package.formats._torch import torch
-from model_package.formats.base import ExportableFormat, LoadedModel, SavedArtifact, Tensors, one_line_error
+from model_package.formats.base import (
+    NO_OPTIONS,
+    ExportableFormat,
+    ImportOptions,
+    LoadedModel,
+    SavedArtifact,
+    Tensors,
+    check_import_options,
+    one_line_error,
+)
 from model_package.manifest import Manifest, Signature
 
 MODEL_FILENAME = "model.pt"
@@ -37,19 +47,27 @@ class TorchScriptFormat:
     name = "torchscript"
 
     def save(
-        self, model: Any, example_inputs: Tensors, staging_dir: Path
+        self, model: Any, example_inputs: Tensors, staging_dir: Path, *, dynamic_axes: DynamicAxes | None = None
     ) -> tuple[SavedArtifact, dict[str, np.ndarray]]:
-        """Trace ``model`` (or keep it, if already scripted) and write ``model.pt`` with ``torch.jit.save``."""
+        """Trace ``model`` (or keep it, if already scripted) and write ``model.pt`` with ``torch.jit.save``.
+
+        A TorchScript file records no shapes, so the ``dynamic_axes`` go into the
+        manifest's signature, after a check that the saved module matches the
+        live one when they are one longer than in the example.
+        """
+        axes = dynamic_axes or {}
         logger.warning(
             "TorchScript is deprecated in PyTorch; prefer the 'torch_export' format (torch.export) "
             "unless your model cannot be exported"
         )
-        names = _torch.ordered_input_names(model, example_inputs)
+        model, names = _torch.prepare_model(model, example_inputs)
         reference = _torch.reference_outputs(model, names, example_inputs)
         path = staging_dir / MODEL_FILENAME
         try:
             with _torch.eval_mode(model):
-                scripted = model if isinstance(model, torch.jit.ScriptModule) else _trace(model, example_inputs, names)
+                scripted = (
+                    model if isinstance(model, torch.jit.ScriptModule) else _trace(model, example_inputs, names, axes)
+                )
             torch.jit.save(scripted, str(path))
         except ModelPackageError:
             raise
@@ -58,13 +76,19 @@ class TorchScriptFormat:
                 f"torch.jit could not trace {type(model).__name__}: {one_line_error(exc)}. "
                 "Try the 'torch_export' format, or pass a torch.jit.script()-ed module"
             ) from exc
-        signature = _torch.signature_from_arrays({n: np.asarray(example_inputs[n]) for n in names}, reference)
-        loaded = self._load_file(path, signature, threads=None)
+        ordered = {n: np.asarray(example_inputs[n]) for n in names}
+        provisional = _torch.signature_from_arrays(ordered, reference, axes)
+        loaded = self._load_file(path, provisional, threads=None)
         _torch.check_batch_generalizes(model, names, example_inputs, loaded, self.name)
+        longer = _torch.check_axes_generalize(model, names, example_inputs, loaded.predict, axes=axes, fmt=self.name)
+        signature = _torch.signature_from_arrays(ordered, reference, axes, longer)
         return SavedArtifact(MODEL_FILENAME, signature, _torch.torch_framework()), reference
 
-    def import_artifact(self, source: Path, staging_dir: Path, example_inputs: Tensors | None) -> SavedArtifact:
+    def import_artifact(
+        self, source: Path, staging_dir: Path, example_inputs: Tensors | None, options: ImportOptions = NO_OPTIONS
+    ) -> SavedArtifact:
         """Copy a TorchScript file; the signature comes from running it on ``example_inputs``."""
+        check_import_options(self.name, options, dynamic_axes=True)
         if not source.is_file():
             raise MissingFileError(f"{source} does not exist or is not a file; expected a TorchScript .pt file")
         if example_inputs is None:
@@ -89,7 +113,22 @@ class TorchScriptFormat:
                 f"{source.name} failed on the example inputs { ({n: list(a.shape) for n, a in ordered.items()}) }: "
                 f"{one_line_error(exc)}"
             ) from exc
-        signature = _torch.signature_from_arrays(ordered, outputs)
+        axes = options.dynamic_axes
+        longer = None
+        if axes:
+            grown = longer_along(ordered, axes)
+            try:
+                longer = _torch.run_model(module, names, grown)
+            except ModelPackageError:
+                raise
+            except Exception as exc:
+                described = ", ".join(f"{name} axis {list(dims)}" for name, dims in axes.items())
+                raise UsageError(
+                    f"{source.name} fails when the dynamic axes ({described}) are one longer than in the example, "
+                    f"so it cannot serve other lengths: {one_line_error(exc)}. Trace it from a model that computes "
+                    "lengths with tensor ops, or drop --dynamic-axes"
+                ) from exc
+        signature = _torch.signature_from_arrays(ordered, outputs, axes, longer)
         shutil.copyfile(source, staging_dir / MODEL_FILENAME)
         return SavedArtifact(MODEL_FILENAME, signature, _torch.torch_framework())
 
@@ -107,8 +146,8 @@ class TorchScriptFormat:
         return _torch.TorchLoadedModel(module, signature, names, description=f"TorchScript module {path.name}")
 
 
-def _trace(model: Any, example_inputs: Tensors, names: list[str]) -> Any:
-    args = _torch.export_batch(example_inputs, names)
+def _trace(model: Any, example_inputs: Tensors, names: list[str], axes: DynamicAxes) -> Any:
+    args = _torch.export_batch(example_inputs, names, axes)
     with _torch.surface_tracer_warnings("torch.jit.trace"):
         # strict=False lets forward() return a dict; tracing re-runs once to check the graph is stable.
         return _jit_trace(model, args, strict=False)

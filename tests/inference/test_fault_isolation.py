@@ -6,6 +6,7 @@ the table's end makes ``forward()`` raise, on input that fits the signature (int
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 
@@ -28,6 +29,13 @@ def embedding_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("embedding") / "two"
     model = torch_models.make_two_in_two_out()
     export_model(model, torch_models.two_in_two_out_inputs(4), out, name="two", version="1")
+    # Export records the table's valid ids, which the server checks (a 400) before the model runs.
+    # Drop the range, as a package imported without one would have, so that forward() itself fails.
+    manifest_path = out / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    for spec in manifest["signature"]["inputs"]:
+        spec.pop("valid_range", None)
+    manifest_path.write_text(json.dumps(manifest))
     return out
 
 

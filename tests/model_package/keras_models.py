@@ -115,3 +115,17 @@ def make_subclassed() -> Any:
     model = SubclassedModel()
     model(np.zeros((1, 5), np.float32))
     return model
+
+
+def make_sequence_pooler(length: int | None = None) -> Any:
+    """Token ids of any length (``length=None``) or a fixed one -> mean-pooled embedding -> 2 logits."""
+    keras.utils.set_random_seed(5)
+    tokens = keras.Input((length,), name="tokens", dtype="int32")
+    hidden = keras.layers.Embedding(30, 4)(tokens)
+    pooled = keras.layers.GlobalAveragePooling1D()(hidden)
+    return keras.Model(tokens, keras.layers.Dense(2, name="logits")(pooled))
+
+
+def sequence_inputs(rows: int, length: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Token ids for :func:`make_sequence_pooler`."""
+    return {"tokens": np.random.default_rng(seed).integers(0, 30, size=(rows, length)).astype(np.int32)}

@@ -174,7 +174,12 @@ def test_builder_writes_a_complete_package(packaged: Packaged) -> None:
         assert (root / path).is_file(), path
         assert manifest.file(path).size == (root / path).stat().st_size
     assert manifest.framework.name == ("onnx" if fmt == "onnx" else "torch")
-    assert manifest.signature == packaged.case.signature
+    want = packaged.case.signature
+    if fmt != "torchscript" and packaged.case is CASES["two_in_two_out"]:
+        # ids index a 20-row embedding: formats that record the graph note the valid range.
+        ids = want.inputs[1].model_copy(update={"valid_range": (0, 19)})
+        want = want.model_copy(update={"inputs": (want.inputs[0], ids)})
+    assert manifest.signature == want
     assert detect_format(root / manifest.model_path) == fmt
 
     example_in = load_arrays(root / "example/inputs.npz")

@@ -1,0 +1,82 @@
+"""A package with a dynamic sequence axis, served: requests of different lengths on every protocol.
+
+The package is exported from a real tiny transformer-shaped model (token and
+position embeddings, masked attention); requests go through the real ASGI app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+import torch
+
+from inference.app import create_app
+from inference.config import load_config
+from inference.metrics import ServerMetrics
+from inference.service import load_service
+from model_package.export import export_model
+from tests.model_package import torch_models
+
+pytestmark = pytest.mark.torch
+
+ATOL = 1e-5
+
+
+def _live(inputs: dict[str, np.ndarray]) -> np.ndarray:
+    model = torch_models.make_tiny_encoder()
+    with torch.inference_mode():
+        out: torch.Tensor = model(torch.from_numpy(inputs["input_ids"]), torch.from_numpy(inputs["attention_mask"]))
+    return out.numpy()
+
+
+@pytest.mark.parametrize("fmt", ["torch_export", "onnx"])
+def test_requests_of_two_sequence_lengths_are_answered_on_every_protocol(fmt: str, tmp_path: Path) -> None:
+    package = tmp_path / "enc"
+    export_model(
+        torch_models.make_tiny_encoder(), torch_models.token_inputs(3, 6), package, name="enc", version="1", format=fmt
+    )
+    short, long = torch_models.token_inputs(2, 4, seed=1), torch_models.token_inputs(3, 13, seed=2)
+
+    config = load_config({"MODEL_SERVER_LOG_LEVEL": "WARNING"}, model_dir=package)
+    metrics = ServerMetrics()
+    service = load_service(config, observer=metrics)
+    app = create_app(service, config, metrics)
+
+    async def scenario() -> list[tuple[np.ndarray, np.ndarray]]:
+        await service.start()
+        results = []
+        try:
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                for inputs in (short, long):
+                    columns = {name: array.tolist() for name, array in inputs.items()}
+                    response = await client.post("/invocations", json={"inputs": columns})
+                    assert response.status_code == 200, response.text
+                    results.append((np.asarray(response.json()["predictions"]), _live(inputs)))
+                    tensors = [
+                        {"name": name, "datatype": "INT64", "shape": list(array.shape), "data": array.ravel().tolist()}
+                        for name, array in inputs.items()
+                    ]
+                    response = await client.post("/v2/models/enc/infer", json={"inputs": tensors})
+                    assert response.status_code == 200, response.text
+                    (output,) = response.json()["outputs"]
+                    results.append((np.asarray(output["data"]).reshape(output["shape"]), _live(inputs)))
+                # The rank is still checked: a flat list of ids is not a batch of sequences.
+                response = await client.post(
+                    "/invocations", json={"inputs": {"input_ids": [1, 2], "attention_mask": [1, 1]}}
+                )
+                assert response.status_code == 400
+                assert "input_ids" in response.json()["error"]
+        finally:
+            await service.stop()
+        return results
+
+    for got, want in asyncio.run(scenario()):
+        np.testing.assert_allclose(got, want, atol=ATOL)
