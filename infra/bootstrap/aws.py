@@ -23,6 +23,18 @@ from infra.bootstrap.config import (
     variable,
 )
 
+#: What refreshing an ``aws_s3_bucket`` reads besides what the stacks set (terraform-provider-aws
+#: internal/service/s3/bucket.go, resourceBucketRead): deploy and read-only roles both need them.
+_BUCKET_SETTING_READS: Final = (
+    "GetBucketAcl",
+    "GetBucketCORS",
+    "GetBucketWebsite",
+    "GetBucketLogging",
+    "GetBucketObjectLockConfiguration",
+    "GetReplicationConfiguration",
+    "GetAccelerateConfiguration",
+    "GetBucketRequestPayment",
+)
 #: The main program's project name (the root Pulumi.yaml): its stacks' state lives under this name.
 PROGRAM_PROJECT: Final = "model-deploy"
 #: The tag every model-deploy stack puts on its resources with its environment (StackConfig.standard_tags).
@@ -200,14 +212,7 @@ def deploy_policy(partition: str, account: str, environment: str, bucket_arn: st
                         "PutBucketOwnershipControls",
                         "GetLifecycleConfiguration",
                         "PutLifecycleConfiguration",
-                        "GetBucketAcl",
-                        "GetBucketCORS",
-                        "GetBucketWebsite",
-                        "GetBucketLogging",
-                        "GetBucketObjectLockConfiguration",
-                        "GetReplicationConfiguration",
-                        "GetAccelerateConfiguration",
-                        "GetBucketRequestPayment",
+                        *_BUCKET_SETTING_READS,
                     )
                 ],
                 [buckets],
@@ -424,14 +429,7 @@ def readonly_policy(partition: str, account: str, bucket_arn: str, key_arn: str)
             "GetBucketPublicAccessBlock",
             "GetBucketOwnershipControls",
             "GetLifecycleConfiguration",
-            "GetBucketAcl",
-            "GetBucketCORS",
-            "GetBucketWebsite",
-            "GetBucketLogging",
-            "GetBucketObjectLockConfiguration",
-            "GetReplicationConfiguration",
-            "GetAccelerateConfiguration",
-            "GetBucketRequestPayment",
+            *_BUCKET_SETTING_READS,
             "GetObject",
         ),
         "kms": ("DescribeKey", "GetKeyPolicy", "GetKeyRotationStatus", "ListResourceTags"),
