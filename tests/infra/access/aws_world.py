@@ -18,7 +18,7 @@ import yaml
 
 from infra.access.aws_calls import COMMAND_OPERATIONS, Call, Declared, Location, World, resource_calls
 from infra.access.aws_policy import Decision, Principal, Request, ResourcePolicy, evaluate
-from infra.bootstrap.aws import PROGRAM_PROJECT, identity_arn, stack_name
+from infra.bootstrap.aws import PROGRAM_PROJECT, identity_arn
 from tests.infra.bootstrap_runs import bootstrap
 from tests.infra.mocks import Deployment, RecordingMocks, RecordingMonitor, json_input, run_program
 
@@ -152,7 +152,6 @@ class AwsWorld:
         name = principal.role_name.removeprefix("github-model-deploy-")
         account_suffix = "" if principal.account == self.layout.state_account else f"-{principal.account}"
         policy = self.bootstrap.one("aws:iam/rolePolicy:RolePolicy", f"{name}-policy{account_suffix}")
-        assert policy.name == f"{name}-policy{account_suffix}", policy.name
         return {policy.name: json_input(policy, "policy")}
 
     def resource_policy(self, resource: str, owner: str) -> tuple[ResourcePolicy | None, str]:
@@ -260,8 +259,3 @@ def verify_calls(world: AwsWorld, stack: Stack) -> list[Call]:
         Call("sagemaker:InvokeEndpoint", location.arn("sagemaker", f"endpoint/{str(endpoint.get('name')).lower()}")),
     ]
     return [Call(c.action, c.resource, c.context, f"verify {stack.name}") for c in calls]
-
-
-def stack_name_of(environment: str) -> str:
-    """``aws-<environment>``."""
-    return stack_name(environment)
