@@ -42,7 +42,8 @@ from ruamel.yaml.nodes import MappingNode, Node, ScalarNode
 
 from infra.config.errors import ConfigError
 from infra.config.loader import load_stack_file
-from infra.config.schema import PROJECT, ImageRef, PackageConfig, StackConfig, parse_image
+from infra.config.package_settings import ImageRef, PackageConfig, parse_image
+from infra.config.schema import PROJECT, StackConfig
 from infra.registry import RegistryError, lookup_image
 from model_package.archive import ARCHIVE_NAME
 from model_package.errors import ModelPackageError

@@ -17,7 +17,7 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Final
 
-from infra.config.schema import ImageRef
+from infra.config.package_settings import ImageRef
 from infra.loopback import gapic_client
 
 _ECR_RE: Final = re.compile(

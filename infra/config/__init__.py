@@ -6,40 +6,36 @@ value and what is allowed, before any resource is declared.
 """
 
 from infra.config.aws_limits import AwsLimits, NameRule, Range, aws_limits, instance_family
-from infra.config.errors import MISSING, ConfigError
-from infra.config.loader import from_pulumi, load_stack_config, load_stack_file
-from infra.config.rules import CLOUD_RULES, COMMON_RULES, Rule, check_rules
-from infra.config.schema import (
-    PROJECT,
+from infra.config.aws_settings import (
     STACK_ROLLBACK_ALARM_COUNT,
-    STANDARD_TAG_KEYS,
     AlarmSettings,
     AsyncSettings,
     AutoscalingSettings,
     AwsConfig,
-    Cloud,
-    CloudRunGpuSettings,
-    CloudRunSettings,
     DataCaptureSettings,
     DeploymentSettings,
     DeploymentStrategy,
     EndpointMode,
     EndpointSettings,
-    Environment,
-    GcpConfig,
-    GcsStoreSettings,
-    ImageRef,
-    PackageConfig,
-    RepositorySettings,
     ScheduleSettings,
     ServerlessSettings,
-    StackConfig,
     StoreSettings,
     VariantSettings,
-    VertexSettings,
     VpcSettings,
-    parse_image,
 )
+from infra.config.errors import MISSING, ConfigError
+from infra.config.gcp_settings import (
+    CloudRunGpuSettings,
+    CloudRunSettings,
+    GcpConfig,
+    GcsStoreSettings,
+    RepositorySettings,
+    VertexSettings,
+)
+from infra.config.loader import from_pulumi, load_stack_config, load_stack_file
+from infra.config.package_settings import ImageRef, PackageConfig, parse_image
+from infra.config.rules import CLOUD_RULES, COMMON_RULES, Rule, check_rules
+from infra.config.schema import PROJECT, STANDARD_TAG_KEYS, Cloud, Environment, StackConfig
 
 __all__ = [
     "CLOUD_RULES",

@@ -20,16 +20,15 @@ from collections.abc import Iterator
 from typing import Final
 
 from infra.config.aws_limits import aws_limits
-from infra.config.errors import MISSING, ConfigError, format_key
-from infra.config.schema import (
-    PROJECT,
+from infra.config.aws_settings import (
     STACK_ROLLBACK_ALARM_COUNT,
     AutoscalingSettings,
     AwsConfig,
     EndpointSettings,
-    StackConfig,
     VariantSettings,
 )
+from infra.config.errors import MISSING, ConfigError, format_key
+from infra.config.schema import PROJECT, StackConfig
 
 AWS_KEY = f"{PROJECT}:aws"
 

@@ -12,7 +12,8 @@ from typing import Final
 
 from infra.config import gcp_limits
 from infra.config.errors import MISSING, ConfigError, format_key
-from infra.config.schema import PROJECT, CloudRunSettings, GcpConfig, StackConfig, VertexSettings
+from infra.config.gcp_settings import CloudRunSettings, GcpConfig, VertexSettings
+from infra.config.schema import PROJECT, StackConfig
 
 GCP_KEY: Final = f"{PROJECT}:gcp"
 PACKAGE_KEY: Final = f"{PROJECT}:package"

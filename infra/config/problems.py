@@ -58,7 +58,7 @@ def _problem(error: ErrorDetails, root: type[BaseModel]) -> ConfigError:
     value: object = error.get("input", MISSING)
     ctx: dict[str, Any] = dict(error.get("ctx") or {})
 
-    if kind == "model_deploy":  # our own checks (infra.config.schema._fail): the message is final
+    if kind == "model_deploy":  # our own checks (infra.config.fields.fail): the message is final
         return ConfigError(key, value, str(ctx.get("message", error["msg"])))
     if kind == "missing":
         info = _field(root, loc)

@@ -19,7 +19,7 @@ import pulumi
 import pulumi_gcp as gcp
 
 from infra.config import PROJECT, CloudRunSettings, StackConfig
-from infra.config.schema import CLOUD_RUN_INGRESS
+from infra.config.gcp_settings import CLOUD_RUN_INGRESS
 from infra.gcp.iam import ServingIdentity
 from infra.gcp.naming import (
     CONTAINER_PORT,

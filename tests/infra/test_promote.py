@@ -14,7 +14,7 @@ import pytest
 
 import infra.promote
 from infra.config.loader import load_stack_file
-from infra.config.schema import parse_image
+from infra.config.package_settings import parse_image
 from infra.promote import main, rewrite_package_block
 from infra.registry import docker_image_name
 from model_package.publish import push
