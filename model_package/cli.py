@@ -113,7 +113,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("path", type=Path, help="package directory or model.tar.gz")
     p.add_argument("store", help="store URI, e.g. s3://bucket/models")
     p.add_argument("--layout", choices=["archive", "uncompressed"], default="archive")
-    p.add_argument("--kms-key-id", help="S3: SSE-KMS key id/ARN; GCS: CMEK key name (default: store default)")
+    p.add_argument(
+        "--kms-key-id",
+        help="S3: SSE-KMS key ARN, id or alias (sent as its key ARN); GCS: CMEK key name "
+        "(default: the bucket's default encryption, which is the store's own key for stores the stacks create)",
+    )
     p.set_defaults(handler=_cmd_push)
 
     p = add("pull", "download a published package, verify its digest and files, unpack it")

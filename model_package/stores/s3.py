@@ -3,8 +3,10 @@
 * Writes are conditional (``If-None-Match: *`` on PutObject and
   CompleteMultipartUpload), so S3 itself refuses to replace an object even if
   two publishers race.
-* Every object is encrypted with SSE-KMS (the account's ``aws/s3`` key unless
-  a key id/ARN is given) and carries its SHA-256 as ``x-amz-meta-sha256``.
+* Objects are encrypted at rest by the bucket's default encryption (a store the stack
+  created defaults to its own KMS key) unless a KMS key is named, and carry their SHA-256
+  as ``x-amz-meta-sha256``. A named key (id, ARN, alias or alias ARN) is sent as its key
+  ARN, the one form a bucket policy requiring that key can match.
 * Large files use boto3's transfer manager: multipart uploads and parallel
   ranged downloads.
 
@@ -15,6 +17,7 @@ code talks to AWS, MinIO or moto.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cached_property
@@ -50,6 +53,8 @@ _CREDENTIAL_CODES = frozenset(
     }
 )
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "NotFound", "404"})
+# A key ARN, as opposed to a key id, an alias name or an alias ARN, which KMS must resolve first.
+_KMS_KEY_ARN_RE = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/[A-Za-z0-9-]+$")
 # 409 ConditionalRequestConflict: a concurrent conditional write to the same key won.
 _CONDITION_CODES = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict"})
 
@@ -119,11 +124,9 @@ class S3Store(Store):
 
         extra_args: dict[str, Any] = {
             "Metadata": {SHA256_METADATA_KEY: sha256},
-            "ServerSideEncryption": "aws:kms",
             "ContentType": _content_type(key),
+            **self._encryption_args,
         }
-        if self.kms_key_id:
-            extra_args["SSEKMSKeyId"] = self.kms_key_id
         try:
             with (
                 self._errors("write", key, conditional=True),
@@ -140,6 +143,51 @@ class S3Store(Store):
         except _ConditionFailed:
             return False
         return True
+
+    @cached_property
+    def _encryption_args(self) -> dict[str, str]:
+        """The SSE arguments of every upload: none (bucket default) or SSE-KMS with the key's ARN."""
+        # With no key named, send no encryption header at all: S3 then applies the bucket's default
+        # encryption (SSE-S3 on every bucket since 2023-01-05; the store bucket's own KMS key on a
+        # store the stack created). `aws:kms` without a key id would select the account's `aws/s3`
+        # key instead, which the store's bucket policy refuses (PutObject, x-amz-server-side-
+        # encryption-aws-kms-key-id: https://docs.aws.amazon.com/AmazonS3/latest/API/API_PutObject.html;
+        # https://docs.aws.amazon.com/AmazonS3/latest/userguide/default-encryption-faq.html).
+        if not self.kms_key_id:
+            return {}
+        return {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": self._kms_key_arn(self.kms_key_id)}
+
+    def _kms_key_arn(self, key_id: str) -> str:
+        """``key_id`` as a key ARN, resolved through ``kms:DescribeKey`` unless it already is one.
+
+        A bucket policy that requires a key compares ``s3:x-amz-server-side-encryption-aws-kms-key-id``
+        with the string sent, and AWS's examples and our store policy name the key ARN; an alias or
+        bare id would be denied. A key in another account must be named by ARN anyway (PutObject
+        reference, SSEKMSKeyId). DescribeKey takes a key id, key ARN, alias name or alias ARN
+        (https://docs.aws.amazon.com/kms/latest/APIReference/API_DescribeKey.html).
+        """
+        if _KMS_KEY_ARN_RE.match(key_id):
+            return key_id
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            kms = self._boto3.session.Session().client("kms", region_name=self.client.meta.region_name)
+            return str(kms.describe_key(KeyId=key_id)["KeyMetadata"]["Arn"])
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            code, message = str(error.get("Code", "")), error.get("Message") or ""
+            if code == "NotFoundException":
+                raise StoreError(
+                    f"KMS key {key_id!r} does not exist in {self.client.meta.region_name} "
+                    "(the bucket's region): pass the key ARN, arn:aws:kms:<region>:<account>:key/<id>"
+                ) from None
+            error_type = CredentialsError if "AccessDenied" in code else StoreError
+            raise error_type(
+                f"cannot resolve KMS key {key_id!r} to its ARN ({code}: {message}): pass the key ARN "
+                "(arn:aws:kms:<region>:<account>:key/<id>) instead, or allow kms:DescribeKey on it"
+            ) from None
+        except BotoCoreError as exc:
+            raise StoreUnreachableError(f"cannot resolve KMS key {key_id!r} to its ARN: {exc}") from None
 
     def _get(self, key: str, local_path: Path, progress: ProgressCallback | None) -> str:
         info = self.head(key)

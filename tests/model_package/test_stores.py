@@ -191,9 +191,21 @@ def test_s3_upload_is_encrypted_with_the_kms_key_and_records_the_sha256(
     assert (info.size, info.sha256) == (10_000, sha256_file(source))
 
 
-def test_s3_upload_without_a_key_still_uses_sse_kms(s3_client: Any, s3_bucket: str, scratch_file: FileFactory) -> None:
+def test_s3_upload_without_a_key_takes_the_bucket_default_key(
+    s3_client: Any, s3_bucket: str, kms_key_arn: str, scratch_file: FileFactory
+) -> None:
+    # A store's bucket defaults to its own key; naming no key must not override that with aws/s3.
+    s3_client.put_bucket_encryption(
+        Bucket=s3_bucket,
+        ServerSideEncryptionConfiguration={
+            "Rules": [
+                {"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": kms_key_arn}}
+            ]
+        },
+    )
     open_store(f"s3://{s3_bucket}").upload_file(scratch_file(100), "k")
-    assert s3_client.head_object(Bucket=s3_bucket, Key="k")["ServerSideEncryption"] == "aws:kms"
+    head = s3_client.head_object(Bucket=s3_bucket, Key="k")
+    assert (head["ServerSideEncryption"], head["SSEKMSKeyId"]) == ("aws:kms", kms_key_arn)
 
 
 def test_s3_same_bytes_upload_nothing_and_different_bytes_are_refused(
