@@ -73,6 +73,8 @@ class Call:
     context: Mapping[str, ContextValue] = field(default_factory=dict)
     why: str = ""
     """What makes the call (``aws:s3/bucket:Bucket create``, ``model-deploy-verify``)."""
+    creates: bool = False
+    """The call creates ``resource``: it has no tags yet, so no ``aws:ResourceTag`` applies to it."""
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,11 @@ class ResourceCalls:
 
     source: str
     calls: CallsOf
+
+
+def _request_tags(resource: Declared) -> dict[str, str]:
+    """``aws:RequestTag/<key>`` of a call that sends ``resource``'s tags (create, tag)."""
+    return {f"aws:RequestTag/{name}": str(value) for name, value in (resource.get("tags") or {}).items()}
 
 
 def _bucket_arn(world: World, bucket: str) -> str:
@@ -165,7 +172,7 @@ def _bucket_setting(get: str, put: str, delete: str | None) -> CallsOf:
 def _kms_key(resource: Declared, world: World) -> Mapping[Operation, Sequence[Any]]:
     arn = str(resource.get("arn"))
     reads = ["kms:DescribeKey", "kms:GetKeyPolicy", "kms:GetKeyRotationStatus", "kms:ListResourceTags"]
-    request_tags = {f"aws:RequestTag/{name}": str(value) for name, value in (resource.get("tags") or {}).items()}
+    request_tags = _request_tags(resource)
     # CreateKey with Tags also needs kms:TagResource (AWS KMS API Reference, CreateKey: Tags).
     create: list[Any] = [("kms:CreateKey", "*", request_tags), ("kms:TagResource", arn, request_tags)]
     if resource.get("enableKeyRotation"):
@@ -192,7 +199,8 @@ def _kms_alias(resource: Declared, world: World) -> Mapping[Operation, Sequence[
 
 def _ecr_repository(resource: Declared, world: World) -> Mapping[Operation, Sequence[Any]]:
     arn = world.location.arn("ecr", f"repository/{resource.get('name')}")
-    create: list[Any] = [("ecr:CreateRepository", arn), ("ecr:TagResource", arn)]
+    tags = _request_tags(resource)
+    create: list[Any] = [("ecr:CreateRepository", arn, tags), ("ecr:TagResource", arn, tags)]
     for encryption in resource.get("encryptionConfigurations", []):
         if encryption.get("kmsKey"):
             # "the IAM principal that creates the repository needs kms:CreateGrant, kms:RetireGrant and
@@ -208,7 +216,7 @@ def _ecr_repository(resource: Declared, world: World) -> Mapping[Operation, Sequ
         "update": [
             ("ecr:PutImageTagMutability", arn),
             ("ecr:PutImageScanningConfiguration", arn),
-            ("ecr:TagResource", arn),
+            ("ecr:TagResource", arn, tags),
             ("ecr:UntagResource", arn),
         ],
         "delete": delete,
@@ -276,9 +284,10 @@ def _sagemaker(kind: str, create: str, delete: str, describe: str) -> CallsOf:
         # SageMaker lower-cases names in its ARNs ("Amazon SageMaker AI resource ARNs are lowercase":
         # the ARN the API returns, and what IAM authorizes against).
         arn = world.location.arn("sagemaker", f"{kind}/{str(resource.get('name')).lower()}")
-        made: list[Any] = [(create, arn), ("sagemaker:AddTags", arn)]
+        tags = _request_tags(resource)  # the Create* requests carry the tags (Tags parameter)
+        made: list[Any] = [(create, arn, tags), ("sagemaker:AddTags", arn, tags)]
         read: list[Any] = [(describe, arn), ("sagemaker:ListTags", arn)]
-        update: list[Any] = [("sagemaker:AddTags", arn), ("sagemaker:DeleteTags", arn)]
+        update: list[Any] = [("sagemaker:AddTags", arn, tags), ("sagemaker:DeleteTags", arn)]
         if kind == "model":
             role = str(resource.get("executionRoleArn"))
             made.append(("iam:PassRole", role, {"iam:PassedToService": "sagemaker.amazonaws.com"}))
@@ -291,15 +300,24 @@ def _sagemaker(kind: str, create: str, delete: str, describe: str) -> CallsOf:
             config = world.location.arn(
                 "sagemaker", f"endpoint-config/{str(resource.get('endpointConfigName')).lower()}"
             )
-            made.append((create, config))  # CreateEndpoint is authorized on the endpoint and its config
+            made.append((create, config, tags))  # CreateEndpoint is authorized on the endpoint and its config
             update += [("sagemaker:UpdateEndpoint", arn), ("sagemaker:UpdateEndpoint", config)]
         return {"create": made, "read": read, "update": update, "delete": [(delete, arn)]}
 
     return calls
 
 
+def _scalable_target_arn(world: World, resource_id: str) -> str:
+    """The declared scalable target of ``resource_id`` (its ARN ends in a random id AWS assigns)."""
+    for resource in world.resources:
+        if resource.type == "aws:appautoscaling/target:Target" and resource.get("resourceId") == resource_id:
+            return str(resource.get("arn"))
+    return world.location.arn("application-autoscaling", "scalable-target/*")
+
+
 def _scalable_target(resource: Declared, world: World) -> Mapping[Operation, Sequence[Any]]:
-    target = world.location.arn("application-autoscaling", "scalable-target/*")
+    target = str(resource.get("arn"))
+    tags = _request_tags(resource)  # RegisterScalableTarget carries the tags (Tags parameter)
     endpoint = str(resource.get("resourceId", "")).split("/")[1:2]
     endpoint_arn = world.location.arn("sagemaker", f"endpoint/{(endpoint or ['?'])[0].lower()}")
     # Registering a SageMaker variant: Application Auto Scaling checks the caller may describe and
@@ -313,7 +331,7 @@ def _scalable_target(resource: Declared, world: World) -> Mapping[Operation, Seq
     )
     return {
         "create": [
-            ("application-autoscaling:RegisterScalableTarget", target),
+            ("application-autoscaling:RegisterScalableTarget", target, tags),
             ("sagemaker:DescribeEndpoint", endpoint_arn),
             ("sagemaker:UpdateEndpointWeightsAndCapacities", endpoint_arn),
             (
@@ -323,13 +341,17 @@ def _scalable_target(resource: Declared, world: World) -> Mapping[Operation, Seq
             ),
         ],
         "read": [("application-autoscaling:DescribeScalableTargets", "*")],
-        "update": [("application-autoscaling:RegisterScalableTarget", target)],
+        "update": [
+            ("application-autoscaling:RegisterScalableTarget", target),
+            ("application-autoscaling:TagResource", target, tags),
+            ("application-autoscaling:UntagResource", target),
+        ],
         "delete": [("application-autoscaling:DeregisterScalableTarget", target)],
     }
 
 
 def _scaling_policy(resource: Declared, world: World) -> Mapping[Operation, Sequence[Any]]:
-    target = world.location.arn("application-autoscaling", "scalable-target/*")
+    target = _scalable_target_arn(world, str(resource.get("resourceId")))
     # Target tracking creates and deletes its own CloudWatch alarms (TargetTracking-<resource id>-…)
     # with the caller's permissions (Application Auto Scaling User Guide, permissions for PutScalingPolicy).
     alarms = world.location.arn("cloudwatch", f"alarm:TargetTracking-{resource.get('resourceId')}-*")
@@ -346,7 +368,7 @@ def _scaling_policy(resource: Declared, world: World) -> Mapping[Operation, Sequ
 
 
 def _scheduled_action(resource: Declared, world: World) -> Mapping[Operation, Sequence[Any]]:
-    target = world.location.arn("application-autoscaling", "scalable-target/*")
+    target = _scalable_target_arn(world, str(resource.get("resourceId")))
     return {
         "create": [("application-autoscaling:PutScheduledAction", target)],
         "read": [("application-autoscaling:DescribeScheduledActions", "*")],
@@ -357,10 +379,12 @@ def _scheduled_action(resource: Declared, world: World) -> Mapping[Operation, Se
 
 def _metric_alarm(resource: Declared, world: World) -> Mapping[Operation, Sequence[Any]]:
     arn = world.location.arn("cloudwatch", f"alarm:{resource.get('name')}")
+    tags = _request_tags(resource)
+    # Tags travel with PutMetricAlarm on create only; updates change them with TagResource.
     return {
-        "create": [("cloudwatch:PutMetricAlarm", arn), ("cloudwatch:TagResource", arn)],
+        "create": [("cloudwatch:PutMetricAlarm", arn, tags), ("cloudwatch:TagResource", arn, tags)],
         "read": [("cloudwatch:DescribeAlarms", arn), ("cloudwatch:ListTagsForResource", arn)],
-        "update": [("cloudwatch:PutMetricAlarm", arn), ("cloudwatch:TagResource", arn)],
+        "update": [("cloudwatch:PutMetricAlarm", arn), ("cloudwatch:TagResource", arn, tags)],
         "delete": [("cloudwatch:DeleteAlarms", arn)],
     }
 
@@ -377,13 +401,14 @@ def _dashboard(resource: Declared, world: World) -> Mapping[Operation, Sequence[
 
 def _log_group(resource: Declared, world: World) -> Mapping[Operation, Sequence[Any]]:
     arn = world.location.arn("logs", f"log-group:{resource.get('name')}")
-    create: list[Any] = [("logs:CreateLogGroup", arn), ("logs:TagResource", arn)]
+    tags = _request_tags(resource)
+    create: list[Any] = [("logs:CreateLogGroup", arn, tags), ("logs:TagResource", arn, tags)]
     if resource.get("retentionInDays"):
         create.append(("logs:PutRetentionPolicy", arn))
     return {
         "create": create,
         "read": [("logs:DescribeLogGroups", "*"), ("logs:ListTagsForResource", arn)],
-        "update": [("logs:PutRetentionPolicy", arn), ("logs:TagResource", arn), ("logs:UntagResource", arn)],
+        "update": [("logs:PutRetentionPolicy", arn), ("logs:TagResource", arn, tags), ("logs:UntagResource", arn)],
         "delete": [("logs:DeleteLogGroup", arn)],
     }
 
@@ -471,8 +496,13 @@ def resource_calls(resource: Declared, world: World, operations: Sequence[Operat
             f"{resource.type} ({resource.name}): add what its Terraform resource calls to infra/access/aws_calls.py"
         )
     table = entry.calls(resource, world)
+    own_arn = str(resource.get("arn", "")).lower()
     for operation in operations:
         for item in table.get(operation, ()):
             action, arn, *rest = item
             context: Mapping[str, str] = rest[0] if rest else {}
-            yield Call(action, arn, context, f"{resource.type} {resource.name} {operation}")
+            # The creating request is the one that sends the new resource's tags; calls after it
+            # (EnableKeyRotation, PutRetentionPolicy…) find the resource tagged.
+            sends_tags = any(name.startswith("aws:RequestTag/") for name in context)
+            creates = operation == "create" and sends_tags and arn.lower() in ("*", own_arn)
+            yield Call(action, arn, context, f"{resource.type} {resource.name} {operation}", creates)

@@ -446,7 +446,9 @@ class SageMakerEndpoint(pulumi.ComponentResource):
             alarms.insert(0, rollback)
         dashboard = aws.cloudwatch.Dashboard(
             f"{prefix}-dashboard",
-            dashboard_name=f"{PROJECT}-{endpoint.name}-{region}",
+            # Dashboards carry no tags (no Tags in PutDashboard's Terraform resource), so the name is
+            # what the deploy role is scoped by: model-deploy-<environment>-… (infra/bootstrap/aws.py).
+            dashboard_name=f"{PROJECT}-{config.environment}-{endpoint.name}-{region}",
             dashboard_body=pulumi.Output.json_dumps(
                 dashboard_body(
                     endpoint.name,

@@ -150,36 +150,64 @@ def deploy_policy(partition: str, account: str, environment: str, bucket_arn: st
     roles = f"{arn}:iam::{account}:role{execution_role_path(environment)}*"
     buckets = f"{arn}:s3:::{NAME_PREFIX}{environment}-*"
     own_keys = {"StringEquals": {f"aws:ResourceTag/{ENVIRONMENT_TAG}": environment}}
+    resource_tag, request_tag = f"aws:ResourceTag/{ENVIRONMENT_TAG}", f"aws:RequestTag/{ENVIRONMENT_TAG}"
+    # ABAC for what a stack creates (Service Authorization Reference: SageMaker, ECR, CloudWatch,
+    # CloudWatch Logs and Application Auto Scaling resources support aws:ResourceTag, their create
+    # and tag actions aws:RequestTag). The stacks tag every resource with its environment
+    # (StackConfig.standard_tags), so a role may create only resources tagged with its own
+    # environment and change or delete only resources that carry it. Reads stay account-wide:
+    # a tag condition on Describe would turn "not found" into AccessDenied and break refresh.
+    creating = {"StringEquals": {request_tag: environment}, "StringEqualsIfExists": {resource_tag: environment}}
+    managing = {"StringEquals": {resource_tag: environment}, "StringEqualsIfExists": {request_tag: environment}}
+    sagemaker_resources = [
+        f"{arn}:sagemaker:*:{account}:model/*",
+        f"{arn}:sagemaker:*:{account}:endpoint-config/*",
+        f"{arn}:sagemaker:*:{account}:endpoint/*",
+    ]
+    repositories = [f"{arn}:ecr:*:{account}:repository/*"]
+    log_groups = [f"{arn}:logs:*:{account}:log-group:/aws/sagemaker/*"]
+    scalable_targets = [f"{arn}:application-autoscaling:*:{account}:scalable-target/*"]
     return {
         "Version": "2012-10-17",
         "Statement": [
             *_state_statements(bucket_arn, key_arn, [stack_name(environment)]),
             _statement(
-                "SageMaker",
+                "SageMakerRead",
+                [
+                    "sagemaker:DescribeModel",
+                    "sagemaker:DescribeEndpointConfig",
+                    "sagemaker:DescribeEndpoint",
+                    "sagemaker:ListTags",
+                ],
+                sagemaker_resources,
+            ),
+            _statement(
+                "SageMakerCreate",
+                [
+                    "sagemaker:CreateModel",
+                    "sagemaker:CreateEndpointConfig",
+                    "sagemaker:CreateEndpoint",
+                    "sagemaker:AddTags",
+                ],
+                sagemaker_resources,
+                Condition=creating,
+            ),
+            _statement(
+                "SageMakerManage",
                 [
                     f"sagemaker:{action}"
                     for action in (
-                        "CreateModel",
                         "DeleteModel",
-                        "DescribeModel",
-                        "CreateEndpointConfig",
                         "DeleteEndpointConfig",
-                        "DescribeEndpointConfig",
-                        "CreateEndpoint",
                         "UpdateEndpoint",
                         "DeleteEndpoint",
-                        "DescribeEndpoint",
                         "UpdateEndpointWeightsAndCapacities",
                         "AddTags",
                         "DeleteTags",
-                        "ListTags",
                     )
                 ],
-                [
-                    f"{arn}:sagemaker:*:{account}:model/*",
-                    f"{arn}:sagemaker:*:{account}:endpoint-config/*",
-                    f"{arn}:sagemaker:*:{account}:endpoint/*",
-                ],
+                sagemaker_resources,
+                Condition=managing,
             ),
             # model-deploy-verify's smoke request (infra/verify_aws.py): without these the deploy
             # workflow fails at its verify step.
@@ -187,6 +215,7 @@ def deploy_policy(partition: str, account: str, environment: str, bucket_arn: st
                 "VerifyEndpoints",
                 ["sagemaker:InvokeEndpoint", "sagemaker:InvokeEndpointAsync"],
                 [f"{arn}:sagemaker:*:{account}:endpoint/*"],
+                Condition=own_keys,
             ),
             _statement(
                 "ArtifactBuckets",
@@ -278,41 +307,47 @@ def deploy_policy(partition: str, account: str, environment: str, bucket_arn: st
             ),
             _statement("EcrLogin", ["ecr:GetAuthorizationToken"], ["*"]),
             _statement(
-                "Ecr",
+                "EcrRead",
                 [
                     f"ecr:{action}"
                     for action in (
-                        "CreateRepository",
-                        "DeleteRepository",
                         "DescribeRepositories",
                         "ListTagsForResource",
-                        "TagResource",
-                        "UntagResource",
-                        "PutLifecyclePolicy",
                         "GetLifecyclePolicy",
-                        "DeleteLifecyclePolicy",
-                        "PutImageScanningConfiguration",
-                        "PutImageTagMutability",
                         "GetRepositoryPolicy",
-                        "SetRepositoryPolicy",
-                        "DeleteRepositoryPolicy",
                         "BatchGetImage",
                         "BatchCheckLayerAvailability",
                         "GetDownloadUrlForLayer",
                         "DescribeImages",
                     )
                 ],
-                [f"{arn}:ecr:*:{account}:repository/*"],
+                repositories,
             ),
+            _statement("EcrCreate", ["ecr:CreateRepository", "ecr:TagResource"], repositories, Condition=creating),
             # The image workflow pushes the serving image, and promotion copies it by digest
-            # (`crane copy`), with this environment's role: without these, both fail with AccessDenied.
+            # (`crane copy`), with this environment's role: without the push actions, both fail.
             _statement(
-                "EcrPush",
+                "EcrManage",
                 [
                     f"ecr:{action}"
-                    for action in ("InitiateLayerUpload", "UploadLayerPart", "CompleteLayerUpload", "PutImage")
+                    for action in (
+                        "DeleteRepository",
+                        "TagResource",
+                        "UntagResource",
+                        "PutLifecyclePolicy",
+                        "DeleteLifecyclePolicy",
+                        "PutImageScanningConfiguration",
+                        "PutImageTagMutability",
+                        "SetRepositoryPolicy",
+                        "DeleteRepositoryPolicy",
+                        "InitiateLayerUpload",
+                        "UploadLayerPart",
+                        "CompleteLayerUpload",
+                        "PutImage",
+                    )
                 ],
-                [f"{arn}:ecr:*:{account}:repository/*"],
+                repositories,
+                Condition=managing,
             ),
             _statement(
                 "ExecutionRoles",
@@ -350,65 +385,95 @@ def deploy_policy(partition: str, account: str, environment: str, bucket_arn: st
                 [f"{arn}:iam::{account}:role/aws-service-role/sagemaker.application-autoscaling.amazonaws.com/*"],
                 Condition={"StringEquals": {"iam:AWSServiceName": "sagemaker.application-autoscaling.amazonaws.com"}},
             ),
+            # The Describe actions have no resource-level permissions (Service Authorization Reference).
             _statement(
-                "Autoscaling",
+                "AutoscalingRead",
                 [
-                    f"application-autoscaling:{action}"
-                    for action in (
-                        "RegisterScalableTarget",
-                        "DeregisterScalableTarget",
-                        "DescribeScalableTargets",
-                        "PutScalingPolicy",
-                        "DeleteScalingPolicy",
-                        "DescribeScalingPolicies",
-                        "PutScheduledAction",
-                        "DeleteScheduledAction",
-                        "DescribeScheduledActions",
-                        "TagResource",
-                        "UntagResource",
-                        "ListTagsForResource",
-                    )
+                    "application-autoscaling:DescribeScalableTargets",
+                    "application-autoscaling:DescribeScalingPolicies",
+                    "application-autoscaling:DescribeScheduledActions",
                 ],
                 ["*"],
             ),
+            # A target is created tagged (aws:RequestTag) and re-registered on update (aws:ResourceTag);
+            # registering one on another environment's endpoint also needs
+            # sagemaker:UpdateEndpointWeightsAndCapacities on it, which SageMakerManage denies.
             _statement(
-                "Alarms",
+                "AutoscalingRegister",
+                ["application-autoscaling:RegisterScalableTarget", "application-autoscaling:TagResource"],
+                scalable_targets,
+                Condition={"StringEqualsIfExists": {request_tag: environment, resource_tag: environment}},
+            ),
+            _statement(
+                "AutoscalingManage",
                 [
-                    f"cloudwatch:{action}"
+                    f"application-autoscaling:{action}"
                     for action in (
-                        "PutMetricAlarm",
-                        "DeleteAlarms",
-                        "DescribeAlarms",
-                        "TagResource",
+                        "DeregisterScalableTarget",
+                        "PutScalingPolicy",
+                        "DeleteScalingPolicy",
+                        "PutScheduledAction",
+                        "DeleteScheduledAction",
                         "UntagResource",
                         "ListTagsForResource",
-                        "PutDashboard",
-                        "GetDashboard",
-                        "DeleteDashboards",
                     )
                 ],
-                [f"{arn}:cloudwatch:*:{account}:alarm:*", f"{arn}:cloudwatch::{account}:dashboard/*"],
+                scalable_targets,
+                Condition=own_keys,
+            ),
+            _statement(
+                "AlarmsRead",
+                ["cloudwatch:DescribeAlarms", "cloudwatch:ListTagsForResource"],
+                [f"{arn}:cloudwatch:*:{account}:alarm:*"],
+            ),
+            # PutMetricAlarm sends tags on create only; on update the alarm carries them.
+            _statement(
+                "AlarmsWrite",
+                ["cloudwatch:PutMetricAlarm", "cloudwatch:TagResource"],
+                [f"{arn}:cloudwatch:*:{account}:alarm:*"],
+                Condition={"StringEqualsIfExists": {request_tag: environment, resource_tag: environment}},
+            ),
+            _statement(
+                "AlarmsDelete",
+                ["cloudwatch:DeleteAlarms", "cloudwatch:UntagResource"],
+                [f"{arn}:cloudwatch:*:{account}:alarm:*"],
+                Condition=own_keys,
+            ),
+            # Target tracking policies create and delete their alarms untagged, with the caller's
+            # permissions (Application Auto Scaling User Guide, "Identity and access management":
+            # PutScalingPolicy needs cloudwatch:PutMetricAlarm/DeleteAlarms). Their names
+            # (TargetTracking-endpoint/<endpoint>/variant/...) are the only handle, so in a shared
+            # account these are the one write not bounded to the environment.
+            _statement(
+                "Dashboards",
+                ["cloudwatch:PutDashboard", "cloudwatch:GetDashboard", "cloudwatch:DeleteDashboards"],
+                [f"{arn}:cloudwatch::{account}:dashboard/{NAME_PREFIX}{environment}-*"],
+            ),
+            _statement(
+                "TargetTrackingAlarms",
+                ["cloudwatch:PutMetricAlarm", "cloudwatch:DeleteAlarms"],
+                [f"{arn}:cloudwatch:*:{account}:alarm:TargetTracking-endpoint/*"],
             ),
             # DescribeLogGroups has no resource-level permissions (Service Authorization Reference).
             _statement("DescribeLogGroups", ["logs:DescribeLogGroups"], ["*"]),
+            _statement("LogGroupsRead", ["logs:ListTagsForResource", "logs:ListTagsLogGroup"], log_groups),
+            _statement("LogGroupsCreate", ["logs:CreateLogGroup", "logs:TagResource"], log_groups, Condition=creating),
             _statement(
-                "LogGroups",
+                "LogGroupsManage",
                 [
                     f"logs:{action}"
                     for action in (
-                        "CreateLogGroup",
                         "DeleteLogGroup",
                         "PutRetentionPolicy",
                         "DeleteRetentionPolicy",
                         "TagResource",
                         "UntagResource",
-                        "ListTagsForResource",
-                        "ListTagsLogGroup",
                         "AssociateKmsKey",
                         "DisassociateKmsKey",
                     )
                 ],
-                [f"{arn}:logs:*:{account}:log-group:/aws/sagemaker/*"],
+                log_groups,
+                Condition=managing,
             ),
         ],
     }

@@ -114,6 +114,11 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 f"arn:aws:sagemaker:{region}:{account}:endpoint-config/{physical}"
             ),
             "aws:sagemaker/endpoint:Endpoint": f"arn:aws:sagemaker:{region}:{account}:endpoint/{physical}",
+            # AWS assigns scalable targets a random id; distinct per stack and resource, as there.
+            "aws:appautoscaling/target:Target": (
+                f"arn:aws:application-autoscaling:{region}:{account}:scalable-target/"
+                f"{hashlib.md5(f'{pulumi.get_stack()}/{args.name}'.encode()).hexdigest()}"
+            ),
         }
         if args.typ in arns:
             state["arn"] = arns[args.typ]

@@ -853,7 +853,7 @@ def test_the_rollback_alarm_fires_on_errors_or_latency_of_any_production_variant
 def test_dashboard_shows_every_variant_and_every_alarm() -> None:
     deployment = deployed("prod_canary")
     dashboard = deployment.one(DASHBOARD)
-    assert dashboard.inputs["dashboardName"] == "model-deploy-digits-prod-eu-west-1"
+    assert dashboard.inputs["dashboardName"] == "model-deploy-prod-digits-prod-eu-west-1"
     body = json_input(dashboard, "dashboardBody")
     alarm_widget = body["widgets"][0]
     assert sorted(alarm_widget["properties"]["alarms"]) == sorted(a.state["arn"] for a in deployment.of_type(ALARM))

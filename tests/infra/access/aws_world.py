@@ -76,13 +76,13 @@ class Stack:
         (found,) = [resource for resource in self.resources if resource.type == type_]
         return found
 
-    def kms_context(self, key_arn: str, *, request: bool = False) -> dict[str, str]:
-        """The tag condition keys a call on this stack's key ``key_arn`` carries."""
-        for key in self.resources:
-            if key.type == "aws:kms/key:Key" and key.get("arn") == key_arn:
-                prefix = "aws:RequestTag" if request else "aws:ResourceTag"
-                return {f"{prefix}/{name}": str(value) for name, value in (key.get("tags") or {}).items()}
-        return {}
+    def tags_of(self, arn: str) -> dict[str, str] | None:
+        """The tags of this stack's resource ``arn`` (ARNs compare case-insensitively: SageMaker
+        lower-cases names in them), ``None`` if the stack declares no such resource."""
+        for resource in self.resources:
+            if str(resource.get("arn", "")).lower() == arn.lower():
+                return {name: str(value) for name, value in (resource.get("tags") or {}).items()}
+        return None
 
 
 def run_stack(name: str, values: Mapping[str, Any], account: str) -> Stack:
@@ -178,14 +178,20 @@ class AwsWorld:
         account = parts[4] if len(parts) > 4 and parts[4] else owner
         return None, account
 
+    def tags_of(self, arn: str) -> dict[str, str]:
+        """The tags of whichever stack's resource ``arn`` is (none for resources no stack declares)."""
+        for stack in self.stacks.values():
+            tags = stack.tags_of(arn)
+            if tags is not None:
+                return tags
+        return {}
+
     def decide(self, principal: Principal, call: Call, owner: str) -> Decision:
         """Whether AWS would allow ``principal`` to make ``call`` (on a resource of account ``owner``)."""
         policy, account = self.resource_policy(call.resource, owner)
         context = dict(call.context)
-        creating_key = any(name.startswith("aws:RequestTag/") for name in call.context) and call.why.endswith(" create")
-        if not creating_key:  # an existing key carries its tags
-            for stack in self.stacks.values():
-                context.update(stack.kms_context(call.resource, request=False))
+        if not call.creates:  # an existing resource carries its tags (aws:ResourceTag/<key>)
+            context.update({f"aws:ResourceTag/{name}": value for name, value in self.tags_of(call.resource).items()})
         request = Request(principal, call.action, call.resource, context)
         return evaluate(request, self.identity_policies(principal), policy, resource_account=account)
 
@@ -255,7 +261,7 @@ def verify_calls(world: AwsWorld, stack: Stack) -> list[Call]:
         ),
         Call("sagemaker:DescribeModel", location.arn("sagemaker", f"model/{str(model.get('name')).lower()}")),
         Call("s3:GetObject", f"arn:{PARTITION}:s3:::{bucket}/{key}"),  # the package's bundled example
-        Call("kms:Decrypt", store_key, stack.kms_context(store_key)),  # S3 decrypts it with the caller's rights
+        Call("kms:Decrypt", store_key),  # S3 decrypts it with the caller's rights
         Call("sagemaker:InvokeEndpoint", location.arn("sagemaker", f"endpoint/{str(endpoint.get('name')).lower()}")),
     ]
     return [Call(c.action, c.resource, c.context, f"verify {stack.name}") for c in calls]
