@@ -7,7 +7,7 @@ rules relating several values live in :mod:`infra.config.gcp_rules`.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import AfterValidator, Field
 
@@ -259,6 +259,11 @@ class VertexSettings(ConfigModel):
     )
 
 
+#: The label a decommissioned stack's Cloud Run service carries (value: the stack's name), which
+#: the policy pack's ``cloud-run-deletion-protection-in-prod`` reads (see ``GcpConfig.decommission``).
+DECOMMISSION_LABEL: Final = "decommission"
+
+
 class GcpConfig(ConfigModel):
     """``model-deploy:gcp``: everything the GCP program declares."""
 
@@ -268,6 +273,15 @@ class GcpConfig(ConfigModel):
     store: GcsStoreSettings = Field(description="package bucket and image repository")
     cloud_run: CloudRunSettings | None = Field(default=None, description="Cloud Run service (target cloudrun)")
     vertex: VertexSettings | None = Field(default=None, description="Vertex AI endpoint (target vertex)")
+    decommission: str | None = Field(
+        default=None,
+        description="this stack's own name, to let `pulumi destroy` remove a prod stack (README: destroying a "
+        "GCP prod stack); with target cloudrun, cloudRun.deletionProtection: false too",
+    )
+
+    def decommissioning(self, stack: str) -> bool:
+        """Whether ``decommission`` names ``stack``: only then is a prod stack's protection lifted."""
+        return self.decommission is not None and self.decommission == stack
 
     @property
     def registry_host(self) -> str:
