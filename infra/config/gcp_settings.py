@@ -234,6 +234,22 @@ class CloudRunSettings(ConfigModel):
         return parse_memory(self.memory)
 
 
+def _check_numeric_id(value: str) -> str:
+    if not value.isascii() or not value.isdigit():
+        fail("is not a Vertex AI id: use its digits, as the console and `gcloud ai endpoints describe` show it")
+    return value
+
+
+NumericId = Annotated[str, AfterValidator(_check_numeric_id)]
+
+
+class VertexImportSettings(ConfigModel):
+    """``model-deploy:gcp.vertex.importFrom``: an existing endpoint and deployed model the stack takes over."""
+
+    endpoint_id: NumericId = Field(description="the endpoint's id (projects/…/endpoints/<id>)")
+    deployed_model_id: NumericId = Field(description="the id of the model deployed on it")
+
+
 class VertexSettings(ConfigModel):
     """``model-deploy:gcp.vertex``: the Vertex AI endpoint and deployed model (target vertex)."""
 
@@ -256,6 +272,9 @@ class VertexSettings(ConfigModel):
     traffic_percent: Percent = Field(default=100, description="share of traffic the new model gets")
     deploy_timeout_seconds: Annotated[int, at_least(1, "a timeout")] = Field(
         default=1800, description="give up on a deployment after this long"
+    )
+    import_from: VertexImportSettings | None = Field(
+        default=None, description="take over this existing endpoint and deployed model instead of creating them"
     )
 
 

@@ -266,11 +266,12 @@ def _client(project: str, region: str, values: Mapping[str, Any]) -> VertexClien
 
 # --- reading a deployment back (refresh and import) ------------------------------------------------
 
-#: ``DeployedModel.id`` is 1-10 digits (google/cloud/aiplatform/v1/endpoint.proto). A deployed model
-#: has no resource name of its own, so an import id is its endpoint's name plus that id.
+#: ``DeployedModel.id`` is digits (google/cloud/aiplatform/v1/endpoint.proto: "valid characters are
+#: /[0-9]/"; the 1-10 length it gives is for ids the caller chooses, so generated ones are not held
+#: to it). A deployed model has no resource name of its own: an import id is its endpoint's name plus that id.
 IMPORT_ID_RE: Final = re.compile(
     r"^(?P<endpoint>projects/(?P<project>[^/]+)/locations/(?P<region>[^/]+)/endpoints/[^/]+)"
-    r"/deployedModels/(?P<deployed_model_id>[0-9]{1,10})$"
+    r"/deployedModels/(?P<deployed_model_id>[0-9]+)$"
 )
 IMPORT_ID_FORMAT: Final = (
     "projects/<project>/locations/<region>/endpoints/<endpoint id>/deployedModels/<deployed model id>"

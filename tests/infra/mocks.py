@@ -66,6 +66,7 @@ class Registered:
     delete_before_replace: bool = False
     protect: bool = False
     retain_on_delete: bool = False
+    import_id: str = ""
     replacement_trigger: Any = None
 
     def depends_on(self, other: Registered) -> bool:
@@ -192,6 +193,7 @@ class RecordingMonitor(MockMonitor):
                 delete_before_replace=bool(request.deleteBeforeReplace),
                 protect=bool(request.protect),
                 retain_on_delete=bool(request.retainOnDelete),
+                import_id=request.importId,
                 replacement_trigger=trigger,
             )
         )

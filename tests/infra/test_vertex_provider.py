@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -11,7 +12,7 @@ import pytest
 from google.cloud import aiplatform_v1
 from google.rpc import code_pb2
 
-from infra.config import load_stack_config
+from infra.config import ConfigError, load_stack_config
 from infra.gcp.vertex import VertexEndpoint
 from infra.gcp.vertex_client import (
     ACCELERATOR_DUTY_CYCLE_METRIC,
@@ -718,3 +719,34 @@ def test_vertex_endpoint_declares_the_endpoint_and_the_deployment() -> None:
         "projects/acme-ml-dev/locations/europe-west4/endpoints/4242424242:predict"
     )
     assert component
+
+
+def test_vertex_import_from_imports_the_endpoint_and_hands_the_deployment_its_import_id() -> None:
+    values = copy.deepcopy(STACK_VALUES)
+    values["model-deploy:gcp"]["vertex"]["importFrom"] = {"endpointId": "4242424242", "deployedModelId": "55"}
+    config = load_stack_config(values, stack="gcp-dev")
+
+    def program() -> None:
+        VertexEndpoint(
+            "digits",
+            config,
+            bucket_name="acme-ml-dev-models",
+            service_account_email="vertex-serve@acme-ml-dev.iam.gserviceaccount.com",
+        )
+
+    result = run_program(
+        {}, stack="gcp-dev", program=program, monitor=RecordingMonitor(_GcpMocks(region="europe-west4"))
+    )
+    endpoint = "projects/acme-ml-dev/locations/europe-west4/endpoints/4242424242"
+    assert result.one("gcp:vertex/aiEndpoint:AiEndpoint").import_id == endpoint
+    deployment = result.one("pulumi-python:dynamic:Resource")
+    assert deployment.import_id == ""  # the engine cannot import it (pulumi/pulumi#16175): create does
+    assert deployment.inputs["import_id"] == f"{endpoint}/deployedModels/55"
+    assert deployment.inputs["endpoint"] == endpoint  # what create checks the import id against
+
+
+def test_vertex_import_from_refuses_an_id_that_is_not_digits() -> None:
+    values = copy.deepcopy(STACK_VALUES)
+    values["model-deploy:gcp"]["vertex"]["importFrom"] = {"endpointId": "digits-dev", "deployedModelId": "55"}
+    with pytest.raises(ConfigError, match=r"vertex\.importFrom\.endpointId: .*is not a Vertex AI id"):
+        load_stack_config(values, stack="gcp-dev")
