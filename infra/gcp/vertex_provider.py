@@ -243,7 +243,7 @@ class _Settings:
         )
 
     def client(self) -> VertexClient:
-        return _client(self.project, self.region, normalize(self._connection()))
+        return _client(self.project, self.region, self._connection())
 
     def _connection(self) -> dict[str, Any]:
         return {
@@ -254,7 +254,7 @@ class _Settings:
 
 
 def _client(project: str, region: str, values: Mapping[str, Any]) -> VertexClient:
-    """A client for ``project``/``region`` with the connection settings of (normalized) ``values``."""
+    """A client for ``project``/``region`` with the connection settings in ``values`` (defaults where ``None``)."""
     return VertexClient(
         project,
         region,
