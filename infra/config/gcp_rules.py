@@ -193,11 +193,46 @@ def cloud_run_service(config: StackConfig) -> Iterator[ConfigError]:
             f"needs the uncompressed layout, but {PACKAGE_KEY}.uri is a model.tar.gz: push with "
             "`--layout uncompressed` and pin the …/<digest>/ prefix, or use packageDelivery fetch",
         )
-    if config.is_prod and run.deletion_protection is False:
+    gcp = config.require_gcp()
+    if config.is_prod and run.deletion_protection is False and not gcp.decommissioning(config.stack):
         yield ConfigError(
             _key("cloudRun", "deletionProtection"),
             False,
-            "is not allowed in prod: production services are protected from `pulumi destroy`",
+            "is not allowed in prod: production services are protected from `pulumi destroy`; to destroy "
+            f"this stack, also set {_key('decommission')}: {config.stack} (README: destroying a GCP prod stack)",
+        )
+
+
+def decommission(config: StackConfig) -> Iterator[ConfigError]:
+    """``decommission`` names this very stack, and on Cloud Run in prod comes with deletion protection off.
+
+    Two settings, each useless alone, so a prod stack is never unprotected by one slip; the stack's
+    name, so a decommissioned stack's config copied to another stack unprotects nothing there.
+    """
+    gcp = _gcp(config)
+    if gcp is None or gcp.decommission is None:
+        return
+    key = _key("decommission")
+    if gcp.decommission != config.stack:
+        yield ConfigError(
+            key,
+            gcp.decommission,
+            f"names another stack: set it to this stack's own name ({config.stack}) to decommission it",
+        )
+        return
+    if not gcp_limits.LABEL_VALUE_RE.match(config.stack):
+        yield ConfigError(
+            key,
+            gcp.decommission,
+            "cannot be a GCP label value (the policy pack reads it from one): the stack name needs 0-63 of a-z 0-9 _ -",
+        )
+    run = _cloud_run(config)
+    if config.is_prod and run is not None and run.deletion_protection is not False:
+        yield ConfigError(
+            key,
+            gcp.decommission,
+            f"needs {_key('cloudRun', 'deletionProtection')}: false as well, deliberately: both settings are "
+            "required to let `pulumi destroy` delete a production service",
         )
 
 
@@ -283,6 +318,7 @@ GCP_RULES = (
     cloud_run_resources,
     cloud_run_gpu,
     cloud_run_service,
+    decommission,
     vertex_machine,
     labels,
 )

@@ -7,7 +7,7 @@ rules relating several values live in :mod:`infra.config.gcp_rules`.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import AfterValidator, Field
 
@@ -234,6 +234,22 @@ class CloudRunSettings(ConfigModel):
         return parse_memory(self.memory)
 
 
+def _check_numeric_id(value: str) -> str:
+    if not value.isascii() or not value.isdigit():
+        fail("is not a Vertex AI id: use its digits, as the console and `gcloud ai endpoints describe` show it")
+    return value
+
+
+NumericId = Annotated[str, AfterValidator(_check_numeric_id)]
+
+
+class VertexImportSettings(ConfigModel):
+    """``model-deploy:gcp.vertex.importFrom``: an existing endpoint and deployed model the stack takes over."""
+
+    endpoint_id: NumericId = Field(description="the endpoint's id (projects/…/endpoints/<id>)")
+    deployed_model_id: NumericId = Field(description="the id of the model deployed on it")
+
+
 class VertexSettings(ConfigModel):
     """``model-deploy:gcp.vertex``: the Vertex AI endpoint and deployed model (target vertex)."""
 
@@ -257,6 +273,14 @@ class VertexSettings(ConfigModel):
     deploy_timeout_seconds: Annotated[int, at_least(1, "a timeout")] = Field(
         default=1800, description="give up on a deployment after this long"
     )
+    import_from: VertexImportSettings | None = Field(
+        default=None, description="take over this existing endpoint and deployed model instead of creating them"
+    )
+
+
+#: The label a decommissioned stack's Cloud Run service carries (value: the stack's name), which
+#: the policy pack's ``cloud-run-deletion-protection-in-prod`` reads (see ``GcpConfig.decommission``).
+DECOMMISSION_LABEL: Final = "decommission"
 
 
 class GcpConfig(ConfigModel):
@@ -268,6 +292,15 @@ class GcpConfig(ConfigModel):
     store: GcsStoreSettings = Field(description="package bucket and image repository")
     cloud_run: CloudRunSettings | None = Field(default=None, description="Cloud Run service (target cloudrun)")
     vertex: VertexSettings | None = Field(default=None, description="Vertex AI endpoint (target vertex)")
+    decommission: str | None = Field(
+        default=None,
+        description="this stack's own name, to let `pulumi destroy` remove a prod stack (README: destroying a "
+        "GCP prod stack); with target cloudrun, cloudRun.deletionProtection: false too",
+    )
+
+    def decommissioning(self, stack: str) -> bool:
+        """Whether ``decommission`` names ``stack``: only then is a prod stack's protection lifted."""
+        return self.decommission is not None and self.decommission == stack
 
     @property
     def registry_host(self) -> str:

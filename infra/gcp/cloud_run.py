@@ -19,7 +19,7 @@ import pulumi
 import pulumi_gcp as gcp
 
 from infra.config import PROJECT, CloudRunSettings, StackConfig
-from infra.config.gcp_settings import CLOUD_RUN_INGRESS
+from infra.config.gcp_settings import CLOUD_RUN_INGRESS, DECOMMISSION_LABEL
 from infra.gcp.iam import ServingIdentity
 from infra.gcp.naming import (
     CONTAINER_PORT,
@@ -60,6 +60,19 @@ def container_environment(config: StackConfig, settings: CloudRunSettings) -> di
 def deletion_protection(config: StackConfig, settings: CloudRunSettings) -> bool:
     """``cloudRun.deletionProtection``, else on in prod."""
     return settings.deletion_protection if settings.deletion_protection is not None else config.is_prod
+
+
+def service_labels(config: StackConfig) -> dict[str, str]:
+    """The service's own labels: the stack's, plus ``decommission: <stack>`` when it is being decommissioned.
+
+    The policy pack lets a prod service without deletion protection through only with that label
+    naming the stack (``cloud-run-deletion-protection-in-prod``). Only on the service, not on the
+    revision template, whose every change rolls out a new revision (Cloud Run v2 ``Service.template``).
+    """
+    labels = dict(config.resource_labels)
+    if config.require_gcp().decommissioning(config.stack):
+        labels[DECOMMISSION_LABEL] = config.stack
+    return labels
 
 
 class CloudRunService(pulumi.ComponentResource):
@@ -127,9 +140,12 @@ class CloudRunService(pulumi.ComponentResource):
             name=settings.service_name,
             project=gcp_config.project,
             location=gcp_config.region,
+            # The provider refuses to delete the service while its *state* says protected (pulumi-gcp
+            # cloudrunv2.Service deletion_protection: "the command will fail if this field is not set
+            # to false in Terraform state"), so turning it off takes an `up` before the destroy.
             deletion_protection=deletion_protection(config, settings),
             ingress=CLOUD_RUN_INGRESS[settings.ingress],
-            labels=labels,
+            labels=service_labels(config),
             template=gcp.cloudrunv2.ServiceTemplateArgs(
                 service_account=identity.email,
                 labels=labels,

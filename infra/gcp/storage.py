@@ -56,8 +56,13 @@ class GcsArtifactStore(pulumi.ComponentResource):
         gcp_config = config.require_gcp()
         store = gcp_config.store
         labels = config.resource_labels
-        # Losing the prod store loses every published package: make `pulumi destroy` stop at it.
-        keep = pulumi.ResourceOptions(parent=self, protect=config.is_prod)
+        # Losing the prod store loses every published package: make `pulumi destroy` stop at it. A
+        # decommissioned prod stack lets destroy through, but leaves the store in GCP (retain_on_delete:
+        # Pulumi forgets it instead of deleting it), with the key grant that keeps its objects readable.
+        decommissioning = config.is_prod and gcp_config.decommissioning(config.stack)
+        keep = pulumi.ResourceOptions(
+            parent=self, protect=config.is_prod and not decommissioning, retain_on_delete=decommissioning
+        )
         key_grants: list[pulumi.Resource] = []
         if store.kms_key_name:
             # Cloud Storage refuses to create a bucket whose default key its service agent cannot use.
@@ -97,7 +102,7 @@ class GcsArtifactStore(pulumi.ComponentResource):
             ),
             force_destroy=store.force_destroy and not config.is_prod,
             labels=labels,
-            opts=pulumi.ResourceOptions(parent=self, protect=config.is_prod, depends_on=key_grants),
+            opts=pulumi.ResourceOptions.merge(keep, pulumi.ResourceOptions(depends_on=key_grants)),
         )
         repository = gcp.artifactregistry.Repository(
             f"{name}-repository",

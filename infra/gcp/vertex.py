@@ -80,6 +80,13 @@ class VertexEndpoint(pulumi.ComponentResource):
             )
         after_grants = pulumi.ResourceOptions(parent=self, depends_on=key_grants)
 
+        # Taking over an existing endpoint and deployment: the endpoint with Pulumi's import option (the
+        # Google provider reads it; the import fails if it differs from what is declared here), the
+        # deployment with the provider's import_id (Pulumi cannot import a dynamic resource).
+        imported = vertex.import_from
+        endpoint_import = (
+            f"projects/{project}/locations/{region}/endpoints/{imported.endpoint_id}" if imported else None
+        )
         endpoint = gcp.vertex.AiEndpoint(
             f"{name}-endpoint",
             project=project,
@@ -90,7 +97,7 @@ class VertexEndpoint(pulumi.ComponentResource):
             encryption_spec=(
                 gcp.vertex.AiEndpointEncryptionSpecArgs(kms_key_name=kms_key_name) if kms_key_name else None
             ),
-            opts=after_grants,
+            opts=pulumi.ResourceOptions.merge(after_grants, pulumi.ResourceOptions(import_=endpoint_import)),
         )
         endpoint_resource_name = pulumi.Output.concat(
             "projects/", project, "/locations/", region, "/endpoints/", endpoint.name
@@ -123,6 +130,11 @@ class VertexEndpoint(pulumi.ComponentResource):
                 service_account=service_account_email,
                 traffic_percent=vertex.traffic_percent,
                 timeout_seconds=float(vertex.deploy_timeout_seconds),
+                import_id=(
+                    f"{endpoint_import}/deployedModels/{imported.deployed_model_id}"
+                    if endpoint_import and imported
+                    else None
+                ),
             ),
             opts=after_grants,
         )

@@ -2,8 +2,11 @@
 
 Only the calls the model-deployment provider makes (:mod:`infra.gcp.vertex_provider`): upload, get,
 relabel and delete a model; get an endpoint, deploy, mutate and undeploy a model on it, and set
-its traffic split. Long-running operations are waited on with an explicit timeout and poll
-interval. Every failure surfaces as a :class:`VertexError` with a one-line message.
+its traffic split. What ``GetModel`` and ``GetEndpoint`` return is read back into the same specs
+the provider writes (:meth:`ModelSpec.of_model`, :meth:`DeploySpec.of_deployed_model`), which is
+how refresh notices drift and how an existing deployment is imported. Long-running operations
+are waited on with an explicit timeout and poll interval. Every failure surfaces as a
+:class:`VertexError` with a one-line message.
 
 The high-level ``google.cloud.aiplatform`` SDK is deliberately not used: it hides the RPCs behind
 global state (``aiplatform.init``) and cannot be pointed at a plain-text local server, which is
@@ -34,6 +37,10 @@ ACCELERATOR_DUTY_CYCLE_METRIC: Final = "aiplatform.googleapis.com/prediction/onl
 RPC_TIMEOUT_SECONDS: Final = 60.0
 #: The key DeployModel's traffic split uses for the model being deployed.
 NEW_DEPLOYED_MODEL: Final = "0"
+#: The autoscaling target Vertex applies to a metric without an explicit one
+#: (``DedicatedResources.autoscaling_metric_specs``, google/cloud/aiplatform/v1/machine_resources.proto:
+#: "The default target value is 60 for both metrics").
+DEFAULT_AUTOSCALING_TARGET: Final = 60
 
 
 class VertexError(Exception):
@@ -78,6 +85,24 @@ class ModelSpec:
     labels: Mapping[str, str] = field(default_factory=dict)
     kms_key_name: str | None = None
 
+    @classmethod
+    def of_model(cls, model: aiplatform_v1.Model) -> ModelSpec:
+        """What ``model`` (a ``GetModel`` answer) was uploaded with, as :meth:`VertexClient.upload_model` sets it."""
+        spec = model.container_spec
+        return cls(
+            display_name=model.display_name,
+            artifact_uri=model.artifact_uri,
+            container=ContainerSpec(
+                image_uri=spec.image_uri,
+                ports=tuple(port.container_port for port in spec.ports),
+                health_route=spec.health_route,
+                predict_route=spec.predict_route,
+                env={variable.name: variable.value for variable in spec.env},
+            ),
+            labels=dict(model.labels),
+            kms_key_name=model.encryption_spec.kms_key_name or None,
+        )
+
 
 @dataclass(frozen=True)
 class DeploySpec:
@@ -92,6 +117,34 @@ class DeploySpec:
     cpu_utilization_target: int | None = None
     accelerator_duty_cycle_target: int | None = None
     service_account: str | None = None
+
+    @classmethod
+    def of_deployed_model(cls, deployed: aiplatform_v1.DeployedModel) -> DeploySpec | None:
+        """What ``deployed`` runs on, in the fields :meth:`VertexClient.deploy_model` sets.
+
+        ``None`` when it is not on dedicated resources (``automatic_resources`` or a shared pool:
+        the ``prediction_resources`` oneof of ``DeployedModel`` in
+        google/cloud/aiplatform/v1/endpoint.proto), which this provider never deploys.
+        """
+        if aiplatform_v1.DeployedModel.pb(deployed).WhichOneof("prediction_resources") != "dedicated_resources":
+            return None
+        resources = deployed.dedicated_resources
+        machine = resources.machine_spec
+        targets = {spec.metric_name: int(spec.target) for spec in resources.autoscaling_metric_specs}
+        accelerator = aiplatform_v1.AcceleratorType(machine.accelerator_type)
+        return cls(
+            display_name=deployed.display_name,
+            machine_type=machine.machine_type,
+            min_replicas=resources.min_replica_count,
+            max_replicas=resources.max_replica_count,
+            accelerator_type=(
+                None if accelerator == aiplatform_v1.AcceleratorType.ACCELERATOR_TYPE_UNSPECIFIED else accelerator.name
+            ),
+            accelerator_count=machine.accelerator_count,
+            cpu_utilization_target=targets.get(CPU_UTILIZATION_METRIC),
+            accelerator_duty_cycle_target=targets.get(ACCELERATOR_DUTY_CYCLE_METRIC),
+            service_account=deployed.service_account or None,
+        )
 
     def dedicated_resources(self) -> aiplatform_v1.DedicatedResources:
         """The machine, the replica bounds and the autoscaling targets."""
@@ -126,10 +179,11 @@ class DeploySpec:
 
 @dataclass(frozen=True)
 class DeployedModelInfo:
-    """One model deployed on an endpoint."""
+    """One model deployed on an endpoint, and what it runs on (``None``: not on dedicated resources)."""
 
     id: str
     model: str
+    deploy: DeploySpec | None = None
 
 
 @dataclass(frozen=True)
@@ -261,6 +315,13 @@ class VertexClient:
         with self._call(f"getting model {name}"):
             return self.models.get_model(name=name, timeout=RPC_TIMEOUT_SECONDS)
 
+    def find_model(self, name: str) -> ModelSpec | None:
+        """What model ``name`` was uploaded with; ``None`` if it no longer exists."""
+        try:
+            return ModelSpec.of_model(self.get_model(name))
+        except VertexNotFound:
+            return None
+
     def set_model_labels(self, name: str, labels: Mapping[str, str]) -> None:
         """Replace model ``name``'s labels (labels are metadata: no new upload)."""
         with self._call(f"relabelling model {name}"):
@@ -290,7 +351,8 @@ class VertexClient:
         return EndpointInfo(
             name=endpoint.name,
             deployed_models=tuple(
-                DeployedModelInfo(id=model.id, model=model.model) for model in endpoint.deployed_models
+                DeployedModelInfo(id=model.id, model=model.model, deploy=DeploySpec.of_deployed_model(model))
+                for model in endpoint.deployed_models
             ),
             traffic_split={key: int(value) for key, value in endpoint.traffic_split.items()},
         )

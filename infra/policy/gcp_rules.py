@@ -15,6 +15,7 @@ from typing import Any, Final
 
 from pulumi_policy import ReportViolation, ResourceValidationArgs
 
+from infra.config.gcp_settings import DECOMMISSION_LABEL
 from infra.policy.gcp_iam import PUBLIC_MEMBERS, IamPolicyDataError, grants, iam_kind
 from infra.policy.props import as_list, as_mapping, get, truthy
 from infra.policy.settings import (
@@ -179,20 +180,31 @@ def cloud_run_image_pinned_by_digest(args: ResourceValidationArgs, report_violat
 
 
 def cloud_run_deletion_protection_in_prod(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
-    """In prod, a Cloud Run service keeps deletion protection (pulumi-gcp's default) on."""
+    """In prod, a Cloud Run service keeps deletion protection (pulumi-gcp's default) on, unless decommissioned.
+
+    A decommissioned stack's service carries the label ``decommission`` naming the stack it is in
+    (what ``model-deploy:gcp.decommission`` makes the program write, and config validation accepts
+    only together with ``deletionProtection: false``); a label naming another stack does not count.
+    """
     if args.resource_type != SERVICE:
         return
     value = get(args.props, "deletionProtection")
     if value is None or truthy(value):
         return  # unset is the provider's default: protected
     environment = _environment(args, "whether deletion protection may be off", report_violation)
-    if environment is not None and environment.name == PRODUCTION:
-        report_violation(
-            f"{args.name!r} sets deletion_protection False in {PRODUCTION} (from {environment.source}): set it to "
-            "True (or leave it unset: the provider's default is True), so `pulumi destroy` cannot delete the "
-            "production service",
-            None,
-        )
+    if environment is None or environment.name != PRODUCTION:
+        return
+    stack = _stack(args.urn)
+    decommission = get(as_mapping(get(args.props, "labels")) or {}, DECOMMISSION_LABEL)
+    if decommission is not None and decommission == stack:
+        return
+    named = f" (its label {DECOMMISSION_LABEL!r} names stack {decommission!r})" if decommission is not None else ""
+    report_violation(
+        f"{args.name!r} sets deletion_protection False in {PRODUCTION} (from {environment.source}){named}: set it to "
+        "True (or leave it unset: the provider's default is True), so `pulumi destroy` cannot delete the "
+        f"production service; to decommission stack {stack!r}, set model-deploy:gcp.decommission: {stack} too",
+        None,
+    )
 
 
 def cloud_run_allowed_ingress(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
@@ -353,6 +365,11 @@ def gcp_required_labels(args: ResourceValidationArgs, report_violation: ReportVi
 
 
 # --- helpers ------------------------------------------------------------------------------------
+
+
+def _stack(urn: str) -> str:
+    """The stack a resource is in: ``urn:pulumi:<stack>::<project>::<type>::<name>``."""
+    return urn.removeprefix("urn:pulumi:").split("::", 1)[0]
 
 
 def _sets(python_name: str, value: Any) -> str:

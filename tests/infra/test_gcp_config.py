@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from infra.config import ConfigError, StackConfig, load_stack_config
+from tests.infra.decommission_cases import CASES, STACK, DecommissionCase
 
 DIGEST = "0123456789abcdef" * 4
 IMAGE = "europe-west4-docker.pkg.dev/acme-ml/model-serve/serve@sha256:" + "ab" * 32
@@ -468,6 +469,64 @@ def test_prod_refuses_unprotected_resources(mutate: Callable[[Values], None], ke
     with pytest.raises(ConfigError) as caught:
         _load(values)
     assert caught.value.key == key and fragment in str(caught.value)
+
+
+def _prod(start: Callable[[], Values], **gcp: Any) -> Values:
+    values = start()
+    values["model-deploy:environment"] = "prod"  # the stack is named prod too (see _load)
+    values[G].update(gcp)
+    return values
+
+
+def test_prod_deletion_protection_off_needs_decommission_naming_the_stack() -> None:
+    unprotected = _prod(cloud_run_dev)
+    unprotected[G]["cloudRun"]["deletionProtection"] = False
+    with pytest.raises(ConfigError) as caught:
+        _load(unprotected)
+    assert caught.value.key == f"{R}.deletionProtection"
+    assert "also set model-deploy:gcp.decommission: prod" in str(caught.value)
+
+    decommissioned = copy.deepcopy(unprotected)
+    decommissioned[G]["decommission"] = "prod"
+    gcp = _load(decommissioned).require_gcp()
+    assert gcp.decommissioning("prod") and gcp.cloud_run is not None and gcp.cloud_run.deletion_protection is False
+
+
+def test_decommission_alone_or_for_another_stack_is_refused() -> None:
+    with pytest.raises(ConfigError) as caught:
+        _load(_prod(cloud_run_dev, decommission="prod"))  # deletion protection still on
+    assert caught.value.key == f"{G}.decommission"
+    assert "needs model-deploy:gcp.cloudRun.deletionProtection: false as well" in str(caught.value)
+
+    copied = _prod(cloud_run_dev, decommission="gcp-prod")
+    copied[G]["cloudRun"]["deletionProtection"] = False
+    with pytest.raises(ConfigError) as caught:
+        _load(copied)
+    messages = {problem.key: str(problem) for problem in caught.value.problems}
+    assert "names another stack: set it to this stack's own name (prod)" in messages[f"{G}.decommission"]
+    assert f"{R}.deletionProtection" in messages  # a wrong name lifts nothing
+
+
+@pytest.mark.parametrize("case", [pytest.param(case, id=case.id) for case in CASES])
+def test_validation_agrees_with_the_policy_pack(case: DecommissionCase) -> None:
+    # The policy pack's verdict on the same table: test_policy.py::test_policy_agrees_with_validation_on_...
+    values = _prod(cloud_run_dev)
+    values[G]["cloudRun"].update(case.cloud_run)
+    if case.decommission is not None:
+        values[G]["decommission"] = case.decommission
+    try:
+        load_stack_config(values, stack=STACK)
+    except ConfigError:
+        assert not case.allowed
+    else:
+        assert case.allowed
+
+
+def test_a_vertex_prod_stack_is_decommissioned_by_naming_it() -> None:
+    # Vertex endpoints have no deletion protection: naming the stack is the deliberate setting.
+    assert _load(_prod(vertex_dev, decommission="prod")).require_gcp().decommissioning("prod")
+    with pytest.raises(ConfigError, match="names another stack"):
+        _load(_prod(vertex_dev, decommission="staging"))
 
 
 def test_valid_gpu_and_vertex_stacks_and_defaults() -> None:

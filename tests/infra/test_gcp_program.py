@@ -183,6 +183,33 @@ def test_prod_protects_service_and_store() -> None:
         assert resource.inputs["labels"]["git-revision"] == "3f2c1e9"
 
 
+def test_a_decommissioned_prod_stack_lets_destroy_through_and_keeps_its_store() -> None:
+    values = gpu_mount()
+    values["model-deploy:environment"] = "prod"  # and the stack is named prod (see _run)
+    values["model-deploy:gcp"]["store"].update(kmsKeyName=KMS_KEY)
+    values["model-deploy:gcp"]["cloudRun"]["deletionProtection"] = False
+    values["model-deploy:gcp"]["decommission"] = "prod"
+    deployment = _run(values)
+
+    service = deployment.one(SERVICE)
+    assert service.inputs["deletionProtection"] is False
+    # What the policy pack reads; only on the service, so the template (a new revision) is untouched.
+    assert service.inputs["labels"]["decommission"] == "prod"
+    assert "decommission" not in service.inputs["template"]["labels"]
+    # Destroy is no longer stopped by `protect`, but forgets the store instead of deleting it.
+    for kept in (deployment.one(BUCKET), deployment.one(REPOSITORY), deployment.one(KEY_MEMBER)):
+        assert (kept.protect, kept.retain_on_delete) == (False, True), kept.name
+    assert deployment.one(BUCKET).inputs["forceDestroy"] is False
+
+
+def test_protected_prod_store_is_not_retained_on_delete() -> None:
+    values = gpu_mount()
+    values["model-deploy:environment"] = "prod"
+    deployment = _run(values)
+    assert "decommission" not in deployment.one(SERVICE).inputs["labels"]
+    assert (deployment.one(BUCKET).protect, deployment.one(BUCKET).retain_on_delete) == (True, False)
+
+
 def _key_grants(deployment: Deployment) -> dict[str, Any]:
     """The CMEK grants by member, each checked to be the key-user role on the configured key."""
     grants = deployment.of_type(KEY_MEMBER)

@@ -47,6 +47,7 @@ from infra.policy.settings import (
     REQUIRED_LABEL_KEYS,
     REQUIRED_TAG_KEYS,
 )
+from tests.infra.decommission_cases import CASES, STACK, DecommissionCase
 
 POLICY_DIR = Path(__file__).resolve().parents[2] / "infra" / "policy"
 KEY = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
@@ -869,7 +870,8 @@ def test_prod_cloud_run_services_keep_deletion_protection() -> None:
     assert not check(rule, RUN_SERVICE, run_service(deletionProtection=None))  # the provider's default is True
     assert check(rule, RUN_SERVICE, run_service(deletionProtection=False), name="svc").one == (
         "'svc' sets deletion_protection False in prod (from label 'environment'): set it to True (or leave it "
-        "unset: the provider's default is True), so `pulumi destroy` cannot delete the production service"
+        "unset: the provider's default is True), so `pulumi destroy` cannot delete the production service; "
+        "to decommission stack 'dev', set model-deploy:gcp.decommission: dev too"
     )
     dev = run_service(deletionProtection=False, labels={**LABELS, "environment": "dev"})
     assert not check(rule, RUN_SERVICE, dev)
@@ -878,6 +880,36 @@ def test_prod_cloud_run_services_keep_deletion_protection() -> None:
     for default_labels in ({"environment": "prod"}, json.dumps({"environment": "prod"})):
         provider = {"defaultLabels": default_labels}
         assert len(check(rule, RUN_SERVICE, unlabelled, provider_props=provider, provider_type=GCP_PROVIDER)) == 1
+
+
+def test_a_decommissioned_prod_service_may_drop_deletion_protection_only_for_its_own_stack() -> None:
+    rule = gcp_rules.cloud_run_deletion_protection_in_prod
+    # The test URNs are in stack 'dev' (whatever the environment label says).
+    decommissioned = run_service(deletionProtection=False, labels={**LABELS, "decommission": "dev"})
+    assert not check(rule, RUN_SERVICE, decommissioned)
+    copied = run_service(deletionProtection=False, labels={**LABELS, "decommission": "gcp-prod"})
+    assert "(its label 'decommission' names stack 'gcp-prod')" in check(rule, RUN_SERVICE, copied).one
+    # The label alone changes nothing: a protected service stays protected.
+    assert not check(rule, RUN_SERVICE, run_service(labels={**LABELS, "decommission": "gcp-prod"}))
+
+
+@pytest.mark.parametrize("case", [pytest.param(case, id=case.id) for case in CASES])
+def test_policy_agrees_with_validation_on_an_unprotected_prod_service(case: DecommissionCase) -> None:
+    # Validation's verdict on the same table: test_gcp_config.py::test_validation_agrees_with_the_policy_pack.
+    service = run_service(deletionProtection=case.deletion_protection, labels=case.service_labels(LABELS))
+    args = ResourceValidationArgs(
+        RUN_SERVICE,
+        unknown_checking_proxy(service),
+        f"urn:pulumi:{STACK}::model-deploy::{RUN_SERVICE}::svc",
+        "svc",
+        _opts(),
+        None,
+        {},
+        {},
+    )
+    violations = Violations()
+    gcp_rules.cloud_run_deletion_protection_in_prod(args, violations)
+    assert (not violations) == case.allowed
 
 
 def test_cloud_run_ingress_follows_the_environment() -> None:
