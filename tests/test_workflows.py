@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -41,3 +42,20 @@ def test_workflow_passes_actionlint(path: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, f"actionlint found problems:\n{result.stdout}{result.stderr}"
+
+
+def test_actions_are_pinned_to_commits_and_the_pulumi_cli_to_the_sdks_release() -> None:
+    # A tag can be moved; a commit cannot. The CLI and the Python SDK are released together by
+    # pulumi/pulumi, so the CLI the pipeline installs is the release the program was tested with.
+    sdk = re.search(r"^pulumi==(\S+)$", (ROOT / "requirements" / "constraints.txt").read_text(), re.M)
+    assert sdk is not None
+    cli_pins: set[str] = set()
+    for path in WORKFLOWS:
+        text = path.read_text()
+        for line in re.findall(r"uses:\s*(\S+)", text):
+            if not line.startswith("./"):
+                assert re.fullmatch(r"[\w.-]+/[\w./-]+@[0-9a-f]{40}", line), (
+                    f"{path.name}: {line} is not pinned to a commit"
+                )
+        cli_pins.update(re.findall(r"pulumi-version:\s*(\S+)", text))
+    assert cli_pins == {sdk.group(1)}
