@@ -346,13 +346,16 @@ def _ensure_in_store(package: PackageConfig, new_uri: str, layout: Layout, *, dr
         return False
     if same_place:
         raise PromotionError(f"the package pinned by the source stack is not in its store: {package.uri} is missing")
-    if dry_run:
-        say(f"would copy {package.uri} -> {new_uri} (dry run: nothing copied)")
-        return False
-    say(f"copying {package.uri} -> {new_uri}")
     with tempfile.TemporaryDirectory(prefix="model-deploy-promote-") as scratch:
         local = Path(scratch) / "package"
+        # Pulled before the copy, and in a dry run too: a source package that is missing or does not
+        # hash to its digest fails --dry-run exactly as it would fail the real promotion.
         pull(package.uri, local)  # refuses bytes that do not hash to the pinned digest
+        if dry_run:
+            say(f"{package.uri}: present with sha256 {package.digest}")
+            say(f"would copy {package.uri} -> {new_uri} (dry run: nothing copied)")
+            return False
+        say(f"copying {package.uri} -> {new_uri}")
         result = push(local, str(parse_package_uri(new_uri).location.parent(2)), layout=layout)
     if result.digest != package.digest or result.uri != new_uri:
         raise PromotionError(
