@@ -17,7 +17,7 @@ Then only the package block of ``Pulumi.<target>.yaml`` is rewritten, keeping ev
 all other formatting, and the unified diff is printed: a one-block change for a pull request.
 
 Refused, with one line on stderr, exit 2 and nothing written: unknown stacks, malformed digests,
-skipping an environment (dev -> prod) or going backwards, promoting to prod a digest that staging
+skipping an environment (dev -> prod), going backwards or across clouds, promoting to prod a digest that staging
 is not pinned to, and an image digest missing from the target's repository. A registry or store
 that cannot be reached is exit 1.
 """
@@ -117,6 +117,7 @@ def promote(
     target = read_stack(root, target_name)
     package = source.config.package
     _check_digests(source, package, digest)
+    _check_cloud(source, target)
     _check_order(source, target)
     image = _promoted_image(package, target, target_image_repository)
     _check_image(image, source, target, artifact_registry_endpoint=artifact_registry_endpoint, say=say)
@@ -229,6 +230,15 @@ def _check_digests(source: Stack, package: PackageConfig, digest: str | None) ->
             )
         raise PromotionError(
             f"refusing to promote {digest}: stack {source.name!r} is pinned to {package.digest}, not to it"
+        )
+
+
+def _check_cloud(source: Stack, target: Stack) -> None:
+    """Promotion stays within one cloud: what aws-staging ran says nothing about a Vertex or Cloud Run prod."""
+    if source.config.cloud != target.config.cloud:
+        raise PromotionError(
+            f"refusing to promote {source.name} ({source.config.cloud}) -> {target.name} ({target.config.cloud}): "
+            f"promotion stays within one cloud; promote through {target.config.cloud}'s own staging first"
         )
 
 
