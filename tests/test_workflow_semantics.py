@@ -3,6 +3,7 @@ of merges and approvals: simulated from the workflow files (tests/workflow_sim.p
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -231,3 +232,35 @@ def test_the_simulators_expressions(expression: str, expected: object) -> None:
     assert evaluate(expression, context) == expected
     status = {"success": False, "failure": True, "cancelled": False, "always": True}
     assert condition("needs.plan.outputs.dev == 'true'", context, status) is False  # implicit success()
+
+
+def _steps() -> list[dict[str, object]]:
+    job = simulator().load("pulumi-stack.yml")["jobs"]["pulumi"]
+    return list(job["steps"])
+
+
+@pytest.mark.parametrize("outcome", ["success", "failure"])
+def test_a_preview_is_commented_on_the_pull_request_whether_it_passes_or_fails(outcome: str) -> None:
+    # pulumi/actions comments only after a successful command; a policy violation fails the preview.
+    (comment,) = [step for step in _steps() if "gh pr comment" in str(step.get("run", ""))]
+    context = {
+        "inputs": {"operation": "preview"},
+        "steps": {"preview": {"outcome": outcome}},
+        "github": {"event": {"pull_request": {"number": 7}}},
+    }
+    status = {"success": outcome == "success", "failure": outcome == "failure", "cancelled": False, "always": True}
+    assert condition(comment["if"], context, status)
+
+
+def test_every_pulumi_command_that_runs_the_program_records_the_pipelines_revision() -> None:
+    commands = [
+        (str(step.get("name")), line)
+        for step in _steps()
+        # the check after `up` reads the revision `up --config` saved into the stack file
+        if step.get("name") != "pulumi preview --expect-no-changes"
+        for line in str(step.get("run", "")).replace("\\\n", " ").splitlines()
+        if re.match(r"\s*(if ! )?pulumi (up|preview)\b", line)
+    ]
+    assert {name for name, _ in commands} >= {"pulumi preview", "pulumi up"}
+    for name, line in commands:
+        assert '--config "model-deploy:gitRevision=$REVISION"' in line, f"{name}: {line}"
