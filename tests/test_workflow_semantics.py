@@ -66,6 +66,18 @@ def test_deploys_wait_for_ci_on_the_same_commit() -> None:
     assert sim.job(run, "aws-dev").context["inputs"]["revision"] == "a2"
 
 
+def test_a_merge_whose_ci_run_is_superseded_is_deployed_with_the_next() -> None:
+    # ci.yml cancels its running run on main when a newer push arrives (ci-<ref>, cancel-in-progress):
+    # the older commit's deploy never starts; the newer one plans from each stack's deployed commit.
+    sim = simulator()
+    first = sim.trigger("ci.yml", "push", {"after": "a1"})
+    second = sim.trigger("ci.yml", "push", {"after": "b2"})
+    assert first is not None and second is not None
+    assert first.state == "cancelled" and sim.states(second)["test"] == "running"
+    skipped = merge(sim, "a1", conclusion="cancelled")
+    assert skipped is not None and set(sim.states(skipped).values()) == {"skipped"}
+
+
 def test_a_fork_pull_request_on_a_branch_named_main_deploys_nothing() -> None:
     sim = simulator()
     for run in (merge(sim, "f1", fork=True), merge(sim, "f2", event="pull_request")):

@@ -316,6 +316,7 @@ class Simulator:
             return None
         github = {"event_name": event, "event": payload, "repository": self.repository, "run_id": len(self.runs) + 1}
         github["sha"] = payload.get("after", "")
+        github["ref"] = payload.get("ref", f"refs/heads/{branch}")
         run = Run(workflow, data, github)
         self.runs.append(run)
         concurrency = data.get("concurrency")
