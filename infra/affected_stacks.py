@@ -88,7 +88,7 @@ def affected(changed: Iterable[str], stacks: Sequence[str]) -> list[str]:
 
 #: The config key the pipeline sets to the commit it deploys (``pulumi up --config``).
 REVISION_KEY = "model-deploy:gitRevision"
-_SHA_RE = re.compile(r"^[0-9a-f]{7,40}$")
+_SHA_RE = re.compile(r"^[0-9a-f]{40}$")  # full commits only: the pipeline passes github.sha
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,9 @@ def deployed_revision(history: Sequence[Mapping[str, object]]) -> tuple[str | No
     Automation API's ``Stack.history`` relies on). Only ``update`` entries deploy a revision; a
     newest update that did not succeed leaves the stack somewhere between two revisions, so it is
     unknown (and the stack deploys again). The revision is the ``model-deploy:gitRevision`` the
-    pipeline passed, else the ``git.head`` Pulumi records in every update's environment.
+    pipeline passed, else the ``git.head`` Pulumi records in every update's environment (keys and
+    results as pulumi/pulumi's backend defines them: ``GitHead = "git.head"``, ``GitDirty =
+    "git.dirty"``, ``SucceededResult = "succeeded"``).
     """
     for entry in history:
         if entry.get("kind") != "update":
@@ -118,12 +120,16 @@ def deployed_revision(history: Sequence[Mapping[str, object]]) -> tuple[str | No
         value = config.get(REVISION_KEY) if isinstance(config, dict) else None
         if isinstance(value, dict):  # the CLI writes {"value": ..., "secret": false}
             value = value.get("value")
-        environment = entry.get("environment")
-        if not (isinstance(value, str) and _SHA_RE.match(value)) and isinstance(environment, dict):
-            value = environment.get("git.head")
         if isinstance(value, str) and _SHA_RE.match(value):
             return value, "deployed"
-        return None, "its last update recorded no commit"
+        # Not run by the pipeline (the committed placeholder "0000000", or no value): the commit
+        # Pulumi recorded, unless the working tree had uncommitted changes.
+        environment = entry.get("environment")
+        environment = environment if isinstance(environment, dict) else {}
+        head = environment.get("git.head")
+        if isinstance(head, str) and _SHA_RE.match(head) and environment.get("git.dirty") != "true":
+            return head, "deployed"
+        return None, "its last update recorded no clean commit"
     return None, "it has no update yet"
 
 

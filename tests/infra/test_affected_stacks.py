@@ -171,3 +171,19 @@ def test_a_failed_or_unknown_last_update_deploys_again(repo: Path) -> None:
 def test_deploy_mode_options_go_together(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main([str(ROOT), "--cloud", "aws"], io.StringIO("")) == 2
     assert "--cloud, --head and --history-dir go together" in capsys.readouterr().err
+
+
+def test_a_stack_deployed_by_hand_counts_its_clean_commit_only() -> None:
+    from infra.affected_stacks import deployed_revision
+
+    commit = "a" * 40
+    by_hand = {
+        "kind": "update",
+        "result": "succeeded",
+        "config": {"model-deploy:gitRevision": {"value": "0000000", "secret": False}},  # the committed placeholder
+        "environment": {"git.head": commit, "git.dirty": "false"},
+    }
+    assert deployed_revision([by_hand]) == (commit, "deployed")
+    dirty = {**by_hand, "environment": {"git.head": commit, "git.dirty": "true"}}
+    assert deployed_revision([dirty])[0] is None
+    assert deployed_revision([{"kind": "update", "result": "succeeded", "config": {}, "environment": {}}])[0] is None
