@@ -165,6 +165,20 @@ def test_a_failed_dev_deploy_stops_staging_and_prod() -> None:
     assert states["aws-staging"] == "skipped" and states["aws-prod"] == "skipped"
 
 
+def test_a_rejected_staging_deploy_stops_prod_and_frees_the_group() -> None:
+    sim = simulator()
+    run = merge(sim, "a1")
+    assert run is not None
+    plan(sim, run, gcp=())
+    sim.finish(run, "aws-dev")
+    sim.reject(run, "aws-staging")
+    assert sim.states(run)["aws-prod"] == "skipped"
+    later = merge(sim, "b2")  # its plan still sees staging behind (affected_stacks tests)
+    assert later is not None
+    plan(sim, later, aws=("staging", "prod"), gcp=())
+    assert sim.states(later)["aws-staging"] == "waiting"
+
+
 def drift(sim: Simulator, stacks: list[str]) -> Run:
     run = sim.trigger("drift.yml", "schedule", {})
     assert run is not None

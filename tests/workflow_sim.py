@@ -359,6 +359,14 @@ class Simulator:
         assert job.state == "waiting", f"{key} is {job.state}, not waiting for approval"
         job.state = "running"
 
+    def reject(self, run: Run, key: str) -> None:
+        """A reviewer rejects the job's environment: the job fails (docs: reviewing deployments)."""
+        job = self.job(run, key)
+        assert job.state == "waiting", f"{key} is {job.state}, not waiting for approval"
+        job.state = "failure"
+        self._release(job)
+        self._advance()
+
     def finish(self, run: Run, key: str, result: str = "success", outputs: dict[str, str] | None = None) -> None:
         """The job's steps end with ``result``; ``outputs`` are its job outputs."""
         job = self.job(run, key)
