@@ -17,7 +17,7 @@ Then only the package block of ``Pulumi.<target>.yaml`` is rewritten, keeping ev
 all other formatting, and the unified diff is printed: a one-block change for a pull request.
 
 Refused, with one line on stderr, exit 2 and nothing written: unknown stacks, malformed digests,
-skipping an environment (dev -> prod) or going backwards, promoting to prod a digest that staging
+skipping an environment (dev -> prod), going backwards or across clouds, promoting to prod a digest that staging
 is not pinned to, and an image digest missing from the target's repository. A registry or store
 that cannot be reached is exit 1.
 """
@@ -117,6 +117,7 @@ def promote(
     target = read_stack(root, target_name)
     package = source.config.package
     _check_digests(source, package, digest)
+    _check_cloud(source, target)
     _check_order(source, target)
     image = _promoted_image(package, target, target_image_repository)
     _check_image(image, source, target, artifact_registry_endpoint=artifact_registry_endpoint, say=say)
@@ -229,6 +230,15 @@ def _check_digests(source: Stack, package: PackageConfig, digest: str | None) ->
             )
         raise PromotionError(
             f"refusing to promote {digest}: stack {source.name!r} is pinned to {package.digest}, not to it"
+        )
+
+
+def _check_cloud(source: Stack, target: Stack) -> None:
+    """Promotion stays within one cloud: what aws-staging ran says nothing about a Vertex or Cloud Run prod."""
+    if source.config.cloud != target.config.cloud:
+        raise PromotionError(
+            f"refusing to promote {source.name} ({source.config.cloud}) -> {target.name} ({target.config.cloud}): "
+            f"promotion stays within one cloud; promote through {target.config.cloud}'s own staging first"
         )
 
 
@@ -346,13 +356,16 @@ def _ensure_in_store(package: PackageConfig, new_uri: str, layout: Layout, *, dr
         return False
     if same_place:
         raise PromotionError(f"the package pinned by the source stack is not in its store: {package.uri} is missing")
-    if dry_run:
-        say(f"would copy {package.uri} -> {new_uri} (dry run: nothing copied)")
-        return False
-    say(f"copying {package.uri} -> {new_uri}")
     with tempfile.TemporaryDirectory(prefix="model-deploy-promote-") as scratch:
         local = Path(scratch) / "package"
+        # Pulled before the copy, and in a dry run too: a source package that is missing or does not
+        # hash to its digest fails --dry-run exactly as it would fail the real promotion.
         pull(package.uri, local)  # refuses bytes that do not hash to the pinned digest
+        if dry_run:
+            say(f"{package.uri}: present with sha256 {package.digest}")
+            say(f"would copy {package.uri} -> {new_uri} (dry run: nothing copied)")
+            return False
+        say(f"copying {package.uri} -> {new_uri}")
         result = push(local, str(parse_package_uri(new_uri).location.parent(2)), layout=layout)
     if result.digest != package.digest or result.uri != new_uri:
         raise PromotionError(

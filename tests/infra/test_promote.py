@@ -383,6 +383,32 @@ def test_dry_run_writes_and_copies_nothing(
     assert s3_client.list_objects_v2(Bucket=aws_pair["staging"]).get("KeyCount", 0) == 0
 
 
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "promote"])
+def test_a_source_package_that_fails_its_digest_fails_the_dry_run_like_the_real_run(
+    aws_pair: dict[str, Any], s3_client: Any, capsys: pytest.CaptureFixture[str], dry_run: bool
+) -> None:
+    # The bytes in dev's store no longer hash to the digest dev pins (overwritten, corrupted).
+    root, digest = aws_pair["root"], aws_pair["digest"]
+    s3_client.put_object(Bucket=aws_pair["dev"], Key=f"models/demo/{digest}/model.tar.gz", Body=b"not the package")
+    before = {path.name: path.read_bytes() for path in root.iterdir()}
+    assert run(root, "--from", "dev", "--to", "staging", *(["--dry-run"] if dry_run else [])) == 1
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("model-deploy-promote: error: ")
+    assert digest in error and "corrupted" in error
+    assert {path.name: path.read_bytes() for path in root.iterdir()} == before
+    assert s3_client.list_objects_v2(Bucket=aws_pair["staging"]).get("KeyCount", 0) == 0
+
+
+def test_promotion_across_clouds_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "Pulumi.aws-staging.yaml").write_text(aws_stack("staging", "b-stg", OLD_DIGEST, repository="serve"))
+    (tmp_path / "Pulumi.gcp-prod.yaml").write_text(gcp_stack("prod", "g-prod", OTHER_DIGEST))
+    before = (tmp_path / "Pulumi.gcp-prod.yaml").read_text()
+    assert run(tmp_path, "--from", "aws-staging", "--to", "gcp-prod") == 2
+    err = capsys.readouterr().err
+    assert "refusing to promote aws-staging (aws) -> gcp-prod (gcp): promotion stays within one cloud" in err
+    assert (tmp_path / "Pulumi.gcp-prod.yaml").read_text() == before
+
+
 def test_staging_to_prod_in_the_same_bucket(aws_pair: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
     root, digest = aws_pair["root"], aws_pair["digest"]
     assert run(root, "--from", "dev", "--to", "staging") == 0
