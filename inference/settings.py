@@ -98,7 +98,8 @@ QueueLength = Annotated[int, _whole(1, 100_000, "a queue length")]
 ThreadCount = Annotated[int, _whole(1, 256, "a thread count")]
 #: Up to 1 GiB: above every platform's own body limit (Cloud Run's HTTP/1 limit is 32 MiB).
 RequestBytes = Annotated[int, _whole(1, 1 << 30, "a request size in bytes")]
-BatchDelayMs = Annotated[float, _seconds(1000, "a batching delay in ms", zero=True)]
+#: Up to 5 s: a longer wait for a fuller batch would eat most of any platform's request deadline.
+BatchDelayMs = Annotated[float, _seconds(5000, "a batching delay in ms", zero=True)]
 #: An hour: above every platform's invocation timeout (Cloud Run's maximum request timeout is 60 minutes).
 Timeout = Annotated[float, _seconds(3600, "a timeout in seconds")]
 DrainTimeout = Annotated[float, _seconds(3600, "a drain deadline in seconds", zero=True)]
@@ -151,7 +152,10 @@ class ServerSettings(BaseModel):
         except ValidationError as exc:
             error = exc.errors()[0]
             name = str(error["loc"][0])
-            raise UsageError(f"{cls.variable(name)}={raw[name]} {error['msg']}") from None
+            value = raw[name]
+            # Numbers as they are (MODEL_SERVER_MAX_QUEUE=0), words quoted (MODEL_SERVER_WORKERS='many').
+            shown = value if _is_number(value) else repr(value)
+            raise UsageError(f"{cls.variable(name)}={shown} {error['msg']}") from None
 
     def environment(self) -> dict[str, str]:
         """The ``MODEL_SERVER_*`` variables of the settings that are set, as the server reads them."""
@@ -160,6 +164,14 @@ class ServerSettings(BaseModel):
             for name in type(self).model_fields
             if (value := getattr(self, name)) is not None
         }
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _text(value: object) -> str:

@@ -43,7 +43,7 @@ BOUNDS: list[tuple[str, Any, Any]] = [
     ("workers", 256, 257),
     ("workers", 1, 0),
     ("max_batch_size", 4096, 4097),
-    ("max_batch_delay_ms", 1000, 1000.5),
+    ("max_batch_delay_ms", 5000, 5000.5),
     ("max_batch_delay_ms", 0, -1),
     ("max_queue", 100_000, 100_001),
     ("compute_threads", 256, 257),
