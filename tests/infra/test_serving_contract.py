@@ -104,3 +104,20 @@ def test_infra_imports_the_contract_without_a_framework_or_the_server() -> None:
     assert not roots & {"torch", "tensorflow", "keras", "onnxruntime", "uvicorn"}
     assert "inference.settings" in loaded
     assert "inference.config" not in loaded  # the contract, not the server's start-up code
+
+
+def test_serverless_and_async_modes_honour_smaller_stack_limits() -> None:
+    from infra.aws.endpoint import container_environment
+    from tests.infra.aws_stacks import asynchronous, serverless
+
+    def environment(values: Any, serving: dict[str, Any]) -> dict[str, str]:
+        values["model-deploy:serving"] = serving
+        return container_environment(load_stack_config(values, stack="dev"))
+
+    # Serverless endpoints take at most 4 MiB: a smaller stack limit is kept, a larger one capped.
+    assert environment(serverless(), {"maxRequestBytes": 1_000_000})["MODEL_SERVER_MAX_REQUEST_BYTES"] == "1000000"
+    assert environment(serverless(), {"maxRequestBytes": 8 << 20})["MODEL_SERVER_MAX_REQUEST_BYTES"] == str(4 << 20)
+    # Asynchronous endpoints: the stack's own deadline wins over the mode's default.
+    env = environment(asynchronous(), {"requestTimeoutS": 600})
+    assert env["MODEL_SERVER_REQUEST_TIMEOUT_S"] == "600"
+    assert load_config(env).request_timeout == 600.0
