@@ -1,4 +1,4 @@
-"""Serving throughput, latency, start-up time and memory, against a minimal FastAPI app.
+"""Serving throughput, latency, start-up time and memory, against minimal FastAPI and bare Starlette apps.
 
     .venv/bin/python -m bench.serve_throughput            # 10 s per point (about 12 minutes in all)
     .venv/bin/python -m bench.serve_throughput --quick    # 3 s per point
@@ -11,6 +11,10 @@ from a seeded PyTorch model into a temp dir:
 * ``cnn``: a small CNN on 3x64x64 images, one image per request as JSON, a few
   ms per forward on one core: compute-bound, plus 90 KB of JSON to parse.
 * ``cnn-npy``: the same with ``application/x-npy`` bodies (no parsing cost).
+* ``cnn-oip``: the same image as an Open Inference Protocol request with the
+  binary tensor data extension (what Triton's clients send) to our
+  ``/v2/models/{name}/infer``, outputs in binary; the baselines get ``.npy``
+  bodies, their fastest binary format.
 
 For each workload, in this order and one at a time:
 
@@ -18,8 +22,9 @@ For each workload, in this order and one at a time:
    seconds per batch size (the best batch size is the in-process ceiling);
 2. the package's verification (integrity + behaviour check) in a fresh
    process: what our server does at start-up and the baseline does not;
-3. the baseline (``bench.baseline_app``: FastAPI + uvicorn with uvloop and
-   httptools, ``model.predict`` per request), our server with its defaults
+3. the baselines (``bench.baseline_app``: FastAPI, and bare Starlette as
+   ``starlette``, each on uvicorn with uvloop and httptools,
+   ``model.predict`` per request), our server with its defaults
    (``ours``: ``python -m inference serve``) and our server configured for
    throughput (``ours-workers``: ``MODEL_SERVER_WORKERS`` one per core and
    ``MODEL_SERVER_MAX_BATCH_SIZE=auto``), each started several times for its
@@ -72,8 +77,11 @@ REPO = Path(__file__).resolve().parent.parent
 CONCURRENCY = (1, 8, 64)
 JSON = "application/json"
 NPY = "application/x-npy"
+OCTET = "application/octet-stream"
 #: Our server with a worker per core and MODEL_SERVER_MAX_BATCH_SIZE=auto (``--workers``).
 WORKERS_KIND = "ours-workers"
+#: The bare Starlette baseline (the FastAPI one is "baseline").
+STARLETTE_KIND = "starlette"
 READY_TIMEOUT = 120.0
 STOP_TIMEOUT = 30.0
 #: A measured run during which other processes used more CPU than this (in cores) is reported as noisy.
@@ -128,7 +136,7 @@ wrk.method = "POST"
 wrk.body = handle:read("*a")
 handle:close()
 wrk.headers["Content-Type"] = "{content_type}"
-"""
+{extra_headers}"""
 
 _CORRECTNESS = ("no failed requests", "same predictions as the baseline")
 _UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
@@ -149,6 +157,8 @@ class Workload:
     batch_sizes: tuple[int, ...]
     content_type: str = JSON
     """How the request body is encoded: JSON (what most clients send) or NumPy's .npy."""
+    oip_binary: bool = False
+    """Our server gets Open Inference Protocol requests with binary tensors (the baselines get ``content_type``)."""
 
 
 def build_tiny(out: Path) -> None:
@@ -205,7 +215,55 @@ WORKLOADS = {
         (1, 2, 4, 8, 16, 32, 64),
         NPY,
     ),
+    "cnn-oip": Workload(
+        "cnn-oip",
+        "small CNN on 3x64x64, 1 image/request as OIP binary tensors (baselines: .npy)",
+        build_cnn,
+        (1, 3, 64, 64),
+        (1, 2, 4, 8, 16, 32, 64),
+        NPY,
+        oip_binary=True,
+    ),
 }
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """How one server is asked for a prediction: path, body and headers (the same for every request)."""
+
+    path: str
+    body: bytes
+    headers: Mapping[str, str]
+
+
+def oip_binary_body(array: np.ndarray, input_name: str) -> tuple[bytes, int]:
+    """An OIP inference request with ``array`` as binary tensor data (Triton's layout), and its JSON length."""
+    header = orjson.dumps(
+        {
+            "inputs": [
+                {
+                    "name": input_name,
+                    "shape": list(array.shape),
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": array.nbytes},
+                }
+            ],
+            "parameters": {"binary_data_output": True},
+        }
+    )
+    return header + array.astype("<f4").tobytes(), len(header)
+
+
+def predictions_of(payload: bytes, headers: Mapping[str, str]) -> np.ndarray:
+    """The first output of a response: ``{"predictions"}`` JSON, or an OIP response with binary outputs."""
+    length = headers.get("inference-header-content-length")
+    if length is None:
+        return np.asarray(orjson.loads(payload)["predictions"], dtype=np.float64)
+    header = orjson.loads(payload[: int(length)])
+    first = header["outputs"][0]
+    size = first["parameters"]["binary_data_size"]
+    data = payload[int(length) : int(length) + size]
+    return np.frombuffer(data, dtype="<f4").reshape(first["shape"]).astype(np.float64)
 
 
 def request_body(shape: tuple[int, ...], content_type: str = JSON) -> bytes:
@@ -295,6 +353,8 @@ def start_server(kind: str, package: Path, settings: Settings, live: list[Server
     else:
         cmd = [sys.executable, "-m", "bench.baseline_app", "--model-dir", str(package), "--port", str(port)]
         cmd += ["--threads", str(settings.threads)]
+        if kind == STARLETTE_KIND:
+            cmd += ["--framework", "starlette"]
         # Our entrypoint sets the OpenMP pool size from the CPU quota; give the baseline the same.
         env["OMP_NUM_THREADS"] = str(settings.threads)
     with log_path.open("wb") as log:
@@ -329,16 +389,16 @@ def _get_status(port: int, path: str) -> int | None:
         conn.close()
 
 
-def post(port: int, body: bytes, content_type: str) -> Any:
-    """One POST /invocations; the parsed JSON response."""
+def post(port: int, exchange: Exchange) -> np.ndarray:
+    """One POST of ``exchange``; the first output's predictions."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30.0)
     try:
-        conn.request("POST", "/invocations", body, {"Content-Type": content_type, "Accept": JSON})
+        conn.request("POST", exchange.path, exchange.body, dict(exchange.headers))
         response = conn.getresponse()
         payload = response.read()
         if response.status != 200:
-            raise RuntimeError(f"POST /invocations on port {port} answered {response.status}: {payload[:500]!r}")
-        return orjson.loads(payload)
+            raise RuntimeError(f"POST {exchange.path} on port {port} answered {response.status}: {payload[:500]!r}")
+        return predictions_of(payload, {name.lower(): value for name, value in response.getheaders()})
     finally:
         conn.close()
 
@@ -454,14 +514,14 @@ class LoadPoint:
     """CPU used during the run by processes other than the server and wrk, in cores (noise)."""
 
 
-def run_wrk(port: int, script: Path, connections: int, seconds: float, server_pid: int) -> LoadPoint:
-    """``wrk -t1 -c<connections> -d<seconds>s --latency`` against /invocations, parsed.
+def run_wrk(port: int, script: Path, connections: int, seconds: float, server_pid: int, *, path: str) -> LoadPoint:
+    """``wrk -t1 -c<connections> -d<seconds>s --latency`` against ``path``, parsed.
 
     Also accounts for the machine's CPU time during the run: what neither the
     server nor wrk used was used by someone else, and is reported as noise.
     """
     cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", "--timeout", "10s"]
-    cmd += ["-s", str(script), f"http://127.0.0.1:{port}/invocations"]
+    cmd += ["-s", str(script), f"http://127.0.0.1:{port}{path}"]
     busy, server_cpu = busy_cpu_seconds(), process_cpu_seconds(server_pid)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
@@ -542,11 +602,10 @@ def measure_server(
     package: Path,
     *,
     script: Path,
-    body: bytes,
-    content_type: str,
+    exchange: Exchange,
     settings: Settings,
     live: list[Server],
-) -> tuple[ServerResult, Any]:
+) -> tuple[ServerResult, np.ndarray]:
     """Start ``kind`` ``startup_repeats`` times, then load the last one at each concurrency."""
     ready: list[float] = []
     for attempt in range(settings.startup_repeats):
@@ -554,15 +613,17 @@ def measure_server(
         ready.append(server.ready_seconds)
         if attempt < settings.startup_repeats - 1:
             server.stop()
-    prediction = post(server.port, body, content_type)
+    prediction = post(server.port, exchange)
     points = []
     for connections in CONCURRENCY:
         if settings.warmup > 0:
-            run_wrk(server.port, script, connections, settings.warmup, server.process.pid)
+            run_wrk(server.port, script, connections, settings.warmup, server.process.pid, path=exchange.path)
         trials: list[LoadPoint] = []
         for _ in range(1 + settings.noisy_retries):
             wait_until_quiet(settings.quiet_wait)
-            trials.append(run_wrk(server.port, script, connections, settings.duration, server.process.pid))
+            trials.append(
+                run_wrk(server.port, script, connections, settings.duration, server.process.pid, path=exchange.path)
+            )
             if trials[-1].other_cpu_cores <= NOISY_CORES:
                 break
         point = min(trials, key=lambda trial: trial.other_cpu_cores)
@@ -583,10 +644,29 @@ def run_workload(workload: Workload, root: Path, settings: Settings) -> Workload
     package = root / workload.name
     workload.build(package)
     body = request_body(workload.input_shape, workload.content_type)
-    body_path = root / f"{workload.name}-body.json"
-    body_path.write_bytes(body)
-    script = root / f"{workload.name}.lua"
-    script.write_text(_WRK_SCRIPT.format(body_path=str(body_path), content_type=workload.content_type))
+    baseline_exchange = Exchange("/invocations", body, {"Content-Type": workload.content_type, "Accept": JSON})
+    ours_exchange = baseline_exchange
+    if workload.oip_binary:
+        from model_package.manifest import read_manifest
+
+        manifest = read_manifest(package)
+        image = np.load(io.BytesIO(body), allow_pickle=False)
+        oip_body, json_length = oip_binary_body(image, manifest.signature.inputs[0].name)
+        headers = {"Content-Type": OCTET, "Inference-Header-Content-Length": str(json_length)}
+        ours_exchange = Exchange(f"/v2/models/{manifest.name}/infer", oip_body, headers)
+    scripts: dict[str, Path] = {}
+    for label, exchange in (("baseline", baseline_exchange), ("ours", ours_exchange)):
+        body_path = root / f"{workload.name}-{label}-body"
+        body_path.write_bytes(exchange.body)
+        extra = "".join(
+            f'wrk.headers["{name}"] = "{value}"\n' for name, value in exchange.headers.items() if name != "Content-Type"
+        )
+        scripts[label] = root / f"{workload.name}-{label}.lua"
+        scripts[label].write_text(
+            _WRK_SCRIPT.format(
+                body_path=str(body_path), content_type=exchange.headers["Content-Type"], extra_headers=extra
+            )
+        )
 
     print(f"{workload.name}: in-process predict, {settings.inprocess_seconds:g} s per batch size", flush=True)
     wait_until_quiet(settings.quiet_wait)
@@ -603,21 +683,22 @@ def run_workload(workload: Workload, root: Path, settings: Settings) -> Workload
         for _ in range(settings.startup_repeats)
     ]
     servers: dict[str, ServerResult] = {}
-    predictions: dict[str, Any] = {}
+    predictions: dict[str, np.ndarray] = {}
     with servers_stopped_at_exit() as live:
-        for kind in ("baseline", "ours", *([WORKERS_KIND] if settings.workers > 1 else [])):
+        for kind in ("baseline", STARLETTE_KIND, "ours", *([WORKERS_KIND] if settings.workers > 1 else [])):
+            label = "ours" if kind.startswith("ours") else "baseline"
             servers[kind], predictions[kind] = measure_server(
                 kind,
                 package,
-                script=script,
-                body=body,
-                content_type=workload.content_type,
+                script=scripts[label],
+                exchange=ours_exchange if label == "ours" else baseline_exchange,
                 settings=settings,
                 live=live,
             )
-    ours = np.asarray(predictions["ours"]["predictions"], dtype=np.float64)
-    base = np.asarray(predictions["baseline"]["predictions"], dtype=np.float64)
-    match = ours.shape == base.shape and bool(np.allclose(ours, base, rtol=1e-4, atol=1e-5))
+    base = predictions["baseline"]
+    match = all(
+        got.shape == base.shape and bool(np.allclose(got, base, rtol=1e-4, atol=1e-5)) for got in predictions.values()
+    )
     result = WorkloadResult(workload.name, workload.description, len(body), inprocess, verification, servers, match)
     result.targets = evaluate_targets(result)
     return result
@@ -632,7 +713,7 @@ def evaluate_targets(result: WorkloadResult) -> list[dict[str, Any]]:
         targets.append({"target": name, "value": value, "limit": limit, "unit": unit, "met": met})
 
     for kind, ours in result.servers.items():
-        if kind == "baseline":
+        if not kind.startswith("ours"):
             continue
         if result.name == "tiny":
             top = ours.at(64)
@@ -740,7 +821,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--noisy-retries", type=int, default=2, help="re-measure a run this often when other processes were busy"
     )
-    parser.add_argument("--workloads", default="tiny,cnn,cnn-npy", help="comma-separated subset of: tiny, cnn, cnn-npy")
+    parser.add_argument(
+        "--workloads", default="tiny,cnn,cnn-npy,cnn-oip", help="comma-separated subset of: tiny, cnn, cnn-npy, cnn-oip"
+    )
     parser.add_argument(
         "--threads", type=int, help="torch intra-op threads of every process under test (default: the cores we may use)"
     )

@@ -2,7 +2,8 @@
 
 Each platform sets its own variables (SageMaker ``SAGEMAKER_*``, Vertex AI
 ``AIP_*``, Cloud Run ``PORT``/``K_SERVICE``); our own knobs are
-``MODEL_SERVER_*``. Nothing else in the server reads ``os.environ``.
+``MODEL_SERVER_*``, whose types and bounds are :class:`inference.settings.ServerSettings` (the
+contract ``infra`` builds container environments from). Nothing else in the server reads ``os.environ``.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
+from inference.settings import ServerSettings
 from model_package.errors import UsageError
 
+_T = TypeVar("_T")
 Platform = Literal["sagemaker", "vertex", "cloudrun", "local"]
 
 DEFAULT_PORT = 8080
@@ -83,10 +86,14 @@ def load_config(
 ) -> ServerConfig:
     """Build the configuration from ``env`` (default ``os.environ``) and command-line overrides."""
     env = os.environ if env is None else env
+    settings = ServerSettings.from_env(env)
     platform = detect_platform(env)
     cpus = available_cpus()
-    workers_setting = _int_or_auto(env, "MODEL_SERVER_WORKERS", maximum=256)
-    workers = cpus if workers_setting == "auto" else workers_setting or 1
+    workers = cpus if settings.workers == "auto" else settings.workers or 1
+
+    def _or(value: _T | None, default: _T) -> _T:
+        return default if value is None else value
+
     return ServerConfig(
         platform=platform,
         # Containers must listen on all interfaces: the platform's proxy connects from outside.
@@ -96,21 +103,21 @@ def load_config(
         storage_uri=env.get("AIP_STORAGE_URI") or None,
         health_route=_route(env, "AIP_HEALTH_ROUTE", "/health"),
         predict_route=_route(env, "AIP_PREDICT_ROUTE", "/predict"),
-        max_request_bytes=_int(env, "MODEL_SERVER_MAX_REQUEST_BYTES", BODY_LIMITS[platform], minimum=1),
-        request_timeout=_float(env, "MODEL_SERVER_REQUEST_TIMEOUT_S", REQUEST_TIMEOUTS[platform]),
-        drain_timeout=_float(env, "MODEL_SERVER_DRAIN_TIMEOUT_S", DRAIN_TIMEOUTS[platform]),
-        header_timeout=_float(env, "MODEL_SERVER_HEADER_TIMEOUT_S", 30.0),
-        body_timeout=_float(env, "MODEL_SERVER_BODY_TIMEOUT_S", 60.0),
-        max_batch_size=_int_or_auto(env, "MODEL_SERVER_MAX_BATCH_SIZE"),
-        max_batch_delay_ms=_optional_float(env, "MODEL_SERVER_MAX_BATCH_DELAY_MS"),
-        max_queue=_int(env, "MODEL_SERVER_MAX_QUEUE", 512, minimum=1),
-        compute_threads=_int(env, "MODEL_SERVER_COMPUTE_THREADS", max(1, cpus // workers), minimum=1),
+        max_request_bytes=_or(settings.max_request_bytes, BODY_LIMITS[platform]),
+        request_timeout=_or(settings.request_timeout_s, REQUEST_TIMEOUTS[platform]),
+        drain_timeout=_or(settings.drain_timeout_s, DRAIN_TIMEOUTS[platform]),
+        header_timeout=_or(settings.header_timeout_s, 30.0),
+        body_timeout=_or(settings.body_timeout_s, 60.0),
+        max_batch_size=settings.max_batch_size,
+        max_batch_delay_ms=settings.max_batch_delay_ms,
+        max_queue=_or(settings.max_queue, 512),
+        compute_threads=_or(settings.compute_threads, max(1, cpus // workers)),
         workers=workers,
-        log_level=_log_level(
-            log_level or env.get("MODEL_SERVER_LOG_LEVEL") or env.get("SAGEMAKER_CONTAINER_LOG_LEVEL")
-        ),
-        install_requirements=_bool(env, "MODEL_SERVER_INSTALL_REQUIREMENTS", False),
-        allow_non_finite=_bool(env, "MODEL_SERVER_ALLOW_NON_FINITE", False),
+        log_level=_log_level(log_level)
+        if log_level
+        else settings.log_level or _log_level(env.get("SAGEMAKER_CONTAINER_LOG_LEVEL")),
+        install_requirements=_or(settings.install_requirements, False),
+        allow_non_finite=_or(settings.allow_non_finite, False),
         # The SageMaker inference toolkit's variable, so existing deployments keep their behaviour.
         default_accept=env.get("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT") or "application/json",
         expected_digest=env.get("MODEL_PACKAGE_DIGEST") or None,
@@ -163,19 +170,6 @@ def _cgroup_cpu_quota() -> int | None:
     return None
 
 
-def _int_or_auto(env: Mapping[str, str], name: str, *, maximum: int | None = None) -> int | Literal["auto"] | None:
-    """A whole number >= 1, ``auto`` (the server decides at start-up), or ``None`` when unset."""
-    raw = env.get(name, "").strip()
-    if raw.lower() == "auto":
-        return "auto"
-    if not raw:
-        return None
-    try:
-        return _int(env, name, 0, minimum=1, maximum=maximum)
-    except UsageError as exc:
-        raise UsageError(f"{exc} (or auto)") from None
-
-
 def _route(env: Mapping[str, str], name: str, default: str) -> str:
     value = env.get(name) or default
     if not value.startswith("/"):
@@ -195,34 +189,6 @@ def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int, maxim
         allowed = f"{minimum}..{maximum}" if maximum is not None else f">= {minimum}"
         raise UsageError(f"{name}={value} is out of range; allowed: {allowed}")
     return value
-
-
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise UsageError(f"{name}={raw!r} must be a number") from None
-    if not math.isfinite(value) or value < 0:
-        raise UsageError(f"{name}={raw!r} must be a non-negative number")
-    return value
-
-
-def _optional_float(env: Mapping[str, str], name: str) -> float | None:
-    return _float(env, name, 0.0) if env.get(name) else None
-
-
-def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    if raw.lower() in ("1", "true", "yes", "on"):
-        return True
-    if raw.lower() in ("0", "false", "no", "off"):
-        return False
-    raise UsageError(f"{name}={raw!r} must be true or false")
 
 
 _LEVELS = {"10": "DEBUG", "20": "INFO", "30": "WARNING", "40": "ERROR", "50": "CRITICAL"}

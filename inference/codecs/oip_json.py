@@ -1,9 +1,11 @@
-"""The Open Inference Protocol's JSON tensor codec: request bodies to named arrays, outputs to response bodies.
+"""The Open Inference Protocol's tensor codec: request bodies to named arrays, outputs to response bodies.
 
 Protocol-independent: ``protocols/oip.py`` routes requests here and shapes the HTTP response. Each
 input's ``datatype`` must be the one the signature declares; ``data`` is row-major, flat or nested;
-``BYTES`` tensors are JSON strings, passed on as fixed-width NumPy ``bytes_`` arrays. Every size is
-bounded by :class:`~inference.codecs.limits.DecodeLimits` before NumPy allocates it.
+``BYTES`` tensors are JSON strings, passed on as fixed-width NumPy ``bytes_`` arrays. Tensors may
+instead travel as raw bytes after the JSON (the binary tensor data extension,
+:mod:`inference.codecs.oip_binary`), in either direction. Every size is bounded by
+:class:`~inference.codecs.limits.DecodeLimits` before NumPy allocates it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from inference.codecs import oip_binary
 from inference.codecs.arrays import count_string_values, count_strings
 from inference.codecs.limits import DecodeLimits
 from inference.errors import BadRequestError, ModelError
@@ -51,14 +54,72 @@ class InferRequest:
     inputs: dict[str, np.ndarray]
     outputs: tuple[str, ...] | None
     """Requested output names in request order, or ``None`` for every output."""
+    binary_outputs: frozenset[str] = frozenset()
+    """Outputs to send as binary data after the JSON (the binary tensor data extension)."""
 
 
-def parse_infer_request(body: bytes, signature: Signature, *, limits: DecodeLimits | None = None) -> InferRequest:
+def parse_binary_request(
+    body: bytes, header_length: str, signature: Signature, *, limits: DecodeLimits | None = None
+) -> InferRequest:
+    """Decode a request with binary tensors, given its ``Inference-Header-Content-Length`` value.
+
+    A length of 0 is Triton's raw binary request (the body is the single input's bytes); otherwise
+    the JSON part is parsed as :func:`parse_infer_request` does, and the tensors that declare a
+    ``binary_data_size`` take their bytes from what follows it, in order.
+    """
+    header, binary = oip_binary.split_body(body, header_length)
+    if not header:
+        return _raw_binary_request(binary, signature, limits)
+    return parse_infer_request(header, signature, limits=limits, binary=oip_binary.BinaryReader(binary))
+
+
+def _raw_binary_request(data: memoryview, signature: Signature, limits: DecodeLimits | None) -> InferRequest:
+    # Triton's rules for a raw binary request: one input, whose shape has at most one variable
+    # dimension (deduced from the byte count), and every output in binary.
+    names = [spec.name for spec in signature.inputs]
+    if len(names) != 1:
+        raise BadRequestError(
+            f"a raw binary request (Inference-Header-Content-Length: 0) needs a model with one input; this model "
+            f"takes {names}: send a JSON header describing each input"
+        )
+    spec = signature.inputs[0]
+    datatype = DATATYPES[spec.dtype]
+    variable = [axis for axis, size in enumerate(spec.shape) if size == -1]
+    if datatype == "BYTES" or len(variable) > 1:
+        raise BadRequestError(
+            f"input {spec.name!r} ({datatype}, shape {list(spec.shape)}) cannot be sent as a raw binary request: "
+            "its shape cannot be deduced from the byte count; send a JSON header with its shape"
+        )
+    dtype = NUMPY_DTYPES[datatype]
+    row = math.prod(size for size in spec.shape if size != -1) * dtype.itemsize
+    if row == 0 or len(data) % row:
+        raise BadRequestError(
+            f"a raw binary request for input {spec.name!r} ({datatype}, shape {list(spec.shape)}) must hold a "
+            f"multiple of {row} bytes; got {len(data)}"
+        )
+    shape = [len(data) // row if size == -1 else size for size in spec.shape]
+    array = oip_binary.decode_binary_tensor(spec.name, datatype, dtype, shape, data, limits=limits)
+    return InferRequest(
+        id=None,
+        inputs={spec.name: array},
+        outputs=None,
+        binary_outputs=frozenset(out.name for out in signature.outputs),
+    )
+
+
+def parse_infer_request(
+    body: bytes,
+    signature: Signature,
+    *,
+    limits: DecodeLimits | None = None,
+    binary: oip_binary.BinaryReader | None = None,
+) -> InferRequest:
     """Decode and check a V2 inference request body against the model's signature.
 
-    Raises :class:`BadRequestError` naming the field or input that is wrong and what was expected,
-    and with ``limits`` a 413 for tensors that would decode beyond them.
-    Shapes are checked against the signature later, by ``ModelService.predict``.
+    ``binary`` holds the bytes after the JSON when the request uses the binary tensor data
+    extension (see :func:`parse_binary_request`). Raises :class:`BadRequestError` naming the field
+    or input that is wrong and what was expected, and with ``limits`` a 413 for tensors that would
+    decode beyond them. Shapes are checked against the signature later, by ``ModelService.predict``.
     """
     try:
         raw = orjson.loads(body)
@@ -93,27 +154,48 @@ def parse_infer_request(body: bytes, signature: Signature, *, limits: DecodeLimi
             raise BadRequestError(f"inputs[{index}] has name {name!r}; this model's inputs are {expected}")
         if name in inputs:
             raise BadRequestError(f"input {name!r} is given more than once")
-        for field_name in ("shape", "datatype", "data"):
+        parameters = tensor.get("parameters", {})
+        if not isinstance(parameters, dict):
+            raise BadRequestError(f"input {name!r} has 'parameters' that are not an object")
+        in_binary = "binary_data_size" in parameters
+        for field_name in ("shape", "datatype") if in_binary else ("shape", "datatype", "data"):
             if field_name not in tensor:
                 raise BadRequestError(f"input {name!r} has no {field_name!r}")
-        parameters = tensor.get("parameters")
-        if isinstance(parameters, dict) and "binary_data_size" in parameters:
-            raise BadRequestError(
-                f"input {name!r} uses the binary tensor data extension, which this server does not support; "
-                "send its values as JSON in 'data'"
-            )
         want = DATATYPES[spec.dtype]
         if tensor["datatype"] != want:
             raise BadRequestError(
                 f"input {name!r} has datatype {tensor['datatype']!r}; this model expects {want} for it"
             )
-        inputs[spec.name] = decode_tensor(
-            spec.name, tensor["datatype"], tensor["shape"], tensor["data"], strings=strings_in_data, limits=limits
+        if not in_binary:
+            inputs[spec.name] = decode_tensor(
+                spec.name, tensor["datatype"], tensor["shape"], tensor["data"], strings=strings_in_data, limits=limits
+            )
+            continue
+        if binary is None:
+            raise BadRequestError(
+                f"input {name!r} has a binary_data_size but the request has no Inference-Header-Content-Length "
+                "header giving where its JSON ends (binary tensor data extension)"
+            )
+        if "data" in tensor:
+            raise BadRequestError(f"input {name!r} has both 'data' and a binary_data_size; send its values once")
+        shape = _shape(spec.name, tensor["shape"])
+        data = binary.take(spec.name, parameters["binary_data_size"])
+        inputs[spec.name] = oip_binary.decode_binary_tensor(
+            spec.name, want, NUMPY_DTYPES[want], shape, data, limits=limits
         )
     missing = [name for name in expected if name not in inputs]
     if missing:
         raise BadRequestError(f"missing inputs {missing}; this model's inputs are {expected}")
-    return InferRequest(id=request_id, inputs=inputs, outputs=_requested_outputs(raw.get("outputs"), signature))
+    if binary is not None:
+        binary.check_consumed()
+    requested = _requested_outputs(raw.get("outputs"), signature)
+    names = requested if requested is not None else [spec.name for spec in signature.outputs]
+    return InferRequest(
+        id=request_id,
+        inputs=inputs,
+        outputs=requested,
+        binary_outputs=oip_binary.binary_outputs(raw.get("parameters"), raw.get("outputs"), names),
+    )
 
 
 def _requested_outputs(requested: object, signature: Signature) -> tuple[str, ...] | None:
@@ -151,12 +233,7 @@ def decode_tensor(
     dtype = NUMPY_DTYPES.get(datatype)
     if dtype is None:
         raise BadRequestError(f"input {name!r} has unknown datatype {datatype!r}; supported: {', '.join(NUMPY_DTYPES)}")
-    if (
-        not isinstance(shape, list)
-        or not shape
-        or not all(type(dim) is int and dim >= 0 for dim in shape)  # type(...) is int: refuses true/false
-    ):
-        raise BadRequestError(f"input {name!r} has shape {shape!r}; expected a non-empty list of sizes >= 0")
+    shape = _shape(name, shape)
     if datatype == "BYTES":
         array = _bytes_array(name, data, limits)
     else:
@@ -170,6 +247,16 @@ def decode_tensor(
             "(data is the tensor's values in row-major order, flat or nested)"
         )
     return array.reshape(shape)
+
+
+def _shape(name: str, shape: object) -> list[int]:
+    if (
+        not isinstance(shape, list)
+        or not shape
+        or not all(type(dim) is int and dim >= 0 for dim in shape)  # type(...) is int: refuses true/false
+    ):
+        raise BadRequestError(f"input {name!r} has shape {shape!r}; expected a non-empty list of sizes >= 0")
+    return shape
 
 
 def _numeric_array(name: str, datatype: str, dtype: np.dtype[Any], data: object) -> np.ndarray:
@@ -263,18 +350,19 @@ def _bytes_array(name: str, data: object, limits: DecodeLimits | None) -> np.nda
     return np.array(encoded, dtype=np.bytes_).reshape(objects.shape)
 
 
-def encode_tensor(name: str, array: np.ndarray) -> dict[str, Any]:
-    """One output as an OIP response tensor: flat row-major ``data`` (NumPy arrays, serialised by orjson)."""
+def encode_tensor(name: str, array: np.ndarray, *, as_json: bool = True) -> dict[str, Any]:
+    """One output as an OIP response tensor: flat row-major ``data`` (NumPy arrays, serialised by orjson).
+
+    Without ``as_json`` the tensor has no ``data`` (its values travel in binary).
+    """
     kind = array.dtype.kind
-    if kind in "SUO":
-        data: Any = _text_values(name, array)
-        datatype = "BYTES"
-    else:
-        datatype = DATATYPES.get(array.dtype.name, "")
-        if not datatype:
-            raise ModelError(f"output {name!r} has dtype {array.dtype}, which the Open Inference Protocol cannot carry")
-        data = np.ascontiguousarray(array).reshape(-1)
-    return {"name": name, "datatype": datatype, "shape": list(array.shape), "data": data}
+    datatype = "BYTES" if kind in "SUO" else DATATYPES.get(array.dtype.name, "")
+    if not datatype:
+        raise ModelError(f"output {name!r} has dtype {array.dtype}, which the Open Inference Protocol cannot carry")
+    tensor: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
+    if as_json:
+        tensor["data"] = _text_values(name, array) if datatype == "BYTES" else np.ascontiguousarray(array).reshape(-1)
+    return tensor
 
 
 def _text_values(name: str, array: np.ndarray) -> list[str]:
@@ -305,11 +393,29 @@ def infer_response(
     outputs: Mapping[str, np.ndarray],
     requested: tuple[str, ...] | None,
     request_id: str | None,
-) -> bytes:
-    """The V2 inference response body: requested outputs in request order, else all in signature order."""
+    binary: frozenset[str] = frozenset(),
+) -> tuple[bytes, int | None]:
+    """The V2 inference response body: requested outputs in request order, else all in signature order.
+
+    Outputs named in ``binary`` carry a ``binary_data_size`` instead of ``data``, and their bytes
+    follow the JSON in the same order. Returns the body and, when any output is binary, the JSON
+    part's length (for the ``Inference-Header-Content-Length`` header), else ``None``.
+    """
     names = requested if requested is not None else [spec.name for spec in manifest.signature.outputs]
     payload: dict[str, Any] = {"model_name": manifest.name, "model_version": manifest.version}
     if request_id is not None:
         payload["id"] = request_id
-    payload["outputs"] = [encode_tensor(name, outputs[name]) for name in names]
-    return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
+    tensors: list[dict[str, Any]] = []
+    blobs: list[bytes] = []
+    for name in names:
+        tensor = encode_tensor(name, outputs[name], as_json=name not in binary)
+        if name in binary:
+            blob = oip_binary.encode_binary_tensor(name, tensor["datatype"], outputs[name])
+            tensor["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        tensors.append(tensor)
+    payload["outputs"] = tensors
+    header = orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not blobs:
+        return header, None
+    return b"".join([header, *blobs]), len(header)

@@ -13,9 +13,13 @@ Open Inference Protocol (V2), JSON over HTTP:
   :data:`DATATYPES`), so a client never has its values silently converted; the only leniency is
   that integral JSON numbers such as ``1.0`` are accepted for integer tensors. ``BYTES`` tensors
   are JSON strings, passed to the model as UTF-8 in fixed-width NumPy ``bytes_`` arrays (never
-  ``object`` arrays), which cannot end in NUL bytes. Only the JSON encoding is supported: the
-  binary tensor data extension is refused with 415. Without a request ``id`` the response
-  carries the server's request id (the ``X-Request-ID`` header), so every answer can be traced.
+  ``object`` arrays), which cannot end in NUL bytes. Tensors may also travel as raw bytes after
+  the JSON, in both directions: the binary tensor data extension as Triton defines it (its
+  ``docs/protocol/extension_binary_data.md``; codec in :mod:`inference.codecs.oip_binary`), which is
+  what Triton's own clients send by default. A response with any binary output is
+  ``application/octet-stream`` with ``Inference-Header-Content-Length``; the response type is
+  settled (406 if ``Accept`` excludes it) before the model runs. Without a request ``id`` the
+  response carries the server's request id (the ``X-Request-ID`` header), so every answer can be traced.
 
 KServe V1: ``GET /v1/models`` and ``GET /v1/models/{name}`` (``{"name", "ready"}``) and
 ``POST /v1/models/{name}:predict`` with ``{"instances": [...]}`` in and ``{"predictions": [...]}``
@@ -42,10 +46,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from inference.codecs import check_json_exchange, decode_request, encode_response
+from inference.codecs import (
+    check_json_exchange,
+    decode_request,
+    encode_response,
+    negotiate,
+    oip_binary,
+    parse_media_type,
+)
 from inference.codecs.oip_json import (
     DATATYPES,
     infer_response,
+    parse_binary_request,
     parse_infer_request,
 )
 from inference.config import ServerConfig
@@ -67,7 +79,9 @@ PLATFORMS: dict[str, str] = {
     "keras": "tensorflow_keras",
 }
 
-_BINARY_HEADER = "inference-header-content-length"
+# What a body with binary tensors may be labelled: Triton's examples say octet-stream, its Python
+# client sends no Content-Type, and some clients keep saying JSON for the JSON part.
+_BINARY_REQUEST_TYPES = frozenset({"", oip_binary.BINARY_MEDIA_TYPE, JSON})
 _LIVE = b'{"live":true}'
 _READY = b'{"ready":true}'
 _NOT_READY = b'{"ready":false}'
@@ -83,7 +97,7 @@ def routes(service: ModelService, config: ServerConfig) -> list[BaseRoute]:
     """The Open Inference Protocol (V2) and KServe V1 routes bound to ``service``."""
     manifest = service.manifest
     signature = service.signature
-    server_metadata = orjson.dumps({"name": SERVER_NAME, "version": __version__, "extensions": []})
+    server_metadata = orjson.dumps({"name": SERVER_NAME, "version": __version__, "extensions": [oip_binary.EXTENSION]})
     model_metadata = orjson.dumps(model_metadata_payload(manifest))
 
     def check_model(request: Request) -> None:
@@ -118,26 +132,35 @@ def routes(service: ModelService, config: ServerConfig) -> list[BaseRoute]:
 
     async def infer(request: Request) -> Response:
         check_model(request)
-        if _BINARY_HEADER in request.headers:
-            raise UnsupportedMediaTypeError(
-                "the binary tensor data extension (Inference-Header-Content-Length) is not supported; "
-                "send every tensor's values as JSON in its 'data' field"
-            )
         if service.model is None:
             raise NotImplementedForModelError(
                 f"model {manifest.name!r} runs through its package's own model_fn, which has no tensor "
                 "interface for the Open Inference Protocol; use POST /v1/models/"
                 f"{manifest.name}:predict, /invocations or {config.predict_route} instead"
             )
-        check_json_exchange(request.headers.get("content-type"), request.headers.get("accept"))
+        headers = request.headers
+        header_length = headers.get(oip_binary.HEADER)
+        if header_length is None:
+            check_json_exchange(headers.get("content-type"), None)
+        else:
+            _check_binary_content_type(headers.get("content-type"))
         body = await request.body()
         parsed = await service.offload.run(
-            len(body), lambda: parse_infer_request(body, signature, limits=service.limits)
+            len(body),
+            lambda: (
+                parse_infer_request(body, signature, limits=service.limits)
+                if header_length is None
+                else parse_binary_request(body, header_length, signature, limits=service.limits)
+            ),
         )
+        # The response type follows from the request: settled (or refused) before the model runs.
+        media_type = oip_binary.BINARY_MEDIA_TYPE if parsed.binary_outputs else JSON
+        negotiate(headers.get("accept"), (media_type,), media_type)
         outputs = await service.predict(parsed.inputs)
         request_id = parsed.id if parsed.id is not None else request.scope.get("state", {}).get("request_id")
-        body = infer_response(manifest, outputs, parsed.outputs, request_id)
-        return Response(body, media_type=JSON)
+        payload, json_length = infer_response(manifest, outputs, parsed.outputs, request_id, parsed.binary_outputs)
+        extra = None if json_length is None else {"Inference-Header-Content-Length": str(json_length)}
+        return Response(payload, headers=extra, media_type=media_type)
 
     async def v1_models(_: Request) -> Response:
         return Response(orjson.dumps({"models": [manifest.name]}), media_type=JSON)
@@ -184,6 +207,15 @@ def routes(service: ModelService, config: ServerConfig) -> list[BaseRoute]:
         Route("/v1/models/{name}:predict", v1_predict, methods=["POST"]),
         Route("/v1/models/{name}", v1_model, methods=["GET"]),
     ]
+
+
+def _check_binary_content_type(content_type: str | None) -> None:
+    media_type, _ = parse_media_type(content_type)
+    if media_type not in _BINARY_REQUEST_TYPES:
+        raise UnsupportedMediaTypeError(
+            f"cannot decode Content-Type {media_type!r} with Inference-Header-Content-Length; a body with binary "
+            f"tensors is {oip_binary.BINARY_MEDIA_TYPE} (or has no Content-Type)"
+        )
 
 
 def model_metadata_payload(manifest: Manifest) -> dict[str, Any]:

@@ -166,6 +166,8 @@ class UserCodeHandler:
         user_content_type = content_type or None
         accept = _effective_accept(accept, self._default_accept)
         transform = self._hooks.get("transform_fn")
+        if transform is None and "output_fn" not in self._hooks:
+            self._check_default_output(accept)
         if transform is not None:
             result = self._call(
                 transform, self._model, _user_body(body, content_type), user_content_type, accept, context=context
@@ -246,6 +248,20 @@ class UserCodeHandler:
                 f"the default predict_fn failed calling the {type(model).__name__} model on a "
                 f"{type(data).__name__} with {type(exc).__name__}; define predict_fn in {self._entry.name}"
             ) from exc
+
+    def _check_default_output(self, accept: str) -> None:
+        """A 406 now, before any hook or the model runs, for an ``Accept`` the default output_fn cannot answer.
+
+        Without a ``predict_fn`` the predictions of a package's own model are the signature's
+        outputs, so the response type is settled exactly; a user ``predict_fn`` may return anything,
+        so only an ``Accept`` that admits none of the codecs' types (JSON among them) is refused here.
+        """
+        from inference.codecs import RESPONSE_MEDIA_TYPES, negotiate, response_media_type
+
+        if "predict_fn" not in self._hooks and _is_loaded_model(self._model):
+            response_media_type(accept, self._signature, default=JSON)
+        else:
+            negotiate(accept, RESPONSE_MEDIA_TYPES, JSON)
 
     def _default_output(self, prediction: Any, accept: str) -> tuple[bytes, str]:
         """The package's response codecs for named arrays; JSON for anything else."""

@@ -104,11 +104,13 @@ def container_environment(config: StackConfig) -> dict[str, str]:
         "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
         **config.serving.environment(),
     }
-    if endpoint.mode == "serverless":
-        environment["MODEL_SERVER_MAX_REQUEST_BYTES"] = str(SERVERLESS_MAX_REQUEST_BYTES)
-    elif endpoint.mode == "async":
-        environment["MODEL_SERVER_MAX_REQUEST_BYTES"] = str(ASYNC_MAX_REQUEST_BYTES)
-        environment["MODEL_SERVER_REQUEST_TIMEOUT_S"] = str(ASYNC_REQUEST_TIMEOUT_SECONDS)
+    limit = {"serverless": SERVERLESS_MAX_REQUEST_BYTES, "async": ASYNC_MAX_REQUEST_BYTES}.get(endpoint.mode)
+    if limit is not None:
+        # The mode's own body limit, or a smaller one from the stack: SageMaker refuses larger bodies anyway.
+        wanted = config.serving.max_request_bytes
+        environment["MODEL_SERVER_MAX_REQUEST_BYTES"] = str(limit if wanted is None else min(wanted, limit))
+    if endpoint.mode == "async":
+        environment.setdefault("MODEL_SERVER_REQUEST_TIMEOUT_S", str(ASYNC_REQUEST_TIMEOUT_SECONDS))
     return environment
 
 

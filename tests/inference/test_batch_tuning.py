@@ -74,7 +74,7 @@ def test_auto_is_accepted_and_other_words_are_not() -> None:
     config = load_config({"MODEL_SERVER_MAX_BATCH_SIZE": "auto"})
     assert config.max_batch_size == "auto"
     assert load_config({"MODEL_SERVER_MAX_BATCH_SIZE": "8"}).max_batch_size == 8
-    with pytest.raises(UsageError, match="MODEL_SERVER_MAX_BATCH_SIZE='many' must be a whole number"):
+    with pytest.raises(UsageError, match="MODEL_SERVER_MAX_BATCH_SIZE='many' must be auto or a whole number"):
         load_config({"MODEL_SERVER_MAX_BATCH_SIZE": "many"})
 
 

@@ -47,7 +47,7 @@ def test_sagemaker_numeric_log_levels_are_understood() -> None:
         ({"PORT": "http"}, "PORT='http' must be a whole number"),
         ({"PORT": "70000"}, "PORT=70000 is out of range"),
         ({"MODEL_SERVER_MAX_BATCH_SIZE": "0"}, "MODEL_SERVER_MAX_BATCH_SIZE=0 is out of range"),
-        ({"MODEL_SERVER_REQUEST_TIMEOUT_S": "-1"}, "must be a non-negative number"),
+        ({"MODEL_SERVER_REQUEST_TIMEOUT_S": "-1"}, "MODEL_SERVER_REQUEST_TIMEOUT_S=-1 is out of range: a timeout"),
         ({"MODEL_SERVER_INSTALL_REQUIREMENTS": "maybe"}, "must be true or false"),
         ({"AIP_PREDICT_ROUTE": "predict"}, "must be a path starting with '/'"),
         ({"SAGEMAKER_CONTAINER_LOG_LEVEL": "LOUD"}, "log level 'LOUD'"),

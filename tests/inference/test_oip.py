@@ -217,7 +217,7 @@ def test_parse_infer_request() -> None:
                     }
                 ]
             ),
-            r"input 'ids' uses the binary tensor data extension",
+            r"input 'ids' has a binary_data_size but the request has no Inference-Header-Content-Length",
         ),
         (_request(outputs=[{"name": "probs"}]), r"outputs\[0\] requests 'probs'; this model's outputs are"),
         (_request(outputs={"name": "label"}), r"'outputs' must be a list"),
@@ -240,12 +240,14 @@ def test_infer_response_honours_requested_outputs(torch_package: Path) -> None:
     manifest = read_manifest(torch_package)
     name = manifest.signature.outputs[0].name
     outputs = {name: np.ones((1, 10), np.float32)}
-    body = orjson.loads(infer_response(manifest, outputs, (name,), "abc"))
+    payload, json_length = infer_response(manifest, outputs, (name,), "abc")
+    assert json_length is None  # no binary outputs asked for: plain JSON
+    body = orjson.loads(payload)
     assert body["model_name"] == "mlp"
     assert body["model_version"] == "1.0.0"
     assert body["id"] == "abc"
     assert body["outputs"] == [{"name": name, "datatype": "FP32", "shape": [1, 10], "data": [1.0] * 10}]
-    assert "id" not in orjson.loads(infer_response(manifest, outputs, None, None))
+    assert "id" not in orjson.loads(infer_response(manifest, outputs, None, None)[0])
 
 
 # -- real servers --------------------------------------------------------------------------------------------------
@@ -317,7 +319,7 @@ def test_health_and_server_metadata(mlp_server: ServerProcess) -> None:
         assert ready.json() == {"ready": True}
         meta = client.get("/v2")
         assert meta.status_code == 200
-        assert meta.json() == {"name": "model-deploy", "version": __version__, "extensions": []}
+        assert meta.json() == {"name": "model-deploy", "version": __version__, "extensions": ["binary_tensor_data"]}
 
 
 @needs_torch
@@ -433,19 +435,6 @@ def test_bad_infer_requests_are_4xx_and_leave_the_server_healthy(
         assert response.status_code == status, response.text
         assert message in response.json()["error"]
         assert client.get("/v2/health/ready").status_code == 200
-
-
-@needs_torch
-def test_binary_tensor_extension_is_refused(mlp_server: ServerProcess) -> None:
-    header = orjson.dumps({"inputs": [{**_x(1), "parameters": {"binary_data_size": 256}, "data": []}]})
-    with mlp_server.client() as client:
-        response = client.post(
-            "/v2/models/mlp/infer",
-            content=header + bytes(256),
-            headers={"Inference-Header-Content-Length": str(len(header)), "content-type": "application/octet-stream"},
-        )
-    assert response.status_code == 415
-    assert "binary tensor data extension" in response.json()["error"]
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import orjson
 import pytest
 
 from inference.config import load_config
@@ -79,3 +80,39 @@ def test_a_fifo_or_an_empty_directory_fails_package_verification(torch_package: 
     (with_dir / "nothing").mkdir()
     with pytest.raises(IntegrityError, match="nothing is an empty directory"):
         verify_integrity(with_dir)
+
+
+@pytest.mark.torch
+def test_every_route_settles_its_response_type_before_the_model_runs(torch_package: Path) -> None:
+    async def model_calls(client: httpx.AsyncClient) -> float:
+        text = (await client.get("/metrics")).text
+        return float(
+            next(line for line in text.splitlines() if line.startswith("model_server_batch_rows_count")).split()[-1]
+        )
+
+    async def scenario(client: httpx.AsyncClient, service: ModelService) -> None:
+        tensor = {"name": "x", "shape": [1, 64], "datatype": "FP32", "parameters": {"binary_data_size": 256}}
+        header = orjson.dumps({"inputs": [tensor], "parameters": {"binary_data_output": True}})
+        binary = {
+            "content": header + np.zeros(64, np.float32).tobytes(),
+            "headers": {"Inference-Header-Content-Length": str(len(header))},
+        }
+        v2 = {"json": {"inputs": [{"name": "x", "shape": [1, 64], "datatype": "FP32", "data": ROW}]}}
+        cases: list[tuple[str, dict[str, object], str]] = [
+            ("/invocations", {"json": ROW}, "text/html"),
+            ("/predict", {"json": {"instances": ROW}}, "text/html"),
+            ("/v1/models/mlp:predict", {"json": {"instances": ROW}}, "text/html"),
+            ("/v2/models/mlp/infer", v2, "application/octet-stream"),
+            ("/v2/models/mlp/infer", binary, "application/json"),  # binary outputs asked for: not JSON
+        ]
+        for path, request, accept in cases:
+            before = await model_calls(client)
+            headers = {**request.get("headers", {}), "Accept": accept}  # type: ignore[dict-item]
+            refused = await client.post(path, **{**request, "headers": headers})  # type: ignore[arg-type]
+            assert refused.status_code == 406, (path, refused.text)
+            assert await model_calls(client) == before, f"{path}: the model ran before the 406"
+            ok = await client.post(path, **request)  # type: ignore[arg-type]
+            assert ok.status_code == 200, (path, ok.text)
+            assert await model_calls(client) == before + 1
+
+    run(torch_package, scenario)

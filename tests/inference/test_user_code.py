@@ -593,3 +593,27 @@ def test_install_requirements_missing_file(package: PackageFactory, tmp_path: Pa
     broken = manifest.model_copy(update={"code": manifest.code.model_copy(update={"requirements": "code/req.txt"})})
     with pytest.raises(LoadError, match=r"code/req\.txt does not exist"):
         install_requirements(copy, broken)
+
+
+def test_an_accept_the_default_output_cannot_answer_is_406_before_the_model_runs(
+    package: PackageFactory, write_code: Callable[..., Path]
+) -> None:
+    # predict_fn fails loudly: a 500 would mean the model ran before the 406 was decided.
+    code = write_code(
+        {
+            "inference.py": """
+            def predict_fn(data, model):
+                raise RuntimeError("predict_fn ran")
+            """
+        }
+    )
+    handler = load(package(code=code))
+    body = json.dumps({"inputs": {"x": ROWS.tolist()}}).encode()
+    with pytest.raises(NotAcceptableError, match="supported: application/json"):
+        request(handler, body, accept="text/html")
+    with pytest.raises(ModelError, match="predict_fn"):
+        request(handler, body, accept=JSON)  # an acceptable type reaches predict_fn
+    # Without predict_fn the package model's outputs are known: two of them cannot be one .npy array.
+    defaults = load(package(code=write_code({"inference.py": '"""No hooks."""\n'})))
+    with pytest.raises(NotAcceptableError, match="holds a single array but the model has 2 outputs"):
+        request(defaults, body, accept="application/x-npy")

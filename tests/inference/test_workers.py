@@ -161,5 +161,5 @@ def test_worker_count_and_threads_come_from_the_cpu_quota() -> None:
     assert load_config({"MODEL_SERVER_WORKERS": "2", "MODEL_SERVER_COMPUTE_THREADS": "3"}).compute_threads == 3
     with pytest.raises(UsageError, match="MODEL_SERVER_WORKERS=0 is out of range"):
         load_config({"MODEL_SERVER_WORKERS": "0"})
-    with pytest.raises(UsageError, match="MODEL_SERVER_WORKERS='many' must be a whole number"):
+    with pytest.raises(UsageError, match="MODEL_SERVER_WORKERS='many' must be auto or a whole number"):
         load_config({"MODEL_SERVER_WORKERS": "many"})
