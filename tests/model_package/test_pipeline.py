@@ -1,0 +1,131 @@
+"""Declaring a pipeline at packaging: the manifest entry, its files, and verification on the raw example."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from model_package.cli import main
+from model_package.errors import ManifestError
+from model_package.manifest import SCHEMA_VERSION, parse_manifest, read_manifest
+from tests.pipeline_models import LABELS, package_image_classifier
+
+
+@pytest.fixture(scope="module")
+def image_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return package_image_classifier(tmp_path_factory.mktemp("pipeline") / "pkg")
+
+
+def test_export_attaches_an_image_pipeline_with_defaults_from_the_signature(image_package: Path) -> None:
+    manifest = read_manifest(image_package)
+    assert manifest.schema_version == SCHEMA_VERSION == "1.2"
+    assert manifest.pipeline is not None
+    image = manifest.pipeline.input
+    assert (image.kind, image.height, image.width, image.layout, image.channels) == ("image", 32, 32, "NCHW", "RGB")
+    assert (image_package / "pipeline/labels.txt").read_text().split() == list(LABELS)
+    answers = json.loads((image_package / "example/raw_outputs.json").read_text())
+    assert len(answers) == 2
+    assert all(sorted(answer["labels"]) == sorted(LABELS) for answer in answers)
+    assert all(abs(sum(answer["scores"]) - 1.0) < 1e-6 for answer in answers)
+
+
+def test_verify_runs_the_pipeline_on_the_raw_example(image_package: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["verify", str(image_package), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["pipeline"].startswith("ok (image -> labels; raw example of 2 ran")
+
+
+def test_verify_fails_when_the_pipeline_answers_differ(
+    image_package: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    from model_package.builder import hash_tree
+    from model_package.manifest import write_manifest
+
+    copy = tmp_path / "copy"
+    shutil.copytree(image_package, copy)
+    answers = json.loads((copy / "example/raw_outputs.json").read_text())
+    answers[0]["labels"].reverse()
+    (copy / "example/raw_outputs.json").write_text(json.dumps(answers))
+    manifest = read_manifest(copy)
+    write_manifest(copy, manifest.model_copy(update={"files": hash_tree(copy)}))
+    assert main(["verify", str(copy)]) == 6
+    assert "raw example item 0: labels" in capsys.readouterr().err
+
+
+def test_a_pipeline_needs_a_raw_example(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.pipeline_models import __file__ as models_file
+
+    code = main(
+        [
+            "export",
+            f"{models_file}:image_factory",
+            "--name",
+            "x",
+            "--version",
+            "1",
+            "-o",
+            str(tmp_path / "p"),
+            "--image",
+            "",
+            "--classes",
+        ]
+    )
+    assert code == 2
+    assert "at least one raw example" in capsys.readouterr().err
+    assert not (tmp_path / "p").exists()
+
+
+def test_image_options_are_checked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.pipeline_models import __file__ as models_file
+    from tests.pipeline_models import sample_images
+
+    code = main(
+        [
+            "export",
+            f"{models_file}:image_factory",
+            "--name",
+            "x",
+            "--version",
+            "1",
+            "-o",
+            str(tmp_path / "p"),
+            "--image",
+            "size=32",
+            "--classes",
+            "--raw-example",
+            str(sample_images()[0]),
+        ]
+    )
+    assert code == 2
+    assert "size='32' must be HEIGHTxWIDTH" in capsys.readouterr().err
+
+
+def _raw_manifest(image_package: Path) -> dict:  # type: ignore[type-arg]
+    raw: dict = json.loads((image_package / "manifest.json").read_text())  # type: ignore[type-arg]
+    return raw
+
+
+def test_a_reader_refuses_a_pipeline_kind_it_does_not_know(image_package: Path) -> None:
+    raw = _raw_manifest(image_package)
+    raw["schema_version"] = "1.9"
+    raw["pipeline"]["input"]["kind"] = "audio"
+    with pytest.raises(ManifestError, match=r"unknown pipeline kind 'audio'.*upgrade model-package"):
+        parse_manifest(json.dumps(raw))
+
+
+def test_a_pipeline_must_name_the_models_own_inputs_and_outputs(image_package: Path) -> None:
+    raw = _raw_manifest(image_package)
+    raw["pipeline"]["output"]["output"] = "probabilities"
+    with pytest.raises(ManifestError, match="'probabilities', which is not a model output"):
+        parse_manifest(json.dumps(raw))
+
+
+def test_a_pipeline_file_must_be_in_the_package(image_package: Path) -> None:
+    raw = _raw_manifest(image_package)
+    raw["files"] = [entry for entry in raw["files"] if entry["path"] != "pipeline/labels.txt"]
+    with pytest.raises(ManifestError, match=r"'pipeline/labels\.txt' is referenced by the manifest but not listed"):
+        parse_manifest(json.dumps(raw))
