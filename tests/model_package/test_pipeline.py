@@ -129,3 +129,18 @@ def test_a_pipeline_file_must_be_in_the_package(image_package: Path) -> None:
     raw["files"] = [entry for entry in raw["files"] if entry["path"] != "pipeline/labels.txt"]
     with pytest.raises(ManifestError, match=r"'pipeline/labels\.txt' is referenced by the manifest but not listed"):
         parse_manifest(json.dumps(raw))
+
+
+def test_embeddings_mean_pool_over_real_tokens_only_and_are_unit_length() -> None:
+    import numpy as np
+
+    from model_package.pipeline.outputs import answer_embeddings
+    from model_package.pipeline.schema import EmbeddingOutput, TextInput
+
+    states = np.array([[[1.0, 0.0], [3.0, 4.0], [100.0, 100.0]]])  # the third token is padding
+    mask = np.array([[1, 1, 0]])
+    spec = EmbeddingOutput(output="h", pooling="mean", normalize=True)
+    (answer,) = answer_embeddings(states, spec, {"attention_mask": mask}, TextInput())
+    assert answer["embedding"] == pytest.approx([2.0 / np.hypot(2, 2), 2.0 / np.hypot(2, 2)])
+    raw = EmbeddingOutput(output="h", pooling="cls", normalize=False)
+    assert answer_embeddings(states, raw, {}, None)[0]["embedding"] == [1.0, 0.0]
