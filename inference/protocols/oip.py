@@ -131,6 +131,10 @@ def routes(service: ModelService, config: ServerConfig) -> list[BaseRoute]:
             )
         check_json_exchange(request.headers.get("content-type"), request.headers.get("accept"))
         body = await request.body()
+        if service.pipeline is not None:
+            answered = await _infer_raw(request, body)
+            if answered is not None:
+                return answered
         parsed = await service.offload.run(
             len(body), lambda: parse_infer_request(body, signature, limits=service.limits)
         )
@@ -138,6 +142,21 @@ def routes(service: ModelService, config: ServerConfig) -> list[BaseRoute]:
         request_id = parsed.id if parsed.id is not None else request.scope.get("state", {}).get("request_id")
         body = infer_response(manifest, outputs, parsed.outputs, request_id)
         return Response(body, media_type=JSON)
+
+    async def _infer_raw(request: Request, body: bytes) -> Response | None:
+        """Images or texts as one BYTES tensor, through the package's pipeline (``inference.pipeline.oip``)."""
+        from inference.pipeline.oip import answers_as_tensors, raw_oip_items
+
+        pipeline: Any = service.pipeline
+        raw = await service.offload.run(len(body), lambda: raw_oip_items(body, pipeline.kind))
+        if raw is None:
+            return None
+        items, given_id = raw
+        answers = await pipeline.answer(items, service.predict, timeout=service.request_timeout)
+        payload: dict[str, Any] = {"model_name": manifest.name, "model_version": manifest.version}
+        payload["id"] = given_id if given_id is not None else request.scope.get("state", {}).get("request_id")
+        payload["outputs"] = answers_as_tensors(answers)
+        return Response(orjson.dumps(payload), media_type=JSON)
 
     async def v1_models(_: Request) -> Response:
         return Response(orjson.dumps({"models": [manifest.name]}), media_type=JSON)

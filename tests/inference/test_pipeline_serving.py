@@ -129,3 +129,26 @@ def test_tensors_still_reach_the_model_directly(server: ServerProcess, image_pac
     assert response.status_code == 200, response.text
     (row,) = response.json()["predictions"]
     assert len(row) == 2 and all(isinstance(value, float) for value in row)  # raw logits: no labels, no softmax
+
+
+def test_oip_bytes_tensor_of_base64_images_gets_label_and_score_tensors(
+    server: ServerProcess, image_package: Path
+) -> None:
+    expected = _expected(image_package)
+    data = [base64.b64encode(path.read_bytes()).decode() for path in sample_images()]
+    request = {"id": "r1", "inputs": [{"name": "photo", "datatype": "BYTES", "shape": [2], "data": data}]}
+    with server.client() as client:
+        response = client.post("/v2/models/tiny-image/infer", json=request)
+        bad = client.post(
+            "/v2/models/tiny-image/infer",
+            json={"inputs": [{"name": "photo", "datatype": "BYTES", "shape": [1], "data": ["bm90IGFuIGltYWdl"]}]},
+        )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["id"] == "r1"
+    outputs = {tensor["name"]: tensor for tensor in body["outputs"]}
+    assert outputs["labels"]["datatype"] == "BYTES" and outputs["labels"]["shape"] == [2, 2]
+    assert outputs["labels"]["data"] == [label for answer in expected for label in answer["labels"]]
+    assert np.allclose(outputs["scores"]["data"], [s for answer in expected for s in answer["scores"]], atol=1e-5)
+    assert bad.status_code == 400
+    assert "is not a JPEG or PNG image" in bad.json()["error"]

@@ -101,3 +101,14 @@ def test_out_of_range_or_malformed_ids_are_a_400(recommender_server: ServerProce
     assert "missing ['user_id']" in missing.json()["error"]
     assert fractional.status_code == 400
     assert "ids are integers" in fractional.json()["error"]
+
+
+def test_oip_bytes_tensor_of_texts_gets_the_same_labels(text_server: ServerProcess) -> None:
+    request = {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [2], "data": TEXTS[:2]}]}
+    with text_server.client() as client:
+        response = client.post("/v2/models/tiny-text/infer", json=request)
+        plain = client.post("/invocations", json={"inputs": TEXTS[:2]})
+    assert response.status_code == 200, response.text
+    outputs = {tensor["name"]: tensor for tensor in response.json()["outputs"]}
+    assert outputs["labels"]["shape"] == [2, 1]
+    assert outputs["labels"]["data"] == [answer["labels"][0] for answer in plain.json()["predictions"]]
