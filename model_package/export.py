@@ -91,7 +91,7 @@ def export_model(
     manifest = build_package(
         out_dir, spec, lambda staging: exporter.save(model, inputs, staging, dynamic_axes=axes), overwrite=overwrite
     )
-    warn_fixed_axes(manifest.signature, name)
+    warn_fixed_axes(manifest.signature, name, shaped_by_pipeline=_pipeline_shaped(manifest))
     return manifest
 
 
@@ -151,8 +151,17 @@ def import_artifact(
         lambda staging: fmt.import_artifact(source, staging, spec.example_inputs, options),
         overwrite=overwrite,
     )
-    warn_fixed_axes(manifest.signature, name)
+    warn_fixed_axes(manifest.signature, name, shaped_by_pipeline=_pipeline_shaped(manifest))
     return manifest
+
+
+def _pipeline_shaped(manifest: Manifest) -> tuple[str, ...]:
+    """Inputs the package's pipeline sizes itself (an image input), whose fixed axes need no warning."""
+    from model_package.pipeline.schema import ImageInput
+
+    if manifest.pipeline is not None and isinstance(manifest.pipeline.input, ImageInput):
+        return (manifest.pipeline.input.input,)
+    return ()
 
 
 @dataclass(frozen=True)

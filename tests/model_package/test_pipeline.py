@@ -144,3 +144,16 @@ def test_embeddings_mean_pool_over_real_tokens_only_and_are_unit_length() -> Non
     assert answer["embedding"] == pytest.approx([2.0 / np.hypot(2, 2), 2.0 / np.hypot(2, 2)])
     raw = EmbeddingOutput(output="h", pooling="cls", normalize=False)
     assert answer_embeddings(states, raw, {}, None)[0]["embedding"] == [1.0, 0.0]
+
+
+def test_an_image_pipeline_silences_the_fixed_axes_warning(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.pipeline_models import __file__ as models_file
+
+    # The CLI logs to stderr (its handler replaces any other): read what a user sees.
+    package_image_classifier(tmp_path / "with-pipeline")
+    assert "axes are fixed" not in capsys.readouterr().err
+    assert (
+        main(["export", f"{models_file}:image_factory", "--name", "x", "--version", "1", "-o", str(tmp_path / "p")])
+        == 0
+    )
+    assert "x[1]=3, x[2]=32, x[3]=32" in capsys.readouterr().err
