@@ -152,3 +152,36 @@ def test_oip_bytes_tensor_of_base64_images_gets_label_and_score_tensors(
     assert np.allclose(outputs["scores"]["data"], [s for answer in expected for s in answer["scores"]], atol=1e-5)
     assert bad.status_code == 400
     assert "is not a JPEG or PNG image" in bad.json()["error"]
+
+
+def test_preprocessing_is_admitted_like_the_model_call_full_queue_503_and_deadline_504(image_package: Path) -> None:
+    import asyncio
+
+    from inference.codecs import DecodeLimits
+    from inference.errors import DeadlineExceededError, OverloadedError
+    from inference.pipeline import PipelineService
+    from model_package.formats import get_format
+
+    manifest = read_manifest(image_package)
+    model = get_format(manifest.format).load(image_package, manifest)
+    photo = sample_images()[0].read_bytes()
+
+    async def predict(inputs: dict[str, np.ndarray], *, timeout: float) -> dict[str, np.ndarray]:
+        return dict(model.predict(inputs))
+
+    async def scenario() -> list[object]:
+        pipeline = PipelineService(
+            image_package, manifest, limits=DecodeLimits.for_body_limit(6 * 1024 * 1024), threads=1, max_queue=1
+        )
+        await pipeline.start()
+        calls = [pipeline.answer([photo] * 8, predict, timeout=30) for _ in range(3)]
+        outcomes = await asyncio.gather(*calls, return_exceptions=True)
+        late = await asyncio.gather(pipeline.answer([photo] * 64, predict, timeout=0.001), return_exceptions=True)
+        await pipeline.stop()
+        return [*outcomes, *late]
+
+    first, second, third, late = asyncio.run(scenario())
+    assert isinstance(first, list) and isinstance(second, list)  # one running, one waiting: both answered
+    assert isinstance(third, OverloadedError)  # the queue (1) was full: 503 with Retry-After
+    assert third.headers == {"Retry-After": "1"}
+    assert isinstance(late, DeadlineExceededError)  # 64 photos cannot be decoded in 1 ms: 504
