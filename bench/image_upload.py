@@ -8,7 +8,7 @@ labels file, so both modes run the very same model through the very same server
 (``python -m inference serve`` on 127.0.0.1, default settings):
 
 * ``jpeg``: ``POST /invocations`` with ``Content-Type: image/jpeg`` and the bytes of
-  scikit-learn's ``china.jpg`` (427x640, 143 KB); the server decodes, resizes, crops, normalises,
+  scikit-learn's ``china.jpg`` (640x427, 197 KB); the server decodes, resizes, crops, normalises,
   runs the model and answers the top-5 labels and scores.
 * ``json``: the same photo preprocessed on the client (3x224x224 float32, what a client without
   the pipeline must send) as an Open Inference Protocol JSON tensor to
