@@ -9,7 +9,7 @@ import pytest
 
 from model_package.cli import main
 from model_package.errors import ManifestError
-from model_package.manifest import SCHEMA_VERSION, parse_manifest, read_manifest
+from model_package.manifest import SCHEMA_VERSION, Signature, TensorSpec, parse_manifest, read_manifest
 from tests.pipeline_models import LABELS, package_image_classifier
 
 
@@ -157,3 +157,39 @@ def test_an_image_pipeline_silences_the_fixed_axes_warning(tmp_path: Path, capsy
         == 0
     )
     assert "x[1]=3, x[2]=32, x[3]=32" in capsys.readouterr().err
+
+
+def _text_signature(length: int) -> Signature:
+    return Signature(
+        inputs=(
+            TensorSpec(name="input_ids", dtype="int64", shape=(-1, length)),
+            TensorSpec(name="attention_mask", dtype="int64", shape=(-1, length)),
+        ),
+        outputs=(TensorSpec(name="logits", dtype="float32", shape=(-1, 2)),),
+    )
+
+
+def test_text_is_truncated_keeping_the_closing_special_token_and_padded_per_request(tmp_path: Path) -> None:
+    from model_package.pipeline.schema import TextInput
+    from model_package.pipeline.text import TextEncoder
+    from tests.pipeline_models import train_tokenizer
+
+    tokenizer = train_tokenizer(tmp_path / "tokenizer.json")
+    encoder = TextEncoder(tokenizer, TextInput(max_length=5), _text_signature(-1))
+    batch = encoder.encode(["great", "a great and happy film that was great"])
+    assert batch["input_ids"].shape == (2, 5)  # the longest text, cut at max_length
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]
+    sep = 3  # [SEP]: the template's closing token survives truncation
+    assert batch["input_ids"][1, -1] == sep and batch["input_ids"][0, 2] == sep
+    assert encoder.encode(["great"])["input_ids"].shape == (1, 3)  # a request alone pads to its own length
+
+
+def test_text_is_padded_to_a_fixed_sequence_length_when_the_model_has_one(tmp_path: Path) -> None:
+    from model_package.pipeline.schema import TextInput
+    from model_package.pipeline.text import TextEncoder
+    from tests.pipeline_models import train_tokenizer
+
+    tokenizer = train_tokenizer(tmp_path / "tokenizer.json")
+    encoder = TextEncoder(tokenizer, TextInput(max_length=128), _text_signature(8))
+    assert encoder.encode(["great"])["input_ids"].shape == (1, 8)
+    assert encoder.encode(["great " * 50])["attention_mask"].sum() == 8
