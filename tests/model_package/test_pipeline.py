@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -104,8 +105,8 @@ def test_image_options_are_checked(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "size='32' must be HEIGHTxWIDTH" in capsys.readouterr().err
 
 
-def _raw_manifest(image_package: Path) -> dict:  # type: ignore[type-arg]
-    raw: dict = json.loads((image_package / "manifest.json").read_text())  # type: ignore[type-arg]
+def _raw_manifest(image_package: Path) -> dict[str, Any]:
+    raw: dict[str, Any] = json.loads((image_package / "manifest.json").read_text())
     return raw
 
 
