@@ -194,3 +194,36 @@ def test_text_is_padded_to_a_fixed_sequence_length_when_the_model_has_one(tmp_pa
     encoder = TextEncoder(tokenizer, TextInput(max_length=128), _text_signature(8))
     assert encoder.encode(["great"])["input_ids"].shape == (1, 8)
     assert encoder.encode(["great " * 50])["attention_mask"].sum() == 8
+
+
+def test_import_attaches_a_pipeline_to_a_saved_artifact(
+    image_package: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.pipeline_models import sample_images
+
+    code = main(
+        [
+            "import",
+            str(image_package / "model.pt2"),
+            "--name",
+            "imported",
+            "--version",
+            "1",
+            "-o",
+            str(tmp_path / "p"),
+            "--image",
+            "mean=0.5,std=0.5",
+            "--classes",
+            "--top-k",
+            "1",
+            "--raw-example",
+            str(sample_images()[1]),
+            "--json",
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    assert json.loads(capsys.readouterr().out)["pipeline"].startswith("ok (image -> labels")
+    manifest = read_manifest(tmp_path / "p")
+    assert manifest.pipeline is not None and manifest.pipeline.output.kind == "labels"
+    (answer,) = json.loads((tmp_path / "p/example/raw_outputs.json").read_text())
+    assert answer["labels"] in ([0], [1]) and len(answer["scores"]) == 1
