@@ -81,9 +81,10 @@ shift || true
 case "$command" in
   setup) setup; setup_policy ;;
   demo) setup; "$VENV/bin/python" -m examples.digits.demo "$@" ;;
+  scenarios) setup; "$VENV/bin/python" -m examples.scenarios.demo "$@" ;;
   test) setup; setup_policy; run_tests "$@" ;;
   *)
-    echo "usage: ./dev.sh demo|test|setup [args...]" >&2
+    echo "usage: ./dev.sh demo|scenarios|test|setup [args...]" >&2
     exit 2
     ;;
 esac

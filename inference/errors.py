@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
-from model_package.errors import InvalidInputError, PredictionError
+from model_package.errors import InputTooLargeError, InvalidInputError, PredictionError
 
 
 class ApiError(Exception):
@@ -108,6 +108,8 @@ def http_error(exc: BaseException) -> ApiError:
         return exc
     if isinstance(exc, ClientDisconnect):
         return ClientClosedRequestError("the client disconnected before its request was complete")
+    if isinstance(exc, InputTooLargeError):  # an image over the pixel cap: valid, but more than we decode
+        return PayloadTooLargeError(str(exc))
     if isinstance(exc, InvalidInputError):
         return BadRequestError(str(exc))
     if isinstance(exc, HTTPException):

@@ -58,6 +58,8 @@ class ModelService:
     warmup_seconds: float
     ready: bool = False
     draining: bool = False
+    pipeline: Any | None = None
+    """An ``inference.pipeline.PipelineService`` when the package declares a pipeline."""
     offload: Offloader = field(default_factory=Offloader, repr=False)
     """Decodes and encodes of large bodies, off the event loop."""
     _started: bool = field(default=False, repr=False)
@@ -125,6 +127,8 @@ class ModelService:
                 await self.batcher.start()
             if self.user_code_gate is not None:
                 await self.user_code_gate.start()
+            if self.pipeline is not None:
+                await self.pipeline.start()
         self._started = True
         self.ready = True
 
@@ -135,6 +139,8 @@ class ModelService:
             await self.batcher.stop()
         if self.user_code_gate is not None and self._started:
             await self.user_code_gate.stop()
+        if self.pipeline is not None and self._started:
+            await self.pipeline.stop()
         self.offload.shutdown()
 
     async def invoke_user_code(self, body: bytes, content_type: str, accept: str, context: Any) -> tuple[bytes, str]:
@@ -155,8 +161,11 @@ class ModelService:
 
         return await gate.run(call, timeout=self.request_timeout)
 
-    async def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Validate named inputs against the signature and run them through the batcher."""
+    async def predict(self, inputs: Mapping[str, np.ndarray], *, timeout: float | None = None) -> dict[str, np.ndarray]:
+        """Validate named inputs against the signature and run them through the batcher.
+
+        ``timeout`` is what is left of the request's deadline (default: all of it).
+        """
         # Not `healthy`: while draining, requests the server already accepted still complete;
         # only health checks turn 503 (and the batcher refuses work once it has stopped).
         if self.batcher is None or not self.ready:
@@ -168,7 +177,7 @@ class ModelService:
         self.limits.check_rows(checked)
         if not self.allow_non_finite:
             _reject_non_finite(checked)
-        return await self.batcher.submit(checked, timeout=self.request_timeout)
+        return await self.batcher.submit(checked, timeout=self.request_timeout if timeout is None else timeout)
 
 
 def _reject_non_finite(inputs: Mapping[str, np.ndarray]) -> None:
@@ -259,6 +268,16 @@ def load_service(config: ServerConfig, *, observer: BatchObserver | None = None)
         load_seconds=load_seconds,
         warmup_seconds=0.0,
     )
+    if manifest.pipeline is not None and model is not None:
+        from inference.pipeline import PipelineService
+
+        service.pipeline = PipelineService(
+            package_dir,
+            manifest,
+            limits=service.limits,
+            threads=config.compute_threads,
+            max_queue=config.max_queue,
+        )
     # With several workers the check runs here, on the main thread, so no compute thread exists
     # when the workers are forked (each warms its own with warm_up()).
     service.warm_up(on_compute_thread=config.workers == 1)

@@ -6,6 +6,7 @@ is complete, so a failed export never leaves a half-written package behind.
 
 from __future__ import annotations
 
+import json
 import platform
 import shutil
 import tempfile
@@ -19,7 +20,7 @@ import numpy as np
 from model_package._version import __version__
 from model_package.errors import MissingFileError, ModelPackageError, UsageError
 from model_package.example import save_arrays, synthesize_inputs, trim_rows
-from model_package.formats import SavedArtifact, get_format
+from model_package.formats import LoadedModel, SavedArtifact, get_format
 from model_package.formats.base import check_servable
 from model_package.hashing import sha256_file
 from model_package.manifest import (
@@ -32,6 +33,8 @@ from model_package.manifest import (
     UserCode,
     write_manifest,
 )
+from model_package.pipeline.attach import PipelineSource
+from model_package.pipeline.schema import Pipeline
 
 #: Writes the model into the staging directory it is given and describes what it wrote; an
 #: exporter also returns the live model's outputs on the example (the verification reference).
@@ -54,6 +57,8 @@ class PackageSpec:
     atol: float = 1e-5
     source: str | None = None
     metadata: Mapping[str, str] = field(default_factory=dict)
+    pipeline: PipelineSource | None = None
+    """Pre- and post-processing to declare; its raw example's answers are computed from the saved model."""
 
 
 def build_package(out_dir: Path, spec: PackageSpec, stage: Stager, *, overwrite: bool = False) -> Manifest:
@@ -101,6 +106,7 @@ def _finish(staging: Path, spec: PackageSpec, artifact: SavedArtifact) -> Manife
     else:
         outputs = _predict_with_saved_artifact(staging, artifact, spec=spec, example=example, code=code, inputs=inputs)
     save_arrays(staging / example.outputs, outputs)
+    pipeline = _stage_pipeline(staging, spec, artifact, example, code) if spec.pipeline is not None else None
 
     manifest = Manifest(
         schema_version=SCHEMA_VERSION,
@@ -121,9 +127,32 @@ def _finish(staging: Path, spec: PackageSpec, artifact: SavedArtifact) -> Manife
             source=spec.source,
         ),
         metadata=dict(spec.metadata),
+        pipeline=pipeline,
     )
     write_manifest(staging, manifest)
     return manifest
+
+
+def _stage_pipeline(
+    staging: Path, spec: PackageSpec, artifact: SavedArtifact, example: Example, code: UserCode | None
+) -> Pipeline:
+    """Stage the pipeline's files and bundle its answers on the raw example, from the saved model.
+
+    The answers come from the artifact as the server loads it (not the live model): the tensor example
+    already proves the export is faithful; this one proves the processing around it.
+    """
+    from model_package.pipeline.attach import stage_pipeline
+    from model_package.pipeline.runner import PipelineRunner
+
+    assert spec.pipeline is not None
+    pipeline = stage_pipeline(spec.pipeline, staging, artifact.signature)
+    answers_path = staging / pipeline.example.outputs
+    answers_path.write_text("[]\n", encoding="utf-8")  # listed in the provisional manifest, rewritten below
+    model, provisional = _load_staged(staging, artifact, spec=spec, example=example, code=code, pipeline=pipeline)
+    runner = PipelineRunner(staging, provisional)
+    answers = runner.run(runner.example_items(), model.predict)
+    answers_path.write_text(json.dumps(answers, indent=1) + "\n", encoding="utf-8")
+    return pipeline
 
 
 def _predict_with_saved_artifact(
@@ -135,6 +164,19 @@ def _predict_with_saved_artifact(
     code: UserCode | None,
     inputs: Mapping[str, np.ndarray],
 ) -> dict[str, np.ndarray]:
+    model, _ = _load_staged(staging, artifact, spec=spec, example=example, code=code, pipeline=None)
+    return dict(model.predict(inputs))
+
+
+def _load_staged(
+    staging: Path,
+    artifact: SavedArtifact,
+    *,
+    spec: PackageSpec,
+    example: Example,
+    code: UserCode | None,
+    pipeline: Pipeline | None,
+) -> tuple[LoadedModel, Manifest]:
     # Build a provisional manifest so the loader sees exactly what the server will see.
     provisional = Manifest(
         schema_version=SCHEMA_VERSION,
@@ -149,9 +191,9 @@ def _predict_with_saved_artifact(
         code=code,
         files=hash_tree(staging),
         created=Creation(created_at="", tool="", python=""),
+        pipeline=pipeline,
     )
-    model = get_format(spec.format).load(staging, provisional)
-    return model.predict(inputs)
+    return get_format(spec.format).load(staging, provisional), provisional
 
 
 def _copy_user_code(code_dir: Path, staging: Path) -> UserCode:

@@ -147,6 +147,82 @@ def _add_package_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--atol", type=float, default=1e-5, help="absolute tolerance when verifying outputs")
     p.add_argument("--overwrite", action="store_true", help="replace an existing package directory")
     p.add_argument("--no-verify", action="store_true", help="skip loading the package back to verify it")
+    _add_pipeline_options(p)
+
+
+def _add_pipeline_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group(
+        "pipeline", "pre- and post-processing the server runs around the model (raw inputs in, answers out)"
+    )
+    kind = g.add_mutually_exclusive_group()
+    kind.add_argument(
+        "--image",
+        nargs="?",
+        const="",
+        metavar="KEY=VALUE,...",
+        help="JPEG/PNG files in; keys size=HxW resize=N channels=RGB|BGR|L layout=NCHW|NHWC scale=F "
+        "mean=a/b/c std=a/b/c (size, layout and channels default to the model input's shape)",
+    )
+    kind.add_argument("--tokenizer", type=Path, metavar="TOKENIZER_JSON", help="text in, through this tokenizer.json")
+    kind.add_argument(
+        "--ids", action="store_true", help='JSON objects of ids in, e.g. {"user_id": 7, "candidates": [...]}'
+    )
+    g.add_argument("--max-length", type=int, default=128, help="text: truncate to this many tokens (default 128)")
+    answer = g.add_mutually_exclusive_group()
+    answer.add_argument(
+        "--labels", type=Path, metavar="LABELS_TXT", help="labels and scores out (one class name a line)"
+    )
+    answer.add_argument("--classes", action="store_true", help="class indices and scores out (no labels file)")
+    answer.add_argument("--top-k-items", metavar="INPUT", help="the best candidates of INPUT out, with their scores")
+    answer.add_argument("--embedding", choices=["mean", "cls", "none"], help="a vector out, pooled over tokens")
+    g.add_argument("--activation", choices=["softmax", "sigmoid", "none"], default="softmax", help="labels: scores")
+    g.add_argument("--top-k", type=int, help="how many labels or items to answer (default 5 labels, 10 items)")
+    g.add_argument("--no-normalize", action="store_true", help="embedding: skip L2 normalisation")
+    g.add_argument("--pipeline-output", metavar="NAME", help="the model output the answers come from (default: first)")
+    g.add_argument(
+        "--raw-example",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a raw input (image, UTF-8 text, JSON object) verification runs through the pipeline (repeatable)",
+    )
+
+
+def _pipeline_source(args: argparse.Namespace) -> Any:
+    """The ``PipelineSource`` the pipeline options describe, or ``None`` when none was given."""
+    from model_package.pipeline.attach import PipelineSource, parse_image_options
+
+    inputs: dict[str, Any] | None = None
+    if args.image is not None:
+        inputs = parse_image_options(args.image)
+    elif args.tokenizer is not None:
+        inputs = {"kind": "text", "max_length": args.max_length}
+    elif args.ids:
+        inputs = {"kind": "ids"}
+    outputs: dict[str, Any] | None = None
+    if args.labels is not None or args.classes:
+        outputs = {"kind": "labels", "activation": args.activation}
+    elif args.top_k_items is not None:
+        outputs = {"kind": "top_k", "items": args.top_k_items}
+    elif args.embedding is not None:
+        outputs = {"kind": "embedding", "pooling": args.embedding, "normalize": not args.no_normalize}
+    if inputs is None and outputs is None:
+        if args.raw_example:
+            raise UsageError("--raw-example needs a pipeline: --image, --tokenizer or --ids, and what to answer")
+        return None
+    if inputs is None or outputs is None:
+        raise UsageError(
+            "a pipeline needs both what comes in (--image, --tokenizer or --ids) and what goes out "
+            "(--labels, --classes, --top-k-items or --embedding)"
+        )
+    if args.top_k is not None:
+        outputs["top_k"] = args.top_k
+    if args.pipeline_output is not None:
+        outputs["output"] = args.pipeline_output
+    return PipelineSource(
+        input=inputs, output=outputs, raw_examples=args.raw_example, tokenizer=args.tokenizer, labels=args.labels
+    )
 
 
 def _cmd_export(args: argparse.Namespace) -> dict[str, Any]:
@@ -168,6 +244,7 @@ def _cmd_export(args: argparse.Namespace) -> dict[str, Any]:
         rtol=args.rtol,
         atol=args.atol,
         overwrite=args.overwrite,
+        pipeline=_pipeline_source(args),
     )
     return _created(args, manifest)
 
@@ -194,6 +271,7 @@ def _cmd_import(args: argparse.Namespace) -> dict[str, Any]:
         rtol=args.rtol,
         atol=args.atol,
         overwrite=args.overwrite,
+        pipeline=_pipeline_source(args),
     )
     return _created(args, manifest)
 
@@ -205,10 +283,19 @@ def _created(args: argparse.Namespace, manifest: Manifest) -> dict[str, Any]:
 
         report = verify_behaviour(args.out, manifest)
         result["max_abs_error"] = report.worst
+        if manifest.pipeline is not None:
+            result["pipeline"] = _pipeline_summary(manifest, report.pipeline_error)
         if manifest.code is not None:
             result["user_code"] = _verify_user_code(args.out, manifest)
     _log.info("package created", extra={"path": str(args.out), "files": len(manifest.files)})
     return result
+
+
+def _pipeline_summary(manifest: Manifest, error: float | None) -> str:
+    assert manifest.pipeline is not None
+    flow = f"{manifest.pipeline.input.kind} -> {manifest.pipeline.output.kind}"
+    count = len(manifest.pipeline.example.inputs)
+    return f"ok ({flow}; raw example of {count} ran, max score error {error or 0.0:.3g})"
 
 
 def _verify_user_code(package_dir: Path, manifest: Manifest, shown_as: str | None = None) -> str:
@@ -262,6 +349,8 @@ def _cmd_verify(args: argparse.Namespace) -> dict[str, Any]:
             report = verify_behaviour(package_dir, manifest)
             result["behaviour"] = "ok"
             result["max_abs_error"] = report.worst
+            if manifest.pipeline is not None:
+                result["pipeline"] = _pipeline_summary(manifest, report.pipeline_error)
             if manifest.code is not None:
                 shown = None if package_dir == path else f"{path}:"
                 result["user_code"] = _verify_user_code(package_dir, manifest, shown)

@@ -23,7 +23,7 @@ input signature.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 import numpy as np
 
@@ -113,16 +113,18 @@ def apply_to_specs(specs: Sequence[TensorSpec], axes: DynamicAxes) -> tuple[Tens
     )
 
 
-def warn_fixed_axes(signature: Signature, where: str) -> None:
+def warn_fixed_axes(signature: Signature, where: str, *, shaped_by_pipeline: Collection[str] = ()) -> None:
     """Log one warning naming every input axis other than the batch whose size the package fixes.
 
     A fixed axis is right for features and images, and wrong for sequences,
     candidate lists and the like; either way the user should know that every
-    request must match it exactly.
+    request must match it exactly. Inputs a declared pipeline produces (an image
+    resized to the input's size) are left out: clients never send them.
     """
     frozen = [
         f"{spec.name}[{index}]={dim}"
         for spec in signature.inputs
+        if spec.name not in shaped_by_pipeline
         for index, dim in enumerate(spec.shape)
         if index > 0 and dim != -1
     ]

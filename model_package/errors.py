@@ -119,3 +119,10 @@ class PackageNotFoundError(StoreError):
 
 class ObjectConflictError(StoreError):
     """An object already exists at a content-addressed key with different content."""
+
+
+class InputTooLargeError(InvalidInputError):
+    """An input is valid but larger than the server decodes (an image's pixels): the caller's fault.
+
+    A server answers it with 413 and the message unchanged.
+    """

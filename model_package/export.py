@@ -17,6 +17,7 @@ from model_package.dynamic_axes import resolve_dynamic_axes, warn_fixed_axes
 from model_package.errors import ExportError, MissingFileError, UnknownFormatError, UsageError
 from model_package.formats import ExportableFormat, ImportOptions, detect_format, get_format
 from model_package.manifest import Manifest
+from model_package.pipeline.attach import PipelineSource
 
 #: Which formats each framework's live models can be exported to; the first is the default.
 EXPORT_FORMATS: dict[str, tuple[str, ...]] = {
@@ -52,6 +53,7 @@ def export_model(
     metadata: Mapping[str, str] | None = None,
     overwrite: bool = False,
     dynamic_axes: Mapping[str, Sequence[int]] | None = None,
+    pipeline: PipelineSource | None = None,
 ) -> Manifest:
     """Export a live PyTorch or Keras model into the package directory ``out_dir``.
 
@@ -60,7 +62,8 @@ def export_model(
     model become the package's expected outputs. The batch axis is always
     dynamic; ``dynamic_axes`` (input name -> axes) declares others, on top of
     what :mod:`model_package.dynamic_axes` detects (a declaration for an input
-    replaces detection for it).
+    replaces detection for it). ``pipeline`` declares the pre- and post-processing the server
+    runs around the model (``docs/manifest.md``).
     """
     framework = framework_of(model)
     allowed = EXPORT_FORMATS[framework]
@@ -83,11 +86,12 @@ def export_model(
         atol=atol,
         source=f"{type(model).__module__}.{type(model).__qualname__}",
         metadata=dict(metadata or {}),
+        pipeline=pipeline,
     )
     manifest = build_package(
         out_dir, spec, lambda staging: exporter.save(model, inputs, staging, dynamic_axes=axes), overwrite=overwrite
     )
-    warn_fixed_axes(manifest.signature, name)
+    warn_fixed_axes(manifest.signature, name, shaped_by_pipeline=_pipeline_shaped(manifest))
     return manifest
 
 
@@ -107,6 +111,7 @@ def import_artifact(
     overwrite: bool = False,
     dynamic_axes: Mapping[str, Sequence[int]] | None = None,
     signature: str | None = None,
+    pipeline: PipelineSource | None = None,
 ) -> Manifest:
     """Package an already-saved artifact without its Python class.
 
@@ -138,6 +143,7 @@ def import_artifact(
         atol=atol,
         source=str(source),
         metadata=dict(metadata or {}),
+        pipeline=pipeline,
     )
     manifest = build_package(
         out_dir,
@@ -145,8 +151,17 @@ def import_artifact(
         lambda staging: fmt.import_artifact(source, staging, spec.example_inputs, options),
         overwrite=overwrite,
     )
-    warn_fixed_axes(manifest.signature, name)
+    warn_fixed_axes(manifest.signature, name, shaped_by_pipeline=_pipeline_shaped(manifest))
     return manifest
+
+
+def _pipeline_shaped(manifest: Manifest) -> tuple[str, ...]:
+    """Inputs the package's pipeline sizes itself (an image input), whose fixed axes need no warning."""
+    from model_package.pipeline.schema import ImageInput
+
+    if manifest.pipeline is not None and isinstance(manifest.pipeline.input, ImageInput):
+        return (manifest.pipeline.input.input,)
+    return ()
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,11 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from model_package.errors import ManifestError, UnsupportedSchemaVersionError
+from model_package.pipeline.schema import IdsInput, ImageInput, Pipeline, TextInput, TopKOutput
 
 MANIFEST_FILENAME = "manifest.json"
 SCHEMA_MAJOR = 1
-SCHEMA_MINOR = 1
+SCHEMA_MINOR = 2
 SCHEMA_VERSION = f"{SCHEMA_MAJOR}.{SCHEMA_MINOR}"
 
 #: The formats a package can hold; each has exactly one module in ``model_package.formats``.
@@ -167,6 +168,8 @@ class Manifest(_Model):
     metadata: dict[str, str] = Field(default_factory=dict)
     serving_signature: str | None = None
     """Schema 1.1: the SavedModel signature key served, when not ``serving_default`` (tf_savedmodel only)."""
+    pipeline: Pipeline | None = None
+    """Schema 1.2: pre- and post-processing the server runs around the model (``docs/manifest.md``)."""
 
     @field_validator("name")
     @classmethod
@@ -200,6 +203,11 @@ class Manifest(_Model):
             referenced.append(self.code.entry_point)
             if self.code.requirements is not None:
                 referenced.append(self.code.requirements)
+        if self.pipeline is not None:
+            if self.code is not None:
+                raise ValueError("a package declares either user code (code/) or a pipeline, not both")
+            _check_pipeline_names(self.pipeline, self.signature)
+            referenced.extend(self.pipeline.files())
         for ref in referenced:
             # model_path may name a directory (a SavedModel): then some file must live under it.
             if ref not in listed and not any(p.startswith(ref.rstrip("/") + "/") for p in listed):
@@ -221,6 +229,30 @@ class Manifest(_Model):
     def to_json(self) -> str:
         """Canonical JSON: sorted keys, two-space indent, trailing newline (stable bytes for hashing)."""
         return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
+
+
+def _check_pipeline_names(pipeline: Pipeline, signature: Signature) -> None:
+    """The pipeline may only name the signature's own inputs and outputs."""
+    inputs = {spec.name: spec for spec in signature.inputs}
+    outputs = {spec.name for spec in signature.outputs}
+    named: list[str | None] = []
+    if isinstance(pipeline.input, ImageInput):
+        named = [pipeline.input.input]
+        if len(inputs) != 1:
+            raise ValueError(f"an image pipeline feeds one input, but the model takes {sorted(inputs)}")
+    elif isinstance(pipeline.input, TextInput):
+        named = [pipeline.input.input_ids, pipeline.input.attention_mask, pipeline.input.token_type_ids]
+    elif isinstance(pipeline.input, IdsInput):
+        named = list(inputs)
+    for name in named:
+        if name is not None and name not in inputs:
+            raise ValueError(f"pipeline input names {name!r}, which is not a model input; inputs: {sorted(inputs)}")
+    if pipeline.output.output not in outputs:
+        raise ValueError(
+            f"pipeline output names {pipeline.output.output!r}, which is not a model output; outputs: {sorted(outputs)}"
+        )
+    if isinstance(pipeline.output, TopKOutput) and pipeline.output.items not in (None, *inputs):
+        raise ValueError(f"pipeline items come from {pipeline.output.items!r}, which is not a model input")
 
 
 def check_relative_path(path: str) -> None:

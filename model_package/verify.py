@@ -24,6 +24,8 @@ class BehaviourReport:
     """Per output name, the largest absolute difference seen."""
     rtol: float
     atol: float
+    pipeline_error: float | None = None
+    """With a declared pipeline: the largest score difference on the bundled raw example."""
 
     @property
     def worst(self) -> float:
@@ -131,4 +133,14 @@ def verify_behaviour(
                 f"output {name!r} differs from the bundled example: max abs error {errors[name]:.3g} exceeds "
                 f"rtol={manifest.example.rtol}, atol={manifest.example.atol}"
             )
-    return BehaviourReport(max_abs_error=errors, rtol=manifest.example.rtol, atol=manifest.example.atol)
+    pipeline_error = None
+    if manifest.pipeline is not None:
+        # The same interpreter the server runs, on the raw example: a green check means the
+        # processing around the model works too (decoders present, tokenizer readable, labels fit).
+        from model_package.pipeline.runner import PipelineRunner
+
+        runner = PipelineRunner(package_dir, manifest)
+        pipeline_error = runner.verify(model.predict, rtol=manifest.example.rtol, atol=manifest.example.atol)
+    return BehaviourReport(
+        max_abs_error=errors, rtol=manifest.example.rtol, atol=manifest.example.atol, pipeline_error=pipeline_error
+    )

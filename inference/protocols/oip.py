@@ -145,6 +145,10 @@ def routes(service: ModelService, config: ServerConfig) -> list[BaseRoute]:
         else:
             _check_binary_content_type(headers.get("content-type"))
         body = await request.body()
+        if service.pipeline is not None:
+            answered = await _infer_raw(request, body)
+            if answered is not None:
+                return answered
         parsed = await service.offload.run(
             len(body),
             lambda: (
@@ -161,6 +165,21 @@ def routes(service: ModelService, config: ServerConfig) -> list[BaseRoute]:
         payload, json_length = infer_response(manifest, outputs, parsed.outputs, request_id, parsed.binary_outputs)
         extra = None if json_length is None else {"Inference-Header-Content-Length": str(json_length)}
         return Response(payload, headers=extra, media_type=media_type)
+
+    async def _infer_raw(request: Request, body: bytes) -> Response | None:
+        """Images or texts as one BYTES tensor, through the package's pipeline (``inference.pipeline.oip``)."""
+        from inference.pipeline.oip import answers_as_tensors, raw_oip_items
+
+        pipeline: Any = service.pipeline
+        raw = await service.offload.run(len(body), lambda: raw_oip_items(body, pipeline.kind))
+        if raw is None:
+            return None
+        items, given_id = raw
+        answers = await pipeline.answer(items, service.predict, timeout=service.request_timeout)
+        payload: dict[str, Any] = {"model_name": manifest.name, "model_version": manifest.version}
+        payload["id"] = given_id if given_id is not None else request.scope.get("state", {}).get("request_id")
+        payload["outputs"] = answers_as_tensors(answers)
+        return Response(orjson.dumps(payload), media_type=JSON)
 
     async def v1_models(_: Request) -> Response:
         return Response(orjson.dumps({"models": [manifest.name]}), media_type=JSON)
@@ -182,6 +201,12 @@ def routes(service: ModelService, config: ServerConfig) -> list[BaseRoute]:
         check_json_exchange(request.headers.get("content-type"), request.headers.get("accept"))
         if not body.lstrip().startswith(b"{"):
             raise BadRequestError('the body must be a JSON object {"instances": [...]}')
+        if service.pipeline is not None:
+            from inference.pipeline import answer_raw_request
+
+            answered = await answer_raw_request(service, body, JSON, JSON, json_only=True)
+            assert answered is not None
+            return answered
         inputs = await service.offload.run(
             len(body),
             lambda: decode_request(

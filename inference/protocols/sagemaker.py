@@ -38,6 +38,12 @@ def routes(service: ModelService, config: ServerConfig) -> list[BaseRoute]:
         accept = request.headers.get("accept")
         if service.user_code is not None:
             return await invoke_user_code(service, request, body)
+        if service.pipeline is not None:
+            from inference.pipeline import answer_raw_request
+
+            answered = await answer_raw_request(service, body, content_type, accept)
+            if answered is not None:
+                return answered
         # Negotiate before computing: a 406 should not cost a model call.
         response_media_type(accept, service.signature, default=JSON)
         inputs = await service.offload.run(

@@ -33,6 +33,12 @@ def routes(service: ModelService, config: ServerConfig) -> list[BaseRoute]:
         check_json_exchange(request.headers.get("content-type"), request.headers.get("accept"))
         if not body.lstrip().startswith(b"{"):
             raise BadRequestError('the body must be a JSON object {"instances": [...], "parameters": {...}}')
+        if service.pipeline is not None:
+            from inference.pipeline import answer_raw_request
+
+            answered = await answer_raw_request(service, body, JSON, JSON, json_only=True)
+            assert answered is not None
+            return answered
         inputs = await service.offload.run(
             len(body),
             lambda: decode_request(

@@ -1,0 +1,96 @@
+"""Serve a package's declared pipeline: raw items in, answers out, under the model's own admission rules.
+
+Per request: the body is parsed into raw items (on the codec thread when large), preprocessed as
+one batch (image decodes, tokenisation) on the pipeline's threads behind an :class:`AdmissionGate`
+(bounded concurrency and queue: 503; the request's deadline: 504), then the tensors go through
+``ModelService.predict`` like any other request (validation, ranges, the batcher, which merges
+concurrent requests of the same shape), and the answers are built from the outputs. One deadline
+covers all three steps. Errors follow the server's taxonomy: bad media is a 400 naming the item,
+an image over the pixel cap a 413, a failure of ours a logged 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+
+from inference.admission import AdmissionGate
+from inference.codecs import DecodeLimits, negotiate
+from inference.errors import DeadlineExceededError
+from inference.pipeline.requests import JSON, json_items, parse_items
+from model_package.manifest import Manifest
+from model_package.pipeline.runner import PipelineRunner, RawItem
+
+#: Bytes per pixel of a decoded RGB image: what the pixel cap divides the decoded-bytes bound by.
+_RGB_BYTES = 3
+
+
+class PipelineService:
+    """A loaded pipeline and the gate its preprocessing runs behind."""
+
+    def __init__(self, package_dir: Path, manifest: Manifest, *, limits: DecodeLimits, threads: int, max_queue: int):
+        # An image may decode to no more than a request may decode to: 4 x the body limit, in RGB bytes.
+        self.runner = PipelineRunner(
+            package_dir, manifest, max_pixels=limits.max_bytes // _RGB_BYTES, max_tensor_bytes=limits.max_bytes
+        )
+        self.gate = AdmissionGate(concurrency=threads, max_queue=max_queue, name="pipeline")
+
+    @property
+    def kind(self) -> str:
+        """What clients send: ``image``, ``text`` or ``ids``."""
+        return self.runner.kind
+
+    async def start(self) -> None:
+        """Bind the gate to the server's event loop."""
+        await self.gate.start()
+
+    async def stop(self) -> None:
+        """Finish running preprocessing (graceful shutdown)."""
+        await self.gate.stop()
+
+    async def answer(self, items: Sequence[RawItem], predict: Any, *, timeout: float) -> list[dict[str, Any]]:
+        """Preprocess ``items``, run them through ``predict`` (``ModelService.predict``), build the answers."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        inputs = await self.gate.run(lambda: self.runner.preprocess(items), timeout=timeout)
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            raise DeadlineExceededError(
+                f"the request did not complete within its {timeout:g} s deadline (preprocessing took it all) "
+                "and was dropped"
+            )
+        outputs = await predict(inputs, timeout=remaining)
+        # Activations and top-k over one request's rows take microseconds: not worth a thread hop.
+        return self.runner.postprocess(inputs, outputs)
+
+
+def answers_body(answers: list[dict[str, Any]]) -> bytes:
+    """The JSON body every route answers a pipeline request with: ``{"predictions": [...]}``."""
+    return orjson.dumps({"predictions": answers})
+
+
+async def answer_raw_request(
+    service: Any, body: bytes, content_type: str | None, accept: str | None, *, json_only: bool = False
+) -> Response | None:
+    """Answer a request to a package with a pipeline; ``None`` when its media type carries tensors instead.
+
+    ``service`` is the ``ModelService``; ``json_only`` for routes that speak only JSON (Vertex AI, KServe V1),
+    whose Content-Type has already been checked.
+    """
+    pipeline: PipelineService = service.pipeline
+    kind = pipeline.kind
+    if json_only:
+        items: list[RawItem] = await service.offload.run(len(body), lambda: json_items(body, kind))
+    else:
+        parsed = await service.offload.run(len(body), lambda: parse_items(body, content_type, kind))
+        if parsed is None:
+            return None
+        items = parsed
+        negotiate(accept, (JSON,), JSON)  # answers are JSON: refuse with 406 before any work
+    answers = await pipeline.answer(items, service.predict, timeout=service.request_timeout)
+    return Response(answers_body(answers), media_type=JSON)

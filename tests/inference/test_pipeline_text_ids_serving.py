@@ -1,0 +1,114 @@
+"""Text and ids pipelines served over real HTTP: raw text and JSON objects of ids in, labels and top-k out."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.inference.server_fixtures import ServerProcess, start_server
+from tests.pipeline_models import SENTIMENTS, TEXTS, package_recommender, package_text_classifier
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def text_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    package = package_text_classifier(tmp_path_factory.mktemp("text") / "pkg")
+    process = start_server(tmp_path_factory.mktemp("text-logs"), args=["serve", "--model-dir", str(package)])
+    yield process
+    assert process.terminate() == 0
+
+
+@pytest.fixture(scope="module")
+def recommender_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    package = package_recommender(tmp_path_factory.mktemp("recommender") / "pkg")
+    process = start_server(tmp_path_factory.mktemp("rec-logs"), args=["serve", "--model-dir", str(package)])
+    yield process
+    assert process.terminate() == 0
+
+
+def test_every_text_shape_gets_the_same_answer(text_server: ServerProcess) -> None:
+    text = TEXTS[0]
+    with text_server.client() as client:
+        answers = [
+            client.post("/invocations", content=text.encode(), headers={"Content-Type": "text/plain"}),
+            client.post("/invocations", json=text),
+            client.post("/invocations", json={"inputs": text}),
+            client.post("/predict", json={"instances": [{"text": text}]}),
+            client.post("/v1/models/tiny-text:predict", json={"instances": [text]}),
+        ]
+    assert all(response.status_code == 200 for response in answers), [r.text for r in answers]
+    bodies = [response.json()["predictions"] for response in answers]
+    assert all(body == bodies[0] for body in bodies)
+    (answer,) = bodies[0]
+    assert answer["labels"][0] in SENTIMENTS and len(answer["labels"]) == 1
+
+
+def test_texts_of_different_lengths_are_padded_together(text_server: ServerProcess) -> None:
+    with text_server.client() as client:
+        alone = [client.post("/invocations", json=text).json()["predictions"][0] for text in TEXTS[:3]]
+        together = client.post("/invocations", json={"inputs": TEXTS[:3]})
+    assert together.status_code == 200
+    for one, batched in zip(alone, together.json()["predictions"], strict=True):
+        assert one["labels"] == batched["labels"]
+        assert one["scores"] == pytest.approx(batched["scores"], abs=1e-6)
+
+
+def test_undecodable_or_wrongly_shaped_text_is_a_400(text_server: ServerProcess) -> None:
+    with text_server.client() as client:
+        latin1 = client.post(
+            "/invocations", content="caf\xe9".encode("latin-1"), headers={"Content-Type": "text/plain"}
+        )
+        number = client.post("/invocations", json={"instances": [42]})
+    assert latin1.status_code == 400
+    assert "not valid UTF-8" in latin1.json()["error"]
+    assert number.status_code == 400
+    assert "send text as a JSON string" in number.json()["error"]
+
+
+def test_a_user_and_candidates_get_the_top_k_items(recommender_server: ServerProcess) -> None:
+    request = {"user_id": 3, "candidates": [5, 7, 11, 13, 17, 19]}
+    with recommender_server.client() as client:
+        single = client.post("/invocations", json=request)
+        listed = client.post(
+            "/predict", json={"instances": [request, {"user_id": 4, "candidates": [1, 2, 3, 4, 5, 6]}]}
+        )
+    assert single.status_code == 200, single.text
+    (answer,) = single.json()["predictions"]
+    assert len(answer["items"]) == 3 and set(answer["items"]) <= set(request["candidates"])
+    assert answer["scores"] == sorted(answer["scores"], reverse=True)
+    assert listed.status_code == 200
+    assert listed.json()["predictions"][0] == answer
+
+
+def test_out_of_range_or_malformed_ids_are_a_400(recommender_server: ServerProcess) -> None:
+    with recommender_server.client() as client:
+        negative = client.post("/invocations", json={"user_id": -1, "candidates": [1, 2]})
+        too_high = client.post("/predict", json={"instances": [{"user_id": 1, "candidates": [1, 50]}]})
+        ragged = client.post(
+            "/invocations", json=[{"user_id": 1, "candidates": [1]}, {"user_id": 2, "candidates": [1, 2]}]
+        )
+        missing = client.post("/invocations", json={"user": 1, "candidates": [1]})
+        fractional = client.post("/invocations", json={"user_id": 1.5, "candidates": [1]})
+    assert negative.status_code == 400
+    assert "valid values are 0 to 9" in negative.json()["error"]
+    assert too_high.status_code == 400
+    assert "valid values are 0 to 49" in too_high.json()["error"]
+    assert ragged.status_code == 400
+    assert "same number of values" in ragged.json()["error"]
+    assert missing.status_code == 400
+    assert "missing ['user_id']" in missing.json()["error"]
+    assert fractional.status_code == 400
+    assert "ids are integers" in fractional.json()["error"]
+
+
+def test_oip_bytes_tensor_of_texts_gets_the_same_labels(text_server: ServerProcess) -> None:
+    request = {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [2], "data": TEXTS[:2]}]}
+    with text_server.client() as client:
+        response = client.post("/v2/models/tiny-text/infer", json=request)
+        plain = client.post("/invocations", json={"inputs": TEXTS[:2]})
+    assert response.status_code == 200, response.text
+    outputs = {tensor["name"]: tensor for tensor in response.json()["outputs"]}
+    assert outputs["labels"]["shape"] == [2, 1]
+    assert outputs["labels"]["data"] == [answer["labels"][0] for answer in plain.json()["predictions"]]

@@ -1,0 +1,229 @@
+"""Declaring a pipeline at packaging: the manifest entry, its files, and verification on the raw example."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from model_package.cli import main
+from model_package.errors import ManifestError
+from model_package.manifest import SCHEMA_VERSION, Signature, TensorSpec, parse_manifest, read_manifest
+from tests.pipeline_models import LABELS, package_image_classifier
+
+
+@pytest.fixture(scope="module")
+def image_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return package_image_classifier(tmp_path_factory.mktemp("pipeline") / "pkg")
+
+
+def test_export_attaches_an_image_pipeline_with_defaults_from_the_signature(image_package: Path) -> None:
+    manifest = read_manifest(image_package)
+    assert manifest.schema_version == SCHEMA_VERSION == "1.2"
+    assert manifest.pipeline is not None
+    image = manifest.pipeline.input
+    assert (image.kind, image.height, image.width, image.layout, image.channels) == ("image", 32, 32, "NCHW", "RGB")
+    assert (image_package / "pipeline/labels.txt").read_text().split() == list(LABELS)
+    answers = json.loads((image_package / "example/raw_outputs.json").read_text())
+    assert len(answers) == 2
+    assert all(sorted(answer["labels"]) == sorted(LABELS) for answer in answers)
+    assert all(abs(sum(answer["scores"]) - 1.0) < 1e-6 for answer in answers)
+
+
+def test_verify_runs_the_pipeline_on_the_raw_example(image_package: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["verify", str(image_package), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["pipeline"].startswith("ok (image -> labels; raw example of 2 ran")
+
+
+def test_verify_fails_when_the_pipeline_answers_differ(
+    image_package: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    from model_package.builder import hash_tree
+    from model_package.manifest import write_manifest
+
+    copy = tmp_path / "copy"
+    shutil.copytree(image_package, copy)
+    answers = json.loads((copy / "example/raw_outputs.json").read_text())
+    answers[0]["labels"].reverse()
+    (copy / "example/raw_outputs.json").write_text(json.dumps(answers))
+    manifest = read_manifest(copy)
+    write_manifest(copy, manifest.model_copy(update={"files": hash_tree(copy)}))
+    assert main(["verify", str(copy)]) == 6
+    assert "raw example item 0: labels" in capsys.readouterr().err
+
+
+def test_a_pipeline_needs_a_raw_example(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.pipeline_models import __file__ as models_file
+
+    code = main(
+        [
+            "export",
+            f"{models_file}:image_factory",
+            "--name",
+            "x",
+            "--version",
+            "1",
+            "-o",
+            str(tmp_path / "p"),
+            "--image",
+            "",
+            "--classes",
+        ]
+    )
+    assert code == 2
+    assert "at least one raw example" in capsys.readouterr().err
+    assert not (tmp_path / "p").exists()
+
+
+def test_image_options_are_checked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.pipeline_models import __file__ as models_file
+    from tests.pipeline_models import sample_images
+
+    code = main(
+        [
+            "export",
+            f"{models_file}:image_factory",
+            "--name",
+            "x",
+            "--version",
+            "1",
+            "-o",
+            str(tmp_path / "p"),
+            "--image",
+            "size=32",
+            "--classes",
+            "--raw-example",
+            str(sample_images()[0]),
+        ]
+    )
+    assert code == 2
+    assert "size='32' must be HEIGHTxWIDTH" in capsys.readouterr().err
+
+
+def _raw_manifest(image_package: Path) -> dict[str, Any]:
+    raw: dict[str, Any] = json.loads((image_package / "manifest.json").read_text())
+    return raw
+
+
+def test_a_reader_refuses_a_pipeline_kind_it_does_not_know(image_package: Path) -> None:
+    raw = _raw_manifest(image_package)
+    raw["schema_version"] = "1.9"
+    raw["pipeline"]["input"]["kind"] = "audio"
+    with pytest.raises(ManifestError, match=r"unknown pipeline kind 'audio'.*upgrade model-package"):
+        parse_manifest(json.dumps(raw))
+
+
+def test_a_pipeline_must_name_the_models_own_inputs_and_outputs(image_package: Path) -> None:
+    raw = _raw_manifest(image_package)
+    raw["pipeline"]["output"]["output"] = "probabilities"
+    with pytest.raises(ManifestError, match="'probabilities', which is not a model output"):
+        parse_manifest(json.dumps(raw))
+
+
+def test_a_pipeline_file_must_be_in_the_package(image_package: Path) -> None:
+    raw = _raw_manifest(image_package)
+    raw["files"] = [entry for entry in raw["files"] if entry["path"] != "pipeline/labels.txt"]
+    with pytest.raises(ManifestError, match=r"'pipeline/labels\.txt' is referenced by the manifest but not listed"):
+        parse_manifest(json.dumps(raw))
+
+
+def test_embeddings_mean_pool_over_real_tokens_only_and_are_unit_length() -> None:
+    import numpy as np
+
+    from model_package.pipeline.outputs import answer_embeddings
+    from model_package.pipeline.schema import EmbeddingOutput, TextInput
+
+    states = np.array([[[1.0, 0.0], [3.0, 4.0], [100.0, 100.0]]])  # the third token is padding
+    mask = np.array([[1, 1, 0]])
+    spec = EmbeddingOutput(output="h", pooling="mean", normalize=True)
+    (answer,) = answer_embeddings(states, spec, {"attention_mask": mask}, TextInput())
+    assert answer["embedding"] == pytest.approx([2.0 / np.hypot(2, 2), 2.0 / np.hypot(2, 2)])
+    raw = EmbeddingOutput(output="h", pooling="cls", normalize=False)
+    assert answer_embeddings(states, raw, {}, None)[0]["embedding"] == [1.0, 0.0]
+
+
+def test_an_image_pipeline_silences_the_fixed_axes_warning(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.pipeline_models import __file__ as models_file
+
+    # The CLI logs to stderr (its handler replaces any other): read what a user sees.
+    package_image_classifier(tmp_path / "with-pipeline")
+    assert "axes are fixed" not in capsys.readouterr().err
+    assert (
+        main(["export", f"{models_file}:image_factory", "--name", "x", "--version", "1", "-o", str(tmp_path / "p")])
+        == 0
+    )
+    assert "x[1]=3, x[2]=32, x[3]=32" in capsys.readouterr().err
+
+
+def _text_signature(length: int) -> Signature:
+    return Signature(
+        inputs=(
+            TensorSpec(name="input_ids", dtype="int64", shape=(-1, length)),
+            TensorSpec(name="attention_mask", dtype="int64", shape=(-1, length)),
+        ),
+        outputs=(TensorSpec(name="logits", dtype="float32", shape=(-1, 2)),),
+    )
+
+
+def test_text_is_truncated_keeping_the_closing_special_token_and_padded_per_request(tmp_path: Path) -> None:
+    from model_package.pipeline.schema import TextInput
+    from model_package.pipeline.text import TextEncoder
+    from tests.pipeline_models import train_tokenizer
+
+    tokenizer = train_tokenizer(tmp_path / "tokenizer.json")
+    encoder = TextEncoder(tokenizer, TextInput(max_length=5), _text_signature(-1))
+    batch = encoder.encode(["great", "a great and happy film that was great"])
+    assert batch["input_ids"].shape == (2, 5)  # the longest text, cut at max_length
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]
+    sep = 3  # [SEP]: the template's closing token survives truncation
+    assert batch["input_ids"][1, -1] == sep and batch["input_ids"][0, 2] == sep
+    assert encoder.encode(["great"])["input_ids"].shape == (1, 3)  # a request alone pads to its own length
+
+
+def test_text_is_padded_to_a_fixed_sequence_length_when_the_model_has_one(tmp_path: Path) -> None:
+    from model_package.pipeline.schema import TextInput
+    from model_package.pipeline.text import TextEncoder
+    from tests.pipeline_models import train_tokenizer
+
+    tokenizer = train_tokenizer(tmp_path / "tokenizer.json")
+    encoder = TextEncoder(tokenizer, TextInput(max_length=128), _text_signature(8))
+    assert encoder.encode(["great"])["input_ids"].shape == (1, 8)
+    assert encoder.encode(["great " * 50])["attention_mask"].sum() == 8
+
+
+def test_import_attaches_a_pipeline_to_a_saved_artifact(
+    image_package: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.pipeline_models import sample_images
+
+    code = main(
+        [
+            "import",
+            str(image_package / "model.pt2"),
+            "--name",
+            "imported",
+            "--version",
+            "1",
+            "-o",
+            str(tmp_path / "p"),
+            "--image",
+            "mean=0.5,std=0.5",
+            "--classes",
+            "--top-k",
+            "1",
+            "--raw-example",
+            str(sample_images()[1]),
+            "--json",
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    assert json.loads(capsys.readouterr().out)["pipeline"].startswith("ok (image -> labels")
+    manifest = read_manifest(tmp_path / "p")
+    assert manifest.pipeline is not None and manifest.pipeline.output.kind == "labels"
+    (answer,) = json.loads((tmp_path / "p/example/raw_outputs.json").read_text())
+    assert answer["labels"] in ([0], [1]) and len(answer["scores"]) == 1
