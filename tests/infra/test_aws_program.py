@@ -101,7 +101,7 @@ def prod_canary() -> Values:
                 "canaryPercent": 10,
                 "waitIntervalSeconds": 600,
                 "terminationWaitSeconds": 300,
-                "maximumExecutionTimeoutSeconds": 3600,
+                "maximumExecutionTimeoutSeconds": 2700,
                 "rollbackAlarms": ["digits-business-kpi"],
             },
             "autoscaling": {
@@ -646,7 +646,7 @@ def test_endpoint_keeps_its_name_and_rolls_out_canary_with_rollback_alarms() -> 
         "waitIntervalInSeconds": 600,
         "canarySize": {"type": "CAPACITY_PERCENT", "value": 10},
     }
-    assert (policy["maximumExecutionTimeoutInSeconds"], policy["terminationWaitInSeconds"]) == (3600, 300)
+    assert (policy["maximumExecutionTimeoutInSeconds"], policy["terminationWaitInSeconds"]) == (2700, 300)
     rollback = deployment.one(ALARM, "rollback")
     alarms = endpoint.inputs["deploymentConfig"]["autoRollbackConfiguration"]["alarms"]
     assert alarms == [{"alarmName": rollback.state["name"]}, {"alarmName": "digits-business-kpi"}]
