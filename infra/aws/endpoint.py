@@ -22,7 +22,13 @@ import pulumi_aws as aws
 
 from infra.aws.autoscaling import VariantScaling, add_autoscaling, scaling_gate
 from infra.aws.iam import EndpointAccess, endpoint_role_policy, sagemaker_trust_policy
-from infra.aws.monitoring import AlarmTarget, dashboard_body, rollback_alarm, variant_alarms
+from infra.aws.monitoring import (
+    AlarmTarget,
+    dashboard_body,
+    rollback_alarm,
+    rollback_signals_alarm,
+    variant_alarms,
+)
 from infra.aws.naming import (
     EndpointPrefixes,
     endpoint_log_group,
@@ -217,9 +223,15 @@ def _async_args(
 
 
 def deployment_config(
-    settings: DeploymentSettings | None, rollback_alarm_names: list[pulumi.Input[str]]
+    settings: DeploymentSettings | None, rollback_alarm_name: pulumi.Input[str]
 ) -> aws.sagemaker.EndpointDeploymentConfigArgs | None:
-    """Blue/green traffic shifting, rolled back by ``rollback_alarm_names`` (``None``: SageMaker's default)."""
+    """Blue/green traffic shifting, rolled back by the one alarm ``rollback_alarm_name`` (``None``: no config).
+
+    The auto-rollback block names the same alarm whatever the settings say (rollback on or off,
+    which alarms count): in the Terraform AWS provider's ``internal/service/sagemaker/endpoint.go``,
+    ``deployment_config.auto_rollback_configuration`` is ``ForceNew``, so any change to it would
+    replace the endpoint. The blue/green policy beside it is not ForceNew and updates in place.
+    """
     if settings is None:
         return None
     sm = aws.sagemaker
@@ -241,15 +253,8 @@ def deployment_config(
             else None
         ),
     )
-    rollback = (
-        sm.EndpointDeploymentConfigAutoRollbackConfigurationArgs(
-            alarms=[
-                sm.EndpointDeploymentConfigAutoRollbackConfigurationAlarmArgs(alarm_name=name)
-                for name in rollback_alarm_names
-            ]
-        )
-        if settings.rollback_on_alarms and rollback_alarm_names
-        else None
+    rollback = sm.EndpointDeploymentConfigAutoRollbackConfigurationArgs(
+        alarms=[sm.EndpointDeploymentConfigAutoRollbackConfigurationAlarmArgs(alarm_name=rollback_alarm_name)]
     )
     return sm.EndpointDeploymentConfigArgs(
         blue_green_update_policy=sm.EndpointDeploymentConfigBlueGreenUpdatePolicyArgs(
@@ -271,7 +276,7 @@ class SageMakerEndpoint(pulumi.ComponentResource):
     role_arn: pulumi.Output[str]
     invoke_url: pulumi.Output[str]
     rollback_alarm_name: pulumi.Output[str] | None
-    """The stack's own rollback alarm (``None`` when the stack does not roll back on alarms)."""
+    """The composite alarm the endpoint's auto-rollback names (``None`` without a deployment section)."""
     alarm_names: list[pulumi.Output[str]]
     scaling: list[VariantScaling]
     dashboard_name: pulumi.Output[str]
@@ -405,13 +410,16 @@ class SageMakerEndpoint(pulumi.ComponentResource):
         # --- alarms the rollout depends on --------------------------------------------------------
         alarm_target = AlarmTarget(endpoint_name=endpoint.name, settings=endpoint.alarms, tags=tags)
         deployment = endpoint.deployment
-        rollback: aws.cloudwatch.MetricAlarm | None = None
-        if deployment is not None and deployment.rollback_on_alarms:
-            rollback = rollback_alarm(
-                f"{prefix}-rollback-alarm", alarm_target, [v.name for v in endpoint.variants], parent=self
-            )
-        rollback_names: list[pulumi.Input[str]] = [rollback.name] if rollback is not None else []
-        rollback_names.extend(deployment.rollback_alarms if deployment else ())
+        signals: aws.cloudwatch.MetricAlarm | None = None
+        rollback: aws.cloudwatch.CompositeAlarm | None = None
+        if deployment is not None:
+            watched: list[pulumi.Input[str]] = []
+            if deployment.rollback_on_alarms:
+                signals = rollback_signals_alarm(
+                    f"{prefix}-rollback-alarm", alarm_target, [v.name for v in endpoint.variants], parent=self
+                )
+                watched = [signals.name, *deployment.rollback_alarms]
+            rollback = rollback_alarm(f"{prefix}-rollback", alarm_target, watched, parent=self)
 
         # --- the endpoint ---------------------------------------------------------------------------
         gate = (
@@ -421,10 +429,14 @@ class SageMakerEndpoint(pulumi.ComponentResource):
             f"{prefix}-endpoint",
             name=endpoint.name,
             endpoint_config_name=endpoint_config.name,
-            deployment_config=deployment_config(deployment, rollback_names),
+            deployment_config=deployment_config(deployment, rollback.alarm_name if rollback is not None else ""),
             tags=tags,
             opts=pulumi.ResourceOptions(
                 parent=self,
+                # Replacing a fixed-name endpoint deletes it first (an outage). In prod the engine
+                # refuses any update that would replace it: "any deployment that would delete it
+                # (including a replacement) fails" (Pulumi docs, "Protecting against undesired changes").
+                protect=config.is_prod,
                 # The log group exists before SageMaker writes to it (otherwise SageMaker creates one
                 # the stack does not own, without retention); the scaling gate is settled before updates.
                 depends_on=[log_group, *([gate] if gate is not None else [])],
@@ -442,8 +454,8 @@ class SageMakerEndpoint(pulumi.ComponentResource):
             for variant in endpoint.all_variants
             for alarm in variant_alarms(prefix, alarm_target, variant.name, parent=self)
         ]
-        if rollback is not None:
-            alarms.insert(0, rollback)
+        if signals is not None:
+            alarms.insert(0, signals)
         dashboard = aws.cloudwatch.Dashboard(
             f"{prefix}-dashboard",
             dashboard_name=f"{PROJECT}-{endpoint.name}-{region}",
@@ -453,7 +465,7 @@ class SageMakerEndpoint(pulumi.ComponentResource):
                     region,
                     endpoint.mode,
                     [variant.name for variant in endpoint.all_variants],
-                    [alarm.arn for alarm in alarms],
+                    [*([rollback.arn] if rollback is not None else []), *(alarm.arn for alarm in alarms)],
                 )
             ),
             opts=child,
@@ -465,8 +477,11 @@ class SageMakerEndpoint(pulumi.ComponentResource):
         self.model_name = model.name
         self.role_arn = role.arn
         self.invoke_url = endpoint_resource.name.apply(lambda endpoint_name: invoke_url(region, endpoint_name))
-        self.rollback_alarm_name = rollback.name if rollback is not None else None
-        self.alarm_names = [alarm.name for alarm in alarms]
+        self.rollback_alarm_name = rollback.alarm_name if rollback is not None else None
+        self.alarm_names = [
+            *([rollback.alarm_name] if rollback is not None else []),
+            *(alarm.name for alarm in alarms),
+        ]
         self.dashboard_name = dashboard.dashboard_name
         self.register_outputs(
             {

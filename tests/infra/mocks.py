@@ -109,6 +109,9 @@ class RecordingMocks(pulumi.runtime.Mocks):
             "aws:iam/role:Role": f"arn:aws:iam::{account}:role{state.get('path') or '/'}{physical}",
             "aws:cloudwatch/logGroup:LogGroup": f"arn:aws:logs:{region}:{account}:log-group:{physical}",
             "aws:cloudwatch/metricAlarm:MetricAlarm": f"arn:aws:cloudwatch:{region}:{account}:alarm:{physical}",
+            "aws:cloudwatch/compositeAlarm:CompositeAlarm": (
+                f"arn:aws:cloudwatch:{region}:{account}:alarm:{state.get('alarmName')}"
+            ),
             "aws:sagemaker/model:Model": f"arn:aws:sagemaker:{region}:{account}:model/{physical}",
             "aws:sagemaker/endpointConfiguration:EndpointConfiguration": (
                 f"arn:aws:sagemaker:{region}:{account}:endpoint-config/{physical}"

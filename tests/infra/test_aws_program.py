@@ -74,6 +74,7 @@ TARGET = "aws:appautoscaling/target:Target"
 POLICY = "aws:appautoscaling/policy:Policy"
 SCHEDULE = "aws:appautoscaling/scheduledAction:ScheduledAction"
 ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
+COMPOSITE_ALARM = "aws:cloudwatch/compositeAlarm:CompositeAlarm"
 DASHBOARD = "aws:cloudwatch/dashboard:Dashboard"
 LOG_GROUP = "aws:cloudwatch/logGroup:LogGroup"
 STASH = "pulumi:index:Stash"
@@ -647,12 +648,18 @@ def test_endpoint_keeps_its_name_and_rolls_out_canary_with_rollback_alarms() -> 
         "canarySize": {"type": "CAPACITY_PERCENT", "value": 10},
     }
     assert (policy["maximumExecutionTimeoutInSeconds"], policy["terminationWaitInSeconds"]) == (2700, 300)
-    rollback = deployment.one(ALARM, "rollback")
+    # The endpoint names one composite alarm; the stack's own metric alarm and the listed ones are in its rule.
+    rollback = deployment.one(COMPOSITE_ALARM, "rollback")
+    signals = deployment.one(ALARM, "rollback")
     alarms = endpoint.inputs["deploymentConfig"]["autoRollbackConfiguration"]["alarms"]
-    assert alarms == [{"alarmName": rollback.state["name"]}, {"alarmName": "digits-business-kpi"}]
-    assert rollback.state["name"] == deployment.outputs["rollbackAlarmName"] == "digits-prod-rollback"
-    # SageMaker checks the alarms exist when the endpoint is created or updated.
+    assert alarms == [{"alarmName": "digits-prod-rollback"}]
+    assert rollback.inputs["alarmName"] == deployment.outputs["rollbackAlarmName"] == "digits-prod-rollback"
+    assert signals.inputs["name"] == "digits-prod-rollback-signals"
+    assert rollback.inputs["alarmRule"] == 'ALARM("digits-prod-rollback-signals") OR ALARM("digits-business-kpi")'
+    assert rollback.inputs["alarmActions"] == [TOPIC] and rollback.inputs["okActions"] == [TOPIC]
+    # SageMaker checks the alarm exists when the endpoint is updated; CloudWatch checks the rule's alarms.
     assert endpoint.property_depends_on("deploymentConfig", rollback)
+    assert rollback.property_depends_on("alarmRule", signals)
 
 
 def test_linear_and_all_at_once_rollouts() -> None:
@@ -665,12 +672,95 @@ def test_linear_and_all_at_once_rollouts() -> None:
         "waitIntervalInSeconds": 300,
     }
     assert [a["alarmName"] for a in once["autoRollbackConfiguration"]["alarms"]] == ["digits-ab-rollback"]
+    assert deployed("a_b").one(COMPOSITE_ALARM).inputs["alarmRule"] == 'ALARM("digits-ab-rollback-signals")'
+
+
+def _replacing_inputs(deployment: Deployment) -> dict[str, Any]:
+    """The endpoint's inputs whose change replaces it.
+
+    ``ForceNew`` in the Terraform AWS provider's internal/service/sagemaker/endpoint.go: the name and
+    ``deployment_config.auto_rollback_configuration``. Replacing a named endpoint deletes it before
+    creating it again: an outage.
+    """
+    inputs = deployment.one(ENDPOINT).inputs
+    return {
+        "name": inputs["name"],
+        "autoRollbackConfiguration": inputs["deploymentConfig"].get("autoRollbackConfiguration"),
+    }
+
+
+def _rollout_change(**deployment_changes: Any) -> Callable[[Values], None]:
+    def change(values: Values) -> None:
+        values["model-deploy:aws"]["endpoint"]["deployment"].update(deployment_changes)
+
+    return change
+
+
+@pytest.mark.parametrize(
+    ("start", "stack", "change", "rule_changes"),
+    [
+        pytest.param(prod_canary, "prod", _rollout_change(rollbackAlarms=[]), True, id="prod-drops-its-extra-alarm"),
+        pytest.param(
+            prod_canary,
+            "prod",
+            _rollout_change(rollbackAlarms=["digits-business-kpi", "digits-p50"]),
+            True,
+            id="prod-adds-one",
+        ),
+        pytest.param(
+            prod_canary,
+            "prod",
+            _rollout_change(strategy="linear", canaryPercent=None, linearStepPercent=50, waitIntervalSeconds=300),
+            False,
+            id="prod-changes-strategy",
+        ),
+        pytest.param(
+            a_b_shadowless, "staging", _rollout_change(rollbackOnAlarms=False), True, id="staging-turns-rollback-off"
+        ),
+        pytest.param(
+            a_b_shadowless, "staging", _rollout_change(rollbackAlarms=["digits-kpi"]), True, id="staging-adds-an-alarm"
+        ),
+    ],
+)
+def test_rollback_alarm_changes_do_not_touch_what_replaces_the_endpoint(
+    start: Callable[[], Values], stack: str, change: Callable[[Values], None], rule_changes: bool
+) -> None:
+    before = run_program(start(), stack=stack)
+    values = start()
+    change(values)
+    endpoint = values["model-deploy:aws"]["endpoint"]
+    endpoint["deployment"] = {key: value for key, value in endpoint["deployment"].items() if value is not None}
+    after = run_program(values, stack=stack)
+    assert _replacing_inputs(after) == _replacing_inputs(before)
+    # What changes instead is the composite alarm's rule, which CloudWatch updates in place.
+    rules = [deployment.one(COMPOSITE_ALARM).inputs["alarmRule"] for deployment in (before, after)]
+    assert (rules[0] != rules[1]) is rule_changes
+
+
+def test_rollback_off_keeps_the_alarm_the_endpoint_names_but_it_never_fires() -> None:
+    values = a_b_shadowless()
+    values["model-deploy:aws"]["endpoint"]["deployment"]["rollbackOnAlarms"] = False
+    deployment = run_program(values, stack="staging")
+    assert deployment.one(COMPOSITE_ALARM).inputs["alarmRule"] == "FALSE"
+    assert not [alarm for alarm in deployment.of_type(ALARM) if "rollback" in alarm.name]
+    alarms = deployment.one(ENDPOINT).inputs["deploymentConfig"]["autoRollbackConfiguration"]["alarms"]
+    assert alarms == [{"alarmName": "digits-ab-rollback"}]
+
+
+@pytest.mark.parametrize(("scenario", "protected"), [("prod_canary", True), ("a_b", False), ("minimal_dev", False)])
+def test_prod_endpoint_is_protected_so_the_engine_refuses_to_replace_it(scenario: str, protected: bool) -> None:
+    assert deployed(scenario).one(ENDPOINT).protect is protected
+
+
+def test_the_rollback_signals_alarm_frees_its_fixed_name_before_a_replacement() -> None:
+    assert deployed("prod_canary").one(ALARM, "rollback").delete_before_replace
 
 
 def test_without_a_deployment_section_sagemaker_defaults_apply_and_no_rollback_alarm_exists() -> None:
     deployment = deployed("minimal_dev")
     assert "deploymentConfig" not in deployment.one(ENDPOINT).inputs
     assert not [a for a in deployment.of_type(ALARM) if "rollback" in a.name]
+    assert not deployment.of_type(COMPOSITE_ALARM)
     assert "rollbackAlarmName" not in deployment.outputs
 
 
@@ -830,9 +920,13 @@ def test_alarm_thresholds_use_the_metrics_units() -> None:
     assert queries["failed"]["metric"]["stat"] == "Average"  # 1 per failed request, 0 otherwise
     assert queries["rate"]["expression"] == "failed * 100" and queries["rate"]["returnData"] is True
     assert deployment.one(ALARM, "4xx-rate").inputs["threshold"] == 5  # the default
-    for alarm in deployment.of_type(ALARM):
-        assert alarm.inputs["alarmActions"] == [TOPIC] and alarm.inputs["okActions"] == [TOPIC]
-        assert alarm.inputs["evaluationPeriods"] == 3
+    # The rollback signals notify through the composite rollback alarm, once.
+    assert not deployment.one(ALARM, "rollback").inputs.get("alarmActions")
+    for alarm in [*deployment.of_type(COMPOSITE_ALARM), *deployment.of_type(ALARM)]:
+        if alarm.type == ALARM:
+            assert alarm.inputs["evaluationPeriods"] == 3
+        if "rollback-alarm" not in alarm.name:
+            assert alarm.inputs["alarmActions"] == [TOPIC] and alarm.inputs["okActions"] == [TOPIC]
 
 
 def test_the_rollback_alarm_fires_on_errors_or_latency_of_any_production_variant() -> None:
@@ -856,7 +950,8 @@ def test_dashboard_shows_every_variant_and_every_alarm() -> None:
     assert dashboard.inputs["dashboardName"] == "model-deploy-digits-prod-eu-west-1"
     body = json_input(dashboard, "dashboardBody")
     alarm_widget = body["widgets"][0]
-    assert sorted(alarm_widget["properties"]["alarms"]) == sorted(a.state["arn"] for a in deployment.of_type(ALARM))
+    every_alarm = [*deployment.of_type(COMPOSITE_ALARM), *deployment.of_type(ALARM)]
+    assert sorted(alarm_widget["properties"]["alarms"]) == sorted(a.state["arn"] for a in every_alarm)
     metric_widgets = [w for w in body["widgets"] if w["type"] == "metric"]
     titles = [w["properties"]["title"] for w in metric_widgets]
     assert titles[0] == "Traffic" and "ModelLatency (microseconds)" in titles
