@@ -7,9 +7,15 @@ endpoint configuration, endpoint with blue/green rollouts and auto-rollback, aut
 Update safety rests on names: the model and the endpoint configuration are auto-named (every
 one of their properties forces replacement, so a change creates a *new* config next to the
 old one), the endpoint keeps its configured name and points at the new config's name, which
-SageMaker applies in place as a blue/green deployment; Pulumi deletes the old config and model
-only after the endpoint has moved off them. Variant names come from the config and stay put,
-which is what lets SageMaker match old and new fleets.
+SageMaker applies in place as a blue/green deployment. Variant names come from the config and
+stay put, which is what lets SageMaker match old and new fleets.
+
+Superseded models and configs are *retained* (``retain_on_delete``), not deleted: when SageMaker
+rolls an update back, the endpoint is ``InService`` on the old config and the provider reports
+success (terraform-provider-aws issues 48997 and 46663: ``waitEndpointInService`` only waits for
+``InService`` and never compares the config), so Pulumi would delete the config and model the
+endpoint still runs on. ``model-deploy-verify`` fails such a deploy, and ``model-deploy-cleanup``
+deletes what is superseded once the endpoint is verified on the declared config.
 """
 
 from __future__ import annotations
@@ -30,7 +36,11 @@ from infra.aws.monitoring import (
     variant_alarms,
 )
 from infra.aws.naming import (
+    CONFIG_KIND,
+    MAX_CHILD_PREFIX,
+    MODEL_KIND,
     EndpointPrefixes,
+    child_name,
     endpoint_log_group,
     execution_role_path,
     invoke_url,
@@ -57,8 +67,6 @@ SERVERLESS_MAX_REQUEST_BYTES: Final = 4 * MIB
 ASYNC_MAX_REQUEST_BYTES: Final = 1024 * MIB
 #: Async requests may run up to an hour; the server gives up just before SageMaker does.
 ASYNC_REQUEST_TIMEOUT_SECONDS: Final = 3590
-#: Children's auto-names are ``<prefix>-<kind>-<7 hex>``; SageMaker and IAM names end at 63-64 characters.
-MAX_CHILD_PREFIX: Final = 40
 
 _TRAFFIC_ROUTING: Final = {"all_at_once": "ALL_AT_ONCE", "canary": "CANARY", "linear": "LINEAR"}
 
@@ -366,8 +374,11 @@ class SageMakerEndpoint(pulumi.ComponentResource):
         )
 
         # --- model and configuration -------------------------------------------------------------
+        # Kept in AWS when Pulumi replaces or deletes them (the module docstring says why): "Pulumi will
+        # not call through to the resource provider's Delete method when deleting or replacing the
+        # resource" (Pulumi docs, resource option retainOnDelete).
         model = aws.sagemaker.Model(
-            f"{prefix}-model",
+            child_name(name, MODEL_KIND),
             execution_role_arn=role.arn,
             primary_container=primary_container(config),
             enable_network_isolation=endpoint.network_isolation,
@@ -380,12 +391,12 @@ class SageMakerEndpoint(pulumi.ComponentResource):
             ),
             tags=tags,
             # CreateModel checks that the role can read the package: the policy must be in place first.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[role_policy]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[role_policy], retain_on_delete=True),
         )
         capture = endpoint.data_capture
         endpoint_config = aws.sagemaker.EndpointConfiguration(
             # No name: each change is a new, auto-named config, created before the old one is deleted.
-            f"{prefix}-config",
+            child_name(name, CONFIG_KIND),
             production_variants=[_variant_args(variant, model.name) for variant in endpoint.variants],
             shadow_production_variants=(
                 [_shadow_args(endpoint.shadow_variant, model.name)] if endpoint.shadow_variant else None
@@ -404,7 +415,7 @@ class SageMakerEndpoint(pulumi.ComponentResource):
                 _async_args(async_settings, store, prefixes) if async_settings is not None else None
             ),
             tags=tags,
-            opts=child,
+            opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True),
         )
 
         # --- alarms the rollout depends on --------------------------------------------------------

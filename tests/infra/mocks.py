@@ -65,6 +65,7 @@ class Registered:
     property_dependencies: dict[str, list[str]] = field(default_factory=dict)
     delete_before_replace: bool = False
     protect: bool = False
+    retain_on_delete: bool = False
     replacement_trigger: Any = None
 
     def depends_on(self, other: Registered) -> bool:
@@ -193,6 +194,7 @@ class RecordingMonitor(MockMonitor):
                 property_dependencies={key: list(value.urns) for key, value in request.propertyDependencies.items()},
                 delete_before_replace=bool(request.deleteBeforeReplace),
                 protect=bool(request.protect),
+                retain_on_delete=bool(request.retainOnDelete),
                 replacement_trigger=trigger,
             )
         )

@@ -31,7 +31,7 @@ from infra.aws.autoscaling import (
 from infra.aws.endpoint import has_instance_storage
 from infra.aws.iam import UNSCOPABLE_ACTIONS, statement_actions, statement_resources, wildcard_grants
 from infra.aws.monitoring import rollback_expression
-from infra.aws.naming import invoke_url, partition
+from infra.aws.naming import CONFIG_KIND, MODEL_KIND, child_name, invoke_url, partition
 from infra.config import AlarmSettings, aws_limits, load_stack_config
 from infra.config.aws_rules import MAX_ROLLBACK_VARIANTS
 from tests.infra.aws_stacks import (
@@ -570,6 +570,18 @@ def test_endpoint_config_is_auto_named_so_every_change_is_a_new_config(scenario:
     for variant in config.inputs["productionVariants"]:
         assert variant["modelName"] == model.state["name"]
     assert config.property_depends_on("productionVariants", model)
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_superseded_models_and_configs_are_kept_for_a_rollback(scenario: str) -> None:
+    """After a SageMaker auto-rollback the endpoint still runs the old config and model: never delete them."""
+    deployment = deployed(scenario)
+    retained = sorted(resource.type for resource in deployment.custom() if resource.retain_on_delete)
+    assert retained == sorted([MODEL, ENDPOINT_CONFIG])
+    # model-deploy-cleanup finds them again by these name prefixes (Pulumi adds "-<7 hex>").
+    endpoint_name = deployment.one(ENDPOINT).inputs["name"]
+    assert deployment.one(MODEL).state["name"].startswith(f"{child_name(endpoint_name, MODEL_KIND)}-")
+    assert deployment.one(ENDPOINT_CONFIG).state["name"].startswith(f"{child_name(endpoint_name, CONFIG_KIND)}-")
 
 
 def test_endpoint_config_splits_traffic_by_weight() -> None:
