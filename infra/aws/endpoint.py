@@ -21,12 +21,14 @@ deletes what is superseded once the endpoint is verified on the declared config.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from typing import Final, Protocol
 
 import pulumi
 import pulumi_aws as aws
 
 from infra.aws.autoscaling import VariantScaling, add_autoscaling, scaling_gate
+from infra.aws.capacity import carried_variants, config_fingerprint, initial_counts, stash_input
 from infra.aws.iam import EndpointAccess, endpoint_role_policy, sagemaker_trust_policy
 from infra.aws.monitoring import (
     AlarmTarget,
@@ -153,15 +155,18 @@ def primary_container(config: StackConfig) -> aws.sagemaker.ModelPrimaryContaine
 
 
 def _variant_args(
-    variant: VariantSettings, model_name: pulumi.Input[str]
+    variant: VariantSettings, model_name: pulumi.Input[str], count: pulumi.Input[int] | None = None
 ) -> aws.sagemaker.EndpointConfigurationProductionVariantArgs:
+    """One production variant; ``count`` overrides the configured instance count (a carried live count)."""
     serverless = variant.serverless
     return aws.sagemaker.EndpointConfigurationProductionVariantArgs(
         variant_name=variant.name,
         model_name=model_name,
         initial_variant_weight=variant.weight,
         instance_type=variant.instance_type,
-        initial_instance_count=variant.initial_instance_count if serverless is None else None,
+        initial_instance_count=(count if count is not None else variant.initial_instance_count)
+        if serverless is None
+        else None,
         serverless_config=(
             aws.sagemaker.EndpointConfigurationProductionVariantServerlessConfigArgs(
                 memory_size_in_mb=serverless.memory_size_mb,
@@ -172,6 +177,13 @@ def _variant_args(
             else None
         ),
     )
+
+
+def _count_of(variant_name: str) -> Callable[[Mapping[str, int]], int]:
+    def count(counts: Mapping[str, int]) -> int:
+        return counts[variant_name]
+
+    return count
 
 
 def _shadow_args(
@@ -296,9 +308,15 @@ class SageMakerEndpoint(pulumi.ComponentResource):
         *,
         store: StoreOutputs,
         account_id: pulumi.Input[str],
+        live_instance_counts: Mapping[str, int] | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        """Declare the endpoint of ``config``; ``store`` holds the package, ``account_id`` is the deploying account."""
+        """Declare the endpoint of ``config``; ``store`` holds the package, ``account_id`` is the deploying account.
+
+        ``live_instance_counts`` (``{variant: DesiredInstanceCount}`` read from the endpoint before
+        ``pulumi up``; ``None`` outside a deploy) is what a new config starts autoscaled variants at
+        (:mod:`infra.aws.capacity`).
+        """
         super().__init__(TYPE, name, None, opts)
         prefix = name[:MAX_CHILD_PREFIX]
         aws_config = config.require_aws()
@@ -394,10 +412,27 @@ class SageMakerEndpoint(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[role_policy], retain_on_delete=True),
         )
         capture = endpoint.data_capture
+        counts: dict[str, pulumi.Output[int]] = {}
+        carried = carried_variants(config)
+        if carried:
+            carried_capacity = pulumi.Stash(
+                f"{prefix}-carried-capacity",
+                input=stash_input(config, live_instance_counts),
+                opts=pulumi.ResourceOptions(
+                    parent=self,
+                    # A new value only when a new endpoint config is created (see infra.aws.capacity).
+                    replacement_trigger=config_fingerprint(config),
+                    ignore_changes=None if live_instance_counts is not None else ["input"],
+                ),
+            )
+            saved = carried_capacity.output.apply(lambda value: initial_counts(config, value or {}))
+            counts = {variant.name: saved.apply(_count_of(variant.name)) for variant in carried}
         endpoint_config = aws.sagemaker.EndpointConfiguration(
             # No name: each change is a new, auto-named config, created before the old one is deleted.
             child_name(name, CONFIG_KIND),
-            production_variants=[_variant_args(variant, model.name) for variant in endpoint.variants],
+            production_variants=[
+                _variant_args(variant, model.name, counts.get(variant.name)) for variant in endpoint.variants
+            ],
             shadow_production_variants=(
                 [_shadow_args(endpoint.shadow_variant, model.name)] if endpoint.shadow_variant else None
             ),

@@ -66,6 +66,7 @@ class Registered:
     delete_before_replace: bool = False
     protect: bool = False
     retain_on_delete: bool = False
+    ignore_changes: list[str] = field(default_factory=list)
     replacement_trigger: Any = None
 
     def depends_on(self, other: Registered) -> bool:
@@ -195,6 +196,7 @@ class RecordingMonitor(MockMonitor):
                 delete_before_replace=bool(request.deleteBeforeReplace),
                 protect=bool(request.protect),
                 retain_on_delete=bool(request.retainOnDelete),
+                ignore_changes=list(request.ignoreChanges),
                 replacement_trigger=trigger,
             )
         )

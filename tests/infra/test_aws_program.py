@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import importlib
 import inspect
+import json
 import os
 import shutil
 import subprocess
@@ -28,6 +29,7 @@ from infra.aws.autoscaling import (
     INVOCATIONS_PER_INSTANCE,
     PROVISIONED_CONCURRENCY_UTILIZATION,
 )
+from infra.aws.capacity import LIVE_COUNTS_VARIABLE
 from infra.aws.endpoint import has_instance_storage
 from infra.aws.iam import UNSCOPABLE_ACTIONS, statement_actions, statement_resources, wildcard_grants
 from infra.aws.monitoring import rollback_expression
@@ -825,7 +827,7 @@ def test_every_target_depends_on_the_endpoint_and_the_scaling_gate() -> None:
     for scenario in ("prod_canary", "serverless", "asynchronous", "a_b", "referenced_store"):
         deployment = deployed(scenario)
         endpoint = deployment.one(ENDPOINT)
-        gate = deployment.one(STASH)
+        gate = deployment.one(STASH, "scaling-gate")
         targets = deployment.of_type(TARGET)
         assert targets, scenario
         for target in targets:
@@ -838,12 +840,117 @@ def test_every_target_depends_on_the_endpoint_and_the_scaling_gate() -> None:
         assert endpoint.depends_on(gate)
 
 
+# --- carrying the live instance count ---------------------------------------------------------------------
+
+
+def _config_counts(deployment: Deployment) -> dict[str, int]:
+    variants = deployment.one(ENDPOINT_CONFIG).inputs["productionVariants"]
+    return {variant["variantName"]: variant["initialInstanceCount"] for variant in variants}
+
+
+@pytest.mark.parametrize(
+    ("live", "expected"),
+    [
+        pytest.param(None, {"primary": 2}, id="no-live-count-configured-2"),
+        pytest.param({"primary": 6}, {"primary": 6}, id="autoscaled-to-6"),
+        pytest.param({"primary": 12}, {"primary": 8}, id="above-max-8"),
+        pytest.param({"other": 5}, {"primary": 2}, id="a-new-variant-starts-as-configured"),
+    ],
+)
+def test_a_new_config_starts_autoscaled_variants_at_their_live_count(
+    monkeypatch: pytest.MonkeyPatch, live: dict[str, int] | None, expected: dict[str, int]
+) -> None:
+    # prod_canary: primary has initialInstanceCount 2 and autoscales 2-8. Without the carried count the
+    # provider's UpdateEndpoint (no RetainAllVariantProperties) would start the new fleet at 2.
+    if live is not None:
+        monkeypatch.setenv(LIVE_COUNTS_VARIABLE, json.dumps(live))
+    deployment = run_program(prod_canary(), stack="prod")
+    assert _config_counts(deployment) == expected
+    stash = deployment.one(STASH, "carried-capacity")
+    assert deployment.one(ENDPOINT_CONFIG).property_depends_on("productionVariants", stash)
+
+
+def test_the_config_declares_the_count_the_stash_kept_not_the_latest_reading(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A deploy that creates no new config must not change the count: the stash's output is what was kept."""
+
+    class KeptStash(RecordingMocks):
+        def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[Any, Any]]:
+            resource_id, state = super().new_resource(args)
+            if args.typ == STASH and args.name.endswith("carried-capacity"):
+                state["output"] = {"primary": 4}  # saved when the running config was created
+            return resource_id, state
+
+    monkeypatch.setenv(LIVE_COUNTS_VARIABLE, json.dumps({"primary": 7}))
+    deployment = run_program(prod_canary(), stack="prod", monitor=RecordingMonitor(KeptStash()))
+    assert deployment.one(STASH, "carried-capacity").inputs["input"] == {"primary": 7}
+    assert _config_counts(deployment) == {"primary": 4}
+
+
+def test_only_a_deploy_updates_the_stored_reading(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Previews and drift checks pass no live count: the stash ignores its input, so they see no change.
+    assert deployed("prod_canary").one(STASH, "carried-capacity").ignore_changes == ["input"]
+    monkeypatch.setenv(LIVE_COUNTS_VARIABLE, json.dumps({"primary": 3}))
+    assert run_program(prod_canary(), stack="prod").one(STASH, "carried-capacity").ignore_changes == []
+
+
+def _fingerprint_after(change: Callable[[Values], None]) -> str:
+    values = prod_canary()
+    change(values)
+    return str(run_program(values, stack="prod").one(STASH, "carried-capacity").replacement_trigger)
+
+
+@pytest.mark.parametrize(
+    ("change", "new_config"),
+    [
+        pytest.param(lambda v: v.update({"model-deploy:gitRevision": "abc1234"}), False, id="git-revision"),
+        pytest.param(lambda v: _endpoint(v)["alarms"].update(modelLatencyP99Ms=100), False, id="alarm-threshold"),
+        pytest.param(lambda v: _endpoint(v)["autoscaling"].update(maxInstances=10), False, id="autoscaling-bounds"),
+        pytest.param(lambda v: _endpoint(v)["deployment"].update(waitIntervalSeconds=300), False, id="bake-time"),
+        pytest.param(lambda v: _endpoint(v)["variants"][0].update(initialInstanceCount=3), False, id="initial-count"),
+        pytest.param(
+            lambda v: v["model-deploy:package"].update(digest="f" * 64, uri=PACKAGE_URI.replace(DIGEST, "f" * 64)),
+            True,
+            id="new-package",
+        ),
+        pytest.param(
+            lambda v: _endpoint(v)["variants"][0].update(instanceType="ml.c6i.2xlarge"), True, id="instance-type"
+        ),
+        pytest.param(lambda v: _endpoint(v)["dataCapture"].update(samplingPercentage=50), True, id="data-capture"),
+        pytest.param(lambda v: v.update({"model-deploy:serving": {"workers": 2}}), True, id="container-env"),
+    ],
+)
+def test_the_count_is_read_again_exactly_when_a_new_endpoint_config_is_created(
+    change: Callable[[Values], None], new_config: bool
+) -> None:
+    before = deployed("prod_canary")
+    trigger = before.one(STASH, "carried-capacity").replacement_trigger
+    assert (_fingerprint_after(change) != trigger) is new_config
+
+
+def _endpoint(values: Values) -> dict[str, Any]:
+    section: dict[str, Any] = values["model-deploy:aws"]["endpoint"]
+    return section
+
+
+def test_fixed_size_and_serverless_endpoints_carry_nothing() -> None:
+    for scenario in ("minimal_dev", "serverless", "shadow"):
+        assert not [s for s in deployed(scenario).of_type(STASH) if "carried" in s.name], scenario
+    assert deployed("a_b").one(STASH, "carried-capacity").inputs["input"] == {"champion": 1, "challenger": 1}
+
+
+def test_a_malformed_live_count_is_one_line_naming_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(LIVE_COUNTS_VARIABLE, '{"primary": 0}')
+    message = _program_error(prod_canary(), stack="prod")
+    assert message.startswith(f"{LIVE_COUNTS_VARIABLE}: ")
+    assert "is not a JSON object of variant names to instance counts >= 1" in message
+
+
 def test_the_scaling_gate_is_replaced_when_a_scaled_variants_capacity_changes() -> None:
-    gate = deployed("a_b").one(STASH)
+    gate = deployed("a_b").one(STASH, "scaling-gate")
     fingerprint = {"champion": "ml.m5.large", "challenger": "ml.c6i.large"}
     assert gate.inputs["input"] == fingerprint
     assert gate.replacement_trigger == fingerprint
-    assert deployed("serverless").one(STASH).replacement_trigger == {"primary": "serverless:2048MB"}
+    assert deployed("serverless").one(STASH, "scaling-gate").replacement_trigger == {"primary": "serverless:2048MB"}
     assert not deployed("minimal_dev").of_type(STASH)  # nothing to gate without autoscaling
 
 
