@@ -298,8 +298,9 @@ def deployment(config: StackConfig) -> Iterator[ConfigError]:
             yield ConfigError(
                 _endpoint_key("deployment", "rollbackAlarms"),
                 settings.rollback_alarms,
-                f"makes {total} rollback alarms with the stack's own {STACK_ROLLBACK_ALARM_COUNT}; SageMaker "
-                f"takes {limit.text} ({limit.source}), so list at most "
+                f"makes {total} rollback alarms with the stack's own {STACK_ROLLBACK_ALARM_COUNT}; they are "
+                f"combined in the endpoint's one composite rollback alarm, which keeps SageMaker's limit of "
+                f"{limit.text} ({limit.source}), so list at most "
                 f"{int(limit.maximum or 0) - STACK_ROLLBACK_ALARM_COUNT}",
             )
     if settings.maximum_execution_timeout_seconds is not None:

@@ -25,7 +25,9 @@ EndpointMode = Literal["realtime", "serverless", "async"]
 DeploymentStrategy = Literal["all_at_once", "canary", "linear"]
 
 #: Rollback alarms the endpoint component creates itself (one alarm over errors and latency of
-#: the new fleet); they count against SageMaker's AutoRollbackConfig limit with ``rollbackAlarms``.
+#: the new fleet). With ``rollbackAlarms`` they make the rule of the composite alarm the endpoint
+#: names, held to SageMaker's AutoRollbackConfig limit (the limit the alarms had when the
+#: endpoint named them all; a conservative bound for the rule now).
 STACK_ROLLBACK_ALARM_COUNT: Final = 1
 
 _KMS_KEY_ARN_RE = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/[A-Za-z0-9-]+$")

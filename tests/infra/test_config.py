@@ -812,7 +812,11 @@ BAD_CASES: list[tuple[str, Callable[[], Values], Mutation, str, tuple[str, ...]]
         minimal_dev,
         _endpoint_update(deployment={"rollbackAlarms": [f"alarm-{i}" for i in range(11)]}),
         f"{E}.deployment.rollbackAlarms",
-        ("[11 entries] makes 12 rollback alarms", "SageMaker takes 1-10 (sagemaker AutoRollbackConfig.Alarms)"),
+        (
+            "[11 entries] makes 12 rollback alarms",
+            "combined in the endpoint's one composite rollback alarm",
+            "SageMaker's limit of 1-10 (sagemaker AutoRollbackConfig.Alarms)",
+        ),
     ),
     (
         "rollback-alarms-without-rollback",
