@@ -34,6 +34,7 @@ from infra.aws.monitoring import (
     AlarmTarget,
     dashboard_body,
     rollback_alarm,
+    rollback_alarm_name,
     rollback_signals_alarm,
     variant_alarms,
 )
@@ -372,6 +373,7 @@ class SageMakerEndpoint(pulumi.ComponentResource):
                 notification_topic_arns=topics,
                 subnet_ids=vpc.subnet_ids if vpc else (),
                 security_group_ids=vpc.security_group_ids if vpc else (),
+                rollback_alarm_name=rollback_alarm_name(endpoint.name) if endpoint.deployment is not None else None,
             )
             return json.dumps(endpoint_role_policy(access))
 

@@ -426,6 +426,15 @@ def test_role_is_assumable_by_sagemaker_for_this_account_only() -> None:
     assert entry["Condition"] == {"StringEquals": {"aws:SourceAccount": ACCOUNT_ID}}
 
 
+def test_role_may_read_the_rollback_alarm_sagemaker_watches() -> None:
+    # SageMaker reads the auto-rollback alarms with the execution role (Developer Guide,
+    # "Auto-Rollback Configuration and Monitoring"); without it, rollback does not work.
+    read = statement(policy_of(deployed("prod_canary")), "ReadRollbackAlarm")
+    assert read["Action"] == "cloudwatch:DescribeAlarms"
+    assert read["Resource"] == f"arn:aws:cloudwatch:eu-west-1:{ACCOUNT_ID}:alarm:digits-prod-rollback"
+    assert "ReadRollbackAlarm" not in sids(policy_of(deployed("minimal_dev")))  # no deployment, no alarm
+
+
 def test_role_reads_the_pinned_package_decrypts_with_the_store_key_and_pulls_one_repository() -> None:
     deployment = deployed("minimal_dev")
     document = policy_of(deployment)
