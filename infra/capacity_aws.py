@@ -8,7 +8,7 @@ before ``pulumi up`` and hands the result to the program::
     # or --stack-outputs (the last deploy's `pulumi stack output --json`), or --endpoint-name/--region
     pulumi up --yes
 
-It prints one line, ``MODEL_DEPLOY_LIVE_INSTANCE_COUNTS={"primary": 6}`` (``{}`` when the endpoint
+It prints one line, ``MODEL_DEPLOY_LIVE_INSTANCE_COUNTS={"primary":6}`` (``{}`` when the endpoint
 does not exist yet: the first deploy uses the configured counts), and exits 0; or one ``error:``
 line and exit 4 when the endpoint is mid-rollout (a deploy must not start then), 2 on usage,
 7 on credentials, 8 when AWS fails otherwise. Only pull-request previews and drift checks run
@@ -47,7 +47,8 @@ class LiveCounts:
 
     def summary(self) -> str:
         """The ``NAME=value`` line GitHub Actions reads from ``$GITHUB_ENV``."""
-        return f"{LIVE_COUNTS_VARIABLE}={json.dumps(self.counts, sort_keys=True)}"
+        # Compact, so the line is one shell word too: export "$(model-deploy-live-capacity ...)".
+        return f"{LIVE_COUNTS_VARIABLE}={json.dumps(self.counts, sort_keys=True, separators=(',', ':'))}"
 
 
 def desired_counts(description: Mapping[str, Any]) -> dict[str, int]:

@@ -55,7 +55,7 @@ def test_prints_the_counts_autoscaling_left_for_github_env(
     outputs.write_text(json.dumps({"endpointName": name, "region": REGION}))
     code, out, err = run(capsys, "--stack-outputs", str(outputs))
     assert (code, err) == (0, "")
-    assert out == f'{LIVE_COUNTS_VARIABLE}={{"challenger": 2, "champion": 8}}\n'
+    assert out == f'{LIVE_COUNTS_VARIABLE}={{"challenger":2,"champion":8}}\n'
     # ... which is exactly what the program accepts.
     name_value = out.strip().split("=", 1)
     assert live_counts_from_environment({name_value[0]: name_value[1]}) == {"champion": 8, "challenger": 2}
