@@ -203,10 +203,14 @@ def check_config(description: Mapping[str, Any], expected_config: str) -> None:
     if actual == expected_config:
         return
     name = description.get("EndpointName", "?")
+    # The provider waits for InService only and never compares the config (terraform-provider-aws
+    # issues 48997 and 46663), so `pulumi up` succeeded; the stack retains superseded configs and
+    # models (infra/aws/endpoint.py), so the one the endpoint runs is still there.
     raise DeploymentMismatchError(
         f"endpoint {name!r} runs endpoint config {actual!r}, but the stack expects {expected_config!r}: "
-        "SageMaker rolls a failed update back to the previous config while Pulumi reports success; "
-        "see the endpoint's events and CloudWatch logs, fix the cause and run `pulumi up` again"
+        "SageMaker rolled the update back (a rollback alarm fired or the new fleet failed) while Pulumi reported "
+        f"success; {actual!r} and its model were kept, so the endpoint keeps serving the previous package; "
+        "see the rollback alarm, the endpoint's events and CloudWatch logs, fix the cause and run `pulumi up` again"
     )
 
 

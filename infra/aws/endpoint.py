@@ -7,24 +7,43 @@ endpoint configuration, endpoint with blue/green rollouts and auto-rollback, aut
 Update safety rests on names: the model and the endpoint configuration are auto-named (every
 one of their properties forces replacement, so a change creates a *new* config next to the
 old one), the endpoint keeps its configured name and points at the new config's name, which
-SageMaker applies in place as a blue/green deployment; Pulumi deletes the old config and model
-only after the endpoint has moved off them. Variant names come from the config and stay put,
-which is what lets SageMaker match old and new fleets.
+SageMaker applies in place as a blue/green deployment. Variant names come from the config and
+stay put, which is what lets SageMaker match old and new fleets.
+
+Superseded models and configs are *retained* (``retain_on_delete``), not deleted: when SageMaker
+rolls an update back, the endpoint is ``InService`` on the old config and the provider reports
+success (terraform-provider-aws issues 48997 and 46663: ``waitEndpointInService`` only waits for
+``InService`` and never compares the config), so Pulumi would delete the config and model the
+endpoint still runs on. ``model-deploy-verify`` fails such a deploy, and ``model-deploy-cleanup``
+deletes what is superseded once the endpoint is verified on the declared config.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from typing import Final, Protocol
 
 import pulumi
 import pulumi_aws as aws
 
 from infra.aws.autoscaling import VariantScaling, add_autoscaling, scaling_gate
+from infra.aws.capacity import carried_variants, config_fingerprint, initial_counts, stash_input
 from infra.aws.iam import EndpointAccess, endpoint_role_policy, sagemaker_trust_policy
-from infra.aws.monitoring import AlarmTarget, dashboard_body, rollback_alarm, variant_alarms
+from infra.aws.monitoring import (
+    AlarmTarget,
+    dashboard_body,
+    rollback_alarm,
+    rollback_alarm_name,
+    rollback_signals_alarm,
+    variant_alarms,
+)
 from infra.aws.naming import (
+    CONFIG_KIND,
+    MAX_CHILD_PREFIX,
+    MODEL_KIND,
     EndpointPrefixes,
+    child_name,
     endpoint_log_group,
     execution_role_path,
     invoke_url,
@@ -51,8 +70,6 @@ SERVERLESS_MAX_REQUEST_BYTES: Final = 4 * MIB
 ASYNC_MAX_REQUEST_BYTES: Final = 1024 * MIB
 #: Async requests may run up to an hour; the server gives up just before SageMaker does.
 ASYNC_REQUEST_TIMEOUT_SECONDS: Final = 3590
-#: Children's auto-names are ``<prefix>-<kind>-<7 hex>``; SageMaker and IAM names end at 63-64 characters.
-MAX_CHILD_PREFIX: Final = 40
 
 _TRAFFIC_ROUTING: Final = {"all_at_once": "ALL_AT_ONCE", "canary": "CANARY", "linear": "LINEAR"}
 
@@ -141,15 +158,18 @@ def primary_container(config: StackConfig) -> aws.sagemaker.ModelPrimaryContaine
 
 
 def _variant_args(
-    variant: VariantSettings, model_name: pulumi.Input[str]
+    variant: VariantSettings, model_name: pulumi.Input[str], count: pulumi.Input[int] | None = None
 ) -> aws.sagemaker.EndpointConfigurationProductionVariantArgs:
+    """One production variant; ``count`` overrides the configured instance count (a carried live count)."""
     serverless = variant.serverless
     return aws.sagemaker.EndpointConfigurationProductionVariantArgs(
         variant_name=variant.name,
         model_name=model_name,
         initial_variant_weight=variant.weight,
         instance_type=variant.instance_type,
-        initial_instance_count=variant.initial_instance_count if serverless is None else None,
+        initial_instance_count=(count if count is not None else variant.initial_instance_count)
+        if serverless is None
+        else None,
         serverless_config=(
             aws.sagemaker.EndpointConfigurationProductionVariantServerlessConfigArgs(
                 memory_size_in_mb=serverless.memory_size_mb,
@@ -160,6 +180,13 @@ def _variant_args(
             else None
         ),
     )
+
+
+def _count_of(variant_name: str) -> Callable[[Mapping[str, int]], int]:
+    def count(counts: Mapping[str, int]) -> int:
+        return counts[variant_name]
+
+    return count
 
 
 def _shadow_args(
@@ -219,9 +246,15 @@ def _async_args(
 
 
 def deployment_config(
-    settings: DeploymentSettings | None, rollback_alarm_names: list[pulumi.Input[str]]
+    settings: DeploymentSettings | None, rollback_alarm_name: pulumi.Input[str]
 ) -> aws.sagemaker.EndpointDeploymentConfigArgs | None:
-    """Blue/green traffic shifting, rolled back by ``rollback_alarm_names`` (``None``: SageMaker's default)."""
+    """Blue/green traffic shifting, rolled back by the one alarm ``rollback_alarm_name`` (``None``: no config).
+
+    The auto-rollback block names the same alarm whatever the settings say (rollback on or off,
+    which alarms count): in the Terraform AWS provider's ``internal/service/sagemaker/endpoint.go``,
+    ``deployment_config.auto_rollback_configuration`` is ``ForceNew``, so any change to it would
+    replace the endpoint. The blue/green policy beside it is not ForceNew and updates in place.
+    """
     if settings is None:
         return None
     sm = aws.sagemaker
@@ -243,15 +276,8 @@ def deployment_config(
             else None
         ),
     )
-    rollback = (
-        sm.EndpointDeploymentConfigAutoRollbackConfigurationArgs(
-            alarms=[
-                sm.EndpointDeploymentConfigAutoRollbackConfigurationAlarmArgs(alarm_name=name)
-                for name in rollback_alarm_names
-            ]
-        )
-        if settings.rollback_on_alarms and rollback_alarm_names
-        else None
+    rollback = sm.EndpointDeploymentConfigAutoRollbackConfigurationArgs(
+        alarms=[sm.EndpointDeploymentConfigAutoRollbackConfigurationAlarmArgs(alarm_name=rollback_alarm_name)]
     )
     return sm.EndpointDeploymentConfigArgs(
         blue_green_update_policy=sm.EndpointDeploymentConfigBlueGreenUpdatePolicyArgs(
@@ -273,7 +299,7 @@ class SageMakerEndpoint(pulumi.ComponentResource):
     role_arn: pulumi.Output[str]
     invoke_url: pulumi.Output[str]
     rollback_alarm_name: pulumi.Output[str] | None
-    """The stack's own rollback alarm (``None`` when the stack does not roll back on alarms)."""
+    """The composite alarm the endpoint's auto-rollback names (``None`` without a deployment section)."""
     alarm_names: list[pulumi.Output[str]]
     scaling: list[VariantScaling]
     dashboard_name: pulumi.Output[str]
@@ -285,9 +311,15 @@ class SageMakerEndpoint(pulumi.ComponentResource):
         *,
         store: StoreOutputs,
         account_id: pulumi.Input[str],
+        live_instance_counts: Mapping[str, int] | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        """Declare the endpoint of ``config``; ``store`` holds the package, ``account_id`` is the deploying account."""
+        """Declare the endpoint of ``config``; ``store`` holds the package, ``account_id`` is the deploying account.
+
+        ``live_instance_counts`` (``{variant: DesiredInstanceCount}`` read from the endpoint before
+        ``pulumi up``; ``None`` outside a deploy) is what a new config starts autoscaled variants at
+        (:mod:`infra.aws.capacity`).
+        """
         super().__init__(TYPE, name, None, opts)
         prefix = name[:MAX_CHILD_PREFIX]
         aws_config = config.require_aws()
@@ -343,6 +375,7 @@ class SageMakerEndpoint(pulumi.ComponentResource):
                 notification_topic_arns=topics,
                 subnet_ids=vpc.subnet_ids if vpc else (),
                 security_group_ids=vpc.security_group_ids if vpc else (),
+                rollback_alarm_name=rollback_alarm_name(endpoint.name) if endpoint.deployment is not None else None,
             )
             return json.dumps(endpoint_role_policy(access))
 
@@ -363,8 +396,11 @@ class SageMakerEndpoint(pulumi.ComponentResource):
         )
 
         # --- model and configuration -------------------------------------------------------------
+        # Kept in AWS when Pulumi replaces or deletes them (the module docstring says why): "Pulumi will
+        # not call through to the resource provider's Delete method when deleting or replacing the
+        # resource" (Pulumi docs, resource option retainOnDelete).
         model = aws.sagemaker.Model(
-            f"{prefix}-model",
+            child_name(name, MODEL_KIND),
             execution_role_arn=role.arn,
             primary_container=primary_container(config),
             enable_network_isolation=endpoint.network_isolation,
@@ -377,13 +413,30 @@ class SageMakerEndpoint(pulumi.ComponentResource):
             ),
             tags=tags,
             # CreateModel checks that the role can read the package: the policy must be in place first.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[role_policy]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[role_policy], retain_on_delete=True),
         )
         capture = endpoint.data_capture
+        counts: dict[str, pulumi.Output[int]] = {}
+        carried = carried_variants(config)
+        if carried:
+            carried_capacity = pulumi.Stash(
+                f"{prefix}-carried-capacity",
+                input=stash_input(config, live_instance_counts),
+                opts=pulumi.ResourceOptions(
+                    parent=self,
+                    # A new value only when a new endpoint config is created (see infra.aws.capacity).
+                    replacement_trigger=config_fingerprint(config),
+                    ignore_changes=None if live_instance_counts is not None else ["input"],
+                ),
+            )
+            saved = carried_capacity.output.apply(lambda value: initial_counts(config, value or {}))
+            counts = {variant.name: saved.apply(_count_of(variant.name)) for variant in carried}
         endpoint_config = aws.sagemaker.EndpointConfiguration(
             # No name: each change is a new, auto-named config, created before the old one is deleted.
-            f"{prefix}-config",
-            production_variants=[_variant_args(variant, model.name) for variant in endpoint.variants],
+            child_name(name, CONFIG_KIND),
+            production_variants=[
+                _variant_args(variant, model.name, counts.get(variant.name)) for variant in endpoint.variants
+            ],
             shadow_production_variants=(
                 [_shadow_args(endpoint.shadow_variant, model.name)] if endpoint.shadow_variant else None
             ),
@@ -401,19 +454,22 @@ class SageMakerEndpoint(pulumi.ComponentResource):
                 _async_args(async_settings, store, prefixes) if async_settings is not None else None
             ),
             tags=tags,
-            opts=child,
+            opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True),
         )
 
         # --- alarms the rollout depends on --------------------------------------------------------
         alarm_target = AlarmTarget(endpoint_name=endpoint.name, settings=endpoint.alarms, tags=tags)
         deployment = endpoint.deployment
-        rollback: aws.cloudwatch.MetricAlarm | None = None
-        if deployment is not None and deployment.rollback_on_alarms:
-            rollback = rollback_alarm(
-                f"{prefix}-rollback-alarm", alarm_target, [v.name for v in endpoint.variants], parent=self
-            )
-        rollback_names: list[pulumi.Input[str]] = [rollback.name] if rollback is not None else []
-        rollback_names.extend(deployment.rollback_alarms if deployment else ())
+        signals: aws.cloudwatch.MetricAlarm | None = None
+        rollback: aws.cloudwatch.CompositeAlarm | None = None
+        if deployment is not None:
+            watched: list[pulumi.Input[str]] = []
+            if deployment.rollback_on_alarms:
+                signals = rollback_signals_alarm(
+                    f"{prefix}-rollback-alarm", alarm_target, [v.name for v in endpoint.variants], parent=self
+                )
+                watched = [signals.name, *deployment.rollback_alarms]
+            rollback = rollback_alarm(f"{prefix}-rollback", alarm_target, watched, parent=self)
 
         # --- the endpoint ---------------------------------------------------------------------------
         gate = (
@@ -423,10 +479,14 @@ class SageMakerEndpoint(pulumi.ComponentResource):
             f"{prefix}-endpoint",
             name=endpoint.name,
             endpoint_config_name=endpoint_config.name,
-            deployment_config=deployment_config(deployment, rollback_names),
+            deployment_config=deployment_config(deployment, rollback.alarm_name if rollback is not None else ""),
             tags=tags,
             opts=pulumi.ResourceOptions(
                 parent=self,
+                # Replacing a fixed-name endpoint deletes it first (an outage). In prod the engine
+                # refuses any update that would replace it: "any deployment that would delete it
+                # (including a replacement) fails" (Pulumi docs, "Protecting against undesired changes").
+                protect=config.is_prod,
                 # The log group exists before SageMaker writes to it (otherwise SageMaker creates one
                 # the stack does not own, without retention); the scaling gate is settled before updates.
                 depends_on=[log_group, *([gate] if gate is not None else [])],
@@ -444,8 +504,8 @@ class SageMakerEndpoint(pulumi.ComponentResource):
             for variant in endpoint.all_variants
             for alarm in variant_alarms(prefix, alarm_target, variant.name, parent=self)
         ]
-        if rollback is not None:
-            alarms.insert(0, rollback)
+        if signals is not None:
+            alarms.insert(0, signals)
         dashboard = aws.cloudwatch.Dashboard(
             f"{prefix}-dashboard",
             # Dashboards carry no tags (no Tags in PutDashboard's Terraform resource), so the name is
@@ -457,7 +517,7 @@ class SageMakerEndpoint(pulumi.ComponentResource):
                     region,
                     endpoint.mode,
                     [variant.name for variant in endpoint.all_variants],
-                    [alarm.arn for alarm in alarms],
+                    [*([rollback.arn] if rollback is not None else []), *(alarm.arn for alarm in alarms)],
                 )
             ),
             opts=child,
@@ -469,8 +529,11 @@ class SageMakerEndpoint(pulumi.ComponentResource):
         self.model_name = model.name
         self.role_arn = role.arn
         self.invoke_url = endpoint_resource.name.apply(lambda endpoint_name: invoke_url(region, endpoint_name))
-        self.rollback_alarm_name = rollback.name if rollback is not None else None
-        self.alarm_names = [alarm.name for alarm in alarms]
+        self.rollback_alarm_name = rollback.alarm_name if rollback is not None else None
+        self.alarm_names = [
+            *([rollback.alarm_name] if rollback is not None else []),
+            *(alarm.name for alarm in alarms),
+        ]
         self.dashboard_name = dashboard.dashboard_name
         self.register_outputs(
             {

@@ -87,6 +87,8 @@ class EndpointAccess:
     subnet_ids: tuple[str, ...] = ()
     security_group_ids: tuple[str, ...] = ()
     metric_namespaces: tuple[str, ...] = (ENDPOINT_METRICS_NAMESPACE,)
+    rollback_alarm_name: str | None = None
+    """The alarm the endpoint's auto-rollback names (``None``: no deployment config)."""
 
     @property
     def writes_to_store(self) -> bool:
@@ -158,6 +160,19 @@ def endpoint_role_policy(access: EndpointAccess) -> PolicyDocument:
             "Condition": {"StringEquals": {"cloudwatch:namespace": list(access.metric_namespaces)}},
         },
     ]
+    if access.rollback_alarm_name is not None:
+        alarms = f"arn:{p}:cloudwatch:{access.region}:{access.account_id}:alarm"
+        statements.append(
+            {
+                # "Ensure that your IAM execution role has permission to perform the
+                # cloudwatch:DescribeAlarms action on the auto-rollback alarms you specify"
+                # (SageMaker Developer Guide, "Auto-Rollback Configuration and Monitoring").
+                "Sid": "ReadRollbackAlarm",
+                "Effect": "Allow",
+                "Action": "cloudwatch:DescribeAlarms",
+                "Resource": f"{alarms}:{access.rollback_alarm_name}",
+            }
+        )
     if access.writes_to_store:
         statements.append(
             {

@@ -175,12 +175,34 @@ def rollback_expression(variant_count: int, settings: AlarmSettings) -> str:
     return f"MAX([{', '.join(signals)}])"
 
 
-def rollback_alarm(
+def rollback_alarm_name(endpoint_name: str) -> str:
+    """The one alarm the endpoint's auto-rollback names, for the endpoint's whole life."""
+    return f"{endpoint_name}-rollback"
+
+
+def rollback_signals_name(endpoint_name: str) -> str:
+    """The stack's own metric alarm over the production variants' errors and latency."""
+    return f"{endpoint_name}-rollback-signals"
+
+
+def rollback_rule(alarm_names: Sequence[str]) -> str:
+    """The composite alarm's rule: in ALARM while any of ``alarm_names`` is; ``FALSE`` (never) for none.
+
+    ``TRUE``/``FALSE`` and ``ALARM("name")`` are CloudWatch's composite-alarm rule syntax
+    (CloudWatch API reference, PutCompositeAlarm ``AlarmRule``).
+    """
+    if not alarm_names:
+        return "FALSE"
+    return " OR ".join(f'ALARM("{name}")' for name in alarm_names)
+
+
+def rollback_signals_alarm(
     resource_name: str, target: AlarmTarget, variant_names: Sequence[str], *, parent: pulumi.Resource
 ) -> aws.cloudwatch.MetricAlarm:
-    """The stack's one rollback alarm: errors or latency of any production variant.
+    """The stack's metric alarm behind rollbacks: errors or latency of any production variant.
 
-    SageMaker watches it during blue/green deployments and shifts traffic back when it fires.
+    It notifies nobody itself; the composite rollback alarm that includes it does. Its name is
+    fixed, so a replacement deletes the old alarm first (two alarms cannot share a name).
     """
     if not 1 <= len(variant_names) <= MAX_ROLLBACK_VARIANTS:
         raise ValueError(f"the rollback alarm watches 1-{MAX_ROLLBACK_VARIANTS} variants, got {len(variant_names)}")
@@ -224,9 +246,9 @@ def rollback_alarm(
     )
     return aws.cloudwatch.MetricAlarm(
         resource_name,
-        name=f"{target.endpoint_name}-rollback",
+        name=rollback_signals_name(target.endpoint_name),
         alarm_description=(
-            f"Rolls back deployments of endpoint {target.endpoint_name}: a production variant's 5xx rate is above "
+            f"Errors or latency of endpoint {target.endpoint_name}: a production variant's 5xx rate is above "
             f"{_number(settings.error_rate_5xx_percent)}% or its p99 ModelLatency above "
             f"{_number(settings.model_latency_p99_ms)} ms for {settings.evaluation_periods} minutes"
         ),
@@ -236,10 +258,43 @@ def rollback_alarm(
         datapoints_to_alarm=settings.evaluation_periods,
         treat_missing_data="notBreaching",
         metric_queries=queries,
+        tags=dict(target.tags),
+        # ``alarm_name`` is ForceNew in the Terraform provider (cloudwatch/metric_alarm.go), and
+        # the name is fixed: create-before-delete would collide with the old alarm.
+        opts=pulumi.ResourceOptions(parent=parent, delete_before_replace=True),
+    )
+
+
+def rollback_alarm(
+    resource_name: str,
+    target: AlarmTarget,
+    watched: Sequence[pulumi.Input[str]],
+    *,
+    parent: pulumi.Resource,
+    depends_on: Sequence[pulumi.Resource] = (),
+) -> aws.cloudwatch.CompositeAlarm:
+    """The composite alarm the endpoint's auto-rollback names: any of ``watched`` in ALARM (none: never).
+
+    The endpoint's ``deployment_config.auto_rollback_configuration`` is ForceNew in the Terraform
+    AWS provider (``internal/service/sagemaker/endpoint.go``), so changing the alarms it names
+    would replace the endpoint (an outage: the name is fixed, so the old one goes first). The
+    endpoint therefore always names this one alarm; what rolls back is this alarm's rule, which
+    the provider updates in place (``alarm_rule`` is not ForceNew in ``cloudwatch/composite_alarm.go``).
+    """
+    rule = pulumi.Output.all(*watched).apply(lambda names: rollback_rule([str(name) for name in names]))
+    return aws.cloudwatch.CompositeAlarm(
+        resource_name,
+        alarm_name=rollback_alarm_name(target.endpoint_name),
+        alarm_description=(
+            f"Rolls back deployments of endpoint {target.endpoint_name} while any alarm in its rule is in ALARM "
+            "(a rule of FALSE: rollback is off)"
+        ),
+        alarm_rule=rule,
+        actions_enabled=True,
         alarm_actions=target.actions,
         ok_actions=target.actions,
         tags=dict(target.tags),
-        opts=pulumi.ResourceOptions(parent=parent),
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=list(depends_on)),
     )
 
 

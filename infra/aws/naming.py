@@ -112,3 +112,14 @@ class EndpointPrefixes:
 def s3_uri(bucket: str, prefix: str) -> str:
     """``s3://<bucket>/<prefix>/`` (SageMaker's data-capture and async paths are prefixes)."""
     return f"s3://{bucket}/{prefix}/"
+
+
+#: Children's auto-names are ``<prefix>-<kind>-<7 hex>``; SageMaker and IAM names end at 63-64 characters.
+MAX_CHILD_PREFIX: Final = 40
+MODEL_KIND: Final = "model"
+CONFIG_KIND: Final = "config"
+
+
+def child_name(endpoint_name: str, kind: str) -> str:
+    """The logical name of one of the endpoint's children; Pulumi auto-names it ``<this>-<7 hex>``."""
+    return f"{endpoint_name[:MAX_CHILD_PREFIX]}-{kind}"

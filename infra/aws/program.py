@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pulumi
 import pulumi_aws as aws
 
 from infra.aws.artifact_store import ArtifactStore
+from infra.aws.capacity import live_counts_from_environment
 from infra.aws.endpoint import SageMakerEndpoint
 from infra.config import StackConfig
 
@@ -23,7 +25,11 @@ def deploy(config: StackConfig) -> dict[str, pulumi.Input[Any]]:
     # through the provider (an invoke, not a resource), so the stack needs no account in its config.
     account_id = aws.get_caller_identity_output().account_id
     store = ArtifactStore("artifacts", config, account_id=account_id)
-    endpoint = SageMakerEndpoint(endpoint_settings.name, config, store=store, account_id=account_id)
+    # Set by the deploy job only (infra.aws.capacity): read here, at the program's edge.
+    live_counts = live_counts_from_environment(os.environ)
+    endpoint = SageMakerEndpoint(
+        endpoint_settings.name, config, store=store, account_id=account_id, live_instance_counts=live_counts
+    )
     outputs: dict[str, pulumi.Input[Any]] = {
         "endpointName": endpoint.endpoint_name,
         "endpointArn": endpoint.endpoint_arn,

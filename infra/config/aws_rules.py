@@ -15,11 +15,11 @@ in prose, the comment names the page:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from typing import Final
 
 from infra.config.aws_limits import aws_limits
+from infra.config.aws_rollout_rules import AWS_ROLLOUT_RULES
 from infra.config.aws_settings import (
     STACK_ROLLBACK_ALARM_COUNT,
     AutoscalingSettings,
@@ -298,22 +298,18 @@ def deployment(config: StackConfig) -> Iterator[ConfigError]:
             yield ConfigError(
                 _endpoint_key("deployment", "rollbackAlarms"),
                 settings.rollback_alarms,
-                f"makes {total} rollback alarms with the stack's own {STACK_ROLLBACK_ALARM_COUNT}; SageMaker "
-                f"takes {limit.text} ({limit.source}), so list at most "
+                f"makes {total} rollback alarms with the stack's own {STACK_ROLLBACK_ALARM_COUNT}; they are "
+                f"combined in the endpoint's one composite rollback alarm, which keeps SageMaker's limit of "
+                f"{limit.text} ({limit.source}), so list at most "
                 f"{int(limit.maximum or 0) - STACK_ROLLBACK_ALARM_COUNT}",
             )
     if settings.maximum_execution_timeout_seconds is not None:
-        steps = {
-            "all_at_once": 1,
-            "canary": 2,
-            "linear": math.ceil(100 / (settings.linear_step_percent or 100)),
-        }[settings.strategy]
-        waiting = settings.wait_interval_seconds * steps + settings.termination_wait_seconds
+        waiting = settings.waiting_seconds
         if settings.maximum_execution_timeout_seconds <= waiting:
             yield ConfigError(
                 _endpoint_key("deployment", "maximumExecutionTimeoutSeconds"),
                 settings.maximum_execution_timeout_seconds,
-                f"does not outlast the deployment's own waiting ({steps} x waitIntervalSeconds + "
+                f"does not outlast the deployment's own waiting ({settings.traffic_steps} x waitIntervalSeconds + "
                 f"terminationWaitSeconds = {waiting} s): every rollout would time out and roll back",
             )
     if settings.strategy != "all_at_once":
@@ -636,4 +632,5 @@ AWS_RULES = (
     async_scaling_metric,
     data_capture_content,
     package_in_store,
+    *AWS_ROLLOUT_RULES,
 )

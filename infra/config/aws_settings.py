@@ -7,6 +7,7 @@ Names, patterns and numeric ranges come from botocore's service models
 
 from __future__ import annotations
 
+import math
 import re
 import zoneinfo
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from pydantic import AfterValidator, Field
 
 from infra.config.aws_limits import AwsLimits, NameRule, Range, aws_limits, instance_family
 from infra.config.errors import did_you_mean
-from infra.config.fields import ConfigModel, at_least, fail, positive
+from infra.config.fields import ConfigModel, at_least, between, fail, positive
 from model_package.errors import InvalidStoreURIError
 from model_package.stores import parse_store_uri
 
@@ -24,7 +25,9 @@ EndpointMode = Literal["realtime", "serverless", "async"]
 DeploymentStrategy = Literal["all_at_once", "canary", "linear"]
 
 #: Rollback alarms the endpoint component creates itself (one alarm over errors and latency of
-#: the new fleet); they count against SageMaker's AutoRollbackConfig limit with ``rollbackAlarms``.
+#: the new fleet). With ``rollbackAlarms`` they make the rule of the composite alarm the endpoint
+#: names, held to SageMaker's AutoRollbackConfig limit (the limit the alarms had when the
+#: endpoint named them all; a conservative bound for the rule now).
 STACK_ROLLBACK_ALARM_COUNT: Final = 1
 
 _KMS_KEY_ARN_RE = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/[A-Za-z0-9-]+$")
@@ -309,6 +312,34 @@ class DeploymentSettings(ConfigModel):
     rollback_alarms: tuple[AlarmName, ...] = Field(
         default=(), description="names of existing alarms that also trigger rollback (besides the stack's own)"
     )
+    provisioning_seconds: Annotated[int, between(60, 3600, "the provisioning allowance")] = Field(
+        default=900,
+        description="how long SageMaker takes to start and health-check the new fleet (read it from the "
+        "endpoint's past rollouts); counted against the rollout time budget",
+    )
+
+    @property
+    def traffic_steps(self) -> int:
+        """Traffic shifts of one rollout, each followed by ``waitIntervalSeconds`` of baking.
+
+        All at once: one shift; canary: the canary, then the rest; linear: one shift per step
+        (SageMaker "Blue/Green Deployments" guide, traffic shifting modes).
+        """
+        if self.strategy == "canary":
+            return 2
+        if self.strategy == "linear":
+            return math.ceil(100 / (self.linear_step_percent or 100))
+        return 1
+
+    @property
+    def waiting_seconds(self) -> int:
+        """Baking after every traffic shift plus the wait before the old fleet is terminated."""
+        return self.traffic_steps * self.wait_interval_seconds + self.termination_wait_seconds
+
+    @property
+    def expected_seconds(self) -> int:
+        """What one rollout takes when nothing goes wrong: provisioning, baking, termination wait."""
+        return self.provisioning_seconds + self.waiting_seconds
 
 
 class ScheduleSettings(ConfigModel):

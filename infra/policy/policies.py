@@ -93,6 +93,12 @@ RULES: Final[tuple[RuleSpec, ...]] = (
         rules.sagemaker_endpoint_kms,
     ),
     RuleSpec(
+        "sagemaker-prod-endpoint-not-replaceable",
+        "A prod SageMaker endpoint is protected and its auto-rollback names only its <endpoint>-rollback "
+        "composite alarm, so no change replaces (deletes, then recreates) it.",
+        rules.sagemaker_prod_endpoint_not_replaceable,
+    ),
+    RuleSpec(
         "sagemaker-autoscaling-outside-dev",
         "Outside dev, every instance-based SageMaker variant has an autoscaling target.",
         rules.sagemaker_autoscaling_outside_dev,

@@ -402,6 +402,55 @@ def sagemaker_autoscaling_outside_dev(args: StackValidationArgs, report_violatio
             )
 
 
+def sagemaker_prod_endpoint_not_replaceable(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    """A prod endpoint is protected and names only its own, stable rollback alarm.
+
+    Replacing a named endpoint deletes it before creating the new one: an outage. Two things
+    make a change replace it: its name, and its ``deployment_config.auto_rollback_configuration``,
+    both ``ForceNew`` in the Terraform AWS provider (``internal/service/sagemaker/endpoint.go``).
+    So in prod the auto-rollback block must name exactly ``<endpoint>-rollback`` (the composite
+    alarm whose rule carries every other alarm and changes in place), and the endpoint must be
+    ``protect``-ed: the engine then fails any update that would replace it ("any deployment that
+    would delete it (including a replacement) fails", Pulumi docs, "Protecting against undesired
+    changes"). A policy sees only the new state; protection is what refuses a rename.
+    """
+    if args.resource_type != ENDPOINT:
+        return
+    environment = resolve_environment(args.get_config(), args.stack_tags, _effective_tags(args))
+    if environment is None:
+        report_violation(
+            f"{args.name!r}: cannot tell the stack's environment, so replacement safety cannot be checked; set "
+            "the policy config 'environment', the stack tag 'environment', or the resource tag 'environment'",
+            None,
+        )
+        return
+    if environment.name != "prod":
+        return
+    if not args.opts.protect:
+        report_violation(
+            f"{args.name!r} is a prod endpoint without protect (environment from {environment.source}): replacing a "
+            "named endpoint deletes it first, an outage; declare it with ResourceOptions(protect=True) so the engine "
+            "refuses any change that would replace it",
+            None,
+        )
+    endpoint_name = get_or_unknown(args.props, "name")
+    expected = f"{endpoint_name}-rollback" if isinstance(endpoint_name, str) else "<endpoint>-rollback"
+    alarms = as_list(get_or_unknown(args.props, "deploymentConfig", "autoRollbackConfiguration", "alarms"))
+    names = [get_or_unknown(alarm, "alarmName") for alarm in alarms]
+    if UNKNOWN in names:
+        return  # the composite alarm's name is known only after it exists (first preview)
+    # While the endpoint's name is unknown (a new stack's preview), only the count can be checked.
+    stable = names == [expected] if isinstance(endpoint_name, str) else len(names) == 1
+    if not stable:
+        shown = ", ".join(str(name) for name in names) or "none"
+        report_violation(
+            f"{args.name!r} (prod) rolls back on alarms [{shown}]: the auto-rollback block is ForceNew in the AWS "
+            "provider, so every change to this list replaces the endpoint (an outage); name exactly one alarm, "
+            f"the composite {expected!r}, and put the other alarms in its rule",
+            None,
+        )
+
+
 # --- tags ---------------------------------------------------------------------------------------
 
 

@@ -96,6 +96,7 @@ CONFIG_SCHEMAS: Final[Mapping[str, Mapping[str, dict[str, Any]]]] = {
         },
     },
     "sagemaker-autoscaling-outside-dev": {"environment": _ENVIRONMENT_PROPERTY},
+    "sagemaker-prod-endpoint-not-replaceable": {"environment": _ENVIRONMENT_PROPERTY},
     "sagemaker-endpoint-kms": {
         "localStorageFamilies": {
             **_STRING_LIST,

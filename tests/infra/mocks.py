@@ -67,6 +67,7 @@ class Registered:
     protect: bool = False
     retain_on_delete: bool = False
     import_id: str = ""
+    ignore_changes: list[str] = field(default_factory=list)
     replacement_trigger: Any = None
 
     def depends_on(self, other: Registered) -> bool:
@@ -111,6 +112,9 @@ class RecordingMocks(pulumi.runtime.Mocks):
             "aws:iam/role:Role": f"arn:aws:iam::{account}:role{state.get('path') or '/'}{physical}",
             "aws:cloudwatch/logGroup:LogGroup": f"arn:aws:logs:{region}:{account}:log-group:{physical}",
             "aws:cloudwatch/metricAlarm:MetricAlarm": f"arn:aws:cloudwatch:{region}:{account}:alarm:{physical}",
+            "aws:cloudwatch/compositeAlarm:CompositeAlarm": (
+                f"arn:aws:cloudwatch:{region}:{account}:alarm:{state.get('alarmName')}"
+            ),
             "aws:sagemaker/model:Model": f"arn:aws:sagemaker:{region}:{account}:model/{physical}",
             "aws:sagemaker/endpointConfiguration:EndpointConfiguration": (
                 f"arn:aws:sagemaker:{region}:{account}:endpoint-config/{physical}"
@@ -199,6 +203,7 @@ class RecordingMonitor(MockMonitor):
                 protect=bool(request.protect),
                 retain_on_delete=bool(request.retainOnDelete),
                 import_id=request.importId,
+                ignore_changes=list(request.ignoreChanges),
                 replacement_trigger=trigger,
             )
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import importlib
 import inspect
+import json
 import os
 import shutil
 import subprocess
@@ -28,10 +29,11 @@ from infra.aws.autoscaling import (
     INVOCATIONS_PER_INSTANCE,
     PROVISIONED_CONCURRENCY_UTILIZATION,
 )
+from infra.aws.capacity import LIVE_COUNTS_VARIABLE
 from infra.aws.endpoint import has_instance_storage
 from infra.aws.iam import UNSCOPABLE_ACTIONS, statement_actions, statement_resources, wildcard_grants
 from infra.aws.monitoring import rollback_expression
-from infra.aws.naming import invoke_url, partition
+from infra.aws.naming import CONFIG_KIND, MODEL_KIND, child_name, invoke_url, partition
 from infra.config import AlarmSettings, aws_limits, load_stack_config
 from infra.config.aws_rules import MAX_ROLLBACK_VARIANTS
 from tests.infra.aws_stacks import (
@@ -74,6 +76,7 @@ TARGET = "aws:appautoscaling/target:Target"
 POLICY = "aws:appautoscaling/policy:Policy"
 SCHEDULE = "aws:appautoscaling/scheduledAction:ScheduledAction"
 ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
+COMPOSITE_ALARM = "aws:cloudwatch/compositeAlarm:CompositeAlarm"
 DASHBOARD = "aws:cloudwatch/dashboard:Dashboard"
 LOG_GROUP = "aws:cloudwatch/logGroup:LogGroup"
 STASH = "pulumi:index:Stash"
@@ -101,7 +104,7 @@ def prod_canary() -> Values:
                 "canaryPercent": 10,
                 "waitIntervalSeconds": 600,
                 "terminationWaitSeconds": 300,
-                "maximumExecutionTimeoutSeconds": 3600,
+                "maximumExecutionTimeoutSeconds": 2700,
                 "rollbackAlarms": ["digits-business-kpi"],
             },
             "autoscaling": {
@@ -423,6 +426,15 @@ def test_role_is_assumable_by_sagemaker_for_this_account_only() -> None:
     assert entry["Condition"] == {"StringEquals": {"aws:SourceAccount": ACCOUNT_ID}}
 
 
+def test_role_may_read_the_rollback_alarm_sagemaker_watches() -> None:
+    # SageMaker reads the auto-rollback alarms with the execution role (Developer Guide,
+    # "Auto-Rollback Configuration and Monitoring"); without it, rollback does not work.
+    read = statement(policy_of(deployed("prod_canary")), "ReadRollbackAlarm")
+    assert read["Action"] == "cloudwatch:DescribeAlarms"
+    assert read["Resource"] == f"arn:aws:cloudwatch:eu-west-1:{ACCOUNT_ID}:alarm:digits-prod-rollback"
+    assert "ReadRollbackAlarm" not in sids(policy_of(deployed("minimal_dev")))  # no deployment, no alarm
+
+
 def test_role_reads_the_pinned_package_decrypts_with_the_store_key_and_pulls_one_repository() -> None:
     deployment = deployed("minimal_dev")
     document = policy_of(deployment)
@@ -571,6 +583,18 @@ def test_endpoint_config_is_auto_named_so_every_change_is_a_new_config(scenario:
     assert config.property_depends_on("productionVariants", model)
 
 
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_superseded_models_and_configs_are_kept_for_a_rollback(scenario: str) -> None:
+    """After a SageMaker auto-rollback the endpoint still runs the old config and model: never delete them."""
+    deployment = deployed(scenario)
+    retained = sorted(resource.type for resource in deployment.custom() if resource.retain_on_delete)
+    assert retained == sorted([MODEL, ENDPOINT_CONFIG])
+    # model-deploy-cleanup finds them again by these name prefixes (Pulumi adds "-<7 hex>").
+    endpoint_name = deployment.one(ENDPOINT).inputs["name"]
+    assert deployment.one(MODEL).state["name"].startswith(f"{child_name(endpoint_name, MODEL_KIND)}-")
+    assert deployment.one(ENDPOINT_CONFIG).state["name"].startswith(f"{child_name(endpoint_name, CONFIG_KIND)}-")
+
+
 def test_endpoint_config_splits_traffic_by_weight() -> None:
     variants = deployed("a_b").one(ENDPOINT_CONFIG).inputs["productionVariants"]
     assert [(v["variantName"], v["instanceType"], v["initialVariantWeight"]) for v in variants] == [
@@ -646,13 +670,19 @@ def test_endpoint_keeps_its_name_and_rolls_out_canary_with_rollback_alarms() -> 
         "waitIntervalInSeconds": 600,
         "canarySize": {"type": "CAPACITY_PERCENT", "value": 10},
     }
-    assert (policy["maximumExecutionTimeoutInSeconds"], policy["terminationWaitInSeconds"]) == (3600, 300)
-    rollback = deployment.one(ALARM, "rollback")
+    assert (policy["maximumExecutionTimeoutInSeconds"], policy["terminationWaitInSeconds"]) == (2700, 300)
+    # The endpoint names one composite alarm; the stack's own metric alarm and the listed ones are in its rule.
+    rollback = deployment.one(COMPOSITE_ALARM, "rollback")
+    signals = deployment.one(ALARM, "rollback")
     alarms = endpoint.inputs["deploymentConfig"]["autoRollbackConfiguration"]["alarms"]
-    assert alarms == [{"alarmName": rollback.state["name"]}, {"alarmName": "digits-business-kpi"}]
-    assert rollback.state["name"] == deployment.outputs["rollbackAlarmName"] == "digits-prod-rollback"
-    # SageMaker checks the alarms exist when the endpoint is created or updated.
+    assert alarms == [{"alarmName": "digits-prod-rollback"}]
+    assert rollback.inputs["alarmName"] == deployment.outputs["rollbackAlarmName"] == "digits-prod-rollback"
+    assert signals.inputs["name"] == "digits-prod-rollback-signals"
+    assert rollback.inputs["alarmRule"] == 'ALARM("digits-prod-rollback-signals") OR ALARM("digits-business-kpi")'
+    assert rollback.inputs["alarmActions"] == [TOPIC] and rollback.inputs["okActions"] == [TOPIC]
+    # SageMaker checks the alarm exists when the endpoint is updated; CloudWatch checks the rule's alarms.
     assert endpoint.property_depends_on("deploymentConfig", rollback)
+    assert rollback.property_depends_on("alarmRule", signals)
 
 
 def test_linear_and_all_at_once_rollouts() -> None:
@@ -665,12 +695,95 @@ def test_linear_and_all_at_once_rollouts() -> None:
         "waitIntervalInSeconds": 300,
     }
     assert [a["alarmName"] for a in once["autoRollbackConfiguration"]["alarms"]] == ["digits-ab-rollback"]
+    assert deployed("a_b").one(COMPOSITE_ALARM).inputs["alarmRule"] == 'ALARM("digits-ab-rollback-signals")'
+
+
+def _replacing_inputs(deployment: Deployment) -> dict[str, Any]:
+    """The endpoint's inputs whose change replaces it.
+
+    ``ForceNew`` in the Terraform AWS provider's internal/service/sagemaker/endpoint.go: the name and
+    ``deployment_config.auto_rollback_configuration``. Replacing a named endpoint deletes it before
+    creating it again: an outage.
+    """
+    inputs = deployment.one(ENDPOINT).inputs
+    return {
+        "name": inputs["name"],
+        "autoRollbackConfiguration": inputs["deploymentConfig"].get("autoRollbackConfiguration"),
+    }
+
+
+def _rollout_change(**deployment_changes: Any) -> Callable[[Values], None]:
+    def change(values: Values) -> None:
+        values["model-deploy:aws"]["endpoint"]["deployment"].update(deployment_changes)
+
+    return change
+
+
+@pytest.mark.parametrize(
+    ("start", "stack", "change", "rule_changes"),
+    [
+        pytest.param(prod_canary, "prod", _rollout_change(rollbackAlarms=[]), True, id="prod-drops-its-extra-alarm"),
+        pytest.param(
+            prod_canary,
+            "prod",
+            _rollout_change(rollbackAlarms=["digits-business-kpi", "digits-p50"]),
+            True,
+            id="prod-adds-one",
+        ),
+        pytest.param(
+            prod_canary,
+            "prod",
+            _rollout_change(strategy="linear", canaryPercent=None, linearStepPercent=50, waitIntervalSeconds=300),
+            False,
+            id="prod-changes-strategy",
+        ),
+        pytest.param(
+            a_b_shadowless, "staging", _rollout_change(rollbackOnAlarms=False), True, id="staging-turns-rollback-off"
+        ),
+        pytest.param(
+            a_b_shadowless, "staging", _rollout_change(rollbackAlarms=["digits-kpi"]), True, id="staging-adds-an-alarm"
+        ),
+    ],
+)
+def test_rollback_alarm_changes_do_not_touch_what_replaces_the_endpoint(
+    start: Callable[[], Values], stack: str, change: Callable[[Values], None], rule_changes: bool
+) -> None:
+    before = run_program(start(), stack=stack)
+    values = start()
+    change(values)
+    endpoint = values["model-deploy:aws"]["endpoint"]
+    endpoint["deployment"] = {key: value for key, value in endpoint["deployment"].items() if value is not None}
+    after = run_program(values, stack=stack)
+    assert _replacing_inputs(after) == _replacing_inputs(before)
+    # What changes instead is the composite alarm's rule, which CloudWatch updates in place.
+    rules = [deployment.one(COMPOSITE_ALARM).inputs["alarmRule"] for deployment in (before, after)]
+    assert (rules[0] != rules[1]) is rule_changes
+
+
+def test_rollback_off_keeps_the_alarm_the_endpoint_names_but_it_never_fires() -> None:
+    values = a_b_shadowless()
+    values["model-deploy:aws"]["endpoint"]["deployment"]["rollbackOnAlarms"] = False
+    deployment = run_program(values, stack="staging")
+    assert deployment.one(COMPOSITE_ALARM).inputs["alarmRule"] == "FALSE"
+    assert not [alarm for alarm in deployment.of_type(ALARM) if "rollback" in alarm.name]
+    alarms = deployment.one(ENDPOINT).inputs["deploymentConfig"]["autoRollbackConfiguration"]["alarms"]
+    assert alarms == [{"alarmName": "digits-ab-rollback"}]
+
+
+@pytest.mark.parametrize(("scenario", "protected"), [("prod_canary", True), ("a_b", False), ("minimal_dev", False)])
+def test_prod_endpoint_is_protected_so_the_engine_refuses_to_replace_it(scenario: str, protected: bool) -> None:
+    assert deployed(scenario).one(ENDPOINT).protect is protected
+
+
+def test_the_rollback_signals_alarm_frees_its_fixed_name_before_a_replacement() -> None:
+    assert deployed("prod_canary").one(ALARM, "rollback").delete_before_replace
 
 
 def test_without_a_deployment_section_sagemaker_defaults_apply_and_no_rollback_alarm_exists() -> None:
     deployment = deployed("minimal_dev")
     assert "deploymentConfig" not in deployment.one(ENDPOINT).inputs
     assert not [a for a in deployment.of_type(ALARM) if "rollback" in a.name]
+    assert not deployment.of_type(COMPOSITE_ALARM)
     assert "rollbackAlarmName" not in deployment.outputs
 
 
@@ -723,7 +836,7 @@ def test_every_target_depends_on_the_endpoint_and_the_scaling_gate() -> None:
     for scenario in ("prod_canary", "serverless", "asynchronous", "a_b", "referenced_store"):
         deployment = deployed(scenario)
         endpoint = deployment.one(ENDPOINT)
-        gate = deployment.one(STASH)
+        gate = deployment.one(STASH, "scaling-gate")
         targets = deployment.of_type(TARGET)
         assert targets, scenario
         for target in targets:
@@ -736,12 +849,117 @@ def test_every_target_depends_on_the_endpoint_and_the_scaling_gate() -> None:
         assert endpoint.depends_on(gate)
 
 
+# --- carrying the live instance count ---------------------------------------------------------------------
+
+
+def _config_counts(deployment: Deployment) -> dict[str, int]:
+    variants = deployment.one(ENDPOINT_CONFIG).inputs["productionVariants"]
+    return {variant["variantName"]: variant["initialInstanceCount"] for variant in variants}
+
+
+@pytest.mark.parametrize(
+    ("live", "expected"),
+    [
+        pytest.param(None, {"primary": 2}, id="no-live-count-configured-2"),
+        pytest.param({"primary": 6}, {"primary": 6}, id="autoscaled-to-6"),
+        pytest.param({"primary": 12}, {"primary": 8}, id="above-max-8"),
+        pytest.param({"other": 5}, {"primary": 2}, id="a-new-variant-starts-as-configured"),
+    ],
+)
+def test_a_new_config_starts_autoscaled_variants_at_their_live_count(
+    monkeypatch: pytest.MonkeyPatch, live: dict[str, int] | None, expected: dict[str, int]
+) -> None:
+    # prod_canary: primary has initialInstanceCount 2 and autoscales 2-8. Without the carried count the
+    # provider's UpdateEndpoint (no RetainAllVariantProperties) would start the new fleet at 2.
+    if live is not None:
+        monkeypatch.setenv(LIVE_COUNTS_VARIABLE, json.dumps(live))
+    deployment = run_program(prod_canary(), stack="prod")
+    assert _config_counts(deployment) == expected
+    stash = deployment.one(STASH, "carried-capacity")
+    assert deployment.one(ENDPOINT_CONFIG).property_depends_on("productionVariants", stash)
+
+
+def test_the_config_declares_the_count_the_stash_kept_not_the_latest_reading(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A deploy that creates no new config must not change the count: the stash's output is what was kept."""
+
+    class KeptStash(RecordingMocks):
+        def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[Any, Any]]:
+            resource_id, state = super().new_resource(args)
+            if args.typ == STASH and args.name.endswith("carried-capacity"):
+                state["output"] = {"primary": 4}  # saved when the running config was created
+            return resource_id, state
+
+    monkeypatch.setenv(LIVE_COUNTS_VARIABLE, json.dumps({"primary": 7}))
+    deployment = run_program(prod_canary(), stack="prod", monitor=RecordingMonitor(KeptStash()))
+    assert deployment.one(STASH, "carried-capacity").inputs["input"] == {"primary": 7}
+    assert _config_counts(deployment) == {"primary": 4}
+
+
+def test_only_a_deploy_updates_the_stored_reading(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Previews and drift checks pass no live count: the stash ignores its input, so they see no change.
+    assert deployed("prod_canary").one(STASH, "carried-capacity").ignore_changes == ["input"]
+    monkeypatch.setenv(LIVE_COUNTS_VARIABLE, json.dumps({"primary": 3}))
+    assert run_program(prod_canary(), stack="prod").one(STASH, "carried-capacity").ignore_changes == []
+
+
+def _fingerprint_after(change: Callable[[Values], None]) -> str:
+    values = prod_canary()
+    change(values)
+    return str(run_program(values, stack="prod").one(STASH, "carried-capacity").replacement_trigger)
+
+
+@pytest.mark.parametrize(
+    ("change", "new_config"),
+    [
+        pytest.param(lambda v: v.update({"model-deploy:gitRevision": "abc1234"}), False, id="git-revision"),
+        pytest.param(lambda v: _endpoint(v)["alarms"].update(modelLatencyP99Ms=100), False, id="alarm-threshold"),
+        pytest.param(lambda v: _endpoint(v)["autoscaling"].update(maxInstances=10), False, id="autoscaling-bounds"),
+        pytest.param(lambda v: _endpoint(v)["deployment"].update(waitIntervalSeconds=300), False, id="bake-time"),
+        pytest.param(lambda v: _endpoint(v)["variants"][0].update(initialInstanceCount=3), False, id="initial-count"),
+        pytest.param(
+            lambda v: v["model-deploy:package"].update(digest="f" * 64, uri=PACKAGE_URI.replace(DIGEST, "f" * 64)),
+            True,
+            id="new-package",
+        ),
+        pytest.param(
+            lambda v: _endpoint(v)["variants"][0].update(instanceType="ml.c6i.2xlarge"), True, id="instance-type"
+        ),
+        pytest.param(lambda v: _endpoint(v)["dataCapture"].update(samplingPercentage=50), True, id="data-capture"),
+        pytest.param(lambda v: v.update({"model-deploy:serving": {"workers": 2}}), True, id="container-env"),
+    ],
+)
+def test_the_count_is_read_again_exactly_when_a_new_endpoint_config_is_created(
+    change: Callable[[Values], None], new_config: bool
+) -> None:
+    before = deployed("prod_canary")
+    trigger = before.one(STASH, "carried-capacity").replacement_trigger
+    assert (_fingerprint_after(change) != trigger) is new_config
+
+
+def _endpoint(values: Values) -> dict[str, Any]:
+    section: dict[str, Any] = values["model-deploy:aws"]["endpoint"]
+    return section
+
+
+def test_fixed_size_and_serverless_endpoints_carry_nothing() -> None:
+    for scenario in ("minimal_dev", "serverless", "shadow"):
+        assert not [s for s in deployed(scenario).of_type(STASH) if "carried" in s.name], scenario
+    assert deployed("a_b").one(STASH, "carried-capacity").inputs["input"] == {"champion": 1, "challenger": 1}
+
+
+def test_a_malformed_live_count_is_one_line_naming_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(LIVE_COUNTS_VARIABLE, '{"primary": 0}')
+    message = _program_error(prod_canary(), stack="prod")
+    assert message.startswith(f"{LIVE_COUNTS_VARIABLE}: ")
+    assert "is not a JSON object of variant names to instance counts >= 1" in message
+
+
 def test_the_scaling_gate_is_replaced_when_a_scaled_variants_capacity_changes() -> None:
-    gate = deployed("a_b").one(STASH)
+    gate = deployed("a_b").one(STASH, "scaling-gate")
     fingerprint = {"champion": "ml.m5.large", "challenger": "ml.c6i.large"}
     assert gate.inputs["input"] == fingerprint
     assert gate.replacement_trigger == fingerprint
-    assert deployed("serverless").one(STASH).replacement_trigger == {"primary": "serverless:2048MB"}
+    assert deployed("serverless").one(STASH, "scaling-gate").replacement_trigger == {"primary": "serverless:2048MB"}
     assert not deployed("minimal_dev").of_type(STASH)  # nothing to gate without autoscaling
 
 
@@ -830,9 +1048,13 @@ def test_alarm_thresholds_use_the_metrics_units() -> None:
     assert queries["failed"]["metric"]["stat"] == "Average"  # 1 per failed request, 0 otherwise
     assert queries["rate"]["expression"] == "failed * 100" and queries["rate"]["returnData"] is True
     assert deployment.one(ALARM, "4xx-rate").inputs["threshold"] == 5  # the default
-    for alarm in deployment.of_type(ALARM):
-        assert alarm.inputs["alarmActions"] == [TOPIC] and alarm.inputs["okActions"] == [TOPIC]
-        assert alarm.inputs["evaluationPeriods"] == 3
+    # The rollback signals notify through the composite rollback alarm, once.
+    assert not deployment.one(ALARM, "rollback").inputs.get("alarmActions")
+    for alarm in [*deployment.of_type(COMPOSITE_ALARM), *deployment.of_type(ALARM)]:
+        if alarm.type == ALARM:
+            assert alarm.inputs["evaluationPeriods"] == 3
+        if "rollback-alarm" not in alarm.name:
+            assert alarm.inputs["alarmActions"] == [TOPIC] and alarm.inputs["okActions"] == [TOPIC]
 
 
 def test_the_rollback_alarm_fires_on_errors_or_latency_of_any_production_variant() -> None:
@@ -856,7 +1078,8 @@ def test_dashboard_shows_every_variant_and_every_alarm() -> None:
     assert dashboard.inputs["dashboardName"] == "model-deploy-prod-digits-prod-eu-west-1"
     body = json_input(dashboard, "dashboardBody")
     alarm_widget = body["widgets"][0]
-    assert sorted(alarm_widget["properties"]["alarms"]) == sorted(a.state["arn"] for a in deployment.of_type(ALARM))
+    every_alarm = [*deployment.of_type(COMPOSITE_ALARM), *deployment.of_type(ALARM)]
+    assert sorted(alarm_widget["properties"]["alarms"]) == sorted(a.state["arn"] for a in every_alarm)
     metric_widgets = [w for w in body["widgets"] if w["type"] == "metric"]
     titles = [w["properties"]["title"] for w in metric_widgets]
     assert titles[0] == "Traffic" and "ModelLatency (microseconds)" in titles

@@ -83,7 +83,7 @@ def full_prod() -> Values:
                 "canaryPercent": 10,
                 "waitIntervalSeconds": 600,
                 "terminationWaitSeconds": 300,
-                "maximumExecutionTimeoutSeconds": 3600,
+                "maximumExecutionTimeoutSeconds": 2700,
                 "rollbackAlarms": ["digits-business-kpi"],
             },
             "autoscaling": {
@@ -812,7 +812,11 @@ BAD_CASES: list[tuple[str, Callable[[], Values], Mutation, str, tuple[str, ...]]
         minimal_dev,
         _endpoint_update(deployment={"rollbackAlarms": [f"alarm-{i}" for i in range(11)]}),
         f"{E}.deployment.rollbackAlarms",
-        ("[11 entries] makes 12 rollback alarms", "SageMaker takes 1-10 (sagemaker AutoRollbackConfig.Alarms)"),
+        (
+            "[11 entries] makes 12 rollback alarms",
+            "combined in the endpoint's one composite rollback alarm",
+            "SageMaker's limit of 1-10 (sagemaker AutoRollbackConfig.Alarms)",
+        ),
     ),
     (
         "rollback-alarms-without-rollback",
@@ -836,6 +840,40 @@ BAD_CASES: list[tuple[str, Callable[[], Values], Mutation, str, tuple[str, ...]]
         ),
         f"{E}.deployment.maximumExecutionTimeoutSeconds",
         ("1200 does not outlast the deployment's own waiting (4 x waitIntervalSeconds", "= 1200 s"),
+    ),
+    # a rollout fits the provider's 60-minute endpoint waiter and the CI role's one-hour session
+    (
+        "rollout-over-the-waiter-budget",
+        minimal_dev,
+        _endpoint_update(deployment={"strategy": "linear", "linearStepPercent": 10}),
+        f"{E}.deployment",
+        (
+            "3900 seconds is what one rollout takes: provisioningSeconds 900 + 10 x waitIntervalSeconds 300 + "
+            "terminationWaitSeconds 0 = 3900 s, over the 2700 s budget",
+            "the provider's endpoint waiter gives up after 3600 s",
+            "the CI role's session lasts 3600 s",
+        ),
+    ),
+    (
+        "slow-provisioning-over-the-budget",
+        minimal_dev,
+        _endpoint_update(deployment={"provisioningSeconds": 2400, "terminationWaitSeconds": 600}),
+        f"{E}.deployment",
+        ("provisioningSeconds 2400 + 1 x waitIntervalSeconds 300 + terminationWaitSeconds 600 = 3300 s",),
+    ),
+    (
+        "deployment-timeout-over-the-waiter-budget",
+        minimal_dev,
+        _endpoint_update(deployment={"maximumExecutionTimeoutSeconds": 3600}),
+        f"{E}.deployment.maximumExecutionTimeoutSeconds",
+        ("3600 lets SageMaker roll out for longer than the 2700 s budget", "between the rollout's 1200 s"),
+    ),
+    (
+        "provisioning-allowance-range",
+        minimal_dev,
+        _endpoint_update(deployment={"provisioningSeconds": 30}),
+        f"{E}.deployment.provisioningSeconds",
+        ("30 is out of range: the provisioning allowance must be 60-3600",),
     ),
     (
         "inf1-with-canary",

@@ -87,8 +87,8 @@ def _urn(resource_type: str, name: str) -> str:
     return f"urn:pulumi:dev::model-deploy::{resource_type}::{name}"
 
 
-def _opts() -> PolicyResourceOptions:
-    return PolicyResourceOptions(False, [], None, [], PolicyCustomTimeouts(0, 0, 0), [])
+def _opts(*, protect: bool = False) -> PolicyResourceOptions:
+    return PolicyResourceOptions(protect, [], None, [], PolicyCustomTimeouts(0, 0, 0), [])
 
 
 def check(
@@ -101,6 +101,7 @@ def check(
     stack_tags: Mapping[str, str] | None = None,
     provider_props: Mapping[str, Any] | None = None,
     provider_type: str = "pulumi:providers:aws",
+    protect: bool = False,
 ) -> Violations:
     """Run a resource rule on one resource as the engine would; return what it reported."""
     provider = None
@@ -113,7 +114,7 @@ def check(
         unknown_checking_proxy(json.loads(json.dumps(props))),
         _urn(resource_type, name),
         name,
-        _opts(),
+        _opts(protect=protect),
         provider,
         dict(config or {}),
         dict(stack_tags or {}),
@@ -173,7 +174,7 @@ ALL_ON = {"blockPublicAcls": True, "blockPublicPolicy": True, "ignorePublicAcls"
 def test_the_pack_lists_every_rule_once_and_all_are_mandatory() -> None:
     policies = build_policies()
     names = [policy.name for policy in policies]
-    assert len(names) == len(set(names)) == 24
+    assert len(names) == len(set(names)) == 25
     assert all(policy.enforcement_level is EnforcementLevel.MANDATORY for policy in policies)
     stack = {policy.name for policy in policies if isinstance(policy, StackValidationPolicy)}
     assert stack == {
@@ -629,6 +630,73 @@ def test_autoscaling_needs_a_known_environment() -> None:
     assert check_stack(rules.sagemaker_autoscaling_outside_dev, untagged).one.startswith(
         "cannot tell the stack's environment, so autoscaling cannot be checked"
     )
+
+
+# --- replacement safety ---------------------------------------------------------------------------
+
+
+def prod_endpoint(*alarm_names: str, name: str = "digits-prod", environment: str | None = "prod") -> dict[str, Any]:
+    """An endpoint's inputs as the program declares them, rolling back on ``alarm_names``."""
+    tags = {**TAGS, "environment": environment} if environment else {}
+    return {
+        "name": name,
+        "endpointConfigName": "digits-config-1234567",
+        "deploymentConfig": {
+            "blueGreenUpdatePolicy": {
+                "trafficRoutingConfiguration": {"type": "ALL_AT_ONCE", "waitIntervalInSeconds": 0}
+            },
+            "autoRollbackConfiguration": {"alarms": [{"alarmName": alarm} for alarm in alarm_names]},
+        },
+        "tags": tags,
+    }
+
+
+def test_a_prod_endpoint_is_protected_and_names_only_its_stable_rollback_alarm() -> None:
+    rule = rules.sagemaker_prod_endpoint_not_replaceable
+    assert not check(rule, ENDPOINT, prod_endpoint("digits-prod-rollback"), name="digits", protect=True)
+    unprotected = check(rule, ENDPOINT, prod_endpoint("digits-prod-rollback"), name="digits")
+    assert unprotected.one == (
+        "'digits' is a prod endpoint without protect (environment from tag 'environment'): replacing a named "
+        "endpoint deletes it first, an outage; declare it with ResourceOptions(protect=True) so the engine refuses "
+        "any change that would replace it"
+    )
+    listed = check(rule, ENDPOINT, prod_endpoint("digits-prod-rollback", "kpi"), name="digits", protect=True)
+    assert listed.one == (
+        "'digits' (prod) rolls back on alarms [digits-prod-rollback, kpi]: the auto-rollback block is ForceNew in "
+        "the AWS provider, so every change to this list replaces the endpoint (an outage); name exactly one alarm, "
+        "the composite 'digits-prod-rollback', and put the other alarms in its rule"
+    )
+    assert "[none]" in check(rule, ENDPOINT, prod_endpoint(), name="digits", protect=True).one
+    assert "[digits-prod-5xx]" in check(rule, ENDPOINT, prod_endpoint("digits-prod-5xx"), name="d", protect=True).one
+
+
+def test_replacement_safety_applies_to_prod_only_and_needs_a_known_environment() -> None:
+    rule = rules.sagemaker_prod_endpoint_not_replaceable
+    assert not check(rule, ENDPOINT, prod_endpoint("a", "b", environment="staging"), name="digits")
+    assert len(check(rule, ENDPOINT, prod_endpoint("a", environment="dev"), config={"environment": "prod"})) == 2
+    assert check(rule, ENDPOINT, prod_endpoint("a", environment=None), name="digits").one.startswith(
+        "'digits': cannot tell the stack's environment, so replacement safety cannot be checked"
+    )
+    # A new stack's preview: names not known yet, so only the count of alarms can be checked.
+    unknown = prod_endpoint(UNKNOWN_STRING_VALUE, name=UNKNOWN_STRING_VALUE)
+    assert not check(rule, ENDPOINT, unknown, name="digits", protect=True)
+    assert not check(rule, ENDPOINT, prod_endpoint(UNKNOWN_STRING_VALUE), name="digits", protect=True)
+
+
+def test_the_programs_prod_endpoint_passes_the_replacement_rule() -> None:
+    from tests.infra.mocks import run_program
+    from tests.infra.test_aws_program import prod_canary
+
+    deployment = run_program(prod_canary(), stack="prod")
+    endpoint = deployment.one(ENDPOINT)
+    violations = check(
+        rules.sagemaker_prod_endpoint_not_replaceable,
+        ENDPOINT,
+        endpoint.inputs,
+        name=endpoint.name,
+        protect=endpoint.protect,
+    )
+    assert not violations
 
 
 # --- tags ---------------------------------------------------------------------------------------
@@ -1123,7 +1191,7 @@ def test_the_pack_serves_its_policies_over_the_analyzer_protocol(analyzer: Any) 
 
     info = analyzer.GetAnalyzerInfo(empty_pb2.Empty())
     assert info.name == "model-deploy"
-    assert len(info.policies) == 24
+    assert len(info.policies) == 25
 
     properties = struct_pb2.Struct()
     properties.update({"bucket": "acme-models", "blockPublicAcls": True, "blockPublicPolicy": False})

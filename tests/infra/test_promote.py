@@ -67,7 +67,7 @@ AWS_ENDPOINTS = {
         canaryPercent: 10
         waitIntervalSeconds: 600
         terminationWaitSeconds: 300
-        maximumExecutionTimeoutSeconds: 3600
+        maximumExecutionTimeoutSeconds: 2700
       autoscaling:
         minInstances: 2
         maxInstances: 8

@@ -229,7 +229,8 @@ def test_rolled_back_endpoint_fails_naming_both_configs(
     assert (code, out) == (5, "")
     line = one_line(err)
     assert f"runs endpoint config {deployment.config_name!r}, but the stack expects {new_config!r}" in line
-    assert "rolls a failed update back" in line
+    assert "SageMaker rolled the update back" in line
+    assert f"{deployment.config_name!r} and its model were kept, so the endpoint keeps serving" in line
 
 
 @pytest.mark.torch
