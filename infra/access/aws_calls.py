@@ -389,6 +389,17 @@ def _metric_alarm(resource: Declared, world: World) -> Mapping[Operation, Sequen
     }
 
 
+def _composite_alarm(resource: Declared, world: World) -> Mapping[Operation, Sequence[Any]]:
+    arn = world.location.arn("cloudwatch", f"alarm:{resource.get('alarmName')}")
+    tags = _request_tags(resource)
+    return {
+        "create": [("cloudwatch:PutCompositeAlarm", arn, tags), ("cloudwatch:TagResource", arn, tags)],
+        "read": [("cloudwatch:DescribeAlarms", arn), ("cloudwatch:ListTagsForResource", arn)],
+        "update": [("cloudwatch:PutCompositeAlarm", arn), ("cloudwatch:TagResource", arn, tags)],
+        "delete": [("cloudwatch:DeleteAlarms", arn)],
+    }
+
+
 def _dashboard(resource: Declared, world: World) -> Mapping[Operation, Sequence[Any]]:
     arn = world.location.arn("cloudwatch", f"dashboard/{resource.get('dashboardName')}", regional=False)
     return {
@@ -474,6 +485,9 @@ RESOURCE_CALLS: Final[Mapping[str, ResourceCalls]] = {
         f"{_TF}appautoscaling/scheduled_action.go", _scheduled_action
     ),
     "aws:cloudwatch/metricAlarm:MetricAlarm": ResourceCalls(f"{_TF}cloudwatch/metric_alarm.go", _metric_alarm),
+    "aws:cloudwatch/compositeAlarm:CompositeAlarm": ResourceCalls(
+        f"{_TF}cloudwatch/composite_alarm.go", _composite_alarm
+    ),
     "aws:cloudwatch/dashboard:Dashboard": ResourceCalls(f"{_TF}cloudwatch/dashboard.go", _dashboard),
     "aws:cloudwatch/logGroup:LogGroup": ResourceCalls(f"{_TF}logs/group.go", _log_group),
 }

@@ -429,7 +429,7 @@ def deploy_policy(partition: str, account: str, environment: str, bucket_arn: st
             # PutMetricAlarm sends tags on create only; on update the alarm carries them.
             _statement(
                 "AlarmsWrite",
-                ["cloudwatch:PutMetricAlarm", "cloudwatch:TagResource"],
+                ["cloudwatch:PutMetricAlarm", "cloudwatch:PutCompositeAlarm", "cloudwatch:TagResource"],
                 [f"{arn}:cloudwatch:*:{account}:alarm:*"],
                 Condition={"StringEqualsIfExists": {request_tag: environment, resource_tag: environment}},
             ),
