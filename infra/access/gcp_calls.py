@@ -111,7 +111,7 @@ RESOURCE_CALLS: Final[Mapping[str, Mapping[Operation, tuple[tuple[str, Target], 
         "update": (("aiplatform.endpoints.update", "self"), ("aiplatform.endpoints.get", "self")),
         "delete": (("aiplatform.endpoints.delete", "self"),),
     },
-    # infra/gcp/vertex_provider.py (a dynamic provider: no read, so refresh asks Google nothing) over
+    # infra/gcp/vertex_provider.py (a dynamic provider; its read, used by refresh, gets the endpoint and model) over
     # the aiplatform v1 clients in infra/gcp/vertex_client.py: UploadModel, GetModel, UpdateModel
     # (labels), DeleteModel, GetEndpoint, DeployModel, MutateDeployedModel, UndeployModel,
     # UpdateEndpoint (traffic split). DeployModel with a service account needs actAs on it ("Users
@@ -127,7 +127,7 @@ RESOURCE_CALLS: Final[Mapping[str, Mapping[Operation, tuple[tuple[str, Target], 
             ("aiplatform.endpoints.deploy", "endpoint"),
             ("iam.serviceAccounts.actAs", "service_account"),
         ),
-        "read": (),
+        "read": (("aiplatform.endpoints.get", "endpoint"), ("aiplatform.models.get", "project")),
         "update": (
             ("aiplatform.models.upload", "project"),
             ("aiplatform.models.update", "project"),
