@@ -181,6 +181,10 @@ def deploy_policy(partition: str, account: str, environment: str, bucket_arn: st
                 ],
                 sagemaker_resources,
             ),
+            # model-deploy-cleanup lists this stack's superseded models and configs (then deletes only
+            # those tagged with this environment); the List actions have no resource-level
+            # permissions (Service Authorization Reference).
+            _statement("SageMakerList", ["sagemaker:ListEndpointConfigs", "sagemaker:ListModels"], ["*"]),
             _statement(
                 "SageMakerCreate",
                 [
