@@ -27,7 +27,7 @@ from typing import Any, Final
 
 from infra.aws.capacity import LIVE_COUNTS_VARIABLE
 from infra.config import ConfigError, load_stack_file
-from infra.verify_aws import _Aws, check_status
+from infra.verify_aws import AwsClients, check_status
 from infra.verify_common import (
     EndpointNotFoundError,
     UsageError,
@@ -60,7 +60,7 @@ def desired_counts(description: Mapping[str, Any]) -> dict[str, int]:
     }
 
 
-def read_live_counts(aws: _Aws, endpoint_name: str) -> LiveCounts:
+def read_live_counts(aws: AwsClients, endpoint_name: str) -> LiveCounts:
     """The endpoint's live counts; none when it does not exist; an error while it is mid-rollout."""
     try:
         description = aws.call(
@@ -108,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UsageError(
                 "nothing says which endpoint to read: missing endpointName (or --endpoint-name, --stack-file)"
             )
-        return read_live_counts(_Aws(region), endpoint_name)
+        return read_live_counts(AwsClients(region), endpoint_name)
 
     return run_command(PROG, run)
 

@@ -41,7 +41,7 @@ from typing import Any, Final
 
 from infra.aws.naming import CONFIG_KIND, MODEL_KIND, child_name
 from infra.config import PROJECT
-from infra.verify_aws import _Aws, check_status
+from infra.verify_aws import AwsClients, check_status
 from infra.verify_common import (
     DeploymentMismatchError,
     EndpointNotFoundError,
@@ -104,12 +104,12 @@ CONFIGS: Final = Listing("list_endpoint_configs", "EndpointConfigs", "EndpointCo
 MODELS: Final = Listing("list_models", "Models", "ModelName", "ModelArn")
 
 
-def _tags_of(aws: _Aws, what: str, arn: str) -> dict[str, str]:
+def _tags_of(aws: AwsClients, what: str, arn: str) -> dict[str, str]:
     found = aws.call(f"list the tags of {what}", functools.partial(aws.sagemaker.list_tags, ResourceArn=arn))
     return {str(tag["Key"]): str(tag["Value"]) for tag in found.get("Tags", [])}
 
 
-def _owned(aws: _Aws, listing: Listing, prefix: str, tags: Mapping[str, str]) -> Iterator[Owned]:
+def _owned(aws: AwsClients, listing: Listing, prefix: str, tags: Mapping[str, str]) -> Iterator[Owned]:
     """Resources ``listing`` finds whose name is ``<prefix>-<7 hex>`` and that carry ``tags``."""
     pattern = re.compile(re.escape(prefix) + _AUTONAME_SUFFIX + "$")
     paginator = aws.sagemaker.get_paginator(listing.operation)
@@ -125,7 +125,7 @@ def _owned(aws: _Aws, listing: Listing, prefix: str, tags: Mapping[str, str]) ->
                 yield Owned(name, item["CreationTime"])
 
 
-def _describe_config(aws: _Aws, name: str) -> Mapping[str, Any]:
+def _describe_config(aws: AwsClients, name: str) -> Mapping[str, Any]:
     described: Mapping[str, Any] = aws.call(
         f"describe endpoint config {name!r}",
         functools.partial(aws.sagemaker.describe_endpoint_config, EndpointConfigName=name),
@@ -139,7 +139,7 @@ def _models_of(config: Mapping[str, Any]) -> set[str]:
 
 
 def plan_cleanup(
-    aws: _Aws, endpoint_name: str, expected_config: str | None, *, stack: str | None, after_destroy: bool
+    aws: AwsClients, endpoint_name: str, expected_config: str | None, *, stack: str | None, after_destroy: bool
 ) -> Plan:
     """Decide what to delete; raise a :class:`VerifyError` (deleting nothing) when it is not safe."""
     description: Mapping[str, Any] | None
@@ -199,7 +199,7 @@ def plan_cleanup(
     return plan
 
 
-def apply(aws: _Aws, plan: Plan) -> None:
+def apply(aws: AwsClients, plan: Plan) -> None:
     """Delete the plan's configs, then its models (a config names its models, not the other way round)."""
     for name in plan.configs:
         aws.call(
@@ -247,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UsageError(
                 "nothing says which config the endpoint must run: missing endpointConfigName (or --expected-config)"
             )
-        aws = _Aws(region)
+        aws = AwsClients(region)
         plan = plan_cleanup(aws, endpoint_name, expected, stack=args.stack, after_destroy=args.after_destroy)
         plan.dry_run = args.dry_run
         if not args.dry_run:

@@ -258,7 +258,7 @@ class VerifyResult:
         )
 
 
-class _Aws:
+class AwsClients:
     """The boto3 clients, and the translation of botocore errors into :class:`VerifyError`."""
 
     def __init__(self, region: str | None) -> None:
@@ -352,7 +352,7 @@ def verify(
     workdir: Path | None = None,
 ) -> VerifyResult:
     """Run every check against ``target``; raise a :class:`VerifyError` at the first failure."""
-    aws = _Aws(target.region)
+    aws = AwsClients(target.region)
     name = target.endpoint_name
     description = aws.call(
         f"describe endpoint {name!r}",
@@ -403,7 +403,7 @@ def verify(
     return VerifyResult(name, target.expected_config, variants, package, digest, rows, worst, mode)
 
 
-def _check_variant_package(aws: _Aws, endpoint: str, variant: Mapping[str, Any], digest: str) -> None:
+def _check_variant_package(aws: AwsClients, endpoint: str, variant: Mapping[str, Any], digest: str) -> None:
     model_name = str(variant.get("ModelName"))
     model = aws.call(f"describe model {model_name!r}", lambda: aws.sagemaker.describe_model(ModelName=model_name))
     served = model_data_digest(model)
@@ -424,7 +424,7 @@ def _fetch(package_uri: str, dest: Path) -> Manifest:
         raise PackageError(f"cannot fetch the package {package_uri}: {exc}") from None
 
 
-def _invoke(aws: _Aws, name: str, body: bytes) -> bytes:
+def _invoke(aws: AwsClients, name: str, body: bytes) -> bytes:
     # A fresh inference id marks the smoke request in the endpoint's data capture (and keeps every
     # invocation distinct for emulators that cache answers by request).
     inference_id = f"model-deploy-verify-{uuid.uuid4().hex}"
@@ -441,7 +441,7 @@ def _invoke(aws: _Aws, name: str, body: bytes) -> bytes:
 
 
 def _invoke_async(
-    aws: _Aws,
+    aws: AwsClients,
     name: str,
     body: bytes,
     config: Mapping[str, Any],
@@ -508,7 +508,7 @@ def _async_input_prefix(output_path: str) -> str:
     return f"{parent}/input" if last == "output" and parent.count("/") >= 2 else output_path
 
 
-def _read_s3(aws: _Aws, uri: str) -> bytes | None:
+def _read_s3(aws: AwsClients, uri: str) -> bytes | None:
     bucket, key = _split_s3(uri)
 
     def read() -> bytes | None:

@@ -17,9 +17,7 @@ from pydantic import AfterValidator, Field
 
 from infra.config.aws_limits import AwsLimits, NameRule, Range, aws_limits, instance_family
 from infra.config.errors import did_you_mean
-from infra.config.fields import ConfigModel, at_least, between, fail, positive
-from model_package.errors import InvalidStoreURIError
-from model_package.stores import parse_store_uri
+from infra.config.fields import ConfigModel, at_least, between, bucket_name_problem, fail, positive
 
 EndpointMode = Literal["realtime", "serverless", "async"]
 DeploymentStrategy = Literal["all_at_once", "canary", "linear"]
@@ -131,11 +129,8 @@ def _check_region(value: str) -> str:
 
 
 def _check_bucket(value: str) -> str:
-    try:
-        parse_store_uri(f"s3://{value}")
-    except InvalidStoreURIError as exc:
-        # model_package words the rule ("... bucket name: <why>; supported: ..."); keep only the why.
-        reason = str(exc).partition("bucket name: ")[2].partition("; supported")[0] or str(exc)
+    reason = bucket_name_problem("s3", value)
+    if reason:
         fail(f"is not a valid S3 bucket name: {reason}")
     return value
 

@@ -13,6 +13,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict
 from pydantic_core import PydanticCustomError
 
 from infra.config.aws_limits import aws_limits
+from model_package.errors import InvalidStoreURIError
+from model_package.stores import parse_store_uri
 
 
 def fail(message: str) -> NoReturn:
@@ -78,3 +80,13 @@ def _check_tag_value(value: str) -> str:
 #: Tag keys and values: AWS's rules (botocore), the stricter of the two clouds' (labels are derived).
 TagKey = Annotated[str, AfterValidator(_check_tag_key)]
 TagValue = Annotated[str, AfterValidator(_check_tag_value)]
+
+
+def bucket_name_problem(scheme: str, name: str) -> str | None:
+    """Why ``name`` is not a bucket name of ``scheme`` (``s3``/``gs``), per the stores' own rule; ``None`` if it is."""
+    try:
+        parse_store_uri(f"{scheme}://{name}")
+    except InvalidStoreURIError as exc:
+        # model_package words the rule ("... bucket name: <why>; supported: ..."); keep only the why.
+        return str(exc).partition("bucket name: ")[2].partition("; supported")[0] or str(exc)
+    return None

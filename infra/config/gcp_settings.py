@@ -13,10 +13,8 @@ from pydantic import AfterValidator, Field
 
 from infra.config import gcp_limits
 from infra.config.errors import did_you_mean
-from infra.config.fields import ConfigModel, at_least, between, fail
+from infra.config.fields import ConfigModel, at_least, between, bucket_name_problem, fail
 from infra.config.gcp_limits import GcpNameRule
-from model_package.errors import InvalidStoreURIError
-from model_package.stores import parse_store_uri
 
 
 def _gcp_named(rule: GcpNameRule, what: str) -> AfterValidator:
@@ -37,10 +35,8 @@ def _check_gcp_region(value: str) -> str:
 
 
 def _check_gcs_bucket(value: str) -> str:
-    try:
-        parse_store_uri(f"gs://{value}")
-    except InvalidStoreURIError as exc:
-        reason = str(exc).partition("bucket name: ")[2].partition("; supported")[0] or str(exc)
+    reason = bucket_name_problem("gs", value)
+    if reason:
         fail(
             f"is not a valid Cloud Storage bucket name: {reason} (https://cloud.google.com/storage/docs/buckets#naming)"
         )

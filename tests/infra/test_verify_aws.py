@@ -24,12 +24,12 @@ import pytest
 
 from inference.codecs import encode_response
 from infra.verify_aws import (
+    AwsClients,
     AwsCredentialsError,
     AwsUnavailableError,
     EndpointNotReadyError,
     SmokeTestError,
     UsageError,
-    _Aws,
     check_status,
     compare_predictions,
     main,
@@ -428,16 +428,16 @@ def _raise(exc: Exception) -> Any:
 
 
 @pytest.fixture
-def aws(aws_env: str) -> _Aws:
-    return _Aws(REGION)
+def aws(aws_env: str) -> AwsClients:
+    return AwsClients(REGION)
 
 
-def test_throttling_after_retries_says_so(aws: _Aws) -> None:
+def test_throttling_after_retries_says_so(aws: AwsClients) -> None:
     with pytest.raises(AwsUnavailableError, match=r"AWS throttled the call to describe endpoint 'mlp' even after"):
         aws.call("describe endpoint 'mlp'", lambda: _raise(_client_error("ThrottlingException", "Rate exceeded")))
 
 
-def test_access_denied_names_the_call(aws: _Aws) -> None:
+def test_access_denied_names_the_call(aws: AwsClients) -> None:
     with pytest.raises(AwsCredentialsError, match=r"not allowed to invoke endpoint 'mlp': User: arn:aws:sts"):
         aws.call(
             "invoke endpoint 'mlp'",
