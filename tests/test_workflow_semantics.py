@@ -3,8 +3,14 @@ of merges and approvals: simulated from the workflow files (tests/workflow_sim.p
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -260,7 +266,7 @@ def test_the_simulators_expressions(expression: str, expected: object) -> None:
     assert condition("needs.plan.outputs.dev == 'true'", context, status) is False  # implicit success()
 
 
-def _steps() -> list[dict[str, object]]:
+def _steps() -> list[dict[str, Any]]:
     job = simulator().load("pulumi-stack.yml")["jobs"]["pulumi"]
     return list(job["steps"])
 
@@ -382,3 +388,97 @@ def test_a_gcp_deploy_verifies_before_its_empty_preview_and_has_no_aws_steps() -
 def test_previews_and_drift_checks_run_no_deploy_step(operation: str) -> None:
     outcomes = _deploy("aws", operation=operation)
     assert {outcomes[name] for name in (LIVE, UP, VERIFY["aws"], SETTLED, CLEANUP)} == {"skipped"}
+
+
+# --- preview.yml: a pull request that would replace a prod endpoint fails its check
+
+
+def _replacement_step() -> dict[str, object]:
+    job = simulator().load("preview.yml")["jobs"]["replacement"]
+    (step,) = [step for step in job["steps"] if "model-deploy-check-change" in str(step.get("run", ""))]
+    return dict(step)
+
+
+def _git(repo: Path, *args: str) -> str:
+    done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True)
+    return done.stdout.strip()
+
+
+def _pull_request(tmp_path: Path, edit: Callable[[str], str], file: str = "Pulumi.aws-prod.yaml") -> Path:
+    """A repository whose default branch has the committed stack files and a pull request that edits ``file``."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q", "-b", "main")
+    _git(repo, "config", "user.email", "ci@example.com")
+    _git(repo, "config", "user.name", "ci")
+    for path in ROOT.glob("Pulumi.*.yaml"):
+        shutil.copy(path, repo / path.name)
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-qm", "base")
+    target = repo / file
+    target.write_text(edit(target.read_text()))
+    _git(repo, "commit", "-qam", "the pull request")
+    return repo
+
+
+def _run_check(tmp_path: Path, repo: Path) -> subprocess.CompletedProcess[str]:
+    """The workflow step's own script, with model-deploy-check-change (the console script) on PATH."""
+    step = _replacement_step()
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    command = bin_dir / "model-deploy-check-change"
+    command.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m infra.check_change "$@"\n')
+    command.chmod(0o755)
+    runner_temp = tmp_path / "runner"
+    runner_temp.mkdir()
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": str(ROOT),
+        "RUNNER_TEMP": str(runner_temp),
+        "BASE": _git(repo, "rev-parse", "HEAD~1"),
+        "HEAD": _git(repo, "rev-parse", "HEAD"),
+    }
+    assert step["shell"] == "bash"
+    return subprocess.run(
+        ["bash", "-e", "-o", "pipefail", "-c", str(step["run"])],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_a_pull_request_that_renames_the_prod_endpoint_fails_with_the_reason(tmp_path: Path) -> None:
+    repo = _pull_request(tmp_path, lambda text: text.replace("name: digits-prod", "name: digits-prod-2", 1))
+    done = _run_check(tmp_path, repo)
+    assert done.returncode == 1, done.stdout + done.stderr
+    (annotation,) = [line for line in done.stdout.splitlines() if line.startswith("::error")]
+    assert "file=Pulumi.aws-prod.yaml" in annotation
+    assert "renames prod endpoint 'digits-prod'" in annotation and "ForceNew" in annotation
+
+
+def test_a_pull_request_that_changes_prod_in_place_passes(tmp_path: Path) -> None:
+    repo = _pull_request(tmp_path, lambda text: text.replace("cost-center: ml-platform", "cost-center: ml-serving", 1))
+    done = _run_check(tmp_path, repo)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "OK: the change to stack aws-prod replaces no prod endpoint" in done.stdout
+
+
+def test_the_replacement_check_leaves_non_prod_stacks_alone(tmp_path: Path) -> None:
+    repo = _pull_request(
+        tmp_path, lambda text: text.replace("name: digits-dev", "name: digits-dev-2", 1), file="Pulumi.aws-dev.yaml"
+    )
+    done = _run_check(tmp_path, repo)
+    assert done.returncode == 0 and "::error" not in done.stdout, done.stdout + done.stderr
+
+
+def test_the_replacement_check_runs_on_every_pull_request_fork_or_not() -> None:
+    sim = simulator()
+    pr = sim.trigger(
+        "preview.yml", "pull_request", {"pull_request": {"number": 7, "head": {"repo": {"full_name": "someone/fork"}}}}
+    )
+    assert pr is not None
+    assert sim.states(pr)["replacement"] == "running"
