@@ -3,12 +3,18 @@ of merges and approvals: simulated from the workflow files (tests/workflow_sim.p
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.workflow_sim import Run, Simulator, condition, evaluate
+from tests.workflow_sim import Run, Simulator, condition, evaluate, run_steps
 
 ROOT = Path(__file__).resolve().parents[1]
 REPOSITORY = "acme/model-deploy"
@@ -260,7 +266,7 @@ def test_the_simulators_expressions(expression: str, expected: object) -> None:
     assert condition("needs.plan.outputs.dev == 'true'", context, status) is False  # implicit success()
 
 
-def _steps() -> list[dict[str, object]]:
+def _steps() -> list[dict[str, Any]]:
     job = simulator().load("pulumi-stack.yml")["jobs"]["pulumi"]
     return list(job["steps"])
 
@@ -290,3 +296,189 @@ def test_every_pulumi_command_that_runs_the_program_records_the_pipelines_revisi
     assert {name for name, _ in commands} >= {"pulumi preview", "pulumi up"}
     for name, line in commands:
         assert '--config "model-deploy:gitRevision=$REVISION"' in line, f"{name}: {line}"
+
+
+# --- the steps of a deploy (pulumi-stack.yml, operation up), from the file's own `if`s
+
+
+def _deploy(cloud: str, fail: set[str] | None = None, operation: str = "up") -> dict[str, str]:
+    """``{step name: outcome}`` of one pulumi-stack.yml job when the steps in ``fail`` fail."""
+    context = {
+        "inputs": {"stack": f"{cloud}-prod", "cloud": cloud, "operation": operation, "credentials": "PROD"},
+        "github": {"sha": "a1", "event": {}},
+        "vars": {},
+    }
+    return dict(run_steps(_steps(), context, fail))
+
+
+LIVE = "Live instance counts (model-deploy-live-capacity)"
+UP = "pulumi up"
+VERIFY = {
+    "aws": "Verify the deployment (model-deploy-verify)",
+    "gcp": "Verify the deployment (model-deploy-verify-gcp)",
+}
+SETTLED = "pulumi preview --expect-no-changes"
+CLEANUP = "Delete superseded models and configs (model-deploy-cleanup)"
+
+
+def _ran(outcomes: dict[str, str]) -> list[str]:
+    return [name for name, outcome in outcomes.items() if outcome != "skipped"]
+
+
+def test_an_aws_deploy_reads_live_capacity_then_ups_verifies_checks_and_cleans_up_in_that_order() -> None:
+    ran = _ran(_deploy("aws"))
+    order = [LIVE, UP, VERIFY["aws"], SETTLED, CLEANUP]
+    assert [name for name in ran if name in order] == order
+    assert all(outcome == "success" for outcome in _deploy("aws").values() if outcome != "skipped")
+
+
+def test_the_live_counts_reach_pulumi_up_through_the_job_environment() -> None:
+    # $GITHUB_ENV lines become environment variables of the job's later steps; the program reads the
+    # variable infra/aws/capacity.py names, and the command prints exactly that NAME=value line.
+    from infra.aws.capacity import LIVE_COUNTS_VARIABLE
+    from infra.capacity_aws import LiveCounts
+
+    (live,) = [step for step in _steps() if step.get("name") == LIVE]
+    assert re.search(
+        r'model-deploy-live-capacity --stack-file "Pulumi\.\$\{STACK\}\.yaml" >> "\$GITHUB_ENV"$', live["run"].strip()
+    )
+    assert live["env"]["STACK"] == "${{ inputs.stack }}"
+    assert LiveCounts({"primary": 6}).summary() == f'{LIVE_COUNTS_VARIABLE}={{"primary":6}}'
+
+
+def test_nothing_is_deployed_when_the_live_counts_cannot_be_read() -> None:
+    # Mid-rollout (exit 4) or no credentials: `pulumi up` must not start at the configured counts.
+    outcomes = _deploy("aws", fail={LIVE})
+    assert outcomes[UP] == outcomes[VERIFY["aws"]] == outcomes[CLEANUP] == "skipped"
+
+
+def test_a_rolled_back_deploy_fails_at_verify_shows_the_diff_and_deletes_nothing() -> None:
+    # After an auto-rollback `pulumi up` succeeds and verify exits 5: the kept config must survive.
+    outcomes = _deploy("aws", fail={VERIFY["aws"]})
+    assert outcomes[UP] == "success"
+    assert outcomes[SETTLED] == "success"  # still runs, for the diff it shows
+    assert outcomes[CLEANUP] == "skipped"
+
+
+def test_cleanup_waits_for_the_empty_preview_too() -> None:
+    outcomes = _deploy("aws", fail={SETTLED})
+    assert outcomes[VERIFY["aws"]] == "success" and outcomes[CLEANUP] == "skipped"
+
+
+def test_cleanup_reads_the_outputs_verify_checked() -> None:
+    steps = {step.get("name"): step for step in _steps()}
+    verified = re.search(r"model-deploy-verify --stack-outputs (\S+)", steps[VERIFY["aws"]]["run"])
+    cleaned = re.search(r"model-deploy-cleanup --stack-outputs (\S+)", steps[CLEANUP]["run"])
+    assert verified and cleaned and verified.group(1) == cleaned.group(1)
+
+
+def test_a_failed_up_runs_no_verify_preview_or_cleanup() -> None:
+    outcomes = _deploy("aws", fail={UP})
+    assert outcomes[VERIFY["aws"]] == outcomes[SETTLED] == outcomes[CLEANUP] == "skipped"
+
+
+def test_a_gcp_deploy_verifies_before_its_empty_preview_and_has_no_aws_steps() -> None:
+    outcomes = _deploy("gcp")
+    ran = _ran(outcomes)
+    assert ran.index(UP) < ran.index(VERIFY["gcp"]) < ran.index(SETTLED)
+    assert outcomes[LIVE] == outcomes[CLEANUP] == outcomes[VERIFY["aws"]] == "skipped"
+
+
+@pytest.mark.parametrize("operation", ["preview", "drift"])
+def test_previews_and_drift_checks_run_no_deploy_step(operation: str) -> None:
+    outcomes = _deploy("aws", operation=operation)
+    assert {outcomes[name] for name in (LIVE, UP, VERIFY["aws"], SETTLED, CLEANUP)} == {"skipped"}
+
+
+# --- preview.yml: a pull request that would replace a prod endpoint fails its check
+
+
+def _replacement_step() -> dict[str, object]:
+    job = simulator().load("preview.yml")["jobs"]["replacement"]
+    (step,) = [step for step in job["steps"] if "model-deploy-check-change" in str(step.get("run", ""))]
+    return dict(step)
+
+
+def _git(repo: Path, *args: str) -> str:
+    done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True)
+    return done.stdout.strip()
+
+
+def _pull_request(tmp_path: Path, edit: Callable[[str], str], file: str = "Pulumi.aws-prod.yaml") -> Path:
+    """A repository whose default branch has the committed stack files and a pull request that edits ``file``."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q", "-b", "main")
+    _git(repo, "config", "user.email", "ci@example.com")
+    _git(repo, "config", "user.name", "ci")
+    for path in ROOT.glob("Pulumi.*.yaml"):
+        shutil.copy(path, repo / path.name)
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-qm", "base")
+    target = repo / file
+    target.write_text(edit(target.read_text()))
+    _git(repo, "commit", "-qam", "the pull request")
+    return repo
+
+
+def _run_check(tmp_path: Path, repo: Path) -> subprocess.CompletedProcess[str]:
+    """The workflow step's own script, with model-deploy-check-change (the console script) on PATH."""
+    step = _replacement_step()
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    command = bin_dir / "model-deploy-check-change"
+    command.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m infra.check_change "$@"\n')
+    command.chmod(0o755)
+    runner_temp = tmp_path / "runner"
+    runner_temp.mkdir()
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": str(ROOT),
+        "RUNNER_TEMP": str(runner_temp),
+        "BASE": _git(repo, "rev-parse", "HEAD~1"),
+        "HEAD": _git(repo, "rev-parse", "HEAD"),
+    }
+    assert step["shell"] == "bash"
+    return subprocess.run(
+        ["bash", "-e", "-o", "pipefail", "-c", str(step["run"])],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_a_pull_request_that_renames_the_prod_endpoint_fails_with_the_reason(tmp_path: Path) -> None:
+    repo = _pull_request(tmp_path, lambda text: text.replace("name: digits-prod", "name: digits-prod-2", 1))
+    done = _run_check(tmp_path, repo)
+    assert done.returncode == 1, done.stdout + done.stderr
+    (annotation,) = [line for line in done.stdout.splitlines() if line.startswith("::error")]
+    assert "file=Pulumi.aws-prod.yaml" in annotation
+    assert "renames prod endpoint 'digits-prod'" in annotation and "ForceNew" in annotation
+
+
+def test_a_pull_request_that_changes_prod_in_place_passes(tmp_path: Path) -> None:
+    repo = _pull_request(tmp_path, lambda text: text.replace("cost-center: ml-platform", "cost-center: ml-serving", 1))
+    done = _run_check(tmp_path, repo)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "OK: the change to stack aws-prod replaces no prod endpoint" in done.stdout
+
+
+def test_the_replacement_check_leaves_non_prod_stacks_alone(tmp_path: Path) -> None:
+    repo = _pull_request(
+        tmp_path, lambda text: text.replace("name: digits-dev", "name: digits-dev-2", 1), file="Pulumi.aws-dev.yaml"
+    )
+    done = _run_check(tmp_path, repo)
+    assert done.returncode == 0 and "::error" not in done.stdout, done.stdout + done.stderr
+
+
+def test_the_replacement_check_runs_on_every_pull_request_fork_or_not() -> None:
+    sim = simulator()
+    pr = sim.trigger(
+        "preview.yml", "pull_request", {"pull_request": {"number": 7, "head": {"repo": {"full_name": "someone/fork"}}}}
+    )
+    assert pr is not None
+    assert sim.states(pr)["replacement"] == "running"

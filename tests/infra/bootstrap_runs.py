@@ -49,6 +49,12 @@ class BootstrapMocks(RecordingMocks):
                 "endpoint": "",
                 "description": "",
             }, []
+        if args.token == "aws:iam/getOpenIdConnectProvider:getOpenIdConnectProvider":
+            # The account's existing provider, as IAM names it: oidc-provider/<host of its URL>.
+            self.calls.append(args.token)
+            host = str(args.args["url"]).removeprefix("https://")
+            arn = f"arn:aws:iam::{self.account_id}:oidc-provider/{host}"
+            return {"arn": arn, "url": host, "id": arn, "clientIdLists": ["sts.amazonaws.com"], "tags": {}}, []
         return super().call(args)
 
 

@@ -80,6 +80,17 @@ def test_aws_github_oidc_provider(aws_run: Deployment) -> None:
     assert provider["clientIdLists"] == ["sts.amazonaws.com"]
 
 
+def test_aws_reuses_an_existing_github_oidc_provider() -> None:
+    # IAM allows one provider per URL per account: with oidcProvider existing the bootstrap creates
+    # none, looks the account's up by GitHub's URL, and the roles trust that one.
+    run = bootstrap({**AWS, "aws": {**AWS["aws"], "oidcProvider": "existing"}})
+    assert run.of_type("aws:iam/openIdConnectProvider:OpenIdConnectProvider") == []
+    assert "aws:iam/getOpenIdConnectProvider:getOpenIdConnectProvider" in run.calls
+    for role in ("dev", "staging", "prod", "readonly"):
+        trust = json_input(run.one("aws:iam/role:Role", f"{role}-role"), "assumeRolePolicy")
+        assert [s["Principal"] for s in trust["Statement"]] == [{"Federated": OIDC_ARN}]
+
+
 @pytest.mark.parametrize(
     ("role", "subjects"),
     [

@@ -285,3 +285,29 @@ def test_vertex_stacks_readonly_previews_and_writes_nothing() -> None:
     assert denied(world, world.readonly, readonly_needs(world)) == []
     writes = [need for environment in ENVIRONMENTS for need in cross_environment_writes(world, environment)]
     assert allowed(world, world.readonly, writes) == []
+
+
+def test_readonly_reads_every_stacks_history_and_outputs_for_the_plan_and_the_promotion_check(
+    world: GcpWorld,
+) -> None:
+    # deploy.yml's plan (`pulumi stack history`) and preview.yml's promotion check (`pulumi stack
+    # output` of gcp-staging) run with GCP_SERVICE_ACCOUNT_READONLY: the checkpoint, the history
+    # objects (pulumi/pulumi pkg/backend/diy: history/<project>/<stack>/<stack>-<time>.history.json)
+    # and the secrets key.
+    needs = [
+        need
+        for stack in world.stacks.values()
+        for need in [
+            *state_needs(STATE_BUCKET, PULUMI_PROJECT, stack.name, write=False),
+            Need(
+                "storage.objects.get",
+                object_resource(
+                    STATE_BUCKET,
+                    f".pulumi/history/{PULUMI_PROJECT}/{stack.name}/{stack.name}-1764921600000000000.history.json",
+                ),
+                f"history of {stack.name}",
+            ),
+        ]
+    ]
+    needs.append(Need("cloudkms.cryptoKeyVersions.useToDecrypt", world.secrets_key(), "stack secrets"))
+    assert denied(world, world.readonly, needs) == []

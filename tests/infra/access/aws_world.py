@@ -151,7 +151,8 @@ class AwsWorld:
         """The inline policies the bootstrap attached to ``principal``'s role (found by role name and account)."""
         name = principal.role_name.removeprefix("github-model-deploy-")
         account_suffix = "" if principal.account == self.layout.state_account else f"-{principal.account}"
-        policy = self.bootstrap.one("aws:iam/rolePolicy:RolePolicy", f"{name}-policy{account_suffix}")
+        wanted = f"{name}-policy{account_suffix}"  # exactly: "readonly-policy" is part of "readonly-policy-<account>"
+        (policy,) = [p for p in self.bootstrap.of_type("aws:iam/rolePolicy:RolePolicy") if p.name == wanted]
         return {policy.name: json_input(policy, "policy")}
 
     def resource_policy(self, resource: str, owner: str) -> tuple[ResourcePolicy | None, str]:
@@ -204,6 +205,34 @@ def build_world(layout: Layout, stacks: Mapping[str, Mapping[str, Any]]) -> AwsW
         for name, values in stacks.items()
     }
     return AwsWorld(layout, run, ran)
+
+
+#: The two supported layouts (README, "AWS accounts"): the state in a tooling account and one account
+#: per environment (the committed stacks' own accounts), or everything in one shared account.
+LAYOUTS = ("account-per-environment", "shared-account")
+TOOLING_ACCOUNT = "999999999999"
+SHARED_ACCOUNT = "123456789012"
+
+
+def retarget(values: Mapping[str, Any], account: str) -> dict[str, Any]:
+    """A committed stack moved into ``account`` (its image and topic ARNs name their account)."""
+    moved: dict[str, Any] = json.loads(json.dumps(values).replace(stack_account(values), account))
+    return moved
+
+
+def build_layout(layout: str, stacks: Mapping[str, Mapping[str, Any]]) -> AwsWorld:
+    """The world of one of :data:`LAYOUTS` for the committed ``stacks``."""
+    environments = {str(values["model-deploy:environment"]): values for values in stacks.values()}
+    if layout == "account-per-environment":
+        return build_world(
+            Layout(TOOLING_ACCOUNT, {env: stack_account(values) for env, values in environments.items()}), stacks
+        )
+    if layout != "shared-account":
+        raise ValueError(f"unknown layout {layout!r}: one of {LAYOUTS}")
+    return build_world(
+        Layout(SHARED_ACCOUNT, dict.fromkeys(environments, SHARED_ACCOUNT)),
+        {name: retarget(values, SHARED_ACCOUNT) for name, values in stacks.items()},
+    )
 
 
 # --- calls that are not Pulumi resources -----------------------------------------------------------

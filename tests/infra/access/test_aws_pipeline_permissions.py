@@ -8,26 +8,23 @@ another environment's state, roles or keys; the read-only roles may write nothin
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 
 import pytest
 
 from infra.access.aws_calls import Call
 from tests.infra.access.aws_world import (
+    LAYOUTS,
+    SHARED_ACCOUNT,
     AwsWorld,
-    Layout,
     Stack,
-    build_world,
+    build_layout,
     committed_aws_stacks,
-    stack_account,
     state_calls,
     verify_calls,
 )
 
 STACKS = committed_aws_stacks()
-TOOLING_ACCOUNT = "999999999999"
-SHARED_ACCOUNT = "123456789012"
 WRITE_PREFIXES = (
     "Create",
     "Delete",
@@ -59,27 +56,9 @@ def _shared_account_gap(call: Call) -> bool:
     return call.action in SHARED_ACCOUNT_GAPS and ":alarm:TargetTracking-endpoint/" in call.resource
 
 
-def _per_environment() -> Layout:
-    accounts = {str(values["model-deploy:environment"]): stack_account(values) for values in STACKS.values()}
-    return Layout(TOOLING_ACCOUNT, accounts)
-
-
-def _shared() -> Layout:
-    return Layout(
-        SHARED_ACCOUNT, {str(values["model-deploy:environment"]): SHARED_ACCOUNT for values in STACKS.values()}
-    )
-
-
-def _retarget(values: dict, account: str) -> dict:
-    """A committed stack moved into ``account`` (its image and topic ARNs name their account)."""
-    return json.loads(json.dumps(values).replace(stack_account(values), account))
-
-
-@pytest.fixture(scope="module", params=["account-per-environment", "shared-account"])
+@pytest.fixture(scope="module", params=LAYOUTS)
 def world(request: pytest.FixtureRequest) -> AwsWorld:
-    if request.param == "account-per-environment":
-        return build_world(_per_environment(), STACKS)
-    return build_world(_shared(), {name: _retarget(values, SHARED_ACCOUNT) for name, values in STACKS.items()})
+    return build_layout(request.param, STACKS)
 
 
 def _is_write(call: Call) -> bool:
