@@ -24,6 +24,7 @@ from inference.codecs import DecodeLimits
 from inference.config import DEFAULT_MODEL_DIR, ServerConfig
 from inference.errors import BadRequestError, NotReadyError
 from inference.offload import Offloader
+from inference.response_limits import ResponseLimit, encode_within, request_rows
 from model_package.errors import LoadError, ManifestError, MissingFileError
 from model_package.example import load_arrays
 from model_package.formats import LoadedModel, check_inputs, get_format
@@ -60,6 +61,8 @@ class ModelService:
     draining: bool = False
     pipeline: Any | None = None
     """An ``inference.pipeline.PipelineService`` when the package declares a pipeline."""
+    response_limit: ResponseLimit = field(default_factory=lambda: ResponseLimit(6 * 1024 * 1024, "local"))
+    """The platform's response-size limit (``MODEL_SERVER_MAX_RESPONSE_BYTES``)."""
     hook_batcher: ItemBatcher | None = None
     """Batches requests through user code's ``predict_batch_fn`` (``None`` unless the code defines it)."""
     offload: Offloader = field(default_factory=Offloader, repr=False)
@@ -180,15 +183,18 @@ class ModelService:
         if not self.ready:
             raise NotReadyError("the model is not ready to serve predictions")
         if self.hook_batcher is not None:
-            return await self.hook_batcher.submit_item(request, timeout=self.request_timeout)
+            result = await self.hook_batcher.submit_item(request, timeout=self.request_timeout)
+        else:
 
-        def call() -> Any:
-            outcome = handler.run_batch([request])[0]
-            if isinstance(outcome, Exception):
-                raise outcome
-            return outcome
+            def call() -> Any:
+                outcome = handler.run_batch([request])[0]
+                if isinstance(outcome, Exception):
+                    raise outcome
+                return outcome
 
-        return await gate.run(call, timeout=self.request_timeout)
+            result = await gate.run(call, timeout=self.request_timeout)
+        request_rows.set(request.rows)  # what input_fn decoded, when it has rows (for the response-size check)
+        return result
 
     async def predict(self, inputs: Mapping[str, np.ndarray], *, timeout: float | None = None) -> dict[str, np.ndarray]:
         """Validate named inputs against the signature and run them through the batcher.
@@ -201,7 +207,23 @@ class ModelService:
             raise NotReadyError("the model is not ready to serve predictions")
         # Each request is validated on its own before it joins a batch, so a bad input fails alone.
         checked = self._validate(inputs)
+        # The middleware's response-size check tells "ask for fewer rows" (413) from "one row is too big" (500).
+        request_rows.set(int(next(iter(checked.values())).shape[0]))
         return await self.batcher.submit(checked, timeout=self.request_timeout if timeout is None else timeout)
+
+    def encode(self, outputs: Mapping[str, np.ndarray], accept: str | None, *, default: str) -> tuple[bytes, str]:
+        """The response body and media type for ``outputs``, refused (413/500) if over the response limit.
+
+        A body whose estimated size is far over the limit is refused before it is built.
+        """
+        from inference.codecs import encode_response
+
+        return encode_within(
+            self.response_limit,
+            outputs,
+            lambda part: encode_response(part, accept, self.signature, default=default),
+            lambda encoded: len(encoded[0]),
+        )
 
     def _validate(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         checked = check_inputs(self.signature, inputs)
@@ -310,6 +332,7 @@ def load_service(config: ServerConfig, *, observer: BatchObserver | None = None)
         limits=DecodeLimits.for_body_limit(config.max_request_bytes),
         load_seconds=load_seconds,
         warmup_seconds=0.0,
+        response_limit=ResponseLimit(config.max_response_bytes, config.platform),
         hook_batcher=hook_batcher,
     )
     if manifest.pipeline is not None and model is not None:

@@ -50,7 +50,6 @@ from starlette.routing import BaseRoute, Route
 from inference.codecs import (
     check_json_exchange,
     decode_request,
-    encode_response,
     negotiate,
     oip_binary,
     parse_media_type,
@@ -64,6 +63,7 @@ from inference.codecs.oip_json import (
 from inference.config import ServerConfig
 from inference.errors import ApiError, BadRequestError, NotFoundError, UnsupportedMediaTypeError
 from inference.protocols.sagemaker import invoke_user_code
+from inference.response_limits import encode_within
 from inference.service import ModelService
 from model_package._version import __version__
 from model_package.manifest import Manifest, TensorSpec
@@ -168,7 +168,12 @@ def routes(service: ModelService, config: ServerConfig) -> list[BaseRoute]:
         else:
             outputs = await service.predict(parsed.inputs)
         request_id = parsed.id if parsed.id is not None else request.scope.get("state", {}).get("request_id")
-        payload, json_length = infer_response(manifest, outputs, parsed.outputs, request_id, parsed.binary_outputs)
+        payload, json_length = encode_within(
+            service.response_limit,
+            outputs,
+            lambda part: infer_response(manifest, part, parsed.outputs, request_id, parsed.binary_outputs),
+            lambda encoded: len(encoded[0]),
+        )
         extra = None if json_length is None else {"Inference-Header-Content-Length": str(json_length)}
         return Response(payload, headers=extra, media_type=media_type)
 
@@ -220,7 +225,7 @@ def routes(service: ModelService, config: ServerConfig) -> list[BaseRoute]:
             ),
         )
         outputs = await service.predict(inputs)
-        payload, media_type = encode_response(outputs, JSON, signature, default=JSON)
+        payload, media_type = service.encode(outputs, JSON, default=JSON)
         return Response(payload, media_type=media_type)
 
     return [

@@ -18,6 +18,7 @@ from inference.errors import (
     PayloadTooLargeError,
     UnsupportedMediaTypeError,
 )
+from inference.response_limits import rows_of
 from inference.user_code.context import RequestContext
 from inference.user_code.errors import input_problem
 from inference.user_code.importing import (
@@ -74,6 +75,8 @@ class HookRequest:
     accept: str | None = None
     tensors: Mapping[str, Any] | None = None
     """Open Inference Protocol requests: decoded by the protocol; input_fn and output_fn do not run."""
+    rows: int | None = None
+    """Rows of the decoded data, once known (for the response-size check's advice)."""
 
 
 def _as_array(value: Any) -> Any:
@@ -233,6 +236,7 @@ class UserCodeHandler:
                 outcomes[index] = decoded
             else:
                 data[index] = decoded
+                request.rows = rows_of(decoded)
         predictions = self._predict(requests, data)
         for index, prediction in predictions.items():
             request = requests[index]
