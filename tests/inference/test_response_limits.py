@@ -35,7 +35,8 @@ def limited_server(torch_package: Path, tmp_path_factory: pytest.TempPathFactory
 
 
 def _rows(count: int) -> list[list[float]]:
-    return np.random.default_rng(count).standard_normal((count, 64)).round(3).tolist()
+    rows: list[list[float]] = np.random.default_rng(count).standard_normal((count, 64)).round(3).tolist()
+    return rows
 
 
 def _statuses(server: ServerProcess) -> str:
@@ -51,7 +52,9 @@ def test_a_large_answer_is_a_413_that_says_how_many_rows_fit(limited_server: Ser
         # Refused on the estimate, before a ~120 KB body was built.
         assert message.startswith("the answer to this request would be about ")
         assert f"above this endpoint's response limit of {LIMIT} bytes" in message
-        fits = int(re.search(r"send at most (\d+) rows per request \(this one held 1000\)", message).group(1))
+        advice = re.search(r"send at most (\d+) rows per request \(this one held 1000\)", message)
+        assert advice is not None, message
+        fits = int(advice.group(1))
         assert 50 < fits < 1000
         # The advice holds: that many rows are answered.
         assert client.post("/invocations", json={"instances": _rows(fits)}).status_code == 200
