@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per measured wrk run (default 8)")
     parser.add_argument("--quick", action="store_true", help="3 s per measured run, 1 s warm-up")
     parser.add_argument("--workloads", default="tiny,cnn", help="comma-separated subset of: tiny, cnn")
+    parser.add_argument("--max-batch-size", type=int, help="MODEL_SERVER_MAX_BATCH_SIZE for every server")
     parser.add_argument("--output", type=Path, default=REPO / "bench" / "results" / "user_code_throughput.json")
     args = parser.parse_args(argv)
     duration, warmup = (3.0, 1.0) if args.quick else (args.duration, 2.0)
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(tmp)
         settings = Settings(
             threads=cores,
-            ours_env={},
+            ours_env={} if args.max_batch_size is None else {"MODEL_SERVER_MAX_BATCH_SIZE": str(args.max_batch_size)},
             logs=root,
             duration=duration,
             warmup=warmup,
@@ -162,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"{name:<5} {variant:<17} c={row['connections']:<3.0f} {share:>6.0%} of the built-in path's req/s"
                 )
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps({"cores": cores, "duration_s": duration, "results": results}, indent=2))
+    summary = {"cores": cores, "duration_s": duration, "max_batch_size": args.max_batch_size, "results": results}
+    args.output.write_text(json.dumps(summary, indent=2))
     return 1 if failed else 0
 
 
