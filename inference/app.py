@@ -37,6 +37,7 @@ from inference.errors import (
 )
 from inference.metrics import ServerMetrics
 from inference.protocols import oip, sagemaker, vertex
+from inference.response_limits import ResponseLimit, request_rows
 from inference.service import ModelService
 from model_package.errors import ModelPackageError
 
@@ -120,6 +121,7 @@ def create_app(service: ModelService, config: ServerConfig, metrics: ServerMetri
         platform=config.platform,
         metrics=metrics,
         direct_routes=direct_routes(routes),
+        response_limit=service.response_limit,
     )
 
 
@@ -139,7 +141,7 @@ def direct_routes(routes: list[BaseRoute]) -> dict[tuple[str, str], Route]:
 
 
 class ApiMiddleware:
-    """Request id, body-size limit, metrics and last-resort error handling for every HTTP request."""
+    """Request id, body-size limits, metrics and last-resort error handling for every HTTP request."""
 
     def __init__(
         self,
@@ -149,8 +151,10 @@ class ApiMiddleware:
         platform: str,
         metrics: ServerMetrics,
         direct_routes: dict[tuple[str, str], Route] | None = None,
+        response_limit: ResponseLimit | None = None,
     ) -> None:
         self.app = app
+        self.response_limit = response_limit
         self.max_request_bytes = max_request_bytes
         self.platform = platform
         self.metrics = metrics
@@ -165,10 +169,20 @@ class ApiMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id.decode()
         status = 500
         started = False
+        replaced = False
+        request_rows.set(None)
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status, started
+            nonlocal status, started, replaced
+            if replaced:
+                return  # the body of a response too large to send, already answered with an error
             if message["type"] == "http.response.start":
+                oversized = self._oversized(message)
+                if oversized is not None:
+                    # Every route's answer passes here: user code, pipelines and protocols without a check of their own.
+                    await error_response(oversized, request_id.decode())(scope, receive, send_with_id)
+                    replaced = True
+                    return
                 started = True
                 status = message["status"]
                 message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id)]
@@ -244,6 +258,15 @@ class ApiMiddleware:
         except Exception as exc:
             response = error_response(exc, scope["state"]["request_id"])
         await response(scope, receive, send)
+
+    def _oversized(self, start: Message) -> ApiError | None:
+        """The error replacing a successful response whose ``Content-Length`` exceeds the response limit."""
+        if self.response_limit is None or not 200 <= start["status"] < 300:
+            return None
+        length = _content_length({"headers": start.get("headers", ())})
+        if length is None or length <= self.response_limit.max_bytes:
+            return None
+        return self.response_limit.error(length, request_rows.get())
 
     def _too_large(self, size: int) -> PayloadTooLargeError:
         limit = self.max_request_bytes

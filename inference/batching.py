@@ -24,7 +24,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 import numpy as np
 
@@ -132,11 +132,11 @@ class Batcher:
                 headers={"Retry-After": "1"},
             )
         loop = asyncio.get_running_loop()
-        first = next(iter(inputs.values()))
+        rows, key = self._describe(inputs)
         job = _Job(
             inputs=inputs,
-            rows=int(first.shape[0]) if first.ndim else 1,
-            key=tuple((name, array.dtype.str, array.shape[1:]) for name, array in inputs.items()),
+            rows=rows,
+            key=key,
             enqueued=loop.time(),
             deadline=loop.time() + timeout,
             future=loop.create_future(),
@@ -225,8 +225,7 @@ class Batcher:
             return
         try:
             try:
-                inputs = batch[0].inputs if len(batch) == 1 else _concatenate([job.inputs for job in batch])
-                outputs = await self._compute.run(self._predict, inputs)
+                outputs = await self._compute.run(self._predict, self._merge(batch))
             except Exception as exc:
                 if len(batch) == 1:
                     _fail(batch[0], exc)
@@ -236,6 +235,21 @@ class Batcher:
         finally:
             self._slots.release()
         self._observer.batch_done(sum(job.rows for job in batch), len(batch), loop.time() - start)
+        self._deliver(batch, outputs)
+
+    # How requests merge into one model call and its outputs split back: tensors here (rows concatenated,
+    # outputs sliced); ItemBatcher overrides these three for requests that are arbitrary Python objects.
+
+    def _describe(self, inputs: Any) -> tuple[int, _ShapeKey]:
+        """A request's rows and the key of the requests it may share a model call with (same shapes)."""
+        first = next(iter(inputs.values()))
+        key = tuple((name, array.dtype.str, array.shape[1:]) for name, array in inputs.items())
+        return (int(first.shape[0]) if first.ndim else 1), key
+
+    def _merge(self, batch: list[_Job]) -> Any:
+        return batch[0].inputs if len(batch) == 1 else _concatenate([job.inputs for job in batch])
+
+    def _deliver(self, batch: list[_Job], outputs: Any) -> None:
         offset = 0
         for job in batch:
             if not job.future.done():
@@ -275,12 +289,41 @@ class Batcher:
             if job.future.done():
                 continue
             try:
-                outputs = await self._compute.run(self._predict, job.inputs)
+                outputs = await self._compute.run(self._predict, self._merge([job]))
             except Exception as exc:
                 _fail(job, exc)
             else:
-                if not job.future.done():
-                    job.future.set_result(dict(outputs))
+                self._deliver([job], outputs)
+
+
+class ItemBatcher(Batcher):
+    """A batcher over requests that are arbitrary objects (a package's ``predict_batch_fn``), not tensors.
+
+    ``predict`` takes a list of requests and returns one outcome per request, in order: its result,
+    or the exception that request alone failed with. Each request counts as one row of
+    ``max_batch_size``, and any requests may share a call. An exception raised by ``predict`` itself
+    fails the batch, whose requests are then re-run one by one (``Batcher._isolate``).
+    """
+
+    def __init__(self, predict: Callable[[list[Any]], list[Any]], **options: Any) -> None:
+        super().__init__(cast(PredictFn, predict), **options)
+
+    async def submit_item(self, item: Any, *, timeout: float) -> Any:
+        """Queue one request and wait at most ``timeout`` seconds for its outcome (raised if an exception)."""
+        return await self.submit(item, timeout=timeout)
+
+    def _describe(self, inputs: Any) -> tuple[int, _ShapeKey]:
+        return 1, ()
+
+    def _merge(self, batch: list[_Job]) -> Any:
+        return [job.inputs for job in batch]
+
+    def _deliver(self, batch: list[_Job], outputs: Any) -> None:
+        for job, outcome in zip(batch, outputs, strict=True):
+            if isinstance(outcome, Exception):
+                _fail(job, outcome)
+            elif not job.future.done():
+                job.future.set_result(outcome)
 
 
 def _fail(job: _Job, error: Exception) -> None:

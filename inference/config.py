@@ -33,6 +33,25 @@ BODY_LIMITS: dict[Platform, int] = {
     "cloudrun": 32 * MIB,  # HTTP/1 request limit
     "local": 6 * MIB,
 }
+#: Response-body limits of the platforms' front ends; a larger body would be replaced by the platform's
+#: own error, so the server refuses it first with one that says what to do (``inference.response_limits``).
+RESPONSE_LIMITS: dict[Platform, int] = {
+    # Real-time InvokeEndpoint payloads are at most 6 MB ("Amazon SageMaker endpoints and quotas":
+    # InvokeEndpoint payload size 6 MB); a larger container response fails the call ("Received client
+    # error (413) from primary and could not load the entire response body", AWS re:Post). Serverless
+    # endpoints: "The maximum request and response payload size for serverless invocations is 4 MB"
+    # (Invoke a serverless endpoint); asynchronous endpoints write the answer to S3 and take payloads up to
+    # 1 GB. infra/aws/endpoint.py sets MODEL_SERVER_MAX_RESPONSE_BYTES for those two modes.
+    "sagemaker": 6 * MIB,
+    # Vertex AI documents a 1.5 MB request limit for online prediction but no response limit (searched
+    # the custom container requirements and the quotas pages): our own bound, the same as Cloud Run's
+    # HTTP/1 cap, keeps one answer's memory in check; set MODEL_SERVER_MAX_RESPONSE_BYTES to change it.
+    "vertex": 32 * MIB,
+    # Cloud Run quotas: responses over HTTP/1 are at most 32 MiB unless streamed (Transfer-Encoding:
+    # chunked) or served over end-to-end HTTP/2; this server sends one body with a Content-Length.
+    "cloudrun": 32 * MIB,
+    "local": 6 * MIB,
+}
 #: Per-request deadlines just under each platform's invocation timeout (SageMaker 60 s, Vertex 60 s,
 #: Cloud Run's default 300 s), so we drop stale work before the platform gives up on it.
 REQUEST_TIMEOUTS: dict[Platform, float] = {"sagemaker": 55.0, "vertex": 55.0, "cloudrun": 290.0, "local": 55.0}
@@ -53,6 +72,8 @@ class ServerConfig:
     health_route: str
     predict_route: str
     max_request_bytes: int
+    max_response_bytes: int
+    """Response bodies above this are refused (``inference.response_limits``)."""
     request_timeout: float
     drain_timeout: float
     header_timeout: float
@@ -104,6 +125,7 @@ def load_config(
         health_route=_route(env, "AIP_HEALTH_ROUTE", "/health"),
         predict_route=_route(env, "AIP_PREDICT_ROUTE", "/predict"),
         max_request_bytes=_or(settings.max_request_bytes, BODY_LIMITS[platform]),
+        max_response_bytes=_or(settings.max_response_bytes, RESPONSE_LIMITS[platform]),
         request_timeout=_or(settings.request_timeout_s, REQUEST_TIMEOUTS[platform]),
         drain_timeout=_or(settings.drain_timeout_s, DRAIN_TIMEOUTS[platform]),
         header_timeout=_or(settings.header_timeout_s, 30.0),

@@ -19,11 +19,12 @@ from typing import Any
 import numpy as np
 
 from inference.admission import AdmissionGate
-from inference.batching import Batcher, BatchObserver
+from inference.batching import Batcher, BatchObserver, ItemBatcher
 from inference.codecs import DecodeLimits
 from inference.config import DEFAULT_MODEL_DIR, ServerConfig
 from inference.errors import BadRequestError, NotReadyError
 from inference.offload import Offloader
+from inference.response_limits import ResponseLimit, encode_within, request_rows
 from model_package.errors import LoadError, ManifestError, MissingFileError
 from model_package.example import load_arrays
 from model_package.formats import LoadedModel, check_inputs, get_format
@@ -60,6 +61,10 @@ class ModelService:
     draining: bool = False
     pipeline: Any | None = None
     """An ``inference.pipeline.PipelineService`` when the package declares a pipeline."""
+    response_limit: ResponseLimit = field(default_factory=lambda: ResponseLimit(6 * 1024 * 1024, "local"))
+    """The platform's response-size limit (``MODEL_SERVER_MAX_RESPONSE_BYTES``)."""
+    hook_batcher: ItemBatcher | None = None
+    """Batches requests through user code's ``predict_batch_fn`` (``None`` unless the code defines it)."""
     offload: Offloader = field(default_factory=Offloader, repr=False)
     """Decodes and encodes of large bodies, off the event loop."""
     _started: bool = field(default=False, repr=False)
@@ -125,6 +130,8 @@ class ModelService:
         if not self._started:
             if self.batcher is not None:
                 await self.batcher.start()
+            if self.hook_batcher is not None:
+                await self.hook_batcher.start()
             if self.user_code_gate is not None:
                 await self.user_code_gate.start()
             if self.pipeline is not None:
@@ -137,6 +144,8 @@ class ModelService:
         self.draining = True
         if self.batcher is not None and self._started:
             await self.batcher.stop()
+        if self.hook_batcher is not None and self._started:
+            await self.hook_batcher.stop()
         if self.user_code_gate is not None and self._started:
             await self.user_code_gate.stop()
         if self.pipeline is not None and self._started:
@@ -147,19 +156,45 @@ class ModelService:
         """Run one request through the package's hooks under the same admission rules as the batcher.
 
         Readiness, the queue bound (503 with ``Retry-After``) and the request deadline (504) apply;
-        ``context`` is the request's ``inference.user_code.RequestContext``.
+        ``context`` is the request's ``inference.user_code.RequestContext``. With ``predict_batch_fn``
+        the request joins the hook batcher's queue; otherwise it waits for one of the gate's threads.
         """
+        from inference.user_code import HookRequest
+
+        result: tuple[bytes, str] = await self._run_hooks(
+            HookRequest(context, body=body, content_type=content_type, accept=accept)
+        )
+        return result
+
+    async def predict_with_hooks(self, inputs: Mapping[str, np.ndarray], context: Any) -> dict[str, np.ndarray]:
+        """Decoded tensors (the Open Inference Protocol) through the package's prediction hook, tensors back.
+
+        Validated like :meth:`predict` (signature, rows, NaN policy); ``input_fn``/``output_fn`` do not run.
+        """
+        from inference.user_code import HookRequest
+
+        outputs: dict[str, np.ndarray] = await self._run_hooks(HookRequest(context, tensors=self._validate(inputs)))
+        return outputs
+
+    async def _run_hooks(self, request: Any) -> Any:
         handler, gate = self.user_code, self.user_code_gate
         if handler is None or gate is None:
             raise NotReadyError("this model has no user code")
         if not self.ready:
             raise NotReadyError("the model is not ready to serve predictions")
+        if self.hook_batcher is not None:
+            result = await self.hook_batcher.submit_item(request, timeout=self.request_timeout)
+        else:
 
-        def call() -> tuple[bytes, str]:
-            result: tuple[bytes, str] = handler.invoke(body, content_type, accept, context)
-            return result
+            def call() -> Any:
+                outcome = handler.run_batch([request])[0]
+                if isinstance(outcome, Exception):
+                    raise outcome
+                return outcome
 
-        return await gate.run(call, timeout=self.request_timeout)
+            result = await gate.run(call, timeout=self.request_timeout)
+        request_rows.set(request.rows)  # what input_fn decoded, when it has rows (for the response-size check)
+        return result
 
     async def predict(self, inputs: Mapping[str, np.ndarray], *, timeout: float | None = None) -> dict[str, np.ndarray]:
         """Validate named inputs against the signature and run them through the batcher.
@@ -171,13 +206,33 @@ class ModelService:
         if self.batcher is None or not self.ready:
             raise NotReadyError("the model is not ready to serve predictions")
         # Each request is validated on its own before it joins a batch, so a bad input fails alone.
+        checked = self._validate(inputs)
+        # The middleware's response-size check tells "ask for fewer rows" (413) from "one row is too big" (500).
+        request_rows.set(int(next(iter(checked.values())).shape[0]))
+        return await self.batcher.submit(checked, timeout=self.request_timeout if timeout is None else timeout)
+
+    def encode(self, outputs: Mapping[str, np.ndarray], accept: str | None, *, default: str) -> tuple[bytes, str]:
+        """The response body and media type for ``outputs``, refused (413/500) if over the response limit.
+
+        A body whose estimated size is far over the limit is refused before it is built.
+        """
+        from inference.codecs import encode_response
+
+        return encode_within(
+            self.response_limit,
+            outputs,
+            lambda part: encode_response(part, accept, self.signature, default=default),
+            lambda encoded: len(encoded[0]),
+        )
+
+    def _validate(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         checked = check_inputs(self.signature, inputs)
         if any(array.ndim == 0 or array.shape[0] == 0 for array in checked.values()):
             raise BadRequestError("the request holds an empty batch; send at least one instance")
         self.limits.check_rows(checked)
         if not self.allow_non_finite:
             _reject_non_finite(checked)
-        return await self.batcher.submit(checked, timeout=self.request_timeout if timeout is None else timeout)
+        return dict(checked)
 
 
 def _reject_non_finite(inputs: Mapping[str, np.ndarray]) -> None:
@@ -241,8 +296,18 @@ def load_service(config: ServerConfig, *, observer: BatchObserver | None = None)
     load_seconds = time.perf_counter() - start
 
     batcher = None
+    hook_batcher = None
+    batch_size, delay_ms = _batching(config, manifest)
+    if user_code is not None and user_code.batched:
+        # The same limits as the model's batcher: one request through input_fn is one row of a batch.
+        hook_batcher = ItemBatcher(
+            user_code.run_batch,
+            max_batch_size=batch_size,
+            max_delay=delay_ms / 1000,
+            max_queue=config.max_queue,
+            observer=observer,
+        )
     if model is not None:
-        batch_size, delay_ms = _batching(config, manifest)
         batcher = Batcher(
             model.predict,
             max_batch_size=batch_size,
@@ -267,6 +332,8 @@ def load_service(config: ServerConfig, *, observer: BatchObserver | None = None)
         limits=DecodeLimits.for_body_limit(config.max_request_bytes),
         load_seconds=load_seconds,
         warmup_seconds=0.0,
+        response_limit=ResponseLimit(config.max_response_bytes, config.platform),
+        hook_batcher=hook_batcher,
     )
     if manifest.pipeline is not None and model is not None:
         from inference.pipeline import PipelineService

@@ -98,6 +98,8 @@ QueueLength = Annotated[int, _whole(1, 100_000, "a queue length")]
 ThreadCount = Annotated[int, _whole(1, 256, "a thread count")]
 #: Up to 1 GiB: above every platform's own body limit (Cloud Run's HTTP/1 limit is 32 MiB).
 RequestBytes = Annotated[int, _whole(1, 1 << 30, "a request size in bytes")]
+#: Up to 1 GiB, the largest payload any platform takes (SageMaker asynchronous inference: 1 GB).
+ResponseBytes = Annotated[int, _whole(1, 1 << 30, "a response size in bytes")]
 #: Up to 5 s: a longer wait for a fuller batch would eat most of any platform's request deadline.
 BatchDelayMs = Annotated[float, _seconds(5000, "a batching delay in ms", zero=True)]
 #: An hour: above every platform's invocation timeout (Cloud Run's maximum request timeout is 60 minutes).
@@ -124,6 +126,8 @@ class ServerSettings(BaseModel):
     """Framework threads per worker (default: the CPU quota / workers)."""
     max_request_bytes: RequestBytes | None = None
     """Request bodies above this are a 413 (default: the platform's own limit)."""
+    max_response_bytes: ResponseBytes | None = None
+    """Responses above this are refused: 413 for several rows, 500 for one (default: the platform's limit)."""
     request_timeout_s: Timeout | None = None
     """Per-request deadline (default: just under the platform's invocation timeout)."""
     drain_timeout_s: DrainTimeout | None = None

@@ -26,11 +26,12 @@ KServe V1: ``GET /v1/models`` and ``GET /v1/models/{name}`` (``{"name", "ready"}
 out, through the same JSON codec as Vertex AI's route (and the package's own hooks when it ships
 ``code/inference.py``).
 
-The V2 ``infer`` route hands tensors straight to the model: OIP payloads are already tensors, so a
-package's ``input_fn``/``predict_fn``/``output_fn`` hooks do not run there (the V1, Vertex and
-SageMaker routes run them). A package whose ``model_fn`` returns something other than a standard
-loaded model has no tensor interface the server can call, so ``infer`` answers 501 for it and
-points to the routes that do serve it. Every prediction goes through ``ModelService.predict``, so
+The V2 ``infer`` route serves packages with user code through their prediction hook: OIP payloads
+are tensors already, so the codec decodes them (validated against the signature like any request),
+``predict_fn`` or ``predict_batch_fn`` gets the named arrays (what the default ``input_fn`` would
+give it), and its prediction, which must be the signature's outputs as arrays, is encoded as output
+tensors; ``input_fn``/``output_fn`` (body <-> data) do not run, and ``transform_fn`` (a whole body)
+cannot serve it (501). Without user code every prediction goes through ``ModelService.predict``, so
 validation, batching, deadlines and the NaN policy are the same as on every other route.
 The tensor codec (request bodies to arrays, outputs to response bodies) is
 :mod:`inference.codecs.oip_json`; this module only routes and shapes HTTP.
@@ -49,7 +50,6 @@ from starlette.routing import BaseRoute, Route
 from inference.codecs import (
     check_json_exchange,
     decode_request,
-    encode_response,
     negotiate,
     oip_binary,
     parse_media_type,
@@ -63,6 +63,7 @@ from inference.codecs.oip_json import (
 from inference.config import ServerConfig
 from inference.errors import ApiError, BadRequestError, NotFoundError, UnsupportedMediaTypeError
 from inference.protocols.sagemaker import invoke_user_code
+from inference.response_limits import encode_within
 from inference.service import ModelService
 from model_package._version import __version__
 from model_package.manifest import Manifest, TensorSpec
@@ -132,10 +133,10 @@ def routes(service: ModelService, config: ServerConfig) -> list[BaseRoute]:
 
     async def infer(request: Request) -> Response:
         check_model(request)
-        if service.model is None:
+        if service.user_code is not None and "transform_fn" in service.user_code.hooks:
             raise NotImplementedForModelError(
-                f"model {manifest.name!r} runs through its package's own model_fn, which has no tensor "
-                "interface for the Open Inference Protocol; use POST /v1/models/"
+                f"model {manifest.name!r} runs through its package's transform_fn, which takes a whole request "
+                "body, not the Open Inference Protocol's tensors; use POST /v1/models/"
                 f"{manifest.name}:predict, /invocations or {config.predict_route} instead"
             )
         headers = request.headers
@@ -160,9 +161,19 @@ def routes(service: ModelService, config: ServerConfig) -> list[BaseRoute]:
         # The response type follows from the request: settled (or refused) before the model runs.
         media_type = oip_binary.BINARY_MEDIA_TYPE if parsed.binary_outputs else JSON
         negotiate(headers.get("accept"), (media_type,), media_type)
-        outputs = await service.predict(parsed.inputs)
+        if service.user_code is not None:
+            from inference.user_code import RequestContext
+
+            outputs = await service.predict_with_hooks(parsed.inputs, RequestContext.from_headers(headers.items()))
+        else:
+            outputs = await service.predict(parsed.inputs)
         request_id = parsed.id if parsed.id is not None else request.scope.get("state", {}).get("request_id")
-        payload, json_length = infer_response(manifest, outputs, parsed.outputs, request_id, parsed.binary_outputs)
+        payload, json_length = encode_within(
+            service.response_limit,
+            outputs,
+            lambda part: infer_response(manifest, part, parsed.outputs, request_id, parsed.binary_outputs),
+            lambda encoded: len(encoded[0]),
+        )
         extra = None if json_length is None else {"Inference-Header-Content-Length": str(json_length)}
         return Response(payload, headers=extra, media_type=media_type)
 
@@ -214,7 +225,7 @@ def routes(service: ModelService, config: ServerConfig) -> list[BaseRoute]:
             ),
         )
         outputs = await service.predict(inputs)
-        payload, media_type = encode_response(outputs, JSON, signature, default=JSON)
+        payload, media_type = service.encode(outputs, JSON, default=JSON)
         return Response(payload, media_type=media_type)
 
     return [

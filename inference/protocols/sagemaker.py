@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from inference.codecs import decode_request, encode_response, response_media_type
+from inference.codecs import decode_request, response_media_type
 from inference.config import MIB, ServerConfig
 from inference.service import ModelService
 
@@ -54,7 +54,7 @@ def routes(service: ModelService, config: ServerConfig) -> list[BaseRoute]:
         )
         outputs = await service.predict(inputs)
         payload, media_type = await service.offload.run(
-            _nbytes(outputs), lambda: encode_response(outputs, accept, service.signature, default=JSON)
+            _nbytes(outputs), lambda: service.encode(outputs, accept, default=JSON)
         )
         return Response(payload, media_type=media_type)
 

@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from inference.codecs import check_json_exchange, decode_request, encode_response
+from inference.codecs import check_json_exchange, decode_request
 from inference.config import ServerConfig
 from inference.errors import BadRequestError
 from inference.protocols.sagemaker import invoke_user_code
@@ -46,7 +46,7 @@ def routes(service: ModelService, config: ServerConfig) -> list[BaseRoute]:
             ),
         )
         outputs = await service.predict(inputs)
-        payload, media_type = encode_response(outputs, JSON, service.signature, default=JSON)
+        payload, media_type = service.encode(outputs, JSON, default=JSON)
         return Response(payload, media_type=media_type)
 
     taken = {"/ping", "/invocations", "/execution-parameters", "/metrics"}

@@ -28,14 +28,25 @@ following the toolkit's calling conventions so existing scripts work as they are
   server's batch convention), or any JSON-serialisable value (sent as
   ``application/json``).
 
+Batching: a package may define ``predict_batch_fn(inputs, model[, contexts])``
+instead of ``predict_fn``: it gets the ``input_fn`` results of several concurrent
+requests as a list and returns one prediction per input, in order. The server
+then runs the hooks through its adaptive batcher (the same queue bound, deadline
+and readiness as the built-in path); ``input_fn`` and ``output_fn`` still run per
+request, so a bad body fails only its own request, and when the batch call
+raises, its requests are re-run one by one so only the failing one fails.
+
 Errors: an :class:`inference.errors.ApiError` raised by user code reaches the
-client unchanged, so scripts can answer 4xx themselves; so does the toolkit's
-own ``BaseInferenceToolkitError`` (its ``status_code`` is kept). By convention a
-``ValueError`` raised from ``input_fn`` means the request was malformed and
-becomes a 400 (:class:`~inference.errors.BadRequestError`). Any other exception
-becomes a :class:`~inference.errors.ModelError` (500) naming the hook and the
-exception type, with the exception chained: the server logs the traceback with
-the request id, never sends it to the client.
+client unchanged, so scripts can answer 4xx themselves: ``raise BadInput("...")``
+(:class:`inference.user_code.BadInput`) from any hook is a 400 with that
+message; so does the toolkit's own ``BaseInferenceToolkitError`` (its
+``status_code`` is kept). Exceptions that mean the input was bad are 4xx too
+(:func:`inference.user_code.errors.input_problem`): a ``ValueError`` or a
+Pillow decoding ``OSError`` from ``input_fn``, and Pillow's
+``UnidentifiedImageError`` (400) or ``DecompressionBombError`` (413) from any
+hook. Any other exception becomes a :class:`~inference.errors.ModelError` (500)
+naming the hook and the exception type, with the exception chained: the server
+logs the traceback with the request id, never sends it to the client.
 
 Thread safety: :meth:`UserCodeHandler.invoke` runs in the server's worker
 threads, possibly several at once, and holds no lock around user code (a lock
@@ -45,12 +56,15 @@ gets its own :class:`RequestContext`, so contexts are never shared.
 """
 
 from inference.user_code.context import CUSTOM_ATTRIBUTES_HEADER, RequestContext
-from inference.user_code.invocation import UserCodeHandler
+from inference.user_code.errors import BadInput
+from inference.user_code.invocation import HookRequest, UserCodeHandler
 from inference.user_code.requirements import install_requirements
 from inference.user_code.verification import verify_user_code
 
 __all__ = [
     "CUSTOM_ATTRIBUTES_HEADER",
+    "BadInput",
+    "HookRequest",
     "RequestContext",
     "UserCodeHandler",
     "install_requirements",

@@ -31,6 +31,9 @@ _HOOK_PARAMETERS: dict[str, tuple[str, ...]] = {
     "model_warmup_fn": ("model_dir", "model"),
     "input_fn": ("input_data", "content_type"),
     "predict_fn": ("data", "model"),
+    # Ours, not the toolkit's: a list of input_fn results in, a list of predictions out, in order;
+    # its optional trailing argument is the list of the requests' contexts (TorchServe's batch convention).
+    "predict_batch_fn": ("data", "model"),
     "output_fn": ("prediction", "accept"),
     "transform_fn": ("model", "input_data", "content_type", "accept"),
 }
@@ -188,11 +191,16 @@ def _collect_hooks(module: ModuleType, entry: Path) -> dict[str, _Hook]:
         if not callable(func):
             raise LoadError(f"{entry}: {name} must be a function, got {type(func).__name__}")
         hooks[name] = _Hook(name, func, _takes_context(func, name, parameters, entry))
-    request_hooks = [name for name in ("input_fn", "predict_fn", "output_fn") if name in hooks]
+    request_hooks = [name for name in ("input_fn", "predict_fn", "predict_batch_fn", "output_fn") if name in hooks]
     if "transform_fn" in hooks and request_hooks:
         raise LoadError(
             f"{entry} defines transform_fn together with {', '.join(request_hooks)}; the SageMaker toolkit "
             "allows either transform_fn alone or input_fn/predict_fn/output_fn"
+        )
+    if "predict_fn" in hooks and "predict_batch_fn" in hooks:
+        raise LoadError(
+            f"{entry} defines both predict_fn and predict_batch_fn; define one: predict_batch_fn (a list of inputs "
+            "in, a list of predictions out) is batched across concurrent requests, predict_fn runs one request a call"
         )
     return hooks
 

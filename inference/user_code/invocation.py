@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,9 @@ from inference.errors import (
     PayloadTooLargeError,
     UnsupportedMediaTypeError,
 )
+from inference.response_limits import rows_of
 from inference.user_code.context import RequestContext
+from inference.user_code.errors import input_problem
 from inference.user_code.importing import (
     _call_at_load,
     _collect_hooks,
@@ -54,6 +57,37 @@ _STATUS_ERRORS: dict[int, type[ApiError]] = {
     415: UnsupportedMediaTypeError,
     500: ModelError,
 }
+
+
+class NotImplementedForHooksError(ApiError):
+    """The route exists, but this package's hooks cannot serve it (transform_fn on the Open Inference Protocol)."""
+
+    status = 501
+
+
+@dataclass
+class HookRequest:
+    """One request for the hooks: an HTTP body for ``input_fn``, or tensors the protocol decoded already."""
+
+    context: RequestContext
+    body: bytes = b""
+    content_type: str | None = None
+    accept: str | None = None
+    tensors: Mapping[str, Any] | None = None
+    """Open Inference Protocol requests: decoded by the protocol; input_fn and output_fn do not run."""
+    rows: int | None = None
+    """Rows of the decoded data, once known (for the response-size check's advice)."""
+
+
+def _as_array(value: Any) -> Any:
+    import numpy as np
+
+    if hasattr(value, "detach") and hasattr(value, "numpy"):  # a torch.Tensor
+        value = value.detach().cpu().numpy()
+    array = np.asarray(value)
+    if array.dtype == object:
+        raise TypeError(f"a {type(value).__name__} of mixed or non-numeric values is no tensor")
+    return array
 
 
 class UserCodeHandler:
@@ -127,7 +161,7 @@ class UserCodeHandler:
             model = _load_default_model(default_model)
         if "model_warmup_fn" in hooks:
             _call_at_load(hooks["model_warmup_fn"], entry, model_dir, model, context=load_context)
-        if "predict_fn" not in hooks and "transform_fn" not in hooks:
+        if not {"predict_fn", "predict_batch_fn", "transform_fn"} & set(hooks):
             _prepare_for_default_predict(model)
         return cls(
             entry=entry,
@@ -150,6 +184,11 @@ class UserCodeHandler:
         """The names of the hooks the user code defines (the others use the defaults)."""
         return tuple(self._hooks)
 
+    @property
+    def batched(self) -> bool:
+        """Whether the code defines ``predict_batch_fn``: requests then go through the adaptive batcher."""
+        return "predict_batch_fn" in self._hooks
+
     def invoke(self, body: bytes, content_type: str, accept: str, context: RequestContext) -> tuple[bytes, str]:
         """Run one request through the user code; returns the response body and its content type.
 
@@ -160,39 +199,161 @@ class UserCodeHandler:
         Raises :class:`ApiError` subclasses (see the module docstring), or the package model's
         ``InvalidInputError`` / ``ModelExecutionError`` from the default ``predict_fn``.
         """
-        if not context.system_properties:
-            context.system_properties = self._system_properties
-        # The toolkit passes None when the request has no Content-Type.
-        user_content_type = content_type or None
-        accept = _effective_accept(accept, self._default_accept)
+        outcome = self.run_batch([HookRequest(context, body=body, content_type=content_type, accept=accept)])[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+        result: tuple[bytes, str] = outcome
+        return result
+
+    def predict_tensors(self, inputs: Mapping[str, Any], context: RequestContext) -> dict[str, Any]:
+        """One Open Inference Protocol request: decoded tensors through the prediction hook, tensors back."""
+        outcome = self.run_batch([HookRequest(context, tensors=inputs)])[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+        result: dict[str, Any] = outcome
+        return result
+
+    def run_batch(self, requests: Sequence[HookRequest]) -> list[Any]:
+        """Run several requests; one outcome each, in order: the response (or tensors) or the exception.
+
+        ``input_fn`` and ``output_fn`` run per request, so one bad body fails only its own request;
+        ``predict_batch_fn`` runs once over every request whose input was decoded, and an exception
+        from it is raised (the batcher then re-runs the requests one by one to find the failing one).
+        """
+        outcomes: list[Any] = [None] * len(requests)
+        for request in requests:
+            if not request.context.system_properties:
+                request.context.system_properties = self._system_properties
         transform = self._hooks.get("transform_fn")
-        if transform is None and "output_fn" not in self._hooks:
-            self._check_default_output(accept)
         if transform is not None:
-            result = self._call(
-                transform, self._model, _user_body(body, content_type), user_content_type, accept, context=context
-            )
-            response = _as_response(result, accept, source="transform_fn")
-        else:
-            input_fn = self._hooks.get("input_fn")
-            if input_fn is not None:
-                data = self._call(input_fn, _user_body(body, content_type), user_content_type, context=context)
+            for index, request in enumerate(requests):
+                outcomes[index] = self._capture(self._transform, transform, request)
+            return outcomes
+        data: dict[int, Any] = {}
+        for index, request in enumerate(requests):
+            decoded = self._capture(self._input, request)
+            if isinstance(decoded, Exception):
+                outcomes[index] = decoded
             else:
-                data = self._default_input(body, content_type)
-            predict_fn = self._hooks.get("predict_fn")
-            prediction = (
-                self._call(predict_fn, data, self._model, context=context)
-                if predict_fn is not None
-                else self._default_predict(data)
-            )
-            output_fn = self._hooks.get("output_fn")
-            if output_fn is not None:
-                result = self._call(output_fn, prediction, accept, context=context)
-                response = _as_response(result, accept, source="output_fn")
+                data[index] = decoded
+                request.rows = rows_of(decoded)
+        predictions = self._predict(requests, data)
+        for index, prediction in predictions.items():
+            request = requests[index]
+            if isinstance(prediction, Exception):
+                outcomes[index] = prediction
+            elif request.tensors is not None:
+                outcomes[index] = self._capture(self._as_output_tensors, prediction)
             else:
-                response = self._default_output(prediction, accept)
-        _check_response_headers(context.response_headers)
+                outcomes[index] = self._capture(self._output, prediction, request)
+        return outcomes
+
+    def _transform(self, transform: _Hook, request: HookRequest) -> tuple[bytes, str]:
+        if request.tensors is not None:
+            raise NotImplementedForHooksError(
+                f"{self._entry.name} defines transform_fn, which takes a whole HTTP body: the Open Inference "
+                "Protocol's tensors cannot go through it; use /invocations or the KServe V1 route"
+            )
+        accept = _effective_accept(request.accept, self._default_accept)
+        result = self._call(
+            transform,
+            self._model,
+            _user_body(request.body, request.content_type),
+            request.content_type or None,  # the toolkit passes None when the request has no Content-Type
+            accept,
+            context=request.context,
+        )
+        response = _as_response(result, accept, source="transform_fn")
+        _check_response_headers(request.context.response_headers)
         return response
+
+    def _input(self, request: HookRequest) -> Any:
+        """The request's data for the prediction hook: ``input_fn``'s result, or the decoded tensors."""
+        if request.tensors is not None:
+            # The Open Inference Protocol's body is tensors already: input_fn (body -> data) has nothing to parse.
+            return dict(request.tensors)
+        if "output_fn" not in self._hooks:
+            # A 406 now, before any hook or the model runs.
+            self._check_default_output(_effective_accept(request.accept, self._default_accept))
+        input_fn = self._hooks.get("input_fn")
+        if input_fn is None:
+            return self._default_input(request.body, request.content_type)
+        return self._call(
+            input_fn,
+            _user_body(request.body, request.content_type),
+            request.content_type or None,
+            context=request.context,
+        )
+
+    def _predict(self, requests: Sequence[HookRequest], data: Mapping[int, Any]) -> dict[int, Any]:
+        """Predictions (or the exception each request failed with) for the requests whose data was decoded."""
+        batch_fn = self._hooks.get("predict_batch_fn")
+        if batch_fn is None:
+            predict_fn = self._hooks.get("predict_fn")
+            return {
+                index: self._capture(self._call, predict_fn, item, self._model, context=requests[index].context)
+                if predict_fn is not None
+                else self._capture(self._default_predict, item)
+                for index, item in data.items()
+            }
+        if not data:
+            return {}
+        indices = list(data)
+        contexts = [requests[index].context for index in indices]
+        result = self._call_batch(batch_fn, [data[index] for index in indices], contexts)
+        return dict(zip(indices, result, strict=True))
+
+    def _call_batch(self, hook: _Hook, items: list[Any], contexts: list[RequestContext]) -> list[Any]:
+        try:
+            result = hook.func(items, self._model, contexts) if hook.takes_context else hook.func(items, self._model)
+        except ApiError:
+            raise
+        except Exception as exc:
+            raise self._hook_error(hook.name, exc) from exc
+        if not isinstance(result, Sequence) or isinstance(result, str | bytes) or len(result) != len(items):
+            got = f"{len(result)} items" if isinstance(result, Sequence) else f"a {type(result).__name__}"
+            raise ModelError(
+                f"predict_batch_fn in {self._entry.name} returned {got} for {len(items)} inputs; it must return "
+                "a list with one prediction per input, in order"
+            )
+        return list(result)
+
+    def _output(self, prediction: Any, request: HookRequest) -> tuple[bytes, str]:
+        accept = _effective_accept(request.accept, self._default_accept)
+        output_fn = self._hooks.get("output_fn")
+        if output_fn is not None:
+            result = self._call(output_fn, prediction, accept, context=request.context)
+            response = _as_response(result, accept, source="output_fn")
+        else:
+            response = self._default_output(prediction, accept)
+        _check_response_headers(request.context.response_headers)
+        return response
+
+    def _as_output_tensors(self, prediction: Any) -> dict[str, Any]:
+        """A prediction as the signature's named outputs, for the Open Inference Protocol's response."""
+        names = [spec.name for spec in self._signature.outputs]
+        if not isinstance(prediction, Mapping):
+            prediction = {names[0]: prediction} if len(names) == 1 else prediction
+        if isinstance(prediction, Mapping) and set(names) <= set(prediction):
+            try:
+                return {name: _as_array(prediction[name]) for name in names}
+            except (TypeError, ValueError) as exc:
+                raise ModelError(
+                    f"the prediction of {self._entry.name} cannot be sent as tensors: {one_line_error(exc)}"
+                ) from exc
+        raise ModelError(
+            f"the prediction hook in {self._entry.name} returned a {type(prediction).__name__}; the Open Inference "
+            f"Protocol needs the signature's outputs ({', '.join(names)}) as arrays: return a dict "
+            "{name: array} (or one array for a single output), or call /invocations, whose output_fn may shape it"
+        )
+
+    @staticmethod
+    def _capture(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args)``, or the exception it raised (one request's failure must not end the others')."""
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            return exc
 
     def _call(self, hook: _Hook, *args: Any, context: RequestContext) -> Any:
         try:
@@ -210,9 +371,10 @@ class UserCodeHandler:
             # The toolkit lets user code pick any status; keep it even without a class of its own.
             error.status = status
             return error
-        if hook == "input_fn" and isinstance(exc, ValueError):
-            logger.info("input_fn rejected a request: %s: %s", type(exc).__name__, one_line_error(exc))
-            return BadRequestError(f"input_fn rejected the request: {one_line_error(exc)}")
+        problem = input_problem(hook, exc)
+        if problem is not None:
+            logger.info("%s rejected a request: %s: %s", hook, type(exc).__name__, one_line_error(exc))
+            return problem
         # A failure of the user's code is ours to the client: the server logs the chained exception
         # with the request id; the body names only the hook and the exception type.
         return ModelError(f"{hook} in {self._entry.name} failed with {type(exc).__name__}")

@@ -50,4 +50,4 @@ def verify_user_code(package_dir: Path, manifest: Manifest) -> tuple[str, ...]:
             f"{manifest.code.entry_point if manifest.code else 'user code'} fails on the package's bundled example "
             f"(the server would answer {exc.status}): {exc}"
         ) from exc
-    return tuple(hook for hook in ("predict_fn", "output_fn") if hook in hooks)
+    return tuple(hook for hook in ("predict_fn", "predict_batch_fn", "output_fn") if hook in hooks)

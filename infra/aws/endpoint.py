@@ -68,6 +68,11 @@ MIB: Final = 1024 * 1024
 SERVERLESS_MAX_REQUEST_BYTES: Final = 4 * MIB
 #: Async payloads come from S3 and may be up to 1 GB.
 ASYNC_MAX_REQUEST_BYTES: Final = 1024 * MIB
+#: "The maximum request and response payload size for serverless invocations is 4 MB" (SageMaker,
+#: Invoke a serverless endpoint); real-time endpoints: 6 MB, the server's own default.
+SERVERLESS_MAX_RESPONSE_BYTES: Final = 4 * MIB
+#: Async answers go to S3, not back through InvokeEndpoint: up to the 1 GB async payload size.
+ASYNC_MAX_RESPONSE_BYTES: Final = 1024 * MIB
 #: Async requests may run up to an hour; the server gives up just before SageMaker does.
 ASYNC_REQUEST_TIMEOUT_SECONDS: Final = 3590
 
@@ -126,6 +131,12 @@ def container_environment(config: StackConfig) -> dict[str, str]:
         # The mode's own body limit, or a smaller one from the stack: SageMaker refuses larger bodies anyway.
         wanted = config.serving.max_request_bytes
         environment["MODEL_SERVER_MAX_REQUEST_BYTES"] = str(limit if wanted is None else min(wanted, limit))
+    response_limit = {"serverless": SERVERLESS_MAX_RESPONSE_BYTES, "async": ASYNC_MAX_RESPONSE_BYTES}.get(endpoint.mode)
+    if response_limit is not None:
+        wanted = config.serving.max_response_bytes
+        environment["MODEL_SERVER_MAX_RESPONSE_BYTES"] = str(
+            response_limit if wanted is None else min(wanted, response_limit)
+        )
     if endpoint.mode == "async":
         environment.setdefault("MODEL_SERVER_REQUEST_TIMEOUT_S", str(ASYNC_REQUEST_TIMEOUT_SECONDS))
     return environment

@@ -543,7 +543,7 @@ USER_CODE = textwrap.dedent(
 
 
 @needs_torch
-def test_user_code_without_a_loaded_model_is_501_on_infer_and_served_on_v1(tmp_path: Path) -> None:
+def test_transform_fn_user_code_is_501_on_infer_and_served_on_v1(tmp_path: Path) -> None:
     from model_package.export import export_model
     from tests.model_package import torch_models
 

@@ -617,3 +617,27 @@ def test_an_accept_the_default_output_cannot_answer_is_406_before_the_model_runs
     defaults = load(package(code=write_code({"inference.py": '"""No hooks."""\n'})))
     with pytest.raises(NotAcceptableError, match="holds a single array but the model has 2 outputs"):
         request(defaults, body, accept="application/x-npy")
+
+
+def test_predict_batch_fn_contract_is_checked(package: PackageFactory, write_code: Callable[..., Path]) -> None:
+    both = write_code(
+        {"inference.py": "def predict_fn(data, model):\n    pass\n\ndef predict_batch_fn(inputs, model):\n    pass\n"}
+    )
+    with pytest.raises(LoadError, match="defines both predict_fn and predict_batch_fn; define one"):
+        load(package(code=both))
+    short = write_code({"inference.py": "def predict_batch_fn(inputs, model):\n    return []\n"})
+    handler = load(package(code=short))
+    with pytest.raises(ModelError, match=r"predict_batch_fn in inference.py returned 0 items for 1 inputs"):
+        request(handler, json.dumps({"inputs": {"x": ROWS.tolist()}}).encode())
+
+
+def test_verification_runs_predict_batch_fn_on_the_example(
+    package: PackageFactory, write_code: Callable[..., Path]
+) -> None:
+    from inference.user_code import verify_user_code
+
+    code = write_code(
+        {"inference.py": "def predict_batch_fn(inputs, model):\n    return [model.predict(x) for x in inputs]\n"}
+    )
+    built = package(code=code)
+    assert verify_user_code(built, read_manifest(built)) == ("predict_batch_fn",)

@@ -29,6 +29,7 @@ SETTABLE: dict[str, tuple[Any, str, Any]] = {
     "max_queue": (64, "max_queue", 64),
     "compute_threads": (1, "compute_threads", 1),
     "max_request_bytes": (1_000_000, "max_request_bytes", 1_000_000),
+    "max_response_bytes": (2_000_000, "max_response_bytes", 2_000_000),
     "request_timeout_s": (20, "request_timeout", 20.0),
     "drain_timeout_s": (0, "drain_timeout", 0.0),
     "header_timeout_s": (5, "header_timeout", 5.0),
@@ -48,6 +49,8 @@ BOUNDS: list[tuple[str, Any, Any]] = [
     ("max_queue", 100_000, 100_001),
     ("compute_threads", 256, 257),
     ("max_request_bytes", 1 << 30, (1 << 30) + 1),
+    ("max_response_bytes", 1 << 30, (1 << 30) + 1),
+    ("max_response_bytes", 1, 0),
     ("request_timeout_s", 3600, 3600.5),
     ("request_timeout_s", 0.001, 0),
     ("drain_timeout_s", 3600, 3601),
@@ -117,6 +120,11 @@ def test_serverless_and_async_modes_honour_smaller_stack_limits() -> None:
     # Serverless endpoints take at most 4 MiB: a smaller stack limit is kept, a larger one capped.
     assert environment(serverless(), {"maxRequestBytes": 1_000_000})["MODEL_SERVER_MAX_REQUEST_BYTES"] == "1000000"
     assert environment(serverless(), {"maxRequestBytes": 8 << 20})["MODEL_SERVER_MAX_REQUEST_BYTES"] == str(4 << 20)
+    # Their responses too (the same 4 MB): a smaller stack limit is kept, a larger one capped.
+    assert environment(serverless(), {})["MODEL_SERVER_MAX_RESPONSE_BYTES"] == str(4 << 20)
+    assert environment(serverless(), {"maxResponseBytes": 1 << 20})["MODEL_SERVER_MAX_RESPONSE_BYTES"] == str(1 << 20)
+    assert environment(serverless(), {"maxResponseBytes": 8 << 20})["MODEL_SERVER_MAX_RESPONSE_BYTES"] == str(4 << 20)
+    assert environment(asynchronous(), {})["MODEL_SERVER_MAX_RESPONSE_BYTES"] == str(1 << 30)
     # Asynchronous endpoints: the stack's own deadline wins over the mode's default.
     env = environment(asynchronous(), {"requestTimeoutS": 600})
     assert env["MODEL_SERVER_REQUEST_TIMEOUT_S"] == "600"

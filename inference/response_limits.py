@@ -1,0 +1,132 @@
+"""Bound the size of a response like the size of a request: the platforms cap both.
+
+A body over the platform's response limit never reaches the client: the platform's front end turns
+it into an error of its own that names neither the cause nor the remedy. So the server refuses it
+first, with an answer that says what happened and what the client can do:
+
+* The request held several rows: **413** (the request asks for more than one response can carry),
+  naming the answer's size, the limit and how many rows per request would fit. The client's own
+  choice, so a 4xx, outside the 5xx rate that alarms and automatic rollbacks watch.
+* The answer to a single row is over the limit: **500**, logged. No request can get it: the model's
+  output is too big for this platform's real-time responses, a deployment problem of ours.
+
+Where the size can be predicted, it is checked before the body is built (:func:`encode_within`
+encodes a sample of rows and extrapolates), so a 47 MB JSON body is never built for a 6 MB limit;
+every other response is checked by its ``Content-Length`` in the server's middleware.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import TypeVar
+
+import numpy as np
+
+from inference.errors import ApiError, ModelError, PayloadTooLargeError
+
+_log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+MIB = 1024 * 1024
+
+#: Rows encoded to estimate a large response's size before encoding all of it.
+SAMPLE_ROWS = 16
+#: Refuse on the estimate only when it is this far over the limit; closer calls are encoded and measured.
+ESTIMATE_MARGIN = 1.5
+
+#: Rows of the current request, set where they are known (the service, the hooks), read by the middleware.
+request_rows: ContextVar[int | None] = ContextVar("request_rows", default=None)
+
+
+class ResponseTooLargeError(PayloadTooLargeError):
+    """The answer to a request of several rows exceeds the platform's response limit (the client may split it)."""
+
+
+class ResponseTooLargeForPlatformError(ModelError):
+    """The answer to a single row exceeds the platform's response limit: no request can get it."""
+
+
+@dataclass(frozen=True)
+class ResponseLimit:
+    """The largest response body this server sends, and the platform it comes from (for messages)."""
+
+    max_bytes: int
+    platform: str
+
+    def check(self, size: int, rows: int | None) -> None:
+        """Raise the error for a ``size``-byte answer to ``rows`` rows if it exceeds the limit."""
+        if size > self.max_bytes:
+            raise self.error(size, rows)
+
+    def error(self, size: int, rows: int | None, *, estimated: bool = False) -> ApiError:
+        """The error for a ``size``-byte answer to ``rows`` rows (``None``: unknown), logged with the sizes."""
+        limit = self.max_bytes
+        answer = f"about {size} bytes" if estimated else f"{size} bytes"
+        where = f"this endpoint's response limit of {limit} bytes ({limit / MIB:.1f} MiB on {self.platform})"
+        extra = {"response_bytes": size, "max_response_bytes": limit, "rows": rows, "estimated": estimated}
+        if rows == 1:
+            _log.error("the answer to one row exceeds the response limit", extra=extra)
+            return ResponseTooLargeForPlatformError(
+                f"the answer to this one-row request is {answer}, above {where}: this model's output is too large "
+                "for real-time responses here; raise MODEL_SERVER_MAX_RESPONSE_BYTES up to the platform's own limit, "
+                "or serve it with asynchronous inference or batch prediction"
+            )
+        _log.warning("a response exceeds the response limit; refused with 413", extra=extra)
+        if rows is None:
+            advice = "send fewer instances per request"
+        else:
+            # 10 % below the proportional count: rows differ in encoded length, and the advice must hold.
+            fits = max(1, int(rows * limit / size * 0.9))
+            advice = f"send at most {fits} rows per request (this one held {rows})"
+        return ResponseTooLargeError(
+            f"the answer to this request would be {answer}, above {where}; {advice}, or use asynchronous "
+            "inference (SageMaker asynchronous endpoints or batch transform, Vertex AI batch prediction)"
+        )
+
+
+def encode_within(
+    limit: ResponseLimit,
+    outputs: Mapping[str, np.ndarray],
+    encode: Callable[[Mapping[str, np.ndarray]], _T],
+    size: Callable[[_T], int],
+) -> _T:
+    """``encode(outputs)``, refused before encoding when a sample of rows predicts a body far over the limit.
+
+    The estimate is the encoded size of :data:`SAMPLE_ROWS` evenly spaced rows times the row count;
+    only an estimate :data:`ESTIMATE_MARGIN` times over the limit is refused without encoding, so
+    rows of unusual length cannot refuse a response that fits. The encoded body is then checked exactly.
+    """
+    rows = _rows(outputs)
+    if rows is not None and rows > 2 * SAMPLE_ROWS:
+        picks = np.linspace(0, rows - 1, SAMPLE_ROWS).astype(np.intp)
+        sample_size = size(encode({name: array[picks] for name, array in outputs.items()}))
+        estimate = int(sample_size * rows / SAMPLE_ROWS)
+        if estimate > limit.max_bytes * ESTIMATE_MARGIN:
+            raise limit.error(estimate, rows, estimated=True)
+    result = encode(outputs)
+    limit.check(size(result), rows)
+    return result
+
+
+def _rows(outputs: Mapping[str, np.ndarray]) -> int | None:
+    """The rows every output shares along its first axis, or ``None`` when they share none."""
+    counts = {int(array.shape[0]) if array.ndim else -1 for array in outputs.values()}
+    if len(counts) != 1:
+        return None
+    (count,) = counts
+    return count if count >= 0 else None
+
+
+def rows_of(data: object) -> int | None:
+    """The row count of a request's decoded data (an array, named arrays or a list), if it has one."""
+    if isinstance(data, Mapping):
+        counts = {rows_of(value) for value in data.values()}
+        return counts.pop() if len(counts) == 1 else None
+    shape = getattr(data, "shape", None)
+    if isinstance(shape, tuple) and shape:
+        return int(shape[0])
+    if isinstance(data, list):
+        return len(data)
+    return None

@@ -1,0 +1,128 @@
+"""Responses are bounded like requests: a real ``model-serve`` refuses answers over the platform's limit.
+
+Several rows over the limit: 413 naming the sizes and how many rows fit (the client's choice, so not a
+5xx); one row over it: a logged 500 (no request can get that answer). Checked on every route, before
+the body is built where the size can be predicted.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from inference.config import load_config
+from tests.inference.server_fixtures import ServerProcess, start_server
+
+pytestmark = pytest.mark.torch
+LIMIT = 20_000
+
+
+@pytest.fixture(scope="module")
+def limited_server(torch_package: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """The 64 -> 10 MLP with a 20,000-byte response limit."""
+    server = start_server(
+        tmp_path_factory.mktemp("limited"),
+        args=["--model-dir", str(torch_package)],
+        env={"MODEL_SERVER_MAX_RESPONSE_BYTES": str(LIMIT)},
+    )
+    yield server
+    server.terminate()
+
+
+def _rows(count: int) -> list[list[float]]:
+    rows: list[list[float]] = np.random.default_rng(count).standard_normal((count, 64)).round(3).tolist()
+    return rows
+
+
+def _statuses(server: ServerProcess) -> str:
+    metrics = httpx.get(server.url + "/metrics").text
+    return "\n".join(line for line in metrics.splitlines() if line.startswith("model_server_requests_total"))
+
+
+def test_a_large_answer_is_a_413_that_says_how_many_rows_fit(limited_server: ServerProcess) -> None:
+    with limited_server.client() as client:
+        response = client.post("/invocations", json={"instances": _rows(1000)})
+        assert response.status_code == 413, response.text
+        message = response.json()["error"]
+        # Refused on the estimate, before a ~120 KB body was built.
+        assert message.startswith("the answer to this request would be about ")
+        assert f"above this endpoint's response limit of {LIMIT} bytes" in message
+        advice = re.search(r"send at most (\d+) rows per request \(this one held 1000\)", message)
+        assert advice is not None, message
+        fits = int(advice.group(1))
+        assert 50 < fits < 1000
+        # The advice holds: that many rows are answered.
+        assert client.post("/invocations", json={"instances": _rows(fits)}).status_code == 200
+    log = limited_server.log()
+    assert '"response_bytes"' in log and f'"max_response_bytes": {LIMIT}' in log
+    statuses = _statuses(limited_server)
+    assert 'status="413"' in statuses and 'status="5' not in statuses, statuses
+
+
+def test_every_route_checks_the_answer_size(limited_server: ServerProcess) -> None:
+    rows = _rows(400)
+    oip = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [400, 64], "data": np.ravel(rows).tolist()}]}
+    with limited_server.client() as client:
+        answers = {
+            "sagemaker": client.post("/invocations", json={"instances": rows}),
+            "csv accept": client.post("/invocations", json={"instances": rows}, headers={"Accept": "text/csv"}),
+            "vertex": client.post("/predict", json={"instances": rows}),
+            "kserve v1": client.post("/v1/models/mlp:predict", json={"instances": rows}),
+            "oip": client.post("/v2/models/mlp/infer", json=oip),
+        }
+    for route, response in answers.items():
+        assert response.status_code == 413, (route, response.text)
+        assert "rows per request (this one held 400)" in response.json()["error"], route
+
+
+def test_one_row_over_the_limit_is_a_500_the_client_cannot_fix(torch_package: Path, tmp_path: Path) -> None:
+    server = start_server(
+        tmp_path, args=["--model-dir", str(torch_package)], env={"MODEL_SERVER_MAX_RESPONSE_BYTES": "40"}
+    )
+    try:
+        response = httpx.post(server.url + "/invocations", json={"instances": _rows(1)}, timeout=30)
+    finally:
+        server.terminate()
+    assert response.status_code == 500, response.text
+    body = response.json()
+    assert body["error"].startswith("the answer to this one-row request is ")
+    assert "raise MODEL_SERVER_MAX_RESPONSE_BYTES" in body["error"]
+    assert body["request_id"] == response.headers["x-request-id"]
+    assert response.headers["x-request-id"] in server.log()
+
+
+def test_user_code_answers_are_checked_after_output_fn(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    """The hooks' body is built by user code; the middleware checks it by its Content-Length."""
+    from model_package.export import export_model
+    from tests.model_package.torch_models import dict_head_inputs, make_dict_head
+
+    package = tmp_path_factory.mktemp("predict-only") / "predict_only"
+    code = Path(__file__).parent / "user_code_fixtures" / "predict_only"
+    export_model(make_dict_head(), dict_head_inputs(3), package, name="predict_only", version="1", code_dir=code)
+    server = start_server(tmp_path, args=["--model-dir", str(package)], env={"MODEL_SERVER_MAX_RESPONSE_BYTES": "2000"})
+    try:
+        rows = dict_head_inputs(200)["x"].tolist()
+        big = httpx.post(server.url + "/invocations", json={"instances": rows}, timeout=30)
+        small = httpx.post(server.url + "/invocations", json={"instances": rows[:2]}, timeout=30)
+    finally:
+        server.terminate()
+    assert big.status_code == 413, big.text
+    assert "send at most" in big.json()["error"] and "(this one held 200)" in big.json()["error"]
+    assert big.headers["x-request-id"]
+    assert "x-predicted-by" not in big.headers  # the hook's response was replaced, headers and all
+    assert small.status_code == 200 and small.headers["x-predicted-by"] == "predict_fn"
+
+
+def test_each_platform_has_its_documented_default() -> None:
+    mib = 1024 * 1024
+    assert load_config({"SAGEMAKER_BIND_TO_PORT": "8080"}).max_response_bytes == 6 * mib
+    assert load_config({"K_SERVICE": "svc"}).max_response_bytes == 32 * mib
+    assert load_config({"AIP_HTTP_PORT": "8080"}).max_response_bytes == 32 * mib
+    assert load_config({"MODEL_SERVER_MAX_RESPONSE_BYTES": "1000"}).max_response_bytes == 1000
