@@ -40,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--input", required=True, help="a local file or directory, or an s3:// or gs:// prefix")
-    parser.add_argument("--output", required=True, help="where results go: a local directory, or an s3:// or gs:// prefix")
+    parser.add_argument(
+        "--output", required=True, help="where results go: a local directory, or an s3:// or gs:// prefix"
+    )
     add_local_arguments(parser.add_argument_group("local scoring (local --input)"))
     add_cloud_arguments(parser.add_argument_group("managed batch jobs (s3:// or gs:// --input)"))
     return parser
