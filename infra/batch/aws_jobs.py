@@ -19,6 +19,7 @@ from typing import Any, Final
 from infra.batch.errors import BatchJobFailedError, JobInterruptedError, RecordsFailedError
 from infra.batch.records import ContentTypeError, content_type_of, count_lines, is_line_format
 from infra.config import StackConfig
+from infra.config.aws_limits import has_local_instance_storage
 from infra.verify_aws import AwsClients, model_data_digest
 from infra.verify_common import DeploymentMismatchError, UsageError, output_value
 
@@ -163,17 +164,15 @@ def transform_request(
             # The store's bucket policy refuses SSE-KMS with any other key (infra/aws/iam.py).
             "KmsKeyId": kms_key_arn,
         },
-        "TransformResources": {
-            "InstanceType": instance_type,
-            "InstanceCount": instance_count,
-            # Encrypts the ML storage volume; instance types with only instance-store (NVMe) volumes
-            # refuse a VolumeKmsKeyId (TransformResources):
-            # https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_TransformResources.html
-            "VolumeKmsKeyId": kms_key_arn,
-        },
+        "TransformResources": {"InstanceType": instance_type, "InstanceCount": instance_count},
         "BatchStrategy": "MultiRecord" if lines else "SingleRecord",
         "Tags": [{"Key": key, "Value": value} for key, value in sorted(tags.items())],
     }
+    if not has_local_instance_storage(instance_type):
+        # Encrypts the ML storage volume; instance types with only instance-store (NVMe) volumes
+        # refuse a VolumeKmsKeyId (TransformResources):
+        # https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_TransformResources.html
+        request["TransformResources"]["VolumeKmsKeyId"] = kms_key_arn
     # Unset, SageMaker asks the container's /execution-parameters for both (CreateTransformJob).
     if max_payload_mb is not None:
         request["MaxPayloadInMB"] = max_payload_mb
@@ -231,6 +230,32 @@ def find_served_model(aws: AwsClients, config: StackConfig, outputs: Mapping[str
         )
     kms = output_value(outputs, ("kmsKeyArn",)) or endpoint_config.get("KmsKeyId")
     return ServedModel(endpoint, model_name, str(kms) if kms else None)
+
+
+def check_batch_prefixes(
+    config: StackConfig, outputs: Mapping[str, Any], source: S3Location, destination: S3Location
+) -> None:
+    """Refuse locations the model's execution role may not use (it reads and writes only the stack's batch prefixes).
+
+    The prefixes come from the stack outputs ``batchInputUri`` / ``batchOutputUri`` (infra/aws/program.py);
+    a job elsewhere would fail after minutes of provisioning with AccessDenied, so it is refused up front.
+    """
+    endpoint = config.require_aws().endpoint
+    if not endpoint.batch_jobs:
+        raise UsageError(
+            f"stack {config.stack} does not allow batch jobs: set model-deploy:aws.endpoint.batchJobs: true "
+            "and run `pulumi up` (the execution role then reads batch/<endpoint>/input/ and writes "
+            "batch/<endpoint>/output/ of the store)"
+        )
+    for flag, where, key in (("--input", source, "batchInputUri"), ("--output", destination, "batchOutputUri")):
+        allowed = output_value(outputs, (key,))
+        if allowed is None:
+            continue  # no outputs file (a dry run before the first `pulumi up`): nothing to compare with
+        if not (where.uri.rstrip("/") + "/").startswith(allowed.rstrip("/") + "/"):
+            raise UsageError(
+                f"{flag} {where.uri} is outside {allowed}, the only place the stack's execution role may "
+                f"{'read' if flag == '--input' else 'write'} batch data ({key} of the stack outputs)"
+            )
 
 
 def list_objects(aws: AwsClients, where: S3Location, *, limit: int | None = None) -> list[tuple[str, int]]:
@@ -339,6 +364,7 @@ def run_aws_job(
         raise UsageError(
             f"--output {destination.uri} lies under --input {source.uri}: the job would read its own output"
         )
+    check_batch_prefixes(config, outputs, source, destination)
     aws = AwsClients(config.region)
     served = find_served_model(aws, config, outputs)
     if served.kms_key_arn is None:

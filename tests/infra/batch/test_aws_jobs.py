@@ -51,6 +51,7 @@ class World:
         config = document["config"]
         self.endpoint = f"digits-{uuid.uuid4().hex[:8]}"
         config["model-deploy:aws"]["endpoint"]["name"] = self.endpoint
+        config["model-deploy:aws"]["endpoint"]["batchJobs"] = True
         self.package = config["model-deploy:package"]
         self.stack_file = tmp_path / "Pulumi.aws-dev.yaml"
         self.stack_file.write_text(yaml.safe_dump(document))
@@ -68,6 +69,8 @@ class World:
                     "endpointConfigName": self.config_name,
                     "kmsKeyArn": self.kms_key_arn,
                     "region": REGION,
+                    "batchInputUri": f"s3://{self.bucket}/batch/{self.endpoint}/input/",
+                    "batchOutputUri": f"s3://{self.bucket}/batch/{self.endpoint}/output/",
                 }
             )
         )
@@ -92,12 +95,18 @@ class World:
         self.sagemaker.create_endpoint(EndpointName=self.endpoint, EndpointConfigName=self.config_name)
 
     def put(self, key: str, body: str) -> None:
-        self.s3.put_object(Bucket=self.bucket, Key=key, Body=body.encode())
+        """``key`` under the stack's batch prefix (``in/…`` for input, ``out/…`` for output)."""
+        kind, _, rest = key.partition("/")
+        folder = {"in": "input", "out": "output"}[kind]
+        self.s3.put_object(Bucket=self.bucket, Key=f"batch/{self.endpoint}/{folder}/{rest}", Body=body.encode())
 
-    def argv(self, *extra: str, output: str = "batch/out/") -> list[str]:
+    def uri(self, path: str) -> str:
+        return f"s3://{self.bucket}/batch/{self.endpoint}/{path}"
+
+    def argv(self, *extra: str) -> list[str]:
         return [
-            "--input", f"s3://{self.bucket}/batch/in/",
-            "--output", f"s3://{self.bucket}/{output}",
+            "--input", self.uri("input/"),
+            "--output", self.uri("output/"),
             "--stack-file", str(self.stack_file),
             "--stack-outputs", str(self.outputs),
             "--poll-interval", "0.01",
@@ -173,8 +182,8 @@ def jsonl(rows: int) -> str:
 def test_a_completed_job_over_every_record_succeeds_with_one_summary_line(
     world: World, sagemaker_runs: Callable[[Simulation], None], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    world.put("batch/in/a.jsonl", jsonl(3))
-    world.put("batch/in/day=2/b.jsonl", jsonl(5) + "\n")  # a blank line is no record
+    world.put("in/a.jsonl", jsonl(3))
+    world.put("in/day=2/b.jsonl", jsonl(5) + "\n")  # a blank line is no record
     sagemaker_runs(score_every_line())
 
     code = run(world.argv())
@@ -204,7 +213,7 @@ def test_a_completed_job_over_every_record_succeeds_with_one_summary_line(
 def test_the_job_is_tagged_with_the_stack_environment_for_abac(
     world: World, sagemaker_runs: Callable[[Simulation], None]
 ) -> None:
-    world.put("batch/in/a.csv", "1,2\n3,4\n")
+    world.put("in/a.csv", "1,2\n3,4\n")
     sagemaker_runs(score_every_line())
     assert run(world.argv()) == 0
     (job,) = world.jobs()
@@ -217,8 +226,8 @@ def test_the_job_is_tagged_with_the_stack_environment_for_abac(
 def test_an_input_object_without_output_is_named_and_exits_11(
     world: World, sagemaker_runs: Callable[[Simulation], None], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    world.put("batch/in/a.jsonl", jsonl(2))
-    world.put("batch/in/b.jsonl", jsonl(4))
+    world.put("in/a.jsonl", jsonl(2))
+    world.put("in/b.jsonl", jsonl(4))
     sagemaker_runs(score_every_line(skip={"b.jsonl"}))
 
     code = run(world.argv())
@@ -227,24 +236,24 @@ def test_an_input_object_without_output_is_named_and_exits_11(
     assert code == 11 and out == ""
     last = err.strip().splitlines()[-1]
     assert "Completed but 1 of 2 input objects lack output" in last
-    assert "batch/in/b.jsonl (4 records, no .out object)" in last
+    assert f"batch/{world.endpoint}/input/b.jsonl (4 records, no .out object)" in last
     assert "Traceback" not in err
 
 
 def test_a_short_output_is_reported_with_its_counts(
     world: World, sagemaker_runs: Callable[[Simulation], None], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    world.put("batch/in/a.jsonl", jsonl(6))
+    world.put("in/a.jsonl", jsonl(6))
     sagemaker_runs(score_every_line(short={"a.jsonl"}))
 
     assert run(world.argv()) == 11
-    assert "batch/in/a.jsonl (5 of 6 records)" in capsys.readouterr().err
+    assert f"batch/{world.endpoint}/input/a.jsonl (5 of 6 records)" in capsys.readouterr().err
 
 
 def test_a_failed_job_exits_10_with_sagemakers_reason(
     world: World, sagemaker_runs: Callable[[Simulation], None], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    world.put("batch/in/a.jsonl", jsonl(2))
+    world.put("in/a.jsonl", jsonl(2))
     sagemaker_runs(fail_with("ClientError: See job logs for more information"))
 
     code = run(world.argv())
@@ -257,7 +266,7 @@ def test_a_failed_job_exits_10_with_sagemakers_reason(
 
 
 def test_dry_run_prints_the_request_and_creates_nothing(world: World, capsys: pytest.CaptureFixture[str]) -> None:
-    world.put("batch/in/a.jsonl", jsonl(2))
+    world.put("in/a.jsonl", jsonl(2))
 
     code = run(world.argv("--dry-run", "--max-payload-mb", "6", "--instance-count", "2"))
 
@@ -281,7 +290,7 @@ def test_an_endpoint_serving_another_package_is_refused_before_any_job(
     world.model, world.config_name = f"{world.endpoint}-model-bbbbbbb", f"{world.endpoint}-config-bbbbbbb"
     world.deploy(other, world.package["image"])
     world.outputs.write_text(json.dumps({"kmsKeyArn": world.kms_key_arn}))
-    world.put("batch/in/a.jsonl", jsonl(2))
+    world.put("in/a.jsonl", jsonl(2))
 
     assert run(world.argv()) == 5
     assert "but the stack pins" in capsys.readouterr().err
@@ -291,34 +300,55 @@ def test_an_endpoint_serving_another_package_is_refused_before_any_job(
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"--output": "s3://{bucket}/batch/in/out/"}, "lies under --input"),
-        ({"--input": "s3://{bucket}/nothing-here/"}, "holds no objects"),
-        ({"--input": "gs://{bucket}/batch/in/"}, "deploys to aws"),
+        ({"--output": "input/out/"}, "lies under --input"),
+        ({"--input": "input/none/"}, "holds no objects"),
+        ({"--input": "input-elsewhere/"}, "the only place the stack's execution role may read"),
+        ({"--output": "elsewhere/"}, "the only place the stack's execution role may write"),
     ],
 )
 def test_bad_locations_are_one_line_usage_errors(
     world: World, capsys: pytest.CaptureFixture[str], change: dict[str, str], message: str
 ) -> None:
-    world.put("batch/in/a.jsonl", jsonl(1))
+    world.put("in/a.jsonl", jsonl(1))
     argv = world.argv()
     for flag, value in change.items():
-        argv[argv.index(flag) + 1] = value.format(bucket=world.bucket)
+        argv[argv.index(flag) + 1] = world.uri(value)
 
     assert run(argv) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
 
 
+def test_gs_input_on_an_aws_stack_is_a_usage_error(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = world.argv()
+    argv[argv.index("--input") + 1] = f"gs://{world.bucket}/in/"
+    assert run(argv) == 2
+    assert "deploys to aws" in capsys.readouterr().err
+
+
+def test_a_stack_without_batch_jobs_is_refused_naming_the_config_key(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    document = yaml.safe_load(world.stack_file.read_text())
+    del document["config"]["model-deploy:aws"]["endpoint"]["batchJobs"]
+    world.stack_file.write_text(yaml.safe_dump(document))
+    world.put("in/a.jsonl", jsonl(1))
+
+    assert run(world.argv()) == 2
+    assert "set model-deploy:aws.endpoint.batchJobs: true" in capsys.readouterr().err
+    assert world.jobs() == []
+
+
 def test_an_output_prefix_holding_objects_is_refused(world: World, capsys: pytest.CaptureFixture[str]) -> None:
-    world.put("batch/in/a.jsonl", jsonl(1))
-    world.put("batch/out/a.jsonl.out", "{}\n")  # an earlier job's output would be counted as this one's
+    world.put("in/a.jsonl", jsonl(1))
+    world.put("out/a.jsonl.out", "{}\n")  # an earlier job's output would be counted as this one's
 
     assert run(world.argv()) == 2
     assert "already holds objects" in capsys.readouterr().err
 
 
 def test_unknown_extensions_need_a_content_type(world: World, capsys: pytest.CaptureFixture[str]) -> None:
-    world.put("batch/in/a.bin", "x")
+    world.put("in/a.bin", "x")
 
     assert run(world.argv()) == 2
     assert "pass --content-type" in capsys.readouterr().err

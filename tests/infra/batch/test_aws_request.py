@@ -65,3 +65,22 @@ def test_ctrl_c_while_following_says_how_to_stop_the_job() -> None:
 
     with pytest.raises(JobInterruptedError, match="stop-transform-job --transform-job-name job-1 --region us-east-1"):
         aws_jobs._follow(Aws(), "job-1", 1.0, log=print, sleep=lambda _: None, clock=lambda: 0.0, started=0.0)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("instance_type", "volume_key"), [("ml.m5.large", True), ("ml.m5d.large", False)])
+def test_the_volume_key_is_left_out_on_instance_storage_which_refuses_one(instance_type: str, volume_key: bool) -> None:
+    request = aws_jobs.transform_request(
+        name="job",
+        model_name="model",
+        source=S3Location("b", "in/"),
+        destination=S3Location("b", "out/"),
+        content_type="application/x-npy",
+        instance_type=instance_type,
+        instance_count=1,
+        kms_key_arn="arn:aws:kms:us-east-1:123456789012:key/k",
+        tags={},
+    )
+    assert ("VolumeKmsKeyId" in request["TransformResources"]) is volume_key
+    # A binary format is one record per object: no splitting, one request per object.
+    assert (request["TransformInput"]["SplitType"], request["BatchStrategy"]) == ("None", "SingleRecord")
+    assert request["TransformOutput"]["AssembleWith"] == "None"
