@@ -1,8 +1,8 @@
 """The managed side of ``model-deploy-batch``: options, the stack, and the job for its cloud.
 
 ``s3://`` input runs a SageMaker Batch Transform job (:mod:`infra.batch.aws_jobs`) for an AWS
-stack; ``gs://`` input is meant for a Vertex AI ``BatchPredictionJob`` of a GCP stack (not built
-yet: the command says so). Errors are one line on stderr with verify's exit codes
+stack; ``gs://`` input a Vertex AI ``BatchPredictionJob`` of a GCP Vertex stack
+(:mod:`infra.batch.gcp_jobs`). Errors are one line on stderr with verify's exit codes
 (:mod:`infra.verify_common`) plus 10 (job failed or stopped) and 11 (records missing).
 """
 
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from infra.batch.aws_jobs import AwsJobOptions, BatchResult, run_aws_job
+from infra.batch.gcp_jobs import GcpJobOptions, VertexBatchResult, run_gcp_job
 from infra.config import load_stack_file
 from infra.config.errors import ConfigError
 from infra.verify_common import UsageError, load_outputs, run_command
@@ -54,8 +55,14 @@ def add_cloud_arguments(group: argparse._ArgumentGroup) -> None:
         "--content-type",
         help="the input's MIME type (default: from the file extensions: .jsonl, .csv, .json, .npy)",
     )
-    group.add_argument("--instance-type", help="instance type of the job (default: the endpoint's first variant's)")
-    group.add_argument("--instance-count", type=_positive_int, default=1, help="instances of the job (default 1)")
+    group.add_argument(
+        "--instance-type",
+        help="instance (AWS) or machine (Vertex) type of the job (default: the endpoint's first variant's, "
+        "the Vertex deployment's)",
+    )
+    group.add_argument(
+        "--instance-count", type=_positive_int, default=1, help="instances or replicas of the job (default 1)"
+    )
     group.add_argument(
         "--max-payload-mb", type=_positive_int, help="request size cap (default: the container's /execution-parameters)"
     )
@@ -68,6 +75,9 @@ def add_cloud_arguments(group: argparse._ArgumentGroup) -> None:
         "--poll-interval", type=_positive_float, default=30.0, metavar="SECONDS", help="status polls (default 30)"
     )
     group.add_argument("--dry-run", action="store_true", help="print the job request; create nothing")
+    group.add_argument(
+        "--api-endpoint", help="Vertex AI API host[:port] (default: the stack region's; a loopback address in tests)"
+    )
 
 
 def run_cloud(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -77,7 +87,7 @@ def run_cloud(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return run_command(PROG, lambda: _run(args))
 
 
-def _run(args: argparse.Namespace) -> BatchResult:
+def _run(args: argparse.Namespace) -> BatchResult | VertexBatchResult:
     try:
         config = load_stack_file(Path(args.stack_file))
     except ConfigError as exc:
@@ -91,7 +101,20 @@ def _run(args: argparse.Namespace) -> BatchResult:
             f"{'s3:// runs on an aws stack' if scheme == 's3://' else 'gs:// runs on a gcp stack'}"
         )
     if wanted == "gcp":
-        raise UsageError("Vertex AI batch prediction jobs are not supported yet; score gs:// input locally for now")
+        for flag, value in (("--max-payload-mb", args.max_payload_mb), ("--max-concurrent", args.max_concurrent)):
+            if value is not None:
+                raise UsageError(f"{flag} is a SageMaker Batch Transform setting; Vertex AI jobs have none")
+        gcp_options = GcpJobOptions(
+            input_uri=args.input,
+            output_uri=args.output,
+            content_type=args.content_type,
+            machine_type=args.instance_type,
+            replica_count=args.instance_count,
+            poll_interval=args.poll_interval,
+            dry_run=args.dry_run,
+            api_endpoint=args.api_endpoint,
+        )
+        return run_gcp_job(config, outputs, gcp_options, log=_log, print_request=_print_request)
     options = AwsJobOptions(
         input_uri=args.input,
         output_uri=args.output,
@@ -111,4 +134,5 @@ def _log(line: str) -> None:
 
 
 def _print_request(request: dict[str, Any]) -> None:
-    print(json.dumps({"CreateTransformJob": request}, indent=2, sort_keys=True))
+    kind = "CreateTransformJob" if "TransformJobName" in request else "CreateBatchPredictionJob"
+    print(json.dumps({kind: request}, indent=2, sort_keys=True))
