@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from infra.batch.errors import BatchJobFailedError, JobInterruptedError, RecordsFailedError
+from infra.batch.locations import require_within
 from infra.batch.records import ContentTypeError, content_type_of, count_lines, is_line_format
 from infra.config import StackConfig
 from infra.config.aws_limits import has_local_instance_storage
@@ -247,15 +248,8 @@ def check_batch_prefixes(
             "and run `pulumi up` (the execution role then reads batch/<endpoint>/input/ and writes "
             "batch/<endpoint>/output/ of the store)"
         )
-    for flag, where, key in (("--input", source, "batchInputUri"), ("--output", destination, "batchOutputUri")):
-        allowed = output_value(outputs, (key,))
-        if allowed is None:
-            continue  # no outputs file (a dry run before the first `pulumi up`): nothing to compare with
-        if not (where.uri.rstrip("/") + "/").startswith(allowed.rstrip("/") + "/"):
-            raise UsageError(
-                f"{flag} {where.uri} is outside {allowed}, the only place the stack's execution role may "
-                f"{'read' if flag == '--input' else 'write'} batch data ({key} of the stack outputs)"
-            )
+    require_within(outputs, "--input", source.uri, "batchInputUri")
+    require_within(outputs, "--output", destination.uri, "batchOutputUri")
 
 
 def list_objects(aws: AwsClients, where: S3Location, *, limit: int | None = None) -> list[tuple[str, int]]:

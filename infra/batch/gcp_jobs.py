@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from infra.batch.errors import BatchJobFailedError, JobInterruptedError, RecordsFailedError
+from infra.batch.locations import require_within
 from infra.batch.records import CSV, JSON_LINES, ContentTypeError, content_type_of, count_lines
 from infra.config import StackConfig
 from infra.verify_common import UsageError, output_value
@@ -173,6 +174,14 @@ def run_gcp_job(
             f"stack {config.stack} serves on Cloud Run and has no Vertex model to run a batch prediction job with; "
             "score locally, or deploy a target: vertex stack"
         )
+    assert gcp.vertex is not None  # the rules require it for target vertex
+    if not gcp.vertex.batch_jobs:
+        raise UsageError(
+            f"stack {config.stack} does not allow batch jobs: set model-deploy:gcp.vertex.batchJobs: true and run "
+            "`pulumi up` (the runtime account may then write batch/<stack>/output/ of the store)"
+        )
+    require_within(outputs, "--input", source.uri, "batchInputUri")
+    require_within(outputs, "--output", destination.uri, "batchOutputUri")
     model = output_value(outputs, ("modelResourceName",))
     if not model:
         raise UsageError("no Vertex model: pass --stack-outputs with modelResourceName (`pulumi stack output --json`)")
@@ -191,7 +200,6 @@ def run_gcp_job(
         )
     if not options.dry_run and gcs.names(destination, limit=1):
         raise UsageError(f"--output {destination.uri} already holds objects; give the job an empty prefix")
-    assert gcp.vertex is not None  # the rules require it for target vertex
     name = display_name(model, source.uri, destination.uri, now())
     request = batch_request(
         name=name,

@@ -302,8 +302,8 @@ def test_an_endpoint_serving_another_package_is_refused_before_any_job(
     [
         ({"--output": "input/out/"}, "lies under --input"),
         ({"--input": "input/none/"}, "holds no objects"),
-        ({"--input": "input-elsewhere/"}, "the only place the stack's execution role may read"),
-        ({"--output": "elsewhere/"}, "the only place the stack's execution role may write"),
+        ({"--input": "input-elsewhere/"}, "the only place the stack's job identity may read"),
+        ({"--output": "elsewhere/"}, "the only place the stack's job identity may write"),
     ],
 )
 def test_bad_locations_are_one_line_usage_errors(

@@ -57,12 +57,21 @@ class World:
         gcp = config["model-deploy:gcp"]
         gcp["target"] = "vertex"
         gcp.pop("cloudRun")
-        gcp["vertex"] = {"endpointName": "digits dev", "machineType": "n1-standard-4"}
+        gcp["vertex"] = {"endpointName": "digits dev", "machineType": "n1-standard-4", "batchJobs": True}
         gcp["store"]["kmsKeyName"] = f"projects/{PROJECT}/locations/{REGION}/keyRings/ml/cryptoKeys/models"
         self.stack_file = tmp_path / "Pulumi.gcp-dev.yaml"
         self.stack_file.write_text(yaml.safe_dump(document))
         self.outputs = tmp_path / "outputs.json"
-        self.outputs.write_text(json.dumps({"modelResourceName": MODEL, "serviceAccountEmail": SERVICE_ACCOUNT}))
+        self.outputs.write_text(
+            json.dumps(
+                {
+                    "modelResourceName": MODEL,
+                    "serviceAccountEmail": SERVICE_ACCOUNT,
+                    "batchInputUri": f"gs://{bucket}/in/",
+                    "batchOutputUri": f"gs://{bucket}/out/",
+                }
+            )
+        )
 
     def put(self, key: str, text: str) -> None:
         self.client.bucket(self.bucket).blob(key).upload_from_string(text)
@@ -195,3 +204,23 @@ def test_sagemaker_only_flags_are_refused(world: World, capsys: pytest.CaptureFi
     world.put("in/a.jsonl", rows(1))
     assert run(world.argv("--max-payload-mb", "6")) == 2
     assert "SageMaker Batch Transform setting" in capsys.readouterr().err
+
+
+def test_output_outside_the_stacks_batch_prefix_is_refused(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    world.put("in/a.jsonl", rows(1))
+    argv = world.argv()
+    argv[argv.index("--output") + 1] = f"gs://{world.bucket}/elsewhere/"
+
+    assert run(argv) == 2
+    assert "may write batch data (batchOutputUri" in capsys.readouterr().err
+    assert world.vertex.batch_jobs == {}
+
+
+def test_a_vertex_stack_without_batch_jobs_is_refused(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    document = yaml.safe_load(world.stack_file.read_text())
+    del document["config"]["model-deploy:gcp"]["vertex"]["batchJobs"]
+    world.stack_file.write_text(yaml.safe_dump(document))
+    world.put("in/a.jsonl", rows(1))
+
+    assert run(world.argv()) == 2
+    assert "set model-deploy:gcp.vertex.batchJobs: true" in capsys.readouterr().err
