@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -352,3 +353,30 @@ def test_unknown_extensions_need_a_content_type(world: World, capsys: pytest.Cap
 
     assert run(world.argv()) == 2
     assert "pass --content-type" in capsys.readouterr().err
+
+
+def test_progress_shows_each_status_change_once_with_the_elapsed_time(
+    world: World, sagemaker_runs: Callable[[Simulation], None], capsys: pytest.CaptureFixture[str]
+) -> None:
+    import threading
+
+    world.put("in/a.jsonl", jsonl(2))
+    write_outputs = score_every_line()
+
+    def run_for_a_while(s3: Any, job: dict[str, Any]) -> None:
+        # InProgress for a few polls, then the outputs appear and the job completes (as SageMaker would).
+        job["job"].transform_job_status = "InProgress"
+
+        def finish() -> None:
+            write_outputs(s3, job)
+            job["job"].transform_job_status = "Completed"
+
+        threading.Timer(0.2, finish).start()
+
+    sagemaker_runs(run_for_a_while)
+
+    assert run(world.argv()) == 0
+    err = capsys.readouterr().err
+    statuses = [line.rsplit(": ", 1)[-1] for line in err.splitlines() if "] " in line]
+    assert statuses == ["InProgress", "Completed"]
+    assert all(re.search(r"\[\d+:\d\d:\d\d\] ", line) for line in err.splitlines() if "] " in line)
