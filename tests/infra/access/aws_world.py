@@ -301,6 +301,11 @@ def batch_calls(world: AwsWorld, stack: Stack) -> list[Call]:
         Call("s3:GetObject", f"arn:{PARTITION}:s3:::{bucket}/batch/{endpoint}/input/day=1/part-0.jsonl"),
         Call("s3:GetObject", f"arn:{PARTITION}:s3:::{bucket}/batch/{endpoint}/output/day=1/part-0.jsonl.out"),
         Call("kms:Decrypt", store_key),
+        # VolumeKmsKeyId: as for an endpoint config's key, SageMaker creates a grant on the key for the
+        # job's volumes with the caller's permissions (SageMaker Developer Guide, "Protect data at rest
+        # using encryption"); unproven for transform jobs without a real account, so modelled the same way.
+        Call("kms:CreateGrant", store_key),
+        Call("kms:DescribeKey", store_key),
         *transform_job_calls(location, f"{endpoint}-batch-20261206010203-0123abcd", tags),
     ]
     return [Call(c.action, c.resource, c.context, f"batch {stack.name}", c.creates) for c in calls]
