@@ -522,3 +522,27 @@ def resource_calls(resource: Declared, world: World, operations: Sequence[Operat
             sends_tags = any(name.startswith("aws:RequestTag/") for name in context)
             creates = operation == "create" and sends_tags and arn.lower() in ("*", own_arn)
             yield Call(action, arn, context, f"{resource.type} {resource.name} {operation}", creates)
+
+
+def transform_job_calls(location: Location, job_name: str, tags: Mapping[str, str]) -> list[Call]:
+    """What ``model-deploy-batch`` asks SageMaker for a Batch Transform job (infra/batch/aws_jobs.py).
+
+    Service Authorization Reference, Amazon SageMaker
+    (https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonsagemaker.html):
+    CreateTransformJob, DescribeTransformJob and StopTransformJob are authorized on the
+    ``transform-job`` resource (``arn:${Partition}:sagemaker:${Region}:${Account}:transform-job/${TransformJobName}``);
+    CreateTransformJob supports ``aws:RequestTag/${TagKey}`` and ``aws:TagKeys``, and a create that
+    carries ``Tags`` is also authorized as ``sagemaker:AddTags`` on the new job. No role is passed:
+    the job runs with the execution role of the model it names (CreateTransformJob has no role
+    parameter, https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_CreateTransformJob.html).
+    """
+    arn = location.arn("sagemaker", f"transform-job/{job_name.lower()}")
+    request = {f"aws:RequestTag/{key}": value for key, value in tags.items()}
+    existing = {f"aws:ResourceTag/{key}": value for key, value in tags.items()}  # created with those tags
+    return [
+        Call("sagemaker:CreateTransformJob", arn, request, "model-deploy-batch", creates=True),
+        Call("sagemaker:AddTags", arn, request, "model-deploy-batch", creates=True),
+        Call("sagemaker:DescribeTransformJob", arn, existing, "model-deploy-batch"),
+        # The way out the command prints on Ctrl-C (aws sagemaker stop-transform-job).
+        Call("sagemaker:StopTransformJob", arn, existing, "model-deploy-batch"),
+    ]

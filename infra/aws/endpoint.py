@@ -387,6 +387,7 @@ class SageMakerEndpoint(pulumi.ComponentResource):
                 subnet_ids=vpc.subnet_ids if vpc else (),
                 security_group_ids=vpc.security_group_ids if vpc else (),
                 rollback_alarm_name=rollback_alarm_name(endpoint.name) if endpoint.deployment is not None else None,
+                batch_jobs=endpoint.batch_jobs,
             )
             return json.dumps(endpoint_role_policy(access))
 

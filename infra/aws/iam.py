@@ -89,11 +89,13 @@ class EndpointAccess:
     metric_namespaces: tuple[str, ...] = (ENDPOINT_METRICS_NAMESPACE,)
     rollback_alarm_name: str | None = None
     """The alarm the endpoint's auto-rollback names (``None``: no deployment config)."""
+    batch_jobs: bool = False
+    """Batch Transform jobs of the endpoint's model read and write the store's batch prefixes."""
 
     @property
     def writes_to_store(self) -> bool:
         """Whether SageMaker writes objects (and so SSE-KMS data keys) with this role."""
-        return self.data_capture or self.asynchronous
+        return self.data_capture or self.asynchronous or self.batch_jobs
 
 
 def endpoint_role_policy(access: EndpointAccess) -> PolicyDocument:
@@ -195,6 +197,8 @@ def endpoint_role_policy(access: EndpointAccess) -> PolicyDocument:
         )
     if access.asynchronous:
         statements.extend(_async_statements(access))
+    if access.batch_jobs:
+        statements.extend(_batch_statements(access))
     if access.subnet_ids:
         statements.extend(_vpc_statements(access))
     return _document(*statements)
@@ -230,6 +234,37 @@ def _async_statements(access: EndpointAccess) -> list[Statement]:
             }
         )
     return statements
+
+
+def _batch_statements(access: EndpointAccess) -> list[Statement]:
+    """A transform job runs with the model's execution role: it lists and reads the input prefix and
+    writes ``.out`` objects under the output prefix (SageMaker Developer Guide, "CreateTransformJob API:
+    Execution Role Permissions": s3:ListBucket, s3:GetObject, s3:PutObject, plus kms:GenerateDataKey for
+    an output KmsKeyId, https://docs.aws.amazon.com/sagemaker/latest/dg/sagemaker-roles.html)."""
+    p = access.partition
+    return [
+        {
+            "Sid": "ListBatchInputs",
+            "Effect": "Allow",
+            "Action": "s3:ListBucket",
+            "Resource": s3_bucket_arn(p, access.store_bucket),
+            "Condition": {
+                "StringLike": {"s3:prefix": [access.prefixes.batch_input, f"{access.prefixes.batch_input}/*"]}
+            },
+        },
+        {
+            "Sid": "ReadBatchInputs",
+            "Effect": "Allow",
+            "Action": "s3:GetObject",
+            "Resource": s3_objects_arn(p, access.store_bucket, access.prefixes.batch_input),
+        },
+        {
+            "Sid": "WriteBatchOutputs",
+            "Effect": "Allow",
+            "Action": "s3:PutObject",
+            "Resource": s3_objects_arn(p, access.store_bucket, access.prefixes.batch_output),
+        },
+    ]
 
 
 def _vpc_statements(access: EndpointAccess) -> list[Statement]:

@@ -16,6 +16,7 @@ ENDPOINT_LOG_GROUP_PREFIX: Final = "/aws/sagemaker/Endpoints"
 # Key prefixes of the store that belong to one endpoint (besides the packages themselves).
 _DATA_CAPTURE_ROOT: Final = "data-capture"
 _ASYNC_ROOT: Final = "async"
+_BATCH_ROOT: Final = "batch"
 
 # Regions outside the commercial partition, by prefix. Order matters: "us-isob-" before "us-iso-".
 _PARTITIONS: Final = (
@@ -96,6 +97,10 @@ class EndpointPrefixes:
     async_input: str
     async_output: str
     async_failure: str
+    batch_input: str
+    """What Batch Transform jobs of the endpoint's model read (model-deploy-batch ``--input``)."""
+    batch_output: str
+    """Where they write (``--output``)."""
 
     @classmethod
     def for_endpoint(cls, endpoint_name: str) -> EndpointPrefixes:
@@ -106,6 +111,8 @@ class EndpointPrefixes:
             async_input=f"{async_root}/input",
             async_output=f"{async_root}/output",
             async_failure=f"{async_root}/failure",
+            batch_input=f"{_BATCH_ROOT}/{endpoint_name}/input",
+            batch_output=f"{_BATCH_ROOT}/{endpoint_name}/output",
         )
 
 

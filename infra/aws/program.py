@@ -11,6 +11,7 @@ import pulumi_aws as aws
 from infra.aws.artifact_store import ArtifactStore
 from infra.aws.capacity import live_counts_from_environment
 from infra.aws.endpoint import SageMakerEndpoint
+from infra.aws.naming import EndpointPrefixes, s3_uri
 from infra.config import StackConfig
 
 
@@ -45,6 +46,11 @@ def deploy(config: StackConfig) -> dict[str, pulumi.Input[Any]]:
         "region": config.region,
         "dashboardName": endpoint.dashboard_name,
     }
+    if endpoint_settings.batch_jobs:
+        # model-deploy-batch reads and writes only here: the execution role's batch grants (infra/aws/iam.py).
+        prefixes = EndpointPrefixes.for_endpoint(endpoint_settings.name)
+        outputs["batchInputUri"] = store.bucket_name.apply(lambda bucket: s3_uri(bucket, prefixes.batch_input))
+        outputs["batchOutputUri"] = store.bucket_name.apply(lambda bucket: s3_uri(bucket, prefixes.batch_output))
     if endpoint.rollback_alarm_name is not None:
         outputs["rollbackAlarmName"] = endpoint.rollback_alarm_name
     return outputs

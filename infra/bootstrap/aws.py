@@ -213,6 +213,28 @@ def deploy_policy(partition: str, account: str, environment: str, bucket_arn: st
                 sagemaker_resources,
                 Condition=managing,
             ),
+            # model-deploy-batch (infra/batch/aws_jobs.py): Batch Transform jobs are authorized on the
+            # transform-job resource, whose create supports aws:RequestTag (Service Authorization
+            # Reference, Amazon SageMaker); the command tags each job with the stack's tags, so a role
+            # creates only jobs of its environment and stops only those. No iam:PassRole: the job runs
+            # with its model's execution role. The batch data is the store's (ArtifactObjects).
+            _statement(
+                "BatchJobsRead",
+                ["sagemaker:DescribeTransformJob"],
+                [f"{arn}:sagemaker:*:{account}:transform-job/*"],
+            ),
+            _statement(
+                "BatchJobsCreate",
+                ["sagemaker:CreateTransformJob", "sagemaker:AddTags"],
+                [f"{arn}:sagemaker:*:{account}:transform-job/*"],
+                Condition=creating,
+            ),
+            _statement(
+                "BatchJobsStop",
+                ["sagemaker:StopTransformJob"],
+                [f"{arn}:sagemaker:*:{account}:transform-job/*"],
+                Condition=own_keys,
+            ),
             # model-deploy-verify's smoke request (infra/verify_aws.py): without these the deploy
             # workflow fails at its verify step.
             _statement(

@@ -433,6 +433,11 @@ class EndpointSettings(ConfigModel):
         default=None, alias="async", description="async settings (mode async)"
     )
     deployment: DeploymentSettings | None = Field(default=None, description="blue/green rollout and rollback")
+    batch_jobs: bool = Field(
+        default=False,
+        description="model-deploy-batch may run Batch Transform jobs with this endpoint's model: its role reads "
+        "batch/<endpoint>/input/ and writes batch/<endpoint>/output/ of the store",
+    )
     autoscaling: AutoscalingSettings | None = Field(default=None, description="autoscaling bounds and target")
     alarms: AlarmSettings = Field(default_factory=AlarmSettings, description="alarm thresholds")
     allowed_instance_families: tuple[InstanceFamily, ...] | None = Field(

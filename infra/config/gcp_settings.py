@@ -272,6 +272,11 @@ class VertexSettings(ConfigModel):
     import_from: VertexImportSettings | None = Field(
         default=None, description="take over this existing endpoint and deployed model instead of creating them"
     )
+    batch_jobs: bool = Field(
+        default=False,
+        description="model-deploy-batch may run batch prediction jobs with the model: the runtime account may "
+        "write batch/<stack>/output/ of the store",
+    )
 
 
 #: The label a decommissioned stack's Cloud Run service carries (value: the stack's name), which

@@ -16,6 +16,7 @@ from infra.config import PROJECT, StackConfig
 
 TYPE: Final = f"{PROJECT}:gcp:ServingIdentity"
 BUCKET_READER_ROLE: Final = "roles/storage.objectViewer"
+BATCH_WRITER_ROLE: Final = "roles/storage.objectCreator"
 REPOSITORY_READER_ROLE: Final = "roles/artifactregistry.reader"
 
 
@@ -36,9 +37,10 @@ class ServingIdentity(pulumi.ComponentResource):
         account_id: str,
         bucket_name: pulumi.Input[str],
         repository_name: pulumi.Input[str],
+        batch_output_prefix: str | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        """Create the account ``account_id`` and its two grants."""
+        """Create the account ``account_id`` and its two grants (three with ``batch_output_prefix``)."""
         super().__init__(TYPE, name, None, opts)
         gcp_config = config.require_gcp()
         child = pulumi.ResourceOptions(parent=self)
@@ -59,6 +61,27 @@ class ServingIdentity(pulumi.ComponentResource):
             member=self.member,
             opts=child,
         )
+        if batch_output_prefix is not None:
+            # Batch prediction jobs run as this account and write their output (model-deploy-batch); only
+            # under the prefix: an IAM condition on the object name, which Cloud Storage evaluates as
+            # projects/_/buckets/<bucket>/objects/<name> on buckets with uniform bucket-level access
+            # (https://cloud.google.com/storage/docs/access-control/iam#conditions).
+            gcp.storage.BucketIAMMember(
+                f"{name}-batch-writer",
+                bucket=bucket_name,
+                role=BATCH_WRITER_ROLE,
+                member=self.member,
+                condition=gcp.storage.BucketIAMMemberConditionArgs(
+                    title="batch-output-only",
+                    description="model-deploy-batch output of this stack",
+                    expression=pulumi.Output.concat(
+                        'resource.name.startsWith("projects/_/buckets/',
+                        bucket_name,
+                        f'/objects/{batch_output_prefix}/")',
+                    ),
+                ),
+                opts=child,
+            )
         gcp.artifactregistry.RepositoryIamMember(
             f"{name}-repository-reader",
             project=gcp_config.project,

@@ -13,6 +13,11 @@ from infra.gcp.naming import service_account_id
 from infra.gcp.storage import GcsArtifactStore
 
 
+def batch_prefix(stack: str, kind: str) -> str:
+    """``batch/<stack>/<kind>``: where model-deploy-batch jobs of a Vertex stack read and write."""
+    return f"batch/{stack}/{kind}"
+
+
 def deploy(config: StackConfig) -> dict[str, pulumi.Input[Any]]:
     """Declare the GCP stack of ``config`` and return its outputs (export them as they are).
 
@@ -53,7 +58,16 @@ def deploy(config: StackConfig) -> dict[str, pulumi.Input[Any]]:
         account_id=service_account_id(f"{config.package.name}-{config.stack}", "vertex-sa"),
         bucket_name=store.bucket_name,
         repository_name=store.repository_name,
+        batch_output_prefix=batch_prefix(config.stack, "output") if vertex.batch_jobs else None,
     )
+    if vertex.batch_jobs:
+        # model-deploy-batch reads input here (the account reads the whole bucket) and writes output here only.
+        outputs["batchInputUri"] = pulumi.Output.concat(
+            "gs://", store.bucket_name, f"/{batch_prefix(config.stack, 'input')}/"
+        )
+        outputs["batchOutputUri"] = pulumi.Output.concat(
+            "gs://", store.bucket_name, f"/{batch_prefix(config.stack, 'output')}/"
+        )
     endpoint = VertexEndpoint(
         "vertex-endpoint",
         config,

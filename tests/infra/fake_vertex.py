@@ -8,7 +8,9 @@ assert on the order of RPCs.
 
 Implemented: ``ModelService/{UploadModel,GetModel,UpdateModel,DeleteModel}``,
 ``EndpointService/{GetEndpoint,DeployModel,UndeployModel,MutateDeployedModel,UpdateEndpoint}``
-``PredictionService/Predict`` (answers the canned :attr:`FakeVertex.predictions`)
+``PredictionService/Predict`` (answers the canned :attr:`FakeVertex.predictions`),
+``JobService/{CreateBatchPredictionJob,GetBatchPredictionJob}`` (a job is ``JOB_STATE_PENDING`` when
+created; :attr:`FakeVertex.run_batch_job` plays the engine on its first Get)
 and ``google.longrunning.Operations/GetOperation``. Operations finish (and only then change
 state) after ``polls_until_done`` GetOperation calls. Failure knobs: :attr:`FakeVertex.upload_error`
 (the upload operation ends with that status), :attr:`FakeVertex.deploy_never_completes`.
@@ -66,6 +68,10 @@ class FakeVertex:
     """What ``Predict`` answers (JSON values, one per instance); ``None``: it fails with UNIMPLEMENTED."""
     predict_error: tuple[grpc.StatusCode, str] | None = None
     """``Predict`` fails with this status instead of answering."""
+    run_batch_job: Callable[[aiplatform_v1.BatchPredictionJob], None] | None = None
+    """What the batch engine does with a job on its first ``GetBatchPredictionJob``: write its output,
+    set its ``state``, ``error``, ``output_info`` (``None``: the job stays pending)."""
+    batch_jobs: dict[str, aiplatform_v1.BatchPredictionJob] = field(default_factory=dict)
     models: dict[str, aiplatform_v1.Model] = field(default_factory=dict)
     endpoints: dict[str, aiplatform_v1.Endpoint] = field(default_factory=dict)
     calls: list[str] = field(default_factory=list)
@@ -127,7 +133,20 @@ class FakeVertex:
         prediction_service = {
             "Predict": (self._predict, a.PredictRequest.deserialize, a.PredictResponse.serialize),
         }
+        job_service = {
+            "CreateBatchPredictionJob": (
+                self._create_batch_job,
+                a.CreateBatchPredictionJobRequest.deserialize,
+                a.BatchPredictionJob.serialize,
+            ),
+            "GetBatchPredictionJob": (
+                self._get_batch_job,
+                a.GetBatchPredictionJobRequest.deserialize,
+                a.BatchPredictionJob.serialize,
+            ),
+        }
         services = {
+            "google.cloud.aiplatform.v1.JobService": job_service,
             "google.cloud.aiplatform.v1.ModelService": model_service,
             "google.cloud.aiplatform.v1.EndpointService": endpoint_service,
             "google.cloud.aiplatform.v1.PredictionService": prediction_service,
@@ -356,3 +375,27 @@ class FakeVertex:
             predictions=values, deployed_model_id=deployed.id, model=deployed.model
         )
         return aiplatform_v1.PredictResponse.wrap(response)
+
+    # --- JobService ------------------------------------------------------------------------
+
+    def _create_batch_job(
+        self, request: aiplatform_v1.CreateBatchPredictionJobRequest
+    ) -> aiplatform_v1.BatchPredictionJob:
+        job = aiplatform_v1.BatchPredictionJob(request.batch_prediction_job)
+        if job.model not in self.models:
+            raise _Abort(grpc.StatusCode.NOT_FOUND, f"Model {job.model} not found.")
+        job.name = f"{request.parent}/batchPredictionJobs/{next(self._ids)}"
+        job.state = aiplatform_v1.JobState.JOB_STATE_PENDING
+        self.batch_jobs[job.name] = job
+        return job
+
+    def _get_batch_job(self, request: aiplatform_v1.GetBatchPredictionJobRequest) -> aiplatform_v1.BatchPredictionJob:
+        job = self.batch_jobs.get(request.name)
+        if job is None:
+            raise _Abort(grpc.StatusCode.NOT_FOUND, f"BatchPredictionJob {request.name} not found.")
+        if job.state == aiplatform_v1.JobState.JOB_STATE_PENDING and self.run_batch_job is not None:
+            job.state = aiplatform_v1.JobState.JOB_STATE_RUNNING
+            answer = aiplatform_v1.BatchPredictionJob(job)
+            self.run_batch_job(job)  # the next Get sees what the engine did
+            return answer
+        return job

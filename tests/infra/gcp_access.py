@@ -129,6 +129,8 @@ def vertex_variants(configs: dict[str, dict[str, Any]]) -> dict[str, dict[str, A
         settings["target"] = "vertex"
         settings.pop("cloudRun", None)
         settings["vertex"] = {"endpointName": f"digits {environment}", "machineType": "n1-standard-4"}
+        if environment == "dev":
+            settings["vertex"]["batchJobs"] = True  # model-deploy-batch's permissions, proven on dev
         if environment == "prod":
             settings["vertex"].update(minReplicas=2, maxReplicas=4)
         variants[name] = variant

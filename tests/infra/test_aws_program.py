@@ -1309,3 +1309,27 @@ def test_pulumi_preview_of_a_local_stack_against_moto(tmp_path: Path, aws_env: s
     output = failed.stdout + failed.stderr
     assert "model-deploy:aws.endpoint.variants[0].instanceType: 'ml.m5.larg'" in output
     assert "Traceback" not in output
+
+
+def test_batch_jobs_let_the_role_read_its_input_prefix_and_write_its_output_prefix_only() -> None:
+    values = minimal_dev()
+    values["model-deploy:aws"]["endpoint"]["batchJobs"] = True
+    deployment = run_program(values, stack="dev")
+    document = policy_of(deployment)
+    listing = statement(document, "ListBatchInputs")
+    assert listing["Resource"] == "arn:aws:s3:::acme-models"
+    assert listing["Condition"]["StringLike"]["s3:prefix"] == ["batch/digits-dev/input", "batch/digits-dev/input/*"]
+    assert statement(document, "ReadBatchInputs")["Resource"] == "arn:aws:s3:::acme-models/batch/digits-dev/input/*"
+    assert statement(document, "WriteBatchOutputs") == {
+        "Sid": "WriteBatchOutputs",
+        "Effect": "Allow",
+        "Action": "s3:PutObject",
+        "Resource": "arn:aws:s3:::acme-models/batch/digits-dev/output/*",
+    }
+    # The outputs are SSE-KMS with the store key: the role needs data keys, through S3 only.
+    assert statement(document, "EncryptStoreWrites")["Condition"] == {
+        "StringEquals": {"kms:ViaService": "s3.eu-west-1.amazonaws.com"}
+    }
+    assert deployment.outputs["batchInputUri"] == "s3://acme-models/batch/digits-dev/input/"
+    assert deployment.outputs["batchOutputUri"] == "s3://acme-models/batch/digits-dev/output/"
+    assert "batchInputUri" not in deployed("minimal_dev").outputs

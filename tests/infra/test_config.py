@@ -1163,6 +1163,13 @@ BAD_CASES: list[tuple[str, Callable[[], Values], Mutation, str, tuple[str, ...]]
         "model-deploy:tags",
         ("makes 51 tags with the stack's own 6; AWS allows 0-50 per resource", "so set at most 44"),
     ),
+    (
+        "batch-jobs-not-a-boolean",
+        minimal_dev,
+        _endpoint_update(batchJobs="sometimes"),
+        f"{E}.batchJobs",
+        ("'sometimes'",),
+    ),
     # secrets
     (
         "secret-in-project-namespace",

@@ -311,3 +311,63 @@ def test_readonly_reads_every_stacks_history_and_outputs_for_the_plan_and_the_pr
     ]
     needs.append(Need("cloudkms.cryptoKeyVersions.useToDecrypt", world.secrets_key(), "stack secrets"))
     assert denied(world, world.readonly, needs) == []
+
+
+# --- model-deploy-batch on a Vertex stack (dev enables batchJobs) -------------------------------------
+
+
+def _batch_needs(stack: Stack) -> list[Need]:
+    """What ``model-deploy-batch`` asks for with the deploy identity (infra/batch/gcp_jobs.py ``run_gcp_job``).
+
+    Permissions of JobService.CreateBatchPredictionJob / Get / Cancel and of naming a service account
+    for the job (https://cloud.google.com/vertex-ai/docs/general/access-control: aiplatform.batchPredictionJobs.*;
+    iam.serviceAccounts.actAs on the account the job runs as: https://cloud.google.com/vertex-ai/docs/general/custom-service-account);
+    the input and output are listed and read with the caller's rights.
+    """
+    bucket, _ = _package(stack)
+    [account] = [r for r in stack.resources if r.type == "gcp:serviceaccount/account:Account"]
+    location = f"projects/{stack.project}/locations/{stack.config['model-deploy:gcp']['region']}"
+    job = f"{location}/batchPredictionJobs/1"
+    return [
+        Need("aiplatform.batchPredictionJobs.create", location, "batch: create the job"),
+        Need("aiplatform.batchPredictionJobs.get", job, "batch: follow the job"),
+        Need("aiplatform.batchPredictionJobs.cancel", job, "batch: the way out on Ctrl-C"),
+        Need("iam.serviceAccounts.actAs", service_account_resource(str(account.value("email"))), "batch: run as it"),
+        Need("storage.objects.list", bucket_resource(bucket), "batch: list input and output"),
+        Need("storage.objects.get", object_resource(bucket, f"batch/{stack.name}/input/a.jsonl"), "batch: count"),
+        Need(
+            "storage.objects.get",
+            object_resource(bucket, f"batch/{stack.name}/output/prediction-x/prediction.results-00000-of-00001"),
+            "batch: check the predictions",
+        ),
+    ]
+
+
+def test_vertex_batch_jobs_are_allowed_to_their_environments_deploy_identity_only() -> None:
+    world = vertex_world()
+    stack = world.stacks["gcp-dev"]
+    assert denied(world, world.deploy_identity("dev"), _batch_needs(stack)) == []
+    creates = [need for need in _batch_needs(stack) if need.permission.endswith((".create", ".cancel", ".actAs"))]
+    for other in ("staging", "prod"):
+        assert allowed(world, world.deploy_identity(other), creates) == []
+    assert allowed(world, world.readonly, creates) == []
+
+
+def test_the_vertex_serving_identity_writes_batch_output_under_its_own_prefix_only() -> None:
+    world = vertex_world()
+    stack = world.stacks["gcp-dev"]
+    bucket, package = _package(stack)
+    [account] = [r for r in stack.resources if r.type == "gcp:serviceaccount/account:Account"]
+    serving = Principal.service_account(str(account.value("email")))
+    output = object_resource(bucket, "batch/gcp-dev/output/prediction-x/prediction.results-00000-of-00001")
+    assert evaluate(world.policies, serving, "storage.objects.create", output)
+    assert evaluate(
+        world.policies, serving, "storage.objects.get", object_resource(bucket, "batch/gcp-dev/input/a.jsonl")
+    )
+    for elsewhere in ("batch/gcp-dev/input/a.jsonl", package, "batch/gcp-dev/outputs-not/x"):
+        assert not evaluate(world.policies, serving, "storage.objects.create", object_resource(bucket, elsewhere))
+    assert not evaluate(world.policies, serving, "storage.objects.delete", output)  # objectCreator cannot overwrite
+    for other in ("gcp-staging", "gcp-prod"):
+        other_bucket, _ = _package(world.stacks[other])
+        target = object_resource(other_bucket, f"batch/{other}/output/x")
+        assert not evaluate(world.policies, serving, "storage.objects.create", target)

@@ -85,6 +85,13 @@ BAD_CASES: list[tuple[str, Callable[[], Values], Callable[[Values], None], str, 
     ("region-unknown", cloud_run_dev, _gcp("region", value="europe-west5"), f"{G}.region", "did you mean"),
     ("region-not-cloud-run", cloud_run_dev, _gcp("region", value="us-east7"), f"{G}.region", "not a Cloud Run"),
     ("target", cloud_run_dev, _gcp("target", value="gke"), f"{G}.target", "one of cloudrun, vertex"),
+    (
+        "vertex-batch-jobs-not-a-boolean",
+        vertex_dev,
+        lambda v: v[G]["vertex"].update(batchJobs="often"),
+        f"{V}.batchJobs",
+        "must be true or false",
+    ),
     ("cloudrun-section-missing", vertex_dev, _gcp("target", value="cloudrun"), f"{G}.cloudRun", "is required"),
     (
         "vertex-section-extra",

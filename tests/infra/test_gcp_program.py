@@ -366,3 +366,23 @@ def test_bad_gcp_config_stops_the_program_with_one_line() -> None:
     with pytest.raises(pulumi.RunError) as raised:
         _run(values)
     assert str(raised.value).startswith("model-deploy:gcp.cloudRun.memory: '8Gi' is too little for a GPU")
+
+
+def test_vertex_batch_jobs_let_the_runtime_account_create_objects_under_the_output_prefix_only() -> None:
+    pytest.importorskip("infra.gcp.vertex")
+    values = vertex_dev()
+    values["model-deploy:gcp"]["vertex"]["batchJobs"] = True
+    deployment = _run(values)
+    member = "serviceAccount:digits-dev-vertex-sa@acme-ml.iam.gserviceaccount.com"
+    writers = [m for m in deployment.of_type(BUCKET_MEMBER) if m.inputs["role"] == "roles/storage.objectCreator"]
+    [writer] = writers
+    assert (writer.inputs["bucket"], writer.inputs["member"]) == ("acme-models", member)
+    assert writer.inputs["condition"]["expression"] == (
+        'resource.name.startsWith("projects/_/buckets/acme-models/objects/batch/dev/output/")'
+    )
+    assert deployment.outputs["batchInputUri"] == "gs://acme-models/batch/dev/input/"
+    assert deployment.outputs["batchOutputUri"] == "gs://acme-models/batch/dev/output/"
+    # Without batchJobs: no writer, no batch outputs.
+    plain = _run(vertex_dev())
+    assert not [m for m in plain.of_type(BUCKET_MEMBER) if m.inputs["role"] == "roles/storage.objectCreator"]
+    assert "batchInputUri" not in plain.outputs

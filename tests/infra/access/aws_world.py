@@ -16,7 +16,15 @@ from typing import Any
 
 import yaml
 
-from infra.access.aws_calls import COMMAND_OPERATIONS, Call, Declared, Location, World, resource_calls
+from infra.access.aws_calls import (
+    COMMAND_OPERATIONS,
+    Call,
+    Declared,
+    Location,
+    World,
+    resource_calls,
+    transform_job_calls,
+)
 from infra.access.aws_policy import Decision, Principal, Request, ResourcePolicy, evaluate
 from infra.bootstrap.aws import PROGRAM_PROJECT, identity_arn
 from tests.infra.bootstrap_runs import bootstrap
@@ -294,3 +302,39 @@ def verify_calls(world: AwsWorld, stack: Stack) -> list[Call]:
         Call("sagemaker:InvokeEndpoint", location.arn("sagemaker", f"endpoint/{str(endpoint.get('name')).lower()}")),
     ]
     return [Call(c.action, c.resource, c.context, f"verify {stack.name}") for c in calls]
+
+
+def batch_enabled(stack: Stack) -> bool:
+    """Whether the stack lets ``model-deploy-batch`` run jobs (``model-deploy:aws.endpoint.batchJobs``)."""
+    return bool(stack.values["model-deploy:aws"]["endpoint"].get("batchJobs"))
+
+
+def batch_calls(world: AwsWorld, stack: Stack) -> list[Call]:
+    """What ``model-deploy-batch`` calls (infra/batch/aws_jobs.py ``run_aws_job``) with the stack's deploy role.
+
+    It reads the endpoint, its config and model (the pinned package), lists and reads the input and
+    output prefixes of the store (``batchInputUri`` / ``batchOutputUri``), which S3 decrypts with the
+    caller's rights, and creates, follows (and may stop) the job, tagged like the stack's resources.
+    """
+    endpoint = str(stack.one("aws:sagemaker/endpoint:Endpoint").get("name"))
+    model = stack.one("aws:sagemaker/model:Model")
+    bucket = str(stack.deployment.outputs["bucketName"])
+    store_key = str(stack.one("aws:kms/key:Key").get("arn"))
+    location = stack.location
+    tags = {name: str(value) for name, value in (model.get("tags") or {}).items()}
+    calls = [
+        Call("sagemaker:DescribeEndpoint", location.arn("sagemaker", f"endpoint/{endpoint.lower()}")),
+        Call("sagemaker:DescribeModel", location.arn("sagemaker", f"model/{str(model.get('name')).lower()}")),
+        Call("s3:ListBucket", f"arn:{PARTITION}:s3:::{bucket}", {"s3:prefix": f"batch/{endpoint}/input/"}),
+        Call("s3:ListBucket", f"arn:{PARTITION}:s3:::{bucket}", {"s3:prefix": f"batch/{endpoint}/output/"}),
+        Call("s3:GetObject", f"arn:{PARTITION}:s3:::{bucket}/batch/{endpoint}/input/day=1/part-0.jsonl"),
+        Call("s3:GetObject", f"arn:{PARTITION}:s3:::{bucket}/batch/{endpoint}/output/day=1/part-0.jsonl.out"),
+        Call("kms:Decrypt", store_key),
+        # VolumeKmsKeyId: as for an endpoint config's key, SageMaker creates a grant on the key for the
+        # job's volumes with the caller's permissions (SageMaker Developer Guide, "Protect data at rest
+        # using encryption"); unproven for transform jobs without a real account, so modelled the same way.
+        Call("kms:CreateGrant", store_key),
+        Call("kms:DescribeKey", store_key),
+        *transform_job_calls(location, f"{endpoint}-batch-20261206010203-0123abcd", tags),
+    ]
+    return [Call(c.action, c.resource, c.context, f"batch {stack.name}", c.creates) for c in calls]

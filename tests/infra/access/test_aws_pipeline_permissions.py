@@ -18,6 +18,8 @@ from tests.infra.access.aws_world import (
     SHARED_ACCOUNT,
     AwsWorld,
     Stack,
+    batch_calls,
+    batch_enabled,
     build_layout,
     committed_aws_stacks,
     state_calls,
@@ -43,6 +45,7 @@ WRITE_PREFIXES = (
     "Abort",
     "Invoke",
     "Pass",
+    "Stop",
 )
 #: In one shared account, every write is bounded to the environment (by name, IAM path or the
 #: environment tag) except the alarms Application Auto Scaling creates untagged for target tracking
@@ -70,6 +73,8 @@ def _own_calls(world: AwsWorld, stack: Stack) -> Iterator[Call]:
         yield from stack.calls(command)
         yield from state_calls(world, stack.name, command)
     yield from verify_calls(world, stack)
+    if batch_enabled(stack):
+        yield from batch_calls(world, stack)
 
 
 def test_the_committed_stacks_are_there() -> None:
@@ -150,3 +155,31 @@ def test_state_key_cannot_be_managed_by_pipeline_roles(world: AwsWorld) -> None:
             for action in ("kms:ScheduleKeyDeletion", "kms:PutKeyPolicy", "kms:TagResource", "kms:DisableKey"):
                 decision = world.decide(role, Call(action, world.state_key_arn), world.layout.state_account)
                 assert not decision, (role.role_arn, action, decision.reason)
+
+
+def test_a_stack_with_batch_jobs_is_committed() -> None:
+    """The batch permissions are proven on a committed stack, not only in the program's unit tests."""
+    assert any(values["model-deploy:aws"]["endpoint"].get("batchJobs") for values in STACKS.values())
+
+
+def test_no_environment_runs_or_reads_another_environments_batch_jobs(world: AwsWorld) -> None:
+    """Another environment's deploy role is denied the job (tagged with this environment), its stop, and the
+    batch data in this environment's store; in a shared account too."""
+    checked = 0
+    for stack in world.stacks.values():
+        if not batch_enabled(stack):
+            continue
+        sensitive = [
+            c
+            for c in batch_calls(world, stack)
+            if c.action
+            in {"sagemaker:CreateTransformJob", "sagemaker:StopTransformJob", "s3:GetObject", "s3:ListBucket"}
+        ]
+        for other in world.layout.environment_accounts:
+            if other == stack.environment:
+                continue
+            role = world.deploy_role(other)
+            for call in sensitive:
+                checked += 1
+                assert not world.decide(role, call, stack.location.account), f"{other} -> {call.action} {call.resource}"
+    assert checked
