@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from inference.batch.scoring import Scorer, instance_json, response_type
+from inference.batch.scoring import Scorer, instance_json
 from inference.batch.sinks import OUTPUT_FORMATS, Checkpoint, Layout, assemble, fingerprint, manifest_digest, write_part
 from inference.batch.sources import InputFile, discover, read_chunks, total_bytes
 from model_package.errors import ModelPackageError, UsageError
@@ -113,7 +113,7 @@ def _score_all(args: argparse.Namespace, files: list[InputFile], output: Path, p
     env = {name: value for name, value in os.environ.items() if name.startswith("MODEL_SERVER_")}
     config = load_config(env, model_dir=package_dir)
     service = load_service(config)
-    scorer = Scorer(service, accept=response_type(files[0].media_type, args.output_format))
+    scorer = Scorer(service, output_format=args.output_format)
     layout = Layout(args.output_format, output, files)
     started, scored_before = time.perf_counter(), state.scored
     try:

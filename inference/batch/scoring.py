@@ -42,9 +42,9 @@ class RecordFailed(Exception):
 class Scorer:
     """Scores chunks with a loaded ``ModelService`` on a private event loop."""
 
-    def __init__(self, service: ModelService, *, accept: str) -> None:
+    def __init__(self, service: ModelService, *, output_format: str) -> None:
         self.service = service
-        self.accept = accept
+        self.output_format = output_format
         self._loop = asyncio.new_event_loop()
         self._loop.run_until_complete(service.start())
 
@@ -102,7 +102,8 @@ class Scorer:
                 limits=service.limits,
             )
         outputs = await service.predict(inputs)
-        payload, _ = encode_response(outputs, self.accept, service.signature, default=JSON_LINES)
+        accept = response_type(media_type, self.output_format)
+        payload, _ = encode_response(outputs, accept, service.signature, default=JSON_LINES)
         return _split(payload, len(which))
 
     async def _pipeline(self, chunk: Chunk, which: range) -> list[bytes]:
@@ -124,8 +125,9 @@ class Scorer:
             assert chunk.array is not None
             body = orjson.dumps(chunk.array[index], option=orjson.OPT_SERIALIZE_NUMPY)
             media_type = "application/json"
-        context = RequestContext(request_headers={"content-type": media_type, "accept": self.accept})
-        payload, _ = await self.service.invoke_user_code(body, media_type, self.accept, context)
+        accept = response_type(media_type, self.output_format)
+        context = RequestContext(request_headers={"content-type": media_type, "accept": accept})
+        payload, _ = await self.service.invoke_user_code(body, media_type, accept, context)
         line = payload.rstrip(b"\r\n")
         if b"\n" in line:
             raise RecordFailed("user code answered one record with several lines; batch output needs one line")
