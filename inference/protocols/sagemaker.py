@@ -15,7 +15,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from inference.codecs import decode_request, encode_response, parse_media_type, response_media_type
+from inference.codecs import (
+    RESPONSE_MEDIA_TYPES,
+    decode_request,
+    encode_response,
+    parse_media_type,
+    response_media_type,
+)
 from inference.codecs.jsonlines_codec import JSON_LINES_MEDIA_TYPES
 from inference.config import MIB, ServerConfig
 from inference.service import ModelService
@@ -47,7 +53,7 @@ def routes(service: ModelService, config: ServerConfig) -> list[BaseRoute]:
             answered = await answer_raw_request(service, body, content_type, accept)
             if answered is not None:
                 return answered
-        default = default_response_type(content_type)
+        default = default_response_type(content_type, config.default_accept)
         # Negotiate before computing: a 406 should not cost a model call.
         response_media_type(accept, service.signature, default=default)
         inputs = await service.offload.run(
@@ -74,8 +80,11 @@ def routes(service: ModelService, config: ServerConfig) -> list[BaseRoute]:
     ]
 
 
-def default_response_type(content_type: str | None) -> str:
-    """The response type when ``Accept`` is absent or ``*/*``: CSV and JSON Lines in kind, else JSON.
+def default_response_type(content_type: str | None, configured: str = JSON) -> str:
+    """The response type when ``Accept`` is absent or ``*/*``.
+
+    ``SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT`` (``configured``) when it names a type we write; else CSV
+    and JSON Lines requests are answered in kind, and everything else in JSON.
 
     A Batch Transform job whose ``TransformOutput.Accept`` is unset sends no Accept header, and with
     ``AssembleWith=Line`` it joins our answers line by line ("Use batch transform to run inference",
@@ -83,6 +92,8 @@ def default_response_type(content_type: str | None) -> str:
     reference). A single JSON document for N input lines would be one output line: answering a line
     format in kind keeps one output line per input record.
     """
+    if configured != JSON and configured in RESPONSE_MEDIA_TYPES:
+        return configured
     media_type, _ = parse_media_type(content_type)
     return media_type if media_type in LINE_MEDIA_TYPES else JSON
 

@@ -230,3 +230,12 @@ def test_vertex_file_list_instances_reach_an_image_pipeline(tmp_path: Path) -> N
         assert response.status_code == 400 and "1" in response.json()["error"]
 
     run(package, scenario)
+
+
+def test_a_configured_default_accept_still_wins_over_answering_in_kind() -> None:
+    from inference.protocols.sagemaker import default_response_type
+
+    assert default_response_type("text/csv") == "text/csv"
+    assert default_response_type("application/jsonlines; charset=utf-8") == "application/jsonlines"
+    assert default_response_type("application/x-npy") == "application/json"
+    assert default_response_type("text/csv", "application/jsonlines") == "application/jsonlines"
