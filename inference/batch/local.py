@@ -10,6 +10,7 @@ written to the errors file and make the exit non-zero unless ``--max-failed-reco
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -17,6 +18,9 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 from inference.batch.scoring import Scorer, instance_json
 from inference.batch.sinks import OUTPUT_FORMATS, Checkpoint, Layout, assemble, fingerprint, manifest_digest, write_part
@@ -25,6 +29,9 @@ from model_package.errors import ModelPackageError, UsageError
 from model_package.logs import configure_logging
 from model_package.progress import progress
 
+if TYPE_CHECKING:
+    from inference.service import ModelService
+
 _log = logging.getLogger(__name__)
 PROG = "model-deploy-batch"
 EXIT_RECORDS_FAILED = 3
@@ -32,7 +39,7 @@ EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
 #: Records per request to the model: large enough to amortise per-request work, small enough that
 #: a chunk stays far below the server's decode limit and a resumed run redoes little.
-DEFAULT_BATCH_SIZE = 256
+DEFAULT_BATCH_SIZE = 1024
 
 
 def add_local_arguments(group: argparse._ArgumentGroup) -> None:
@@ -46,7 +53,10 @@ def add_local_arguments(group: argparse._ArgumentGroup) -> None:
         "or what Vertex AI batch prediction writes (prediction.results-*/errors_stats-*) (default: sagemaker)",
     )
     group.add_argument(
-        "--batch-size", type=_positive, default=DEFAULT_BATCH_SIZE, help="records per model call (default: 256)"
+        "--batch-size",
+        type=_positive,
+        default=DEFAULT_BATCH_SIZE,
+        help="records per model call (default: 1024; lowered to fit the server's per-request decode limit)",
     )
     group.add_argument(
         "--max-failed-records",
@@ -111,8 +121,10 @@ def _score_all(args: argparse.Namespace, files: list[InputFile], output: Path, p
         )
     # The server's own knobs (MODEL_SERVER_*) apply; platform variables do not describe this process.
     env = {name: value for name, value in os.environ.items() if name.startswith("MODEL_SERVER_")}
-    config = load_config(env, model_dir=package_dir)
+    # The batcher would cut a chunk into max_batch_size model calls: here the chunk is the batch.
+    config = dataclasses.replace(load_config(env, model_dir=package_dir), max_batch_size=args.batch_size)
     service = load_service(config)
+    args.batch_size = _fit_batch_size(args.batch_size, service)
     scorer = Scorer(service, output_format=args.output_format)
     layout = Layout(args.output_format, output, files)
     started, scored_before = time.perf_counter(), state.scored
@@ -188,6 +200,27 @@ def _score_file(
         import shutil
 
         shutil.rmtree(parts)
+
+
+def _fit_batch_size(requested: int, service: ModelService) -> int:
+    """``requested``, or fewer rows when that many would decode past the server's per-request limit.
+
+    Known only for inputs whose every dimension but the batch is fixed; otherwise a chunk that is
+    too large is split when the service refuses it (413), as a failing chunk is.
+    """
+    row_bytes = 0
+    for spec in service.signature.inputs:
+        if spec.dtype == "bytes" or any(size < 0 for size in spec.shape[1:]):
+            return requested
+        row_bytes += int(np.prod(spec.shape[1:], dtype=np.int64)) * np.dtype(spec.dtype).itemsize
+    fitting = max(1, service.limits.max_bytes // max(1, row_bytes))
+    if fitting < requested:
+        _log.info(
+            "batch size lowered to fit the per-request decode limit",
+            extra={"requested": requested, "batch_size": fitting, "max_bytes": service.limits.max_bytes},
+        )
+        return fitting
+    return requested
 
 
 def _positive(text: str) -> int:

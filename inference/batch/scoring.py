@@ -59,24 +59,26 @@ class Scorer:
             return []
         return self._loop.run_until_complete(self._score(chunk, media_type))
 
-    async def _score(self, chunk: Chunk, media_type: str) -> list[Scored]:
+    async def _score(self, chunk: Chunk, media_type: str, which: range | None = None) -> list[Scored]:
+        """Score ``which`` records of ``chunk`` as one request; on a record's fault, halve and retry.
+
+        Halving finds k bad records among n in about k * log2(n) requests instead of n, and also
+        splits a chunk that decodes to more than the server's per-request limit (413).
+        """
+        which = range(len(chunk)) if which is None else which
         try:
-            lines = await self._request(chunk, media_type, range(len(chunk)))
+            lines = await self._request(chunk, media_type, which)
         except Exception as exc:  # sorted into the record's fault or ours just below
             _record_fault(exc)
-            if len(chunk) == 1:
+            if len(which) == 1:
                 return [_failed(exc)]
-            _log.debug("a chunk failed; scoring its records one by one", extra={"first_record": chunk.first})
-            return [await self._alone(chunk, media_type, index) for index in range(len(chunk))]
+            _log.debug("a request failed; splitting it", extra={"first_record": chunk.first + which.start})
+            middle = which.start + len(which) // 2
+            return [
+                *await self._score(chunk, media_type, range(which.start, middle)),
+                *await self._score(chunk, media_type, range(middle, which.stop)),
+            ]
         return [Scored(line) for line in lines]
-
-    async def _alone(self, chunk: Chunk, media_type: str, index: int) -> Scored:
-        try:
-            (line,) = await self._request(chunk, media_type, range(index, index + 1))
-        except Exception as exc:  # as above
-            _record_fault(exc)
-            return _failed(exc)
-        return Scored(line)
 
     async def _request(self, chunk: Chunk, media_type: str, which: range) -> list[bytes]:
         service = self.service
