@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import logging
 import os
 import sys
@@ -40,6 +41,8 @@ EXIT_INTERRUPTED = 130
 #: Records per request to the model: large enough to amortise per-request work, small enough that
 #: a chunk stays far below the server's decode limit and a resumed run redoes little.
 DEFAULT_BATCH_SIZE = 1024
+#: Answers buffered before a checkpoint at the latest, whatever --checkpoint-seconds says.
+CHECKPOINT_BYTES = 64 * 1024 * 1024
 
 
 def add_local_arguments(group: argparse._ArgumentGroup) -> None:
@@ -63,6 +66,12 @@ def add_local_arguments(group: argparse._ArgumentGroup) -> None:
         type=_non_negative,
         default=0,
         help="exit 0 if at most this many records failed (they are still listed in the errors file; default: 0)",
+    )
+    group.add_argument(
+        "--checkpoint-seconds",
+        type=float,
+        default=1.0,
+        help="how often finished answers are written and the resume point saved (default: 1; 0: every batch)",
     )
     group.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -175,23 +184,45 @@ def _score_file(
 ) -> None:
     state = checkpoint.progress
     parts = checkpoint.parts(index)
+    instance = functools.partial(instance_json, media_type=file.media_type)
+    results: list[bytes] = []
+    errors: list[bytes] = []
+    pending = {"records": 0, "failed": 0, "bytes": 0, "offset": state.offset}
+    last_save = time.monotonic()
+
+    def save() -> None:
+        """One part for everything scored since the last one, then the checkpoint that names it."""
+        if not pending["records"] and pending["offset"] == state.offset:
+            return
+        write_part(parts, state.chunks, b"".join(results), b"".join(errors))
+        state.chunks += 1
+        state.records += pending["records"]
+        state.scored += pending["records"]
+        state.failed += pending["failed"]
+        state.offset = pending["offset"]
+        checkpoint.save()
+        results.clear()
+        errors.clear()
+        pending.update(records=0, failed=0, bytes=0)
+
     for chunk in read_chunks(file, start=state.offset, first_record=state.records, size=args.batch_size):
         answers = scorer.score(chunk, file.media_type)
-        results, errors = layout.chunk_bytes(
-            file, chunk, answers, lambda i, c=chunk: instance_json(c, i, file.media_type)
-        )
-        failed = sum(answer.error is not None for answer in answers)
-        for answer, line in zip(answers, chunk.lines, strict=True):
-            if answer.error is not None:
-                _log.warning("record failed", extra={"file": file.name, "line": line, "error": answer.error})
-        write_part(parts, state.chunks, results, errors)
-        state.chunks += 1
-        state.records += len(chunk)
-        state.offset = chunk.end
-        state.scored += len(chunk)
-        state.failed += failed
-        checkpoint.save()
+        result, error = layout.chunk_bytes(chunk, answers, functools.partial(instance, chunk))
+        for i, failure in sorted(answers.failures.items()):
+            _log.warning("record failed", extra={"file": file.name, "line": chunk.lines[i], "error": failure.error})
+        results.append(result)
+        errors.append(error)
+        pending["records"] += len(chunk)
+        pending["failed"] += len(answers.failures)
+        pending["bytes"] += len(result) + len(error)
+        pending["offset"] = chunk.end
         advance(chunk.nbytes)
+        # Checkpoints cost two fsyncs: a few a second, not one per chunk (a resumed run redoes at most
+        # the last interval's records, and never writes them twice).
+        if time.monotonic() - last_save >= args.checkpoint_seconds or pending["bytes"] >= CHECKPOINT_BYTES:
+            save()
+            last_save = time.monotonic()
+    save()
     target, errors_target = layout.targets(index, file)
     assemble(parts, state.chunks, target, errors_target, always_errors=layout.format == "vertex")
     state.file, state.chunks, state.records, state.offset = index + 1, 0, 0, 0

@@ -31,14 +31,14 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final
 
 import orjson
 
-from inference.batch.scoring import Scored
+from inference.batch.scoring import Answers
 from inference.batch.sources import Chunk, InputFile
 from model_package.errors import UsageError
 
@@ -141,28 +141,32 @@ class Layout:
         self.output = output
         self.count = len(files)
 
-    def chunk_bytes(
-        self, file: InputFile, chunk: Chunk, answers: Sequence[Scored], instance: Any
-    ) -> tuple[bytes, bytes]:
+    def chunk_bytes(self, chunk: Chunk, answers: Answers, instance: Callable[[int], bytes]) -> tuple[bytes, bytes]:
         """(result lines, error lines) of one chunk; ``instance(index)`` is the record as JSON bytes."""
-        results: list[bytes] = []
-        errors: list[bytes] = []
-        for index, answer in enumerate(answers):
-            record, line = chunk.first + index, chunk.lines[index]
-            if self.format == "sagemaker":
-                results.append((answer.line or b"") + b"\n")
-                if answer.error is not None:
-                    errors.append(
-                        orjson.dumps({"record": record, "line": line, "status": answer.status, "error": answer.error})
-                        + b"\n"
-                    )
-            elif answer.error is None:
-                assert answer.line is not None
-                results.append(b'{"instance":' + instance(index) + b',"prediction":' + answer.line + b"}\n")
-            else:
-                error = {"status": _grpc_status(answer.status), "message": f"line {line}: {answer.error}"}
-                errors.append(b'{"instance":' + instance(index) + b',"error":' + orjson.dumps(error) + b"}\n")
-        return b"".join(results), b"".join(errors)
+        failures = answers.failures
+        if self.format == "sagemaker":
+            # Failed records keep their (empty) line, so line N of the output answers record N.
+            results = b"\n".join(answers.lines) + b"\n" if answers.lines else b""
+            errors = [
+                orjson.dumps({"record": chunk.first + i, "line": chunk.lines[i], "status": f.status, "error": f.error})
+                + b"\n"
+                for i, f in sorted(failures.items())
+            ]
+            return results, b"".join(errors)
+        ok = [
+            b'{"instance":' + instance(i) + b',"prediction":' + line + b"}\n"
+            for i, line in enumerate(answers.lines)
+            if i not in failures
+        ]
+        bad = [
+            b'{"instance":'
+            + instance(i)
+            + b',"error":'
+            + orjson.dumps({"status": _grpc_status(f.status), "message": f"line {chunk.lines[i]}: {f.error}"})
+            + b"}\n"
+            for i, f in sorted(failures.items())
+        ]
+        return b"".join(ok), b"".join(bad)
 
     def targets(self, index: int, file: InputFile) -> tuple[Path, Path]:
         """(results file, errors file) of input file ``index``."""

@@ -199,18 +199,12 @@ def test_a_run_killed_mid_way_resumes_without_scoring_twice_or_losing_records(
 ) -> None:
     from tests.model_package import torch_models
 
-    big = torch_models.mlp_inputs(40_000, seed=5)["x"]
+    big = torch_models.mlp_inputs(60_000, seed=5)["x"]
     write_jsonl(tmp_path / "big.jsonl", big)
-    args = [
-        "--input",
-        str(tmp_path / "big.jsonl"),
-        "--package",
-        str(torch_package),
-        "--batch-size",
-        "32",
-        "--no-progress",
-    ]
-    command = [sys.executable, "-m", "tests.inference.batch_support", *args]
+    common = ["--input", str(tmp_path / "big.jsonl"), "--package", str(torch_package), "--no-progress"]
+    # The run to interrupt checkpoints every 32 records, so it is slow enough to be caught mid-way.
+    slow = ["--batch-size", "32", "--checkpoint-seconds", "0"]
+    command = [sys.executable, "-m", "tests.inference.batch_support", *common]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
 
     reference = subprocess.run(
@@ -218,20 +212,20 @@ def test_a_run_killed_mid_way_resumes_without_scoring_twice_or_losing_records(
     )
     assert reference.returncode == 0, reference.stderr
 
-    victim = subprocess.Popen([*command, "--output", str(tmp_path / "o")], env=env, stderr=subprocess.DEVNULL)
+    victim = subprocess.Popen([*command, *slow, "--output", str(tmp_path / "o")], env=env, stderr=subprocess.DEVNULL)
     progress = tmp_path / "o" / ".batch-state" / "progress.json"
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if progress.is_file() and json.loads(progress.read_text())["chunks"] >= 20:
+    while time.monotonic() < deadline and victim.poll() is None:
+        if progress.is_file() and json.loads(progress.read_text())["scored"] >= 2_000:
             break
-        time.sleep(0.01)
+        time.sleep(0.002)
     victim.send_signal(signal.SIGKILL)
     victim.wait(30)
     done = json.loads(progress.read_text())
     assert 0 < done["scored"] < len(big), "the run was killed before it had started or after it had finished"
 
     resumed = subprocess.run(
-        [*command, "--output", str(tmp_path / "o")], env=env, capture_output=True, timeout=300, check=False
+        [*command, *slow, "--output", str(tmp_path / "o")], env=env, capture_output=True, timeout=300, check=False
     )
     assert resumed.returncode == 0, resumed.stderr
     assert b"resuming an interrupted run" in resumed.stderr
