@@ -136,15 +136,34 @@ def _line_number_at(path: Path, offset: int) -> int:
 
 
 def _npy_chunks(path: Path, *, start: int, size: int) -> Iterator[Chunk]:
-    try:
-        # mmap: the rows are paged in as they are sliced, never the whole file at once.
-        array = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise UsageError(f"{path} is not a readable .npy file: {exc}") from None
-    if array.ndim == 0:
-        raise UsageError(f"{path} holds a single value; a .npy input holds one record per row (first axis)")
-    row_bytes = int(array[:1].nbytes)
-    for begin in range(start, array.shape[0], size):
-        end = min(begin + size, array.shape[0])
-        rows = np.ascontiguousarray(array[begin:end])
-        yield Chunk(begin, list(range(begin + 1, end + 1)), end, row_bytes * (end - begin), array=rows)
+    """Rows read with plain file reads from the header's data offset.
+
+    Not ``np.load(mmap_mode="r")``: pages of a memory map stay resident (and counted in RSS) until
+    the kernel needs them, so memory would grow with the input; reads keep it at one chunk.
+    """
+    with path.open("rb") as handle:
+        try:
+            version = np.lib.format.read_magic(handle)
+            read_header = (
+                np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            )
+            shape, fortran, dtype = read_header(handle)
+        except (ValueError, OSError) as exc:
+            raise UsageError(f"{path} is not a readable .npy file: {exc}") from None
+        if dtype.hasobject:
+            raise UsageError(f"{path} holds Python objects, which are never unpickled; save numeric arrays")
+        if fortran and len(shape) > 1:
+            raise UsageError(f"{path} is in Fortran order; save it with np.save(path, np.ascontiguousarray(a))")
+        if not shape:
+            raise UsageError(f"{path} holds a single value; a .npy input holds one record per row (first axis)")
+        row_shape = shape[1:]
+        row_bytes = int(np.prod(row_shape, dtype=np.int64)) * dtype.itemsize
+        data_start = handle.tell()
+        handle.seek(data_start + start * row_bytes)
+        for begin in range(start, shape[0], size):
+            end = min(begin + size, shape[0])
+            raw = handle.read(row_bytes * (end - begin))
+            if len(raw) != row_bytes * (end - begin):
+                raise UsageError(f"{path} is truncated: its header promises {shape[0]} rows")
+            rows = np.frombuffer(raw, dtype=dtype).reshape((end - begin, *row_shape))
+            yield Chunk(begin, list(range(begin + 1, end + 1)), end, row_bytes * (end - begin), array=rows)
