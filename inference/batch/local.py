@@ -42,7 +42,7 @@ EXIT_INTERRUPTED = 130
 #: a chunk stays far below the server's decode limit and a resumed run redoes little.
 DEFAULT_BATCH_SIZE = 1024
 #: Answers buffered before a checkpoint at the latest, whatever --checkpoint-seconds says.
-CHECKPOINT_BYTES = 64 * 1024 * 1024
+CHECKPOINT_BYTES = 16 * 1024 * 1024
 
 
 def add_local_arguments(group: argparse._ArgumentGroup) -> None:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -43,6 +43,7 @@ from inference.batch.sources import Chunk, InputFile
 from model_package.errors import UsageError
 
 STATE_DIR: Final = ".batch-state"
+_BLOCK = 1 << 20
 OUTPUT_FORMATS: Final = ("sagemaker", "vertex")
 
 
@@ -184,25 +185,26 @@ def write_part(directory: Path, chunk_index: int, results: bytes, errors: bytes)
 
 
 def assemble(directory: Path, chunks: int, results: Path, errors: Path, *, always_errors: bool) -> None:
-    """Join a file's parts into its outputs (temporary name, then rename: never half written)."""
+    """Join a file's parts into its outputs (temporary name, then rename: never half written).
+
+    Parts are copied in blocks, so memory stays flat however large the output.
+    """
     results.parent.mkdir(parents=True, exist_ok=True)
     error_parts: list[bytes] = []
     with _AtomicFile(results) as out:
-        for part in _parts(directory, chunks):
-            header, _, body = part.partition(b"\n")
-            split = orjson.loads(header)[0]
-            out.write(body[:split])
-            error_parts.append(body[split:])
+        for index in range(chunks):
+            with (directory / f"{index:08d}.part").open("rb") as part:
+                remaining = orjson.loads(part.readline())[0]
+                while remaining:
+                    block = part.read(min(remaining, _BLOCK))
+                    out.write(block)
+                    remaining -= len(block)
+                error_parts.append(part.read())
     error_bytes = b"".join(error_parts)
     if error_bytes or always_errors:
         _atomic_write(errors, error_bytes)
     elif errors.exists():
         errors.unlink()
-
-
-def _parts(directory: Path, chunks: int) -> Iterable[bytes]:
-    for index in range(chunks):
-        yield (directory / f"{index:08d}.part").read_bytes()
 
 
 def _grpc_status(status: int) -> str:

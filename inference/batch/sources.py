@@ -135,12 +135,22 @@ def _line_number_at(path: Path, offset: int) -> int:
     return count
 
 
-def _npy_chunks(path: Path, *, start: int, size: int) -> Iterator[Chunk]:
-    """Rows read with plain file reads from the header's data offset.
+@dataclass(frozen=True)
+class NpyLayout:
+    """Where a ``.npy`` file's rows are: what its header says."""
 
-    Not ``np.load(mmap_mode="r")``: pages of a memory map stay resident (and counted in RSS) until
-    the kernel needs them, so memory would grow with the input; reads keep it at one chunk.
-    """
+    rows: int
+    row_shape: tuple[int, ...]
+    dtype: np.dtype
+    data_start: int
+
+    @property
+    def row_bytes(self) -> int:
+        return int(np.prod(self.row_shape, dtype=np.int64)) * self.dtype.itemsize
+
+
+def npy_layout(path: Path) -> NpyLayout:
+    """Read and check a ``.npy`` header; ``UsageError`` naming what is wrong with it."""
     with path.open("rb") as handle:
         try:
             version = np.lib.format.read_magic(handle)
@@ -150,20 +160,31 @@ def _npy_chunks(path: Path, *, start: int, size: int) -> Iterator[Chunk]:
             shape, fortran, dtype = read_header(handle)
         except (ValueError, OSError) as exc:
             raise UsageError(f"{path} is not a readable .npy file: {exc}") from None
-        if dtype.hasobject:
-            raise UsageError(f"{path} holds Python objects, which are never unpickled; save numeric arrays")
-        if fortran and len(shape) > 1:
-            raise UsageError(f"{path} is in Fortran order; save it with np.save(path, np.ascontiguousarray(a))")
-        if not shape:
-            raise UsageError(f"{path} holds a single value; a .npy input holds one record per row (first axis)")
-        row_shape = shape[1:]
-        row_bytes = int(np.prod(row_shape, dtype=np.int64)) * dtype.itemsize
         data_start = handle.tell()
-        handle.seek(data_start + start * row_bytes)
-        for begin in range(start, shape[0], size):
-            end = min(begin + size, shape[0])
+    if dtype.hasobject:
+        raise UsageError(f"{path} holds Python objects, which are never unpickled; save numeric arrays")
+    if fortran and len(shape) > 1:
+        raise UsageError(f"{path} is in Fortran order; save it with np.save(path, np.ascontiguousarray(a))")
+    if not shape:
+        raise UsageError(f"{path} holds a single value; a .npy input holds one record per row (first axis)")
+    layout = NpyLayout(shape[0], tuple(shape[1:]), dtype, data_start)
+    if path.stat().st_size < data_start + layout.rows * layout.row_bytes:
+        raise UsageError(f"{path} is truncated: its header promises {layout.rows} rows")
+    return layout
+
+
+def _npy_chunks(path: Path, *, start: int, size: int) -> Iterator[Chunk]:
+    """Rows read with plain file reads from the header's data offset.
+
+    Not ``np.load(mmap_mode="r")``: pages of a memory map stay resident (and counted in RSS) until
+    the kernel needs them, so memory would grow with the input; reads keep it at one chunk.
+    """
+    layout = npy_layout(path)
+    row_bytes = layout.row_bytes
+    with path.open("rb") as handle:
+        handle.seek(layout.data_start + start * row_bytes)
+        for begin in range(start, layout.rows, size):
+            end = min(begin + size, layout.rows)
             raw = handle.read(row_bytes * (end - begin))
-            if len(raw) != row_bytes * (end - begin):
-                raise UsageError(f"{path} is truncated: its header promises {shape[0]} rows")
-            rows = np.frombuffer(raw, dtype=dtype).reshape((end - begin, *row_shape))
+            rows = np.frombuffer(raw, dtype=layout.dtype).reshape((end - begin, *layout.row_shape))
             yield Chunk(begin, list(range(begin + 1, end + 1)), end, row_bytes * (end - begin), array=rows)

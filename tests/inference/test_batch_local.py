@@ -173,7 +173,7 @@ def test_bad_invocations_fail_in_one_line(
     (tmp_path / "full" / "someone-elses.txt").write_text("x")
     assert run(*make_args(tmp_path, torch_package)) != 0
     err = capsys.readouterr().err.strip().splitlines()
-    assert len([line for line in err if "error" in line]) == 1, err
+    assert len([line for line in err if line.startswith("model-deploy-batch:")]) == 1, err
     assert message in err[-1] and "Traceback" not in "\n".join(err)
 
 
