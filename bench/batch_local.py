@@ -7,8 +7,8 @@ and peak memory for two input sizes to show it does not grow with the input.
 Workloads: the digits MLP (``examples.digits``, 64 -> 64 -> 10) and the benchmark CNN
 (``bench.serve_throughput.build_cnn``, 3x64x64 -> 10), each exported as ``torch_export``. The
 in-process limit is ``model.predict`` on large batches (digits 4096 rows, CNN 1024 images) in a
-fresh child process with the same thread count; each scoring run is a fresh child too, so its
-peak RSS (``ru_maxrss``) is its own. rows/s of a run is what the command logs on finishing
+fresh child process with the same thread count; each scoring run is a fresh child too, whose peak
+RSS is its own high-water mark (``VmHWM``, Linux). rows/s of a run is what the command logs on finishing
 (scoring only, after the package has loaded). Inputs are float32 draws from a normal distribution
 as ``.npy`` and as JSON Lines (one array per line).
 """
@@ -52,14 +52,17 @@ print(json.dumps({"rows_per_second": rows / (time.perf_counter() - start)}))
 """
 
 _SCORE_CHILD = r"""
-import argparse, json, resource, sys
+import argparse, json, sys
 from inference.batch.local import add_local_arguments, run_local
 parser = argparse.ArgumentParser()
 parser.add_argument("--input", required=True)
 parser.add_argument("--output", required=True)
 add_local_arguments(parser.add_argument_group())
 code = run_local(parser.parse_args(sys.argv[1:]), parser)
-print(json.dumps({"code": code, "max_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+# VmHWM, not ru_maxrss: exec starts a new address space (so a new high-water mark), while
+# ru_maxrss carries over the peak of the forked copy of the benchmark process itself.
+hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(json.dumps({"code": code, "max_rss_kib": int(hwm.split()[1])}))
 """
 
 

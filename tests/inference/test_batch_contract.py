@@ -208,7 +208,7 @@ def test_vertex_failing_instance_is_named_by_index(torch_package: Path) -> None:
         instances[2] = [1.0, 2.0]
         response = await client.post("/predict", json={"instances": instances})
         assert response.status_code == 400
-        assert "instance 2" in response.json()["error"] or "row 2" in response.json()["error"]
+        assert "row 2 " in response.json()["error"]  # the 0-based index into "instances"
 
     run(torch_package, scenario)
 
@@ -227,7 +227,7 @@ def test_vertex_file_list_instances_reach_an_image_pipeline(tmp_path: Path) -> N
         assert len(response.json()["predictions"]) == len(files)
         instances[1] = {"b64": base64.b64encode(b"not an image").decode()}
         response = await client.post("/predict", json={"instances": instances})
-        assert response.status_code == 400 and "1" in response.json()["error"]
+        assert response.status_code == 400 and "image 1 " in response.json()["error"]
 
     run(package, scenario)
 
