@@ -35,11 +35,16 @@ def ensure_cloud_module() -> None:
         sys.modules["infra.batch.cloud"] = module
 
 
+ensure_cloud_module()
+# Imported now, not when first called: exporting a package from a "file.py:factory" puts that file's
+# directory (tests/) on sys.path, where tests/infra and tests/inference would then shadow the real
+# packages the command imports lazily.
+import inference.batch.local  # noqa: E402, F401
+from infra.batch.cli import main as cli_main  # noqa: E402
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``model-deploy-batch`` itself (``infra.batch.cli.main``)."""
-    ensure_cloud_module()
-    from infra.batch.cli import main as cli_main
-
     return cli_main(argv)
 
 

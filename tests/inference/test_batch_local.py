@@ -234,3 +234,42 @@ def test_a_run_killed_mid_way_resumes_without_scoring_twice_or_losing_records(
     finished = json.loads(progress.read_text())
     assert finished["scored"] == len(big)  # every record counted once: none scored twice
     assert (tmp_path / "o" / "big.jsonl.out").read_bytes() == (tmp_path / "ref" / "big.jsonl.out").read_bytes()
+
+
+def test_an_image_pipeline_package_scores_b64_lines_like_vertex_file_lists(tmp_path: Path) -> None:
+    """Each line {"b64": <file bytes>} (what Vertex AI makes of a file list) goes through the pipeline."""
+    import base64
+
+    from tests.pipeline_models import package_image_classifier, sample_images
+
+    package = package_image_classifier(tmp_path / "pkg")
+    images = [path.read_bytes() for path in sample_images()]
+    lines = [orjson.dumps({"b64": base64.b64encode(data).decode()}) for data in images]
+    lines.insert(1, orjson.dumps({"b64": base64.b64encode(b"not an image").decode()}))
+    (tmp_path / "files.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+
+    code = run("--input", tmp_path / "files.jsonl", "--output", tmp_path / "o", "--package", package)
+    assert code == 3
+    answers = out_rows(tmp_path / "o" / "files.jsonl.out")
+    assert len(answers) == len(images) + 1 and answers[1] is None
+    assert all(isinstance(answer, dict) and answer for i, answer in enumerate(answers) if i != 1)
+    (error,) = [json.loads(line) for line in (tmp_path / "o" / "files.jsonl.out.errors").read_text().splitlines()]
+    assert error["line"] == 2 and "not a JPEG or PNG" in error["error"]
+
+
+def test_user_code_packages_are_scored_one_record_per_call(tmp_path: Path) -> None:
+    from model_package.export import export_model
+    from tests.model_package import torch_models
+
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "inference.py").write_text("def predict_fn(data, model):\n    return model.predict(data)\n")
+    package = tmp_path / "pkg"
+    export_model(
+        torch_models.make_dict_head(), torch_models.dict_head_inputs(2), package, name="uc", version="1", code_dir=code
+    )
+    rows = torch_models.dict_head_inputs(5, seed=4)["x"]
+    write_jsonl(tmp_path / "rows.jsonl", rows)
+    assert run("--input", tmp_path / "rows.jsonl", "--output", tmp_path / "o", "--package", package) == 0
+    answers = out_rows(tmp_path / "o" / "rows.jsonl.out")
+    assert len(answers) == 5 and all(answer is not None for answer in answers)
