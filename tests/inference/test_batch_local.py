@@ -273,3 +273,33 @@ def test_user_code_packages_are_scored_one_record_per_call(tmp_path: Path) -> No
     assert run("--input", tmp_path / "rows.jsonl", "--output", tmp_path / "o", "--package", package) == 0
     answers = out_rows(tmp_path / "o" / "rows.jsonl.out")
     assert len(answers) == 5 and all(answer is not None for answer in answers)
+
+
+def test_ctrl_c_stops_with_one_line_and_the_rerun_finishes_the_job(torch_package: Path, tmp_path: Path) -> None:
+    from tests.model_package import torch_models
+
+    rows = torch_models.mlp_inputs(30_000, seed=6)["x"]
+    write_jsonl(tmp_path / "rows.jsonl", rows)
+    command = [
+        sys.executable, "-m", "tests.inference.batch_support", "--input", str(tmp_path / "rows.jsonl"),
+        "--package", str(torch_package), "--output", str(tmp_path / "o"), "--no-progress",
+        "--batch-size", "32", "--checkpoint-seconds", "0",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    run_ = subprocess.Popen(command, env=env, stderr=subprocess.PIPE)
+    progress = tmp_path / "o" / ".batch-state" / "progress.json"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and run_.poll() is None:
+        if progress.is_file() and json.loads(progress.read_text())["scored"] >= 1_000:
+            break
+        time.sleep(0.002)
+    run_.send_signal(signal.SIGINT)
+    _, stderr = run_.communicate(timeout=60)
+    assert run_.returncode == 130, stderr
+    last = stderr.decode().strip().splitlines()[-1]
+    assert last.startswith("model-deploy-batch: interrupted") and "Traceback" not in stderr.decode()
+
+    again = subprocess.run(command, env=env, capture_output=True, timeout=300, check=False)
+    assert again.returncode == 0, again.stderr
+    assert len((tmp_path / "o" / "rows.jsonl.out").read_bytes().splitlines()) == len(rows)
+    assert json.loads(progress.read_text())["scored"] == len(rows)
