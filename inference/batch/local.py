@@ -102,8 +102,11 @@ def run_local(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    files = discover(Path(args.input))
     output = Path(args.output)
+    if Path(args.input).is_dir() and output.resolve().is_relative_to(Path(args.input).resolve()):
+        # Its results would be read back as input by the next run (or the resumption of this one).
+        raise UsageError(f"--output {output} is inside --input {args.input}; choose a directory outside it")
+    files = discover(Path(args.input))
     if args.package.is_file():
         with tempfile.TemporaryDirectory(prefix="model-batch-") as scratch:
             from model_package.archive import extract

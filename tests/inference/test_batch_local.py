@@ -154,8 +154,17 @@ def test_a_bad_record_fails_alone_and_is_named_in_the_errors_file(
         (lambda d, p: ["--input", d / "data.jsonl", "--output", d / "data.jsonl", "--package", p], "not a writable"),
         (lambda d, p: ["--input", d / "data.jsonl", "--output", d / "full", "--package", p], "not empty"),
         (lambda d, p: ["--input", d / "fake.npy", "--output", d / "o", "--package", p], "not a readable .npy"),
+        (lambda d, p: ["--input", d / "in", "--output", d / "in" / "out", "--package", p], "inside --input"),
     ],
-    ids=["missing-input", "unsupported-extension", "no-package", "output-is-a-file", "foreign-output", "bad-npy"],
+    ids=[
+        "missing-input",
+        "unsupported-extension",
+        "no-package",
+        "output-is-a-file",
+        "foreign-output",
+        "bad-npy",
+        "output-inside-input",
+    ],
 )
 def test_bad_invocations_fail_in_one_line(
     torch_package: Path,
@@ -169,6 +178,8 @@ def test_bad_invocations_fail_in_one_line(
     write_jsonl(tmp_path / "data.jsonl", rows[:3])
     (tmp_path / "data.parquet").write_bytes(b"PAR1")
     (tmp_path / "fake.npy").write_text("1,2,3\n")
+    (tmp_path / "in").mkdir()
+    write_jsonl(tmp_path / "in" / "data.jsonl", rows[:3])
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "someone-elses.txt").write_text("x")
     assert run(*make_args(tmp_path, torch_package)) != 0
