@@ -40,7 +40,8 @@ import orjson
 
 from inference.batch.scoring import Answers
 from inference.batch.sources import Chunk, InputFile
-from model_package.errors import UsageError
+from model_package.errors import MissingFileError, UsageError
+from model_package.manifest import MANIFEST_FILENAME
 
 STATE_DIR: Final = ".batch-state"
 _BLOCK = 1 << 20
@@ -76,8 +77,11 @@ def fingerprint(files: Sequence[InputFile], package_digest: str, output_format: 
 
 
 def manifest_digest(package_dir: Path) -> str:
-    """The package's identity: its verified manifest lists every file's digest."""
-    return hashlib.sha256((package_dir / "manifest.json").read_bytes()).hexdigest()
+    """The package's identity: its manifest lists every file's digest (verified when the package loads)."""
+    manifest = package_dir / MANIFEST_FILENAME
+    if not manifest.is_file():
+        raise MissingFileError(f"--package {package_dir} holds no {MANIFEST_FILENAME}: not a model package")
+    return hashlib.sha256(manifest.read_bytes()).hexdigest()
 
 
 class Checkpoint:
@@ -100,18 +104,20 @@ class Checkpoint:
         except OSError as exc:
             raise UsageError(f"--output {self.output} is not a writable directory: {exc.strerror or exc}") from None
         saved = self.state / "fingerprint.json"
+        progress_file = self.state / "progress.json"
+        if saved.is_file() and not progress_file.is_file():
+            saved.unlink()  # a run that stopped before scoring anything (say, a package that failed to load)
         if saved.is_file():
             if orjson.loads(saved.read_bytes()) != self.fingerprint:
                 raise UsageError(
                     f"--output {self.output} holds a run over different input or a different package "
                     f"(see {saved}); use a new output directory, or delete {self.state} to start over"
                 )
-            progress_file = self.state / "progress.json"
-            if progress_file.is_file():
-                self.progress = Progress(**orjson.loads(progress_file.read_bytes()))
+            self.progress = Progress(**orjson.loads(progress_file.read_bytes()))
             self._drop_stale_parts()
             return True
         if any(path.name != STATE_DIR for path in self.output.iterdir()):
+            # Not ours to write into: results of something else would be mixed with ours.
             raise UsageError(f"--output {self.output} is not empty and holds no earlier run of this command")
         _atomic_write(saved, orjson.dumps(self.fingerprint, option=orjson.OPT_INDENT_2))
         return False

@@ -155,6 +155,7 @@ def test_a_bad_record_fails_alone_and_is_named_in_the_errors_file(
         (lambda d, p: ["--input", d / "data.jsonl", "--output", d / "full", "--package", p], "not empty"),
         (lambda d, p: ["--input", d / "fake.npy", "--output", d / "o", "--package", p], "not a readable .npy"),
         (lambda d, p: ["--input", d / "in", "--output", d / "in" / "out", "--package", p], "inside --input"),
+        (lambda d, p: ["--input", d / "data.jsonl", "--output", d / "o", "--package", d / "in"], "not a model package"),
     ],
     ids=[
         "missing-input",
@@ -164,6 +165,7 @@ def test_a_bad_record_fails_alone_and_is_named_in_the_errors_file(
         "foreign-output",
         "bad-npy",
         "output-inside-input",
+        "directory-is-no-package",
     ],
 )
 def test_bad_invocations_fail_in_one_line(
@@ -314,3 +316,18 @@ def test_ctrl_c_stops_with_one_line_and_the_rerun_finishes_the_job(torch_package
     assert again.returncode == 0, again.stderr
     assert len((tmp_path / "o" / "rows.jsonl.out").read_bytes().splitlines()) == len(rows)
     assert json.loads(progress.read_text())["scored"] == len(rows)
+
+
+def test_a_run_whose_package_failed_to_load_does_not_block_the_output_directory(
+    torch_package: Path, rows: np.ndarray, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_jsonl(tmp_path / "data.jsonl", rows[:4])
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "manifest.json").write_text('{"not": "a manifest"}')
+    args = ("--input", tmp_path / "data.jsonl", "--output", tmp_path / "o")
+    assert run(*args, "--package", broken) != 0
+    assert "Traceback" not in capsys.readouterr().err
+    # Nothing was scored, so the fixed package may use the same output directory.
+    assert run(*args, "--package", torch_package) == 0
+    assert len(out_rows(tmp_path / "o" / "data.jsonl.out")) == 4
