@@ -67,6 +67,10 @@ def error_response(exc: BaseException, request_id: str | None = None) -> Respons
         payload["error"] = f"{error.message}; the server log has the details under request id {request_id}"
     elif isinstance(error, ClientClosedRequestError):
         _log.info("the client disconnected before its request was complete", extra={"request_id": request_id})
+    elif error.status < 500:
+        # A batch job's error accounting reads the log too: the refused record (its line or instance
+        # index is in the message) must be findable there, not only in the body the job discards.
+        _log.info("request refused: %s", payload["error"], extra={"status": error.status, "request_id": request_id})
     if error.status >= 500 and request_id is not None:
         payload["request_id"] = request_id
     return json_response(payload, error.status, error.headers)

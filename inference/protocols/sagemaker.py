@@ -15,7 +15,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from inference.codecs import decode_request, response_media_type
+from inference.codecs import (
+    RESPONSE_MEDIA_TYPES,
+    decode_request,
+    parse_media_type,
+    response_media_type,
+)
+from inference.codecs.jsonlines_codec import JSON_LINES_MEDIA_TYPES
 from inference.config import MIB, ServerConfig
 from inference.service import ModelService
 
@@ -23,6 +29,8 @@ CUSTOM_ATTRIBUTES = "x-amzn-sagemaker-custom-attributes"
 JSON = "application/json"
 _READY = b'{"status":"ready"}'
 _NOT_READY = b'{"status":"not ready"}'
+#: Media types with one record per line, answered line for line when the client names no response type.
+LINE_MEDIA_TYPES = ("text/csv", *JSON_LINES_MEDIA_TYPES)
 
 
 def routes(service: ModelService, config: ServerConfig) -> list[BaseRoute]:
@@ -44,8 +52,9 @@ def routes(service: ModelService, config: ServerConfig) -> list[BaseRoute]:
             answered = await answer_raw_request(service, body, content_type, accept)
             if answered is not None:
                 return answered
+        default = default_response_type(content_type, config.default_accept)
         # Negotiate before computing: a 406 should not cost a model call.
-        response_media_type(accept, service.signature, default=JSON)
+        response_media_type(accept, service.signature, default=default)
         inputs = await service.offload.run(
             len(body),
             lambda: decode_request(
@@ -54,7 +63,7 @@ def routes(service: ModelService, config: ServerConfig) -> list[BaseRoute]:
         )
         outputs = await service.predict(inputs)
         payload, media_type = await service.offload.run(
-            _nbytes(outputs), lambda: service.encode(outputs, accept, default=JSON)
+            _nbytes(outputs), lambda: service.encode(outputs, accept, default=default)
         )
         return Response(payload, media_type=media_type)
 
@@ -68,6 +77,24 @@ def routes(service: ModelService, config: ServerConfig) -> list[BaseRoute]:
         Route("/invocations", invocations, methods=["POST"]),
         Route("/execution-parameters", execution_parameters, methods=["GET"]),
     ]
+
+
+def default_response_type(content_type: str | None, configured: str = JSON) -> str:
+    """The response type when ``Accept`` is absent or ``*/*``.
+
+    ``SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT`` (``configured``) when it names a type we write; else CSV
+    and JSON Lines requests are answered in kind, and everything else in JSON.
+
+    A Batch Transform job whose ``TransformOutput.Accept`` is unset sends no Accept header, and with
+    ``AssembleWith=Line`` it joins our answers line by line ("Use batch transform to run inference",
+    https://docs.aws.amazon.com/sagemaker/latest/dg/batch-transform.html; TransformOutput API
+    reference). A single JSON document for N input lines would be one output line: answering a line
+    format in kind keeps one output line per input record.
+    """
+    if configured != JSON and configured in RESPONSE_MEDIA_TYPES:
+        return configured
+    media_type, _ = parse_media_type(content_type)
+    return media_type if media_type in LINE_MEDIA_TYPES else JSON
 
 
 def execution_parameters_payload(config: ServerConfig) -> dict[str, object]:

@@ -1,0 +1,219 @@
+"""Local batch scoring (``model-deploy-batch`` with a local file): rows/s against the model's own limit,
+and peak memory for two input sizes to show it does not grow with the input.
+
+    .venv/bin/python -m bench.batch_local --quick     # about a minute: digits 100k vs 400k rows, CNN 2k images
+    .venv/bin/python -m bench.batch_local             # digits 100k vs 1M rows, CNN 2k vs 8k images
+
+Workloads: the digits MLP (``examples.digits``, 64 -> 64 -> 10) and the benchmark CNN
+(``bench.serve_throughput.build_cnn``, 3x64x64 -> 10), each exported as ``torch_export``. The
+in-process limit is ``model.predict`` on large batches (digits 4096 rows, CNN 1024 images) in a
+fresh child process with the same thread count; each scoring run is a fresh child too, whose peak
+RSS is its own high-water mark (``VmHWM``, Linux). rows/s of a run is what the command logs on finishing
+(scoring only, after the package has loaded). Inputs are float32 draws from a normal distribution
+as ``.npy`` and as JSON Lines (one array per line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+_LIMIT_CHILD = r"""
+import json, os, sys, time
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+from pathlib import Path
+import numpy as np
+from inference.config import available_cpus
+from model_package.formats import get_format
+from model_package.manifest import read_manifest
+package, batch, seconds = Path(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+manifest = read_manifest(package)
+model = get_format(manifest.format).load(package, manifest, threads=available_cpus())
+spec = manifest.signature.inputs[0]
+x = np.random.default_rng(0).standard_normal((batch, *spec.shape[1:]), dtype=np.float32)
+model.predict({spec.name: x})  # warm
+rows, start = 0, time.perf_counter()
+while time.perf_counter() - start < seconds:
+    model.predict({spec.name: x})
+    rows += batch
+print(json.dumps({"rows_per_second": rows / (time.perf_counter() - start)}))
+"""
+
+_SCORE_CHILD = r"""
+import argparse, json, sys
+from inference.batch.local import add_local_arguments, run_local
+parser = argparse.ArgumentParser()
+parser.add_argument("--input", required=True)
+parser.add_argument("--output", required=True)
+add_local_arguments(parser.add_argument_group())
+code = run_local(parser.parse_args(sys.argv[1:]), parser)
+# VmHWM, not ru_maxrss: exec starts a new address space (so a new high-water mark), while
+# ru_maxrss carries over the peak of the forked copy of the benchmark process itself.
+hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(json.dumps({"code": code, "max_rss_kib": int(hwm.split()[1])}))
+"""
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    build: Callable[[Path], None]
+    row_shape: tuple[int, ...]
+    limit_batch: int
+    sizes: dict[str, tuple[int, int]]
+    """Per mode: (small, large) row counts."""
+    jsonl_rows: dict[str, int]
+    """Per mode: JSON Lines rows (text is 5x the size of .npy: one size is enough to show the rate)."""
+
+
+def build_digits(out: Path) -> None:
+    from examples.digits.torch_model import factory
+    from model_package.export import export_model
+
+    model, example = factory()
+    export_model(model, example, out, name="digits", version="1.0.0", format="torch_export")
+
+
+def build_cnn(out: Path) -> None:
+    from bench.serve_throughput import build_cnn as build
+
+    build(out)
+
+
+WORKLOADS = (
+    Workload(
+        "digits",
+        build_digits,
+        (64,),
+        4096,
+        {"quick": (100_000, 400_000), "full": (100_000, 1_000_000)},
+        {"quick": 200_000, "full": 1_000_000},
+    ),
+    Workload(
+        "cnn",
+        build_cnn,
+        (3, 64, 64),
+        1024,
+        {"quick": (2_000, 2_000), "full": (2_000, 8_000)},
+        {"quick": 500, "full": 2_000},
+    ),
+)
+
+
+def env() -> dict[str, str]:
+    root = str(Path(__file__).resolve().parents[1])
+    return {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def in_process_limit(package: Path, batch: int, seconds: float) -> float:
+    out = subprocess.run(
+        [sys.executable, "-c", _LIMIT_CHILD, str(package), str(batch), str(seconds)],
+        env=env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(json.loads(out.stdout.strip().splitlines()[-1])["rows_per_second"])
+
+
+def score(package: Path, data: Path, output: Path) -> dict[str, Any]:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _SCORE_CHILD,
+            "--input",
+            str(data),
+            "--output",
+            str(output),
+            "--package",
+            str(package),
+            "--no-progress",
+        ],
+        env=env(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    if result["code"] != 0:
+        raise RuntimeError(f"scoring {data} failed:\n{out.stderr[-2000:]}")
+    finished = [json.loads(line) for line in out.stderr.splitlines() if '"batch scoring finished"' in line]
+    return {"rows_per_second": finished[-1]["records_per_second"], "peak_rss_mib": result["max_rss_kib"] / 1024}
+
+
+def write_inputs(directory: Path, shape: tuple[int, ...], rows: int, jsonl_rows: int) -> tuple[Path, Path]:
+    rng = np.random.default_rng(1)
+    npy = directory / f"rows-{rows}.npy"
+    # Written in blocks through a memory map: the benchmark itself stays small too.
+    out = np.lib.format.open_memmap(npy, mode="w+", dtype=np.float32, shape=(rows, *shape))
+    for begin in range(0, rows, 50_000):
+        end = min(rows, begin + 50_000)
+        out[begin:end] = rng.standard_normal((end - begin, *shape), dtype=np.float32)
+    out.flush()
+    jsonl = directory / f"rows-{jsonl_rows}.jsonl"
+    if not jsonl.exists():
+        with jsonl.open("wb") as handle:
+            for begin in range(0, jsonl_rows, 10_000):
+                block = np.asarray(out[begin : min(jsonl_rows, begin + 10_000)])
+                handle.write(b"".join(orjson.dumps(row) + b"\n" for row in block.tolist()))
+    del out
+    return npy, jsonl
+
+
+def run(workload: Workload, mode: str, root: Path) -> list[dict[str, Any]]:
+    package = root / workload.name / "package"
+    workload.build(package)
+    limit = in_process_limit(package, workload.limit_batch, 3.0 if mode == "quick" else 10.0)
+    rows: list[dict[str, Any]] = []
+    small, large = workload.sizes[mode]
+    for count in dict.fromkeys((small, large)):
+        npy, jsonl = write_inputs(root / workload.name, workload.row_shape, count, workload.jsonl_rows[mode])
+        inputs = [npy] if count != small else [npy, jsonl]
+        for data in inputs:
+            measured = score(package, data, root / workload.name / f"out-{data.name}")
+            shown = count if data.suffix == ".npy" else workload.jsonl_rows[mode]
+            rows.append({"workload": workload.name, "input": data.suffix, "rows": shown, "limit": limit, **measured})
+            for leftover in (root / workload.name).glob("out-*"):
+                subprocess.run(["rm", "-rf", str(leftover)], check=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench.batch_local", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller inputs (about a minute)")
+    parser.add_argument("--workloads", default="digits,cnn", help="comma-separated: digits, cnn")
+    args = parser.parse_args(argv)
+    mode = "quick" if args.quick else "full"
+    chosen = [w for w in WORKLOADS if w.name in args.workloads.split(",")]
+    started = time.perf_counter()
+    results: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-batch-") as scratch:
+        for workload in chosen:
+            results += run(workload, mode, Path(scratch))
+    print(
+        f"{'workload':8} {'input':6} {'rows':>9} {'rows/s':>9} {'limit rows/s':>12} {'% limit':>7} {'peak RSS MiB':>12}"
+    )
+    for r in results:
+        print(
+            f"{r['workload']:8} {r['input']:6} {r['rows']:>9,} {r['rows_per_second']:>9,.0f} {r['limit']:>12,.0f} "
+            f"{100 * r['rows_per_second'] / r['limit']:>6.0f}% {r['peak_rss_mib']:>12,.0f}"
+        )
+    print(f"({time.perf_counter() - started:.0f} s, {os.cpu_count()} CPUs)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,278 @@
+"""``model-deploy-batch`` with a local ``--input``: score a file or directory in this process.
+
+The package is loaded by :func:`inference.service.load_service`, exactly as the server loads it
+(integrity and behaviour verification, user code, pipelines, decode limits, batching), and every
+chunk goes through the same decode -> ``ModelService.predict`` -> encode path as a request to
+``/invocations``. Expected failures print one line and exit non-zero; records that fail are
+written to the errors file and make the exit non-zero unless ``--max-failed-records`` allows them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import logging
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from inference.batch.scoring import Scorer, instance_json
+from inference.batch.sinks import OUTPUT_FORMATS, Checkpoint, Layout, assemble, fingerprint, manifest_digest, write_part
+from inference.batch.sources import InputFile, discover, read_chunks, total_bytes
+from model_package.errors import ModelPackageError, UsageError
+from model_package.logs import configure_logging
+from model_package.progress import progress
+
+if TYPE_CHECKING:
+    from inference.service import ModelService
+
+_log = logging.getLogger(__name__)
+PROG = "model-deploy-batch"
+EXIT_RECORDS_FAILED = 3
+EXIT_INTERNAL = 70
+EXIT_INTERRUPTED = 130
+#: Records per request to the model: large enough to amortise per-request work, small enough that
+#: a chunk stays far below the server's decode limit and a resumed run redoes little.
+DEFAULT_BATCH_SIZE = 1024
+#: Answers buffered before a checkpoint at the latest, whatever --checkpoint-seconds says.
+CHECKPOINT_BYTES = 16 * 1024 * 1024
+
+
+def add_local_arguments(group: argparse._ArgumentGroup) -> None:
+    """The options of local scoring (``--input``/``--output`` are shared and registered by the router)."""
+    group.add_argument("--package", type=Path, help="model package directory or model.tar.gz (local --input)")
+    group.add_argument(
+        "--output-format",
+        choices=OUTPUT_FORMATS,
+        default="sagemaker",
+        help="write what SageMaker Batch Transform writes (<file>.out, one line per record) "
+        "or what Vertex AI batch prediction writes (prediction.results-*/errors_stats-*) (default: sagemaker)",
+    )
+    group.add_argument(
+        "--batch-size",
+        type=_positive,
+        default=DEFAULT_BATCH_SIZE,
+        help="records per model call (default: 1024; lowered to fit the server's per-request decode limit)",
+    )
+    group.add_argument(
+        "--max-failed-records",
+        type=_non_negative,
+        default=0,
+        help="exit 0 if at most this many records failed (they are still listed in the errors file; default: 0)",
+    )
+    group.add_argument(
+        "--checkpoint-seconds",
+        type=float,
+        default=1.0,
+        help="how often finished answers are written and the resume point saved (default: 1; 0: every batch)",
+    )
+    group.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run_local(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Score ``args.input`` into ``args.output``; the process exit code."""
+    # --log-format and --verbose are the router's to register (the managed side wants them too).
+    verbose = bool(getattr(args, "verbose", False))
+    configure_logging(getattr(args, "log_format", "auto"), logging.DEBUG if verbose else logging.INFO)
+    if args.package is None:
+        parser.error("--package is required with a local --input")
+    try:
+        return _run(args)
+    except ModelPackageError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; rerun the same command to continue where it stopped", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # a bug, not an expected failure: keep the traceback reachable
+        if verbose:
+            raise
+        print(
+            f"{PROG}: internal error: {type(exc).__name__}: {exc} (rerun with --verbose for the traceback)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
+
+
+def _run(args: argparse.Namespace) -> int:
+    output = Path(args.output)
+    if Path(args.input).is_dir() and output.resolve().is_relative_to(Path(args.input).resolve()):
+        # Its results would be read back as input by the next run (or the resumption of this one).
+        raise UsageError(f"--output {output} is inside --input {args.input}; choose a directory outside it")
+    files = discover(Path(args.input))
+    if args.package.is_file():
+        with tempfile.TemporaryDirectory(prefix="model-batch-") as scratch:
+            from model_package.archive import extract
+
+            package_dir = Path(scratch) / "package"
+            extract(args.package, package_dir)
+            return _score_all(args, files, output, package_dir)
+    if not args.package.is_dir():
+        raise UsageError(f"--package {args.package} is neither a package directory nor a model.tar.gz")
+    return _score_all(args, files, output, args.package)
+
+
+def _score_all(args: argparse.Namespace, files: list[InputFile], output: Path, package_dir: Path) -> int:
+    from inference.config import load_config
+    from inference.service import load_service
+
+    checkpoint = Checkpoint(output, fingerprint(files, manifest_digest(package_dir), args.output_format))
+    resuming = checkpoint.open()
+    state = checkpoint.progress
+    if resuming:
+        _log.info(
+            "resuming an interrupted run",
+            extra={"file": state.file, "records_done": state.scored, "records_failed": state.failed},
+        )
+    # The server's own knobs (MODEL_SERVER_*) apply; platform variables do not describe this process.
+    env = {name: value for name, value in os.environ.items() if name.startswith("MODEL_SERVER_")}
+    # The batcher would cut a chunk into max_batch_size model calls: here the chunk is the batch.
+    config = dataclasses.replace(load_config(env, model_dir=package_dir), max_batch_size=args.batch_size)
+    service = load_service(config)
+    args.batch_size = _fit_batch_size(args.batch_size, service)
+    scorer = Scorer(service, output_format=args.output_format)
+    layout = Layout(args.output_format, output, files)
+    started, scored_before = time.perf_counter(), state.scored
+    try:
+        done = sum(file.path.stat().st_size for file in files[: state.file]) + (
+            state.offset if state.file < len(files) and files[state.file].media_type != "application/x-npy" else 0
+        )
+        with progress("scoring", total_bytes(files), enabled=not args.no_progress) as advance:
+            advance(done)
+            for index in range(state.file, len(files)):
+                _score_file(
+                    index, files[index], args=args, checkpoint=checkpoint, scorer=scorer, layout=layout, advance=advance
+                )
+    finally:
+        scorer.close()
+    seconds = time.perf_counter() - started
+    rows = state.scored - scored_before
+    _log.info(
+        "batch scoring finished",
+        extra={
+            "records": state.scored,
+            "failed": state.failed,
+            "files": len(files),
+            "seconds": round(seconds, 3),
+            "records_per_second": round(rows / seconds) if seconds > 0 else None,
+            "output": str(output),
+        },
+    )
+    if state.failed > args.max_failed_records:
+        print(
+            f"{PROG}: {state.failed} of {state.scored} records failed (allowed: {args.max_failed_records}); "
+            f"they are listed in the errors files under {output}",
+            file=sys.stderr,
+        )
+        return EXIT_RECORDS_FAILED
+    return 0
+
+
+def _score_file(
+    index: int,
+    file: InputFile,
+    *,
+    args: argparse.Namespace,
+    checkpoint: Checkpoint,
+    scorer: Scorer,
+    layout: Layout,
+    advance: Callable[[int], None],
+) -> None:
+    state = checkpoint.progress
+    parts = checkpoint.parts(index)
+    instance = functools.partial(instance_json, media_type=file.media_type)
+    results: list[bytes] = []
+    errors: list[bytes] = []
+    pending = {"records": 0, "failed": 0, "bytes": 0, "offset": state.offset}
+    last_save = time.monotonic()
+
+    def save() -> None:
+        """One part for everything scored since the last one, then the checkpoint that names it."""
+        if not pending["records"] and pending["offset"] == state.offset:
+            return
+        write_part(parts, state.chunks, b"".join(results), b"".join(errors))
+        state.chunks += 1
+        state.records += pending["records"]
+        state.scored += pending["records"]
+        state.failed += pending["failed"]
+        state.offset = pending["offset"]
+        checkpoint.save()
+        results.clear()
+        errors.clear()
+        pending.update(records=0, failed=0, bytes=0)
+
+    for chunk in read_chunks(file, start=state.offset, first_record=state.records, size=args.batch_size):
+        answers = scorer.score(chunk, file.media_type)
+        result, error = layout.chunk_bytes(chunk, answers, functools.partial(instance, chunk))
+        for i, failure in sorted(answers.failures.items()):
+            _log.warning("record failed", extra={"file": file.name, "line": chunk.lines[i], "error": failure.error})
+        results.append(result)
+        errors.append(error)
+        pending["records"] += len(chunk)
+        pending["failed"] += len(answers.failures)
+        pending["bytes"] += len(result) + len(error)
+        pending["offset"] = chunk.end
+        advance(chunk.nbytes)
+        # Checkpoints cost two fsyncs: a few a second, not one per chunk (a resumed run redoes at most
+        # the last interval's records, and never writes them twice).
+        if time.monotonic() - last_save >= args.checkpoint_seconds or pending["bytes"] >= CHECKPOINT_BYTES:
+            save()
+            last_save = time.monotonic()
+    save()
+    target, errors_target = layout.targets(index, file)
+    assemble(parts, state.chunks, target, errors_target, always_errors=layout.format == "vertex")
+    state.file, state.chunks, state.records, state.offset = index + 1, 0, 0, 0
+    checkpoint.save()
+    if parts.exists():
+        import shutil
+
+        shutil.rmtree(parts)
+
+
+def _fit_batch_size(requested: int, service: ModelService) -> int:
+    """``requested``, or fewer rows when that many would decode past the server's per-request limit.
+
+    Known only for inputs whose every dimension but the batch is fixed; otherwise a chunk that is
+    too large is split when the service refuses it (413), as a failing chunk is.
+    """
+    row_bytes = 0
+    for spec in service.signature.inputs:
+        if spec.dtype == "bytes" or any(size < 0 for size in spec.shape[1:]):
+            return requested
+        row_bytes += int(np.prod(spec.shape[1:], dtype=np.int64)) * np.dtype(spec.dtype).itemsize
+    fitting = max(1, service.limits.max_bytes // max(1, row_bytes))
+    if fitting < requested:
+        _log.info(
+            "batch size lowered to fit the per-request decode limit",
+            extra={"requested": requested, "batch_size": fitting, "max_bytes": service.limits.max_bytes},
+        )
+        return fitting
+    return requested
+
+
+def _positive(text: str) -> int:
+    value = _int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None

@@ -1,0 +1,242 @@
+"""Scored chunks -> the files the managed engines write, checkpointed so a run can resume.
+
+Layouts (``--output-format``):
+
+- ``sagemaker``: ``<input name>.out`` per input file with one line per input record, in order, as
+  Batch Transform writes with ``AssembleWith=Line`` ("Use batch transform to run inference",
+  https://docs.aws.amazon.com/sagemaker/latest/dg/batch-transform.html: "the output file has the
+  same name as the input file with .out appended"). Where a record failed its line is left empty,
+  so line N of the output still answers line N of the input, and ``<input name>.out.errors`` lists
+  the failures as JSON Lines ``{"record", "line", "status", "error"}``.
+- ``vertex``: ``prediction.results-NNNNN-of-NNNNN`` JSON Lines ``{"instance", "prediction"}`` and
+  ``prediction.errors_stats-NNNNN-of-NNNNN`` JSON Lines ``{"instance", "error": {"status",
+  "message"}}``, one shard per input file (the PredictionResult message is "a line of JSONL in the
+  batch prediction output file": https://cloud.google.com/vertex-ai/docs/reference/rest/Shared.Types/PredictionResult;
+  the file names are those of "Get batch predictions from a custom trained model",
+  https://cloud.google.com/vertex-ai/docs/predictions/get-batch-predictions#retrieve_batch_prediction_results).
+
+How resuming works: each scored chunk is written to its own part file (written to a temporary
+name, fsynced, renamed), then ``progress.json`` records the chunk (same: temporary file + rename).
+A part the checkpoint does not name is from a run killed between the two steps and is deleted, so
+it is scored again exactly once. When a file is done its parts are joined into the final output
+(again via rename), the checkpoint moves to the next file, and the parts are removed. Everything
+lives in ``<output>/.batch-state/`` (kept after the run: a rerun of a finished run does nothing)
+with the run's fingerprint (input files' names, sizes and modification times, the package's
+manifest digest, the output format): a rerun with different input or package refuses to resume
+onto that output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import orjson
+
+from inference.batch.scoring import Answers
+from inference.batch.sources import Chunk, InputFile
+from model_package.errors import MissingFileError, UsageError
+from model_package.manifest import MANIFEST_FILENAME
+
+STATE_DIR: Final = ".batch-state"
+_BLOCK = 1 << 20
+OUTPUT_FORMATS: Final = ("sagemaker", "vertex")
+
+
+@dataclass
+class Progress:
+    """Where the run is: files before ``file`` are finished; ``chunks`` parts of ``file`` are written."""
+
+    file: int = 0
+    chunks: int = 0
+    records: int = 0
+    """Records of ``file`` already scored."""
+    offset: int = 0
+    """Where reading ``file`` continues: a byte offset, or a row of a ``.npy``."""
+    scored: int = 0
+    """Records scored over the whole run (all files)."""
+    failed: int = 0
+    """Records that failed over the whole run."""
+
+
+def fingerprint(files: Sequence[InputFile], package_digest: str, output_format: str) -> dict[str, Any]:
+    """What must not change between a run and its resumption."""
+    return {
+        "package_manifest_sha256": package_digest,
+        "output_format": output_format,
+        "inputs": [
+            {"name": file.name, "size": (stat := file.path.stat()).st_size, "mtime_ns": stat.st_mtime_ns}
+            for file in files
+        ],
+    }
+
+
+def manifest_digest(package_dir: Path) -> str:
+    """The package's identity: its manifest lists every file's digest (verified when the package loads)."""
+    manifest = package_dir / MANIFEST_FILENAME
+    if not manifest.is_file():
+        raise MissingFileError(f"--package {package_dir} holds no {MANIFEST_FILENAME}: not a model package")
+    return hashlib.sha256(manifest.read_bytes()).hexdigest()
+
+
+class Checkpoint:
+    """The run's state directory: fingerprint, progress and the parts of the file in progress."""
+
+    def __init__(self, output: Path, print_: dict[str, Any]) -> None:
+        self.output = output
+        self.state = output / STATE_DIR
+        self.fingerprint = print_
+        self.progress = Progress()
+
+    def open(self) -> bool:
+        """Start or resume; True when resuming. Raises ``UsageError`` for a different run's output."""
+        try:
+            self.output.mkdir(parents=True, exist_ok=True)
+            self.state.mkdir(exist_ok=True)
+            probe = self.state / ".write-test"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise UsageError(f"--output {self.output} is not a writable directory: {exc.strerror or exc}") from None
+        saved = self.state / "fingerprint.json"
+        progress_file = self.state / "progress.json"
+        if saved.is_file() and not progress_file.is_file():
+            saved.unlink()  # a run that stopped before scoring anything (say, a package that failed to load)
+        if saved.is_file():
+            if orjson.loads(saved.read_bytes()) != self.fingerprint:
+                raise UsageError(
+                    f"--output {self.output} holds a run over different input or a different package "
+                    f"(see {saved}); use a new output directory, or delete {self.state} to start over"
+                )
+            self.progress = Progress(**orjson.loads(progress_file.read_bytes()))
+            self._drop_stale_parts()
+            return True
+        if any(path.name != STATE_DIR for path in self.output.iterdir()):
+            # Not ours to write into: results of something else would be mixed with ours.
+            raise UsageError(f"--output {self.output} is not empty and holds no earlier run of this command")
+        _atomic_write(saved, orjson.dumps(self.fingerprint, option=orjson.OPT_INDENT_2))
+        return False
+
+    def parts(self, file: int) -> Path:
+        return self.state / f"file-{file:05d}"
+
+    def _drop_stale_parts(self) -> None:
+        """Parts the checkpoint does not name: written by a run killed before it recorded them."""
+        for directory in self.state.glob("file-*"):
+            index = int(directory.name.removeprefix("file-"))
+            if index < self.progress.file:
+                shutil.rmtree(directory)  # finished files whose clean-up was interrupted
+            elif index == self.progress.file:
+                for part in directory.iterdir():
+                    if part.suffix == ".tmp" or int(part.stem) >= self.progress.chunks:
+                        part.unlink()
+
+    def save(self) -> None:
+        _atomic_write(self.state / "progress.json", orjson.dumps(asdict(self.progress)))
+
+
+class Layout:
+    """One output format: how a chunk's answers become part bytes, and parts become output files."""
+
+    def __init__(self, output_format: str, output: Path, files: Sequence[InputFile]) -> None:
+        self.format = output_format
+        self.output = output
+        self.count = len(files)
+
+    def chunk_bytes(self, chunk: Chunk, answers: Answers, instance: Callable[[int], bytes]) -> tuple[bytes, bytes]:
+        """(result lines, error lines) of one chunk; ``instance(index)`` is the record as JSON bytes."""
+        failures = answers.failures
+        if self.format == "sagemaker":
+            # Failed records keep their (empty) line, so line N of the output answers record N.
+            results = b"\n".join(answers.lines) + b"\n" if answers.lines else b""
+            errors = [
+                orjson.dumps({"record": chunk.first + i, "line": chunk.lines[i], "status": f.status, "error": f.error})
+                + b"\n"
+                for i, f in sorted(failures.items())
+            ]
+            return results, b"".join(errors)
+        ok = [
+            b'{"instance":' + instance(i) + b',"prediction":' + line + b"}\n"
+            for i, line in enumerate(answers.lines)
+            if i not in failures
+        ]
+        bad = [
+            b'{"instance":'
+            + instance(i)
+            + b',"error":'
+            + orjson.dumps({"status": _grpc_status(f.status), "message": f"line {chunk.lines[i]}: {f.error}"})
+            + b"}\n"
+            for i, f in sorted(failures.items())
+        ]
+        return b"".join(ok), b"".join(bad)
+
+    def targets(self, index: int, file: InputFile) -> tuple[Path, Path]:
+        """(results file, errors file) of input file ``index``."""
+        if self.format == "sagemaker":
+            out = self.output / f"{file.name}.out"
+            return out, out.with_name(out.name + ".errors")
+        shard = f"{index:05d}-of-{self.count:05d}"
+        return self.output / f"prediction.results-{shard}", self.output / f"prediction.errors_stats-{shard}"
+
+
+def write_part(directory: Path, chunk_index: int, results: bytes, errors: bytes) -> None:
+    """One chunk's answers, all or nothing: a part is either complete or absent."""
+    directory.mkdir(exist_ok=True)
+    _atomic_write(directory / f"{chunk_index:08d}.part", orjson.dumps([len(results)]) + b"\n" + results + errors)
+
+
+def assemble(directory: Path, chunks: int, results: Path, errors: Path, *, always_errors: bool) -> None:
+    """Join a file's parts into its outputs (temporary name, then rename: never half written).
+
+    Parts are copied in blocks, so memory stays flat however large the output.
+    """
+    results.parent.mkdir(parents=True, exist_ok=True)
+    error_parts: list[bytes] = []
+    with _AtomicFile(results) as out:
+        for index in range(chunks):
+            with (directory / f"{index:08d}.part").open("rb") as part:
+                remaining = orjson.loads(part.readline())[0]
+                while remaining:
+                    block = part.read(min(remaining, _BLOCK))
+                    out.write(block)
+                    remaining -= len(block)
+                error_parts.append(part.read())
+    error_bytes = b"".join(error_parts)
+    if error_bytes or always_errors:
+        _atomic_write(errors, error_bytes)
+    elif errors.exists():
+        errors.unlink()
+
+
+def _grpc_status(status: int) -> str:
+    # Vertex AI's Error.status is a google.rpc.Code name (PredictionResult.Error, linked above).
+    return {400: "INVALID_ARGUMENT", 413: "INVALID_ARGUMENT", 415: "INVALID_ARGUMENT"}.get(status, "INTERNAL")
+
+
+class _AtomicFile:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.tmp = path.with_name(f".{path.name}.tmp")
+
+    def __enter__(self) -> Any:
+        self.handle = self.tmp.open("wb")
+        return self.handle
+
+    def __exit__(self, *exc: object) -> None:
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+        self.handle.close()
+        if exc[0] is None:
+            os.replace(self.tmp, self.path)
+        else:
+            self.tmp.unlink(missing_ok=True)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    with _AtomicFile(path) as handle:
+        handle.write(data)

@@ -1,0 +1,190 @@
+"""Input files -> chunks of records, streamed: memory stays flat in the input size.
+
+JSON Lines and CSV are read line by line from a byte offset (so a resumed run seeks straight to
+where it stopped); ``.npy`` is memory-mapped and sliced by rows. A directory is every regular,
+non-hidden file under it, in sorted order. Blank lines are not records, as in the server's codecs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+
+from model_package.errors import MissingFileError, UsageError
+
+JSON_LINES: Final = "application/jsonlines"
+CSV: Final = "text/csv"
+NPY: Final = "application/x-npy"
+#: File extension -> the media type the server decodes it as.
+EXTENSIONS: Final[dict[str, str]] = {".jsonl": JSON_LINES, ".ndjson": JSON_LINES, ".csv": CSV, ".npy": NPY}
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One input object: where it is, what it holds, how it is named in the output."""
+
+    path: Path
+    media_type: str
+    name: str
+    """The path relative to ``--input`` (the file's own name for a single file)."""
+
+
+@dataclass
+class Chunk:
+    """Consecutive records of one file."""
+
+    first: int
+    """0-based index, within the file, of the first record."""
+    lines: list[int]
+    """Each record's 1-based line number in the file (row number + 1 for ``.npy``)."""
+    end: int
+    """Where the next chunk starts: a byte offset (text) or a row index (``.npy``)."""
+    nbytes: int
+    """Input bytes the chunk covers (for the progress bar)."""
+    records: list[bytes] | None = None
+    """The records' text (JSON Lines, CSV), without line ends."""
+    array: np.ndarray | None = None
+    """The records as rows of one array (``.npy``)."""
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+
+def discover(location: Path) -> list[InputFile]:
+    """The input files of ``--input``; raises ``UsageError``/``MissingFileError`` naming what is wrong."""
+    if not location.exists():
+        raise MissingFileError(f"--input {location} does not exist")
+    if location.is_file():
+        return [_input_file(location, location.name)]
+    files = sorted(
+        path
+        for path in location.rglob("*")
+        if path.is_file() and not any(part.startswith(".") for part in path.relative_to(location).parts)
+    )
+    if not files:
+        raise UsageError(f"--input {location} is a directory with no files to score")
+    return [_input_file(path, path.relative_to(location).as_posix()) for path in files]
+
+
+def _input_file(path: Path, name: str) -> InputFile:
+    media_type = EXTENSIONS.get(path.suffix.lower())
+    if media_type is None:
+        raise UsageError(
+            f"cannot score {path}: unsupported extension {path.suffix or '(none)'!r}; allowed: {', '.join(EXTENSIONS)}"
+        )
+    return InputFile(path, media_type, name)
+
+
+def total_bytes(files: list[InputFile]) -> int:
+    """The progress bar's total."""
+    return sum(file.path.stat().st_size for file in files)
+
+
+def read_chunks(file: InputFile, *, start: int, first_record: int, size: int) -> Iterator[Chunk]:
+    """Chunks of at most ``size`` records from ``start`` (a byte offset, or a row for ``.npy``)."""
+    if file.media_type == NPY:
+        yield from _npy_chunks(file.path, start=start, size=size)
+    else:
+        yield from _line_chunks(file.path, start=start, first_record=first_record, size=size)
+
+
+def _line_chunks(path: Path, *, start: int, first_record: int, size: int) -> Iterator[Chunk]:
+    with path.open("rb") as handle:
+        handle.seek(start)
+        offset = start
+        # Line numbers only matter in messages; counting them from the top once is cheap next to scoring.
+        line = _line_number_at(path, start)
+        record = first_record
+        records: list[bytes] = []
+        lines: list[int] = []
+        begin = offset
+        for raw in handle:
+            offset += len(raw)
+            line += 1
+            text = raw.rstrip(b"\r\n")
+            if line == 1 and text.startswith(b"\xef\xbb\xbf"):
+                text = text[3:]  # a UTF-8 byte-order mark is not part of the first record
+            if not text.strip():
+                continue
+            records.append(text)
+            lines.append(line)
+            if len(records) == size:
+                yield Chunk(record, lines, offset, offset - begin, records=records)
+                record += len(records)
+                records, lines, begin = [], [], offset
+        if records or offset > begin:
+            yield Chunk(record, lines, offset, offset - begin, records=records)
+
+
+def _line_number_at(path: Path, offset: int) -> int:
+    if offset == 0:
+        return 0
+    count = 0
+    with path.open("rb") as handle:
+        remaining = offset
+        while remaining > 0:
+            block = handle.read(min(remaining, 1 << 20))
+            if not block:
+                break
+            count += block.count(b"\n")
+            remaining -= len(block)
+    return count
+
+
+@dataclass(frozen=True)
+class NpyLayout:
+    """Where a ``.npy`` file's rows are: what its header says."""
+
+    rows: int
+    row_shape: tuple[int, ...]
+    dtype: np.dtype
+    data_start: int
+
+    @property
+    def row_bytes(self) -> int:
+        return int(np.prod(self.row_shape, dtype=np.int64)) * self.dtype.itemsize
+
+
+def npy_layout(path: Path) -> NpyLayout:
+    """Read and check a ``.npy`` header; ``UsageError`` naming what is wrong with it."""
+    with path.open("rb") as handle:
+        try:
+            version = np.lib.format.read_magic(handle)
+            read_header = (
+                np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            )
+            shape, fortran, dtype = read_header(handle)
+        except (ValueError, OSError) as exc:
+            raise UsageError(f"{path} is not a readable .npy file: {exc}") from None
+        data_start = handle.tell()
+    if dtype.hasobject:
+        raise UsageError(f"{path} holds Python objects, which are never unpickled; save numeric arrays")
+    if fortran and len(shape) > 1:
+        raise UsageError(f"{path} is in Fortran order; save it with np.save(path, np.ascontiguousarray(a))")
+    if not shape:
+        raise UsageError(f"{path} holds a single value; a .npy input holds one record per row (first axis)")
+    layout = NpyLayout(shape[0], tuple(shape[1:]), dtype, data_start)
+    if path.stat().st_size < data_start + layout.rows * layout.row_bytes:
+        raise UsageError(f"{path} is truncated: its header promises {layout.rows} rows")
+    return layout
+
+
+def _npy_chunks(path: Path, *, start: int, size: int) -> Iterator[Chunk]:
+    """Rows read with plain file reads from the header's data offset.
+
+    Not ``np.load(mmap_mode="r")``: pages of a memory map stay resident (and counted in RSS) until
+    the kernel needs them, so memory would grow with the input; reads keep it at one chunk.
+    """
+    layout = npy_layout(path)
+    row_bytes = layout.row_bytes
+    with path.open("rb") as handle:
+        handle.seek(layout.data_start + start * row_bytes)
+        for begin in range(start, layout.rows, size):
+            end = min(begin + size, layout.rows)
+            raw = handle.read(row_bytes * (end - begin))
+            rows = np.frombuffer(raw, dtype=layout.dtype).reshape((end - begin, *layout.row_shape))
+            yield Chunk(begin, list(range(begin + 1, end + 1)), end, row_bytes * (end - begin), array=rows)

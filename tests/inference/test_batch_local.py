@@ -1,0 +1,333 @@
+"""``model-deploy-batch`` on local files: the server's data plane, the managed engines' output layouts,
+failed records reported in place, bad input refused in one line, and interrupted runs resumed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+
+from model_package.formats import get_format
+from model_package.manifest import read_manifest
+from tests.inference.batch_support import main
+
+ROWS = 300
+
+
+@pytest.fixture(scope="module")
+def rows() -> np.ndarray:
+    from tests.model_package import torch_models
+
+    return torch_models.mlp_inputs(ROWS, seed=3)["x"]
+
+
+@pytest.fixture(scope="module")
+def expected(torch_package: Path, rows: np.ndarray) -> np.ndarray:
+    """What the package's model answers for ``rows``, called directly (no server code in between)."""
+    manifest = read_manifest(torch_package)
+    model = get_format(manifest.format).load(torch_package, manifest, threads=1)
+    (output,) = model.predict({"x": rows}).values()
+    return np.asarray(output)
+
+
+def write_jsonl(path: Path, rows: np.ndarray) -> Path:
+    path.write_bytes(b"".join(orjson.dumps(row.tolist()) + b"\n" for row in rows))
+    return path
+
+
+def write_csv(path: Path, rows: np.ndarray) -> Path:
+    path.write_text("".join(",".join(repr(float(v)) for v in row) + "\n" for row in rows))
+    return path
+
+
+def out_rows(path: Path) -> list[list[float] | None]:
+    """Each line of a SageMaker-layout JSON Lines .out; ``None`` for an empty (failed) line."""
+    return [orjson.loads(line) if line else None for line in path.read_bytes().split(b"\n")[:-1]]
+
+
+def run(*args: str | Path | int) -> int:
+    return main([str(arg) for arg in args] + ["--no-progress"])
+
+
+def test_jsonl_csv_and_npy_each_give_one_line_per_record_in_order(
+    torch_package: Path, rows: np.ndarray, expected: np.ndarray, tmp_path: Path
+) -> None:
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    write_jsonl(inputs / "a.jsonl", rows)
+    write_csv(inputs / "b.csv", rows)
+    np.save(inputs / "c.npy", rows)
+    # Batch size 64 does not divide 300: the last chunk is short.
+    assert run("--input", inputs, "--output", tmp_path / "out", "--package", torch_package, "--batch-size", 64) == 0
+
+    np.testing.assert_allclose(np.array(out_rows(tmp_path / "out" / "a.jsonl.out")), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.array(out_rows(tmp_path / "out" / "c.npy.out")), expected, rtol=1e-5, atol=1e-6)
+    # CSV in, CSV out (what Batch Transform gets back from the container for text/csv).
+    csv_out = np.loadtxt(tmp_path / "out" / "b.csv.out", delimiter=",", ndmin=2)
+    np.testing.assert_allclose(csv_out, expected, rtol=1e-5, atol=1e-6)
+    assert not list((tmp_path / "out").glob("*.errors"))
+
+
+def test_vertex_layout_has_one_shard_per_file_with_instance_and_prediction(
+    torch_package: Path, rows: np.ndarray, expected: np.ndarray, tmp_path: Path
+) -> None:
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    write_jsonl(inputs / "first.jsonl", rows[:100])
+    write_csv(inputs / "second.csv", rows[100:])
+    code = run("--input", inputs, "--output", tmp_path / "out", "--package", torch_package, "--output-format", "vertex")
+    assert code == 0
+
+    names = sorted(path.name for path in (tmp_path / "out").iterdir() if not path.name.startswith("."))
+    assert names == [
+        "prediction.errors_stats-00000-of-00002",
+        "prediction.errors_stats-00001-of-00002",
+        "prediction.results-00000-of-00002",
+        "prediction.results-00001-of-00002",
+    ]
+    results = [
+        orjson.loads(line)
+        for shard in ("00000", "00001")
+        for line in (tmp_path / "out" / f"prediction.results-{shard}-of-00002").read_bytes().splitlines()
+    ]
+    assert len(results) == ROWS
+    np.testing.assert_allclose(np.array([r["instance"] for r in results]), rows, rtol=1e-6)
+    np.testing.assert_allclose(np.array([r["prediction"] for r in results]), expected, rtol=1e-5, atol=1e-6)
+    assert (tmp_path / "out" / "prediction.errors_stats-00000-of-00002").read_bytes() == b""
+
+
+def test_a_bad_record_fails_alone_and_is_named_in_the_errors_file(
+    torch_package: Path, rows: np.ndarray, expected: np.ndarray, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_jsonl(tmp_path / "data.jsonl", rows[:10])
+    lines = path.read_bytes().splitlines()
+    lines[4] = b"[1.0, 2.0]"  # line 5: 2 values where the model takes 64
+    path.write_bytes(b"\n".join(lines) + b"\n")
+
+    assert run("--input", path, "--output", tmp_path / "sm", "--package", torch_package) == 3
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "1 of 10 records failed" in err and "Traceback" not in err
+
+    answers = out_rows(tmp_path / "sm" / "data.jsonl.out")
+    assert len(answers) == 10 and answers[4] is None
+    # The records around the bad one keep their own predictions: nothing shifted.
+    good = [i for i in range(10) if i != 4]
+    np.testing.assert_allclose(np.array([answers[i] for i in good]), expected[good], rtol=1e-5, atol=1e-6)
+    (error,) = [json.loads(line) for line in (tmp_path / "sm" / "data.jsonl.out.errors").read_text().splitlines()]
+    assert error["record"] == 4 and error["line"] == 5 and error["status"] == 400 and "64" in error["error"]
+
+    # Vertex AI's layout: the failed instance goes to errors_stats with a google.rpc status.
+    code = run("--input", path, "--output", tmp_path / "vx", "--package", torch_package, "--output-format", "vertex")
+    assert code == 3
+    results = (tmp_path / "vx" / "prediction.results-00000-of-00001").read_bytes().splitlines()
+    assert len(results) == 9
+    (failure,) = [
+        orjson.loads(line)
+        for line in (tmp_path / "vx" / "prediction.errors_stats-00000-of-00001").read_bytes().splitlines()
+    ]
+    assert failure["instance"] == [1.0, 2.0]
+    assert failure["error"]["status"] == "INVALID_ARGUMENT" and failure["error"]["message"].startswith("line 5:")
+
+    # A tolerated failure still gets reported, but the run succeeds.
+    assert (
+        run("--input", path, "--output", tmp_path / "tolerant", "--package", torch_package, "--max-failed-records", 1)
+        == 0
+    )
+    assert (tmp_path / "tolerant" / "data.jsonl.out.errors").is_file()
+
+
+@pytest.mark.parametrize(
+    ("make_args", "message"),
+    [
+        (lambda d, p: ["--input", d / "missing.jsonl", "--output", d / "o", "--package", p], "does not exist"),
+        (lambda d, p: ["--input", d / "data.parquet", "--output", d / "o", "--package", p], "allowed: .jsonl"),
+        (lambda d, p: ["--input", d / "data.jsonl", "--output", d / "o", "--package", d / "nope"], "--package"),
+        (lambda d, p: ["--input", d / "data.jsonl", "--output", d / "data.jsonl", "--package", p], "not a writable"),
+        (lambda d, p: ["--input", d / "data.jsonl", "--output", d / "full", "--package", p], "not empty"),
+        (lambda d, p: ["--input", d / "fake.npy", "--output", d / "o", "--package", p], "not a readable .npy"),
+        (lambda d, p: ["--input", d / "in", "--output", d / "in" / "out", "--package", p], "inside --input"),
+        (lambda d, p: ["--input", d / "data.jsonl", "--output", d / "o", "--package", d / "in"], "not a model package"),
+    ],
+    ids=[
+        "missing-input",
+        "unsupported-extension",
+        "no-package",
+        "output-is-a-file",
+        "foreign-output",
+        "bad-npy",
+        "output-inside-input",
+        "directory-is-no-package",
+    ],
+)
+def test_bad_invocations_fail_in_one_line(
+    torch_package: Path,
+    rows: np.ndarray,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    *,
+    make_args: Callable[[Path, Path], list[str | Path]],
+    message: str,
+) -> None:
+    write_jsonl(tmp_path / "data.jsonl", rows[:3])
+    (tmp_path / "data.parquet").write_bytes(b"PAR1")
+    (tmp_path / "fake.npy").write_text("1,2,3\n")
+    (tmp_path / "in").mkdir()
+    write_jsonl(tmp_path / "in" / "data.jsonl", rows[:3])
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "someone-elses.txt").write_text("x")
+    assert run(*make_args(tmp_path, torch_package)) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len([line for line in err if line.startswith("model-deploy-batch:")]) == 1, err
+    assert message in err[-1] and "Traceback" not in "\n".join(err)
+
+
+def test_output_of_another_input_is_not_resumed_onto(
+    torch_package: Path, rows: np.ndarray, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_jsonl(tmp_path / "data.jsonl", rows[:5])
+    assert run("--input", tmp_path / "data.jsonl", "--output", tmp_path / "o", "--package", torch_package) == 0
+    write_jsonl(tmp_path / "data.jsonl", rows[:6])
+    assert run("--input", tmp_path / "data.jsonl", "--output", tmp_path / "o", "--package", torch_package) != 0
+    assert "holds a run over different input or a different package" in capsys.readouterr().err
+
+
+def test_a_finished_run_rerun_changes_nothing(torch_package: Path, rows: np.ndarray, tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "data.jsonl", rows[:20])
+    args = ("--input", tmp_path / "data.jsonl", "--output", tmp_path / "o", "--package", torch_package)
+    assert run(*args) == 0
+    first = (tmp_path / "o" / "data.jsonl.out").read_bytes()
+    assert run(*args) == 0
+    assert (tmp_path / "o" / "data.jsonl.out").read_bytes() == first
+
+
+def test_a_run_killed_mid_way_resumes_without_scoring_twice_or_losing_records(
+    torch_package: Path, tmp_path: Path
+) -> None:
+    from tests.model_package import torch_models
+
+    big = torch_models.mlp_inputs(60_000, seed=5)["x"]
+    write_jsonl(tmp_path / "big.jsonl", big)
+    common = ["--input", str(tmp_path / "big.jsonl"), "--package", str(torch_package), "--no-progress"]
+    # The run to interrupt checkpoints every 32 records, so it is slow enough to be caught mid-way.
+    slow = ["--batch-size", "32", "--checkpoint-seconds", "0"]
+    command = [sys.executable, "-m", "tests.inference.batch_support", *common]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+
+    reference = subprocess.run(
+        [*command, "--output", str(tmp_path / "ref")], env=env, capture_output=True, timeout=300, check=False
+    )
+    assert reference.returncode == 0, reference.stderr
+
+    victim = subprocess.Popen([*command, *slow, "--output", str(tmp_path / "o")], env=env, stderr=subprocess.DEVNULL)
+    progress = tmp_path / "o" / ".batch-state" / "progress.json"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and victim.poll() is None:
+        if progress.is_file() and json.loads(progress.read_text())["scored"] >= 2_000:
+            break
+        time.sleep(0.002)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(30)
+    done = json.loads(progress.read_text())
+    assert 0 < done["scored"] < len(big), "the run was killed before it had started or after it had finished"
+
+    resumed = subprocess.run(
+        [*command, *slow, "--output", str(tmp_path / "o")], env=env, capture_output=True, timeout=300, check=False
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert b"resuming an interrupted run" in resumed.stderr
+    finished = json.loads(progress.read_text())
+    assert finished["scored"] == len(big)  # every record counted once: none scored twice
+    assert (tmp_path / "o" / "big.jsonl.out").read_bytes() == (tmp_path / "ref" / "big.jsonl.out").read_bytes()
+
+
+def test_an_image_pipeline_package_scores_b64_lines_like_vertex_file_lists(tmp_path: Path) -> None:
+    """Each line {"b64": <file bytes>} (what Vertex AI makes of a file list) goes through the pipeline."""
+    import base64
+
+    from tests.pipeline_models import package_image_classifier, sample_images
+
+    package = package_image_classifier(tmp_path / "pkg")
+    images = [path.read_bytes() for path in sample_images()]
+    lines = [orjson.dumps({"b64": base64.b64encode(data).decode()}) for data in images]
+    lines.insert(1, orjson.dumps({"b64": base64.b64encode(b"not an image").decode()}))
+    (tmp_path / "files.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+
+    code = run("--input", tmp_path / "files.jsonl", "--output", tmp_path / "o", "--package", package)
+    assert code == 3
+    answers = out_rows(tmp_path / "o" / "files.jsonl.out")
+    assert len(answers) == len(images) + 1 and answers[1] is None
+    assert all(isinstance(answer, dict) and answer for i, answer in enumerate(answers) if i != 1)
+    (error,) = [json.loads(line) for line in (tmp_path / "o" / "files.jsonl.out.errors").read_text().splitlines()]
+    assert error["line"] == 2 and "not a JPEG or PNG" in error["error"]
+
+
+def test_user_code_packages_are_scored_one_record_per_call(tmp_path: Path) -> None:
+    from model_package.export import export_model
+    from tests.model_package import torch_models
+
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "inference.py").write_text("def predict_fn(data, model):\n    return model.predict(data)\n")
+    package = tmp_path / "pkg"
+    export_model(
+        torch_models.make_dict_head(), torch_models.dict_head_inputs(2), package, name="uc", version="1", code_dir=code
+    )
+    rows = torch_models.dict_head_inputs(5, seed=4)["x"]
+    write_jsonl(tmp_path / "rows.jsonl", rows)
+    assert run("--input", tmp_path / "rows.jsonl", "--output", tmp_path / "o", "--package", package) == 0
+    answers = out_rows(tmp_path / "o" / "rows.jsonl.out")
+    assert len(answers) == 5 and all(answer is not None for answer in answers)
+
+
+def test_ctrl_c_stops_with_one_line_and_the_rerun_finishes_the_job(torch_package: Path, tmp_path: Path) -> None:
+    from tests.model_package import torch_models
+
+    rows = torch_models.mlp_inputs(30_000, seed=6)["x"]
+    write_jsonl(tmp_path / "rows.jsonl", rows)
+    command = [
+        sys.executable, "-m", "tests.inference.batch_support", "--input", str(tmp_path / "rows.jsonl"),
+        "--package", str(torch_package), "--output", str(tmp_path / "o"), "--no-progress",
+        "--batch-size", "32", "--checkpoint-seconds", "0",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    run_ = subprocess.Popen(command, env=env, stderr=subprocess.PIPE)
+    progress = tmp_path / "o" / ".batch-state" / "progress.json"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and run_.poll() is None:
+        if progress.is_file() and json.loads(progress.read_text())["scored"] >= 1_000:
+            break
+        time.sleep(0.002)
+    run_.send_signal(signal.SIGINT)
+    _, stderr = run_.communicate(timeout=60)
+    assert run_.returncode == 130, stderr
+    last = stderr.decode().strip().splitlines()[-1]
+    assert last.startswith("model-deploy-batch: interrupted") and "Traceback" not in stderr.decode()
+
+    again = subprocess.run(command, env=env, capture_output=True, timeout=300, check=False)
+    assert again.returncode == 0, again.stderr
+    assert len((tmp_path / "o" / "rows.jsonl.out").read_bytes().splitlines()) == len(rows)
+    assert json.loads(progress.read_text())["scored"] == len(rows)
+
+
+def test_a_run_whose_package_failed_to_load_does_not_block_the_output_directory(
+    torch_package: Path, rows: np.ndarray, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_jsonl(tmp_path / "data.jsonl", rows[:4])
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "manifest.json").write_text('{"not": "a manifest"}')
+    args = ("--input", tmp_path / "data.jsonl", "--output", tmp_path / "o")
+    assert run(*args, "--package", broken) != 0
+    assert "Traceback" not in capsys.readouterr().err
+    # Nothing was scored, so the fixed package may use the same output directory.
+    assert run(*args, "--package", torch_package) == 0
+    assert len(out_rows(tmp_path / "o" / "data.jsonl.out")) == 4
