@@ -78,9 +78,8 @@ def add_local_arguments(group: argparse._ArgumentGroup) -> None:
 
 def run_local(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Score ``args.input`` into ``args.output``; the process exit code."""
-    # --log-format and --verbose are the router's to register (the managed side wants them too).
-    verbose = bool(getattr(args, "verbose", False))
-    configure_logging(getattr(args, "log_format", "auto"), logging.DEBUG if verbose else logging.INFO)
+    # --log-format and --verbose are the router's (infra/batch/cli.py): both sides take them.
+    configure_logging(args.log_format, logging.DEBUG if args.verbose else logging.INFO)
     if args.package is None:
         parser.error("--package is required with a local --input")
     try:
@@ -92,7 +91,7 @@ def run_local(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         print(f"{PROG}: interrupted; rerun the same command to continue where it stopped", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:  # a bug, not an expected failure: keep the traceback reachable
-        if verbose:
+        if args.verbose:
             raise
         print(
             f"{PROG}: internal error: {type(exc).__name__}: {exc} (rerun with --verbose for the traceback)",

@@ -4,7 +4,7 @@ Where the input lives decides where the work runs:
 
 - a local file or directory: the package is scored in this process, through the serving
   container's own data plane (:mod:`inference.batch`), writing what the managed engines write;
-- ``s3://`` or ``gs://`` with ``--stack``: a SageMaker Batch Transform job or a Vertex AI
+- ``s3://`` or ``gs://`` with ``--stack-file``: a SageMaker Batch Transform job or a Vertex AI
   ``BatchPredictionJob`` for the stack's pinned package and image (:mod:`infra.batch.cloud`),
   followed to the end and its output checked record by record.
 
@@ -36,13 +36,15 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description=(
             "Score a dataset with a model package: locally for a file or directory, "
-            "on SageMaker Batch Transform or Vertex AI batch prediction for s3:// or gs:// with --stack."
+            "on SageMaker Batch Transform or Vertex AI batch prediction for s3:// or gs:// with --stack-file."
         ),
     )
     parser.add_argument("--input", required=True, help="a local file or directory, or an s3:// or gs:// prefix")
     parser.add_argument(
         "--output", required=True, help="where results go: a local directory, or an s3:// or gs:// prefix"
     )
+    parser.add_argument("--log-format", choices=["auto", "json", "text"], default="auto", help="stderr log format")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logs")
     add_local_arguments(parser.add_argument_group("local scoring (local --input)"))
     add_cloud_arguments(parser.add_argument_group("managed batch jobs (s3:// or gs:// --input)"))
     return parser
