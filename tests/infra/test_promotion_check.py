@@ -132,3 +132,58 @@ def test_runs_as_the_workflow_runs_it(repo: Path) -> None:
     )
     assert result.returncode == 2
     assert result.stderr.startswith("promotion_check: refused: aws-prod must pin")
+
+
+def _workflow_promotion_job() -> dict[str, object]:
+    import yaml
+
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "preview.yml").read_text())
+    return dict(workflow["jobs"]["promotion"])
+
+
+def _run_workflow_step(repo: Path, tmp_path: Path, base: str, head: str) -> subprocess.CompletedProcess[str]:
+    """preview.yml's own "Forward-only promotion" script, as a fork's pull request runs it (no outputs)."""
+    job = _workflow_promotion_job()
+    steps = [step for step in job["steps"] if "infra.promotion_check" in str(step.get("run", ""))]  # type: ignore[attr-defined]
+    assert len(steps) == 1, "preview.yml's promotion job must run infra.promotion_check once"
+    (step,) = steps
+    assert "if" not in step, "the promotion check itself must run on every pull request"
+    runner_temp = tmp_path / "runner"
+    runner_temp.mkdir()
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python").symlink_to(sys.executable)  # the job's setup-python interpreter
+    env = {
+        "PATH": f"{bin_dir}:/usr/bin:/bin",
+        "PYTHONPATH": str(ROOT),
+        "RUNNER_TEMP": str(runner_temp),
+        "SAME_REPOSITORY": "false",
+        "BASE": base,
+        "HEAD": head,
+    }
+    return subprocess.run(
+        ["bash", "-e", "-o", "pipefail", "-c", str(step["run"])],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_the_pull_request_workflow_refuses_prod_skipping_staging(repo: Path, tmp_path: Path) -> None:
+    job = _workflow_promotion_job()
+    assert "if" not in job, "forks' pull requests must get the promotion check too"
+    assert not job.get("continue-on-error"), "a refused promotion must fail the check"
+    base, head = pull_request(repo, {"Pulumi.aws-prod.yaml": aws("prod", OTHER_DIGEST)})
+    done = _run_workflow_step(repo, tmp_path, base, head)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "aws-prod must pin what aws-staging pins on the default branch" in done.stderr
+
+
+def test_the_pull_request_workflow_passes_a_real_promotion(repo: Path, tmp_path: Path) -> None:
+    base, head = pull_request(repo, {"Pulumi.aws-prod.yaml": aws("prod", NEW_DIGEST, IMAGE_NEW)})
+    done = _run_workflow_step(repo, tmp_path, base, head)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"aws-prod: pins {NEW_DIGEST}, as aws-staging does" in done.stdout
