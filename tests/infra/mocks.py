@@ -8,6 +8,7 @@ assert on those records.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import runpy
@@ -248,6 +249,22 @@ def config_strings(values: Mapping[str, Any]) -> dict[str, str]:
     return {key: value if isinstance(value, str) else json.dumps(value) for key, value in values.items()}
 
 
+def ensure_event_loop() -> None:
+    """Give Pulumi's runtime a current event loop.
+
+    Pulumi's mocks schedule work on ``asyncio.get_event_loop()``; any earlier ``asyncio.run()``
+    in the same process (the batcher and batch-scoring tests use it) leaves the main thread with
+    none, and every mock-driven program would then fail with "There is no current event loop".
+    """
+    policy = asyncio.get_event_loop_policy()
+    try:
+        missing = policy.get_event_loop().is_closed()
+    except RuntimeError:
+        missing = True
+    if missing:
+        policy.set_event_loop(policy.new_event_loop())
+
+
 def run_program(
     values: Mapping[str, Any],
     *,
@@ -262,6 +279,8 @@ def run_program(
     if monitor is None:
         monitor = RecordingMonitor(RecordingMocks(region=str(values.get("aws:region", REGION))))
     mocks = monitor.recording_mocks
+    # Module-scoped fixtures run programs before any function-scoped fixture could set a loop.
+    ensure_event_loop()
     # A fresh root stack per run, so exports of one run never leak into the next.
     pulumi_settings.ROOT.set(None)
     pulumi.runtime.set_mocks(mocks, project="model-deploy", stack=stack, preview=False, monitor=monitor)
