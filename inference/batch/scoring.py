@@ -11,8 +11,12 @@ internal errors) stop the run, which can then be resumed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import logging
+import signal
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +57,29 @@ class RecordFailed(Exception):
     """A failure of one record (kept apart from failures of ours, which stop the run)."""
 
 
+@contextlib.contextmanager
+def _interrupt_after_the_chunk() -> Iterator[None]:
+    """Hold Ctrl-C until the chunk's loop run has finished, then raise ``KeyboardInterrupt``.
+
+    A ``KeyboardInterrupt`` raised inside a task leaves the loop's "stop when this future is done"
+    callback scheduled (asyncio's ``Task.__step`` sets the exception, which schedules it, then
+    re-raises), so the next ``run_until_complete`` (the service's shutdown) stops at once with
+    "Event loop stopped before Future completed". Between chunks nothing is half-done: the
+    checkpoint names only finished parts, so the rerun continues from there.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
+
+
 class Scorer:
     """Scores chunks with a loaded ``ModelService`` on a private event loop."""
 
@@ -71,7 +98,8 @@ class Scorer:
         """One answer per record of ``chunk``, in order."""
         answers = Answers([], {})
         if len(chunk):
-            self._loop.run_until_complete(self._score(chunk, media_type, range(len(chunk)), answers))
+            with _interrupt_after_the_chunk():
+                self._loop.run_until_complete(self._score(chunk, media_type, range(len(chunk)), answers))
         return answers
 
     async def _score(self, chunk: Chunk, media_type: str, which: range, answers: Answers) -> None:

@@ -3,11 +3,13 @@ failed records reported in place, bad input refused in one line, and interrupted
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -331,3 +333,39 @@ def test_a_run_whose_package_failed_to_load_does_not_block_the_output_directory(
     # Nothing was scored, so the fixed package may use the same output directory.
     assert run(*args, "--package", torch_package) == 0
     assert len(out_rows(tmp_path / "o" / "data.jsonl.out")) == 4
+
+
+def test_ctrl_c_inside_a_chunk_waits_for_the_chunk_and_leaves_the_service_able_to_stop(
+    torch_package: Path, rows: np.ndarray
+) -> None:
+    """A SIGINT that lands while a chunk is in flight is raised once the chunk is done.
+
+    Raised inside the event loop's run, ``KeyboardInterrupt`` left it mid-request, and stopping the
+    service afterwards once failed with "Event loop stopped before Future completed": the command
+    reported an internal error instead of "interrupted" (seen in the full suite's Ctrl-C test).
+    """
+    from inference.batch.scoring import Scorer
+    from inference.batch.sources import JSON_LINES, Chunk
+    from inference.config import load_config
+    from inference.service import load_service
+
+    service = load_service(load_config({}, model_dir=torch_package))
+    scorer = Scorer(service, output_format="sagemaker")
+    records = [orjson.dumps(row.tolist()) for row in rows[:4]]
+    chunk = Chunk(first=0, lines=[1, 2, 3, 4], end=0, nbytes=0, records=records)
+    real_request = scorer._request
+    finished: list[int] = []
+
+    async def interrupted_request(*args: object) -> list[bytes]:
+        # Ctrl-C while the loop waits on the chunk's work (the model runs in another thread).
+        threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT)).start()
+        await asyncio.sleep(0.5)
+        lines: list[bytes] = await real_request(*args)  # type: ignore[arg-type]
+        finished.append(len(lines))
+        return lines
+
+    scorer._request = interrupted_request  # type: ignore[method-assign,assignment]
+    with pytest.raises(KeyboardInterrupt):
+        scorer.score(chunk, JSON_LINES)
+    assert finished == [4], "the chunk in the model is finished before the interrupt is raised"
+    scorer.close()
