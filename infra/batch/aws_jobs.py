@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from infra.batch.errors import BatchJobFailedError, JobInterruptedError, RecordsFailedError
-from infra.batch.locations import require_within
+from infra.batch.locations import S3Location, require_within
 from infra.batch.records import ContentTypeError, content_type_of, count_lines, is_line_format
 from infra.config import StackConfig
 from infra.config.aws_limits import has_local_instance_storage
@@ -41,27 +41,6 @@ OUTPUT_SUFFIX: Final = ".out"
 #: Where a transform job's container logs go ("/aws/sagemaker/TransformJobs", log streams per instance):
 #: https://docs.aws.amazon.com/sagemaker/latest/dg/logging-cloudwatch.html
 LOG_GROUP: Final = "/aws/sagemaker/TransformJobs"
-
-
-@dataclass(frozen=True)
-class S3Location:
-    bucket: str
-    key: str
-    """The key prefix (may be empty)."""
-
-    @property
-    def uri(self) -> str:
-        return f"s3://{self.bucket}/{self.key}"
-
-
-def parse_s3(uri: str, flag: str) -> S3Location:
-    """``s3://bucket/prefix`` -> bucket and prefix; :class:`UsageError` naming ``flag`` otherwise."""
-    if not uri.startswith("s3://"):
-        raise UsageError(f"{flag} {uri!r} is not an s3:// location; an AWS stack's jobs read and write S3")
-    bucket, _, key = uri[len("s3://") :].partition("/")
-    if not bucket:
-        raise UsageError(f"{flag} {uri!r} names no bucket: expected s3://<bucket>/<prefix>/")
-    return S3Location(bucket, key)
 
 
 @dataclass(frozen=True)
@@ -352,8 +331,8 @@ def run_aws_job(
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> BatchResult:
     """Plan, (unless dry run) create, follow and check one Batch Transform job."""
-    source = parse_s3(options.input_uri, "--input")
-    destination = parse_s3(options.output_uri, "--output")
+    source = S3Location.parse(options.input_uri, "--input")
+    destination = S3Location.parse(options.output_uri, "--output")
     if destination.bucket == source.bucket and destination.key.startswith(source.key):
         raise UsageError(
             f"--output {destination.uri} lies under --input {source.uri}: the job would read its own output"

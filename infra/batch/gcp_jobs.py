@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from infra.batch.errors import BatchJobFailedError, JobInterruptedError, RecordsFailedError
-from infra.batch.locations import require_within
+from infra.batch.locations import GcsLocation, require_within
 from infra.batch.records import CSV, JSON_LINES, ContentTypeError, content_type_of, count_lines
 from infra.config import StackConfig
 from infra.verify_common import UsageError, output_value
@@ -50,25 +50,6 @@ ERROR_FILE: Final = re.compile(r"(^|/)(prediction\.errors_stats-\d+-of-\d+|error
 
 #: Vertex display names: at most 128 characters (BatchPredictionJob.display_name).
 MAX_DISPLAY_NAME: Final = 128
-
-
-@dataclass(frozen=True)
-class GcsLocation:
-    bucket: str
-    key: str
-
-    @property
-    def uri(self) -> str:
-        return f"gs://{self.bucket}/{self.key}"
-
-
-def parse_gcs(uri: str, flag: str) -> GcsLocation:
-    if not uri.startswith("gs://"):
-        raise UsageError(f"{flag} {uri!r} is not a gs:// location; a GCP stack's jobs read and write Cloud Storage")
-    bucket, _, key = uri[len("gs://") :].partition("/")
-    if not bucket:
-        raise UsageError(f"{flag} {uri!r} names no bucket: expected gs://<bucket>/<prefix>/")
-    return GcsLocation(bucket, key)
 
 
 @dataclass(frozen=True)
@@ -162,8 +143,8 @@ def run_gcp_job(
     from infra.gcp.vertex_client import default_api_endpoint
     from infra.loopback import gapic_client
 
-    source = parse_gcs(options.input_uri, "--input")
-    destination = parse_gcs(options.output_uri, "--output")
+    source = GcsLocation.parse(options.input_uri, "--input")
+    destination = GcsLocation.parse(options.output_uri, "--output")
     if destination.bucket == source.bucket and destination.key.startswith(source.key):
         raise UsageError(
             f"--output {destination.uri} lies under --input {source.uri}: the job would read its own output"
@@ -239,7 +220,7 @@ def run_gcp_job(
         reason = " ".join((job.error.message or "no reason given").split())
         raise BatchJobFailedError(f"batch prediction job {job.name} ended {state} after {_clock(elapsed)}: {reason}")
     expected = sum(gcs.line_count(source.bucket, key) for key in inputs)
-    directory = parse_gcs(job.output_info.gcs_output_directory or destination.uri, "the job's output directory")
+    directory = GcsLocation.parse(job.output_info.gcs_output_directory or destination.uri, "the job's output directory")
     written = gcs.names(directory)
     results = sum(gcs.line_count(directory.bucket, key) for key in written if RESULT_FILE.search(key))
     errors = [line for key in written if ERROR_FILE.search(key) for line in gcs.read_lines(directory.bucket, key)]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar, Self
 
 from infra.verify_common import UsageError, output_value
 
@@ -23,3 +24,40 @@ def require_within(outputs: Mapping[str, Any], flag: str, uri: str, key: str) ->
             f"{flag} {uri} is outside {allowed}, the only place the stack's job identity may {verb} "
             f"batch data ({key} of the stack outputs)"
         )
+
+
+@dataclass(frozen=True)
+class ObjectPrefix:
+    """A bucket and a key prefix (may be empty) in one cloud's object store."""
+
+    SCHEME: ClassVar[str]
+    STORE: ClassVar[str]
+    """Who reads and writes it, for the refusal of another scheme."""
+
+    bucket: str
+    key: str
+
+    @property
+    def uri(self) -> str:
+        return f"{self.SCHEME}://{self.bucket}/{self.key}"
+
+    @classmethod
+    def parse(cls, uri: str, flag: str) -> Self:
+        """``<scheme>://bucket/prefix`` -> bucket and prefix; :class:`UsageError` naming ``flag`` otherwise."""
+        scheme = f"{cls.SCHEME}://"
+        if not uri.startswith(scheme):
+            raise UsageError(f"{flag} {uri!r} is not of the form {scheme}<bucket>/<prefix>/; {cls.STORE}")
+        bucket, _, key = uri[len(scheme) :].partition("/")
+        if not bucket:
+            raise UsageError(f"{flag} {uri!r} names no bucket: expected {scheme}<bucket>/<prefix>/")
+        return cls(bucket, key)
+
+
+class S3Location(ObjectPrefix):
+    SCHEME = "s3"
+    STORE = "an AWS stack's jobs read and write S3"
+
+
+class GcsLocation(ObjectPrefix):
+    SCHEME = "gs"
+    STORE = "a GCP stack's jobs read and write Cloud Storage"
