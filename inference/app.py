@@ -27,6 +27,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from inference.config import MIB, ServerConfig
+from inference.dataplane import DataPlane
 from inference.errors import (
     ApiError,
     ClientClosedRequestError,
@@ -97,10 +98,11 @@ def create_app(service: ModelService, config: ServerConfig, metrics: ServerMetri
         body, content_type = metrics.render()
         return Response(body, media_type=content_type)
 
+    plane = data_plane(service, config)
     routes: list[BaseRoute] = [
-        *sagemaker.routes(service, config),
-        *vertex.routes(service, config),
-        *oip.routes(service, config),
+        *sagemaker.routes(plane, config),
+        *vertex.routes(plane, config),
+        *oip.routes(plane, config),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]
 
@@ -126,6 +128,14 @@ def create_app(service: ModelService, config: ServerConfig, metrics: ServerMetri
         metrics=metrics,
         direct_routes=direct_routes(routes),
         response_limit=service.response_limit,
+    )
+
+
+def data_plane(service: ModelService, config: ServerConfig) -> DataPlane:
+    """The one data plane every protocol's predict route hands its requests to."""
+    return DataPlane(
+        service,
+        whole_body_routes=f"POST /v1/models/{service.name}:predict, /invocations or {config.predict_route}",
     )
 
 

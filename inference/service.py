@@ -152,38 +152,46 @@ class ModelService:
             await self.pipeline.stop()
         self.offload.shutdown()
 
-    async def invoke_user_code(self, body: bytes, content_type: str, accept: str, context: Any) -> tuple[bytes, str]:
+    async def invoke_user_code(
+        self, body: bytes, content_type: str, accept: str, context: Any, *, timeout: float | None = None
+    ) -> tuple[bytes, str]:
         """Run one request through the package's hooks under the same admission rules as the batcher.
 
         Readiness, the queue bound (503 with ``Retry-After``) and the request deadline (504) apply;
         ``context`` is the request's ``inference.user_code.RequestContext``. With ``predict_batch_fn``
         the request joins the hook batcher's queue; otherwise it waits for one of the gate's threads.
+        ``timeout`` is what is left of the request's deadline (default: all of it).
         """
         from inference.user_code import HookRequest
 
         result: tuple[bytes, str] = await self._run_hooks(
-            HookRequest(context, body=body, content_type=content_type, accept=accept)
+            HookRequest(context, body=body, content_type=content_type, accept=accept), timeout
         )
         return result
 
-    async def predict_with_hooks(self, inputs: Mapping[str, np.ndarray], context: Any) -> dict[str, np.ndarray]:
+    async def predict_with_hooks(
+        self, inputs: Mapping[str, np.ndarray], context: Any, *, timeout: float | None = None
+    ) -> dict[str, np.ndarray]:
         """Decoded tensors (the Open Inference Protocol) through the package's prediction hook, tensors back.
 
         Validated like :meth:`predict` (signature, rows, NaN policy); ``input_fn``/``output_fn`` do not run.
         """
         from inference.user_code import HookRequest
 
-        outputs: dict[str, np.ndarray] = await self._run_hooks(HookRequest(context, tensors=self._validate(inputs)))
+        outputs: dict[str, np.ndarray] = await self._run_hooks(
+            HookRequest(context, tensors=self._validate(inputs)), timeout
+        )
         return outputs
 
-    async def _run_hooks(self, request: Any) -> Any:
+    async def _run_hooks(self, request: Any, timeout: float | None) -> Any:
         handler, gate = self.user_code, self.user_code_gate
+        timeout = self.request_timeout if timeout is None else timeout
         if handler is None or gate is None:
             raise NotReadyError("this model has no user code")
         if not self.ready:
             raise NotReadyError("the model is not ready to serve predictions")
         if self.hook_batcher is not None:
-            result = await self.hook_batcher.submit_item(request, timeout=self.request_timeout)
+            result = await self.hook_batcher.submit_item(request, timeout=timeout)
         else:
 
             def call() -> Any:
@@ -192,7 +200,7 @@ class ModelService:
                     raise outcome
                 return outcome
 
-            result = await gate.run(call, timeout=self.request_timeout)
+            result = await gate.run(call, timeout=timeout)
         request_rows.set(request.rows)  # what input_fn decoded, when it has rows (for the response-size check)
         return result
 

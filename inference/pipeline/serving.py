@@ -17,12 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from starlette.responses import Response
 
 from inference.admission import AdmissionGate
-from inference.codecs import DecodeLimits, negotiate
+from inference.codecs import DecodeLimits
 from inference.errors import DeadlineExceededError
-from inference.pipeline.requests import JSON, json_items, parse_items
 from model_package.manifest import Manifest
 from model_package.pipeline.runner import PipelineRunner, RawItem
 
@@ -72,25 +70,3 @@ class PipelineService:
 def answers_body(answers: list[dict[str, Any]]) -> bytes:
     """The JSON body every route answers a pipeline request with: ``{"predictions": [...]}``."""
     return orjson.dumps({"predictions": answers})
-
-
-async def answer_raw_request(
-    service: Any, body: bytes, content_type: str | None, accept: str | None, *, json_only: bool = False
-) -> Response | None:
-    """Answer a request to a package with a pipeline; ``None`` when its media type carries tensors instead.
-
-    ``service`` is the ``ModelService``; ``json_only`` for routes that speak only JSON (Vertex AI, KServe V1),
-    whose Content-Type has already been checked.
-    """
-    pipeline: PipelineService = service.pipeline
-    kind = pipeline.kind
-    if json_only:
-        items: list[RawItem] = await service.offload.run(len(body), lambda: json_items(body, kind))
-    else:
-        parsed = await service.offload.run(len(body), lambda: parse_items(body, content_type, kind))
-        if parsed is None:
-            return None
-        items = parsed
-        negotiate(accept, (JSON,), JSON)  # answers are JSON: refuse with 406 before any work
-    answers = await pipeline.answer(items, service.predict, timeout=service.request_timeout)
-    return Response(answers_body(answers), media_type=JSON)

@@ -34,39 +34,42 @@ tensors; ``input_fn``/``output_fn`` (body <-> data) do not run, and ``transform_
 cannot serve it (501). Without user code every prediction goes through ``ModelService.predict``, so
 validation, batching, deadlines and the NaN policy are the same as on every other route.
 The tensor codec (request bodies to arrays, outputs to response bodies) is
-:mod:`inference.codecs.oip_json`; this module only routes and shapes HTTP.
+:mod:`inference.codecs.oip_json`; this module routes, binds the codec to a request
+(:class:`OipExchange`) and hands it to the data plane (:mod:`inference.dataplane`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
 
+import numpy as np
 import orjson
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from inference.codecs import (
-    check_json_exchange,
-    decode_request,
-    negotiate,
-    oip_binary,
-    parse_media_type,
-)
+from inference.codecs import check_json_exchange, negotiate, oip_binary, parse_media_type
 from inference.codecs.oip_json import (
     DATATYPES,
+    InferRequest,
     infer_response,
     parse_binary_request,
     parse_infer_request,
 )
 from inference.config import ServerConfig
-from inference.errors import ApiError, BadRequestError, NotFoundError, UnsupportedMediaTypeError
-from inference.protocols.sagemaker import invoke_user_code
+from inference.dataplane import Answer, DataPlane, InferenceRequest, Tensors
+from inference.errors import NotFoundError, UnsupportedMediaTypeError
+from inference.protocols.vertex import InstancesExchange
 from inference.response_limits import encode_within
-from inference.service import ModelService
 from model_package._version import __version__
 from model_package.manifest import Manifest, TensorSpec
+
+if TYPE_CHECKING:
+    from inference.service import ModelService
+    from model_package.pipeline.runner import RawItem
 
 JSON = "application/json"
 SERVER_NAME = "model-deploy"
@@ -88,16 +91,78 @@ _READY = b'{"ready":true}'
 _NOT_READY = b'{"ready":false}'
 
 
-class NotImplementedForModelError(ApiError):
-    """The route exists but cannot serve this package (user code without a standard loaded model)."""
+@dataclass(slots=True)
+class OipExchange:
+    """An Open Inference Protocol infer request: JSON tensors, or JSON followed by binary tensor data."""
 
-    status = 501
+    manifest: Manifest
+    content_type: str | None
+    accept: str | None
+    header_length: str | None
+    """``Inference-Header-Content-Length``: present when binary tensor data follows the JSON."""
+    request_id: str | None
+    """The server's request id, answered when the request names no ``id`` of its own."""
+    parsed: InferRequest | None = field(default=None)
+    given_id: str | None = None
+    tensors_for_hooks: ClassVar[bool] = True
+
+    def check(self, body: bytes, service: ModelService) -> None:
+        """JSON, or a body labelled for binary tensors (415)."""
+        if self.header_length is None:
+            check_json_exchange(self.content_type, None)
+        else:
+            _check_binary_content_type(self.content_type)
+
+    def pipeline_items(self, body: bytes, kind: str) -> list[RawItem] | None:
+        """Images or texts as one BYTES tensor (``inference.pipeline.oip``); ``None`` for the model's own tensors."""
+        from inference.pipeline.oip import raw_oip_items
+
+        raw = raw_oip_items(body, kind)
+        if raw is None:
+            return None
+        items, self.given_id = raw
+        return items
+
+    def pipeline_answer(self, answers: list[dict[str, Any]]) -> Answer:
+        """The answers as output tensors, one row per item."""
+        from inference.pipeline.oip import answers_as_tensors
+
+        payload: dict[str, Any] = {"model_name": self.manifest.name, "model_version": self.manifest.version}
+        payload["id"] = self.given_id if self.given_id is not None else self.request_id
+        payload["outputs"] = answers_as_tensors(answers)
+        return Answer(orjson.dumps(payload), JSON)
+
+    def decode(self, body: bytes, service: ModelService) -> Tensors:
+        """The input tensors; the response type follows from the request and is settled (406) here."""
+        if self.header_length is None:
+            parsed = parse_infer_request(body, service.signature, limits=service.limits)
+        else:
+            parsed = parse_binary_request(body, self.header_length, service.signature, limits=service.limits)
+        media_type = oip_binary.BINARY_MEDIA_TYPE if parsed.binary_outputs else JSON
+        negotiate(self.accept, (media_type,), media_type)
+        self.parsed = parsed
+        return parsed.inputs
+
+    def encode(self, outputs: Mapping[str, np.ndarray], service: ModelService) -> Answer:
+        """Output tensors, the binary ones after the JSON, within the response limit."""
+        parsed = self.parsed
+        assert parsed is not None, "decode() runs before encode()"
+        request_id = parsed.id if parsed.id is not None else self.request_id
+        payload, json_length = encode_within(
+            service.response_limit,
+            outputs,
+            lambda part: infer_response(self.manifest, part, parsed.outputs, request_id, parsed.binary_outputs),
+            lambda encoded: len(encoded[0]),
+        )
+        if json_length is None:
+            return Answer(payload, JSON)
+        return Answer(payload, oip_binary.BINARY_MEDIA_TYPE, {oip_binary.HEADER: str(json_length)})
 
 
-def routes(service: ModelService, config: ServerConfig) -> list[BaseRoute]:
-    """The Open Inference Protocol (V2) and KServe V1 routes bound to ``service``."""
+def routes(plane: DataPlane, config: ServerConfig) -> list[BaseRoute]:
+    """The Open Inference Protocol (V2) and KServe V1 routes over ``plane``."""
+    service = plane.service
     manifest = service.manifest
-    signature = service.signature
     server_metadata = orjson.dumps({"name": SERVER_NAME, "version": __version__, "extensions": [oip_binary.EXTENSION]})
     model_metadata = orjson.dumps(model_metadata_payload(manifest))
 
@@ -133,64 +198,17 @@ def routes(service: ModelService, config: ServerConfig) -> list[BaseRoute]:
 
     async def infer(request: Request) -> Response:
         check_model(request)
-        if service.user_code is not None and "transform_fn" in service.user_code.hooks:
-            raise NotImplementedForModelError(
-                f"model {manifest.name!r} runs through its package's transform_fn, which takes a whole request "
-                "body, not the Open Inference Protocol's tensors; use POST /v1/models/"
-                f"{manifest.name}:predict, /invocations or {config.predict_route} instead"
-            )
-        headers = request.headers
-        header_length = headers.get(oip_binary.HEADER)
-        if header_length is None:
-            check_json_exchange(headers.get("content-type"), None)
-        else:
-            _check_binary_content_type(headers.get("content-type"))
         body = await request.body()
-        if service.pipeline is not None:
-            answered = await _infer_raw(request, body)
-            if answered is not None:
-                return answered
-        parsed = await service.offload.run(
-            len(body),
-            lambda: (
-                parse_infer_request(body, signature, limits=service.limits)
-                if header_length is None
-                else parse_binary_request(body, header_length, signature, limits=service.limits)
-            ),
+        headers = request.headers
+        exchange = OipExchange(
+            manifest,
+            headers.get("content-type"),
+            headers.get("accept"),
+            headers.get(oip_binary.HEADER),
+            request.scope.get("state", {}).get("request_id"),
         )
-        # The response type follows from the request: settled (or refused) before the model runs.
-        media_type = oip_binary.BINARY_MEDIA_TYPE if parsed.binary_outputs else JSON
-        negotiate(headers.get("accept"), (media_type,), media_type)
-        if service.user_code is not None:
-            from inference.user_code import RequestContext
-
-            outputs = await service.predict_with_hooks(parsed.inputs, RequestContext.from_headers(headers.items()))
-        else:
-            outputs = await service.predict(parsed.inputs)
-        request_id = parsed.id if parsed.id is not None else request.scope.get("state", {}).get("request_id")
-        payload, json_length = encode_within(
-            service.response_limit,
-            outputs,
-            lambda part: infer_response(manifest, part, parsed.outputs, request_id, parsed.binary_outputs),
-            lambda encoded: len(encoded[0]),
-        )
-        extra = None if json_length is None else {"Inference-Header-Content-Length": str(json_length)}
-        return Response(payload, headers=extra, media_type=media_type)
-
-    async def _infer_raw(request: Request, body: bytes) -> Response | None:
-        """Images or texts as one BYTES tensor, through the package's pipeline (``inference.pipeline.oip``)."""
-        from inference.pipeline.oip import answers_as_tensors, raw_oip_items
-
-        pipeline: Any = service.pipeline
-        raw = await service.offload.run(len(body), lambda: raw_oip_items(body, pipeline.kind))
-        if raw is None:
-            return None
-        items, given_id = raw
-        answers = await pipeline.answer(items, service.predict, timeout=service.request_timeout)
-        payload: dict[str, Any] = {"model_name": manifest.name, "model_version": manifest.version}
-        payload["id"] = given_id if given_id is not None else request.scope.get("state", {}).get("request_id")
-        payload["outputs"] = answers_as_tensors(answers)
-        return Response(orjson.dumps(payload), media_type=JSON)
+        answer = await plane.infer(InferenceRequest(body, headers, exchange))
+        return Response(answer.body, headers=answer.headers, media_type=answer.media_type)
 
     async def v1_models(_: Request) -> Response:
         return Response(orjson.dumps({"models": [manifest.name]}), media_type=JSON)
@@ -207,26 +225,12 @@ def routes(service: ModelService, config: ServerConfig) -> list[BaseRoute]:
     async def v1_predict(request: Request) -> Response:
         check_model(request)
         body = await request.body()
-        if service.user_code is not None:
-            return await invoke_user_code(service, request, body)
-        check_json_exchange(request.headers.get("content-type"), request.headers.get("accept"))
-        if not body.lstrip().startswith(b"{"):
-            raise BadRequestError('the body must be a JSON object {"instances": [...]}')
-        if service.pipeline is not None:
-            from inference.pipeline import answer_raw_request
-
-            answered = await answer_raw_request(service, body, JSON, JSON, json_only=True)
-            assert answered is not None
-            return answered
-        inputs = await service.offload.run(
-            len(body),
-            lambda: decode_request(
-                body, JSON, signature, allow_non_finite=config.allow_non_finite, limits=service.limits
-            ),
+        headers = request.headers
+        exchange = InstancesExchange(
+            headers.get("content-type"), headers.get("accept"), config.allow_non_finite, shape='{"instances": [...]}'
         )
-        outputs = await service.predict(inputs)
-        payload, media_type = service.encode(outputs, JSON, default=JSON)
-        return Response(payload, media_type=media_type)
+        answer = await plane.infer(InferenceRequest(body, headers, exchange))
+        return Response(answer.body, media_type=answer.media_type, headers=answer.headers)
 
     return [
         Route("/v2/health/live", live, methods=["GET"]),

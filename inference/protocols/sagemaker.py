@@ -9,6 +9,8 @@ passed to user code and echoed when user code sets it.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from starlette.requests import Request
@@ -18,14 +20,18 @@ from starlette.routing import BaseRoute, Route
 from inference.codecs import (
     RESPONSE_MEDIA_TYPES,
     decode_request,
+    negotiate,
     parse_media_type,
     response_media_type,
 )
 from inference.codecs.jsonlines_codec import JSON_LINES_MEDIA_TYPES
 from inference.config import MIB, ServerConfig
-from inference.service import ModelService
+from inference.dataplane import Answer, DataPlane, InferenceRequest, Tensors
 
-CUSTOM_ATTRIBUTES = "x-amzn-sagemaker-custom-attributes"
+if TYPE_CHECKING:
+    from inference.service import ModelService
+    from model_package.pipeline.runner import RawItem
+
 JSON = "application/json"
 _READY = b'{"status":"ready"}'
 _NOT_READY = b'{"status":"not ready"}'
@@ -33,8 +39,9 @@ _NOT_READY = b'{"status":"not ready"}'
 LINE_MEDIA_TYPES = ("text/csv", *JSON_LINES_MEDIA_TYPES)
 
 
-def routes(service: ModelService, config: ServerConfig) -> list[BaseRoute]:
-    """The SageMaker routes bound to ``service``."""
+def routes(plane: DataPlane, config: ServerConfig) -> list[BaseRoute]:
+    """The SageMaker routes over ``plane``'s model service."""
+    service = plane.service
 
     async def ping(_: Request) -> Response:
         healthy = service.healthy
@@ -42,30 +49,15 @@ def routes(service: ModelService, config: ServerConfig) -> list[BaseRoute]:
 
     async def invocations(request: Request) -> Response:
         body = await request.body()
-        content_type = request.headers.get("content-type")
-        accept = request.headers.get("accept")
-        if service.user_code is not None:
-            return await invoke_user_code(service, request, body)
-        if service.pipeline is not None:
-            from inference.pipeline import answer_raw_request
-
-            answered = await answer_raw_request(service, body, content_type, accept)
-            if answered is not None:
-                return answered
-        default = default_response_type(content_type, config.default_accept)
-        # Negotiate before computing: a 406 should not cost a model call.
-        response_media_type(accept, service.signature, default=default)
-        inputs = await service.offload.run(
-            len(body),
-            lambda: decode_request(
-                body, content_type, service.signature, allow_non_finite=config.allow_non_finite, limits=service.limits
-            ),
+        headers = request.headers
+        exchange = MediaTypeExchange(
+            headers.get("content-type"),
+            headers.get("accept"),
+            default_response_type(headers.get("content-type"), config.default_accept),
+            config.allow_non_finite,
         )
-        outputs = await service.predict(inputs)
-        payload, media_type = await service.offload.run(
-            _nbytes(outputs), lambda: service.encode(outputs, accept, default=default)
-        )
-        return Response(payload, media_type=media_type)
+        answer = await plane.infer(InferenceRequest(body, headers, exchange))
+        return Response(answer.body, media_type=answer.media_type, headers=answer.headers)
 
     async def execution_parameters(_: Request) -> Response:
         import orjson
@@ -112,20 +104,46 @@ def execution_parameters_payload(config: ServerConfig) -> dict[str, object]:
     return {"MaxConcurrentTransforms": concurrency, "BatchStrategy": "MULTI_RECORD", "MaxPayloadInMB": megabytes}
 
 
-async def invoke_user_code(service: ModelService, request: Request, body: bytes) -> Response:
-    """Run the package's SageMaker-style hooks through the service's admission control."""
-    from inference.user_code import RequestContext
+@dataclass(slots=True)
+class MediaTypeExchange:
+    """``/invocations``: any supported media type in (``Content-Type``), the best one ``Accept`` allows out."""
 
-    headers = {name.lower(): value for name, value in request.headers.items()}
-    context = RequestContext(
-        custom_attributes=headers.get(CUSTOM_ATTRIBUTES), request_headers=headers, response_headers={}
-    )
-    payload, media_type = await service.invoke_user_code(
-        body, headers.get("content-type", JSON), headers.get("accept", JSON), context
-    )
-    return Response(payload, media_type=media_type, headers=context.response_headers)
+    content_type: str | None
+    accept: str | None
+    default: str
+    """The response type when ``Accept`` is absent or ``*/*`` (see :func:`default_response_type`)."""
+    allow_non_finite: bool
+    tensors_for_hooks: ClassVar[bool] = False
 
+    def check(self, body: bytes, service: ModelService) -> None:
+        """Settle the response type before any decode: a 406 costs no model call."""
+        if service.pipeline is None:
+            response_media_type(self.accept, service.signature, default=self.default)
 
-def _nbytes(outputs: Mapping[str, np.ndarray]) -> int:
-    """Roughly what encoding ``outputs`` costs (text encodings write several bytes per value)."""
-    return sum(int(array.nbytes) for array in outputs.values())
+    def pipeline_items(self, body: bytes, kind: str) -> list[RawItem] | None:
+        """Images or texts in their own media types (or JSON); ``None`` for the tensor media types."""
+        from inference.pipeline.requests import parse_items
+
+        items = parse_items(body, self.content_type, kind)
+        if items is not None:
+            negotiate(self.accept, (JSON,), JSON)  # a pipeline answers in JSON: refuse with 406 before any work
+        return items
+
+    def pipeline_answer(self, answers: list[dict[str, Any]]) -> Answer:
+        """``{"predictions": [...]}``."""
+        from inference.pipeline import answers_body
+
+        return Answer(answers_body(answers), JSON)
+
+    def decode(self, body: bytes, service: ModelService) -> Tensors:
+        """The body in its ``Content-Type`` (415 for one we cannot read)."""
+        if service.pipeline is not None:  # the response type was not settled by check(): a tensor request after all
+            response_media_type(self.accept, service.signature, default=self.default)
+        return decode_request(
+            body, self.content_type, service.signature, allow_non_finite=self.allow_non_finite, limits=service.limits
+        )
+
+    def encode(self, outputs: Mapping[str, np.ndarray], service: ModelService) -> Answer:
+        """The outputs in the negotiated media type."""
+        payload, media_type = service.encode(outputs, self.accept, default=self.default)
+        return Answer(payload, media_type)

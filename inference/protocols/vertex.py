@@ -2,25 +2,78 @@
 
 ``{"instances": [...], "parameters": {...}}`` in, ``{"predictions": [...]}``
 out; the health route is 200 only when the model is loaded and not draining.
+KServe V1's ``:predict`` speaks the same JSON (:class:`InstancesExchange`).
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from inference.codecs import check_json_exchange, decode_request
 from inference.config import ServerConfig
+from inference.dataplane import Answer, DataPlane, InferenceRequest, Tensors
 from inference.errors import BadRequestError
-from inference.protocols.sagemaker import invoke_user_code
-from inference.service import ModelService
+
+if TYPE_CHECKING:
+    from inference.service import ModelService
+    from model_package.pipeline.runner import RawItem
 
 JSON = "application/json"
+_OBJECT = re.compile(rb"\s*\{")
 
 
-def routes(service: ModelService, config: ServerConfig) -> list[BaseRoute]:
-    """The Vertex AI routes bound to ``service`` (skipped where they would shadow SageMaker's)."""
+@dataclass(slots=True)
+class InstancesExchange:
+    """A JSON object with ``instances`` (and optional ``parameters``) in, ``{"predictions": [...]}`` out."""
+
+    content_type: str | None
+    accept: str | None
+    allow_non_finite: bool
+    shape: str = '{"instances": [...], "parameters": {...}}'
+    """The body's shape, as the route's documentation writes it (for the 400 when it is not an object)."""
+    tensors_for_hooks: ClassVar[bool] = False
+
+    def check(self, body: bytes, service: ModelService) -> None:
+        """JSON both ways (415/406) and a JSON object, before any decode."""
+        check_json_exchange(self.content_type, self.accept)
+        if _OBJECT.match(body) is None:
+            raise BadRequestError(f"the body must be a JSON object {self.shape}")
+
+    def pipeline_items(self, body: bytes, kind: str) -> list[RawItem]:
+        """The instances as raw items: texts as strings, images as ``{"b64": ...}``."""
+        from inference.pipeline.requests import json_items
+
+        return json_items(body, kind)
+
+    def pipeline_answer(self, answers: list[dict[str, Any]]) -> Answer:
+        """``{"predictions": [...]}``."""
+        from inference.pipeline import answers_body
+
+        return Answer(answers_body(answers), JSON)
+
+    def decode(self, body: bytes, service: ModelService) -> Tensors:
+        """The instances as the signature's tensors."""
+        return decode_request(
+            body, JSON, service.signature, allow_non_finite=self.allow_non_finite, limits=service.limits
+        )
+
+    def encode(self, outputs: Mapping[str, np.ndarray], service: ModelService) -> Answer:
+        """``{"predictions": [...]}``."""
+        payload, media_type = service.encode(outputs, JSON, default=JSON)
+        return Answer(payload, media_type)
+
+
+def routes(plane: DataPlane, config: ServerConfig) -> list[BaseRoute]:
+    """The Vertex AI routes over ``plane`` (skipped where they would shadow SageMaker's)."""
+    service = plane.service
 
     async def health(_: Request) -> Response:
         healthy = service.healthy
@@ -28,26 +81,10 @@ def routes(service: ModelService, config: ServerConfig) -> list[BaseRoute]:
 
     async def predict(request: Request) -> Response:
         body = await request.body()
-        if service.user_code is not None:
-            return await invoke_user_code(service, request, body)
-        check_json_exchange(request.headers.get("content-type"), request.headers.get("accept"))
-        if not body.lstrip().startswith(b"{"):
-            raise BadRequestError('the body must be a JSON object {"instances": [...], "parameters": {...}}')
-        if service.pipeline is not None:
-            from inference.pipeline import answer_raw_request
-
-            answered = await answer_raw_request(service, body, JSON, JSON, json_only=True)
-            assert answered is not None
-            return answered
-        inputs = await service.offload.run(
-            len(body),
-            lambda: decode_request(
-                body, JSON, service.signature, allow_non_finite=config.allow_non_finite, limits=service.limits
-            ),
-        )
-        outputs = await service.predict(inputs)
-        payload, media_type = service.encode(outputs, JSON, default=JSON)
-        return Response(payload, media_type=media_type)
+        headers = request.headers
+        exchange = InstancesExchange(headers.get("content-type"), headers.get("accept"), config.allow_non_finite)
+        answer = await plane.infer(InferenceRequest(body, headers, exchange))
+        return Response(answer.body, media_type=answer.media_type, headers=answer.headers)
 
     taken = {"/ping", "/invocations", "/execution-parameters", "/metrics"}
     result: list[BaseRoute] = []

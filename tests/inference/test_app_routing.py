@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
-from inference.app import create_app, direct_routes
+from inference.app import create_app, data_plane, direct_routes
 from inference.config import load_config
 from inference.metrics import ServerMetrics
 from inference.protocols import oip, sagemaker, vertex
@@ -43,9 +43,8 @@ def run(package: Path, scenario: Scenario) -> None:
 def test_only_fixed_paths_are_dispatched_directly(torch_package: Path) -> None:
     config = load_config({}, model_dir=torch_package)
     service = load_service(config)
-    table = direct_routes(
-        [*sagemaker.routes(service, config), *vertex.routes(service, config), *oip.routes(service, config)]
-    )
+    plane = data_plane(service, config)
+    table = direct_routes([*sagemaker.routes(plane, config), *vertex.routes(plane, config), *oip.routes(plane, config)])
     assert {("POST", "/invocations"), ("GET", "/ping"), ("HEAD", "/ping"), ("POST", "/predict")} <= set(table)
     assert all("{" not in path for _, path in table)
 
