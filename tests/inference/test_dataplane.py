@@ -165,3 +165,25 @@ def test_headers_user_code_sets_reach_the_client_on_every_route(header_hook_pack
         assert response.headers.get("x-model-trace") == "predict_fn saw x"
 
     run(header_hook_package, scenario)
+
+
+@pytest.mark.parametrize("route", sorted(ROUTES))
+def test_a_full_queue_is_a_503_with_retry_after_on_every_route(torch_package: Path, route: str) -> None:
+    path, body = ROUTES[route]
+
+    async def scenario(client: httpx.AsyncClient, service: ModelService) -> None:
+        assert service.batcher is not None
+        predict = service.batcher._predict
+
+        def slow(inputs: Any) -> Any:
+            time.sleep(0.3)
+            return predict(inputs)
+
+        service.batcher._predict = slow
+        responses = await asyncio.gather(*(client.post(path, **body(1)) for _ in range(6)))
+        statuses = [response.status_code for response in responses]
+        assert 200 in statuses and 503 in statuses, statuses
+        refused = next(response for response in responses if response.status_code == 503)
+        assert refused.headers["retry-after"] and "queue" in refused.json()["error"]
+
+    run(torch_package, scenario, {"MODEL_SERVER_MAX_QUEUE": "1", "MODEL_SERVER_MAX_BATCH_SIZE": "1"})
