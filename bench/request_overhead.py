@@ -8,7 +8,9 @@ On the benchmark's tiny MLP (64 -> 256 -> 256 -> 10, one row), prints microsecon
   (what ``model_package`` calls when the hooks have nothing to do);
 * the package's ``LoadedModel.predict`` (input checks, tensor conversion, the call, outputs);
 * one ``POST /invocations`` through the whole ASGI app (middleware, decoding, validation, the
-  batcher's hop to the compute thread and back, encoding), one request at a time.
+  batcher's hop to the compute thread and back, encoding), one request at a time;
+* the same request through the bare Starlette baseline of ``bench.serve_throughput`` (router,
+  orjson, the model called inline on the event loop): the floor for a server's own cost.
 
 The difference between the last two is the server's own per-request cost. The numbers are
 the best of ``--repeats`` runs (these machines are noisy); ratios within one run are what to
@@ -138,6 +140,18 @@ def main(argv: list[str] | None = None) -> int:
                 await service.stop()
 
         results["POST /invocations through the app"] = uvloop.run(serve())
+
+        from bench.baseline_app import create_starlette_app
+
+        starlette_app = create_starlette_app(model)
+
+        async def bare() -> None:
+            await starlette_app(dict(scope), receive, send)
+
+        async def serve_bare() -> float:
+            return await best_us_async(bare, args.calls, args.repeats)
+
+        results["POST /invocations through bare Starlette (model inline)"] = uvloop.run(serve_bare())
 
     width = max(len(name) for name in results)
     for name, micros in results.items():

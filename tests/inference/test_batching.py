@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import pytest
@@ -232,3 +232,114 @@ def test_a_chunked_request_stops_computing_at_its_deadline() -> None:
 
     asyncio.run(_with_batcher(batcher, body))
     assert len(model.calls) <= 4, f"the 100 chunks must not all run after the deadline: {model.calls}"
+
+
+class ThreadRecorder(Recorder):
+    """Also records which thread each call ran on."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        super().__init__(delay)
+        self.threads: list[str] = []
+
+    def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.threads.append(threading.current_thread().name)
+        return super().__call__(inputs)
+
+
+def test_a_lone_small_request_to_a_fast_model_skips_the_thread_hop() -> None:
+    model = ThreadRecorder()
+    batcher = Batcher(model, max_batch_size=64)
+    batcher.inline_rows = 8
+
+    async def body() -> list[dict[str, np.ndarray]]:
+        return [await batcher.submit(rows(n), timeout=10) for n in (1, 8, 9)]
+
+    results = asyncio.run(_with_batcher(batcher, body))
+    for result, n in zip(results, (1, 8, 9), strict=True):
+        np.testing.assert_array_equal(result["y"], rows(n)["x"] * 2)
+    loop_thread = threading.current_thread().name
+    assert model.threads[:2] == [loop_thread, loop_thread], "one and eight rows ran on the event loop"
+    assert model.threads[2].startswith("model-compute"), "nine rows (over inline_rows) went to the compute thread"
+
+
+def test_requests_that_arrive_together_are_still_batched_when_inline_is_on() -> None:
+    model = ThreadRecorder()
+    batcher = Batcher(model, max_batch_size=64)
+    batcher.inline_rows = 8
+
+    async def body() -> list[dict[str, np.ndarray]]:
+        return await asyncio.gather(*(batcher.submit(rows(1, i * 10), timeout=10) for i in range(16)))
+
+    results = asyncio.run(_with_batcher(batcher, body))
+    for i, result in enumerate(results):
+        np.testing.assert_array_equal(result["y"], rows(1, i * 10)["x"] * 2)
+    assert sum(model.calls) == 16 and len(model.calls) < 16, f"merged into fewer calls: {model.calls}"
+    assert all(name.startswith("model-compute") for name in model.threads), "none of them ran on the event loop"
+
+
+def test_a_model_failure_on_the_inline_path_fails_only_that_request() -> None:
+    def broken(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if float(inputs["x"][0, 0]) < 0:
+            raise ModelExecutionError("negative input broke the kernel")
+        return {"y": inputs["x"] * 2}
+
+    batcher = Batcher(broken, max_batch_size=64)
+    batcher.inline_rows = 8
+
+    async def body() -> tuple[BaseException | None, dict[str, np.ndarray]]:
+        try:
+            await batcher.submit(rows(1, -5.0), timeout=10)
+        except ModelExecutionError as exc:
+            failed: BaseException | None = exc
+        else:
+            failed = None
+        return failed, await batcher.submit(rows(1, 5.0), timeout=10)
+
+    failed, result = asyncio.run(_with_batcher(batcher, body))
+    assert failed is not None and http_error(failed).status == 500
+    np.testing.assert_array_equal(result["y"], rows(1, 5.0)["x"] * 2)
+
+
+class TimedModel(Recorder):
+    """Recorder whose calls take ``cost(rows)`` seconds on a fake clock (timing-free tests)."""
+
+    def __init__(self, cost: Callable[[int], float]) -> None:
+        super().__init__()
+        self.now = 0.0
+        self.cost = cost
+
+    def clock(self) -> float:
+        return self.now
+
+    def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.now += self.cost(int(inputs["x"].shape[0]))
+        return super().__call__(inputs)
+
+
+def test_only_models_within_the_budget_run_inline() -> None:
+    from inference.batching import INLINE_BUDGET_S, inline_rows
+
+    example = rows(2)
+    fast = TimedModel(lambda n: INLINE_BUDGET_S / 20 * n)
+    assert inline_rows(fast, example, max_batch_size=64, clock=fast.clock) == 8
+    assert inline_rows(fast, example, max_batch_size=4, clock=fast.clock) == 4, "never more rows than the batch cap"
+    # Fast on one row, over the budget on eight.
+    steep = TimedModel(lambda n: INLINE_BUDGET_S / 2 * n)
+    assert inline_rows(steep, example, max_batch_size=64, clock=steep.clock) == 0
+
+
+def test_a_slow_model_costs_start_up_one_timed_call() -> None:
+    from inference.batching import INLINE_BUDGET_S, inline_rows
+
+    slow = TimedModel(lambda n: INLINE_BUDGET_S * 3)
+    assert inline_rows(slow, rows(2), max_batch_size=64, clock=slow.clock) == 0
+    assert slow.calls == [1], "one single-row call decided it"
+
+
+def test_a_batching_window_keeps_lone_requests_off_the_event_loop() -> None:
+    model = ThreadRecorder()
+    batcher = Batcher(model, max_batch_size=64, max_delay=0.01)
+    batcher.inline_rows = 8
+
+    asyncio.run(_with_batcher(batcher, lambda: batcher.submit(rows(1), timeout=10)))
+    assert model.threads[0].startswith("model-compute"), "MODEL_SERVER_MAX_BATCH_DELAY_MS asks it to wait for others"
