@@ -15,10 +15,13 @@ import pytest
 
 from tests.inference.server_fixtures import ServerProcess, start_server
 
-pytest.importorskip("torch")
+torch = pytest.importorskip("torch")
+
+from tests.model_package.torch_models import dict_head_inputs, make_dict_head  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
+FIXTURES = Path(__file__).parent / "user_code_fixtures"
 #: Sizes whose product overflows a 64-bit element count, next to a 0 that makes the tensor empty.
 OVERFLOWING_SHAPE = [2**62, 2**62, 0]
 
@@ -48,6 +51,30 @@ def mlp_server(torch_package: Path, tmp_path_factory: pytest.TempPathFactory) ->
         yield server
     finally:
         server.terminate()
+
+
+def _code_server(tmp_path_factory: pytest.TempPathFactory, fixture: str) -> Iterator[ServerProcess]:
+    from model_package.export import export_model
+
+    package = tmp_path_factory.mktemp(fixture) / fixture
+    export_model(make_dict_head(), dict_head_inputs(3), package, name=fixture, version="1", code_dir=FIXTURES / fixture)
+    server = start_server(tmp_path_factory.mktemp(f"{fixture}-server"), args=["--model-dir", str(package)])
+    try:
+        yield server
+    finally:
+        server.terminate()
+
+
+@pytest.fixture(scope="module")
+def predict_fn_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A package whose predict_fn runs on the server's own decoding (no input_fn)."""
+    yield from _code_server(tmp_path_factory, "predict_only")
+
+
+@pytest.fixture(scope="module")
+def input_fn_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A package whose input_fn parses JSON with the standard library, as most packages' do."""
+    yield from _code_server(tmp_path_factory, "batched")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -82,3 +109,28 @@ def test_a_csv_field_longer_than_the_csv_reader_takes_is_a_400(mlp_server: Serve
         mlp_server.url + "/invocations", content=body, headers={"Content-Type": "text/csv"}, timeout=30
     )
     _assert_client_fault(mlp_server, response, "line 1")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# User code
+
+
+def test_rows_of_the_wrong_width_for_a_predict_fn_are_a_400(predict_fn_server: ServerProcess) -> None:
+    # The server's own codecs decode the body for predict_fn: what they decode is checked against the
+    # signature before the hook sees it, as on the Open Inference Protocol and the built-in path.
+    response = httpx.post(
+        predict_fn_server.url + "/invocations",
+        content=b"[1, 2, 3]\n[4, 5, 6]\n",
+        headers={"Content-Type": "application/jsonlines"},
+        timeout=30,
+    )
+    _assert_client_fault(predict_fn_server, response, "'x'", "axis 1", "expected 5")
+
+
+def test_a_body_nested_too_deeply_for_input_fn_is_a_400(input_fn_server: ServerProcess) -> None:
+    # The standard library's json.loads raises RecursionError, not ValueError, on deep nesting.
+    body = b'{"instances": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    response = httpx.post(
+        input_fn_server.url + "/invocations", content=body, headers={"Content-Type": "application/json"}, timeout=30
+    )
+    _assert_client_fault(input_fn_server, response, "input_fn", "nest")
