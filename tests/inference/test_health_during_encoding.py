@@ -33,22 +33,36 @@ WAIT_S = 5.0
 ROWS = 4 * OFF_LOOP_BYTES // 40
 
 
-def _ping_answered_while_encoding(package: Path, path: str, body: dict[str, Any]) -> bool:
+def _ping_answered_while_encoding(
+    package: Path, path: str, body: dict[str, Any], monkeypatch: pytest.MonkeyPatch, encoder: str = "service"
+) -> bool:
+    """Whether ``/ping`` was answered while the answer to ``body`` was being encoded.
+
+    ``encoder``: what the route encodes with, ``service`` (``ModelService.encode``) or ``oip`` (the
+    Open Inference Protocol's ``infer_response``, as the protocol module imported it).
+    """
     config = load_config({"MODEL_SERVER_LOG_LEVEL": "WARNING"}, model_dir=package)
     metrics = ServerMetrics()
     service = load_service(config, observer=metrics)
-    app = create_app(service, config, metrics)
     encoding = threading.Event()
     pinged = threading.Event()
     answered_in_time: list[bool] = []
-    encode: Callable[..., Any] = service.encode
 
-    def slow_encode(*args: Any, **kwargs: Any) -> Any:
-        encoding.set()
-        answered_in_time.append(pinged.wait(WAIT_S))
-        return encode(*args, **kwargs)
+    def waiting(encode: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            encoding.set()
+            answered_in_time.append(pinged.wait(WAIT_S))
+            return encode(*args, **kwargs)
 
-    service.encode = slow_encode  # type: ignore[method-assign]
+        return wrapper
+
+    if encoder == "oip":
+        from inference.codecs.oip_json import infer_response
+
+        monkeypatch.setattr("inference.protocols.oip.infer_response", waiting(infer_response))
+    else:
+        monkeypatch.setattr(service, "encode", waiting(service.encode))
+    app = create_app(service, config, metrics)
 
     async def main() -> None:
         await service.start()
@@ -75,8 +89,10 @@ def _rows() -> list[list[float]]:
     return np.full((ROWS, 64), 0.25, dtype=np.float32).tolist()
 
 
-def test_health_is_answered_while_invocations_encodes_a_large_answer(torch_package: Path) -> None:
-    assert _ping_answered_while_encoding(torch_package, "/invocations", {"instances": _rows()})
+def test_health_is_answered_while_invocations_encodes_a_large_answer(
+    torch_package: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert _ping_answered_while_encoding(torch_package, "/invocations", {"instances": _rows()}, monkeypatch)
 
 
 @pytest.mark.xfail(
@@ -84,8 +100,10 @@ def test_health_is_answered_while_invocations_encodes_a_large_answer(torch_packa
     reason="protocols/vertex.py encodes on the event loop: wrap service.encode in service.offload.run, as "
     "/invocations does (left to the protocols refactor)",
 )
-def test_health_is_answered_while_the_vertex_route_encodes_a_large_answer(torch_package: Path) -> None:
-    assert _ping_answered_while_encoding(torch_package, "/predict", {"instances": _rows()})
+def test_health_is_answered_while_the_vertex_route_encodes_a_large_answer(
+    torch_package: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert _ping_answered_while_encoding(torch_package, "/predict", {"instances": _rows()}, monkeypatch)
 
 
 @pytest.mark.xfail(
@@ -93,5 +111,22 @@ def test_health_is_answered_while_the_vertex_route_encodes_a_large_answer(torch_
     reason="protocols/oip.py's V1 :predict encodes on the event loop: wrap service.encode in "
     "service.offload.run, as /invocations does (left to the protocols refactor)",
 )
-def test_health_is_answered_while_kserve_v1_encodes_a_large_answer(torch_package: Path) -> None:
-    assert _ping_answered_while_encoding(torch_package, "/v1/models/mlp:predict", {"instances": _rows()})
+def test_health_is_answered_while_kserve_v1_encodes_a_large_answer(
+    torch_package: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert _ping_answered_while_encoding(torch_package, "/v1/models/mlp:predict", {"instances": _rows()}, monkeypatch)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="protocols/oip.py's infer route encodes on the event loop: run encode_within(...) through "
+    "service.offload.run when the outputs are large (left to the protocols refactor)",
+)
+def test_health_is_answered_while_the_oip_route_encodes_a_large_answer(
+    torch_package: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = np.full((ROWS, 64), 0.25, dtype=np.float32)
+    tensor = {"name": "x", "datatype": "FP32", "shape": list(rows.shape), "data": rows.ravel().tolist()}
+    assert _ping_answered_while_encoding(
+        torch_package, "/v2/models/mlp/infer", {"inputs": [tensor]}, monkeypatch, encoder="oip"
+    )
