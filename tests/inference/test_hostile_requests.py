@@ -53,6 +53,19 @@ def mlp_server(torch_package: Path, tmp_path_factory: pytest.TempPathFactory) ->
         server.terminate()
 
 
+@pytest.fixture(scope="module")
+def text_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A package with a text pipeline: raw texts in, as one BYTES tensor on the Open Inference Protocol."""
+    from tests.pipeline_models import package_text_classifier
+
+    package = package_text_classifier(tmp_path_factory.mktemp("text") / "pkg")
+    server = start_server(tmp_path_factory.mktemp("text-server"), args=["serve", "--model-dir", str(package)])
+    try:
+        yield server
+    finally:
+        server.terminate()
+
+
 def _code_server(tmp_path_factory: pytest.TempPathFactory, fixture: str) -> Iterator[ServerProcess]:
     from model_package.export import export_model
 
@@ -97,6 +110,37 @@ def test_an_oip_binary_tensor_whose_shape_overflows_is_a_400(mlp_server: ServerP
         timeout=30,
     )
     _assert_client_fault(mlp_server, response, "'x'", str(OVERFLOWING_SHAPE))
+
+
+def _nested(depth: int, leaf: str) -> str:
+    return "[" * depth + leaf + "]" * depth
+
+
+def test_an_oip_request_with_a_deeply_nested_extra_field_is_answered(mlp_server: ServerProcess) -> None:
+    # orjson accepts 1,024 levels, deeper than Python's recursion limit: a walk over the parsed body must not recurse.
+    tensor = '{"name": "x", "datatype": "FP32", "shape": [1, 64], "data": [' + ", ".join(["0.5"] * 64) + "]}"
+    body = '{"inputs": [' + tensor + '], "parameters": {"trace": ' + _nested(1000, '"a"') + "}}"
+    response = httpx.post(
+        mlp_server.url + "/v2/models/mlp/infer",
+        content=body,
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    assert _server_errors(mlp_server) == 0
+
+
+def test_a_text_tensor_nested_deeply_is_answered(text_server: ServerProcess) -> None:
+    body = '{"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ' + _nested(1010, '"fine"') + "}]}"
+    response = httpx.post(
+        text_server.url + "/v2/models/tiny-text/infer",
+        content=body,
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["outputs"][0]["shape"][0] == 1
+    assert _server_errors(text_server) == 0
 
 
 # ---------------------------------------------------------------------------------------------------------------------
