@@ -66,11 +66,32 @@ def text_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
         server.terminate()
 
 
-def _code_server(tmp_path_factory: pytest.TempPathFactory, fixture: str) -> Iterator[ServerProcess]:
+#: A package whose input_fn hands the parsed JSON on as it is, and predict_batch_fn answers every request.
+PARSED_JSON_CODE = """
+import json
+
+
+def input_fn(request_body, request_content_type):
+    return json.loads(request_body)
+
+
+def predict_batch_fn(inputs, model):
+    return [{"received": True} for _ in inputs]
+
+
+def output_fn(prediction, accept):
+    return prediction
+"""
+
+
+def _code_server(
+    tmp_path_factory: pytest.TempPathFactory, fixture: str, code_dir: Path | None = None
+) -> Iterator[ServerProcess]:
     from model_package.export import export_model
 
     package = tmp_path_factory.mktemp(fixture) / fixture
-    export_model(make_dict_head(), dict_head_inputs(3), package, name=fixture, version="1", code_dir=FIXTURES / fixture)
+    code = code_dir or FIXTURES / fixture
+    export_model(make_dict_head(), dict_head_inputs(3), package, name=fixture, version="1", code_dir=code)
     server = start_server(tmp_path_factory.mktemp(f"{fixture}-server"), args=["--model-dir", str(package)])
     try:
         yield server
@@ -88,6 +109,13 @@ def predict_fn_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serv
 def input_fn_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """A package whose input_fn parses JSON with the standard library, as most packages' do."""
     yield from _code_server(tmp_path_factory, "batched")
+
+
+@pytest.fixture(scope="module")
+def parsed_json_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    code = tmp_path_factory.mktemp("parsed-json-code")
+    (code / "inference.py").write_text(PARSED_JSON_CODE)
+    yield from _code_server(tmp_path_factory, "parsed_json", code)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -178,3 +206,14 @@ def test_a_body_nested_too_deeply_for_input_fn_is_a_400(input_fn_server: ServerP
         input_fn_server.url + "/invocations", content=body, headers={"Content-Type": "application/json"}, timeout=30
     )
     _assert_client_fault(input_fn_server, response, "input_fn", "nest")
+
+
+def test_deeply_nested_json_that_input_fn_passes_on_is_answered(parsed_json_server: ServerProcess) -> None:
+    # The server counts the rows of what input_fn returned (for the response-size check's advice).
+    body = '{"a": ' * 900 + "1" + "}" * 900
+    response = httpx.post(
+        parsed_json_server.url + "/invocations", content=body, headers={"Content-Type": "application/json"}, timeout=30
+    )
+    assert response.status_code == 200, response.text
+    assert response.json() == {"received": True}
+    assert _server_errors(parsed_json_server) == 0
