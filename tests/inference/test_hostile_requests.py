@@ -217,3 +217,24 @@ def test_deeply_nested_json_that_input_fn_passes_on_is_answered(parsed_json_serv
     assert response.status_code == 200, response.text
     assert response.json() == {"received": True}
     assert _server_errors(parsed_json_server) == 0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="app.py's middleware ignores Content-Encoding: refuse codings other than identity with a 415 "
+    "naming the header, in that one place (left to the app refactor)",
+)
+def test_a_compressed_body_is_refused_naming_content_encoding(mlp_server: ServerProcess) -> None:
+    # Triton's clients compress requests when asked to (request_compression_algorithm="gzip"); the body
+    # was then parsed as it came, and the client told its gzip bytes were "not valid JSON".
+    import gzip
+
+    tensor = {"name": "x", "datatype": "FP32", "shape": [1, 64], "data": [0.5] * 64}
+    response = httpx.post(
+        mlp_server.url + "/v2/models/mlp/infer",
+        content=gzip.compress(json.dumps({"inputs": [tensor]}).encode()),
+        headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+        timeout=30,
+    )
+    assert response.status_code == 415, response.text
+    assert "Content-Encoding" in response.json()["error"]
