@@ -33,6 +33,7 @@ from inference.errors import (
     ClientClosedRequestError,
     NotReadyError,
     PayloadTooLargeError,
+    UnsupportedMediaTypeError,
     http_error,
     is_server_fault,
 )
@@ -232,6 +233,7 @@ class ApiMiddleware:
             declared = _content_length(scope)
             if declared is not None and declared > self.max_request_bytes:
                 raise self._too_large(declared)
+            _check_content_encoding(scope)
             route = self.direct_routes.get((scope["method"], scope["path"]))
             if route is None:
                 await self.app(scope, receive_limited, send_with_id)
@@ -326,6 +328,22 @@ def _request_id(scope: Scope) -> bytes:
         if name in (b"x-request-id", b"x-amzn-requestid") and _REQUEST_ID_RE.match(value):
             return bytes(value)
     return _request_ids.next()
+
+
+def _check_content_encoding(scope: Scope) -> None:
+    """Refuse a compressed body (415): parsed as it came, gzip bytes would be reported as bad JSON.
+
+    415 is the status for it: "The format problem might be due to the request's indicated
+    Content-Type or Content-Encoding" (RFC 9110, section 15.5.16, 415 Unsupported Media Type).
+    Triton's clients compress requests when asked to (``request_compression_algorithm``).
+    """
+    for name, value in scope["headers"]:
+        if name == b"content-encoding" and value.strip().lower() not in (b"", b"identity"):
+            coding = value.decode("latin-1")
+            raise UnsupportedMediaTypeError(
+                f"Content-Encoding {coding!r} is not supported: send the body uncompressed (or Content-Encoding: "
+                "identity); the request-size limit applies to the body as sent"
+            )
 
 
 def _content_length(scope: Scope) -> int | None:

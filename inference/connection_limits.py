@@ -10,7 +10,9 @@ subclass of uvicorn's protocol adds, at the socket level:
 * a header timeout, from the connection opening (or a kept-alive connection's next byte) to the
   end of the headers: 408 and close (this also closes connections that never send a request);
 * a body timeout, from the end of the headers to the end of the body: the connection is closed,
-  and the app sees the client leave (status 499).
+  and the app sees the client leave (status 499);
+* a request the parser rejects (a control character in a header, a negative ``Content-Length``,
+  both ``Content-Length`` and chunked) is a JSON 400 naming the problem, like every other refusal.
 
 Idle keep-alive connections are closed by uvicorn's own ``timeout_keep_alive``. The limits follow
 common front ends (nginx ``large_client_header_buffers`` 4 x 8 KiB, Node.js 16 KiB and 100-ish
@@ -20,6 +22,7 @@ headers); the platforms' proxies in front of us impose theirs first.
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import httptools
@@ -71,10 +74,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         except httptools.HttpParserUpgrade:
             # Same as uvicorn: we serve no upgrades; the request runs as plain HTTP.
             self._unsupported_upgrade_warning()
-        except httptools.HttpParserError:
+        except httptools.HttpParserError as exc:
             if self._refusal is None:
-                self.logger.warning("Invalid HTTP request received.")
-                self.send_400_response("Invalid HTTP request received.")
+                # uvicorn answers a bare text/plain "Invalid HTTP request received."; every other refusal
+                # is JSON naming the problem (llhttp's reason, e.g. "Invalid character in Content-Length").
+                self.logger.warning("Invalid HTTP request received: %s", exc)
+                self._refuse(400, f"the request is not valid HTTP/1.1: {exc}")
                 return
         if was_in_headers and self._headers_completed == completed_before and self._refusal is None:
             # Every byte of this chunk belonged to the still-unfinished header section.
@@ -111,8 +116,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _refuse(self, status: int, message: str) -> None:
         self._disarm()
-        reason = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}[status]
-        body = ('{"error": "' + message + '"}').encode()
+        reason = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large"}[status]
+        body = json.dumps({"error": message}).encode()
         self.transport.write(
             b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
             % (status, reason, len(body))

@@ -120,10 +120,25 @@ def _rows(outputs: Mapping[str, np.ndarray]) -> int | None:
 
 
 def rows_of(data: object) -> int | None:
-    """The row count of a request's decoded data (an array, named arrays or a list), if it has one."""
-    if isinstance(data, Mapping):
-        counts = {rows_of(value) for value in data.values()}
-        return counts.pop() if len(counts) == 1 else None
+    """The row count of a request's decoded data (an array, named arrays or a list), if it has one.
+
+    Nested mappings count when all their values agree. A loop, not recursion: ``input_fn`` may
+    return a client's JSON as parsed, nested deeper than Python recurses.
+    """
+    counts: set[int | None] = set()
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, Mapping):
+            if not item:
+                counts.add(None)
+            stack.extend(item.values())
+        else:
+            counts.add(_own_rows(item))
+    return counts.pop() if len(counts) == 1 else None
+
+
+def _own_rows(data: object) -> int | None:
     shape = getattr(data, "shape", None)
     if isinstance(shape, tuple) and shape:
         return int(shape[0])

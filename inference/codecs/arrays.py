@@ -72,13 +72,19 @@ def count_string_values(body: bytes) -> int:
 
 def count_strings(value: Any) -> int:
     """How many strings a parsed JSON value holds other than object keys."""
-    if isinstance(value, str):
-        return 1
-    if isinstance(value, list):
-        return sum(count_strings(item) for item in value)
-    if isinstance(value, dict):
-        return sum(count_strings(item) for item in value.values())
-    return 0
+    # A loop, not recursion: orjson accepts 1,024 levels of nesting, deeper than Python's recursion
+    # limit, and a client's RecursionError would be our 500.
+    found = 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            found += 1
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+    return found
 
 
 def refuse_strings(value: Any, spec: TensorSpec, locate: Locator = locate_row) -> None:

@@ -65,11 +65,8 @@ class CsvCodec:
         if not numbered:
             raise BadRequestError("empty batch: the text/csv body has no rows; send one line per row")
         line_numbers = [number for number, _ in numbered]
-        if '"' in text:
-            rows = [next(csv.reader([line])) for _, line in numbered]
-        else:
-            # The common case: unquoted numbers, where str.split is several times faster than csv.reader.
-            rows = [line.split(",") for _, line in numbered]
+        # The common case is unquoted numbers, where str.split is several times faster than csv.reader.
+        rows = _read_quoted(numbered) if '"' in text else [line.split(",") for _, line in numbered]
         width = len(rows[0])
         for number, row in zip(line_numbers, rows, strict=True):
             if len(row) != width:
@@ -101,6 +98,20 @@ class CsvCodec:
         """The header-less CSV a client sends for a single-input model."""
         _csv_input(signature)
         return _encode(ordered(inputs, signature.inputs))
+
+
+def _read_quoted(numbered: Sequence[tuple[int, str]]) -> list[list[str]]:
+    """The cells of lines with quotes; a line the csv module refuses is the client's 400, naming it."""
+    rows = []
+    for number, line in numbered:
+        try:
+            rows.append(next(csv.reader([line])))
+        except csv.Error as exc:
+            # Such as "field larger than field limit (131072)": no number is that long.
+            raise BadRequestError(
+                f"CSV line {number} cannot be read: {exc}; send unquoted numbers, one row per line"
+            ) from None
+    return rows
 
 
 def _csv_input(signature: Signature) -> TensorSpec:

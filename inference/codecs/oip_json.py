@@ -45,6 +45,9 @@ NUMPY_DTYPES: dict[str, np.dtype[Any]] = {
     datatype: np.dtype(np.bytes_ if dtype == "bytes" else dtype) for dtype, datatype in DATATYPES.items()
 }
 
+#: The most elements NumPy can index in one array (its shapes are products of ``intp``).
+_MAX_ELEMENTS = int(np.iinfo(np.intp).max)
+
 
 @dataclass(frozen=True)
 class InferRequest:
@@ -256,6 +259,13 @@ def _shape(name: str, shape: object) -> list[int]:
         or not all(type(dim) is int and dim >= 0 for dim in shape)  # type(...) is int: refuses true/false
     ):
         raise BadRequestError(f"input {name!r} has shape {shape!r}; expected a non-empty list of sizes >= 0")
+    # A 0 makes the element count 0, so the count checks against the data pass, but NumPy still
+    # multiplies the other sizes to build the shape and refuses (ValueError) when they overflow.
+    if 0 in shape and math.prod(dim for dim in shape if dim) > _MAX_ELEMENTS:
+        raise BadRequestError(
+            f"input {name!r} has shape {shape!r}, whose sizes multiply to more than {_MAX_ELEMENTS} elements; "
+            "no tensor can be that large"
+        )
     return shape
 
 

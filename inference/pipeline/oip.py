@@ -73,12 +73,17 @@ def answers_as_tensors(answers: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _flatten(data: Any) -> list[Any]:
+    """The leaves of nested lists in row-major order; a loop, since JSON may nest deeper than Python recurses."""
     if not isinstance(data, list):
         return []
     flat: list[Any] = []
-    for value in data:
-        if isinstance(value, list):
-            flat.extend(_flatten(value))
-        else:
+    stack = [iter(data)]
+    while stack:
+        for value in stack[-1]:
+            if isinstance(value, list):
+                stack.append(iter(value))
+                break
             flat.append(value)
+        else:
+            stack.pop()
     return flat

@@ -35,7 +35,8 @@ def input_problem(hook: str, exc: Exception) -> ApiError | None:
       image, the bytes came from the client.
     * From ``input_fn``, whose job is to parse the body: a ``ValueError`` (bad JSON, bad base64, a
       ``UnicodeDecodeError``, the SageMaker toolkit's convention) and an ``OSError`` raised inside
-      Pillow (a truncated or corrupt image: "image file is truncated", "broken data stream") are 400s.
+      Pillow (a truncated or corrupt image: "image file is truncated", "broken data stream") are 400s,
+      and so is a ``RecursionError`` (``json.loads`` on a body nested thousands of levels deep).
 
     Anything else (a ``KeyError`` in predict_fn, a framework error) stays a failure of the code: 500.
     """
@@ -49,6 +50,10 @@ def input_problem(hook: str, exc: Exception) -> ApiError | None:
         return None
     if isinstance(exc, ValueError):
         return BadRequestError(f"input_fn rejected the request: {detail}")
+    if isinstance(exc, RecursionError):
+        # The standard library's json.loads (and other recursive parsers) raise this, not a
+        # ValueError, for a body nested deeper than the interpreter's recursion limit.
+        return BadRequestError("input_fn could not parse the request: it nests arrays or objects too deeply")
     if isinstance(exc, OSError) and _raised_in_pillow(exc):
         return BadRequestError(f"input_fn could not decode the image: {detail}")
     return None

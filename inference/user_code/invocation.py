@@ -383,9 +383,13 @@ class UserCodeHandler:
         """The package's own request codecs, decoding to the signature's named arrays."""
         from inference.codecs import decode_request
 
-        return decode_request(
+        decoded = decode_request(
             body, content_type, self._signature, allow_non_finite=self._allow_non_finite, limits=self._limits
         )
+        # Checked against the signature before any hook runs (as the Open Inference Protocol's tensors
+        # are): rows of the wrong width are the client's 400 here, not an InvalidInputError raised
+        # inside predict_fn, which the server must count as the code's failure (500).
+        return check_inputs(self._signature, decoded)
 
     def _default_predict(self, data: Any) -> Any:
         """``model.predict`` for named arrays on a loaded package model, else ``model(data)``."""

@@ -8,6 +8,7 @@ at the header timeout, and ordinary requests (also several on one kept-alive con
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import time
 from collections.abc import Iterator
@@ -86,3 +87,26 @@ def test_a_whole_request_larger_than_the_header_limit_in_one_packet_is_served(se
         + body
     )
     assert _exchange(server, request).startswith(b"HTTP/1.1 200")
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "problem"),
+    [
+        (b"GET /ping HTTP/1.1\r\nHost: test\r\nX-Request-ID: abc\x01def\r\n\r\n", "header value"),
+        (b"POST /invocations HTTP/1.1\r\nHost: test\r\nContent-Length: -5\r\n\r\n", "Content-Length"),
+        (
+            b"POST /invocations HTTP/1.1\r\nHost: test\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "Transfer-Encoding",
+        ),
+    ],
+    ids=["control character in a header", "negative length", "length and chunked"],
+)
+def test_a_request_that_is_not_valid_http_is_a_json_400_naming_the_problem(
+    server: ServerProcess, request_bytes: bytes, problem: str
+) -> None:
+    # Every other refusal is a JSON {"error": ...}; clients and log pipelines parse it the same way.
+    answer = _exchange(server, request_bytes)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400"), answer[:200]
+    assert b"content-type: application/json" in head.lower()
+    assert problem in json.loads(body)["error"]
