@@ -705,8 +705,15 @@ def run_workload(workload: Workload, root: Path, settings: Settings) -> Workload
 
 
 def evaluate_targets(result: WorkloadResult) -> list[dict[str, Any]]:
-    """The issue's targets for this workload, for each of our configurations, with the measured values."""
-    base = result.servers["baseline"]
+    """Issue 12's targets for this workload, for each of our configurations, with the measured values.
+
+    Against the bare Starlette baseline (the floor for a server's own cost) where it ran, else FastAPI:
+    tiny MLP at 1 connection p50 <= the floor's, at 64 connections >= 2x its throughput with
+    p99 < 25 ms (in one process: ``ours``); the CNN at 64 connections >= 90 % of the model's
+    in-process rows/s with JSON bodies, >= 95 % with binary ones; start-up <= 1.3x and idle
+    memory <= 1.15x the floor's.
+    """
+    floor = result.servers.get(STARLETTE_KIND, result.servers["baseline"])
     targets: list[dict[str, Any]] = []
 
     def target(name: str, value: float, limit: float, met: bool, unit: str) -> None:
@@ -716,28 +723,25 @@ def evaluate_targets(result: WorkloadResult) -> list[dict[str, Any]]:
         if not kind.startswith("ours"):
             continue
         if result.name == "tiny":
-            top = ours.at(64)
-            target(
-                f"{kind}: c=64 throughput >= 12,000 req/s",
-                top.requests_per_s,
-                12_000,
-                top.requests_per_s >= 12_000,
-                "req/s",
-            )
+            top, floor_top = ours.at(64), floor.at(64)
+            wanted = 2 * floor_top.requests_per_s
+            met = top.requests_per_s >= wanted
+            target(f"{kind}: c=64 >= 2x bare Starlette", top.requests_per_s, wanted, met, "req/s")
             target(f"{kind}: c=64 p99 < 25 ms", top.p99_ms, 25.0, top.p99_ms < 25.0, "ms")
-            target(f"{kind}: c=1 p50 < 0.3 ms", ours.at(1).p50_ms, 0.3, ours.at(1).p50_ms < 0.3, "ms")
+            p50, floor_p50 = ours.at(1).p50_ms, floor.at(1).p50_ms
+            target(f"{kind}: c=1 p50 <= bare Starlette's", p50, floor_p50, p50 <= floor_p50, "ms")
         if result.name.startswith("cnn"):
             top = ours.at(64)
-            ceiling = 0.9 * result.inprocess_best[1]
+            share = 0.90 if result.name == "cnn" else 0.95
+            ceiling = share * result.inprocess_best[1]
             met = top.requests_per_s >= ceiling
-            target(f"{kind}: c=64 throughput >= 90 % of in-process", top.requests_per_s, ceiling, met, "req/s")
-            target(f"{kind}: c=64 p99 < 200 ms", top.p99_ms, 200.0, top.p99_ms < 200.0, "ms")
-        allowed = base.ready_median + statistics.median(result.verification_seconds)
+            target(f"{kind}: c=64 >= {share:.0%} of in-process", top.requests_per_s, ceiling, met, "req/s")
+        allowed = 1.3 * floor.ready_median
         met = ours.ready_median <= allowed
-        target(f"{kind}: start-up <= baseline + verification", ours.ready_median, allowed, met, "s")
-        limit = 1.10 * base.idle_pss_mib
+        target(f"{kind}: start-up <= 1.3x bare Starlette", ours.ready_median, allowed, met, "s")
+        limit = 1.15 * floor.idle_pss_mib
         target(
-            f"{kind}: idle memory (PSS) within 10 % of baseline",
+            f"{kind}: idle memory (PSS) <= 1.15x bare Starlette",
             ours.idle_pss_mib,
             limit,
             ours.idle_pss_mib <= limit,
