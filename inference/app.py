@@ -47,6 +47,9 @@ _log = logging.getLogger(__name__)
 _REQUEST_ID_RE = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 JSON = "application/json"
+#: How long a request runs before a task watches for its client leaving (a task per request costs
+#: more than a tiny model's call; a client that left is noticed this much later at most).
+WATCH_AFTER_S = 0.002
 
 
 def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -206,6 +209,7 @@ class ApiMiddleware:
         received = 0
         request_task = asyncio.current_task()
         watcher: asyncio.Task[None] | None = None
+        watch_timer: asyncio.TimerHandle | None = None
         client_gone = False
 
         async def watch_for_disconnect() -> None:
@@ -216,17 +220,23 @@ class ApiMiddleware:
                 client_gone = True
                 request_task.cancel()
 
+        def start_watching() -> None:
+            nonlocal watcher
+            if not started:
+                watcher = asyncio.get_running_loop().create_task(watch_for_disconnect())
+
         async def receive_limited() -> Message:
-            nonlocal received, watcher
+            nonlocal received, watch_timer
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_request_bytes:
                     raise self._too_large(received)
-                if not message.get("more_body", False) and watcher is None:
+                if not message.get("more_body", False) and watch_timer is None:
                     # Queued work of a client that left is dropped: cancelling the request cancels its
-                    # place in the batcher's queue or the admission gate before any model call.
-                    watcher = asyncio.get_running_loop().create_task(watch_for_disconnect())
+                    # place in the batcher's queue or the admission gate before any model call. Most
+                    # requests are answered sooner than WATCH_AFTER_S: they never pay for a watching task.
+                    watch_timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, start_watching)
             return message
 
         try:
@@ -262,6 +272,8 @@ class ApiMiddleware:
                 _log.warning("request cut by the drain deadline", extra={"request_id": request_id.decode()})
                 await error_response(_shutdown_error(), request_id.decode())(scope, receive, send_with_id)
         finally:
+            if watch_timer is not None:
+                watch_timer.cancel()
             if watcher is not None:
                 watcher.cancel()
             route = scope.get("route")
