@@ -13,7 +13,8 @@ calls :meth:`DataPlane.infer`, which owns everything else, in this order:
 4. decode, off the event loop for large bodies, and validation against the signature (400, 413);
 5. admission and compute: readiness (503), the bounded queue (503 with ``Retry-After``), the
    deadline (504), batching with other requests;
-6. encode within the platform's response limit (413 or a logged 500), off the loop for large answers.
+6. encode within the platform's response limit (413 or a logged 500), off the loop for large answers;
+   an answer that cannot fit in any encoding is refused before step 5.
 
 Nothing here writes HTTP: errors are raised and mapped to statuses in one place
 (``inference.errors.http_error``, answered by ``inference.app``); protocols turn an :class:`Answer`
@@ -116,6 +117,7 @@ class DataPlane:
         inputs = await service.offload.run(len(body), lambda: exchange.decode(body, service))
         timeout = _left(deadline, loop, service)
         if user_code is None:
+            service.check_answer_fits(inputs)  # no compute for an answer no encoding could send
             outputs = await service.predict(inputs, timeout=timeout)
             return await service.offload.run(_nbytes(outputs), lambda: exchange.encode(outputs, service))
         from inference.user_code import RequestContext

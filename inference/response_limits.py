@@ -10,6 +10,8 @@ first, with an answer that says what happened and what the client can do:
 * The answer to a single row is over the limit: **500**, logged. No request can get it: the model's
   output is too big for this platform's real-time responses, a deployment problem of ours.
 
+An answer that cannot fit whatever the encoding (rows x the raw bytes of the smallest output row)
+is refused before the model runs, so a small compressed body of a million rows costs no compute.
 Where the size can be predicted, it is checked before the body is built (:func:`encode_within`
 encodes a sample of rows and extrapolates), so a 47 MB JSON body is never built for a 6 MB limit;
 every other response is checked by its ``Content-Length`` in the server's middleware.
@@ -18,7 +20,8 @@ every other response is checked by its ``Content-Length`` in the server's middle
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+import math
+from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TypeVar
@@ -26,6 +29,7 @@ from typing import TypeVar
 import numpy as np
 
 from inference.errors import ApiError, ModelError, PayloadTooLargeError
+from model_package.manifest import TensorSpec
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -60,10 +64,20 @@ class ResponseLimit:
         if size > self.max_bytes:
             raise self.error(size, rows)
 
-    def error(self, size: int, rows: int | None, *, estimated: bool = False) -> ApiError:
+    def check_before_computing(self, rows: int, smallest_row_bytes: int) -> None:
+        """Refuse a request whose answer cannot fit, before the model spends any time on it.
+
+        ``smallest_row_bytes`` is a lower bound of one row's answer in any encoding (see
+        :func:`smallest_answer_row_bytes`): a small compressed body of many rows is refused here
+        instead of after seconds of compute.
+        """
+        if rows * smallest_row_bytes > self.max_bytes:
+            raise self.error(rows * smallest_row_bytes, rows, at_least=True)
+
+    def error(self, size: int, rows: int | None, *, estimated: bool = False, at_least: bool = False) -> ApiError:
         """The error for a ``size``-byte answer to ``rows`` rows (``None``: unknown), logged with the sizes."""
         limit = self.max_bytes
-        answer = f"about {size} bytes" if estimated else f"{size} bytes"
+        answer = f"at least {size} bytes" if at_least else f"about {size} bytes" if estimated else f"{size} bytes"
         where = f"this endpoint's response limit of {limit} bytes ({limit / MIB:.1f} MiB on {self.platform})"
         extra = {"response_bytes": size, "max_response_bytes": limit, "rows": rows, "estimated": estimated}
         if rows == 1:
@@ -117,6 +131,22 @@ def _rows(outputs: Mapping[str, np.ndarray]) -> int | None:
         return None
     (count,) = counts
     return count if count >= 0 else None
+
+
+def smallest_answer_row_bytes(outputs: Sequence[TensorSpec]) -> int:
+    """A lower bound of one row's answer in any encoding: the raw size of the smallest output.
+
+    Every answer carries at least one output (the Open Inference Protocol may ask for one), and no
+    encoding (JSON, CSV, NPY, binary tensors) writes a value in fewer bytes than its dtype holds.
+    Outputs with a dynamic dimension or of bytes count as 0 (their size is unknown).
+    """
+    sizes = []
+    for spec in outputs:
+        dims = spec.shape[1:]
+        if spec.dtype == "bytes" or any(dim < 0 for dim in dims):
+            return 0
+        sizes.append(np.dtype(spec.dtype).itemsize * math.prod(dims))
+    return min(sizes, default=0)
 
 
 def rows_of(data: object) -> int | None:

@@ -8,6 +8,7 @@ entrypoint exits non-zero with one log line.
 
 from __future__ import annotations
 
+import functools
 import logging
 import tempfile
 import time
@@ -24,7 +25,7 @@ from inference.codecs import DecodeLimits
 from inference.config import DEFAULT_MODEL_DIR, ServerConfig
 from inference.errors import BadRequestError, NotReadyError
 from inference.offload import Offloader
-from inference.response_limits import ResponseLimit, encode_within, request_rows
+from inference.response_limits import ResponseLimit, encode_within, request_rows, smallest_answer_row_bytes
 from model_package.errors import LoadError, ManifestError, MissingFileError
 from model_package.example import load_arrays
 from model_package.formats import LoadedModel, check_inputs, get_format
@@ -227,6 +228,16 @@ class ModelService:
         # The middleware's response-size check tells "ask for fewer rows" (413) from "one row is too big" (500).
         request_rows.set(int(next(iter(checked.values())).shape[0]))
         return await self.batcher.submit(checked, timeout=self.request_timeout if timeout is None else timeout)
+
+    def check_answer_fits(self, inputs: Mapping[str, np.ndarray]) -> None:
+        """413 (or a logged 500 for one row) before the model runs when no encoding of the answer can fit."""
+        first = next(iter(inputs.values()), None)
+        if first is not None and first.ndim:
+            self.response_limit.check_before_computing(int(first.shape[0]), self._smallest_answer_row)
+
+    @functools.cached_property
+    def _smallest_answer_row(self) -> int:
+        return smallest_answer_row_bytes(self.signature.outputs)
 
     def encode(self, outputs: Mapping[str, np.ndarray], accept: str | None, *, default: str) -> tuple[bytes, str]:
         """The response body and media type for ``outputs``, refused (413/500) if over the response limit.

@@ -46,22 +46,51 @@ def _statuses(server: ServerProcess) -> str:
 
 def test_a_large_answer_is_a_413_that_says_how_many_rows_fit(limited_server: ServerProcess) -> None:
     with limited_server.client() as client:
-        response = client.post("/invocations", json={"instances": _rows(1000)})
+        # 400 rows of 10 float32 outputs: 16,000 raw bytes would fit; their JSON (~50 KB) does not.
+        response = client.post("/invocations", json={"instances": _rows(400)})
         assert response.status_code == 413, response.text
         message = response.json()["error"]
-        # Refused on the estimate, before a ~120 KB body was built.
+        # Refused on the estimate, before the body was built.
         assert message.startswith("the answer to this request would be about ")
         assert f"above this endpoint's response limit of {LIMIT} bytes" in message
-        advice = re.search(r"send at most (\d+) rows per request \(this one held 1000\)", message)
+        advice = re.search(r"send at most (\d+) rows per request \(this one held 400\)", message)
         assert advice is not None, message
         fits = int(advice.group(1))
-        assert 50 < fits < 1000
+        assert 50 < fits < 400
         # The advice holds: that many rows are answered.
         assert client.post("/invocations", json={"instances": _rows(fits)}).status_code == 200
     log = limited_server.log()
     assert '"response_bytes"' in log and f'"max_response_bytes": {LIMIT}' in log
     statuses = _statuses(limited_server)
     assert 'status="413"' in statuses and 'status="5' not in statuses, statuses
+
+
+def _model_calls(server: ServerProcess) -> float:
+    metrics = httpx.get(server.url + "/metrics").text
+    match = re.search(r"^model_server_batch_rows_count (\S+)$", metrics, re.MULTILINE)
+    assert match is not None, metrics
+    return float(match.group(1))
+
+
+def test_an_answer_no_encoding_could_send_is_refused_before_the_model_runs(limited_server: ServerProcess) -> None:
+    import io
+
+    # 5,000 rows in a ~1.3 MB .npy body; their answer is at least 5,000 x 10 float32 = 200,000 bytes.
+    buffer = io.BytesIO()
+    np.save(buffer, np.zeros((5000, 64), dtype=np.float32))
+    before = _model_calls(limited_server)
+    with limited_server.client() as client:
+        response = client.post("/invocations", content=buffer.getvalue(), headers={"content-type": "application/x-npy"})
+        assert response.status_code == 413, response.text
+        message = response.json()["error"]
+        assert message.startswith("the answer to this request would be at least 200000 bytes"), message
+        assert "send at most" in message and "(this one held 5000)" in message
+        oip = client.post(
+            "/v2/models/mlp/infer",
+            json={"inputs": [{"name": "x", "datatype": "FP32", "shape": [5000, 64], "data": [0.0] * 320_000}]},
+        )
+        assert oip.status_code == 413, oip.text
+    assert _model_calls(limited_server) == before, "the model never ran for them"
 
 
 def test_every_route_checks_the_answer_size(limited_server: ServerProcess) -> None:
