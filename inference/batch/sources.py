@@ -263,7 +263,9 @@ def _record_starts(path: Path, every: int) -> tuple[list[tuple[int, int]], int]:
     """(byte offset, lines before it) of records 0, ``every``, 2 x ``every``, ...; and the record count.
 
     Blank lines (only whitespace, or a lone byte-order mark on line 1) are not records, exactly as
-    :func:`_line_chunks` reads them.
+    :func:`_line_chunks` reads them. Line breaks are found with NumPy; a line whose first byte is
+    not whitespace holds a record, and only lines starting with whitespace (rare) are looked at
+    in Python.
     """
     found: list[tuple[int, int]] = []
     records = lines = base = 0
@@ -279,17 +281,19 @@ def _record_starts(path: Path, every: int) -> tuple[list[tuple[int, int]], int]:
                 carry = data  # a line longer than the block: read on
                 continue
             array = np.frombuffer(data, dtype=np.uint8, count=cut)
-            content = ~_WHITESPACE[array]
-            if base == 0 and data.startswith(_BOM):
-                content[:3] = False
             breaks = np.flatnonzero(array == 10)
-            line_starts = np.concatenate(([0], breaks + 1))
-            if line_starts[-1] == cut:
-                line_starts = line_starts[:-1]
-            nonblank = np.logical_or.reduceat(content, line_starts)
+            starts = np.concatenate(([0], breaks + 1))
+            if starts[-1] == cut:
+                starts = starts[:-1]
+            nonblank = ~_WHITESPACE[array[starts]]
+            ends = np.append(breaks, cut)[: len(starts)]
+            for index in np.flatnonzero(~nonblank).tolist():
+                nonblank[index] = bool(data[starts[index] : ends[index]].strip())
+            if base == 0 and data.startswith(_BOM):
+                nonblank[0] = bool(data[3 : ends[0]].strip())
             numbers = np.flatnonzero(nonblank)
             wanted = numbers[(-records) % every :: every]
-            found.extend(zip((line_starts[wanted] + base).tolist(), (wanted + lines).tolist(), strict=True))
+            found.extend(zip((starts[wanted] + base).tolist(), (wanted + lines).tolist(), strict=True))
             records += len(numbers)
             lines += len(breaks)
             base += cut

@@ -91,6 +91,10 @@ def score_files(
         workers, mp_context=context, initializer=_start_worker, initargs=(events, stop, setup)
     ) as pool:
         try:
+            # One trivial task per worker starts them all now (the pool starts a process per task while
+            # none is idle): they load the package while this process plans the first file's spans.
+            for _ in range(workers):
+                pool.submit(_nothing)
             for index in range(checkpoint.progress.file, len(files)):
                 jobs = _plan(
                     index,
@@ -251,6 +255,10 @@ def _load(setup: WorkerSetup) -> Any:
     # Stop the service's threads before the worker exits (they would hold the exit).
     Finalize(scorer, scorer.close, exitpriority=10)
     return scorer
+
+
+def _nothing() -> None:
+    """A task that only makes the pool start a worker."""
 
 
 def score_span(job: SpanJob) -> bool:
