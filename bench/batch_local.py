@@ -176,6 +176,14 @@ def score(package: Path, data: Path, output: Path, workers: int) -> dict[str, An
     }
 
 
+def score_once(package: Path, data: Path, output: Path, workers: int) -> dict[str, Any]:
+    """One fresh run into ``output``, removed afterwards (outputs of large inputs are large)."""
+    try:
+        return score(package, data, output, workers)
+    finally:
+        subprocess.run(["rm", "-rf", str(output)], check=True)
+
+
 def write_inputs(directory: Path, shape: tuple[int, ...], rows: int, jsonl_rows: int) -> tuple[Path, Path]:
     rng = np.random.default_rng(1)
     npy = directory / f"rows-{rows}.npy"
@@ -195,7 +203,7 @@ def write_inputs(directory: Path, shape: tuple[int, ...], rows: int, jsonl_rows:
     return npy, jsonl
 
 
-def run(workload: Workload, mode: str, root: Path, workers: list[int]) -> list[dict[str, Any]]:
+def run(workload: Workload, mode: str, root: Path, workers: list[int], repeat: int) -> list[dict[str, Any]]:
     package = root / workload.name / "package"
     workload.build(package)
     limit = in_process_limit(package, workload.limit_batch, 3.0 if mode == "quick" else 10.0)
@@ -206,7 +214,14 @@ def run(workload: Workload, mode: str, root: Path, workers: list[int]) -> list[d
         inputs = [npy] if count != small else [npy, jsonl]
         for data in inputs:
             for count_workers in workers:
-                measured = score(package, data, root / workload.name / f"out-{data.name}", count_workers)
+                # Best of ``repeat`` runs: on a shared machine, other work only ever slows a run down.
+                measured = max(
+                    (
+                        score_once(package, data, root / workload.name / f"out-{data.name}", count_workers)
+                        for _ in range(repeat)
+                    ),
+                    key=lambda result: result["rows_per_second"],
+                )
                 shown = count if data.suffix == ".npy" else workload.jsonl_rows[mode]
                 rows.append(
                     {
@@ -218,8 +233,6 @@ def run(workload: Workload, mode: str, root: Path, workers: list[int]) -> list[d
                         **measured,
                     }
                 )
-                for leftover in (root / workload.name).glob("out-*"):
-                    subprocess.run(["rm", "-rf", str(leftover)], check=True)
     return rows
 
 
@@ -228,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller inputs (about a minute)")
     parser.add_argument("--workloads", default="digits,cnn", help="comma-separated: digits, cnn")
     parser.add_argument("--workers", default="1,2", help="comma-separated --workers values to run each input with")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per input and worker count; the best is shown")
     args = parser.parse_args(argv)
     workers = [int(value) for value in args.workers.split(",")]
     mode = "quick" if args.quick else "full"
@@ -236,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-batch-") as scratch:
         for workload in chosen:
-            results += run(workload, mode, Path(scratch), workers)
+            results += run(workload, mode, Path(scratch), workers, args.repeat)
     print(
         f"{'workload':8} {'input':6} {'rows':>9} {'workers':>7} {'rows/s':>9} {'limit rows/s':>12} {'% limit':>7} "
         f"{'peak RSS MiB':>12}"

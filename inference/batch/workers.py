@@ -132,8 +132,8 @@ class _Clock:
                 return
             if kind == "bytes":
                 self.advance(value)
-            else:
-                self.started = time.perf_counter()
+            else:  # when that worker was ready, not when this process noticed
+                self.started = max(self.started, time.perf_counter() - (time.time() - value))
 
 
 def _plan(
@@ -239,7 +239,7 @@ def _start_worker(events: Any, stop: Any, setup: WorkerSetup) -> None:
         _WORKER["scorer"] = _load(setup)
     except BaseException as exc:  # raised by the first span, where the parent sees it (an initializer's is lost)
         _WORKER["load_error"] = exc
-    events.put(("ready", os.getpid()))
+    events.put(("ready", time.time()))
 
 
 def _load(setup: WorkerSetup) -> Any:
