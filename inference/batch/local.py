@@ -149,7 +149,7 @@ def _score_all(args: argparse.Namespace, files: list[InputFile], output: Path, p
     )
     scored_before = state.scored
     if workers > 1:
-        started = _score_with_workers(
+        seconds = _score_with_workers(
             args,
             files,
             checkpoint=checkpoint,
@@ -183,7 +183,7 @@ def _score_all(args: argparse.Namespace, files: list[InputFile], output: Path, p
                     )
         finally:
             scorer.close()
-    seconds = time.perf_counter() - started
+        seconds = time.perf_counter() - started
     rows = state.scored - scored_before
     _log.info(
         "batch scoring finished",
@@ -218,7 +218,7 @@ def _score_with_workers(
     workers: int,
     done: int,
 ) -> float:
-    """Score with ``workers`` processes; when scoring started (all workers had loaded the package)."""
+    """Score with ``workers`` processes; the seconds spent scoring (after the workers loaded the package)."""
     from inference.batch.workers import WorkerSetup, score_files
     from inference.codecs import DecodeLimits
     from inference.config import available_cpus, load_config

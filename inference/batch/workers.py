@@ -80,8 +80,8 @@ def score_files(
 ) -> float:
     """Score ``files`` from the checkpoint on, each split across ``workers`` processes.
 
-    Returns when scoring started: once the last worker had loaded the package (rates exclude loading,
-    as with one process).
+    Returns the seconds spent scoring: from when the last worker had loaded the package to the last
+    file joined (rates exclude loading and the workers' exit, as with one process).
     """
     context = multiprocessing.get_context("spawn")  # not fork: the parent may hold framework threads
     events: Any = context.Queue()
@@ -107,6 +107,7 @@ def score_files(
                 )
                 _run_jobs(pool, jobs, events, clock)
                 _join(index, files[index], jobs, checkpoint, layout)
+            finished = time.perf_counter()
         except BaseException:
             # Ctrl-C or a failure: workers finish their chunk, checkpoint it and stop.
             stop.set()
@@ -114,7 +115,10 @@ def score_files(
             raise
         finally:
             clock.drain(events)
-    return clock.started
+        shutdown = time.perf_counter()
+    # Workers exit only now; stopping their services and frameworks takes seconds, as loading did.
+    _log.debug("workers stopped", extra={"seconds": round(time.perf_counter() - shutdown, 3)})
+    return finished - clock.started
 
 
 class _Clock:
