@@ -15,6 +15,7 @@ most each span's records since its last checkpoint. Workers die with the main pr
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import multiprocessing
@@ -24,7 +25,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -93,8 +94,9 @@ def score_files(
         try:
             # One trivial task per worker starts them all now (the pool starts a process per task while
             # none is idle): they load the package while this process plans the first file's spans.
-            for _ in range(workers):
-                pool.submit(_nothing)
+            with _this_code_first():
+                for _ in range(workers):
+                    pool.submit(_nothing)
             for index in range(checkpoint.progress.file, len(files)):
                 jobs = _plan(
                     index,
@@ -119,6 +121,22 @@ def score_files(
     # Workers exit only now; stopping their services and frameworks takes seconds, as loading did.
     _log.debug("workers stopped", extra={"seconds": round(time.perf_counter() - shutdown, 3)})
     return finished - clock.started
+
+
+@contextlib.contextmanager
+def _this_code_first() -> Iterator[None]:
+    """Workers start with this process's ``sys.path``: put the directory this code came from first.
+
+    Something earlier in the path could shadow it (importing a package's ``model.py:factory`` puts its
+    directory there, and a ``tests/inference`` beside it would be imported as ``inference``); a worker
+    must run the code this process runs.
+    """
+    saved = list(sys.path)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    try:
+        yield
+    finally:
+        sys.path[:] = saved
 
 
 class _Clock:

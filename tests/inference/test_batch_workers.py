@@ -328,3 +328,20 @@ def test_ctrl_c_stops_every_worker_with_one_line_and_the_rerun_finishes(
     again = finish(command(data, torch_package, output, *SLOW))
     assert again.returncode == 0, again.stderr
     assert (output / "big.jsonl.out").read_bytes() == expected
+
+
+def test_workers_run_this_code_even_when_an_earlier_path_entry_shadows_it(
+    torch_package: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers start with the parent's ``sys.path``; an ``inference`` package earlier in it (what
+    importing a ``tests/…/model.py:factory`` puts there) once made every worker fail to start."""
+    from tests.model_package import torch_models
+
+    shadow = tmp_path / "shadow" / "inference"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(shadow.parent))
+    write_jsonl(tmp_path / "a.jsonl", torch_models.mlp_inputs(40, seed=3)["x"])
+    args: list[str | Path | int] = ["--input", tmp_path / "a.jsonl", "--package", torch_package, "--batch-size", 16]
+    assert run(*args, "--output", tmp_path / "o", "--workers", 2) == 0
+    assert len((tmp_path / "o" / "a.jsonl.out").read_bytes().splitlines()) == 40
