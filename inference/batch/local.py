@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import logging
 import os
 import sys
@@ -23,15 +22,17 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from inference.batch.scoring import Scorer, instance_json
-from inference.batch.sinks import OUTPUT_FORMATS, Checkpoint, Layout, assemble, fingerprint, manifest_digest, write_part
+from inference.batch.parts import score_chunks
+from inference.batch.scoring import Scorer
+from inference.batch.sinks import OUTPUT_FORMATS, Checkpoint, Layout, assemble, fingerprint, manifest_digest
 from inference.batch.sources import InputFile, discover, read_chunks, total_bytes
 from model_package.errors import ModelPackageError, UsageError
 from model_package.logs import configure_logging
 from model_package.progress import progress
 
 if TYPE_CHECKING:
-    from inference.service import ModelService
+    from inference.codecs import DecodeLimits
+    from model_package.manifest import Signature
 
 _log = logging.getLogger(__name__)
 PROG = "model-deploy-batch"
@@ -41,8 +42,6 @@ EXIT_INTERRUPTED = 130
 #: Records per request to the model: large enough to amortise per-request work, small enough that
 #: a chunk stays far below the server's decode limit and a resumed run redoes little.
 DEFAULT_BATCH_SIZE = 1024
-#: Answers buffered before a checkpoint at the latest, whatever --checkpoint-seconds says.
-CHECKPOINT_BYTES = 16 * 1024 * 1024
 
 
 def add_local_arguments(group: argparse._ArgumentGroup) -> None:
@@ -72,6 +71,16 @@ def add_local_arguments(group: argparse._ArgumentGroup) -> None:
         type=float,
         default=1.0,
         help="how often finished answers are written and the resume point saved (default: 1; 0: every batch)",
+    )
+    group.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        help="processes scoring at once, each a contiguous part of every file, joined in order into the same "
+        "output (default: 1; auto: one per CPU, their compute threads split so workers x threads <= CPUs). "
+        "Pays off when reading and encoding records costs more than the model (small models); a "
+        "compute-bound model already uses every core from one process, and each worker holds its own copy of "
+        "the model in memory",
     )
     group.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -119,10 +128,12 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _score_all(args: argparse.Namespace, files: list[InputFile], output: Path, package_dir: Path) -> int:
-    from inference.config import load_config
-    from inference.service import load_service
+    from inference.config import available_cpus, load_config
 
-    checkpoint = Checkpoint(output, fingerprint(files, manifest_digest(package_dir), args.output_format))
+    workers = available_cpus() if args.workers == "auto" else int(args.workers)
+    checkpoint = Checkpoint(
+        output, fingerprint(files, manifest_digest(package_dir), args.output_format, workers=workers)
+    )
     resuming = checkpoint.open()
     state = checkpoint.progress
     if resuming:
@@ -132,26 +143,47 @@ def _score_all(args: argparse.Namespace, files: list[InputFile], output: Path, p
         )
     # The server's own knobs (MODEL_SERVER_*) apply; platform variables do not describe this process.
     env = {name: value for name, value in os.environ.items() if name.startswith("MODEL_SERVER_")}
-    # The batcher would cut a chunk into max_batch_size model calls: here the chunk is the batch.
-    config = dataclasses.replace(load_config(env, model_dir=package_dir), max_batch_size=args.batch_size)
-    service = load_service(config)
-    args.batch_size = _fit_batch_size(args.batch_size, service)
-    scorer = Scorer(service, output_format=args.output_format)
     layout = Layout(args.output_format, output, files)
-    started, scored_before = time.perf_counter(), state.scored
-    try:
-        done = sum(file.path.stat().st_size for file in files[: state.file]) + (
-            state.offset if state.file < len(files) and files[state.file].media_type != "application/x-npy" else 0
+    done = sum(file.path.stat().st_size for file in files[: state.file]) + (
+        state.offset if state.file < len(files) and files[state.file].media_type != "application/x-npy" else 0
+    )
+    scored_before = state.scored
+    if workers > 1:
+        seconds = _score_with_workers(
+            args,
+            files,
+            checkpoint=checkpoint,
+            layout=layout,
+            package_dir=package_dir,
+            env=env,
+            workers=workers,
+            done=done,
         )
-        with progress("scoring", total_bytes(files), enabled=not args.no_progress) as advance:
-            advance(done)
-            for index in range(state.file, len(files)):
-                _score_file(
-                    index, files[index], args=args, checkpoint=checkpoint, scorer=scorer, layout=layout, advance=advance
-                )
-    finally:
-        scorer.close()
-    seconds = time.perf_counter() - started
+    else:
+        from inference.service import load_service
+
+        # The batcher would cut a chunk into max_batch_size model calls: here the chunk is the batch.
+        config = dataclasses.replace(load_config(env, model_dir=package_dir), max_batch_size=args.batch_size)
+        service = load_service(config)
+        args.batch_size = _fit_batch_size(args.batch_size, service.signature, service.limits)
+        scorer = Scorer(service, output_format=args.output_format)
+        started = time.perf_counter()
+        try:
+            with progress("scoring", total_bytes(files), enabled=not args.no_progress) as advance:
+                advance(done)
+                for index in range(state.file, len(files)):
+                    _score_file(
+                        index,
+                        files[index],
+                        args=args,
+                        checkpoint=checkpoint,
+                        scorer=scorer,
+                        layout=layout,
+                        advance=advance,
+                    )
+        finally:
+            scorer.close()
+        seconds = time.perf_counter() - started
     rows = state.scored - scored_before
     _log.info(
         "batch scoring finished",
@@ -159,6 +191,7 @@ def _score_all(args: argparse.Namespace, files: list[InputFile], output: Path, p
             "records": state.scored,
             "failed": state.failed,
             "files": len(files),
+            "workers": workers,
             "seconds": round(seconds, 3),
             "records_per_second": round(rows / seconds) if seconds > 0 else None,
             "output": str(output),
@@ -174,6 +207,50 @@ def _score_all(args: argparse.Namespace, files: list[InputFile], output: Path, p
     return 0
 
 
+def _score_with_workers(
+    args: argparse.Namespace,
+    files: list[InputFile],
+    *,
+    checkpoint: Checkpoint,
+    layout: Layout,
+    package_dir: Path,
+    env: dict[str, str],
+    workers: int,
+    done: int,
+) -> float:
+    """Score with ``workers`` processes; the seconds spent scoring (after the workers loaded the package)."""
+    from inference.batch.workers import WorkerSetup, score_files
+    from inference.codecs import DecodeLimits
+    from inference.config import available_cpus, load_config
+    from model_package.manifest import read_manifest
+
+    # Chosen here, before the workers load the package: every span is cut at multiples of it.
+    limits = DecodeLimits.for_body_limit(load_config(env, model_dir=package_dir).max_request_bytes)
+    batch_size = _fit_batch_size(args.batch_size, read_manifest(package_dir).signature, limits)
+    # Each worker's model threads get their share of the CPUs, unless MODEL_SERVER_COMPUTE_THREADS says.
+    env = {"MODEL_SERVER_COMPUTE_THREADS": str(max(1, available_cpus() // workers)), **env}
+    setup = WorkerSetup(
+        package_dir=package_dir,
+        env=env,
+        batch_size=batch_size,
+        output_format=args.output_format,
+        log_format=args.log_format,
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        parent=os.getpid(),
+    )
+    with progress("scoring", total_bytes(files), enabled=not args.no_progress) as advance:
+        advance(done)
+        return score_files(
+            files,
+            workers=workers,
+            checkpoint=checkpoint,
+            layout=layout,
+            setup=setup,
+            checkpoint_seconds=args.checkpoint_seconds,
+            advance=advance,
+        )
+
+
 def _score_file(
     index: int,
     file: InputFile,
@@ -186,45 +263,18 @@ def _score_file(
 ) -> None:
     state = checkpoint.progress
     parts = checkpoint.parts(index)
-    instance = functools.partial(instance_json, media_type=file.media_type)
-    results: list[bytes] = []
-    errors: list[bytes] = []
-    pending = {"records": 0, "failed": 0, "bytes": 0, "offset": state.offset}
-    last_save = time.monotonic()
-
-    def save() -> None:
-        """One part for everything scored since the last one, then the checkpoint that names it."""
-        if not pending["records"] and pending["offset"] == state.offset:
-            return
-        write_part(parts, state.chunks, b"".join(results), b"".join(errors))
-        state.chunks += 1
-        state.records += pending["records"]
-        state.scored += pending["records"]
-        state.failed += pending["failed"]
-        state.offset = pending["offset"]
-        checkpoint.save()
-        results.clear()
-        errors.clear()
-        pending.update(records=0, failed=0, bytes=0)
-
-    for chunk in read_chunks(file, start=state.offset, first_record=state.records, size=args.batch_size):
-        answers = scorer.score(chunk, file.media_type)
-        result, error = layout.chunk_bytes(chunk, answers, functools.partial(instance, chunk))
-        for i, failure in sorted(answers.failures.items()):
-            _log.warning("record failed", extra={"file": file.name, "line": chunk.lines[i], "error": failure.error})
-        results.append(result)
-        errors.append(error)
-        pending["records"] += len(chunk)
-        pending["failed"] += len(answers.failures)
-        pending["bytes"] += len(result) + len(error)
-        pending["offset"] = chunk.end
-        advance(chunk.nbytes)
-        # Checkpoints cost two fsyncs: a few a second, not one per chunk (a resumed run redoes at most
-        # the last interval's records, and never writes them twice).
-        if time.monotonic() - last_save >= args.checkpoint_seconds or pending["bytes"] >= CHECKPOINT_BYTES:
-            save()
-            last_save = time.monotonic()
-    save()
+    chunks = read_chunks(file, start=state.offset, first_record=state.records, size=args.batch_size)
+    score_chunks(
+        file,
+        chunks,
+        state=state,
+        parts=parts,
+        save_state=checkpoint.save,
+        scorer=scorer,
+        layout=layout,
+        checkpoint_seconds=args.checkpoint_seconds,
+        advance=advance,
+    )
     target, errors_target = layout.targets(index, file)
     assemble(parts, state.chunks, target, errors_target, always_errors=layout.format == "vertex")
     state.file, state.chunks, state.records, state.offset = index + 1, 0, 0, 0
@@ -235,25 +285,34 @@ def _score_file(
         shutil.rmtree(parts)
 
 
-def _fit_batch_size(requested: int, service: ModelService) -> int:
+def _fit_batch_size(requested: int, signature: Signature, limits: DecodeLimits) -> int:
     """``requested``, or fewer rows when that many would decode past the server's per-request limit.
 
     Known only for inputs whose every dimension but the batch is fixed; otherwise a chunk that is
     too large is split when the service refuses it (413), as a failing chunk is.
     """
     row_bytes = 0
-    for spec in service.signature.inputs:
+    for spec in signature.inputs:
         if spec.dtype == "bytes" or any(size < 0 for size in spec.shape[1:]):
             return requested
         row_bytes += int(np.prod(spec.shape[1:], dtype=np.int64)) * np.dtype(spec.dtype).itemsize
-    fitting = max(1, service.limits.max_bytes // max(1, row_bytes))
+    fitting = max(1, limits.max_bytes // max(1, row_bytes))
     if fitting < requested:
         _log.info(
             "batch size lowered to fit the per-request decode limit",
-            extra={"requested": requested, "batch_size": fitting, "max_bytes": service.limits.max_bytes},
+            extra={"requested": requested, "batch_size": fitting, "max_bytes": limits.max_bytes},
         )
         return fitting
     return requested
+
+
+def _workers(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return _positive(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1 or 'auto', got {text!r}") from None
 
 
 def _positive(text: str) -> int:

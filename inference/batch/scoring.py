@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from inference.batch.sources import CSV, JSON_LINES, NPY, Chunk
-from inference.codecs import decode_request, encode_response
+from inference.codecs import decode_json_lines, decode_request, encode_response
 from inference.errors import ApiError, ModelError, http_error
 from inference.service import ModelService
 
@@ -136,6 +136,15 @@ class Scorer:
                     f".npy input feeds a model with a single input; this model has inputs "
                     f"{[spec.name for spec in service.signature.inputs]}: use JSON Lines"
                 )
+        elif media_type == JSON_LINES:
+            assert chunk.records is not None
+            # The chunk's records are its non-blank lines already: no body to join and split again.
+            inputs = decode_json_lines(
+                chunk.records[which.start : which.stop],
+                service.signature,
+                allow_non_finite=service.allow_non_finite,
+                limits=service.limits,
+            )
         else:
             assert chunk.records is not None
             body = b"\n".join(chunk.records[which.start : which.stop])

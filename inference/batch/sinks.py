@@ -64,9 +64,12 @@ class Progress:
     """Records that failed over the whole run."""
 
 
-def fingerprint(files: Sequence[InputFile], package_digest: str, output_format: str) -> dict[str, Any]:
-    """What must not change between a run and its resumption."""
-    return {
+def fingerprint(
+    files: Sequence[InputFile], package_digest: str, output_format: str, *, workers: int = 1
+) -> dict[str, Any]:
+    """What must not change between a run and its resumption (``workers`` only when several: runs
+    of one worker keep the fingerprint they had before there was a choice)."""
+    return ({"workers": workers} if workers > 1 else {}) | {
         "package_manifest_sha256": package_digest,
         "output_format": output_format,
         "inputs": [
@@ -74,6 +77,10 @@ def fingerprint(files: Sequence[InputFile], package_digest: str, output_format: 
             for file in files
         ],
     }
+
+
+def _without_workers(print_: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in print_.items() if key != "workers"}
 
 
 def manifest_digest(package_dir: Path) -> str:
@@ -105,15 +112,26 @@ class Checkpoint:
             raise UsageError(f"--output {self.output} is not a writable directory: {exc.strerror or exc}") from None
         saved = self.state / "fingerprint.json"
         progress_file = self.state / "progress.json"
-        if saved.is_file() and not progress_file.is_file():
+        # With --workers, spans checkpoint on their own before the run's first file is done.
+        started = progress_file.is_file() or any(self.state.glob("file-*/span-*/progress.json"))
+        if saved.is_file() and not started:
             saved.unlink()  # a run that stopped before scoring anything (say, a package that failed to load)
+            for leftover in self.state.glob("file-*"):
+                shutil.rmtree(leftover)  # its span plan, or a part no checkpoint names
         if saved.is_file():
-            if orjson.loads(saved.read_bytes()) != self.fingerprint:
+            earlier = orjson.loads(saved.read_bytes())
+            if earlier != self.fingerprint and _without_workers(earlier) == _without_workers(self.fingerprint):
+                # Spans are planned per worker count: another count would read another run's checkpoints.
+                raise UsageError(
+                    f"--output {self.output} holds a run started with --workers {earlier.get('workers', 1)}; "
+                    f"rerun with --workers {earlier.get('workers', 1)} to continue it, or use a new output directory"
+                )
+            if earlier != self.fingerprint:
                 raise UsageError(
                     f"--output {self.output} holds a run over different input or a different package "
                     f"(see {saved}); use a new output directory, or delete {self.state} to start over"
                 )
-            self.progress = Progress(**orjson.loads(progress_file.read_bytes()))
+            self.progress = load_progress(progress_file) or Progress()
             self._drop_stale_parts()
             return True
         if any(path.name != STATE_DIR for path in self.output.iterdir()):
@@ -132,12 +150,29 @@ class Checkpoint:
             if index < self.progress.file:
                 shutil.rmtree(directory)  # finished files whose clean-up was interrupted
             elif index == self.progress.file:
-                for part in directory.iterdir():
-                    if part.suffix == ".tmp" or int(part.stem) >= self.progress.chunks:
-                        part.unlink()
+                # Only a single reader's parts: with --workers, each span cleans its own directory.
+                drop_stale_parts(directory, self.progress.chunks)
 
     def save(self) -> None:
         _atomic_write(self.state / "progress.json", orjson.dumps(asdict(self.progress)))
+
+
+def drop_stale_parts(directory: Path, chunks: int) -> None:
+    """Delete the parts in ``directory`` a checkpoint naming ``chunks`` of them does not cover."""
+    for part in directory.glob("*.part"):
+        if int(part.stem) >= chunks:
+            part.unlink()
+    for tmp in directory.glob(".*.tmp"):
+        tmp.unlink()
+
+
+def save_progress(path: Path, progress: Progress) -> None:
+    """Write ``progress`` all or nothing (a span's checkpoint, next to its parts)."""
+    _atomic_write(path, orjson.dumps(asdict(progress)))
+
+
+def load_progress(path: Path) -> Progress | None:
+    return Progress(**orjson.loads(path.read_bytes())) if path.is_file() else None
 
 
 class Layout:
@@ -195,11 +230,21 @@ def assemble(directory: Path, chunks: int, results: Path, errors: Path, *, alway
 
     Parts are copied in blocks, so memory stays flat however large the output.
     """
+    assemble_parts(part_paths(directory, chunks), results, errors, always_errors=always_errors)
+
+
+def part_paths(directory: Path, chunks: int) -> list[Path]:
+    """The first ``chunks`` parts of ``directory``, in order."""
+    return [directory / f"{index:08d}.part" for index in range(chunks)]
+
+
+def assemble_parts(parts: Sequence[Path], results: Path, errors: Path, *, always_errors: bool) -> None:
+    """Join ``parts``, in order, into a file's outputs (see :func:`assemble`)."""
     results.parent.mkdir(parents=True, exist_ok=True)
     error_parts: list[bytes] = []
     with _AtomicFile(results) as out:
-        for index in range(chunks):
-            with (directory / f"{index:08d}.part").open("rb") as part:
+        for path in parts:
+            with path.open("rb") as part:
                 remaining = orjson.loads(part.readline())[0]
                 while remaining:
                     block = part.read(min(remaining, _BLOCK))

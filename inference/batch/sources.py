@@ -7,6 +7,7 @@ non-hidden file under it, in sorted order. Blank lines are not records, as in th
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,25 +85,41 @@ def total_bytes(files: list[InputFile]) -> int:
     return sum(file.path.stat().st_size for file in files)
 
 
-def read_chunks(file: InputFile, *, start: int, first_record: int, size: int) -> Iterator[Chunk]:
-    """Chunks of at most ``size`` records from ``start`` (a byte offset, or a row for ``.npy``)."""
+def read_chunks(
+    file: InputFile,
+    *,
+    start: int,
+    first_record: int,
+    size: int,
+    end: int | None = None,
+    anchor: tuple[int, int] = (0, 0),
+) -> Iterator[Chunk]:
+    """Chunks of at most ``size`` records from ``start`` up to ``end`` (byte offsets, or rows for ``.npy``).
+
+    A text ``end`` must be where a line starts (a :class:`Span` boundary). ``anchor`` is a known
+    (byte offset, lines before it) at or before ``start``, so line numbers are counted from there.
+    """
     if file.media_type == NPY:
-        yield from _npy_chunks(file.path, start=start, size=size)
+        yield from _npy_chunks(file.path, start=start, size=size, end=end)
     else:
-        yield from _line_chunks(file.path, start=start, first_record=first_record, size=size)
+        yield from _line_chunks(file.path, start=start, first_record=first_record, size=size, end=end, anchor=anchor)
 
 
-def _line_chunks(path: Path, *, start: int, first_record: int, size: int) -> Iterator[Chunk]:
+def _line_chunks(
+    path: Path, *, start: int, first_record: int, size: int, end: int | None, anchor: tuple[int, int]
+) -> Iterator[Chunk]:
     with path.open("rb") as handle:
         handle.seek(start)
         offset = start
-        # Line numbers only matter in messages; counting them from the top once is cheap next to scoring.
-        line = _line_number_at(path, start)
+        # Line numbers only matter in messages; counting them from the anchor once is cheap next to scoring.
+        line = anchor[1] + _newlines_between(path, anchor[0], start)
         record = first_record
         records: list[bytes] = []
         lines: list[int] = []
         begin = offset
         for raw in handle:
+            if end is not None and offset >= end:
+                break
             offset += len(raw)
             line += 1
             text = raw.rstrip(b"\r\n")
@@ -120,12 +137,13 @@ def _line_chunks(path: Path, *, start: int, first_record: int, size: int) -> Ite
             yield Chunk(record, lines, offset, offset - begin, records=records)
 
 
-def _line_number_at(path: Path, offset: int) -> int:
-    if offset == 0:
+def _newlines_between(path: Path, begin: int, offset: int) -> int:
+    if offset <= begin:
         return 0
     count = 0
     with path.open("rb") as handle:
-        remaining = offset
+        handle.seek(begin)
+        remaining = offset - begin
         while remaining > 0:
             block = handle.read(min(remaining, 1 << 20))
             if not block:
@@ -173,7 +191,7 @@ def npy_layout(path: Path) -> NpyLayout:
     return layout
 
 
-def _npy_chunks(path: Path, *, start: int, size: int) -> Iterator[Chunk]:
+def _npy_chunks(path: Path, *, start: int, size: int, end: int | None) -> Iterator[Chunk]:
     """Rows read with plain file reads from the header's data offset.
 
     Not ``np.load(mmap_mode="r")``: pages of a memory map stay resident (and counted in RSS) until
@@ -183,8 +201,102 @@ def _npy_chunks(path: Path, *, start: int, size: int) -> Iterator[Chunk]:
     row_bytes = layout.row_bytes
     with path.open("rb") as handle:
         handle.seek(layout.data_start + start * row_bytes)
-        for begin in range(start, layout.rows, size):
-            end = min(begin + size, layout.rows)
-            raw = handle.read(row_bytes * (end - begin))
-            rows = np.frombuffer(raw, dtype=layout.dtype).reshape((end - begin, *layout.row_shape))
-            yield Chunk(begin, list(range(begin + 1, end + 1)), end, row_bytes * (end - begin), array=rows)
+        stop = layout.rows if end is None else min(end, layout.rows)
+        for begin in range(start, stop, size):
+            last = min(begin + size, stop)
+            raw = handle.read(row_bytes * (last - begin))
+            rows = np.frombuffer(raw, dtype=layout.dtype).reshape((last - begin, *layout.row_shape))
+            yield Chunk(begin, list(range(begin + 1, last + 1)), last, row_bytes * (last - begin), array=rows)
+
+
+@dataclass(frozen=True)
+class Span:
+    """A contiguous range of one file's records, scored by one worker."""
+
+    start: int
+    """Where it starts: a byte offset at a line start, or a ``.npy`` row."""
+    end: int
+    """Where the next span starts (the file's size, or its row count, for the last)."""
+    first_record: int
+    """0-based index of its first record within the file."""
+    line: int
+    """Lines before ``start`` (text), so its line numbers need no count from the top."""
+
+
+#: ASCII whitespace as ``bytes.strip()`` removes it: a line of nothing else is blank, not a record.
+_WHITESPACE = np.zeros(256, dtype=bool)
+_WHITESPACE[list(b" \t\n\r\x0b\x0c")] = True
+_BOM = b"\xef\xbb\xbf"
+_SCAN_BLOCK = 1 << 22
+
+
+def split_records(file: InputFile, parts: int, align: int) -> list[Span]:
+    """``file`` in at most ``parts`` spans of whole multiples of ``align`` records (the batch size).
+
+    Spans start where a chunk of a single reader would, so every model call sees the same rows as
+    with one worker, and the joined answers are the same bytes. Text files are scanned once for
+    record starts, vectorised per block (no Python per line); ``.npy`` rows need no scan.
+    """
+    if file.media_type == NPY:
+        total = npy_layout(file.path).rows
+        starts = None
+    else:
+        starts, total = _record_starts(file.path, align)
+    per = max(1, -(-total // (parts * align))) * align
+    spans: list[Span] = []
+    for first in range(0, max(total, 1), per):
+        if starts is None:
+            spans.append(Span(first, min(first + per, total), first, 0))
+        else:
+            offset, line = (0, 0) if first == 0 else starts[first // align]
+            spans.append(Span(offset, 0, first, line))
+    if starts is not None:
+        size = file.path.stat().st_size
+        spans = [
+            dataclasses.replace(span, end=spans[i + 1].start if i + 1 < len(spans) else size)
+            for i, span in enumerate(spans)
+        ]
+    return spans
+
+
+def _record_starts(path: Path, every: int) -> tuple[list[tuple[int, int]], int]:
+    """(byte offset, lines before it) of records 0, ``every``, 2 x ``every``, ...; and the record count.
+
+    Blank lines (only whitespace, or a lone byte-order mark on line 1) are not records, exactly as
+    :func:`_line_chunks` reads them. Line breaks are found with NumPy; a line whose first byte is
+    not whitespace holds a record, and only lines starting with whitespace (rare) are looked at
+    in Python.
+    """
+    found: list[tuple[int, int]] = []
+    records = lines = base = 0
+    carry = b""
+    with path.open("rb") as handle:
+        while True:
+            block = handle.read(_SCAN_BLOCK)
+            data = carry + block
+            if not data:
+                return found, records
+            cut = len(data) if not block else data.rfind(b"\n") + 1
+            if cut == 0:
+                carry = data  # a line longer than the block: read on
+                continue
+            array = np.frombuffer(data, dtype=np.uint8, count=cut)
+            breaks = np.flatnonzero(array == 10)
+            starts = np.concatenate(([0], breaks + 1))
+            if starts[-1] == cut:
+                starts = starts[:-1]
+            nonblank = ~_WHITESPACE[array[starts]]
+            ends = np.append(breaks, cut)[: len(starts)]
+            for index in np.flatnonzero(~nonblank).tolist():
+                nonblank[index] = bool(data[starts[index] : ends[index]].strip())
+            if base == 0 and data.startswith(_BOM):
+                nonblank[0] = bool(data[3 : ends[0]].strip())
+            numbers = np.flatnonzero(nonblank)
+            wanted = numbers[(-records) % every :: every]
+            found.extend(zip((starts[wanted] + base).tolist(), (wanted + lines).tolist(), strict=True))
+            records += len(numbers)
+            lines += len(breaks)
+            base += cut
+            carry = data[cut:]
+            if not block:
+                return found, records

@@ -10,10 +10,11 @@ transform can join output lines back to input lines.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import orjson
 
 from inference.codecs.arrays import has_string_values, json_rows, locate_line, ordered
 from inference.codecs.base import Tensors
@@ -46,20 +47,47 @@ class JsonLinesCodec:
         limits: DecodeLimits | None = None,
     ) -> Tensors:
         """Decode each non-blank line as one instance; errors name the line (1-based)."""
-        instances: list[Any] = []
+        records: list[bytes] = []
         line_numbers: list[int] = []
         for number, line in enumerate(body.split(b"\n"), start=1):
             if line.strip():
-                instances.append(load_json(line, what=f"line {number} of the JSON Lines body"))
+                records.append(line)
                 line_numbers.append(number)
+        return self.decode_records(records, signature, allow_non_finite=allow_non_finite, line_numbers=line_numbers)
+
+    def decode_records(
+        self,
+        records: Sequence[bytes],
+        signature: Signature,
+        *,
+        allow_non_finite: bool = False,
+        line_numbers: Sequence[int] | None = None,
+    ) -> Tensors:
+        """Decode records already split into non-blank lines (``line_numbers``: each one's line; default 1, 2, ...).
+
+        Local batch scoring reads its input line by line already: joining a chunk into a body only
+        for :meth:`decode` to split it again cost a third of the decoding time of small rows.
+        """
+        numbers = range(1, len(records) + 1) if line_numbers is None else line_numbers
+        loads = orjson.loads
+        try:
+            # One orjson call per line, without the per-line wrapper: the common case, all valid.
+            instances = [loads(record) for record in records]
+        except orjson.JSONDecodeError:
+            # NaN/Infinity, a byte-order mark or a real error: the wrapper reads or words it per line.
+            instances = [
+                load_json(record, what=f"line {number} of the JSON Lines body")
+                for record, number in zip(records, numbers, strict=True)
+            ]
         if not instances:
             raise BadRequestError("empty batch: the JSON Lines body has no records; send one JSON instance per line")
         return decode_instances(
             instances,
             signature,
             allow_non_finite=allow_non_finite,
-            locate=locate_line(line_numbers),
-            strings=has_string_values(body),
+            locate=locate_line(numbers),
+            # A JSON string needs a quote: without one, skip the tokenising regular expression.
+            strings=any(b'"' in record for record in records) and has_string_values(b"\n".join(records)),
         )
 
     def encode(self, outputs: Mapping[str, np.ndarray], signature: Signature) -> bytes:
@@ -72,4 +100,20 @@ class JsonLinesCodec:
 
 
 def _lines(rows: np.ndarray | list[Any]) -> bytes:
+    if isinstance(rows, np.ndarray) and rows.dtype.kind in "biuf" and rows.ndim >= 1 and len(rows):
+        return _array_lines(rows)
     return b"".join(dumps(row) + b"\n" for row in rows)
+
+
+def _array_lines(rows: np.ndarray) -> bytes:
+    """The same bytes as one ``dumps(row)`` per row, from one ``dumps`` of the whole array.
+
+    orjson writes a numeric array with no spaces, so rows are separated by exactly ``ndim - 1``
+    closing brackets, a comma and ``ndim - 1`` opening brackets, and separators inside a row have
+    fewer brackets before their comma: replacing the top-level one by a line break splits rows
+    without a Python call per row (a third of the cost of encoding small rows).
+    """
+    whole = dumps(rows)[1:-1]
+    depth = rows.ndim - 1
+    separator = b"]" * depth + b"," + b"[" * depth
+    return whole.replace(separator, separator[:depth] + b"\n" + separator[depth + 1 :]) + b"\n"
