@@ -331,9 +331,23 @@ def test_only_models_within_the_budget_run_inline() -> None:
 def test_a_slow_model_costs_start_up_one_timed_call() -> None:
     from inference.batching import INLINE_BUDGET_S, inline_rows
 
-    slow = TimedModel(lambda n: INLINE_BUDGET_S * 3)
+    slow = TimedModel(lambda n: INLINE_BUDGET_S * 30)
     assert inline_rows(slow, rows(2), max_batch_size=64, clock=slow.clock) == 0
     assert slow.calls == [1], "one single-row call decided it"
+
+
+def test_a_slow_first_call_at_a_new_batch_size_does_not_decide() -> None:
+    from inference.batching import INLINE_BUDGET_S, inline_rows
+
+    first = [True]
+
+    def cost(rows: int) -> float:
+        # One-off specialisation for the new shape, then fast: what torch.export showed at start-up.
+        slow, first[0] = first[0], False
+        return INLINE_BUDGET_S * 5 if slow else INLINE_BUDGET_S / 20
+
+    model = TimedModel(cost)
+    assert inline_rows(model, rows(2), max_batch_size=64, clock=model.clock) == 8
 
 
 def test_a_batching_window_keeps_lone_requests_off_the_event_loop() -> None:
