@@ -8,14 +8,6 @@ batcher adds no latency at low load and batches more as load grows: requests
 that arrive while the model is busy form the next batch. A positive
 ``max_delay`` waits that long for a batch to fill (more throughput, more latency).
 
-A request that arrives while no other request is queued or running, and is small enough that the
-model answers it within :data:`INLINE_BUDGET_S` (``inline_rows``, measured at warm-up), runs on the
-event loop itself: the hop to the compute thread and back (a queue put, a thread wake-up, a
-``call_soon_threadsafe``) costs more than such a model call, and one request alone has nothing to
-be batched with (unless a batching window, ``max_delay``, asks it to wait for others). Before
-deciding, it yields once to the loop, so requests that arrived with it reach the batcher first and
-it joins them in the queue instead: under concurrency nothing changes.
-
 A request that waits past its deadline is answered with 504 and dropped from
 the queue without being computed; a full queue answers 503 with Retry-After.
 A single request with more rows than ``max_batch_size`` runs alone, as
@@ -29,7 +21,6 @@ import asyncio
 import logging
 import queue
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -46,10 +37,6 @@ PredictFn = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
 _T = TypeVar("_T")
 _A = TypeVar("_A")
 _ShapeKey = tuple[tuple[str, str, tuple[int, ...]], ...]
-#: The longest model call that may run on the event loop: what a health check may wait behind it.
-INLINE_BUDGET_S = 0.001
-#: The most rows a request may hold to run on the event loop (clients of small models send a few rows).
-INLINE_MAX_ROWS = 8
 
 
 class BatchObserver(Protocol):
@@ -108,9 +95,6 @@ class Batcher:
         self._slots: asyncio.Semaphore | None = None
         self._running: set[asyncio.Task[None]] = set()
         self._closed = False
-        self._active = 0
-        #: Requests of at most this many rows may run inline when alone (0: never; set after warm-up).
-        self.inline_rows = 0
 
     async def start(self) -> None:
         """Start the dispatcher on the running event loop."""
@@ -147,31 +131,8 @@ class Batcher:
                 f"the request queue is full ({self.max_queue} requests waiting); retry shortly",
                 headers={"Retry-After": "1"},
             )
-        rows, key = self._describe(inputs)
-        self._active += 1
-        try:
-            # A batching window (max_delay) asks lone requests to wait for others: never inline then.
-            if rows <= min(self.inline_rows, self.max_batch_size) and self.max_delay == 0 and self._alone():
-                await asyncio.sleep(0)  # requests that arrived with this one reach the batcher first
-                if self._alone():
-                    return self._run_inline(inputs, rows)
-            return await self._queue(inputs, rows, key, timeout)
-        finally:
-            self._active -= 1
-
-    def _alone(self) -> bool:
-        """No other request is queued, waiting or being computed."""
-        return self._active == 1 and not self._pending and not self._running
-
-    def _run_inline(self, inputs: Mapping[str, np.ndarray], rows: int) -> Tensors:
-        start = time.perf_counter()
-        outputs = self._predict(inputs)
-        self._observer.batch_done(rows, 1, time.perf_counter() - start)
-        return dict(outputs)
-
-    async def _queue(self, inputs: Mapping[str, np.ndarray], rows: int, key: _ShapeKey, timeout: float) -> Tensors:
-        assert self._wakeup is not None
         loop = asyncio.get_running_loop()
+        rows, key = self._describe(inputs)
         job = _Job(
             inputs=inputs,
             rows=rows,
@@ -333,35 +294,6 @@ class Batcher:
                 _fail(job, exc)
             else:
                 self._deliver([job], outputs)
-
-
-def inline_rows(
-    predict: PredictFn,
-    example: Mapping[str, np.ndarray],
-    max_batch_size: int,
-    clock: Callable[[], float] = time.perf_counter,
-) -> int:
-    """How many rows a lone request may hold to run on the event loop: 0 unless the model is that fast.
-
-    Times a call on the example's first row, twice (the first call at a new batch size can be slow),
-    and stops after the first if it exceeds ten times :data:`INLINE_BUDGET_S`, so a slow model costs
-    start-up one call more; else the median of five calls on ``min(INLINE_MAX_ROWS, max_batch_size)``
-    copies of that row decides whether that many rows may run inline.
-    """
-
-    def seconds(sample: Mapping[str, np.ndarray]) -> float:
-        start = clock()
-        predict(sample)
-        return clock() - start
-
-    one_row = {name: array[:1] for name, array in example.items()}
-    # The first call at a new batch size can be slow (frameworks specialise or allocate per shape):
-    # a second one decides, unless the first shows the model is far too slow to bother.
-    if seconds(one_row) > 10 * INLINE_BUDGET_S or seconds(one_row) > INLINE_BUDGET_S:
-        return 0
-    rows = min(INLINE_MAX_ROWS, max_batch_size)
-    sample = {name: np.repeat(array[:1], rows, axis=0) for name, array in example.items()}
-    return rows if sorted(seconds(sample) for _ in range(5))[2] <= INLINE_BUDGET_S else 0
 
 
 class ItemBatcher(Batcher):

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from inference.admission import AdmissionGate
-from inference.batching import Batcher, BatchObserver, ItemBatcher, inline_rows
+from inference.batching import Batcher, BatchObserver, ItemBatcher
 from inference.codecs import DecodeLimits
 from inference.config import DEFAULT_MODEL_DIR, ServerConfig
 from inference.errors import BadRequestError, NotReadyError
@@ -101,16 +101,7 @@ class ModelService:
 
         report = self.batcher.run_on_compute_thread(check) if on_compute_thread else check()
         self.warmup_seconds = time.perf_counter() - start
-        batcher, example = self.batcher, load_arrays(package_dir / manifest.example.inputs)
-
-        def measure() -> int:
-            return inline_rows(model.predict, example, batcher.max_batch_size)
-
-        batcher.inline_rows = batcher.run_on_compute_thread(measure) if on_compute_thread else measure()
-        _log.info(
-            "warm-up matched the bundled example",
-            extra={"max_abs_error": report.worst, "inline_rows": batcher.inline_rows},
-        )
+        _log.info("warm-up matched the bundled example", extra={"max_abs_error": report.worst})
 
     def tune_batching(self, *, on_compute_thread: bool = True) -> None:
         """Set the batcher's cap from measurements of the bundled example (``MODEL_SERVER_MAX_BATCH_SIZE=auto``)."""
