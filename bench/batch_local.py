@@ -7,8 +7,11 @@ and peak memory for two input sizes to show it does not grow with the input.
 
 Workloads: the digits MLP (``examples.digits``, 64 -> 64 -> 10) and the benchmark CNN
 (``bench.serve_throughput.build_cnn``, 3x64x64 -> 10), each exported as ``torch_export``. The
-in-process limit is ``model.predict`` on large batches (digits 4096 rows, CNN 1024 images) in a
-fresh child process with the same thread count; each scoring run is a fresh child too, whose peak
+in-process limit is ``model.predict``'s best rows/s over several batch sizes (digits 256-4096 rows,
+CNN 8-1024 images: past its cache cliff a bigger batch is slower) in a fresh child process with the
+same thread count; where the best size is below the chunk, each input is also scored with
+``MODEL_SERVER_MAX_BATCH_SIZE`` set to it (model calls of that size, chunks unchanged); each
+scoring run is a fresh child too, whose peak
 RSS is its own high-water mark (``VmHWM``, Linux). rows/s of a run is what the command logs on finishing
 (scoring only, after the package has loaded; with ``--workers`` N, after the last worker loaded
 it). Peak RSS is the main process's; with N workers, the sum of every worker's too (each holds a
@@ -41,17 +44,20 @@ import numpy as np
 from inference.config import available_cpus
 from model_package.formats import get_format
 from model_package.manifest import read_manifest
-package, batch, seconds = Path(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+package, sizes, seconds = Path(sys.argv[1]), [int(v) for v in sys.argv[2].split(",")], float(sys.argv[3])
 manifest = read_manifest(package)
 model = get_format(manifest.format).load(package, manifest, threads=available_cpus())
 spec = manifest.signature.inputs[0]
-x = np.random.default_rng(0).standard_normal((batch, *spec.shape[1:]), dtype=np.float32)
-model.predict({spec.name: x})  # warm
-rows, start = 0, time.perf_counter()
-while time.perf_counter() - start < seconds:
-    model.predict({spec.name: x})
-    rows += batch
-print(json.dumps({"rows_per_second": rows / (time.perf_counter() - start)}))
+best = (0.0, 0)
+for batch in sizes:
+    x = np.random.default_rng(0).standard_normal((batch, *spec.shape[1:]), dtype=np.float32)
+    model.predict({spec.name: x})  # warm
+    rows, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        model.predict({spec.name: x})
+        rows += batch
+    best = max(best, (rows / (time.perf_counter() - start), batch))
+print(json.dumps({"rows_per_second": best[0], "batch": best[1]}))
 """
 
 _SCORE_CHILD = r"""
@@ -87,7 +93,8 @@ class Workload:
     name: str
     build: Callable[[Path], None]
     row_shape: tuple[int, ...]
-    limit_batch: int
+    limit_batches: tuple[int, ...]
+    """Batch sizes the in-process limit is measured at (the best counts: big batches are not always faster)."""
     sizes: dict[str, tuple[int, int]]
     """Per mode: (small, large) row counts."""
     jsonl_rows: dict[str, int]
@@ -113,7 +120,7 @@ WORKLOADS = (
         "digits",
         build_digits,
         (64,),
-        4096,
+        (256, 1024, 4096),
         {"quick": (100_000, 400_000), "full": (100_000, 1_000_000)},
         {"quick": 200_000, "full": 1_000_000},
     ),
@@ -121,7 +128,7 @@ WORKLOADS = (
         "cnn",
         build_cnn,
         (3, 64, 64),
-        1024,
+        (8, 16, 32, 64, 256, 1024),
         {"quick": (2_000, 2_000), "full": (2_000, 8_000)},
         {"quick": 500, "full": 2_000},
     ),
@@ -133,18 +140,20 @@ def env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
 
-def in_process_limit(package: Path, batch: int, seconds: float) -> float:
+def in_process_limit(package: Path, batches: tuple[int, ...], seconds: float) -> tuple[float, int]:
+    """The model's best ``predict`` rows/s over ``batches``, and the batch size that gave it."""
     out = subprocess.run(
-        [sys.executable, "-c", _LIMIT_CHILD, str(package), str(batch), str(seconds)],
+        [sys.executable, "-c", _LIMIT_CHILD, str(package), ",".join(map(str, batches)), str(seconds)],
         env=env(),
         capture_output=True,
         text=True,
         check=True,
     )
-    return float(json.loads(out.stdout.strip().splitlines()[-1])["rows_per_second"])
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return float(result["rows_per_second"]), int(result["batch"])
 
 
-def score(package: Path, data: Path, output: Path, workers: int) -> dict[str, Any]:
+def score(package: Path, data: Path, output: Path, workers: int, model_batch: int | None = None) -> dict[str, Any]:
     out = subprocess.run(
         [
             sys.executable,
@@ -162,7 +171,7 @@ def score(package: Path, data: Path, output: Path, workers: int) -> dict[str, An
             "--workers",
             str(workers),
         ],
-        env=env(),
+        env={**env(), **({"MODEL_SERVER_MAX_BATCH_SIZE": str(model_batch)} if model_batch else {})},
         capture_output=True,
         text=True,
         check=False,
@@ -177,10 +186,10 @@ def score(package: Path, data: Path, output: Path, workers: int) -> dict[str, An
     }
 
 
-def score_once(package: Path, data: Path, output: Path, workers: int) -> dict[str, Any]:
+def score_once(package: Path, data: Path, output: Path, workers: int, model_batch: int | None) -> dict[str, Any]:
     """One fresh run into ``output``, removed afterwards (outputs of large inputs are large)."""
     try:
-        return score(package, data, output, workers)
+        return score(package, data, output, workers, model_batch)
     finally:
         subprocess.run(["rm", "-rf", str(output)], check=True)
 
@@ -207,33 +216,41 @@ def write_inputs(directory: Path, shape: tuple[int, ...], rows: int, jsonl_rows:
 def run(workload: Workload, mode: str, root: Path, workers: list[int], repeat: int) -> list[dict[str, Any]]:
     package = root / workload.name / "package"
     workload.build(package)
-    limit = in_process_limit(package, workload.limit_batch, 3.0 if mode == "quick" else 10.0)
+    limit, best_batch = in_process_limit(package, workload.limit_batches, 1.0 if mode == "quick" else 3.0)
     rows: list[dict[str, Any]] = []
     small, large = workload.sizes[mode]
+    # Model calls of whole chunks (the default), and, where the model is faster on smaller batches,
+    # of the limit's best size through MODEL_SERVER_MAX_BATCH_SIZE (chunks stay whole).
+    model_batches: list[int | None] = [None] if best_batch >= 1024 else [None, best_batch]
     for count in dict.fromkeys((small, large)):
         npy, jsonl = write_inputs(root / workload.name, workload.row_shape, count, workload.jsonl_rows[mode])
         inputs = [npy] if count != small else [npy, jsonl]
         for data in inputs:
             for count_workers in workers:
-                # Best of ``repeat`` runs: on a shared machine, other work only ever slows a run down.
-                measured = max(
-                    (
-                        score_once(package, data, root / workload.name / f"out-{data.name}", count_workers)
-                        for _ in range(repeat)
-                    ),
-                    key=lambda result: result["rows_per_second"],
-                )
-                shown = count if data.suffix == ".npy" else workload.jsonl_rows[mode]
-                rows.append(
-                    {
-                        "workload": workload.name,
-                        "input": data.suffix,
-                        "rows": shown,
-                        "workers": count_workers,
-                        "limit": limit,
-                        **measured,
-                    }
-                )
+                for model_batch in model_batches:
+                    # Best of ``repeat`` runs: on a shared machine, other work only ever slows a run down.
+                    measured = max(
+                        (
+                            score_once(
+                                package, data, root / workload.name / f"out-{data.name}", count_workers, model_batch
+                            )
+                            for _ in range(repeat)
+                        ),
+                        key=lambda result: result["rows_per_second"],
+                    )
+                    shown = count if data.suffix == ".npy" else workload.jsonl_rows[mode]
+                    rows.append(
+                        {
+                            "workload": workload.name,
+                            "input": data.suffix,
+                            "rows": shown,
+                            "workers": count_workers,
+                            "model_batch": model_batch or "chunk",
+                            "limit": limit,
+                            "limit_batch": best_batch,
+                            **measured,
+                        }
+                    )
     return rows
 
 
@@ -253,13 +270,13 @@ def main(argv: list[str] | None = None) -> int:
         for workload in chosen:
             results += run(workload, mode, Path(scratch), workers, args.repeat)
     print(
-        f"{'workload':8} {'input':6} {'rows':>9} {'workers':>7} {'rows/s':>9} {'limit rows/s':>12} {'% limit':>7} "
-        f"{'peak RSS MiB':>12}"
+        f"{'workload':8} {'input':6} {'rows':>9} {'workers':>7} {'calls of':>8} {'rows/s':>9} "
+        f"{'limit rows/s (batch)':>20} {'% limit':>7} {'peak RSS MiB':>12}"
     )
     for r in results:
         print(
-            f"{r['workload']:8} {r['input']:6} {r['rows']:>9,} {r['workers']:>7} {r['rows_per_second']:>9,.0f} "
-            f"{r['limit']:>12,.0f} "
+            f"{r['workload']:8} {r['input']:6} {r['rows']:>9,} {r['workers']:>7} {r['model_batch']!s:>8} "
+            f"{r['rows_per_second']:>9,.0f} {r['limit']:>12,.0f} ({r['limit_batch']:>5}) "
             f"{100 * r['rows_per_second'] / r['limit']:>6.0f}% {r['peak_rss_mib']:>12,.0f}"
         )
     print(f"({time.perf_counter() - started:.0f} s, {os.cpu_count()} CPUs)")

@@ -32,6 +32,7 @@ from model_package.progress import progress
 
 if TYPE_CHECKING:
     from inference.codecs import DecodeLimits
+    from inference.config import ServerConfig
     from model_package.manifest import Signature
 
 _log = logging.getLogger(__name__)
@@ -162,8 +163,8 @@ def _score_all(args: argparse.Namespace, files: list[InputFile], output: Path, p
     else:
         from inference.service import load_service
 
-        # The batcher would cut a chunk into max_batch_size model calls: here the chunk is the batch.
-        config = dataclasses.replace(load_config(env, model_dir=package_dir), max_batch_size=args.batch_size)
+        config = load_config(env, model_dir=package_dir)
+        config = dataclasses.replace(config, max_batch_size=model_call_rows(config, args.batch_size))
         service = load_service(config)
         args.batch_size = _fit_batch_size(args.batch_size, service.signature, service.limits)
         scorer = Scorer(service, output_format=args.output_format)
@@ -283,6 +284,20 @@ def _score_file(
         import shutil
 
         shutil.rmtree(parts)
+
+
+def model_call_rows(config: ServerConfig, chunk_rows: int) -> int:
+    """Rows per model call: ``MODEL_SERVER_MAX_BATCH_SIZE`` when it is a number, else the whole chunk.
+
+    A chunk (``--batch-size`` records) is one request to the service; its batcher cuts it into
+    model calls of at most ``max_batch_size`` rows. Small models are fastest on whole chunks; a
+    compute-bound one can be several times faster below its cache cliff (the benchmark CNN: 16
+    rows), the size the server's ``MODEL_SERVER_MAX_BATCH_SIZE=auto`` measures and logs. ``auto``
+    itself is not measured here: a measurement can differ between workers and between a run and
+    its resumption, and rows batched differently may differ in their last bits.
+    """
+    cap = config.max_batch_size
+    return min(cap, chunk_rows) if isinstance(cap, int) else chunk_rows
 
 
 def _fit_batch_size(requested: int, signature: Signature, limits: DecodeLimits) -> int:

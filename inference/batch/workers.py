@@ -268,11 +268,13 @@ def _load(setup: WorkerSetup) -> Any:
     """The package loaded once, as the server loads it."""
     from multiprocessing.util import Finalize
 
+    from inference.batch.local import model_call_rows
     from inference.batch.scoring import Scorer
     from inference.config import load_config
     from inference.service import load_service
 
-    config = dataclasses.replace(load_config(setup.env, model_dir=setup.package_dir), max_batch_size=setup.batch_size)
+    config = load_config(setup.env, model_dir=setup.package_dir)
+    config = dataclasses.replace(config, max_batch_size=model_call_rows(config, setup.batch_size))
     scorer = Scorer(load_service(config), output_format=setup.output_format)
     # Stop the service's threads before the worker exits (they would hold the exit).
     Finalize(scorer, scorer.close, exitpriority=10)
