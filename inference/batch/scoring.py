@@ -222,7 +222,11 @@ def instance_json(chunk: Chunk, index: int, *, media_type: str) -> bytes:
     assert chunk.records is not None
     record = chunk.records[index]
     if media_type == CSV:
-        cells = next(csv.reader([record.decode("utf-8", "replace")]))
+        text = record.decode("utf-8", "replace")
+        try:
+            cells = next(csv.reader([text]))
+        except csv.Error:  # e.g. a field over the csv module's 128 KiB limit: the record as text
+            return orjson.dumps(text)
         return orjson.dumps([_cell(cell) for cell in cells])
     try:
         orjson.loads(record)

@@ -391,3 +391,22 @@ def test_model_calls_follow_model_server_max_batch_size_while_chunks_stay_whole(
     np.testing.assert_allclose(np.array(out_rows(tmp_path / "out" / "x.npy.out")), expected, rtol=1e-5, atol=1e-6)
     scoring = calls[-(ROWS // 16 + 1) :]
     assert max(scoring) == 16 and sum(scoring) == ROWS, calls
+
+
+def test_a_csv_record_with_a_huge_field_fails_alone_in_the_vertex_layout(
+    torch_package: Path, rows: np.ndarray, tmp_path: Path
+) -> None:
+    """Its error record quotes it as text: the csv module refuses fields over 128 KiB."""
+    data = tmp_path / "in.csv"
+    write_csv(data, rows[:3])
+    lines = data.read_text().splitlines()
+    lines[1] = '"' + "9" * 200_000 + '"' + ",1" * 63
+    data.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    code = run("--input", data, "--output", out, "--package", torch_package, "--output-format", "vertex")
+    assert code == 3, "one record failed; the others were scored"
+    (errors,) = out.glob("prediction.errors_stats-*")
+    (failed,) = [orjson.loads(line) for line in errors.read_bytes().splitlines()]
+    assert failed["error"]["status"] == "INVALID_ARGUMENT" and failed["instance"].startswith('"999')
+    (results,) = out.glob("prediction.results-*")
+    assert len(results.read_bytes().splitlines()) == 2
