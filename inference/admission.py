@@ -10,6 +10,7 @@ still limits how much runs at once, and its late result is thrown away.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -17,6 +18,7 @@ from inference.batching import ComputeThreads
 from inference.errors import DeadlineExceededError, NotReadyError, OverloadedError
 
 _T = TypeVar("_T")
+_log = logging.getLogger(__name__)
 
 
 class AdmissionGate:
@@ -40,12 +42,21 @@ class AdmissionGate:
         self._idle = asyncio.Event()
         self._idle.set()
 
-    async def stop(self) -> None:
-        """Refuse new calls and wait for the running ones to return (graceful shutdown)."""
+    async def stop(self, *, grace: float | None = None) -> None:
+        """Refuse new calls and wait for the running ones to return (graceful shutdown).
+
+        With ``grace``, wait at most that long: a hook still running then belongs to a request
+        that was already answered (cut by the drain deadline); its thread dies with the process.
+        """
         self._closed = True
+        finished = True
         if self._idle is not None:
-            await self._idle.wait()
-        self._threads.shutdown()
+            try:
+                await asyncio.wait_for(self._idle.wait(), grace)
+            except TimeoutError:
+                finished = False
+                _log.warning("hooks still running at shutdown were not waited for", extra={"running": self._running})
+        self._threads.shutdown(wait=finished)
 
     @property
     def queue_depth(self) -> int:

@@ -47,6 +47,8 @@ _log = logging.getLogger(__name__)
 _REQUEST_ID_RE = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 JSON = "application/json"
+#: After the drain, how long shutdown waits for model calls and hooks of requests already answered.
+STOP_GRACE_S = 1.0
 #: How long a request runs before a task watches for its client leaving (a task per request costs
 #: more than a tiny model's call; a client that left is noticed this much later at most).
 WATCH_AFTER_S = 0.002
@@ -95,7 +97,9 @@ def create_app(service: ModelService, config: ServerConfig, metrics: ServerMetri
         try:
             yield
         finally:
-            await service.stop()
+            # uvicorn has already waited for requests up to the drain deadline and cut the rest: work
+            # still running belongs to answered requests, and the platform's kill timer is close.
+            await service.stop(grace=STOP_GRACE_S)
             _log.info("stopped")
 
     async def metrics_endpoint(_: Request) -> Response:

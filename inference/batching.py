@@ -102,16 +102,20 @@ class Batcher:
         self._slots = asyncio.Semaphore(self._workers)
         self._dispatcher = asyncio.get_running_loop().create_task(self._dispatch(), name="batch-dispatcher")
 
-    async def stop(self) -> None:
-        """Finish queued and running batches, then stop (used during graceful shutdown)."""
+    async def stop(self, *, grace: float | None = None) -> None:
+        """Finish queued and running batches, then stop (used during graceful shutdown).
+
+        With ``grace``, wait at most that long: what still runs then belongs to requests that were
+        already answered (cut by the drain deadline), and its threads are left to die with the process.
+        """
         self._closed = True
         if self._wakeup is not None:
             self._wakeup.set()
-        if self._dispatcher is not None:
-            await self._dispatcher
-        if self._running:
-            await asyncio.gather(*self._running, return_exceptions=True)
-        self._compute.shutdown()
+        pending = [task for task in (self._dispatcher, *self._running) if task is not None]
+        finished = await _wait_at_most(pending, grace)
+        if not finished:
+            _log.warning("model calls still running at shutdown were not waited for", extra={"grace_s": grace})
+        self._compute.shutdown(wait=finished)
 
     def run_on_compute_thread(self, fn: Callable[[], _T]) -> _T:
         """Run ``fn`` synchronously on a compute worker (before the server starts: warm-up)."""
@@ -387,14 +391,15 @@ class ComputeThreads:
         result: _T = outcome[0]
         return result
 
-    def shutdown(self) -> None:
-        """Let the running jobs finish and stop the threads."""
+    def shutdown(self, *, wait: bool = True) -> None:
+        """Stop the threads once their running jobs finish; ``wait`` for that (else they die with the process)."""
         with self._lock:
             threads, self._threads = self._threads, []
         for _ in threads:
             self._jobs.put(None)
-        for thread in threads:
-            thread.join()
+        if wait:
+            for thread in threads:
+                thread.join()
 
     def _submit(self, job: Callable[[], None]) -> None:
         if len(self._threads) < self._count:
@@ -408,6 +413,14 @@ class ComputeThreads:
     def _work(self) -> None:
         while (job := self._jobs.get()) is not None:
             job()
+
+
+async def _wait_at_most(tasks: list[asyncio.Task[None]], seconds: float | None) -> bool:
+    """Wait for ``tasks`` (at most ``seconds`` when given); whether they all finished."""
+    if not tasks:
+        return True
+    _, running = await asyncio.wait(tasks, timeout=seconds)
+    return not running
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:

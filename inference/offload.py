@@ -33,9 +33,9 @@ class Offloader:
             return fn()
         return await self._thread.run(_call, fn)
 
-    def shutdown(self) -> None:
-        """Stop the thread (graceful shutdown)."""
-        self._thread.shutdown()
+    def shutdown(self, *, wait: bool = True) -> None:
+        """Stop the thread (graceful shutdown); ``wait`` for its running job to finish."""
+        self._thread.shutdown(wait=wait)
 
 
 def _call(fn: Callable[[], _T]) -> _T:

@@ -140,18 +140,21 @@ class ModelService:
         self._started = True
         self.ready = True
 
-    async def stop(self) -> None:
-        """Report not-ready and finish queued work (graceful shutdown)."""
+    async def stop(self, *, grace: float | None = None) -> None:
+        """Report not-ready and finish queued work (graceful shutdown).
+
+        ``grace`` bounds each wait for work still running (see ``Batcher.stop``); ``None`` waits for all of it.
+        """
         self.draining = True
         if self.batcher is not None and self._started:
-            await self.batcher.stop()
+            await self.batcher.stop(grace=grace)
         if self.hook_batcher is not None and self._started:
-            await self.hook_batcher.stop()
+            await self.hook_batcher.stop(grace=grace)
         if self.user_code_gate is not None and self._started:
-            await self.user_code_gate.stop()
+            await self.user_code_gate.stop(grace=grace)
         if self.pipeline is not None and self._started:
-            await self.pipeline.stop()
-        self.offload.shutdown()
+            await self.pipeline.stop(grace=grace)
+        self.offload.shutdown(wait=grace is None)
 
     async def invoke_user_code(
         self, body: bytes, content_type: str, accept: str, context: Any, *, timeout: float | None = None

@@ -52,10 +52,10 @@ class PipelineService:
         """Bind the gate to the server's event loop."""
         await self.gate.start()
 
-    async def stop(self) -> None:
-        """Finish running preprocessing and answer building (graceful shutdown)."""
-        await self.gate.stop()
-        self._answers.shutdown()
+    async def stop(self, *, grace: float | None = None) -> None:
+        """Finish running preprocessing and answer building (graceful shutdown; ``grace`` as ``ModelService.stop``)."""
+        await self.gate.stop(grace=grace)
+        self._answers.shutdown(wait=grace is None)
 
     async def answer(self, items: Sequence[RawItem], predict: Any, *, timeout: float) -> list[dict[str, Any]]:
         """Preprocess ``items``, run them through ``predict`` (``ModelService.predict``), build the answers."""

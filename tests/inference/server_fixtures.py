@@ -118,18 +118,19 @@ def sagemaker_server(torch_package: Path, tmp_path: Path) -> Iterator[ServerProc
 
 
 SLOW_PREDICT = """
+import os
 import time
 
 
 def predict_fn(data, model):
-    time.sleep(4)
+    time.sleep(float(os.environ.get("SLOW_PREDICT_SECONDS", "4")))
     return model.predict(data)
 """
 
 
 @pytest.fixture(scope="session")
 def slow_user_code_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real PyTorch package (5 inputs) whose code/inference.py predict_fn takes 4 s."""
+    """A real PyTorch package (5 inputs) whose code/inference.py predict_fn takes 4 s (``SLOW_PREDICT_SECONDS``)."""
     from model_package.export import export_model
     from tests.model_package import torch_models
 

@@ -85,3 +85,30 @@ def test_a_request_cut_by_the_drain_deadline_is_a_json_503_with_retry_after(
     assert response.headers["x-request-id"] == "cut-1"
     assert response.json()["request_id"] == "cut-1"
     assert "Traceback" not in server.log()
+
+
+def test_shutdown_does_not_wait_past_the_drain_for_hooks_of_requests_already_cut(
+    slow_user_code_package: Path, tmp_path: Path
+) -> None:
+    """The platform's kill timer follows the drain deadline closely: a 30 s hook must not hold the exit."""
+    server = start_server(
+        tmp_path,
+        args=["--model-dir", str(slow_user_code_package)],
+        env={"MODEL_SERVER_DRAIN_TIMEOUT_S": "1", "SLOW_PREDICT_SECONDS": "30"},
+    )
+    result: list[httpx.Response] = []
+    thread = threading.Thread(
+        target=lambda: result.append(
+            httpx.post(server.url + "/invocations", json={"instances": [[0.5] * 5]}, timeout=60)
+        )
+    )
+    thread.start()
+    time.sleep(0.5)  # the 30 s predict_fn is running
+    started = time.monotonic()
+    assert server.terminate(timeout=60) == 0, server.log()[-2000:]
+    stopped_after = time.monotonic() - started
+    thread.join()
+    assert result[0].status_code == 503
+    # Drain (1 s) plus the stop grace (1 s) and the process's own exit; the hook alone would take 30 s.
+    assert stopped_after < 15, f"the exit waited {stopped_after:.1f} s for a hook whose request was already cut"
+    assert "hooks still running at shutdown were not waited for" in server.log()
