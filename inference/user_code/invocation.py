@@ -243,7 +243,7 @@ class UserCodeHandler:
             if isinstance(prediction, Exception):
                 outcomes[index] = prediction
             elif request.tensors is not None:
-                outcomes[index] = self._capture(self._as_output_tensors, prediction)
+                outcomes[index] = self._capture(self._as_output_tensors, prediction, request)
             else:
                 outcomes[index] = self._capture(self._output, prediction, request)
         return outcomes
@@ -329,8 +329,9 @@ class UserCodeHandler:
         _check_response_headers(request.context.response_headers)
         return response
 
-    def _as_output_tensors(self, prediction: Any) -> dict[str, Any]:
+    def _as_output_tensors(self, prediction: Any, request: HookRequest) -> dict[str, Any]:
         """A prediction as the signature's named outputs, for the Open Inference Protocol's response."""
+        _check_response_headers(request.context.response_headers)  # they reach this response too
         names = [spec.name for spec in self._signature.outputs]
         if not isinstance(prediction, Mapping):
             prediction = {names[0]: prediction} if len(names) == 1 else prediction

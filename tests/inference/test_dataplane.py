@@ -187,3 +187,32 @@ def test_a_full_queue_is_a_503_with_retry_after_on_every_route(torch_package: Pa
         assert refused.headers["retry-after"] and "queue" in refused.json()["error"]
 
     run(torch_package, scenario, {"MODEL_SERVER_MAX_QUEUE": "1", "MODEL_SERVER_MAX_BATCH_SIZE": "1"})
+
+
+SERVER_HEADER_HOOK = """
+def predict_fn(data, model, context):
+    context.set_response_header(0, "Content-Length", "1")
+    context.set_response_header(0, "X-Model-Trace", "kept")
+    return model.predict(data)
+"""
+
+
+def test_headers_the_server_owns_cannot_be_set_by_user_code_on_any_route(tmp_path: Path) -> None:
+    from model_package.export import export_model
+    from tests.model_package import torch_models
+
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "inference.py").write_text(SERVER_HEADER_HOOK)
+    package = tmp_path / "mlp"
+    export_model(torch_models.make_mlp(), torch_models.mlp_inputs(2), package, name="mlp", version="1", code_dir=code)
+
+    async def scenario(client: httpx.AsyncClient, service: ModelService) -> None:
+        for route, (path, body) in sorted(ROUTES.items()):
+            response = await client.post(path, **body(2))
+            assert response.status_code == 200, (route, response.text)
+            assert response.headers["content-length"] == str(len(response.content)), route
+            assert response.json(), route
+            assert response.headers["x-model-trace"] == "kept", route
+
+    run(package, scenario)
