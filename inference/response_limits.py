@@ -10,7 +10,7 @@ first, with an answer that says what happened and what the client can do:
 * The answer to a single row is over the limit: **500**, logged. No request can get it: the model's
   output is too big for this platform's real-time responses, a deployment problem of ours.
 
-An answer that cannot fit whatever the encoding (rows x the raw bytes of the smallest output row)
+An answer that cannot fit whatever the encoding (rows x the smallest output row: its raw bytes, at most two a value)
 is refused before the model runs, so a small compressed body of a million rows costs no compute.
 Where the size can be predicted, it is checked before the body is built (:func:`encode_within`
 encodes a sample of rows and extrapolates), so a 47 MB JSON body is never built for a 6 MB limit;
@@ -39,6 +39,8 @@ MIB = 1024 * 1024
 SAMPLE_ROWS = 16
 #: Refuse on the estimate only when it is this far over the limit; closer calls are encoded and measured.
 ESTIMATE_MARGIN = 1.5
+#: The fewest bytes a text encoding writes per value: one digit and a separator ("0," in JSON and CSV).
+_SMALLEST_TEXT_VALUE = 2
 
 #: Rows of the current request, set where they are known (the service, the hooks), read by the middleware.
 request_rows: ContextVar[int | None] = ContextVar("request_rows", default=None)
@@ -136,16 +138,18 @@ def _rows(outputs: Mapping[str, np.ndarray]) -> int | None:
 def smallest_answer_row_bytes(outputs: Sequence[TensorSpec]) -> int:
     """A lower bound of one row's answer in any encoding: the raw size of the smallest output.
 
-    Every answer carries at least one output (the Open Inference Protocol may ask for one), and no
-    encoding (JSON, CSV, NPY, binary tensors) writes a value in fewer bytes than its dtype holds.
-    Outputs with a dynamic dimension or of bytes count as 0 (their size is unknown).
+    Every answer carries at least one output (the Open Inference Protocol may ask for one). Binary
+    encodings (NPY, binary tensors) write a value in the bytes its dtype holds; text encodings (JSON,
+    CSV, JSON Lines) in at least two (a digit and a separator), fewer than an int64's or a float64's
+    eight: so a value counts the smaller of the two. Outputs with a dynamic dimension or of bytes
+    count as 0 (their size is unknown).
     """
     sizes = []
     for spec in outputs:
         dims = spec.shape[1:]
         if spec.dtype == "bytes" or any(dim < 0 for dim in dims):
             return 0
-        sizes.append(np.dtype(spec.dtype).itemsize * math.prod(dims))
+        sizes.append(min(np.dtype(spec.dtype).itemsize, _SMALLEST_TEXT_VALUE) * math.prod(dims))
     return min(sizes, default=0)
 
 

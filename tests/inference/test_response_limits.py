@@ -75,7 +75,8 @@ def _model_calls(server: ServerProcess) -> float:
 def test_an_answer_no_encoding_could_send_is_refused_before_the_model_runs(limited_server: ServerProcess) -> None:
     import io
 
-    # 5,000 rows in a ~1.3 MB .npy body; their answer is at least 5,000 x 10 float32 = 200,000 bytes.
+    # 5,000 rows in a ~1.3 MB .npy body; their answer is at least 5,000 x 10 values x 2 bytes
+    # (a digit and a separator, the fewest any encoding writes a float32 in) = 100,000 bytes.
     buffer = io.BytesIO()
     np.save(buffer, np.zeros((5000, 64), dtype=np.float32))
     before = _model_calls(limited_server)
@@ -83,7 +84,7 @@ def test_an_answer_no_encoding_could_send_is_refused_before_the_model_runs(limit
         response = client.post("/invocations", content=buffer.getvalue(), headers={"content-type": "application/x-npy"})
         assert response.status_code == 413, response.text
         message = response.json()["error"]
-        assert message.startswith("the answer to this request would be at least 200000 bytes"), message
+        assert message.startswith("the answer to this request would be at least 100000 bytes"), message
         assert "send at most" in message and "(this one held 5000)" in message
         oip = client.post(
             "/v2/models/mlp/infer",

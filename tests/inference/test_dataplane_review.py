@@ -1,0 +1,46 @@
+"""Review of the one data plane: behaviour that changed by accident when every predict route moved onto it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from inference.service import ModelService
+from tests.inference.test_dataplane import run
+
+
+@pytest.fixture(scope="module")
+def dict_head_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Float32 ``scores`` (4 per row) and an int64 ``best`` class (1 per row)."""
+    from model_package.export import export_model
+    from tests.model_package import torch_models
+
+    out = tmp_path_factory.mktemp("packages") / "head"
+    export_model(torch_models.make_dict_head(), torch_models.dict_head_inputs(4), out, name="head", version="1")
+    return out
+
+
+def test_the_early_413_does_not_refuse_an_int64_answer_that_json_writes_in_two_bytes_a_row(
+    dict_head_package: Path,
+) -> None:
+    """check_before_computing took 8 bytes (int64's raw size) as a lower bound of ``best`` in any encoding.
+
+    JSON writes a class index in two bytes ("3,"), so an OIP request asking only for ``best`` whose
+    answer fits the limit was refused with 413 before the model ran.
+    """
+    rows = 400  # 400 x 8 raw bytes = 3,200 > 3,100; the JSON answer is about 900 bytes
+
+    async def scenario(client: httpx.AsyncClient, service: ModelService) -> None:
+        request = {
+            "inputs": [{"name": "x", "datatype": "FP32", "shape": [rows, 5], "data": [0.5] * (rows * 5)}],
+            "outputs": [{"name": "best"}],
+        }
+        response = await client.post("/v2/models/head/infer", json=request)
+        assert response.status_code == 200, response.text
+        assert len(response.content) < 1000
+        (output,) = response.json()["outputs"]
+        assert output["name"] == "best" and output["shape"] == [rows]
+
+    run(dict_head_package, scenario, env={"MODEL_SERVER_MAX_RESPONSE_BYTES": "3100"})
