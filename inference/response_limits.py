@@ -110,15 +110,20 @@ def encode_within(
 ) -> _T:
     """``encode(outputs)``, refused before encoding when a sample of rows predicts a body far over the limit.
 
-    The estimate is the encoded size of :data:`SAMPLE_ROWS` evenly spaced rows times the row count;
-    only an estimate :data:`ESTIMATE_MARGIN` times over the limit is refused without encoding, so
-    rows of unusual length cannot refuse a response that fits. The encoded body is then checked exactly.
+    The estimate extrapolates :data:`SAMPLE_ROWS` evenly spaced rows: the size of the first one (the
+    envelope, written once, and a row) plus what each further sampled row added, times the rows left,
+    so an envelope larger than the rows (the Open Inference Protocol's names, ids and shapes around a
+    label a row) is not counted once per row. Only an estimate :data:`ESTIMATE_MARGIN` times over the
+    limit is refused without encoding, so rows of unusual length cannot refuse a response that fits.
+    The encoded body is then checked exactly.
     """
     rows = _rows(outputs)
     if rows is not None and rows > 2 * SAMPLE_ROWS:
         picks = np.linspace(0, rows - 1, SAMPLE_ROWS).astype(np.intp)
+        first_size = size(encode({name: array[picks[:1]] for name, array in outputs.items()}))
         sample_size = size(encode({name: array[picks] for name, array in outputs.items()}))
-        estimate = int(sample_size * rows / SAMPLE_ROWS)
+        per_row = (sample_size - first_size) / (SAMPLE_ROWS - 1)
+        estimate = int(first_size + per_row * (rows - 1))
         if estimate > limit.max_bytes * ESTIMATE_MARGIN:
             raise limit.error(estimate, rows, estimated=True)
     result = encode(outputs)

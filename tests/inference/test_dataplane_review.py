@@ -44,3 +44,24 @@ def test_the_early_413_does_not_refuse_an_int64_answer_that_json_writes_in_two_b
         assert output["name"] == "best" and output["shape"] == [rows]
 
     run(dict_head_package, scenario, env={"MODEL_SERVER_MAX_RESPONSE_BYTES": "3100"})
+
+
+def test_the_size_estimate_does_not_multiply_the_envelope_by_the_rows(dict_head_package: Path) -> None:
+    """encode_within extrapolated a 16-row sample's whole body, envelope included, by rows / 16.
+
+    The Open Inference Protocol's envelope (model name, version, id, the output's name, datatype
+    and shape) is about 150 bytes, written once: 400 rows of one int64 each were estimated at about
+    4,550 bytes and refused with 413 under a 2,000-byte limit, for an answer of about 950 bytes.
+    """
+    rows = 400
+
+    async def scenario(client: httpx.AsyncClient, service: ModelService) -> None:
+        request = {
+            "inputs": [{"name": "x", "datatype": "FP32", "shape": [rows, 5], "data": [0.5] * (rows * 5)}],
+            "outputs": [{"name": "best"}],
+        }
+        response = await client.post("/v2/models/head/infer", json=request)
+        assert response.status_code == 200, response.text
+        assert len(response.content) < 1000
+
+    run(dict_head_package, scenario, env={"MODEL_SERVER_MAX_RESPONSE_BYTES": "2000"})
