@@ -65,3 +65,42 @@ def test_the_size_estimate_does_not_multiply_the_envelope_by_the_rows(dict_head_
         assert len(response.content) < 1000
 
     run(dict_head_package, scenario, env={"MODEL_SERVER_MAX_RESPONSE_BYTES": "2000"})
+
+
+OIP_HEADER_HOOK = """
+def predict_fn(data, model, context):
+    context.set_response_header(0, "Inference-Header-Content-Length", "7")
+    context.set_response_header(0, "X-Model-Trace", "kept")
+    return model.predict(data)
+"""
+
+
+def test_user_code_cannot_set_the_oip_binary_framing_header(tmp_path: Path) -> None:
+    """Hook headers reach the OIP route since the data plane; the one that frames its body must not.
+
+    ``Inference-Header-Content-Length`` tells a Triton client where the JSON ends and binary
+    tensors begin. A predict_fn that set it made a plain JSON answer announce 7 bytes of JSON
+    followed by binary data, and a binary answer carry two conflicting values.
+    """
+    from model_package.export import export_model
+    from tests.model_package import torch_models
+
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "inference.py").write_text(OIP_HEADER_HOOK)
+    package = tmp_path / "mlp"
+    export_model(torch_models.make_mlp(), torch_models.mlp_inputs(2), package, name="mlp", version="1", code_dir=code)
+    tensor = {"name": "x", "datatype": "FP32", "shape": [2, 64], "data": [0.0] * 128}
+
+    async def scenario(client: httpx.AsyncClient, service: ModelService) -> None:
+        plain = await client.post("/v2/models/mlp/infer", json={"inputs": [tensor]})
+        assert plain.status_code == 200, plain.text
+        assert plain.headers["x-model-trace"] == "kept"
+        assert "inference-header-content-length" not in plain.headers, plain.headers
+        binary_request = {"inputs": [tensor], "outputs": [{"name": "output", "parameters": {"binary_data": True}}]}
+        binary = await client.post("/v2/models/mlp/infer", json=binary_request)
+        assert binary.status_code == 200, binary.text
+        values = binary.headers.get_list("inference-header-content-length")
+        assert len(values) == 1 and values[0] != "7", values
+
+    run(package, scenario)
