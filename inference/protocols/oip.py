@@ -120,6 +120,7 @@ class OipExchange:
         raw = raw_oip_items(body, kind)
         if raw is None:
             return None
+        negotiate(self.accept, (JSON,), JSON)  # a pipeline answers in JSON: refuse with 406 before any work
         items, self.given_id = raw
         return items
 

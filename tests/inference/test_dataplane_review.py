@@ -104,3 +104,44 @@ def test_user_code_cannot_set_the_oip_binary_framing_header(tmp_path: Path) -> N
         assert len(values) == 1 and values[0] != "7", values
 
     run(package, scenario)
+
+
+@pytest.fixture(scope="module")
+def image_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.pipeline_models import package_image_classifier
+
+    return package_image_classifier(tmp_path_factory.mktemp("served") / "pkg")
+
+
+def test_an_oip_pipeline_request_refuses_an_accept_without_json_before_the_pipeline_runs(image_package: Path) -> None:
+    """The V2 route is JSON-only for a pipeline's answer: 406 before preprocessing, like /invocations.
+
+    A BYTES tensor of images with ``Accept: application/octet-stream`` ran the whole pipeline and
+    answered 200 in application/json, which the client had said it cannot read.
+    """
+    import base64
+
+    from tests.pipeline_models import sample_images
+
+    data = [base64.b64encode(sample_images()[0].read_bytes()).decode()]
+    request = {"inputs": [{"name": "photo", "datatype": "BYTES", "shape": [1], "data": data}]}
+    calls: list[int] = []
+
+    async def scenario(client: httpx.AsyncClient, service: ModelService) -> None:
+        pipeline = service.pipeline
+        assert pipeline is not None
+        answer = pipeline.answer
+
+        async def counted(*args: object, **kwargs: object) -> object:
+            calls.append(1)
+            return await answer(*args, **kwargs)
+
+        pipeline.answer = counted  # type: ignore[method-assign]
+        response = await client.post(
+            "/v2/models/tiny-image/infer", json=request, headers={"accept": "application/octet-stream"}
+        )
+        assert response.status_code == 406, response.text
+        assert "application/json" in response.json()["error"]
+        assert calls == [], "refused before the pipeline ran"
+
+    run(image_package, scenario)
