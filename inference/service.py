@@ -225,8 +225,11 @@ class ModelService:
 
     def check_answer_fits(self, inputs: Mapping[str, np.ndarray]) -> None:
         """413 (or a logged 500 for one row) before the model runs when no encoding of the answer can fit."""
-        first = next(iter(inputs.values()), None)
-        if first is not None and first.ndim:
+        name, first = next(iter(inputs.items()), (None, None))
+        # Not validated yet: an input without the signature's rank (a single instance sent flat, whose
+        # first axis counts features, not rows) is left to validation's 400, not counted in rows here.
+        spec = next((spec for spec in self.signature.inputs if spec.name == name), None)
+        if first is not None and first.ndim and spec is not None and first.ndim == len(spec.shape):
             self.response_limit.check_before_computing(int(first.shape[0]), self._smallest_answer_row)
 
     @functools.cached_property

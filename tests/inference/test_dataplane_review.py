@@ -145,3 +145,30 @@ def test_an_oip_pipeline_request_refuses_an_accept_without_json_before_the_pipel
         assert calls == [], "refused before the pipeline ran"
 
     run(image_package, scenario)
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/invocations", [0.5] * 64),
+        ("/predict", {"instances": [0.5] * 64}),
+        ("/v1/models/mlp:predict", {"instances": [0.5] * 64}),
+    ],
+)
+def test_the_early_413_leaves_an_input_of_the_wrong_rank_to_validation(
+    torch_package: Path, path: str, body: object
+) -> None:
+    """A single instance sent flat (64 numbers, not [[64 numbers]]) decodes to shape (64,): a 400.
+
+    check_answer_fits ran on the decoded, not yet validated, inputs and took shape[0] = 64 as the
+    row count: under a 1,000-byte limit the client got 413 "at least 1280 bytes ... send at most 45
+    rows per request (this one held 64)" for a one-instance request, instead of validation's 400
+    naming the shape it must send.
+    """
+
+    async def scenario(client: httpx.AsyncClient, service: ModelService) -> None:
+        response = await client.post(path, json=body)
+        assert response.status_code == 400, response.text
+        assert "has shape [64]" in response.json()["error"]
+
+    run(torch_package, scenario, env={"MODEL_SERVER_MAX_RESPONSE_BYTES": "1000"})
