@@ -172,3 +172,44 @@ def test_the_early_413_leaves_an_input_of_the_wrong_rank_to_validation(
         assert "has shape [64]" in response.json()["error"]
 
     run(torch_package, scenario, env={"MODEL_SERVER_MAX_RESPONSE_BYTES": "1000"})
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="OIP pipelines read raw items from JSON only: a BYTES tensor in binary tensor data (what Triton's "
+    "clients send by default) falls through to the model's tensor codec and is refused",
+)
+def test_an_oip_pipeline_takes_images_as_binary_tensor_data(image_package: Path) -> None:
+    """Triton's clients send BYTES inputs as binary data after the JSON (4-byte length, then the bytes)."""
+    import struct
+
+    import orjson
+
+    from tests.pipeline_models import sample_images
+
+    image = sample_images()[0].read_bytes()
+    binary = struct.pack("<I", len(image)) + image
+    header = orjson.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "photo",
+                    "datatype": "BYTES",
+                    "shape": [1],
+                    "parameters": {"binary_data_size": len(binary)},
+                }
+            ]
+        }
+    )
+
+    async def scenario(client: httpx.AsyncClient, service: ModelService) -> None:
+        response = await client.post(
+            "/v2/models/tiny-image/infer",
+            content=header + binary,
+            headers={"inference-header-content-length": str(len(header)), "content-type": "application/octet-stream"},
+        )
+        assert response.status_code == 200, response.text
+        outputs = {tensor["name"]: tensor for tensor in response.json()["outputs"]}
+        assert outputs["labels"]["shape"] == [1, 2]
+
+    run(image_package, scenario)
