@@ -213,3 +213,35 @@ def test_an_oip_pipeline_takes_images_as_binary_tensor_data(image_package: Path)
         assert outputs["labels"]["shape"] == [1, 2]
 
     run(image_package, scenario)
+
+
+REQUEST_ID_HOOK = """
+def predict_fn(data, model, context):
+    context.set_response_header(0, "X-Request-Id", "from-the-hook")
+    return model.predict(data)
+"""
+
+
+def test_user_code_cannot_replace_the_request_id_on_any_route(tmp_path: Path) -> None:
+    """The server's X-Request-Id keys its logs (a 5xx body holds only it); a hook's must not join it.
+
+    A predict_fn that set X-Request-Id sent two X-Request-Id headers (its own and the server's) on
+    every route, the hook's first, so a client reading one header got an id the server never logged.
+    """
+    from model_package.export import export_model
+    from tests.inference.test_dataplane import ROUTES
+    from tests.model_package import torch_models
+
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "inference.py").write_text(REQUEST_ID_HOOK)
+    package = tmp_path / "mlp"
+    export_model(torch_models.make_mlp(), torch_models.mlp_inputs(2), package, name="mlp", version="1", code_dir=code)
+
+    async def scenario(client: httpx.AsyncClient, service: ModelService) -> None:
+        for route, (path, body) in sorted(ROUTES.items()):
+            response = await client.post(path, headers={"x-request-id": "client-id-1"}, **body(2))
+            assert response.status_code == 200, (route, response.text)
+            assert response.headers.get_list("x-request-id") == ["client-id-1"], route
+
+    run(package, scenario)
