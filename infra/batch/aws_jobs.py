@@ -331,12 +331,7 @@ def run_aws_job(
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> BatchResult:
     """Plan, (unless dry run) create, follow and check one Batch Transform job."""
-    source = S3Location.parse(options.input_uri, "--input")
-    destination = S3Location.parse(options.output_uri, "--output")
-    if destination.bucket == source.bucket and destination.key.startswith(source.key):
-        raise UsageError(
-            f"--output {destination.uri} lies under --input {source.uri}: the job would read its own output"
-        )
+    source, destination = S3Location.input_and_output(options.input_uri, options.output_uri)
     check_batch_prefixes(config, outputs, source, destination)
     aws = AwsClients(config.region)
     served = find_served_model(aws, config, outputs)

@@ -143,12 +143,7 @@ def run_gcp_job(
     from infra.gcp.vertex_client import default_api_endpoint
     from infra.loopback import gapic_client
 
-    source = GcsLocation.parse(options.input_uri, "--input")
-    destination = GcsLocation.parse(options.output_uri, "--output")
-    if destination.bucket == source.bucket and destination.key.startswith(source.key):
-        raise UsageError(
-            f"--output {destination.uri} lies under --input {source.uri}: the job would read its own output"
-        )
+    source, destination = GcsLocation.input_and_output(options.input_uri, options.output_uri)
     gcp = config.require_gcp()
     if gcp.target != "vertex":
         raise UsageError(

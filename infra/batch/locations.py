@@ -52,6 +52,16 @@ class ObjectPrefix:
             raise UsageError(f"{flag} {uri!r} names no bucket: expected {scheme}<bucket>/<prefix>/")
         return cls(bucket, key)
 
+    @classmethod
+    def input_and_output(cls, input_uri: str, output_uri: str) -> tuple[Self, Self]:
+        """``--input`` and ``--output`` parsed; refused when the output lies under the input."""
+        source, destination = cls.parse(input_uri, "--input"), cls.parse(output_uri, "--output")
+        if destination.bucket == source.bucket and destination.key.startswith(source.key):
+            raise UsageError(
+                f"--output {destination.uri} lies under --input {source.uri}: the job would read its own output"
+            )
+        return source, destination
+
 
 class S3Location(ObjectPrefix):
     SCHEME = "s3"
