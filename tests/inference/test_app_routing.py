@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -12,32 +10,11 @@ import httpx
 import numpy as np
 import pytest
 
-from inference.app import create_app, data_plane, direct_routes
+from inference.app import data_plane, direct_routes
 from inference.config import load_config
-from inference.metrics import ServerMetrics
 from inference.protocols import oip, sagemaker, vertex
 from inference.service import ModelService, load_service
-
-Scenario = Callable[[httpx.AsyncClient, ModelService], Coroutine[Any, Any, None]]
-
-
-def run(package: Path, scenario: Scenario) -> None:
-    """Serve ``package`` in-process (no sockets) and run ``scenario`` against it."""
-    config = load_config({"MODEL_SERVER_LOG_LEVEL": "WARNING"}, model_dir=package)
-    metrics = ServerMetrics()
-    service = load_service(config, observer=metrics)
-    app = create_app(service, config, metrics)
-
-    async def main() -> None:
-        await service.start()
-        try:
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-                await scenario(client, service)
-        finally:
-            await service.stop()
-
-    asyncio.run(main())
+from tests.inference.in_process import run
 
 
 def test_only_fixed_paths_are_dispatched_directly(torch_package: Path) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +18,8 @@ import httpx
 import numpy as np
 import pytest
 
-from inference.app import create_app
-from inference.config import load_config
-from inference.metrics import ServerMetrics
-from inference.service import ModelService, load_service
-
-Scenario = Callable[[httpx.AsyncClient, ModelService], Coroutine[Any, Any, None]]
+from inference.service import ModelService
+from tests.inference.in_process import run
 
 
 def _rows(count: int) -> list[list[float]]:
@@ -40,25 +36,6 @@ ROUTES: dict[str, tuple[str, Callable[[int], dict[str, Any]]]] = {
         lambda n: {"json": {"inputs": [{"name": "x", "datatype": "FP32", "shape": [n, 64], "data": [0.0] * (n * 64)}]}},
     ),
 }
-
-
-def run(package: Path, scenario: Scenario, env: dict[str, str] | None = None) -> None:
-    """Serve ``package`` in-process (no sockets) and run ``scenario`` against it."""
-    config = load_config({"MODEL_SERVER_LOG_LEVEL": "WARNING", **(env or {})}, model_dir=package)
-    metrics = ServerMetrics()
-    service = load_service(config, observer=metrics)
-    app = create_app(service, config, metrics)
-
-    async def main() -> None:
-        await service.start()
-        try:
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-                await scenario(client, service)
-        finally:
-            await service.stop()
-
-    asyncio.run(main())
 
 
 @pytest.mark.parametrize("route", sorted(ROUTES))

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from inference.service import ModelService
-from tests.inference.test_dataplane import run
+from tests.inference.in_process import run
 
 
 @pytest.fixture(scope="module")
