@@ -38,6 +38,18 @@ ROUTES: dict[str, tuple[str, Callable[[int], dict[str, Any]]]] = {
 }
 
 
+def _slow_down(service: ModelService, seconds: float) -> None:
+    """Make every model call of ``service`` take ``seconds`` longer."""
+    assert service.batcher is not None
+    predict = service.batcher._predict
+
+    def slow(inputs: Any) -> Any:
+        time.sleep(seconds)
+        return predict(inputs)
+
+    service.batcher._predict = slow
+
+
 @pytest.mark.parametrize("route", sorted(ROUTES))
 def test_an_unanswerable_accept_is_a_406_before_the_model_runs(torch_package: Path, route: str) -> None:
     path, body = ROUTES[route]
@@ -92,14 +104,7 @@ def test_a_request_past_its_deadline_is_a_504_on_every_route(torch_package: Path
     path, body = ROUTES[route]
 
     async def scenario(client: httpx.AsyncClient, service: ModelService) -> None:
-        assert service.batcher is not None
-        predict = service.batcher._predict
-
-        def slow(inputs: Any) -> Any:
-            time.sleep(0.5)
-            return predict(inputs)
-
-        service.batcher._predict = slow
+        _slow_down(service, 0.5)
         first, second = await asyncio.gather(client.post(path, **body(1)), client.post(path, **body(1)))
         statuses = sorted([first.status_code, second.status_code])
         # The first request holds the model for 0.5 s; the second waits past its 0.2 s deadline.
@@ -149,14 +154,7 @@ def test_a_full_queue_is_a_503_with_retry_after_on_every_route(torch_package: Pa
     path, body = ROUTES[route]
 
     async def scenario(client: httpx.AsyncClient, service: ModelService) -> None:
-        assert service.batcher is not None
-        predict = service.batcher._predict
-
-        def slow(inputs: Any) -> Any:
-            time.sleep(0.3)
-            return predict(inputs)
-
-        service.batcher._predict = slow
+        _slow_down(service, 0.3)
         responses = await asyncio.gather(*(client.post(path, **body(1)) for _ in range(6)))
         statuses = [response.status_code for response in responses]
         assert 200 in statuses and 503 in statuses, statuses
