@@ -89,22 +89,11 @@ def _rows() -> list[list[float]]:
     return np.full((ROWS, 64), 0.25, dtype=np.float32).tolist()
 
 
-def test_health_is_answered_while_invocations_encodes_a_large_answer(
-    torch_package: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("path", ["/invocations", "/predict", "/v1/models/mlp:predict"])
+def test_health_is_answered_while_a_json_route_encodes_a_large_answer(
+    torch_package: Path, monkeypatch: pytest.MonkeyPatch, path: str
 ) -> None:
-    assert _ping_answered_while_encoding(torch_package, "/invocations", {"instances": _rows()}, monkeypatch)
-
-
-def test_health_is_answered_while_the_vertex_route_encodes_a_large_answer(
-    torch_package: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    assert _ping_answered_while_encoding(torch_package, "/predict", {"instances": _rows()}, monkeypatch)
-
-
-def test_health_is_answered_while_kserve_v1_encodes_a_large_answer(
-    torch_package: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    assert _ping_answered_while_encoding(torch_package, "/v1/models/mlp:predict", {"instances": _rows()}, monkeypatch)
+    assert _ping_answered_while_encoding(torch_package, path, {"instances": _rows()}, monkeypatch)
 
 
 def test_health_is_answered_while_the_oip_route_encodes_a_large_answer(
