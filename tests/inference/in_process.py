@@ -34,3 +34,18 @@ def run(package: Path, scenario: Scenario, env: dict[str, str] | None = None) ->
             await service.stop()
 
     asyncio.run(main())
+
+
+def mlp_with_code(root: Path, code: str) -> Path:
+    """The 64 -> 10 MLP package ``mlp`` with ``code`` as its ``code/inference.py``, built under ``root``."""
+    from model_package.export import export_model
+    from tests.model_package import torch_models
+
+    code_dir = root / "code"
+    code_dir.mkdir()
+    (code_dir / "inference.py").write_text(code)
+    package = root / "mlp"
+    export_model(
+        torch_models.make_mlp(), torch_models.mlp_inputs(2), package, name="mlp", version="1", code_dir=code_dir
+    )
+    return package

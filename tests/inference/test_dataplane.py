@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from inference.service import ModelService
-from tests.inference.in_process import run
+from tests.inference.in_process import mlp_with_code, run
 
 
 def _rows(count: int) -> list[list[float]]:
@@ -125,15 +125,7 @@ def predict_fn(data, model, context):
 @pytest.fixture(scope="module")
 def header_hook_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The MLP with a predict_fn that sets a response header through its context."""
-    from model_package.export import export_model
-    from tests.model_package import torch_models
-
-    root = tmp_path_factory.mktemp("header-hook")
-    code = root / "code"
-    code.mkdir()
-    (code / "inference.py").write_text(HEADER_HOOK)
-    package = root / "mlp"
-    export_model(torch_models.make_mlp(), torch_models.mlp_inputs(2), package, name="mlp", version="1", code_dir=code)
+    package = mlp_with_code(tmp_path_factory.mktemp("header-hook"), HEADER_HOOK)
     return package
 
 
@@ -173,14 +165,7 @@ def predict_fn(data, model, context):
 
 
 def test_headers_the_server_owns_cannot_be_set_by_user_code_on_any_route(tmp_path: Path) -> None:
-    from model_package.export import export_model
-    from tests.model_package import torch_models
-
-    code = tmp_path / "code"
-    code.mkdir()
-    (code / "inference.py").write_text(SERVER_HEADER_HOOK)
-    package = tmp_path / "mlp"
-    export_model(torch_models.make_mlp(), torch_models.mlp_inputs(2), package, name="mlp", version="1", code_dir=code)
+    package = mlp_with_code(tmp_path, SERVER_HEADER_HOOK)
 
     async def scenario(client: httpx.AsyncClient, service: ModelService) -> None:
         for route, (path, body) in sorted(ROUTES.items()):

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from inference.service import ModelService
-from tests.inference.in_process import run
+from tests.inference.in_process import mlp_with_code, run
 
 
 @pytest.fixture(scope="module")
@@ -82,14 +82,7 @@ def test_user_code_cannot_set_the_oip_binary_framing_header(tmp_path: Path) -> N
     tensors begin. A predict_fn that set it made a plain JSON answer announce 7 bytes of JSON
     followed by binary data, and a binary answer carry two conflicting values.
     """
-    from model_package.export import export_model
-    from tests.model_package import torch_models
-
-    code = tmp_path / "code"
-    code.mkdir()
-    (code / "inference.py").write_text(OIP_HEADER_HOOK)
-    package = tmp_path / "mlp"
-    export_model(torch_models.make_mlp(), torch_models.mlp_inputs(2), package, name="mlp", version="1", code_dir=code)
+    package = mlp_with_code(tmp_path, OIP_HEADER_HOOK)
     tensor = {"name": "x", "datatype": "FP32", "shape": [2, 64], "data": [0.0] * 128}
 
     async def scenario(client: httpx.AsyncClient, service: ModelService) -> None:
@@ -228,15 +221,9 @@ def test_user_code_cannot_replace_the_request_id_on_any_route(tmp_path: Path) ->
     A predict_fn that set X-Request-Id sent two X-Request-Id headers (its own and the server's) on
     every route, the hook's first, so a client reading one header got an id the server never logged.
     """
-    from model_package.export import export_model
     from tests.inference.test_dataplane import ROUTES
-    from tests.model_package import torch_models
 
-    code = tmp_path / "code"
-    code.mkdir()
-    (code / "inference.py").write_text(REQUEST_ID_HOOK)
-    package = tmp_path / "mlp"
-    export_model(torch_models.make_mlp(), torch_models.mlp_inputs(2), package, name="mlp", version="1", code_dir=code)
+    package = mlp_with_code(tmp_path, REQUEST_ID_HOOK)
 
     async def scenario(client: httpx.AsyncClient, service: ModelService) -> None:
         for route, (path, body) in sorted(ROUTES.items()):
