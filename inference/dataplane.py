@@ -126,7 +126,7 @@ class DataPlane:
         outputs = await service.predict_with_hooks(inputs, context, timeout=timeout)
         answer = await service.offload.run(_nbytes(outputs), lambda: exchange.encode(outputs, service))
         if context.response_headers:  # what the hooks set, never over the protocol's own headers
-            owned = _FRAMING_HEADERS.union(name.lower() for name in answer.headers or ())
+            owned = {name.lower() for name in answer.headers or ()}
             hooks = {name: value for name, value in context.response_headers.items() if name.lower() not in owned}
             answer.headers = {**hooks, **(answer.headers or {})}
         return answer
@@ -148,9 +148,6 @@ class DataPlane:
 
 
 JSON = "application/json"
-#: Headers that frame a protocol's body (the Open Inference Protocol's binary tensor data), set by the
-#: server or absent: a hook's value would make a client split a JSON answer where there is no binary part.
-_FRAMING_HEADERS = frozenset({"inference-header-content-length"})
 
 
 def _left(deadline: float, loop: asyncio.AbstractEventLoop, service: ModelService) -> float:

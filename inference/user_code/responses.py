@@ -23,10 +23,19 @@ JSON = "application/json"
 
 # The toolkit decodes exactly these request bodies to str before calling user code.
 _TEXT_MEDIA_TYPES = frozenset({JSON, "text/csv"})
-# Headers user code must not set: the server owns framing and the request id (its logs are keyed by
-# it, and the middleware adds it to every response), and the hook's return value owns Content-Type.
+# Headers user code must not set: the server owns framing (the Open Inference Protocol's
+# Inference-Header-Content-Length too: a hook's value would make a client split a JSON answer where
+# there is no binary part) and the request id (its logs are keyed by it, and the middleware adds it
+# to every response); the hook's return value owns Content-Type.
 _RESERVED_RESPONSE_HEADERS = frozenset(
-    {"content-type", "content-length", "transfer-encoding", "connection", "x-request-id"}
+    {
+        "content-type",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "x-request-id",
+        "inference-header-content-length",
+    }
 )
 
 
