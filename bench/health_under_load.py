@@ -13,20 +13,13 @@ target is p99 < 100 ms on these 2-core machines. Everything runs on 127.0.0.1 an
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
-import sys
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import numpy as np
 
-from bench.serve_throughput import build_tiny, free_port
-
-REPO = Path(__file__).resolve().parent.parent
+from bench.tiny_server import tiny_server
 
 
 def main() -> None:
@@ -35,39 +28,13 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--rows", type=int, default=9_000, help="rows per body (9,000 x 64 values: about 5 MB)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        package = Path(tmp) / "tiny"
-        build_tiny(package)
-        rows = np.random.default_rng(0).standard_normal((args.rows, 64)).round(6)
-        body = "".join(",".join(map(str, row)) + "\n" for row in rows.tolist()).encode()
-        port = free_port()
-        env = {name: os.environ[name] for name in ("PATH", "HOME", "LANG", "TMPDIR") if name in os.environ}
-        env.update({"SAGEMAKER_BIND_TO_PORT": str(port), "MODEL_SERVER_HOST": "127.0.0.1", "PYTHONPATH": str(REPO)})
-        log = Path(tmp) / "server.log"
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "inference", "serve", "--model-dir", str(package)],
-                env=env,
-                cwd=REPO,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        try:
-            run(port, body, args.seconds, args.clients)
-        finally:
-            process.terminate()
-            process.wait(30)
+    rows = np.random.default_rng(0).standard_normal((args.rows, 64)).round(6)
+    body = "".join(",".join(map(str, row)) + "\n" for row in rows.tolist()).encode()
+    with tiny_server() as server:
+        run(server.url, body, args.seconds, args.clients)
 
 
-def run(port: int, body: bytes, seconds: float, clients: int) -> None:
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/ping", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.1)
+def run(url: str, body: bytes, seconds: float, clients: int) -> None:
     stop = threading.Event()
     statuses: dict[int, int] = {}
     lock = threading.Lock()

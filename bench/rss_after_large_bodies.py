@@ -20,9 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -30,9 +27,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from bench.serve_throughput import base_env, build_tiny, free_port
-
-REPO = Path(__file__).resolve().parent.parent
+from bench.tiny_server import tiny_server
 
 
 def main() -> None:
@@ -49,32 +44,12 @@ def main() -> None:
         rows = np.random.default_rng(0).standard_normal((9_000, 64)).round(6)
         body = "".join(",".join(map(str, row)) + "\n" for row in rows.tolist()).encode()
         content_type = "text/csv"
-    with tempfile.TemporaryDirectory() as tmp:
-        package = Path(tmp) / "tiny"
-        build_tiny(package)
-        port = free_port()
-        env = base_env()
-        env.update({"SAGEMAKER_BIND_TO_PORT": str(port), "MODEL_SERVER_HOST": "127.0.0.1", "PYTHONPATH": str(REPO)})
-        env.update(dict(item.split("=", 1) for item in args.env))
-        with (Path(tmp) / "server.log").open("wb") as out:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "inference", "serve", "--model-dir", str(package)],
-                env=env,
-                cwd=REPO,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        try:
-            url = f"http://127.0.0.1:{port}"
-            _wait_ready(url)
-            settings = args.env or "default"
-            print(f"body {len(body) / 1e6:.1f} MB ({args.body}) x {args.clients} clients; server env {settings}")
-            print(f"idle RSS {_rss_mb(process.pid)} MB")
-            for index in range(args.rounds):
-                _round(index + 1, url, process.pid, (body, content_type), seconds=args.seconds, clients=args.clients)
-        finally:
-            process.terminate()
-            process.wait(30)
+    with tiny_server(dict(item.split("=", 1) for item in args.env)) as server:
+        settings = args.env or "default"
+        print(f"body {len(body) / 1e6:.1f} MB ({args.body}) x {args.clients} clients; server env {settings}")
+        print(f"idle RSS {_rss_mb(server.pid)} MB")
+        for index in range(args.rounds):
+            _round(index + 1, server.url, server.pid, (body, content_type), seconds=args.seconds, clients=args.clients)
 
 
 def _round(index: int, url: str, pid: int, request: tuple[bytes, str], *, seconds: float, clients: int) -> None:
@@ -107,18 +82,6 @@ def _round(index: int, url: str, pid: int, request: tuple[bytes, str], *, second
         thread.join(120)
     time.sleep(2.0)
     print(f"round {index}: requests {statuses}; RSS {before} -> peak {peak} -> {_rss_mb(pid)} MB after 2 s")
-
-
-def _wait_ready(url: str) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/ping", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit("the server did not become ready within 60 s")
 
 
 def _rss_mb(pid: int) -> int:
