@@ -9,9 +9,10 @@ Workloads: the digits MLP (``examples.digits``, 64 -> 64 -> 10) and the benchmar
 (``bench.serve_throughput.build_cnn``, 3x64x64 -> 10), each exported as ``torch_export``. The
 in-process limit is ``model.predict``'s best rows/s over several batch sizes (digits 256-4096 rows,
 CNN 8-1024 images: past its cache cliff a bigger batch is slower) in a fresh child process with the
-same thread count; where the best size is below the chunk, each input is also scored with
-``MODEL_SERVER_MAX_BATCH_SIZE`` set to it (model calls of that size, chunks unchanged); each
-scoring run is a fresh child too, whose peak
+same thread count. Each input is scored with the command's defaults (``default``: model calls of
+the size it measures when the run starts, whole chunks for a small model) and, where the limit's
+best size is below the chunk, with ``MODEL_SERVER_MAX_BATCH_SIZE`` set to it (model calls of that
+size, chunks unchanged); each scoring run is a fresh child too, whose peak
 RSS is its own high-water mark (``VmHWM``, Linux). rows/s of a run is what the command logs on finishing
 (scoring only, after the package has loaded; with ``--workers`` N, after the last worker loaded
 it). Peak RSS is the main process's; with N workers, the sum of every worker's too (each holds a
@@ -219,8 +220,8 @@ def run(workload: Workload, mode: str, root: Path, workers: list[int], repeat: i
     limit, best_batch = in_process_limit(package, workload.limit_batches, 1.0 if mode == "quick" else 3.0)
     rows: list[dict[str, Any]] = []
     small, large = workload.sizes[mode]
-    # Model calls of whole chunks (the default), and, where the model is faster on smaller batches,
-    # of the limit's best size through MODEL_SERVER_MAX_BATCH_SIZE (chunks stay whole).
+    # The defaults (model calls of the size the run measures), and, where the model is faster on smaller
+    # batches, of the limit's best size through MODEL_SERVER_MAX_BATCH_SIZE (chunks stay whole).
     model_batches: list[int | None] = [None] if best_batch >= 1024 else [None, best_batch]
     for count in dict.fromkeys((small, large)):
         npy, jsonl = write_inputs(root / workload.name, workload.row_shape, count, workload.jsonl_rows[mode])
@@ -245,7 +246,7 @@ def run(workload: Workload, mode: str, root: Path, workers: list[int], repeat: i
                             "input": data.suffix,
                             "rows": shown,
                             "workers": count_workers,
-                            "model_batch": model_batch or "chunk",
+                            "model_batch": model_batch or "default",
                             "limit": limit,
                             "limit_batch": best_batch,
                             **measured,

@@ -60,6 +60,7 @@ def tune_max_batch_size(
     cap: int,
     *,
     budget_seconds: float = BUDGET_SECONDS,
+    seconds_per_size: float = SECONDS_PER_SIZE,
     clock: Callable[[], float] = time.perf_counter,
 ) -> Tuning:
     """Measure ``predict`` at each candidate size up to ``cap`` and choose the cap (see the module doc)."""
@@ -73,7 +74,7 @@ def tune_max_batch_size(
             predict(inputs)
             calls += 1
             elapsed = clock() - began
-            if calls >= MIN_CALLS and elapsed >= SECONDS_PER_SIZE:
+            if calls >= MIN_CALLS and elapsed >= seconds_per_size:
                 break
         rates[size] = calls * size / max(elapsed, 1e-9)
         if rates[size] < PAST_THE_CLIFF * max(rates.values()) or clock() - start > budget_seconds:

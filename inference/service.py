@@ -322,7 +322,7 @@ def load_service(config: ServerConfig, *, observer: BatchObserver | None = None)
 
     batcher = None
     hook_batcher = None
-    batch_size, delay_ms = _batching(config, manifest)
+    batch_size, delay_ms = batching_settings(config, manifest)
     if user_code is not None and user_code.batched:
         # The same limits as the model's batcher: one request through input_fn is one row of a batch.
         hook_batcher = ItemBatcher(
@@ -382,7 +382,7 @@ def _is_loaded_model(obj: object) -> bool:
     return hasattr(obj, "predict") and hasattr(obj, "signature")
 
 
-def _batching(config: ServerConfig, manifest: Manifest) -> tuple[int, float]:
+def batching_settings(config: ServerConfig, manifest: Manifest) -> tuple[int, float]:
     """Environment beats the package's ``serving.*`` metadata beats the defaults."""
     try:
         # With `auto`, the package's (or the default) cap is the largest size the start-up sweep tries.

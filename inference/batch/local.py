@@ -10,7 +10,7 @@ written to the errors file and make the exit non-zero unless ``--max-failed-reco
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import functools
 import logging
 import os
 import sys
@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from inference.batch.model_calls import choose_rows, measurable, measure_rows, settled_rows, unmeasured
 from inference.batch.parts import score_chunks
 from inference.batch.scoring import Scorer
 from inference.batch.sinks import OUTPUT_FORMATS, Checkpoint, Layout, assemble, fingerprint, manifest_digest
@@ -32,7 +33,6 @@ from model_package.progress import progress
 
 if TYPE_CHECKING:
     from inference.codecs import DecodeLimits
-    from inference.config import ServerConfig
     from model_package.manifest import Signature
 
 _log = logging.getLogger(__name__)
@@ -59,7 +59,9 @@ def add_local_arguments(group: argparse._ArgumentGroup) -> None:
         "--batch-size",
         type=_positive,
         default=DEFAULT_BATCH_SIZE,
-        help="records per model call (default: 1024; lowered to fit the server's per-request decode limit)",
+        help="records per chunk, scored as one request (default: 1024; lowered to fit the server's per-request "
+        "decode limit); the model is called with at most MODEL_SERVER_MAX_BATCH_SIZE rows, else the package's "
+        "serving.max_batch_size, else the size measured when the run starts",
     )
     group.add_argument(
         "--max-failed-records",
@@ -164,9 +166,17 @@ def _score_all(args: argparse.Namespace, files: list[InputFile], output: Path, p
         from inference.service import load_service
 
         config = load_config(env, model_dir=package_dir)
-        config = dataclasses.replace(config, max_batch_size=model_call_rows(config, args.batch_size))
-        service = load_service(config)
+        service = load_service(unmeasured(config, args.batch_size))
         args.batch_size = _fit_batch_size(args.batch_size, service.signature, service.limits)
+        rows = choose_rows(
+            checkpoint,
+            settled=settled_rows(config, service.manifest, args.batch_size),
+            chunk_rows=args.batch_size,
+            input_bytes=total_bytes(files) - done,
+            measure=functools.partial(measure_rows, service, args.batch_size) if measurable(service) else None,
+        )
+        if service.batcher is not None:
+            service.batcher.max_batch_size = rows
         scorer = Scorer(service, output_format=args.output_format)
         started = time.perf_counter()
         try:
@@ -226,8 +236,11 @@ def _score_with_workers(
     from model_package.manifest import read_manifest
 
     # Chosen here, before the workers load the package: every span is cut at multiples of it.
-    limits = DecodeLimits.for_body_limit(load_config(env, model_dir=package_dir).max_request_bytes)
-    batch_size = _fit_batch_size(args.batch_size, read_manifest(package_dir).signature, limits)
+    config = load_config(env, model_dir=package_dir)
+    manifest = read_manifest(package_dir)
+    limits = DecodeLimits.for_body_limit(config.max_request_bytes)
+    batch_size = _fit_batch_size(args.batch_size, manifest.signature, limits)
+    settled = settled_rows(config, manifest, batch_size)
     # Each worker's model threads get their share of the CPUs, unless MODEL_SERVER_COMPUTE_THREADS says.
     env = {"MODEL_SERVER_COMPUTE_THREADS": str(max(1, available_cpus() // workers)), **env}
     setup = WorkerSetup(
@@ -245,6 +258,10 @@ def _score_with_workers(
             files,
             workers=workers,
             checkpoint=checkpoint,
+            model_call_rows=functools.partial(
+                choose_rows, checkpoint, settled=settled, chunk_rows=batch_size, input_bytes=total_bytes(files) - done
+            ),
+            measurable=manifest.code is None,
             layout=layout,
             setup=setup,
             checkpoint_seconds=args.checkpoint_seconds,
@@ -284,20 +301,6 @@ def _score_file(
         import shutil
 
         shutil.rmtree(parts)
-
-
-def model_call_rows(config: ServerConfig, chunk_rows: int) -> int:
-    """Rows per model call: ``MODEL_SERVER_MAX_BATCH_SIZE`` when it is a number, else the whole chunk.
-
-    A chunk (``--batch-size`` records) is one request to the service; its batcher cuts it into
-    model calls of at most ``max_batch_size`` rows. Small models are fastest on whole chunks; a
-    compute-bound one can be several times faster below its cache cliff (the benchmark CNN: 16
-    rows), the size the server's ``MODEL_SERVER_MAX_BATCH_SIZE=auto`` measures and logs. ``auto``
-    itself is not measured here: a measurement can differ between workers and between a run and
-    its resumption, and rows batched differently may differ in their last bits.
-    """
-    cap = config.max_batch_size
-    return min(cap, chunk_rows) if isinstance(cap, int) else chunk_rows
 
 
 def _fit_batch_size(requested: int, signature: Signature, limits: DecodeLimits) -> int:

@@ -44,6 +44,8 @@ from model_package.errors import MissingFileError, UsageError
 from model_package.manifest import MANIFEST_FILENAME
 
 STATE_DIR: Final = ".batch-state"
+#: The rows per model call a run measured when it started, kept in its state directory.
+MODEL_CALLS_FILE: Final = "model-calls.json"
 _BLOCK = 1 << 20
 OUTPUT_FORMATS: Final = ("sagemaker", "vertex")
 
@@ -116,6 +118,7 @@ class Checkpoint:
         started = progress_file.is_file() or any(self.state.glob("file-*/span-*/progress.json"))
         if saved.is_file() and not started:
             saved.unlink()  # a run that stopped before scoring anything (say, a package that failed to load)
+            (self.state / MODEL_CALLS_FILE).unlink(missing_ok=True)  # measured for that run's package and input
             for leftover in self.state.glob("file-*"):
                 shutil.rmtree(leftover)  # its span plan, or a part no checkpoint names
         if saved.is_file():
@@ -155,6 +158,15 @@ class Checkpoint:
 
     def save(self) -> None:
         _atomic_write(self.state / "progress.json", orjson.dumps(asdict(self.progress)))
+
+    def model_call_rows(self) -> int | None:
+        """The rows per model call this run measured when it started (``None``: not measured yet)."""
+        path = self.state / MODEL_CALLS_FILE
+        return int(orjson.loads(path.read_bytes())["rows"]) if path.is_file() else None
+
+    def record_model_call_rows(self, rows: int) -> None:
+        """Keep a measured size for the run's workers and its resumption (see ``inference.batch.model_calls``)."""
+        _atomic_write(self.state / MODEL_CALLS_FILE, orjson.dumps({"rows": rows}))
 
 
 def drop_stale_parts(directory: Path, chunks: int) -> None:

@@ -49,6 +49,8 @@ from inference.batch.sources import NPY, InputFile, Span, read_chunks, split_rec
 from model_package.errors import ModelPackageError
 
 _log = logging.getLogger("inference.batch.local")
+#: How long the run waits for every worker to load before one measures the model anyway.
+READY_WAIT_S = 300.0
 
 
 class WorkerDied(ModelPackageError):
@@ -67,6 +69,8 @@ class SpanJob:
     batch_size: int
     checkpoint_seconds: float
     output_format: str
+    model_call_rows: int
+    """The run's rows per model call (``inference.batch.model_calls``): the same in every worker."""
 
 
 def score_files(
@@ -74,12 +78,18 @@ def score_files(
     *,
     workers: int,
     checkpoint: Checkpoint,
+    model_call_rows: Callable[..., int],
+    measurable: bool,
     layout: Layout,
     setup: WorkerSetup,
     checkpoint_seconds: float,
     advance: Callable[[int], None],
 ) -> float:
     """Score ``files`` from the checkpoint on, each split across ``workers`` processes.
+
+    ``model_call_rows(measure=...)`` settles the run's rows per model call, calling ``measure`` (one
+    worker measuring the model) when they are neither configured nor recorded; ``measurable`` says
+    whether the service sizes the model's calls at all (not with user code).
 
     Returns the seconds spent scoring: from when the last worker had loaded the package to the last
     file joined (rates exclude loading and the workers' exit, as with one process).
@@ -97,6 +107,14 @@ def score_files(
             with _this_code_first():
                 for _ in range(workers):
                     pool.submit(_nothing)
+
+            def measure() -> int:
+                clock.wait_until_ready(events, workers)  # a worker still loading would skew the measurement
+                measured = pool.submit(measure_model_calls, setup.batch_size).result()
+                clock.started = time.perf_counter()  # measuring is start-up, as loading is (and as with one process)
+                return measured
+
+            rows = model_call_rows(measure=measure if measurable else None)
             for index in range(checkpoint.progress.file, len(files)):
                 jobs = _plan(
                     index,
@@ -104,6 +122,7 @@ def score_files(
                     workers=workers,
                     checkpoint=checkpoint,
                     batch_size=setup.batch_size,
+                    model_call_rows=rows,
                     checkpoint_seconds=checkpoint_seconds,
                     layout=layout,
                 )
@@ -145,6 +164,7 @@ class _Clock:
     def __init__(self, advance: Callable[[int], None]) -> None:
         self.advance = advance
         self.started = time.perf_counter()
+        self.ready = 0
 
     def drain(self, events: Any) -> None:
         while True:
@@ -155,7 +175,15 @@ class _Clock:
             if kind == "bytes":
                 self.advance(value)
             else:  # when that worker was ready, not when this process noticed
+                self.ready += 1
                 self.started = max(self.started, time.perf_counter() - (time.time() - value))
+
+    def wait_until_ready(self, events: Any, workers: int, *, seconds: float = READY_WAIT_S) -> None:
+        """Until every worker has loaded the package (at most ``seconds``: a worker that died is reported later)."""
+        deadline = time.monotonic() + seconds
+        while self.ready < workers and time.monotonic() < deadline:
+            self.drain(events)
+            time.sleep(0.02)
 
 
 def _plan(
@@ -165,6 +193,7 @@ def _plan(
     workers: int,
     checkpoint: Checkpoint,
     batch_size: int,
+    model_call_rows: int,
     checkpoint_seconds: float,
     layout: Layout,
 ) -> list[SpanJob]:
@@ -182,7 +211,7 @@ def _plan(
         tmp.write_bytes(orjson.dumps(save))
         os.replace(tmp, plan)
     return [
-        SpanJob(file, span, directory / f"span-{i:03d}", batch_size, checkpoint_seconds, layout.format)
+        SpanJob(file, span, directory / f"span-{i:03d}", batch_size, checkpoint_seconds, layout.format, model_call_rows)
         for i, span in enumerate(spans)
     ]
 
@@ -268,14 +297,13 @@ def _load(setup: WorkerSetup) -> Any:
     """The package loaded once, as the server loads it."""
     from multiprocessing.util import Finalize
 
-    from inference.batch.local import model_call_rows
+    from inference.batch.model_calls import unmeasured
     from inference.batch.scoring import Scorer
     from inference.config import load_config
     from inference.service import load_service
 
     config = load_config(setup.env, model_dir=setup.package_dir)
-    config = dataclasses.replace(config, max_batch_size=model_call_rows(config, setup.batch_size))
-    scorer = Scorer(load_service(config), output_format=setup.output_format)
+    scorer = Scorer(load_service(unmeasured(config, setup.batch_size)), output_format=setup.output_format)
     # Stop the service's threads before the worker exits (they would hold the exit).
     Finalize(scorer, scorer.close, exitpriority=10)
     return scorer
@@ -285,11 +313,24 @@ def _nothing() -> None:
     """A task that only makes the pool start a worker."""
 
 
+def measure_model_calls(chunk_rows: int) -> int:
+    """The run's rows per model call, measured in this worker (``inference.batch.model_calls``)."""
+    from inference.batch.model_calls import measurable, measure_rows
+
+    if _WORKER["load_error"] is not None:
+        raise _WORKER["load_error"]
+    service = _WORKER["scorer"].service
+    return measure_rows(service, chunk_rows) if measurable(service) else chunk_rows
+
+
 def score_span(job: SpanJob) -> bool:
     """Score one span into its parts (in a worker); False if asked to stop first."""
     if _WORKER["load_error"] is not None:
         raise _WORKER["load_error"]
     events, stop, parent = _WORKER["events"], _WORKER["stop"], _WORKER["parent"]
+    batcher = _WORKER["scorer"].service.batcher
+    if batcher is not None:
+        batcher.max_batch_size = job.model_call_rows
     job.directory.mkdir(parents=True, exist_ok=True)
     progress_path = job.directory / "progress.json"
     state = load_progress(progress_path) or Progress(offset=job.span.start)

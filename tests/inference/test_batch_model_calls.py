@@ -1,0 +1,137 @@
+"""How many rows each model call of a local batch run gets: configured, else measured once per run and kept.
+
+A compute-bound model scored in whole 1,024-record chunks ran at half its rate (past its cache
+cliff); the run now measures the model when it starts, keeps a smaller size only when it is clearly
+faster, and records it so the run's workers and its resumption call the model the same way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+
+from inference.batch import model_calls
+from inference.batch_tuning import Tuning
+from model_package.formats import _torch
+from tests.inference.batch_support import main
+
+#: Over model_calls.MEASURE_FROM_BYTES as .npy (64 float32 per row): large enough to be measured.
+MEASURED_ROWS = 5_000
+
+
+def run(*args: str | Path | int) -> int:
+    return main([str(arg) for arg in args] + ["--no-progress"])
+
+
+@pytest.fixture
+def calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The rows of every model call in this process."""
+    seen: list[int] = []
+    predict = _torch.TorchLoadedModel.predict
+
+    def recorded(self: _torch.TorchLoadedModel, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        seen.append(int(next(iter(inputs.values())).shape[0]))
+        return predict(self, inputs)
+
+    monkeypatch.setattr(_torch.TorchLoadedModel, "predict", recorded)
+    return seen
+
+
+@pytest.fixture
+def big_npy(tmp_path: Path) -> Path:
+    from tests.model_package import torch_models
+
+    path = tmp_path / "in" / "x.npy"
+    path.parent.mkdir()
+    np.save(path, torch_models.mlp_inputs(MEASURED_ROWS, seed=11)["x"])
+    assert path.stat().st_size >= model_calls.MEASURE_FROM_BYTES
+    return path
+
+
+def with_a_cliff(predict: object, example: object, cap: int, **_: object) -> Tuning:
+    """What the sweep measures on a model whose rate halves past 8 rows."""
+    return Tuning(8, {1: 100.0, 2: 200.0, 4: 390.0, 8: 800.0, 16: 400.0}, 0.01)
+
+
+def scoring_calls(calls: list[int]) -> list[int]:
+    """The calls of the scoring itself: the first is the warm-up's (the bundled example)."""
+    return calls[1:]
+
+
+def test_a_model_past_its_cache_cliff_gets_the_measured_rows_and_a_resumed_run_keeps_them(
+    torch_package: Path, big_npy: Path, tmp_path: Path, calls: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(model_calls, "tune_max_batch_size", with_a_cliff)
+    out = tmp_path / "out"
+    from inference.batch import scoring
+
+    score = scoring.Scorer.score
+    chunks: list[int] = []  # the run is stopped after its first chunk, as Ctrl-C would
+
+    def stop_after_one(self: scoring.Scorer, chunk: object, media_type: str) -> object:
+        if chunks:
+            raise KeyboardInterrupt
+        chunks.append(1)
+        return score(self, chunk, media_type)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(scoring.Scorer, "score", stop_after_one)
+    assert run("--input", big_npy, "--output", out, "--package", torch_package, "--checkpoint-seconds", 0) == 130
+    assert set(scoring_calls(calls)) == {8}, "the chunk of 1,024 rows went to the model 8 rows at a time"
+    assert orjson.loads((out / ".batch-state" / "model-calls.json").read_bytes()) == {"rows": 8}
+
+    def no_second_measurement(*_: object, **__: object) -> Tuning:
+        raise AssertionError("a resumed run measured the model again")
+
+    monkeypatch.setattr(model_calls, "tune_max_batch_size", no_second_measurement)
+    monkeypatch.setattr(scoring.Scorer, "score", score)
+    calls.clear()
+    assert run("--input", big_npy, "--output", out, "--package", torch_package) == 0
+    assert set(scoring_calls(calls)) == {8} and sum(scoring_calls(calls)) == MEASURED_ROWS - 1024
+    assert len((out / "x.npy.out").read_bytes().splitlines()) == MEASURED_ROWS
+
+
+def test_a_small_model_keeps_whole_chunks_whatever_the_measurement_says(
+    torch_package: Path, big_npy: Path, tmp_path: Path, calls: list[int]
+) -> None:
+    """A real measurement: the MLP's rate only grows with the batch, so no smaller size is clearly faster."""
+    assert run("--input", big_npy, "--output", tmp_path / "out", "--package", torch_package) == 0
+    assert orjson.loads((tmp_path / "out" / ".batch-state" / "model-calls.json").read_bytes()) == {"rows": 1024}
+    scoring = scoring_calls(calls)[-(MEASURED_ROWS // 1024 + 1) :]
+    assert scoring == [1024] * (MEASURED_ROWS // 1024) + [MEASURED_ROWS % 1024], calls
+
+
+def test_configured_rows_win_and_small_inputs_are_not_measured(
+    torch_package: Path, tmp_path: Path, calls: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.model_package import torch_models
+
+    def never(*_: object, **__: object) -> Tuning:
+        raise AssertionError("measured although the rows were settled")
+
+    monkeypatch.setattr(model_calls, "tune_max_batch_size", never)
+    small = tmp_path / "small.npy"
+    np.save(small, torch_models.mlp_inputs(300, seed=2)["x"])
+    assert run("--input", small, "--output", tmp_path / "a", "--package", torch_package) == 0
+    assert scoring_calls(calls) == [300], "a small input is one whole chunk, not measured"
+    assert not (tmp_path / "a" / ".batch-state" / "model-calls.json").exists()
+
+    calls.clear()
+    monkeypatch.setenv("MODEL_SERVER_MAX_BATCH_SIZE", "64")
+    big = tmp_path / "big.npy"
+    np.save(big, torch_models.mlp_inputs(MEASURED_ROWS, seed=2)["x"])
+    assert run("--input", big, "--output", tmp_path / "b", "--package", torch_package) == 0
+    assert max(scoring_calls(calls)) == 64
+
+
+def test_workers_measure_once_and_write_what_one_process_writes(
+    torch_package: Path, big_npy: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    assert run("--input", big_npy, "--output", tmp_path / "one", "--package", torch_package) == 0
+    assert run("--input", big_npy, "--output", tmp_path / "two", "--package", torch_package, "--workers", 2) == 0
+    err = capfd.readouterr().err
+    assert err.count("rows per model call measured") == 2, "once by the single process, once by one of two workers"
+    assert orjson.loads((tmp_path / "two" / ".batch-state" / "model-calls.json").read_bytes()) == {"rows": 1024}
+    assert (tmp_path / "two" / "x.npy.out").read_bytes() == (tmp_path / "one" / "x.npy.out").read_bytes()
