@@ -357,7 +357,7 @@ def test_runtime_labels_for_sagemaker_and_oci(final: Stage) -> None:
         assert labels.get(key) == value, key
     for key in ("source", "description", "licenses"):
         assert labels.get(f"org.opencontainers.image.{key}"), f"missing org.opencontainers.image.{key}"
-    project_license = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["license"]["text"]
+    project_license = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["license"]
     assert labels["org.opencontainers.image.licenses"] == project_license
 
 
