@@ -232,3 +232,69 @@ def test_a_chunked_request_stops_computing_at_its_deadline() -> None:
 
     asyncio.run(_with_batcher(batcher, body))
     assert len(model.calls) <= 4, f"the 100 chunks must not all run after the deadline: {model.calls}"
+
+
+class Overlap(Recorder):
+    """A gated model that also records how many of its calls ran at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.running = 0
+        self.most = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        try:
+            return super().__call__(inputs)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+def test_a_lone_request_whose_client_left_keeps_the_model_busy_until_its_call_ends() -> None:
+    """An idle batcher starts a lone request at once; the next request still waits for that model call."""
+    model = Overlap()
+    model.release.clear()
+    batcher = Batcher(model, max_batch_size=8, workers=1)
+
+    async def body() -> dict[str, np.ndarray]:
+        gone = asyncio.ensure_future(batcher.submit(rows(1), timeout=10))
+        await asyncio.sleep(0.05)
+        gone.cancel()  # the client left while its model call runs
+        await asyncio.sleep(0.01)
+        nxt = asyncio.ensure_future(batcher.submit(rows(2, 100), timeout=10))
+        await asyncio.sleep(0.05)
+        assert not nxt.done() and model.calls == [], "the second request waits for the first call"
+        assert batcher.queue_depth == 1, "and waits in the queue (bounded, counted), not behind the compute thread"
+        model.release.set()
+        return await nxt
+
+    result = asyncio.run(_with_batcher(batcher, body))
+    np.testing.assert_array_equal(result["y"], rows(2, 100)["x"] * 2)
+    assert model.calls == [1, 2] and model.most == 1
+
+
+def test_stop_waits_for_a_lone_request_already_in_the_model_within_its_grace() -> None:
+    model = Recorder(delay=0.3)
+    batcher = Batcher(model, max_batch_size=8)
+
+    async def body() -> None:
+        await batcher.start()
+        lone = asyncio.ensure_future(batcher.submit(rows(1), timeout=10))
+        await asyncio.sleep(0.01)
+        await batcher.stop()
+        assert model.calls == [1], "stop returned before the model call ended"
+        np.testing.assert_array_equal((await lone)["y"], rows(1)["x"] * 2)
+
+        cut = Batcher(Recorder(delay=1.0), max_batch_size=8)
+        await cut.start()
+        asyncio.ensure_future(cut.submit(rows(1), timeout=10))
+        await asyncio.sleep(0.01)
+        began = time.perf_counter()
+        await cut.stop(grace=0.05)
+        assert time.perf_counter() - began < 0.5, "the drain deadline bounds the wait for a running model call"
+
+    asyncio.run(body())

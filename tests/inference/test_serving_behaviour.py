@@ -24,7 +24,7 @@ FIXTURES = Path(__file__).parent / "user_code_fixtures"
 
 
 class SlowModel(nn.Module):
-    """About a quarter of a second per call on one core, whatever the batch size."""
+    """20 ms (two fast cores) to a quarter of a second (one slow core) per call, whatever the batch size."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -99,10 +99,11 @@ def test_requests_past_their_deadline_get_504_and_are_not_computed(slow_package:
     server = start_server(
         tmp_path,
         args=["--model-dir", str(slow_package)],
-        env={"MODEL_SERVER_REQUEST_TIMEOUT_S": "0.15", "MODEL_SERVER_MAX_BATCH_SIZE": "1"},
+        env={"MODEL_SERVER_REQUEST_TIMEOUT_S": "0.05", "MODEL_SERVER_MAX_BATCH_SIZE": "1"},
     )
     try:
-        # Eight at once behind a ~0.25 s model: most wait past their 0.15 s deadline in the queue.
+        # Eight at once, one model call each: from the third or fourth on, they wait past their 0.05 s
+        # deadline in the queue even where a call takes 20 ms (0.15 s let all eight finish there).
         responses = _post_many(server, 8, stagger=0)
         statuses = [response.status_code for response in responses]
         assert 504 in statuses, statuses
