@@ -123,7 +123,43 @@ def decode_binary_tensor(
     return array.reshape(shape)
 
 
+def bytes_elements(name: str, shape: list[int], data: memoryview) -> list[bytes]:
+    """A ``BYTES`` tensor's elements in row-major order, each checked like :func:`decode_binary_tensor` checks them.
+
+    For raw items (a pipeline's images or texts), which become one bytes object each anyway.
+    """
+    # Bytes objects keep trailing NULs: only fixed-width NumPy arrays would drop them.
+    lengths = _element_lengths(name, shape, math.prod(shape), data, fixed_width=False)
+    elements: list[bytes] = []
+    offset = 0
+    for length in lengths.tolist():
+        offset += _LENGTH.size
+        elements.append(bytes(data[offset : offset + length]))
+        offset += length
+    return elements
+
+
 def _bytes_tensor(name: str, shape: list[int], count: int, data: memoryview, limits: DecodeLimits | None) -> np.ndarray:
+    lengths = _element_lengths(name, shape, count, data)
+    widest = int(lengths.max()) if count else 0
+    if limits is not None:
+        # A fixed-width array is as wide as its longest element (see oip_json._bytes_array): checked
+        # before it is allocated.
+        limits.check_size(count * widest, f"BYTES input {name!r}")
+    # Second pass: copy each element into its slot.
+    array = np.zeros(count, dtype=f"S{max(widest, 1)}")
+    offset = 0
+    for index, length in enumerate(lengths.tolist()):
+        offset += _LENGTH.size
+        array[index] = bytes(data[offset : offset + length])
+        offset += length
+    return array.reshape(shape)
+
+
+def _element_lengths(
+    name: str, shape: list[int], count: int, data: memoryview, *, fixed_width: bool = True
+) -> np.ndarray:
+    """Every element's length prefix, checked against the bytes there, before anything is allocated per element."""
     # Every element needs at least its 4-byte length: a shape claiming more cannot fit (and would
     # otherwise make us loop over a count the client chose).
     if count * _LENGTH.size > len(data):
@@ -143,7 +179,7 @@ def _bytes_tensor(name: str, shape: list[int], count: int, data: memoryview, lim
                 f"input {name!r} element {index} has length {length} but only {len(data) - offset} bytes of "
                 "the tensor's binary data are left"
             )
-        if length and data[offset + length - 1] == 0:
+        if fixed_width and length and data[offset + length - 1] == 0:
             # NumPy's fixed-width bytes drop trailing NULs, which would change the value silently.
             raise BadRequestError(
                 f"input {name!r} has a BYTES element ending in a NUL byte, which this server cannot pass on"
@@ -155,19 +191,7 @@ def _bytes_tensor(name: str, shape: list[int], count: int, data: memoryview, lim
             f"input {name!r} has {len(data) - offset} bytes after its {count} BYTES elements; "
             "binary_data_size must be the elements' lengths plus 4 bytes each"
         )
-    widest = int(lengths.max()) if count else 0
-    if limits is not None:
-        # A fixed-width array is as wide as its longest element (see oip_json._bytes_array): checked
-        # before it is allocated.
-        limits.check_size(count * widest, f"BYTES input {name!r}")
-    # Second pass: copy each element into its slot.
-    array = np.zeros(count, dtype=f"S{max(widest, 1)}")
-    offset = 0
-    for index, length in enumerate(lengths.tolist()):
-        offset += _LENGTH.size
-        array[index] = bytes(data[offset : offset + length])
-        offset += length
-    return array.reshape(shape)
+    return lengths
 
 
 def encode_binary_tensor(name: str, datatype: str, array: np.ndarray) -> bytes:

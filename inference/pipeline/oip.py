@@ -2,7 +2,9 @@
 
 A request to a package with an image or text pipeline whose only input is a ``BYTES`` tensor
 carries raw items, one per element: texts as JSON strings, images as base64 strings (JSON cannot
-hold raw bytes; KServe's V2 JSON convention for binary data). Any other request holds the model's
+hold raw bytes; KServe's V2 JSON convention for binary data), or either as binary tensor data after
+the JSON (each element a 4-byte length, then the file's or the text's bytes: what Triton's clients
+send by default; see :mod:`inference.codecs.oip_binary`). Any other request holds the model's
 own tensors and is served as before. The answers come back as tensors, one row per item:
 ``labels`` (BYTES) and ``scores`` (FP32) ``[n, k]``; ``items`` (INT64) and ``scores``; or
 ``embedding`` (FP32 ``[n, d]``).
@@ -16,14 +18,21 @@ from typing import Any
 
 import orjson
 
+from inference.codecs import oip_binary
 from inference.errors import BadRequestError
 from model_package.pipeline.runner import RawItem
 
 
-def raw_oip_items(body: bytes, kind: str) -> tuple[list[RawItem], str | None] | None:
-    """The raw items of a V2 infer request and its ``id``, or ``None`` when it holds tensors for the model."""
+def raw_oip_items(body: bytes, kind: str, header_length: str | None = None) -> tuple[list[RawItem], str | None] | None:
+    """The raw items of a V2 infer request and its ``id``, or ``None`` when it holds tensors for the model.
+
+    ``header_length`` (``Inference-Header-Content-Length``) says binary tensor data follows the JSON.
+    """
     if kind not in ("image", "text"):
         return None
+    binary: memoryview | None = None
+    if header_length is not None:
+        body, binary = oip_binary.split_body(body, header_length)
     try:
         payload: Any = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -34,6 +43,11 @@ def raw_oip_items(body: bytes, kind: str) -> tuple[list[RawItem], str | None] | 
     tensor = inputs[0]
     if tensor.get("datatype") != "BYTES":
         return None
+    request_id = payload.get("id") if isinstance(payload.get("id"), str) else None
+    parameters = tensor.get("parameters")
+    size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
+    if size is not None or binary is not None:
+        return _binary_items(tensor, kind, size, binary), request_id
     values = _flatten(tensor.get("data"))
     if not values or not all(isinstance(value, str) for value in values):
         raise BadRequestError(
@@ -41,7 +55,6 @@ def raw_oip_items(body: bytes, kind: str) -> tuple[list[RawItem], str | None] | 
             "its 'data' as a non-empty list of strings"
             + (" (base64 of each JPEG or PNG file)" if kind == "image" else "")
         )
-    request_id = payload.get("id") if isinstance(payload.get("id"), str) else None
     if kind == "text":
         return list(values), request_id
     items: list[RawItem] = []
@@ -51,6 +64,37 @@ def raw_oip_items(body: bytes, kind: str) -> tuple[list[RawItem], str | None] | 
         except (binascii.Error, ValueError):
             raise BadRequestError(f"element {index} of {tensor.get('name')!r} is not valid base64") from None
     return items, request_id
+
+
+def _binary_items(tensor: dict[str, Any], kind: str, size: object, binary: memoryview | None) -> list[RawItem]:
+    """The items of a ``BYTES`` tensor sent as binary tensor data: each a 4-byte length, then the file or the text."""
+    name = tensor.get("name")
+    if binary is None:
+        raise BadRequestError(
+            f"input {name!r} has binary_data_size but the request has no Inference-Header-Content-Length header "
+            "giving the length of its JSON part"
+        )
+    reader = oip_binary.BinaryReader(binary)
+    if size is None:
+        reader.check_consumed()  # binary data no input claims: sizes that do not add up
+        raise BadRequestError(f"input {name!r} needs its 'data' or a binary_data_size")
+    data = reader.take(str(name), size)
+    reader.check_consumed()
+    shape = tensor.get("shape")
+    if not (isinstance(shape, list) and all(type(dim) is int and dim >= 0 for dim in shape)):
+        raise BadRequestError(f"input {name!r}: 'shape' must be a list of whole numbers >= 0, got {shape!r}")
+    elements = oip_binary.bytes_elements(str(name), shape, data)
+    if not elements:
+        raise BadRequestError(f"input {name!r}: a BYTES tensor of {kind}s needs at least one element")
+    if kind == "image":
+        return list(elements)
+    texts: list[RawItem] = []
+    for index, element in enumerate(elements):
+        try:
+            texts.append(element.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise BadRequestError(f"element {index} of {name!r} is not UTF-8 text") from None
+    return texts
 
 
 def answers_as_tensors(answers: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -117,7 +117,7 @@ class OipExchange:
         """Images or texts as one BYTES tensor (``inference.pipeline.oip``); ``None`` for the model's own tensors."""
         from inference.pipeline.oip import raw_oip_items
 
-        raw = raw_oip_items(body, kind)
+        raw = raw_oip_items(body, kind, self.header_length)
         if raw is None:
             return None
         negotiate(self.accept, (JSON,), JSON)  # a pipeline answers in JSON: refuse with 406 before any work

@@ -167,11 +167,6 @@ def test_the_early_413_leaves_an_input_of_the_wrong_rank_to_validation(
     run(torch_package, scenario, env={"MODEL_SERVER_MAX_RESPONSE_BYTES": "1000"})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="OIP pipelines read raw items from JSON only: a BYTES tensor in binary tensor data (what Triton's "
-    "clients send by default) falls through to the model's tensor codec and is refused",
-)
 def test_an_oip_pipeline_takes_images_as_binary_tensor_data(image_package: Path) -> None:
     """Triton's clients send BYTES inputs as binary data after the JSON (4-byte length, then the bytes)."""
     import struct

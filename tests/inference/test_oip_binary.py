@@ -448,3 +448,25 @@ def test_raw_binary_request_to_a_single_input_model(torch_package: Path, tmp_pat
             np.testing.assert_allclose(got, array, rtol=1e-5, atol=1e-6)
     finally:
         server.terminate()
+
+
+def test_a_text_pipeline_reads_binary_bytes_elements_as_utf8_texts() -> None:
+    from inference.pipeline.oip import raw_oip_items
+
+    texts = ["héllo", "", "a\x00b"]  # an empty text and an inner NUL are texts like any other
+    binary = b"".join(struct.pack("<I", len(t.encode())) + t.encode() for t in texts)
+    header = orjson.dumps(
+        {
+            "id": "t",
+            "inputs": [
+                {"name": "text", "datatype": "BYTES", "shape": [3], "parameters": {"binary_data_size": len(binary)}}
+            ],
+        }
+    )
+    assert raw_oip_items(header + binary, "text", str(len(header))) == (texts, "t")
+    bad = struct.pack("<I", 2) + b"\xff\xfe"
+    header = orjson.dumps(
+        {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": len(bad)}}]}
+    )
+    with pytest.raises(BadRequestError, match="element 0 of 'text' is not UTF-8 text"):
+        raw_oip_items(header + bad, "text", str(len(header)))

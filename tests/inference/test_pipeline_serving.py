@@ -154,6 +154,59 @@ def test_oip_bytes_tensor_of_base64_images_gets_label_and_score_tensors(
     assert "is not a JPEG or PNG image" in bad.json()["error"]
 
 
+def test_tritonclient_sends_images_as_binary_bytes_and_reads_the_labels(
+    server: ServerProcess, image_package: Path
+) -> None:
+    """Triton's HTTP client sends BYTES inputs as binary tensor data by default (length-prefixed files)."""
+    httpclient = pytest.importorskip("tritonclient.http")
+    triton_utils = pytest.importorskip("tritonclient.utils")
+
+    expected = _expected(image_package)
+    photos = np.array([path.read_bytes() for path in sample_images()], dtype=np.object_)
+    tensor = httpclient.InferInput("photo", [len(photos)], "BYTES")
+    tensor.set_data_from_numpy(photos, binary_data=True)
+    client = httpclient.InferenceServerClient(f"127.0.0.1:{server.port}")
+    try:
+        result = client.infer("tiny-image", [tensor], request_id="r-9")
+        assert result.get_response()["id"] == "r-9"
+        # A pipeline answers in JSON (the client reads it as it reads binary outputs): labels are strings.
+        labels = list(result.as_numpy("labels").reshape(-1))
+        assert labels == [label for answer in expected for label in answer["labels"]]
+        scores = result.as_numpy("scores").reshape(-1)
+        assert np.allclose(scores, [s for answer in expected for s in answer["scores"]], atol=1e-5)
+        # Each element is a whole file: a truncated one is the pipeline's 400, named.
+        broken = httpclient.InferInput("photo", [1], "BYTES")
+        broken.set_data_from_numpy(np.array([photos[0][:100]], dtype=np.object_), binary_data=True)
+        with pytest.raises(triton_utils.InferenceServerException, match="image"):
+            client.infer("tiny-image", [broken])
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize(
+    ("binary", "declared", "message"),
+    [
+        (b"\x05\x00\x00\x00abc", 7, "bytes of the tensor's binary data are left"),  # a length past the data
+        (b"\x03\x00\x00\x00abc", 9, "bytes of binary data are left"),  # binary_data_size past the body
+        (b"\x03\x00\x00\x00abcXY", 7, "bytes after the binary data of every input"),  # bytes no input claims
+    ],
+)
+def test_lying_binary_image_tensors_are_400s(server: ServerProcess, binary: bytes, declared: int, message: str) -> None:
+    header = json.dumps(
+        {"inputs": [{"name": "photo", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": declared}}]}
+    ).encode()
+    with server.client() as client:
+        response = client.post(
+            "/v2/models/tiny-image/infer",
+            content=header + binary,
+            headers={"Inference-Header-Content-Length": str(len(header)), "content-type": "application/octet-stream"},
+        )
+        no_header = client.post("/v2/models/tiny-image/infer", content=header)
+    assert response.status_code == 400 and message in response.json()["error"], response.text
+    assert no_header.status_code == 400
+    assert "no Inference-Header-Content-Length" in no_header.json()["error"]
+
+
 def test_preprocessing_is_admitted_like_the_model_call_full_queue_503_and_deadline_504(image_package: Path) -> None:
     import asyncio
 
