@@ -18,6 +18,7 @@ deadline passes), so no model call exceeds the cap.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import queue
@@ -394,9 +395,9 @@ class ComputeThreads:
             try:
                 result = fn(arg)
             except BaseException as exc:
-                loop.call_soon_threadsafe(_settle, future, None, exc)
+                _post(loop, future, None, exc)
             else:
-                loop.call_soon_threadsafe(_settle, future, result, None)
+                _post(loop, future, result, None)
 
         self._submit(job)
         return future
@@ -451,6 +452,18 @@ async def _wait_at_most(tasks: list[asyncio.Future[Any]], seconds: float | None)
         return True
     _, running = await asyncio.wait(tasks, timeout=seconds)
     return not running
+
+
+def _post(
+    loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], result: Any, error: BaseException | None
+) -> None:
+    """Hand a compute thread's outcome to the event loop; dropped once the loop has closed.
+
+    A model call still running at the drain deadline ends after the server stopped waiting for it
+    (and may end after the loop closed): nobody waits for its answer, and it is not an error.
+    """
+    with contextlib.suppress(RuntimeError):  # "Event loop is closed"
+        loop.call_soon_threadsafe(_settle, future, result, error)
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:

@@ -41,9 +41,10 @@ CLEAR_GAIN = 1.25
 #: Inputs smaller than this are scored in whole chunks without a measurement (a second at most).
 MEASURE_FROM_BYTES = 1 << 20
 #: At most this long measuring, and this long per size (the server's start-up sweep: 3 s and 0.1 s). A
-#: small model's sweep then takes about a quarter of a second, a compute-bound one's under a second.
+#: small model's sweep then takes about half a second, the benchmark CNN's about one. At 20 ms per
+#: size the CNN's 64 images sometimes timed within 5 % of its best 32 and won.
 MEASURE_BUDGET_S = 1.5
-MEASURE_SECONDS_PER_SIZE = 0.02
+MEASURE_SECONDS_PER_SIZE = 0.05
 
 
 def settled_rows(config: ServerConfig, manifest: Manifest, chunk_rows: int) -> int | None:
