@@ -114,6 +114,19 @@ def _negotiate_cached(accept: str, available: tuple[str, ...], default: str) -> 
     return best
 
 
+def preferred_media_type(accept: str) -> str | None:
+    """The concrete type (no wildcard) ``accept`` ranks highest above q=0, the earliest on a tie; ``None`` if none.
+
+    For a body whose producer (user code) gave no type: it is labelled with what the client prefers.
+    """
+    best: str | None = None
+    best_q = 0.0
+    for main, sub, q in _parse_accept(accept):
+        if "*" not in (main, sub) and q > best_q:
+            best, best_q = f"{main}/{sub}", q
+    return best
+
+
 def _parse_accept(accept: str) -> list[tuple[str, str, float]]:
     """``(type, subtype, q)`` per well-formed range; malformed ranges are skipped (RFC 9110 allows ignoring)."""
     ranges: list[tuple[str, str, float]] = []

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from inference.codecs.media_types import negotiate
+from inference.codecs.media_types import negotiate, preferred_media_type
 from inference.errors import (
     BadRequestError,
     ModelError,
@@ -64,10 +64,6 @@ def _user_body(body: bytes, content_type: str | None) -> bytes | str:
         ) from exc
 
 
-def _media_ranges(accept: str) -> list[str]:
-    return [media for media in (_media_type(part) for part in accept.split(",")) if media]
-
-
 def _effective_accept(accept: str | None, default: str) -> str:
     """The toolkit's rule: a missing or ``*/*`` Accept means the default accept."""
     value = (accept or "").strip()
@@ -119,11 +115,8 @@ def _body_bytes(body: Any, *, source: str) -> bytes:
 
 
 def _response_type(accept: str) -> str:
-    """The content type of a body returned without one: the first concrete type the client accepts."""
-    for media in _media_ranges(accept):
-        if "*" not in media:
-            return media
-    return "application/octet-stream"
+    """The content type of a body returned without one: the concrete type the client prefers (q-values count)."""
+    return preferred_media_type(accept) or "application/octet-stream"
 
 
 def _checked_content_type(value: str, source: str) -> str:

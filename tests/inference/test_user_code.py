@@ -243,6 +243,16 @@ def test_missing_accept_uses_the_configured_default_accept(package: PackageFacto
     assert media_type == "text/plain"
 
 
+def test_a_body_returned_without_a_type_is_labelled_with_the_type_the_client_prefers(package: PackageFactory) -> None:
+    """q-values count: a type the client refuses (q=0) or ranks lower is not the label."""
+    handler = load(package("transform_only"))
+    for accept in ("text/plain;q=0, application/x-custom", "text/plain;q=0.5, application/x-custom"):
+        _, media_type, _ = request(handler, b"[[1, 2, 3, 4, 5]]", accept=accept)
+        assert media_type == "application/x-custom", accept
+    _, media_type, _ = request(handler, b"[[1, 2, 3, 4, 5]]", accept="text/plain;q=0, */*;q=0.5")
+    assert media_type == "application/octet-stream", "no concrete type the client accepts: raw bytes"
+
+
 def test_output_fn_returning_a_json_value_none_or_a_bad_tuple(
     package: PackageFactory, write_code: Callable[..., Path]
 ) -> None:
