@@ -45,6 +45,25 @@ class DrainingServer(uvicorn.Server):
             self._captured_signals.remove(sig)
 
 
+class _DrainCutsAreWarnings(logging.Filter):
+    """uvicorn logs the requests it cancels at the drain deadline as an ERROR; they are a warning.
+
+    Cutting in-flight work at the deadline is the drain working as configured, and each cut request
+    is already logged (a warning with its request id) and answered with a retryable 503
+    (``inference.app``). An ERROR on every rollout with a long request in flight would page whoever
+    alarms on error logs. uvicorn's message (``uvicorn/server.py``, ``Server.shutdown``):
+    "Cancel %s running task(s), timeout graceful shutdown exceeded".
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.ERROR and record.msg.startswith("Cancel %s running task(s)"):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+_DRAIN_CUTS_ARE_WARNINGS = _DrainCutsAreWarnings()
+
+
 def _http_protocol(config: ServerConfig) -> type[asyncio.Protocol] | str:
     """httptools (several times h11's throughput) with the limits it lacks; h11 when it is missing."""
     if importlib.util.find_spec("httptools") is None:
@@ -56,6 +75,7 @@ def _http_protocol(config: ServerConfig) -> type[asyncio.Protocol] | str:
 
 def run(app: ASGIApp, service: ModelService, config: ServerConfig, sockets: list[socket.socket] | None = None) -> None:
     """Serve ``app`` on ``config.host:config.port`` (or on ``sockets``) until a shutdown signal, then drain."""
+    logging.getLogger("uvicorn.error").addFilter(_DRAIN_CUTS_ARE_WARNINGS)  # once: the same filter is not re-added
     uv_config = uvicorn.Config(
         app,
         host=config.host,
