@@ -26,7 +26,7 @@ from inference.batch.model_calls import choose_rows, measurable, measure_rows, s
 from inference.batch.parts import score_chunks
 from inference.batch.scoring import Scorer
 from inference.batch.sinks import OUTPUT_FORMATS, Checkpoint, Layout, assemble, fingerprint, manifest_digest
-from inference.batch.sources import InputFile, discover, read_chunks, total_bytes
+from inference.batch.sources import InputFile, bytes_read, discover, read_chunks, total_bytes
 from model_package.errors import ModelPackageError, UsageError
 from model_package.logs import configure_logging
 from model_package.progress import progress
@@ -147,8 +147,9 @@ def _score_all(args: argparse.Namespace, files: list[InputFile], output: Path, p
     # The server's own knobs (MODEL_SERVER_*) apply; platform variables do not describe this process.
     env = {name: value for name, value in os.environ.items() if name.startswith("MODEL_SERVER_")}
     layout = Layout(args.output_format, output, files)
+    # What a resumed run had scored, so its progress bar starts there (workers add their spans' own below).
     done = sum(file.path.stat().st_size for file in files[: state.file]) + (
-        state.offset if state.file < len(files) and files[state.file].media_type != "application/x-npy" else 0
+        bytes_read(files[state.file], 0, state.offset) if state.file < len(files) else 0
     )
     scored_before = state.scored
     if workers > 1:

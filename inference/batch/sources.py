@@ -85,6 +85,13 @@ def total_bytes(files: list[InputFile]) -> int:
     return sum(file.path.stat().st_size for file in files)
 
 
+def bytes_read(file: InputFile, start: int, offset: int) -> int:
+    """The progress bar's bytes for records from ``start`` to ``offset`` (byte offsets, or ``.npy`` rows)."""
+    if file.media_type == NPY:
+        return (offset - start) * npy_layout(file.path).row_bytes
+    return offset - start
+
+
 def read_chunks(
     file: InputFile,
     *,

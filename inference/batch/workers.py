@@ -45,7 +45,7 @@ from inference.batch.sinks import (
     part_paths,
     save_progress,
 )
-from inference.batch.sources import NPY, InputFile, Span, read_chunks, split_records
+from inference.batch.sources import NPY, InputFile, Span, bytes_read, read_chunks, split_records
 from model_package.errors import ModelPackageError
 
 _log = logging.getLogger("inference.batch.local")
@@ -222,6 +222,10 @@ def _finished(job: SpanJob) -> bool:
 
 
 def _run_jobs(pool: ProcessPoolExecutor, jobs: list[SpanJob], events: Any, clock: _Clock) -> None:
+    for job in jobs:  # what a resumed run's spans had scored: the progress bar starts there
+        progress = load_progress(job.directory / "progress.json")
+        if progress is not None:
+            clock.advance(bytes_read(job.file, job.span.start, progress.offset))
     pending: set[Future[bool]] = {pool.submit(score_span, job) for job in jobs if not _finished(job)}
     try:
         while pending:

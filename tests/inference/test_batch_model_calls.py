@@ -93,6 +93,38 @@ def test_a_model_past_its_cache_cliff_gets_the_measured_rows_and_a_resumed_run_k
     assert len((out / "x.npy.out").read_bytes().splitlines()) == MEASURED_ROWS
 
 
+def test_a_resumed_npy_runs_progress_bar_counts_the_rows_scored_before(
+    torch_package: Path, big_npy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from contextlib import contextmanager
+
+    from inference.batch import local, scoring
+
+    score = scoring.Scorer.score
+    chunks: list[int] = []
+
+    def stop_after_two(self: scoring.Scorer, chunk: object, media_type: str) -> object:
+        if len(chunks) == 2:
+            raise KeyboardInterrupt
+        chunks.append(1)
+        return score(self, chunk, media_type)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(scoring.Scorer, "score", stop_after_two)
+    out = tmp_path / "out"
+    assert run("--input", big_npy, "--output", out, "--package", torch_package, "--checkpoint-seconds", 0) == 130
+    monkeypatch.setattr(scoring.Scorer, "score", score)
+    counted: list[int] = []
+
+    @contextmanager
+    def progress(description: str, total: int | None, *, enabled: bool = True):  # type: ignore[no-untyped-def]
+        yield counted.append
+
+    monkeypatch.setattr(local, "progress", progress)
+    assert run("--input", big_npy, "--output", out, "--package", torch_package) == 0
+    header = big_npy.stat().st_size - MEASURED_ROWS * 64 * 4  # the bar counts rows' bytes
+    assert sum(counted) == big_npy.stat().st_size - header
+
+
 def test_a_small_model_keeps_whole_chunks_whatever_the_measurement_says(
     torch_package: Path, big_npy: Path, tmp_path: Path, calls: list[int]
 ) -> None:

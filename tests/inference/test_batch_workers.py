@@ -290,6 +290,34 @@ def test_a_run_killed_mid_way_resumes_with_every_record_scored_once(
     assert (output / "big.jsonl.out").read_bytes() == expected
 
 
+def test_a_resumed_runs_progress_bar_starts_where_its_spans_stopped(
+    torch_package: Path, tmp_path: Path, big: tuple[Path, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It counted only what was left, so a resumed run's bar ended short of its total."""
+    from contextlib import contextmanager
+
+    from inference.batch import local
+
+    data, expected = big
+    output = tmp_path / "o"
+    victim = subprocess.Popen(command(data, torch_package, output, *SLOW), env=ENV, stderr=subprocess.DEVNULL)
+    wait_for(victim, output, 2_000)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(30)
+    counted: list[int] = []
+
+    @contextmanager
+    def progress(description: str, total: int | None, *, enabled: bool = True):  # type: ignore[no-untyped-def]
+        assert total == data.stat().st_size
+        yield counted.append
+
+    monkeypatch.setattr(local, "progress", progress)
+    monkeypatch.setenv("MODEL_SERVER_COMPUTE_THREADS", "1")
+    assert run("--input", data, "--package", torch_package, "--output", output, *SLOW) == 0
+    assert sum(counted) == data.stat().st_size
+    assert (output / "big.jsonl.out").read_bytes() == expected
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_a_worker_that_dies_stops_the_run_in_one_line_and_the_rerun_finishes(
     torch_package: Path, tmp_path: Path, big: tuple[Path, bytes]
