@@ -371,28 +371,6 @@ def test_ctrl_c_inside_a_chunk_waits_for_the_chunk_and_leaves_the_service_able_t
     scorer.close()
 
 
-def test_model_calls_follow_model_server_max_batch_size_while_chunks_stay_whole(
-    torch_package: Path, rows: np.ndarray, expected: np.ndarray, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A compute-bound model is fastest below its cache cliff: the server's batch-size knob sets the call size."""
-    from model_package.formats import _torch
-
-    calls: list[int] = []
-    predict = _torch.TorchLoadedModel.predict
-
-    def recorded(self: _torch.TorchLoadedModel, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        calls.append(int(next(iter(inputs.values())).shape[0]))
-        return predict(self, inputs)
-
-    monkeypatch.setattr(_torch.TorchLoadedModel, "predict", recorded)
-    monkeypatch.setenv("MODEL_SERVER_MAX_BATCH_SIZE", "16")
-    np.save(tmp_path / "x.npy", rows)
-    assert run("--input", tmp_path / "x.npy", "--output", tmp_path / "out", "--package", torch_package) == 0
-    np.testing.assert_allclose(np.array(out_rows(tmp_path / "out" / "x.npy.out")), expected, rtol=1e-5, atol=1e-6)
-    scoring = calls[-(ROWS // 16 + 1) :]
-    assert max(scoring) == 16 and sum(scoring) == ROWS, calls
-
-
 def test_a_csv_record_with_a_huge_field_fails_alone_in_the_vertex_layout(
     torch_package: Path, rows: np.ndarray, tmp_path: Path
 ) -> None:

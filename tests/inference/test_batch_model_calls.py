@@ -135,6 +135,27 @@ def test_a_small_model_keeps_whole_chunks_whatever_the_measurement_says(
     assert scoring == [1024] * (MEASURED_ROWS // 1024) + [MEASURED_ROWS % 1024], calls
 
 
+def test_model_calls_follow_model_server_max_batch_size_while_chunks_stay_whole(
+    torch_package: Path, tmp_path: Path, calls: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A compute-bound model is fastest below its cache cliff: the server's batch-size knob sets the call size."""
+    from model_package.formats import get_format
+    from model_package.manifest import read_manifest
+    from tests.model_package import torch_models
+
+    rows = torch_models.mlp_inputs(300, seed=3)["x"]
+    manifest = read_manifest(torch_package)
+    (expected,) = get_format(manifest.format).load(torch_package, manifest, threads=1).predict({"x": rows}).values()
+    calls.clear()
+    monkeypatch.setenv("MODEL_SERVER_MAX_BATCH_SIZE", "16")
+    np.save(tmp_path / "x.npy", rows)
+    assert run("--input", tmp_path / "x.npy", "--output", tmp_path / "out", "--package", torch_package) == 0
+    answers = [orjson.loads(line) for line in (tmp_path / "out" / "x.npy.out").read_bytes().splitlines()]
+    np.testing.assert_allclose(np.array(answers), expected, rtol=1e-5, atol=1e-6)
+    scoring = scoring_calls(calls)
+    assert max(scoring) == 16 and sum(scoring) == 300, calls
+
+
 def test_configured_rows_win_and_small_inputs_are_not_measured(
     torch_package: Path, tmp_path: Path, calls: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
