@@ -60,3 +60,24 @@ def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None
 
 def test_cpu_count_respects_the_affinity_mask() -> None:
     assert 1 <= available_cpus() <= len(os.sched_getaffinity(0))
+
+
+def test_framework_threads_wait_passively_unless_the_deployment_says_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Busy-waiting OpenMP workers take the core the event loop needs between model calls (p99 spikes)."""
+    import subprocess
+    import sys
+
+    from inference.entrypoint import _limit_framework_threads
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    _limit_framework_threads(2)
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert os.environ["OMP_NUM_THREADS"] == "3", "what the deployment set wins"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    _limit_framework_threads(2)
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+    # OpenMP reads its environment once, when the framework loads: the entrypoint must not load it first.
+    probe = "import sys, inference.entrypoint; print('torch' in sys.modules)"
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "False"
