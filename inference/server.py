@@ -56,7 +56,8 @@ class _DrainCutsAreWarnings(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno == logging.ERROR and record.msg.startswith("Cancel %s running task(s)"):
+        message = record.msg if isinstance(record.msg, str) else ""  # a log call may pass any object
+        if record.levelno == logging.ERROR and message.startswith("Cancel %s running task(s)"):
             record.levelno, record.levelname = logging.WARNING, "WARNING"
         return True
 
