@@ -46,8 +46,10 @@ def raw_oip_items(body: bytes, kind: str, header_length: str | None = None) -> t
     request_id = payload.get("id") if isinstance(payload.get("id"), str) else None
     parameters = tensor.get("parameters")
     size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
-    if size is not None or binary is not None:
+    if size is not None:
         return _binary_items(tensor, kind, size, binary), request_id
+    if binary is not None:
+        oip_binary.BinaryReader(binary).check_consumed()  # binary data no input claims: sizes that do not add up
     values = _flatten(tensor.get("data"))
     if not values or not all(isinstance(value, str) for value in values):
         raise BadRequestError(
@@ -75,9 +77,6 @@ def _binary_items(tensor: dict[str, Any], kind: str, size: object, binary: memor
             "giving the length of its JSON part"
         )
     reader = oip_binary.BinaryReader(binary)
-    if size is None:
-        reader.check_consumed()  # binary data no input claims: sizes that do not add up
-        raise BadRequestError(f"input {name!r} needs its 'data' or a binary_data_size")
     data = reader.take(str(name), size)
     reader.check_consumed()
     shape = tensor.get("shape")

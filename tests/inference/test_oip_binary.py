@@ -470,3 +470,13 @@ def test_a_text_pipeline_reads_binary_bytes_elements_as_utf8_texts() -> None:
     )
     with pytest.raises(BadRequestError, match="element 0 of 'text' is not UTF-8 text"):
         raw_oip_items(header + bad, "text", str(len(header)))
+
+
+def test_a_pipeline_request_with_the_binary_header_may_still_carry_its_items_as_json() -> None:
+    """Triton's clients send the header whenever a request is built for binary data, even when no input uses it."""
+    from inference.pipeline.oip import raw_oip_items
+
+    header = orjson.dumps({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [2], "data": ["a", "b"]}]})
+    assert raw_oip_items(header, "text", str(len(header))) == (["a", "b"], None)
+    with pytest.raises(BadRequestError, match="bytes after the binary data of every input"):
+        raw_oip_items(header + b"junk", "text", str(len(header)))
