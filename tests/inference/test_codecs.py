@@ -26,6 +26,7 @@ from inference.codecs import (
     response_media_type,
     split_json_payload,
 )
+from inference.codecs.arrays import count_string_values, has_string_values
 from inference.errors import (
     BadRequestError,
     NotAcceptableError,
@@ -296,6 +297,24 @@ def test_integer_inputs_take_integral_floats_only() -> None:
     assert "row 0 has -1" in bad_request(b"[-1]", JSON, unsigned)
     assert "int64 range" in bad_request(b"[18446744073709551615]", JSON, sig)
     assert "int64 range" in bad_request(b"[1, 100000000000000000000000]", JSON, sig)
+
+
+@pytest.mark.parametrize(
+    ("body", "values"),
+    [
+        (b'{"instances": [[1, 2], [3, 4]]}', 0),
+        (b'{"instances" :\n [[1, 2]], "parameters": {"k": 1}}', 0),
+        (b'{"inputs": {"x": [1, "two"]}}', 1),
+        (b'["a \\" b", 1, "c"]', 2),  # an escaped quote does not end the string
+        (b'{"key \\": x": [1]}', 0),  # nor does one inside a key
+        (b'[{"x": "v"}, {"x" : "w"}]', 2),
+        (b"[1.5, 2e3, -4]", 0),
+    ],
+)
+def test_string_values_are_told_from_object_keys(body: bytes, values: int) -> None:
+    # The scan that lets a body of numbers skip the walk for strings (which NumPy would widen to).
+    assert count_string_values(body) == values
+    assert has_string_values(body) is (values > 0)
 
 
 def test_bool_inputs_take_booleans_and_zero_or_one() -> None:
