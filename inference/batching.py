@@ -13,6 +13,14 @@ the queue without being computed; a full queue answers 503 with Retry-After.
 A single request with more rows than ``max_batch_size`` runs alone, as
 consecutive model calls of at most that many rows (stopping early if its
 deadline passes), so no model call exceeds the cap.
+
+A lone request on an idle batcher whose model calls have been fast (``inline_below``, measured on
+the recent lone calls) runs on the event loop itself: handing a call to a thread and its answer
+back costs two thread wake-ups, about 160 µs on the 2-core VMs ``bench/`` runs on (a bare
+round trip between two threads through a queue: 97 µs), more than a small model's whole call. Before that,
+the request yields once, so requests read in the same loop turn queue behind it and are batched
+on the compute thread as before: under load nothing runs inline, and the loop is never blocked
+for longer than about ``inline_below``.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import functools
 import logging
 import queue
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -39,6 +48,12 @@ PredictFn = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
 _T = TypeVar("_T")
 _A = TypeVar("_A")
 _ShapeKey = tuple[tuple[str, str, tuple[int, ...]], ...]
+#: The server's ``inline_below``: a lone call expected to take under 1 ms runs on the event loop. Long
+#: enough for small models (the benchmark's MLP: 90-150 µs), short enough that health checks
+#: and other connections wait at most about that long (the health target is 100 ms at p99).
+INLINE_BELOW_S = 0.001
+#: How much the newest lone model call weighs in the estimate that decides inline calls.
+_ESTIMATE_WEIGHT = 0.3
 
 
 class BatchObserver(Protocol):
@@ -79,9 +94,10 @@ class Batcher:
         max_queue: int = 512,
         workers: int = 1,
         observer: BatchObserver | None = None,
+        inline_below: float = 0.0,
     ) -> None:
-        if max_batch_size < 1 or max_queue < 1 or workers < 1 or max_delay < 0:
-            raise ValueError("max_batch_size, max_queue and workers must be >= 1 and max_delay >= 0")
+        if max_batch_size < 1 or max_queue < 1 or workers < 1 or max_delay < 0 or inline_below < 0:
+            raise ValueError("max_batch_size, max_queue and workers must be >= 1; max_delay, inline_below >= 0")
         self._predict = predict
         self.max_batch_size = max_batch_size
         self.max_delay = max_delay
@@ -99,6 +115,13 @@ class Batcher:
         self._alone: set[asyncio.Future[Any]] = set()
         """Model calls of requests started alone (``submit`` on an idle batcher)."""
         self._closed = False
+        self.inline_below = inline_below
+        """Run a lone request on the event loop when its call is expected to take less (seconds; 0: never)."""
+        self._busy_slots = 0
+        self._lone_seconds = 0.0
+        """Recent lone model calls' duration (a moving average; 0 until one was measured) ..."""
+        self._lone_rows = 1.0
+        """... and their rows, to scale the estimate to a request's rows."""
 
     async def start(self) -> None:
         """Start the dispatcher on the running event loop."""
@@ -150,8 +173,11 @@ class Batcher:
         if not self._pending and not self.max_delay and rows <= self.max_batch_size and not self._slots.locked():
             # Idle: the dispatcher would take this request alone at once. Starting it here saves waking
             # the dispatcher and a task per batch (two event-loop turns: a tenth of a lone small request).
-            await self._slots.acquire()  # free, so it does not suspend
-            self._start_alone(job, loop)
+            await self._take_slot()  # free, so it does not suspend
+            if self._inline_fits(rows):
+                await self._run_inline_if_alone(job, loop)
+            else:
+                self._start_alone(job, loop)
         else:
             self._pending.append(job)
             self._observer.queue_changed(len(self._pending))
@@ -164,16 +190,80 @@ class Batcher:
         finally:
             timer.cancel()
 
+    def _inline_fits(self, rows: int) -> bool:
+        """Whether a lone call of ``rows`` is expected to end within ``inline_below`` (all slots free).
+
+        The estimate scales the recent lone calls' duration linearly with rows, which overestimates
+        larger calls (a call's fixed cost is counted again per row): a large request goes to the
+        compute thread rather than block the loop.
+        """
+        if not self._lone_seconds or self._busy_slots != 1:
+            return False
+        return self._lone_seconds * max(1.0, rows / self._lone_rows) <= self.inline_below
+
+    async def _run_inline_if_alone(self, job: _Job, loop: asyncio.AbstractEventLoop) -> None:
+        """Yield once, then call the model on the loop if no request queued meanwhile, else on a thread.
+
+        Holds the slot taken by ``submit`` throughout, so requests that arrive meanwhile queue (and
+        are batched together after this call) instead of starting alone themselves.
+        """
+        try:
+            await asyncio.sleep(0)
+        except BaseException:  # cancelled (the client left) before its call began
+            self._give_slot()
+            raise
+        if self._pending and not self._closed:  # once closed, the compute threads may be gone: finish here
+            self._start_alone(job, loop)
+            return
+        start = time.perf_counter()
+        try:
+            outputs = self._predict(self._merge([job]))
+        except Exception as exc:
+            _fail(job, exc)
+            return
+        finally:
+            elapsed = time.perf_counter() - start
+            self._note_lone_call(job.rows, elapsed)
+            self._give_slot()
+        self._observer.batch_done(job.rows, 1, elapsed)
+        self._deliver([job], outputs)
+
+    def _timed_predict(self, inputs: Any) -> Any:
+        """``predict`` on a compute thread, its duration noted for the inline estimate (lone calls)."""
+        start = time.perf_counter()
+        try:
+            return self._predict(inputs)
+        finally:
+            self._note_lone_call(self._describe(inputs)[0], time.perf_counter() - start)
+
+    def _note_lone_call(self, rows: int, seconds: float) -> None:
+        # Plain float writes from the compute thread; a torn estimate cannot happen under the GIL.
+        if not self._lone_seconds:
+            self._lone_seconds, self._lone_rows = seconds, float(max(rows, 1))
+            return
+        self._lone_seconds += _ESTIMATE_WEIGHT * (seconds - self._lone_seconds)
+        self._lone_rows += _ESTIMATE_WEIGHT * (max(rows, 1) - self._lone_rows)
+
+    async def _take_slot(self) -> None:
+        assert self._slots is not None
+        await self._slots.acquire()
+        self._busy_slots += 1
+
+    def _give_slot(self) -> None:
+        assert self._slots is not None
+        self._busy_slots -= 1
+        self._slots.release()
+
     def _start_alone(self, job: _Job, loop: asyncio.AbstractEventLoop) -> None:
         """Run ``job`` as a batch of its own, holding a slot until the model call ends (as ``_execute`` does)."""
-        computing = self._compute.start(self._predict, self._merge([job]))
+        predict = self._timed_predict if self.inline_below else self._predict
+        computing = self._compute.start(predict, self._merge([job]))
         self._alone.add(computing)
         computing.add_done_callback(functools.partial(self._alone_done, job, loop.time()))
 
     def _alone_done(self, job: _Job, start: float, computing: asyncio.Future[Any]) -> None:
-        assert self._slots is not None
         self._alone.discard(computing)
-        self._slots.release()
+        self._give_slot()
         if computing.cancelled():  # not by us: nothing awaits it but this callback
             return
         error = computing.exception()
@@ -193,13 +283,13 @@ class Batcher:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            await self._slots.acquire()
+            await self._take_slot()
             if self.max_delay > 0:
                 await self._wait_to_fill(loop)
             batch = self._take_batch(loop.time())
             self._observer.queue_changed(len(self._pending))
             if not batch:
-                self._slots.release()
+                self._give_slot()
                 continue
             task = loop.create_task(self._execute(batch))
             self._running.add(task)
@@ -245,14 +335,13 @@ class Batcher:
         return batch
 
     async def _execute(self, batch: list[_Job]) -> None:
-        assert self._slots is not None
         loop = asyncio.get_running_loop()
         start = loop.time()
         if len(batch) == 1 and batch[0].rows > self.max_batch_size:
             try:
                 await self._run_in_chunks(batch[0])
             finally:
-                self._slots.release()
+                self._give_slot()
             return
         try:
             try:
@@ -264,7 +353,7 @@ class Batcher:
                     await self._isolate(batch, exc)
                 return
         finally:
-            self._slots.release()
+            self._give_slot()
         self._observer.batch_done(sum(job.rows for job in batch), len(batch), loop.time() - start)
         self._deliver(batch, outputs)
 

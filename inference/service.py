@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from inference.admission import AdmissionGate
-from inference.batching import Batcher, BatchObserver, ItemBatcher
+from inference.batching import INLINE_BELOW_S, Batcher, BatchObserver, ItemBatcher
 from inference.codecs import DecodeLimits
 from inference.config import DEFAULT_MODEL_DIR, ServerConfig
 from inference.errors import BadRequestError, NotReadyError
@@ -343,6 +343,7 @@ def load_service(config: ServerConfig, *, observer: BatchObserver | None = None)
             max_delay=delay_ms / 1000,
             max_queue=config.max_queue,
             observer=observer,
+            inline_below=INLINE_BELOW_S,
         )
     service = ModelService(
         package_dir=package_dir,

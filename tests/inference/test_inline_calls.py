@@ -1,0 +1,149 @@
+"""Lone requests to a fast model run on the event loop; anything else still goes to the compute thread.
+
+A thread hand-off costs two wake-ups (about 160 µs on the benchmark VMs), more than a small
+model's call; but blocking the loop on a slow call, or calling the model once per request under
+load instead of batching, would be worse. These tests pin both sides of that trade.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Mapping
+
+import numpy as np
+import pytest
+
+from inference.batching import Batcher
+
+
+class ThreadRecorder:
+    """y = 2x, recording each call's rows and the thread it ran on; ``delay`` seconds per row."""
+
+    def __init__(self, delay_per_row: float = 0.0, fail_on: float | None = None) -> None:
+        self.calls: list[tuple[int, str]] = []
+        self.delay_per_row = delay_per_row
+        self.fail_on = fail_on
+
+    def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        x = inputs["x"]
+        self.calls.append((int(x.shape[0]), threading.current_thread().name))
+        if self.delay_per_row:
+            time.sleep(self.delay_per_row * x.shape[0])
+        if self.fail_on is not None and (x == self.fail_on).any():
+            raise RuntimeError("the model failed on this input")
+        return {"y": x * 2}
+
+    @property
+    def threads(self) -> list[str]:
+        return [thread for _, thread in self.calls]
+
+
+def rows(n: int, start: float = 0.0) -> dict[str, np.ndarray]:
+    return {"x": np.arange(start, start + n * 3, dtype=np.float32).reshape(n, 3)}
+
+
+def serve(batcher: Batcher, body):  # type: ignore[no-untyped-def]
+    async def run():  # type: ignore[no-untyped-def]
+        await batcher.start()
+        try:
+            return await body()
+        finally:
+            await batcher.stop(grace=2)  # bounded: a leaked model slot fails the test instead of hanging it
+
+    return asyncio.run(run())
+
+
+LOOP = threading.main_thread().name
+
+
+def test_lone_requests_to_a_fast_model_run_on_the_event_loop_once_measured() -> None:
+    model = ThreadRecorder()
+    batcher = Batcher(model, max_batch_size=8, inline_below=0.001)
+
+    async def body() -> list[dict[str, np.ndarray]]:
+        return [await batcher.submit(rows(1, 10.0 * i), timeout=5) for i in range(4)]
+
+    results = serve(batcher, body)
+    assert model.threads[0] != LOOP, "the first call is measured on the compute thread"
+    assert model.threads[1:] == [LOOP] * 3
+    for i, result in enumerate(results):
+        np.testing.assert_array_equal(result["y"], rows(1, 10.0 * i)["x"] * 2)
+
+
+def test_a_slow_model_never_blocks_the_loop() -> None:
+    model = ThreadRecorder(delay_per_row=0.01)
+    batcher = Batcher(model, max_batch_size=8, inline_below=0.001)
+
+    async def body() -> None:
+        for _ in range(3):
+            await batcher.submit(rows(1), timeout=5)
+
+    serve(batcher, body)
+    assert LOOP not in model.threads
+
+
+def test_a_large_request_to_a_fast_model_goes_to_the_compute_thread() -> None:
+    # 0.3 ms a row: one row fits under 1 ms, ten rows (estimated from one-row calls) do not.
+    model = ThreadRecorder(delay_per_row=0.0003)
+    batcher = Batcher(model, max_batch_size=16, inline_below=0.001)
+
+    async def body() -> None:
+        await batcher.submit(rows(1), timeout=5)
+        await batcher.submit(rows(1), timeout=5)
+        await batcher.submit(rows(10), timeout=5)
+
+    serve(batcher, body)
+    assert [(n, thread == LOOP) for n, thread in model.calls] == [(1, False), (1, True), (10, False)]
+
+
+def test_requests_arriving_together_are_still_batched_not_run_inline_one_by_one() -> None:
+    model = ThreadRecorder()
+    batcher = Batcher(model, max_batch_size=64, inline_below=0.001)
+
+    async def body() -> list[dict[str, np.ndarray]]:
+        await batcher.submit(rows(1), timeout=5)  # measured
+        await batcher.submit(rows(1), timeout=5)  # inline
+        # Eight requests read in one loop turn, as uvicorn creates their tasks before running any.
+        return await asyncio.gather(*(batcher.submit(rows(1, 100.0 * i), timeout=5) for i in range(8)))
+
+    results = serve(batcher, body)
+    burst = model.calls[2:]
+    assert len(burst) == 2 and sum(n for n, _ in burst) == 8, f"expected a lone call and one batch: {burst}"
+    assert LOOP not in [thread for _, thread in burst]
+    for i, result in enumerate(results):
+        np.testing.assert_array_equal(result["y"], rows(1, 100.0 * i)["x"] * 2)
+
+
+def test_an_inline_model_failure_fails_that_request_only_and_frees_the_model() -> None:
+    model = ThreadRecorder(fail_on=-1.0)
+    batcher = Batcher(model, max_batch_size=8, inline_below=0.001)
+
+    async def body() -> dict[str, np.ndarray]:
+        await batcher.submit(rows(1), timeout=5)
+        with pytest.raises(RuntimeError, match="the model failed"):
+            await batcher.submit({"x": np.full((1, 3), -1.0, dtype=np.float32)}, timeout=5)
+        return await batcher.submit(rows(1, 5.0), timeout=1)
+
+    result = serve(batcher, body)
+    assert model.threads[1] == LOOP, "the failing call ran inline"
+    np.testing.assert_array_equal(result["y"], rows(1, 5.0)["x"] * 2)
+
+
+def test_a_request_cancelled_before_its_inline_call_frees_the_model() -> None:
+    model = ThreadRecorder()
+    batcher = Batcher(model, max_batch_size=8, inline_below=0.001)
+
+    async def body() -> dict[str, np.ndarray]:
+        await batcher.submit(rows(1), timeout=5)
+        gone = asyncio.ensure_future(batcher.submit(rows(1, 50.0), timeout=5))
+        await asyncio.sleep(0)  # it takes the model and yields once to let others queue
+        gone.cancel()  # the client left in that turn
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        return await batcher.submit(rows(1, 7.0), timeout=1)
+
+    result = serve(batcher, body)
+    assert [n for n, _ in model.calls] == [1, 1], "the cancelled request was never computed"
+    np.testing.assert_array_equal(result["y"], rows(1, 7.0)["x"] * 2)
