@@ -120,8 +120,8 @@ class Batcher:
         self._busy_slots = 0
         self._lone_seconds = 0.0
         """Recent lone model calls' duration (a moving average; 0 until one was measured) ..."""
-        self._lone_rows = 1.0
-        """... and their rows, to scale the estimate to a request's rows."""
+        self._lone_values = 1.0
+        """... and their inputs' values (elements), to scale the estimate to a request's size."""
 
     async def start(self) -> None:
         """Start the dispatcher on the running event loop."""
@@ -174,7 +174,7 @@ class Batcher:
             # Idle: the dispatcher would take this request alone at once. Starting it here saves waking
             # the dispatcher and a task per batch (two event-loop turns: a tenth of a lone small request).
             await self._take_slot()  # free, so it does not suspend
-            if self._inline_fits(rows):
+            if self._inline_fits(inputs):
                 await self._run_inline_if_alone(job, loop)
             else:
                 self._start_alone(job, loop)
@@ -190,16 +190,19 @@ class Batcher:
         finally:
             timer.cancel()
 
-    def _inline_fits(self, rows: int) -> bool:
-        """Whether a lone call of ``rows`` is expected to end within ``inline_below`` (all slots free).
+    def _inline_fits(self, inputs: Mapping[str, np.ndarray]) -> bool:
+        """Whether a lone call on ``inputs`` is expected to end within ``inline_below``.
 
-        The estimate scales the recent lone calls' duration linearly with rows, which overestimates
-        larger calls (a call's fixed cost is counted again per row): a large request goes to the
-        compute thread rather than block the loop.
+        The estimate scales the recent lone calls' duration linearly with the inputs' size, not
+        their rows: one row of a long sequence (a dynamic axis) costs as much as many short rows.
+        Linear scaling overestimates larger calls (a call's fixed cost is counted again per value),
+        and a smaller call is estimated at no less than the recent ones, so an uncertain call goes to
+        the compute thread rather than block the loop. Only when all slots are free (this call's own
+        taken), so nothing else computes meanwhile.
         """
         if not self._lone_seconds or self._busy_slots != 1:
             return False
-        return self._lone_seconds * max(1.0, rows / self._lone_rows) <= self.inline_below
+        return self._lone_seconds * max(1.0, _values(inputs) / self._lone_values) <= self.inline_below
 
     async def _run_inline_if_alone(self, job: _Job, loop: asyncio.AbstractEventLoop) -> None:
         """Yield once, then call the model on the loop if no request queued meanwhile, else on a thread.
@@ -223,7 +226,7 @@ class Batcher:
             return
         finally:
             elapsed = time.perf_counter() - start
-            self._note_lone_call(job.rows, elapsed)
+            self._note_lone_call(_values(job.inputs), elapsed)
             self._give_slot()
         self._observer.batch_done(job.rows, 1, elapsed)
         self._deliver([job], outputs)
@@ -234,15 +237,15 @@ class Batcher:
         try:
             return self._predict(inputs)
         finally:
-            self._note_lone_call(self._describe(inputs)[0], time.perf_counter() - start)
+            self._note_lone_call(_values(inputs), time.perf_counter() - start)
 
-    def _note_lone_call(self, rows: int, seconds: float) -> None:
+    def _note_lone_call(self, values: int, seconds: float) -> None:
         # Plain float writes from the compute thread; a torn estimate cannot happen under the GIL.
         if not self._lone_seconds:
-            self._lone_seconds, self._lone_rows = seconds, float(max(rows, 1))
+            self._lone_seconds, self._lone_values = seconds, float(max(values, 1))
             return
         self._lone_seconds += _ESTIMATE_WEIGHT * (seconds - self._lone_seconds)
-        self._lone_rows += _ESTIMATE_WEIGHT * (max(rows, 1) - self._lone_rows)
+        self._lone_values += _ESTIMATE_WEIGHT * (max(values, 1) - self._lone_values)
 
     async def _take_slot(self) -> None:
         assert self._slots is not None
@@ -414,6 +417,11 @@ class Batcher:
                 _fail(job, exc)
             else:
                 self._deliver([job], outputs)
+
+
+def _values(inputs: Mapping[str, np.ndarray]) -> int:
+    """How many values a tensor request holds, over all its inputs: what a model call's cost follows."""
+    return sum(int(array.size) for array in inputs.values())
 
 
 class ItemBatcher(Batcher):

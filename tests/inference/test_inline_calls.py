@@ -98,6 +98,39 @@ def test_a_large_request_to_a_fast_model_goes_to_the_compute_thread() -> None:
     assert [(n, thread == LOOP) for n, thread in model.calls] == [(1, False), (1, True), (10, False)]
 
 
+class SequenceModel:
+    """Cost follows the input's size, not its rows (a dynamic sequence axis); records threads and lengths."""
+
+    def __init__(self, seconds_per_value: float) -> None:
+        self.seconds_per_value = seconds_per_value
+        self.calls: list[tuple[int, bool]] = []
+
+    def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        tokens = inputs["tokens"]
+        self.calls.append((int(tokens.shape[1]), threading.current_thread().name == LOOP))
+        time.sleep(self.seconds_per_value * tokens.size)
+        return {"y": tokens.sum(axis=1, keepdims=True)}
+
+
+def test_a_long_sequence_of_one_row_goes_to_the_compute_thread() -> None:
+    # Short one-row sequences take 0.16 ms and run inline once measured; a one-row sequence 50 times
+    # longer would hold the event loop for 8 ms: the estimate must follow the input's size, not rows.
+    model = SequenceModel(seconds_per_value=0.00001)
+    batcher = Batcher(model, max_batch_size=16, inline_below=0.001)
+
+    def sequence(length: int) -> dict[str, np.ndarray]:
+        return {"tokens": np.ones((1, length), dtype=np.int64)}
+
+    async def body() -> None:
+        for length in (16, 16, 800, *[16] * 10):
+            await batcher.submit(sequence(length), timeout=5)
+
+    serve(batcher, body)
+    assert model.calls[:3] == [(16, False), (16, True), (800, False)]
+    # Right after the long call the estimate is cautious; it settles back as short calls are measured.
+    assert model.calls[-1] == (16, True)
+
+
 def test_requests_arriving_together_are_still_batched_not_run_inline_one_by_one() -> None:
     model = ThreadRecorder()
     batcher = Batcher(model, max_batch_size=64, inline_below=0.001)
