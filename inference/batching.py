@@ -19,8 +19,10 @@ the recent lone calls) runs on the event loop itself: handing a call to a thread
 back costs two thread wake-ups, about 160 µs on the 2-core VMs ``bench/`` runs on (a bare
 round trip between two threads through a queue: 97 µs), more than a small model's whole call. Before that,
 the request yields once, so requests read in the same loop turn queue behind it and are batched
-on the compute thread as before: under load nothing runs inline, and the loop is never blocked
-for longer than about ``inline_below``.
+on the compute thread as before: under load nothing runs inline, and the loop is not blocked
+for longer than about ``inline_below``. The one exception cannot be foreseen: a call whose cost the
+input's size does not predict (a loop count read from the data). After one inline call over
+``_OVERSHOOT`` times the limit, the batcher stops inlining for good, so it happens once.
 """
 
 from __future__ import annotations
@@ -54,6 +56,12 @@ _ShapeKey = tuple[tuple[str, str, tuple[int, ...]], ...]
 INLINE_BELOW_S = 0.001
 #: How much the newest lone model call weighs in the estimate that decides inline calls.
 _ESTIMATE_WEIGHT = 0.3
+#: An inline call taking this many times ``inline_below`` shows a cost the input's size does not
+#: predict (a loop count or an early exit read from the data): inline calls stop for good.
+_OVERSHOOT = 10
+#: Input dtypes whose cost the value count predicts (bool, integers, floats, complex); a string's
+#: cost follows its length, which ``size`` does not count, so string inputs never run inline.
+_NUMERIC_KINDS = frozenset("biufc")
 
 
 class BatchObserver(Protocol):
@@ -200,22 +208,26 @@ class Batcher:
         the compute thread rather than block the loop. Only when all slots are free (this call's own
         taken), so nothing else computes meanwhile.
         """
-        if not self._lone_seconds or self._busy_slots != 1:
+        if not self._lone_seconds or self._busy_slots != 1 or not self.inline_below:
             return False
-        return self._lone_seconds * max(1.0, _values(inputs) / self._lone_values) <= self.inline_below
+        values = _values(inputs)
+        return values is not None and self._lone_seconds * max(1.0, values / self._lone_values) <= self.inline_below
 
     async def _run_inline_if_alone(self, job: _Job, loop: asyncio.AbstractEventLoop) -> None:
-        """Yield once, then call the model on the loop if no request queued meanwhile, else on a thread.
+        """Yield once, then call the model on the loop if nothing queued or started meanwhile, else on a thread.
 
         Holds the slot taken by ``submit`` throughout, so requests that arrive meanwhile queue (and
-        are batched together after this call) instead of starting alone themselves.
+        are batched together after this call) instead of starting alone themselves; with several
+        compute workers one may take another slot during the yield, and then this call goes to a
+        thread too, never computing on the loop beside a thread.
         """
         try:
             await asyncio.sleep(0)
         except BaseException:  # cancelled (the client left) before its call began
             self._give_slot()
             raise
-        if self._pending and not self._closed:  # once closed, the compute threads may be gone: finish here
+        busy = self._pending or self._busy_slots != 1
+        if busy and not self._closed:  # once closed, the compute threads may be gone: finish here
             self._start_alone(job, loop)
             return
         start = time.perf_counter()
@@ -228,6 +240,8 @@ class Batcher:
             elapsed = time.perf_counter() - start
             self._note_lone_call(_values(job.inputs), elapsed)
             self._give_slot()
+            if elapsed > _OVERSHOOT * self.inline_below > 0:
+                self._stop_inline_calls(elapsed)
         self._observer.batch_done(job.rows, 1, elapsed)
         self._deliver([job], outputs)
 
@@ -239,8 +253,25 @@ class Batcher:
         finally:
             self._note_lone_call(_values(inputs), time.perf_counter() - start)
 
-    def _note_lone_call(self, values: int, seconds: float) -> None:
+    def _stop_inline_calls(self, elapsed: float) -> None:
+        """After an inline call far over its estimate: every call goes to the compute thread from now on.
+
+        The moving average would forget the slow call after a few fast ones, and a client that
+        alternates cheap and costly inputs would then hold the loop again and again; the first
+        such call cannot be foreseen, the next ones can.
+        """
+        self.inline_below = 0.0
+        _log.warning(
+            "a model call on the event loop took %.1f ms, over %d times the inline limit: this model's cost "
+            "does not follow its input size, so every call runs on the compute thread from now on",
+            elapsed * 1000,
+            _OVERSHOOT,
+        )
+
+    def _note_lone_call(self, values: int | None, seconds: float) -> None:
         # Plain float writes from the compute thread; a torn estimate cannot happen under the GIL.
+        if values is None:  # string inputs: not estimated (they never run inline)
+            return
         if not self._lone_seconds:
             self._lone_seconds, self._lone_values = seconds, float(max(values, 1))
             return
@@ -419,8 +450,13 @@ class Batcher:
                 self._deliver([job], outputs)
 
 
-def _values(inputs: Mapping[str, np.ndarray]) -> int:
-    """How many values a tensor request holds, over all its inputs: what a model call's cost follows."""
+def _values(inputs: Mapping[str, np.ndarray]) -> int | None:
+    """How many values a tensor request holds, over all its inputs: what a model call's cost follows.
+
+    ``None`` when an input is not numeric (strings, objects): their cost follows their lengths.
+    """
+    if any(array.dtype.kind not in _NUMERIC_KINDS for array in inputs.values()):
+        return None
     return sum(int(array.size) for array in inputs.values())
 
 

@@ -180,3 +180,83 @@ def test_a_request_cancelled_before_its_inline_call_frees_the_model() -> None:
     result = serve(batcher, body)
     assert [n for n, _ in model.calls] == [1, 1], "the cancelled request was never computed"
     np.testing.assert_array_equal(result["y"], rows(1, 7.0)["x"] * 2)
+
+
+def test_a_model_whose_cost_follows_its_data_stops_running_inline_after_one_slow_call() -> None:
+    # The cost follows a value, not the shape (a loop count, an early exit). The first slow call
+    # cannot be foreseen; afterwards a client alternating cheap and costly inputs must not get its
+    # costly ones on the loop again once the moving average has forgotten the first (0.7**15).
+    calls: list[tuple[bool, bool]] = []  # (costly, ran on the loop)
+
+    def model(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        x = inputs["x"]
+        costly = bool(x[0, 0] > 0)
+        if costly:
+            time.sleep(0.05)
+        calls.append((costly, threading.current_thread().name == LOOP))
+        return {"y": x * 2}
+
+    batcher = Batcher(model, max_batch_size=8, inline_below=0.001)
+
+    async def body() -> None:
+        for _ in range(3):
+            for _ in range(15):
+                await batcher.submit({"x": np.zeros((1, 3), dtype=np.float32)}, timeout=5)
+            await batcher.submit({"x": np.ones((1, 3), dtype=np.float32)}, timeout=5)
+
+    serve(batcher, body)
+    assert [inline for costly, inline in calls if costly] == [True, False, False]
+    assert batcher.inline_below == 0
+
+
+def test_string_inputs_never_run_inline() -> None:
+    # A string's cost follows its length, which the value count does not see: one 50 KB text in
+    # one row would be estimated like the 16-byte ones before it.
+    calls: list[tuple[int, bool]] = []
+
+    def model(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        texts = inputs["text"].tolist()
+        calls.append((sum(len(text) for text in texts), threading.current_thread().name == LOOP))
+        return {"length": np.array([len(text) for text in texts], dtype=np.int64)}
+
+    batcher = Batcher(model, max_batch_size=16, inline_below=0.001)
+
+    async def body() -> None:
+        for text in (b"x" * 16, b"x" * 16, b"x" * 50_000):
+            await batcher.submit({"text": np.array([text], dtype=object)}, timeout=5)
+            await batcher.submit({"text": np.array([text])}, timeout=5)  # fixed-width bytes (dtype S)
+
+    serve(batcher, body)
+    assert [inline for _, inline in calls] == [False] * 6
+
+
+def test_with_two_workers_an_inline_call_never_runs_beside_a_compute_thread_call() -> None:
+    # During the yield before an inline call, a second request can take the other free slot and
+    # start on a thread (nothing queues); the first must then go to a thread too.
+    spans: list[tuple[str, float, float]] = []
+
+    def model(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        x = inputs["x"]
+        start = time.perf_counter()
+        time.sleep(0.0002)
+        if x[0, 0] == 99:
+            time.sleep(0.02)
+        spans.append((threading.current_thread().name, start, time.perf_counter()))
+        return {"y": x * 2}
+
+    batcher = Batcher(model, max_batch_size=8, inline_below=0.001, workers=2)
+
+    async def body() -> list[dict[str, np.ndarray]]:
+        for _ in range(2):
+            await batcher.submit({"x": np.zeros((1, 3), dtype=np.float32)}, timeout=5)
+        return await asyncio.gather(
+            batcher.submit({"x": np.full((1, 3), 1.0, dtype=np.float32)}, timeout=5),
+            batcher.submit({"x": np.full((1, 3), 99.0, dtype=np.float32)}, timeout=5),
+        )
+
+    results = serve(batcher, body)
+    assert results[0]["y"][0, 0] == 2.0 and results[1]["y"][0, 0] == 198.0
+    inline = [(start, end) for name, start, end in spans if name == LOOP]
+    threaded = [(start, end) for name, start, end in spans if name != LOOP]
+    assert inline, "the second warm-up call ran inline"
+    assert not [(i, t) for i in inline for t in threaded if i[0] < t[1] and t[0] < i[1]]
