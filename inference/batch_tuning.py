@@ -9,7 +9,8 @@ calls of each, and keeps the largest size within 5 % of the best rows/s: the cap
 load (at low load the batcher sends what is queued at once), and there a larger batch also spreads
 the server's per-call costs (dispatch, concatenation, one wake-up per batch) over more requests,
 which an in-process measurement does not see. It stops early once throughput falls below 70 % of the
-best seen (past the cliff) or when its time budget is spent, so it costs a fraction of a second
+best seen (past the cliff, confirmed by timing that size a second time: a pause of the machine
+looks the same) or when its time budget is spent, so it costs a fraction of a second
 for small models and a few seconds at most for large ones.
 """
 
@@ -69,16 +70,26 @@ def tune_max_batch_size(
     for size in candidate_sizes(cap):
         inputs = repeat_rows(example, size)
         predict(inputs)  # the first call per shape pays for allocation and kernel selection
-        calls, began = 0, clock()
-        while True:
-            predict(inputs)
-            calls += 1
-            elapsed = clock() - began
-            if calls >= MIN_CALLS and elapsed >= seconds_per_size:
-                break
-        rates[size] = calls * size / max(elapsed, 1e-9)
+        rates[size] = _rows_per_second(predict, inputs, size, seconds_per_size, clock)
+        if rates[size] < PAST_THE_CLIFF * max(rates.values()):
+            # A pause of the machine (another process, a collection) looks just like a cliff; time the
+            # size once more before believing it. Noise only ever slows a sample: the faster one counts.
+            rates[size] = max(rates[size], _rows_per_second(predict, inputs, size, seconds_per_size, clock))
         if rates[size] < PAST_THE_CLIFF * max(rates.values()) or clock() - start > budget_seconds:
             break
     best = max(rates.values())
     chosen = max(size for size, rate in rates.items() if rate >= GOOD_ENOUGH * best)
     return Tuning(chosen, rates, clock() - start)
+
+
+def _rows_per_second(
+    predict: Predict, inputs: Mapping[str, np.ndarray], size: int, seconds: float, clock: Callable[[], float]
+) -> float:
+    """Rows per second of ``predict`` on ``inputs`` over at least ``seconds`` and :data:`MIN_CALLS` calls."""
+    calls, began = 0, clock()
+    while True:
+        predict(inputs)
+        calls += 1
+        elapsed = clock() - began
+        if calls >= MIN_CALLS and elapsed >= seconds:
+            return calls * size / max(elapsed, 1e-9)
