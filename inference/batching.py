@@ -208,7 +208,7 @@ class Batcher:
         the compute thread rather than block the loop. Only when all slots are free (this call's own
         taken), so nothing else computes meanwhile.
         """
-        if not self._lone_seconds or self._busy_slots != 1 or not self.inline_below:
+        if not self.inline_below or not self._lone_seconds or self._busy_slots != 1:
             return False
         values = _values(inputs)
         return values is not None and self._lone_seconds * max(1.0, values / self._lone_values) <= self.inline_below
