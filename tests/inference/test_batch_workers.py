@@ -205,7 +205,15 @@ def command(data: Path, package: Path, output: Path, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
-ENV = {**os.environ, "PYTHONPATH": str(ROOT), "MODEL_SERVER_COMPUTE_THREADS": "1"}
+# Every model call of 32 rows, in the reference run and in the runs compared with it: the sweep that
+# picks the rows per call otherwise measures afresh in each run, and on a busy machine it can pick 1 or
+# 2, whose results differ from a 32-row call's in the last bit (other matrix kernels) and so in bytes.
+ENV = {
+    **os.environ,
+    "PYTHONPATH": str(ROOT),
+    "MODEL_SERVER_COMPUTE_THREADS": "1",
+    "MODEL_SERVER_MAX_BATCH_SIZE": "32",
+}
 # Checkpoints every 32 records: slow enough to be caught mid-way.
 SLOW = ["--batch-size", "32", "--checkpoint-seconds", "0", "--workers", "2"]
 
@@ -313,6 +321,7 @@ def test_a_resumed_runs_progress_bar_starts_where_its_spans_stopped(
 
     monkeypatch.setattr(local, "progress", progress)
     monkeypatch.setenv("MODEL_SERVER_COMPUTE_THREADS", "1")
+    monkeypatch.setenv("MODEL_SERVER_MAX_BATCH_SIZE", "32")  # as in ENV
     assert run("--input", data, "--package", torch_package, "--output", output, *SLOW) == 0
     assert sum(counted) == data.stat().st_size
     assert (output / "big.jsonl.out").read_bytes() == expected
