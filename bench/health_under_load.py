@@ -1,11 +1,12 @@
-"""Health-check latency while the server is flooded with large CSV bodies (issue 12, defect 5).
+"""Health-check latency while the server is flooded with large bodies (issue 12, defect 5).
 
-    .venv/bin/python -m bench.health_under_load                  # 10 s of load, 16 clients, 5 MB bodies
-    .venv/bin/python -m bench.health_under_load --seconds 5 --clients 8
+    .venv/bin/python -m bench.health_under_load                  # 10 s of load, 16 clients, 5 MB CSV bodies
+    .venv/bin/python -m bench.health_under_load --seconds 5 --clients 8 --format json
 
 Starts our server (``python -m inference serve``, cwd = this checkout) on the tiny MLP of
-``bench.serve_throughput``, then ``--clients`` threads each POST the same ~5 MB ``text/csv`` body to
-``/invocations`` in a loop for ``--seconds`` seconds, while the main thread sends ``GET /ping`` every
+``bench.serve_throughput``, then ``--clients`` threads each POST the same ~5 MB body (``--format``:
+CSV, a JSON ``{"instances": [...]}`` document, or JSON Lines) to ``/invocations`` in a loop for
+``--seconds`` seconds, while the main thread sends ``GET /ping`` every
 20 ms on its own connection. Prints the ping latency percentiles and the invocation count; the
 target is p99 < 100 ms on these 2-core machines. Everything runs on 127.0.0.1 and stops at the end.
 """
@@ -18,6 +19,7 @@ import time
 
 import httpx
 import numpy as np
+import orjson
 
 from bench.tiny_server import tiny_server
 
@@ -27,14 +29,27 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--rows", type=int, default=9_000, help="rows per body (9,000 x 64 values: about 5 MB)")
+    parser.add_argument("--format", choices=tuple(MEDIA_TYPES), default="csv", help="the bodies' format (default: csv)")
     args = parser.parse_args()
     rows = np.random.default_rng(0).standard_normal((args.rows, 64)).round(6)
-    body = "".join(",".join(map(str, row)) + "\n" for row in rows.tolist()).encode()
+    body = request_body(rows, args.format)
     with tiny_server() as server:
-        run(server.url, body, args.seconds, args.clients)
+        run(server.url, body, args.seconds, args.clients, MEDIA_TYPES[args.format])
 
 
-def run(url: str, body: bytes, seconds: float, clients: int) -> None:
+MEDIA_TYPES = {"csv": "text/csv", "json": "application/json", "jsonlines": "application/jsonlines"}
+
+
+def request_body(rows: np.ndarray, body_format: str) -> bytes:
+    """``rows`` as one request body in ``body_format`` (a key of ``MEDIA_TYPES``)."""
+    if body_format == "csv":
+        return "".join(",".join(map(str, row)) + "\n" for row in rows.tolist()).encode()
+    if body_format == "json":
+        return orjson.dumps({"instances": rows.tolist()})
+    return b"".join(orjson.dumps(row) + b"\n" for row in rows.tolist())
+
+
+def run(url: str, body: bytes, seconds: float, clients: int, media_type: str = "text/csv") -> None:
     stop = threading.Event()
     statuses: dict[int, int] = {}
     lock = threading.Lock()
@@ -42,7 +57,7 @@ def run(url: str, body: bytes, seconds: float, clients: int) -> None:
     def flood() -> None:
         with httpx.Client(base_url=url, timeout=120) as client:
             while not stop.is_set():
-                status = client.post("/invocations", content=body, headers={"Content-Type": "text/csv"}).status_code
+                status = client.post("/invocations", content=body, headers={"Content-Type": media_type}).status_code
                 with lock:
                     statuses[status] = statuses.get(status, 0) + 1
 
@@ -62,7 +77,10 @@ def run(url: str, body: bytes, seconds: float, clients: int) -> None:
     for thread in threads:
         thread.join(120)
     ms = np.array(latencies) * 1000
-    print(f"body {len(body) / 1e6:.1f} MB x {clients} clients for {seconds:g} s; invocations by status {statuses}")
+    print(
+        f"{media_type} body {len(body) / 1e6:.1f} MB x {clients} clients for {seconds:g} s; "
+        f"invocations by status {statuses}"
+    )
     print(
         f"/ping latency over {len(ms)} checks: p50 {np.percentile(ms, 50):.1f} ms, "
         f"p99 {np.percentile(ms, 99):.1f} ms, max {ms.max():.1f} ms"

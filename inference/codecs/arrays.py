@@ -22,6 +22,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
+from inference.codecs import json_blocks
 from inference.errors import BadRequestError, ModelError
 from model_package.manifest import TensorSpec
 
@@ -152,7 +153,7 @@ def to_input_array(
     if strings:
         refuse_strings(value, spec, locate)
     try:
-        array = np.asarray(value)
+        array = json_blocks.asarray(value)  # a long list a block of rows at a time: the loop gets its turns
     except ValueError as exc:
         # NumPy >= 1.24 refuses inhomogeneous nested lists; say which row is off instead of its message.
         _nested_shape(value, spec, locate)

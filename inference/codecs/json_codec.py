@@ -29,6 +29,7 @@ from typing import Any, Literal
 import numpy as np
 import orjson
 
+from inference.codecs import json_blocks
 from inference.codecs.arrays import Locator, has_string_values, json_rows, locate_row, ordered, to_input_array
 from inference.codecs.base import Tensors
 from inference.codecs.limits import DecodeLimits
@@ -59,7 +60,7 @@ def load_json(body: bytes, what: str = "the JSON body") -> Any:
     when orjson has already failed, so valid bodies are parsed once.
     """
     try:
-        return orjson.loads(body)
+        return json_blocks.loads(body)
     except orjson.JSONDecodeError:
         pass
     try:
@@ -115,7 +116,15 @@ def decode_json_inputs(
     """The named input batches of a split JSON request, cast to the signature's dtypes (see ``coerce``).
 
     ``strings=False``: the body held no string values (``has_string_values``), which saves a walk.
+    Consumes ``inputs``: its batches are emptied once converted (see ``json_blocks.release``).
     """
+    try:
+        return _decode_json_inputs(inputs, signature, allow_non_finite=allow_non_finite, strings=strings)
+    finally:
+        json_blocks.release(inputs.data)
+
+
+def _decode_json_inputs(inputs: JsonInputs, signature: Signature, *, allow_non_finite: bool, strings: bool) -> Tensors:
     specs = signature.inputs
     if inputs.form == "list":
         if len(specs) != 1:

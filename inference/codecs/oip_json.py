@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from inference.codecs import oip_binary
+from inference.codecs import json_blocks, oip_binary
 from inference.codecs.arrays import count_string_values, count_strings
 from inference.codecs.limits import DecodeLimits
 from inference.errors import BadRequestError, ModelError
@@ -125,7 +125,7 @@ def parse_infer_request(
     decode beyond them. Shapes are checked against the signature later, by ``ModelService.predict``.
     """
     try:
-        raw = orjson.loads(body)
+        raw = json_blocks.loads(body)
     except orjson.JSONDecodeError as exc:
         raise BadRequestError(f"the body is not valid JSON: {exc}") from None
     if not isinstance(raw, dict):
@@ -173,6 +173,7 @@ def parse_infer_request(
             inputs[spec.name] = decode_tensor(
                 spec.name, tensor["datatype"], tensor["shape"], tensor["data"], strings=strings_in_data, limits=limits
             )
+            json_blocks.release(tensor["data"])  # converted: free its numbers a block at a time
             continue
         if binary is None:
             raise BadRequestError(
@@ -271,7 +272,7 @@ def _shape(name: str, shape: object) -> list[int]:
 
 def _numeric_array(name: str, datatype: str, dtype: np.dtype[Any], data: object) -> np.ndarray:
     try:
-        array = np.asarray(data)
+        array = json_blocks.asarray(data)
     except (ValueError, OverflowError):
         raise BadRequestError(
             f"input {name!r} has 'data' of uneven nesting; send a flat list or lists of equal length"

@@ -1,0 +1,237 @@
+"""Large JSON bodies parsed and converted in blocks, so no single call holds the interpreter for long.
+
+Decoding runs on the codec thread (``inference.offload``), but ``orjson.loads`` and ``np.asarray``
+hold the GIL for a whole call: 50-100 ms for a 5 MB body of numbers on the 2-core VMs ``bench/``
+runs on, during which the event loop (health checks, every other connection) waits
+(``python -m bench.health_under_load --format json``: ``/ping`` p99 161 ms, max 228 ms). Python
+hands the interpreter over between calls, not inside one, so the work is cut into calls of a few
+milliseconds each:
+
+- :func:`loads`: the bulk of a large body is its batch, a list of numbers (rows of numbers,
+  images as nested lists, the Open Inference Protocol's ``"data"``). Each such list that holds no
+  string is cut at its own top-level commas into blocks of about :data:`BLOCK_BYTES` and parsed
+  block by block; the rest of the document (keys, ``"parameters"``) is parsed once with the lists
+  taken out and put back. The result is what ``orjson.loads(body)`` returns; when anything does
+  not fit that picture (a block that does not parse, a document that is not mostly such lists) the
+  whole body is parsed in one call as before, so errors read exactly as they did.
+- :func:`asarray`: ``np.asarray`` of a long list of rows, a block of rows per call, concatenated;
+  the same array (values, dtype and shape) as one call, or that one call when the blocks differ in
+  a way concatenation would not reproduce (objects, unsigned integers, ragged rows).
+- :func:`release`: the parsed lists, once converted, freed a block at a time (freeing them at once
+  is a single cascade of deallocations).
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import orjson
+
+#: Bodies from this size are parsed in blocks (a smaller one is one call of at most a few ms).
+LARGE_BODY = 512 * 1024
+#: About how much JSON text one block holds: 1-3 ms of parsing on the slow VMs.
+BLOCK_BYTES = 64 * 1024
+#: Numbers per ``np.asarray`` call: about 1 ms on the slow VMs.
+BLOCK_VALUES = 32 * 1024
+#: The rest of a document, outside its lists of numbers, is parsed in one call: keep it small.
+_MAX_ENVELOPE = 64 * 1024
+#: How many bytes of a list are scanned per NumPy call while looking for its brackets.
+_SCAN_BYTES = 1 << 20
+#: JSON's whitespace: these four bytes.
+_WHITESPACE = re.compile(rb"[ \t\n\r]*")
+#: What stands for the i-th list while the rest is parsed: an object no valid request holds (a key
+#: of one NUL character, which a body can only spell escaped, and bodies holding that are not cut).
+_PLACEHOLDER_KEY = "\x00"
+_OPEN, _CLOSE = ord("["), ord("]")
+#: ``np.asarray`` over Python numbers gives these; concatenating them gives what one call gives.
+_PLAIN_DTYPES = frozenset({np.dtype(np.bool_), np.dtype(np.int64), np.dtype(np.float64)})
+
+
+class _NotInBlocks(Exception):
+    """The body does not fit the picture :func:`loads` cuts: parse it whole."""
+
+
+def loads(body: bytes) -> Any:
+    """``orjson.loads(body)``, a large body's lists of numbers parsed a block at a time (see the module docstring)."""
+    if len(body) < LARGE_BODY or b"\\u0000" in body:
+        return orjson.loads(body)
+    try:
+        return _loads_in_blocks(body)
+    except (_NotInBlocks, orjson.JSONDecodeError):
+        return orjson.loads(body)  # the one-call parse: the same value, or the same error as always
+
+
+def asarray(value: Any) -> np.ndarray:
+    """``np.asarray(value)``; a long list is converted about :data:`BLOCK_VALUES` numbers per call."""
+    if not isinstance(value, list) or not value:
+        return np.asarray(value)
+    rows = max(1, BLOCK_VALUES // _values_in(value[0]))
+    if len(value) < 2 * rows:
+        return np.asarray(value)
+    try:
+        blocks = [np.asarray(value[start : start + rows]) for start in range(0, len(value), rows)]
+    except (ValueError, OverflowError):
+        return np.asarray(value)  # raises as one call does (ragged rows, say)
+    if any(block.dtype not in _PLAIN_DTYPES for block in blocks) or len({block.shape[1:] for block in blocks}) > 1:
+        return np.asarray(value)
+    return np.concatenate(blocks)
+
+
+def release(value: Any) -> None:
+    """Empty ``value``'s long lists (it, or those an object maps to) a block of rows at a time.
+
+    Once converted, a parsed batch is garbage, and freeing its half a million numbers in one
+    cascade of deallocations holds the interpreter about as long as converting them did (~10 ms
+    for a 5 MB body on the slow VMs). Call it on data nothing reads any more.
+    """
+    for rows in value.values() if isinstance(value, dict) else (value,):
+        if isinstance(rows, list) and rows:
+            block = max(1, BLOCK_VALUES // _values_in(rows[0]))
+            while rows:
+                del rows[-block:]
+
+
+def _values_in(row: Any) -> int:
+    """How many numbers a row of nested lists holds, judged by its first element at each level."""
+    count = 1
+    while isinstance(row, list) and row:
+        count *= len(row)
+        row = row[0]
+    return count
+
+
+def _loads_in_blocks(body: bytes) -> Any:
+    envelope: list[bytes] = []
+    lists: list[list[Any]] = []
+    done = 0
+    for start, end, element_ends in _number_lists(body):
+        envelope += [body[done:start], b'{"\\u0000":%d}' % len(lists)]
+        lists.append(_parse_list(body, start, end, element_ends))
+        done = end
+    if not lists:
+        raise _NotInBlocks
+    envelope.append(body[done:])
+    if sum(map(len, envelope)) > _MAX_ENVELOPE:
+        raise _NotInBlocks  # not mostly lists of numbers: one call, as for any other body
+    document = orjson.loads(b"".join(envelope))
+    found = _put_back(document, lists)
+    if found != len(lists):
+        raise _NotInBlocks
+    return document if not _is_placeholder(document) else lists[0]
+
+
+def _number_lists(body: bytes) -> Iterator[tuple[int, int, np.ndarray]]:
+    """``(start, end, element_ends)`` of each list value of at least :data:`BLOCK_BYTES` that holds no string.
+
+    A list value is the document itself or what follows a colon. ``start`` is its ``[``, ``end`` just
+    past its ``]``, ``element_ends`` as :func:`_scan` says. Without a quote inside, every bracket in
+    it is structure, so its depth is a running sum. (A colon inside a string can
+    make a piece of that string look like a list: the placeholder put there then breaks the
+    document, which is parsed whole instead.)
+    """
+    colon = -1  # the document itself is the first candidate
+    while True:
+        blank = _WHITESPACE.match(body, colon + 1)
+        start = blank.end() if blank else colon + 1
+        after = colon + 1
+        if body[start : start + 1] == b"[":
+            quote = body.find(b'"', start)
+            stop = len(body) if quote < 0 else quote
+            found = _scan(body, start, stop) if stop - start >= BLOCK_BYTES else None
+            if found is not None and found[0] - start >= BLOCK_BYTES:
+                yield start, *found
+                after = found[0]
+        colon = body.find(b":", after)
+        if colon < 0:
+            return
+
+
+def _scan(body: bytes, start: int, stop: int) -> tuple[int, np.ndarray] | None:
+    """Where the list opening at ``start`` ends, and where its elements that are lists end.
+
+    Returns ``(end, element_ends)``: ``end`` just past the list's ``]``, ``element_ends`` the
+    offsets of the ``]`` that close its elements (none for a list of numbers). ``None`` when the
+    list does not end before ``stop`` (the next quote) or holds an object. Only brackets are
+    looked at: a few thousand of them in megabytes of numbers.
+    """
+    depth = 0
+    brackets: list[np.ndarray] = []
+    depths: list[np.ndarray] = []
+    for begin in range(start, stop, _SCAN_BYTES):
+        window = np.frombuffer(body, np.uint8, count=min(_SCAN_BYTES, stop - begin), offset=begin)
+        opens, closes = np.flatnonzero(window == _OPEN), np.flatnonzero(window == _CLOSE)
+        order = np.argsort(np.concatenate([opens, closes]), kind="stable")
+        where = np.concatenate([opens, closes])[order] + begin
+        after = np.cumsum(np.concatenate([np.ones_like(opens), -np.ones_like(closes)])[order]) + depth
+        closed = np.flatnonzero(after == 0)
+        if closed.size:
+            where, after = where[: closed[0] + 1], after[: closed[0] + 1]
+        brackets.append(where)
+        depths.append(after)
+        if closed.size:
+            end = int(where[-1]) + 1
+            if body.find(b"{", start, end) >= 0:
+                return None  # an object among the elements: not what this cuts
+            every, levels = np.concatenate(brackets), np.concatenate(depths)
+            closes_at_one = (levels == 1) & (np.frombuffer(body, np.uint8)[every] == _CLOSE)
+            return end, every[closes_at_one]
+        if after.size:
+            depth = int(after[-1])
+    return None
+
+
+def _parse_list(body: bytes, start: int, end: int, element_ends: np.ndarray) -> list[Any]:
+    """The list at ``body[start:end]``, parsed a block of about :data:`BLOCK_BYTES` at a time.
+
+    Blocks are cut at commas between elements: after an element's ``]`` when the elements are
+    lists, anywhere when they are numbers (a list without nested lists has no other commas).
+    """
+    cuts: list[int] = []
+    for target in range(start + BLOCK_BYTES, end - 1, BLOCK_BYTES):
+        if cuts and cuts[-1] >= target:
+            continue
+        if element_ends.size:
+            index = int(np.searchsorted(element_ends, target))
+            if index >= element_ends.size:
+                break
+            blank = _WHITESPACE.match(body, int(element_ends[index]) + 1)
+            comma = blank.end() if blank else -1
+            if body[comma : comma + 1] != b",":
+                break  # the list's own "]" (or a syntax error the one-call parse will word)
+        else:
+            comma = body.find(b",", target, end)
+            if comma < 0:
+                break
+        cuts.append(comma)
+    bounds = [start, *cuts, end - 1]
+    items: list[Any] = []
+    for left, right in itertools.pairwise(bounds):
+        piece = body[left + 1 : right]
+        if len(bounds) > 2 and not piece.strip(b" \t\n\r"):
+            raise _NotInBlocks  # an empty element beside a comma ("[1,,2]", "[1,]"): one call words the error
+        items += orjson.loads(b"[" + piece + b"]")
+    return items
+
+
+def _is_placeholder(value: Any) -> bool:
+    return type(value) is dict and len(value) == 1 and type(value.get(_PLACEHOLDER_KEY)) is int
+
+
+def _put_back(document: Any, lists: list[list[Any]]) -> int:
+    """Replace each placeholder in ``document`` by its list; how many were found (the document is small)."""
+    found = 1 if _is_placeholder(document) else 0
+    stack = [document]
+    while stack:
+        node = stack.pop()
+        entries = node.items() if type(node) is dict else enumerate(node) if type(node) is list else ()
+        for key, value in list(entries):
+            if _is_placeholder(value):
+                node[key] = lists[value[_PLACEHOLDER_KEY]]
+                found += 1
+            elif type(value) in (dict, list):
+                stack.append(value)
+    return found
