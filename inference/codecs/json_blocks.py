@@ -137,11 +137,13 @@ def _number_lists(body: bytes) -> Iterator[tuple[int, int, np.ndarray]]:
     while True:
         blank = _WHITESPACE.match(body, colon + 1)
         start = blank.end() if blank else colon + 1
-        after = colon + 1
-        if body[start : start + 1] == b"[":
-            quote = body.find(b'"', start)
-            stop = len(body) if quote < 0 else quote
-            found = _scan(body, start, stop) if stop - start >= BLOCK_BYTES else None
+        quote = body.find(b'"', start)
+        # The next candidate is past the next quote: a valid document's colons each follow a key's
+        # closing quote, so other colons before it are invalid (or in a string), never a list value;
+        # looking at each would scan the same window again per colon.
+        after = len(body) if quote < 0 else quote
+        if body[start : start + 1] == b"[" and after - start >= BLOCK_BYTES:
+            found = _scan(body, start, after)
             if found is not None and found[0] - start >= BLOCK_BYTES:
                 yield start, *found
                 after = found[0]
