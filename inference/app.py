@@ -37,6 +37,7 @@ from inference.errors import (
     http_error,
     is_server_fault,
 )
+from inference.fast_lane import Lane, SageMakerLane
 from inference.metrics import ServerMetrics
 from inference.protocols import oip, sagemaker, vertex
 from inference.response_limits import ResponseLimit, request_rows
@@ -136,7 +137,15 @@ def create_app(service: ModelService, config: ServerConfig, metrics: ServerMetri
         metrics=metrics,
         direct_routes=direct_routes(routes),
         response_limit=service.response_limit,
+        fast_lanes=fast_lanes(service, config),
     )
+
+
+def fast_lanes(service: ModelService, config: ServerConfig) -> dict[tuple[str, str], Lane]:
+    """The data plane's shortcuts for this package, by route (see ``inference.fast_lane``)."""
+    default = sagemaker.default_response_type(JSON, config.default_accept)
+    lane = SageMakerLane.for_service(service, config, default)
+    return {} if lane is None else {("POST", "/invocations"): lane}
 
 
 def data_plane(service: ModelService, config: ServerConfig) -> DataPlane:
@@ -174,8 +183,11 @@ class ApiMiddleware:
         metrics: ServerMetrics,
         direct_routes: dict[tuple[str, str], Route] | None = None,
         response_limit: ResponseLimit | None = None,
+        fast_lanes: dict[tuple[str, str], Lane] | None = None,
     ) -> None:
         self.app = app
+        self.fast_lanes = fast_lanes or {}
+        """Shortcuts tried before a direct route's endpoint (see ``inference.fast_lane``)."""
         self.response_limit = response_limit
         self.max_request_bytes = max_request_bytes
         self.platform = platform
@@ -248,12 +260,18 @@ class ApiMiddleware:
             if declared is not None and declared > self.max_request_bytes:
                 raise self._too_large(declared)
             _check_content_encoding(scope)
-            route = self.direct_routes.get((scope["method"], scope["path"]))
+            key = (scope["method"], scope["path"])
+            route = self.direct_routes.get(key)
             if route is None:
                 await self.app(scope, receive_limited, send_with_id)
             else:
                 scope["route"] = route
-                await self._call_directly(route, scope, receive_limited, send_with_id)
+                lane = self.fast_lanes.get(key)
+                if lane is None or not lane.takes(scope):
+                    await self._call_directly(route, scope, receive_limited, send_with_id)
+                elif (unread := await lane.answer(scope, receive_limited, send_with_id)) is not None:
+                    # Not the lane's case after all: the general path, with the body the lane read.
+                    await self._call_directly(route, scope, _replaying(unread, receive_limited), send_with_id)
         except Exception as exc:
             # Starlette has already answered (and logged) unexpected errors and re-raised them; the
             # others (the size check above, a direct route) are answered and logged here.
@@ -307,6 +325,16 @@ class ApiMiddleware:
             f"({limit / MIB:.1f} MiB on {self.platform}); send larger payloads with asynchronous inference "
             "(SageMaker asynchronous endpoints or batch transform, Vertex AI batch prediction)"
         )
+
+
+def _replaying(message: Message, receive: Receive) -> Receive:
+    """``receive``, after handing out ``message`` (already read by a fast lane that did not take the request)."""
+    pending = [message]
+
+    async def replay() -> Message:
+        return pending.pop() if pending else await receive()
+
+    return replay
 
 
 def _shutdown_error() -> NotReadyError:

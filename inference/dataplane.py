@@ -112,10 +112,11 @@ class DataPlane:
             kind = service.pipeline.kind
             items = await service.offload.run(len(body), lambda: exchange.pipeline_items(body, kind))
             if items is not None:
-                answers = await service.pipeline.answer(items, service.predict, timeout=_left(deadline, loop, service))
+                timeout = time_left(deadline, loop, service)
+                answers = await service.pipeline.answer(items, service.predict, timeout=timeout)
                 return exchange.pipeline_answer(answers)
         inputs = await service.offload.run(len(body), lambda: exchange.decode(body, service))
-        timeout = _left(deadline, loop, service)
+        timeout = time_left(deadline, loop, service)
         if user_code is None:
             service.check_answer_fits(inputs)  # no compute for an answer no encoding could send
             outputs = await service.predict(inputs, timeout=timeout)
@@ -142,7 +143,7 @@ class DataPlane:
             request.headers.get("content-type", JSON),
             request.headers.get("accept", JSON),
             context,
-            timeout=_left(deadline, asyncio.get_running_loop(), service),
+            timeout=time_left(deadline, asyncio.get_running_loop(), service),
         )
         return Answer(payload, media_type, context.response_headers or None)
 
@@ -150,7 +151,7 @@ class DataPlane:
 JSON = "application/json"
 
 
-def _left(deadline: float, loop: asyncio.AbstractEventLoop, service: ModelService) -> float:
+def time_left(deadline: float, loop: asyncio.AbstractEventLoop, service: ModelService) -> float:
     """What is left of the request's deadline; 504 when decoding or preprocessing used it all."""
     remaining = deadline - loop.time()
     if remaining <= 0:
