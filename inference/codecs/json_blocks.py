@@ -41,6 +41,9 @@ BLOCK_VALUES = 32 * 1024
 _MAX_ENVELOPE = 64 * 1024
 #: How many bytes of a list are scanned per NumPy call while looking for its brackets.
 _SCAN_BYTES = 1 << 20
+#: The nesting a cut document may have in all: orjson refuses documents deeper than 1024 levels,
+#: and anything near that is parsed in one call, so the limit and its error stay orjson's own.
+_MAX_DEPTH = 1000
 #: JSON's whitespace: these four bytes.
 _WHITESPACE = re.compile(rb"[ \t\n\r]*")
 #: What stands for the i-th list while the rest is parsed: an object no valid request holds (a key
@@ -66,18 +69,26 @@ def loads(body: bytes) -> Any:
 
 
 def asarray(value: Any) -> np.ndarray:
-    """``np.asarray(value)``; a long list is converted about :data:`BLOCK_VALUES` numbers per call."""
+    """``np.asarray(value)``; a long list is converted about :data:`BLOCK_VALUES` numbers per call.
+
+    The rows per call follow the first row's size; at the first block that differs from the first
+    (another shape, objects, unsigned integers) the whole list is converted in one call instead,
+    so a list built to make blocks tiny costs one extra block, not one per element.
+    """
     if not isinstance(value, list) or not value:
         return np.asarray(value)
     rows = max(1, BLOCK_VALUES // _values_in(value[0]))
     if len(value) < 2 * rows:
         return np.asarray(value)
-    try:
-        blocks = [np.asarray(value[start : start + rows]) for start in range(0, len(value), rows)]
-    except (ValueError, OverflowError):
-        return np.asarray(value)  # raises as one call does (ragged rows, say)
-    if any(block.dtype not in _PLAIN_DTYPES for block in blocks) or len({block.shape[1:] for block in blocks}) > 1:
-        return np.asarray(value)
+    blocks: list[np.ndarray] = []
+    for start in range(0, len(value), rows):
+        try:
+            block = np.asarray(value[start : start + rows])
+        except (ValueError, OverflowError):
+            return np.asarray(value)  # raises as one call does (ragged rows, say)
+        if block.dtype not in _PLAIN_DTYPES or (blocks and block.shape[1:] != blocks[0].shape[1:]):
+            return np.asarray(value)
+        blocks.append(block)
     return np.concatenate(blocks)
 
 
@@ -89,10 +100,8 @@ def release(value: Any) -> None:
     for a 5 MB body on the slow VMs). Call it on data nothing reads any more.
     """
     for rows in value.values() if isinstance(value, dict) else (value,):
-        if isinstance(rows, list) and rows:
-            block = max(1, BLOCK_VALUES // _values_in(rows[0]))
-            while rows:
-                del rows[-block:]
+        while isinstance(rows, list) and rows:
+            del rows[-max(1, BLOCK_VALUES // _values_in(rows[-1])) :]  # sized by the rows it frees
 
 
 def _values_in(row: Any) -> int:
@@ -108,9 +117,11 @@ def _loads_in_blocks(body: bytes) -> Any:
     envelope: list[bytes] = []
     lists: list[list[Any]] = []
     done = 0
-    for start, end, element_ends in _number_lists(body):
+    depths: list[int] = []
+    for start, end, element_ends, depth in _number_lists(body):
         envelope += [body[done:start], b'{"\\u0000":%d}' % len(lists)]
         lists.append(_parse_list(body, start, end, element_ends))
+        depths.append(depth)
         done = end
     if not lists:
         raise _NotInBlocks
@@ -118,17 +129,17 @@ def _loads_in_blocks(body: bytes) -> Any:
     if sum(map(len, envelope)) > _MAX_ENVELOPE:
         raise _NotInBlocks  # not mostly lists of numbers: one call, as for any other body
     document = orjson.loads(b"".join(envelope))
-    found = _put_back(document, lists)
+    found = _put_back(document, lists, depths)
     if found != len(lists):
         raise _NotInBlocks
     return document if not _is_placeholder(document) else lists[0]
 
 
-def _number_lists(body: bytes) -> Iterator[tuple[int, int, np.ndarray]]:
-    """``(start, end, element_ends)`` of each list value of at least :data:`BLOCK_BYTES` that holds no string.
+def _number_lists(body: bytes) -> Iterator[tuple[int, int, np.ndarray, int]]:
+    """``(start, end, element_ends, depth)`` of each list value of :data:`BLOCK_BYTES` or more without strings.
 
-    A list value is the document itself or what follows a colon. ``start`` is its ``[``, ``end`` just
-    past its ``]``, ``element_ends`` as :func:`_scan` says. Without a quote inside, every bracket in
+    A list value is the document itself or what follows a colon. ``start`` is its ``[``; the rest
+    is what :func:`_scan` says. Without a quote inside, every bracket in
     it is structure, so its depth is a running sum. (A colon inside a string can
     make a piece of that string look like a list: the placeholder put there then breaks the
     document, which is parsed whole instead.)
@@ -152,37 +163,44 @@ def _number_lists(body: bytes) -> Iterator[tuple[int, int, np.ndarray]]:
             return
 
 
-def _scan(body: bytes, start: int, stop: int) -> tuple[int, np.ndarray] | None:
-    """Where the list opening at ``start`` ends, and where its elements that are lists end.
+def _scan(body: bytes, start: int, stop: int) -> tuple[int, np.ndarray, int] | None:
+    """Where the list opening at ``start`` ends, where its elements that are lists end, how deep it nests.
 
-    Returns ``(end, element_ends)``: ``end`` just past the list's ``]``, ``element_ends`` the
-    offsets of the ``]`` that close its elements (none for a list of numbers). ``None`` when the
-    list does not end before ``stop`` (the next quote) or holds an object. Only brackets are
-    looked at: a few thousand of them in megabytes of numbers.
+    Returns ``(end, element_ends, depth)``: ``end`` just past the list's ``]``, ``element_ends``
+    the offsets of the ``]`` that close its elements (none for a list of numbers), ``depth`` its
+    levels (1 for a list of numbers). ``None`` when the list does not end before ``stop`` (the next
+    quote), holds an object, or nests deeper than any document may. Only brackets are looked at, in
+    windows that start small and double, so a short list costs little however long the rest is;
+    what is kept per window is its element ends, so memory follows those, not every bracket.
     """
-    depth = 0
-    brackets: list[np.ndarray] = []
-    depths: list[np.ndarray] = []
-    for begin in range(start, stop, _SCAN_BYTES):
-        window = np.frombuffer(body, np.uint8, count=min(_SCAN_BYTES, stop - begin), offset=begin)
+    depth = deepest = 0
+    ends: list[np.ndarray] = []
+    begin, size = start, BLOCK_BYTES
+    while begin < stop:
+        window = np.frombuffer(body, np.uint8, count=min(size, stop - begin), offset=begin)
         opens, closes = np.flatnonzero(window == _OPEN), np.flatnonzero(window == _CLOSE)
-        order = np.argsort(np.concatenate([opens, closes]), kind="stable")
-        where = np.concatenate([opens, closes])[order] + begin
-        after = np.cumsum(np.concatenate([np.ones_like(opens), -np.ones_like(closes)])[order]) + depth
+        where = np.concatenate([opens, closes])
+        order = np.argsort(where, kind="stable")
+        steps = np.concatenate([np.ones(opens.size, np.int32), np.full(closes.size, -1, np.int32)])[order]
+        after = np.cumsum(steps, dtype=np.int32) + depth
+        where = where[order] + begin
         closed = np.flatnonzero(after == 0)
         if closed.size:
-            where, after = where[: closed[0] + 1], after[: closed[0] + 1]
-        brackets.append(where)
-        depths.append(after)
+            where, after, steps = where[: closed[0] + 1], after[: closed[0] + 1], steps[: closed[0] + 1]
+        if after.size:
+            deepest = max(deepest, int(after.max()))
+            if deepest > _MAX_DEPTH:
+                return None  # the one-call parse refuses it (or says where)
+            ends.append(where[(after == 1) & (steps < 0)])
         if closed.size:
             end = int(where[-1]) + 1
             if body.find(b"{", start, end) >= 0:
                 return None  # an object among the elements: not what this cuts
-            every, levels = np.concatenate(brackets), np.concatenate(depths)
-            closes_at_one = (levels == 1) & (np.frombuffer(body, np.uint8)[every] == _CLOSE)
-            return end, every[closes_at_one]
+            return end, np.concatenate(ends), deepest
         if after.size:
             depth = int(after[-1])
+        begin += window.size
+        size = min(2 * size, _SCAN_BYTES)
     return None
 
 
@@ -223,17 +241,27 @@ def _is_placeholder(value: Any) -> bool:
     return type(value) is dict and len(value) == 1 and type(value.get(_PLACEHOLDER_KEY)) is int
 
 
-def _put_back(document: Any, lists: list[list[Any]]) -> int:
-    """Replace each placeholder in ``document`` by its list; how many were found (the document is small)."""
-    found = 1 if _is_placeholder(document) else 0
-    stack = [document]
+def _put_back(document: Any, lists: list[list[Any]], depths: list[int]) -> int:
+    """Replace each placeholder in ``document`` by its list; how many were found (the document is small).
+
+    Raises ``_NotInBlocks`` when a list's levels and those around it together nest deeper than a
+    document may: each part alone was within orjson's limit, the whole is not, and the one-call
+    parse says so.
+    """
+    if _is_placeholder(document):
+        return 1
+    found = 0
+    stack = [(document, 1)]
     while stack:
-        node = stack.pop()
+        node, level = stack.pop()
         entries = node.items() if type(node) is dict else enumerate(node) if type(node) is list else ()
         for key, value in list(entries):
             if _is_placeholder(value):
-                node[key] = lists[value[_PLACEHOLDER_KEY]]
+                index = value[_PLACEHOLDER_KEY]
+                if level + depths[index] > _MAX_DEPTH:
+                    raise _NotInBlocks
+                node[key] = lists[index]
                 found += 1
             elif type(value) in (dict, list):
-                stack.append(value)
+                stack.append((value, level + 1))
     return found

@@ -84,7 +84,12 @@ def split_json_payload(body: bytes) -> tuple[JsonInputs, dict[str, Any]]:
     Raises :class:`BadRequestError` for malformed JSON, unknown top-level keys or
     parameters that are not an object.
     """
-    return split_parsed_payload(load_json(body))
+    payload = load_json(body)
+    try:
+        return split_parsed_payload(payload)
+    except BadRequestError:
+        json_blocks.release(payload)  # a refused body is freed a block at a time, as an accepted one is
+        raise
 
 
 def split_parsed_payload(payload: Any) -> tuple[JsonInputs, dict[str, Any]]:

@@ -128,6 +128,19 @@ def parse_infer_request(
         raw = json_blocks.loads(body)
     except orjson.JSONDecodeError as exc:
         raise BadRequestError(f"the body is not valid JSON: {exc}") from None
+    try:
+        return _infer_request(raw, signature, limits=limits, binary=binary, body=body)
+    finally:
+        # Converted or refused, the tensors' numbers are garbage now: freed a block at a time.
+        tensors = raw.get("inputs") if isinstance(raw, dict) else None
+        for tensor in tensors if isinstance(tensors, list) else ():
+            if isinstance(tensor, dict):
+                json_blocks.release(tensor.get("data"))
+
+
+def _infer_request(
+    raw: Any, signature: Signature, *, limits: DecodeLimits | None, binary: oip_binary.BinaryReader | None, body: bytes
+) -> InferRequest:
     if not isinstance(raw, dict):
         raise BadRequestError('the body must be a JSON object {"inputs": [...]} (Open Inference Protocol)')
     request_id = raw.get("id")
@@ -173,7 +186,6 @@ def parse_infer_request(
             inputs[spec.name] = decode_tensor(
                 spec.name, tensor["datatype"], tensor["shape"], tensor["data"], strings=strings_in_data, limits=limits
             )
-            json_blocks.release(tensor["data"])  # converted: free its numbers a block at a time
             continue
         if binary is None:
             raise BadRequestError(

@@ -149,3 +149,56 @@ def test_a_body_of_colons_is_scanned_once_not_once_per_colon() -> None:
     with mock.patch.object(json_blocks, "_scan", counting):
         assert outcome(json_blocks.loads, body) == outcome(orjson.loads, body)
     assert sum(scanned) <= len(body)
+
+
+def test_a_body_nesting_too_deeply_in_all_is_refused_though_each_part_is_not() -> None:
+    # A list 1,023 levels deep inside an object inside the document: the cut list and the rest were
+    # each within orjson's 1,024 levels, the whole was not, and the cut parse returned a value where
+    # one call refuses the body (review finding).
+    batch = orjson.dumps(rows(2_000))
+    deep = b"[" * 1_023 + b",".join([b"1"] * 40_000) + b"]" * 1_023
+    body = b'{"instances": ' + batch + b', "parameters": {"p": ' + deep + b"}}"
+    assert outcome(orjson.loads, body)[0] == "error"
+    assert outcome(json_blocks.loads, body) == outcome(orjson.loads, body)
+
+
+def test_finding_a_lists_end_keeps_memory_far_below_the_body() -> None:
+    # Every bracket's offset and depth were kept: 10 MB of brackets took +359 MB (and 1.2 s) before
+    # the one-call parse refused them. Depth past any document's limit now ends the scan at once.
+    import tracemalloc
+
+    body = b"[" * 5_000_000 + b"]" * 5_000_000
+    tracemalloc.start()
+    try:
+        assert json_blocks._scan(body, 0, len(body)) is None
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < len(body) / 2, f"{peak / 1e6:.0f} MB for a {len(body) / 1e6:.0f} MB body"
+
+
+def test_a_list_made_to_need_tiny_blocks_is_converted_in_one_call() -> None:
+    # A first row of 16,385 numbers set one row per block for 2 million scalars after it: 2.2 s and
+    # +180 MB before the one-call conversion refused them anyway. Now the second block stops it.
+    value = [[0] * 16_385, *([0] * 2_000_000)]
+    calls: list[int] = []
+    real = np.asarray
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    with mock.patch.object(json_blocks.np, "asarray", counting), pytest.raises(ValueError):
+        json_blocks.asarray(value)
+    assert len(calls) <= 3
+
+
+def test_a_refused_body_is_freed_in_blocks_too() -> None:
+    from inference.codecs.json_codec import split_json_payload
+    from inference.errors import BadRequestError
+
+    body = orjson.dumps({"instances": rows(9_000), "instance": 1})
+    freed: list[Any] = []
+    with mock.patch.object(json_blocks, "release", freed.append), pytest.raises(BadRequestError):
+        split_json_payload(body)
+    assert freed and len(freed[0]["instances"]) == 9_000
