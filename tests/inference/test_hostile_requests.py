@@ -158,6 +158,47 @@ def test_an_oip_request_with_a_deeply_nested_extra_field_is_answered(mlp_server:
     assert _server_errors(mlp_server) == 0
 
 
+_ROW = "[" + ", ".join(["0.5"] * 64) + "]"
+
+
+@pytest.mark.parametrize(
+    ("tensor", "outputs", "words"),
+    [
+        (
+            '{"name": "x", "datatype": "FP32", "shape": ' + _nested(1000, "1") + ', "data": ' + _ROW + "}",
+            "",
+            ("shape",),
+        ),
+        (
+            '{"name": ' + _nested(1000, '"x"') + ', "datatype": "FP32", "shape": [1, 64], "data": ' + _ROW + "}",
+            "",
+            ("name",),
+        ),
+        (
+            '{"name": "x", "datatype": ' + _nested(1000, '"F"') + ', "shape": [1, 64], "data": ' + _ROW + "}",
+            "",
+            ("datatype",),
+        ),
+        (
+            '{"name": "x", "datatype": "FP32", "shape": [1, 64], "data": ' + _ROW + "}",
+            ', "outputs": [{"name": ' + _nested(1000, '"y"') + "}]",
+            ("outputs[0]",),
+        ),
+    ],
+    ids=["shape", "name", "datatype", "requested output"],
+)
+def test_a_deeply_nested_value_quoted_in_an_oip_error_is_a_400(
+    mlp_server: ServerProcess, tensor: str, outputs: str, words: tuple[str, ...]
+) -> None:
+    # The error message quoted the client's value with repr(), which raised RecursionError for a
+    # value 1,000 levels deep (JSON allows 1,024): the client got a 500 and the log a traceback.
+    body = '{"inputs": [' + tensor + "]" + outputs + "}"
+    response = httpx.post(
+        mlp_server.url + "/v2/models/mlp/infer", content=body, headers={"Content-Type": "application/json"}, timeout=30
+    )
+    _assert_client_fault(mlp_server, response, *words)
+
+
 def test_a_text_tensor_nested_deeply_is_answered(text_server: ServerProcess) -> None:
     body = '{"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ' + _nested(1010, '"fine"') + "}]}"
     response = httpx.post(
