@@ -37,7 +37,7 @@ from inference.errors import (
     http_error,
     is_server_fault,
 )
-from inference.fast_lane import Lane, SageMakerLane
+from inference.fast_lane import JsonBatchLane, Lane
 from inference.metrics import ServerMetrics
 from inference.protocols import oip, sagemaker, vertex
 from inference.response_limits import ResponseLimit, request_rows
@@ -144,8 +144,12 @@ def create_app(service: ModelService, config: ServerConfig, metrics: ServerMetri
 def fast_lanes(service: ModelService, config: ServerConfig) -> dict[tuple[str, str], Lane]:
     """The data plane's shortcuts for this package, by route (see ``inference.fast_lane``)."""
     default = sagemaker.default_response_type(JSON, config.default_accept)
-    lane = SageMakerLane.for_service(service, config, default)
-    return {} if lane is None else {("POST", "/invocations"): lane}
+    invocations = JsonBatchLane.for_service(service, config, default_response_type=default, bare_list=True)
+    if invocations is None:
+        return {}
+    # Vertex AI's predict route, unless it is SageMaker's (then SageMaker's route serves it, as routing does).
+    predict = JsonBatchLane(service, config, default_response_type=JSON, bare_list=False)
+    return {("POST", config.predict_route): predict, ("POST", "/invocations"): invocations}
 
 
 def data_plane(service: ModelService, config: ServerConfig) -> DataPlane:

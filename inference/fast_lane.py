@@ -1,21 +1,22 @@
 """The data plane's shortcut for its commonest request: a small JSON batch to a single-input model.
 
-``POST /invocations`` with ``Content-Type: application/json``, a JSON answer, a body under the
-off-loop threshold holding a bare list of rows or ``{"instances": [...]}`` of plain numbers, to a
-package without user code or a pipeline whose one input is a float tensor. On a small model,
-the general path's per-request machinery (Starlette's ``Request``/``Response``, the protocol's
-exchange object, media-type parsing and negotiation, codec dispatch, the offload decisions) cost
-as much as the model call: about 85 µs of 410 per request in one process
-(``python -m bench.request_overhead``), where bare Starlette takes 210.
+SageMaker's ``POST /invocations`` and Vertex AI's predict route, with ``Content-Type:
+application/json``, a JSON answer, a body under the off-loop threshold holding ``{"instances":
+[...]}`` of plain numbers (or, on ``/invocations``, a bare list of rows), to a package without user
+code or a pipeline whose one input is a float tensor. On a small model, the general path's
+per-request machinery (Starlette's ``Request``/``Response``, the protocol's exchange object,
+media-type parsing and negotiation, codec dispatch, the offload decisions) cost as much as the
+model call: about 85 µs of 450 per request in one process (``python -m bench.request_overhead``),
+where bare Starlette takes 220-260.
 
 The lane calls the same steps the general path does, in the same order — ``coerce`` (decoding's
 cast), ``ModelService.check_answer_fits``, ``ModelService.predict`` (readiness, validation,
 batching, the deadline), ``ModelService.encode`` (the response limit) — so an answer, or an error,
 is the same as the general path's, byte for byte (``tests/inference/test_fast_lane.py`` compares
 them). Anything else (another media type or form, strings, booleans or nulls, parameters,
-a shape the signature does not have, a body in several messages) is handed, with the body
-already read, to the general path unchanged: the lane decides before anything but parsing has
-run, and a request it hands over costs one extra ``orjson.loads`` of a small body.
+a shape the signature does not have, a large body) is handed, with the body already read, to the
+general path unchanged: the lane decides before anything but parsing has run, and a request it
+hands over costs one extra ``orjson.loads`` of a small body.
 """
 
 from __future__ import annotations
@@ -50,13 +51,17 @@ class Lane(Protocol):
         """Answer the request (``None``), or give back the body read so far, as one message, for the general path."""
 
 
-class SageMakerLane:
-    """``POST /invocations``: a small JSON batch of plain numbers to a model with one float input."""
+class JsonBatchLane:
+    """A small JSON batch of plain numbers to a model with one float input, on one route."""
 
-    def __init__(self, service: ModelService, config: ServerConfig, default_response_type: str) -> None:
+    def __init__(
+        self, service: ModelService, config: ServerConfig, *, default_response_type: str, bare_list: bool
+    ) -> None:
         self.service = service
         self.spec = service.signature.inputs[0]
         self.allow_non_finite = config.allow_non_finite
+        self.bare_list = bare_list
+        """Whether the route reads a bare list as the batch (SageMaker's does; Vertex AI's wants an object)."""
         # The route answers JSON for these Accept values (absent or */* only when that is its default).
         self.accepts: set[bytes | None] = {_JSON_TYPE}
         if default_response_type == JSON:
@@ -64,8 +69,8 @@ class SageMakerLane:
 
     @classmethod
     def for_service(
-        cls, service: ModelService, config: ServerConfig, default_response_type: str
-    ) -> SageMakerLane | None:
+        cls, service: ModelService, config: ServerConfig, *, default_response_type: str, bare_list: bool
+    ) -> JsonBatchLane | None:
         """The lane over ``service``, or ``None`` when this package's requests never take it.
 
         ``default_response_type`` is what the route answers when ``Accept`` is absent or ``*/*``.
@@ -75,7 +80,7 @@ class SageMakerLane:
         inputs = service.signature.inputs
         if len(inputs) != 1 or inputs[0].dtype not in ("float16", "float32", "float64"):
             return None
-        return cls(service, config, default_response_type)
+        return cls(service, config, default_response_type=default_response_type, bare_list=bare_list)
 
     def takes(self, scope: Scope) -> bool:
         content_type = accept = None
@@ -111,6 +116,8 @@ class SageMakerLane:
             return unread  # the general path words the error (and reads NaN the standard library's way)
         if type(data) is dict and data.keys() == {"instances"}:
             data = data["instances"]
+        elif type(data) is not list or not self.bare_list:
+            return unread
         if type(data) is not list:
             return unread
         try:

@@ -24,6 +24,10 @@ JSON = {"content-type": "application/json"}
 REQUESTS: dict[str, tuple[dict[str, str], bytes]] = {
     "bare list": (JSON, json.dumps(ROWS).encode()),
     "instances": (JSON, json.dumps({"instances": ROWS}).encode()),
+    "instances, accept anything": ({**JSON, "accept": "*/*"}, json.dumps({"instances": ROWS}).encode()),
+    "instances, no accept": (JSON, json.dumps({"instances": ROWS}).encode()),
+    "instances too narrow": (JSON, json.dumps({"instances": [[1.0, 2.0]]}).encode()),
+    "instances, a string": (JSON, json.dumps({"instances": [["1"] * 64]}).encode()),
     "one row": (JSON, json.dumps(ROWS[:1]).encode()),
     "integers": (JSON, json.dumps([[1] * 64, [2] * 64]).encode()),
     "accept json": ({**JSON, "accept": "application/json"}, json.dumps(ROWS).encode()),
@@ -85,26 +89,39 @@ def answer(response: httpx.Response) -> tuple[int, list[tuple[str, str]], bytes]
     return response.status_code, sorted(response.headers.items()), response.content
 
 
+ROUTES = ["/invocations", "/predict"]  # SageMaker's, Vertex AI's (AIP_PREDICT_ROUTE's default)
+
+
+@pytest.mark.parametrize("route", ROUTES)
 @pytest.mark.parametrize("env", [{}, {"SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT": "text/csv"}], ids=["default", "csv"])
-def test_every_request_gets_the_general_paths_answer(torch_package: Path, env: dict[str, str]) -> None:
+def test_every_request_gets_the_general_paths_answer(torch_package: Path, env: dict[str, str], route: str) -> None:
     async def scenario(lane: httpx.AsyncClient, plain: httpx.AsyncClient, calls: list[int]) -> None:
         for name, (sent, body) in REQUESTS.items():
             headers = {**sent, "x-request-id": "same-id"}
-            got = await lane.post("/invocations", content=body, headers=headers)
-            want = await plain.post("/invocations", content=body, headers=headers)
+            got = await lane.post(route, content=body, headers=headers)
+            want = await plain.post(route, content=body, headers=headers)
             assert answer(got) == answer(want), name
 
     serve_both(torch_package, env, scenario)
 
 
-def test_the_common_requests_take_the_lane_and_the_others_the_general_path(torch_package: Path) -> None:
-    taken = {"bare list", "instances", "one row", "integers", "accept json", "accept anything", "too narrow"}
-    taken.add("too large for float32")  # refused by the same check, inside the lane
+TAKEN = {
+    "/invocations": {"bare list", "one row", "integers", "accept json", "accept anything", "too narrow"},
+    "/predict": set(),  # Vertex AI's route wants an object: bare lists are its general path's 400
+}
+INSTANCES_TAKEN = {"instances", "instances, accept anything", "instances, no accept", "instances too narrow"}
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_the_common_requests_take_the_lane_and_the_others_the_general_path(torch_package: Path, route: str) -> None:
+    taken = TAKEN[route] | INSTANCES_TAKEN
+    if route == "/invocations":
+        taken.add("too large for float32")  # refused by the same check, inside the lane
 
     async def scenario(lane: httpx.AsyncClient, plain: httpx.AsyncClient, calls: list[int]) -> None:
         for name, (headers, body) in REQUESTS.items():
             calls.clear()
-            await lane.post("/invocations", content=body, headers=headers)
+            await lane.post(route, content=body, headers=headers)
             assert bool(calls) == (name not in taken), f"{name}: {'general path' if calls else 'lane'}"
 
     serve_both(torch_package, {}, scenario)
