@@ -120,12 +120,12 @@ class DataPlane:
         if user_code is None:
             service.check_answer_fits(inputs)  # no compute for an answer no encoding could send
             outputs = await service.predict(inputs, timeout=timeout)
-            return await service.offload.run(_nbytes(outputs), lambda: exchange.encode(outputs, service))
+            return await service.offload.run(nbytes(outputs), lambda: exchange.encode(outputs, service))
         from inference.user_code import RequestContext
 
         context = RequestContext.from_headers(request.headers)
         outputs = await service.predict_with_hooks(inputs, context, timeout=timeout)
-        answer = await service.offload.run(_nbytes(outputs), lambda: exchange.encode(outputs, service))
+        answer = await service.offload.run(nbytes(outputs), lambda: exchange.encode(outputs, service))
         if context.response_headers:  # what the hooks set, never over the protocol's own headers
             owned = {name.lower() for name in answer.headers or ()}
             hooks = {name: value for name, value in context.response_headers.items() if name.lower() not in owned}
@@ -162,6 +162,6 @@ def time_left(deadline: float, loop: asyncio.AbstractEventLoop, service: ModelSe
     return remaining
 
 
-def _nbytes(outputs: Mapping[str, np.ndarray]) -> int:
+def nbytes(outputs: Mapping[str, np.ndarray]) -> int:
     """Roughly what encoding ``outputs`` costs (text encodings write several bytes per value)."""
     return sum(int(array.nbytes) for array in outputs.values())

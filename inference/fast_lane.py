@@ -9,26 +9,28 @@ media-type parsing and negotiation, codec dispatch, the offload decisions) cost 
 model call: about 85 µs of 450 per request in one process (``python -m bench.request_overhead``),
 where bare Starlette takes 220-260.
 
-The lane calls the same steps the general path does, in the same order — ``coerce`` (decoding's
-cast), ``ModelService.check_answer_fits``, ``ModelService.predict`` (readiness, validation,
-batching, the deadline), ``ModelService.encode`` (the response limit) — so an answer, or an error,
-is the same as the general path's, byte for byte (``tests/inference/test_fast_lane.py`` compares
-them). Anything else (another media type or form, strings, booleans or nulls, parameters,
-a shape the signature does not have, a large body) is handed, with the body already read, to the
-general path unchanged: the lane decides before anything but parsing has run, and a request it
-hands over costs one extra ``orjson.loads`` of a small body.
+The lane calls the same steps the general path does, in the same order — ``coerce`` and
+``check_decoded`` (decoding's cast and checks), ``ModelService.check_answer_fits``,
+``ModelService.predict`` (readiness, validation, batching, the deadline), ``ModelService.encode``
+(the response limit) — so an answer, or an error, is the same as the general path's, byte for byte
+(``tests/inference/test_fast_lane.py`` compares them). Anything else (another media type or form,
+strings, booleans or nulls, parameters, a shape the signature does not have, a large body) is
+handed, with the body already read, to the general path unchanged: the lane decides before anything
+but parsing has run, and a request it hands over costs one extra ``orjson.loads`` of a small body.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import TYPE_CHECKING, Final, Protocol
 
 import numpy as np
 import orjson
 
 from inference.codecs.arrays import coerce
-from inference.dataplane import JSON, time_left
+from inference.codecs.dispatch import check_decoded
+from inference.dataplane import JSON, nbytes, time_left
 from inference.offload import OFF_LOOP_BYTES
 
 if TYPE_CHECKING:
@@ -116,7 +118,7 @@ class JsonBatchLane:
             return unread  # the general path words the error (and reads NaN the standard library's way)
         if type(data) is dict and data.keys() == {"instances"}:
             data = data["instances"]
-        elif type(data) is not list or not self.bare_list:
+        elif not self.bare_list:
             return unread
         if type(data) is not list:
             return unread
@@ -126,11 +128,13 @@ class JsonBatchLane:
             return unread  # ragged rows: the general path says which
         if array.dtype.kind not in "fi" or array.ndim != len(spec.shape):
             return unread
+        # From here, decoding's own steps and checks, then the data plane's, in their order.
         inputs = {spec.name: coerce(array, spec, allow_non_finite=self.allow_non_finite)}
+        check_decoded(inputs, service.signature, service.limits)
         service.check_answer_fits(inputs)
         outputs = await service.predict(inputs, timeout=time_left(deadline, loop, service))
-        size = sum(int(output.nbytes) for output in outputs.values())
-        payload, media_type = await service.offload.run(size, lambda: service.encode(outputs, None, default=JSON))
+        encode = functools.partial(service.encode, outputs, None, default=JSON)
+        payload, media_type = await service.offload.run(nbytes(outputs), encode)
         await send(
             {
                 "type": "http.response.start",

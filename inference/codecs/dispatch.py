@@ -65,10 +65,15 @@ def decode_request(
     """
     codec, params = _request_codec(content_type)
     tensors = codec.decode(body, params, signature, allow_non_finite=allow_non_finite, limits=limits)
+    check_decoded(tensors, signature, limits)
+    return tensors
+
+
+def check_decoded(tensors: Tensors, signature: Signature, limits: DecodeLimits | None) -> None:
+    """What every decoded request is checked for, whatever its codec: a batch with rows, within ``limits``."""
     check_batch(tensors, signature.inputs)
     if limits is not None:
         limits.check_rows(tensors)
-    return tensors
 
 
 def decode_json_lines(
@@ -84,9 +89,7 @@ def decode_json_lines(
     ``\\n``; local batch scoring reads its input line by line and would otherwise join and re-split.
     """
     tensors = _JSON_LINES_CODEC.decode_records(records, signature, allow_non_finite=allow_non_finite)
-    check_batch(tensors, signature.inputs)
-    if limits is not None:
-        limits.check_rows(tensors)
+    check_decoded(tensors, signature, limits)
     return tensors
 
 

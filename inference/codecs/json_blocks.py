@@ -114,22 +114,18 @@ def _values_in(row: Any) -> int:
 
 
 def _loads_in_blocks(body: bytes) -> Any:
-    envelope: list[bytes] = []
-    lists: list[list[Any]] = []
-    done = 0
-    depths: list[int] = []
-    for start, end, element_ends, depth in _number_lists(body):
-        envelope += [body[done:start], b'{"\\u0000":%d}' % len(lists)]
-        lists.append(_parse_list(body, start, end, element_ends))
-        depths.append(depth)
-        done = end
-    if not lists:
-        raise _NotInBlocks
-    envelope.append(body[done:])
-    if sum(map(len, envelope)) > _MAX_ENVELOPE:
+    regions = list(_number_lists(body))
+    if not regions or len(body) - sum(end - start for start, end, _, _ in regions) > _MAX_ENVELOPE:
         raise _NotInBlocks  # not mostly lists of numbers: one call, as for any other body
+    envelope: list[bytes] = []
+    done = 0
+    for index, (start, end, _, _) in enumerate(regions):
+        envelope += [body[done:start], b'{"\\u0000":%d}' % index]
+        done = end
+    envelope.append(body[done:])
     document = orjson.loads(b"".join(envelope))
-    found = _put_back(document, lists, depths)
+    lists = [_parse_list(body, start, end, element_ends) for start, end, element_ends, _ in regions]
+    found = _put_back(document, lists, [depth for *_, depth in regions])
     if found != len(lists):
         raise _NotInBlocks
     return document if not _is_placeholder(document) else lists[0]

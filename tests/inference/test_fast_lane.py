@@ -136,3 +136,29 @@ def test_a_request_the_lane_refuses_is_refused_as_the_general_path_refuses_it_on
         assert 'model_server_requests_total{route="/invocations",status="400"} 1.0' in metrics
 
     serve_both(torch_package, {}, scenario)
+
+
+def test_a_model_with_one_axis_gets_the_general_paths_answers_too(tmp_path: Path) -> None:
+    # With a rank-1 input an empty list fits the signature's rank, so the lane took it and answered
+    # validation's "empty batch" message where decoding's own check answers first.
+    import torch
+
+    from model_package.export import export_model
+
+    class Double(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x * 2
+
+    package = tmp_path / "double"
+    export_model(Double(), {"x": np.arange(4, dtype=np.float32)}, package, name="double", version="1")
+    requests = [b"[]", b'{"instances": []}', b"[1.5, 2.5]", b'{"instances": [1, 2]}', b"[[1.5]]"]
+
+    async def scenario(lane: httpx.AsyncClient, plain: httpx.AsyncClient, calls: list[int]) -> None:
+        for route in ROUTES:
+            for body in requests:
+                headers = {**JSON, "x-request-id": "same-id"}
+                got = await lane.post(route, content=body, headers=headers)
+                want = await plain.post(route, content=body, headers=headers)
+                assert answer(got) == answer(want), (route, body)
+
+    serve_both(package, {}, scenario)
