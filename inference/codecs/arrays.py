@@ -331,30 +331,43 @@ def _bytes_from_array(array: np.ndarray, spec: TensorSpec) -> np.ndarray:
 
 
 def _nested_shape(value: Any, spec: TensorSpec, locate: Locator) -> tuple[int, ...]:
-    """The shape of nested lists, level by level; raises the 'ragged' error at the first irregular level."""
+    """The shape of nested lists, level by level; raises the 'ragged' error at the first irregular level.
+
+    Each level is a flat list of its items, without their paths: a hostile body of one wide row and
+    a million scalars is refused at its second item instead of after a Python step (and a path
+    tuple) per item. An item's path is worked out from its flat index only for the message, which
+    the levels above, being regular, make possible.
+    """
     shape: list[int] = []
-    level: list[tuple[Path, Any]] = [((), value)]
-    while level:
-        is_list = [isinstance(item, list) for _, item in level]
-        if not any(is_list):
-            break
-        if not all(is_list):
-            listed = level[is_list.index(True)][0]
-            scalar = level[is_list.index(False)][0]
+    level: list[Any] = [value]
+    while True:
+        first_is_list = isinstance(level[0], list)
+        odd = next((index for index, item in enumerate(level) if isinstance(item, list) != first_is_list), None)
+        if odd is not None:
+            listed, scalar = (0, odd) if first_is_list else (odd, 0)
             raise BadRequestError(
-                f"input {spec.name!r} is ragged: {locate(listed)} is a list but {locate(scalar)} "
-                "is a single value; every row must have the same shape"
+                f"input {spec.name!r} is ragged: {locate(_path_of(listed, shape))} is a list but "
+                f"{locate(_path_of(scalar, shape))} is a single value; every row must have the same shape"
             )
-        length = len(level[0][1])
-        for path, item in level:
-            if len(item) != length:
-                raise BadRequestError(
-                    f"input {spec.name!r} is ragged: {locate(path)} has {count(len(item), 'value')} but "
-                    f"{locate(level[0][0])} has {length}; every row must have the same shape"
-                )
+        if not first_is_list:
+            return tuple(shape)
+        length = len(level[0])
+        odd = next((index for index, item in enumerate(level) if len(item) != length), None)
+        if odd is not None:
+            raise BadRequestError(
+                f"input {spec.name!r} is ragged: {locate(_path_of(odd, shape))} has "
+                f"{count(len(level[odd]), 'value')} but {locate(_path_of(0, shape))} has {length}; "
+                "every row must have the same shape"
+            )
         shape.append(length)
-        level = [((*path, index), child) for path, item in level for index, child in enumerate(item)]
-    return tuple(shape)
+        if length == 0:
+            return tuple(shape)
+        level = [child for item in level for child in item]
+
+
+def _path_of(flat_index: int, shape: list[int]) -> Path:
+    """The path of the ``flat_index``-th item of a regular nesting of ``shape``."""
+    return tuple(int(index) for index in np.unravel_index(flat_index, shape)) if shape else ()
 
 
 def _leaves(tree: Any, path: Path = ()) -> Iterator[tuple[Path, Any]]:
