@@ -101,12 +101,17 @@ def torch_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-@pytest.fixture
-def sagemaker_server(torch_package: Path, tmp_path: Path) -> Iterator[ServerProcess]:
-    """The torch package served the way SageMaker runs a container: `serve`, SAGEMAKER_BIND_TO_PORT."""
+@pytest.fixture(scope="session")
+def sagemaker_server(torch_package: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """The torch package served the way SageMaker runs a container: `serve`, SAGEMAKER_BIND_TO_PORT.
+
+    One process for the whole session (a start-up is seconds of importing torch): tests that only
+    send requests share it, so none may change or stop it, and counters are read as differences.
+    A test that needs other settings, a fresh process or its own log starts its own server.
+    """
     port = free_port()
     server = start_server(
-        tmp_path,
+        tmp_path_factory.mktemp("sagemaker-server"),
         args=["serve", "--model-dir", str(torch_package)],
         env={"SAGEMAKER_BIND_TO_PORT": str(port)},
         port=port,

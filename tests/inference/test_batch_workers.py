@@ -251,27 +251,28 @@ def alive(pid: int) -> bool:
         return False
 
 
+RECORDS = 16_000
+"""Enough that a run checkpointing every 32 records is still scoring long after 2,000 are done."""
+
+
 @pytest.fixture(scope="module")
 def big(tmp_path_factory: pytest.TempPathFactory, torch_package: Path) -> tuple[Path, bytes]:
-    """A 40,000-record JSON Lines file and what one worker writes for it."""
+    """A JSON Lines file of ``RECORDS`` records and what one worker writes for it."""
     from tests.model_package import torch_models
 
     directory = tmp_path_factory.mktemp("big")
-    data = write_jsonl(directory / "big.jsonl", torch_models.mlp_inputs(40_000, seed=5)["x"])
-    reference = subprocess.run(
-        command(data, torch_package, directory / "ref", "--batch-size", "32"),
-        env=ENV,
-        capture_output=True,
-        timeout=300,
-        check=False,
-    )
-    assert reference.returncode == 0, reference.stderr
+    data = write_jsonl(directory / "big.jsonl", torch_models.mlp_inputs(RECORDS, seed=5)["x"])
+    # In this process (a subprocess would import torch again): the same settings as ENV.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MODEL_SERVER_COMPUTE_THREADS", "1")
+        patch.setenv("MODEL_SERVER_MAX_BATCH_SIZE", "32")
+        assert run("--input", data, "--package", torch_package, "--output", directory / "ref", "--batch-size", 32) == 0
     return data, (directory / "ref" / "big.jsonl.out").read_bytes()
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_a_run_killed_mid_way_resumes_with_every_record_scored_once(
-    torch_package: Path, tmp_path: Path, big: tuple[Path, bytes]
+    torch_package: Path, tmp_path: Path, big: tuple[Path, bytes], capsys: pytest.CaptureFixture[str]
 ) -> None:
     data, expected = big
     output = tmp_path / "o"
@@ -286,15 +287,16 @@ def test_a_run_killed_mid_way_resumes_with_every_record_scored_once(
         time.sleep(0.01)
     # An orphaned worker would go on writing beside the rerun.
     assert not any(alive(pid) for pid in workers), "workers outlived the killed run"
-    assert 0 < scored_in_spans(output) < 40_000
+    assert 0 < scored_in_spans(output) < RECORDS
     # Before any file is finished, the spans' checkpoints alone still mark the output as this run's.
-    other = finish(command(data, torch_package, output, *SLOW[:-1], "3"))
-    assert other.returncode == 2 and b"holds a run started with --workers 2" in other.stderr
+    capsys.readouterr()
+    assert run("--input", data, "--package", torch_package, "--output", output, *SLOW[:-1], "3") == 2
+    assert "holds a run started with --workers 2" in capsys.readouterr().err
 
     resumed = finish(command(data, torch_package, output, *SLOW))
     assert resumed.returncode == 0, resumed.stderr
     assert b"resuming an interrupted run" in resumed.stderr
-    assert json.loads((output / ".batch-state" / "progress.json").read_text())["scored"] == 40_000
+    assert json.loads((output / ".batch-state" / "progress.json").read_text())["scored"] == RECORDS
     assert (output / "big.jsonl.out").read_bytes() == expected
 
 

@@ -26,11 +26,10 @@ BODY_LIMIT = 1_000_000
 MAX_PEAK_GROWTH = 150 * 1024 * 1024
 
 
-@pytest.fixture
-def server(torch_package: Path, tmp_path: Path) -> Iterator[ServerProcess]:
-    # One process per test: a peak RSS reached by one request would hide the next one's.
+@pytest.fixture(scope="module")
+def server(torch_package: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     process = start_server(
-        tmp_path,
+        tmp_path_factory.mktemp("decode-limits"),
         args=["--model-dir", str(torch_package)],
         env={"MODEL_SERVER_MAX_REQUEST_BYTES": str(BODY_LIMIT)},
     )
@@ -46,6 +45,9 @@ def _peak_rss(server: ServerProcess) -> int:
 
 
 def _post(server: ServerProcess, body: bytes, content_type: str) -> tuple[httpx.Response, int]:
+    # The server is shared: a peak reached by an earlier request would hide this one's, so the peak is
+    # reset to the current RSS first (writing 5 to clear_refs, Linux >= 4.0: proc(5), /proc/pid/clear_refs).
+    Path(f"/proc/{server.process.pid}/clear_refs").write_text("5")
     before = _peak_rss(server)
     response = httpx.post(server.url + "/invocations", content=body, headers={"Content-Type": content_type}, timeout=60)
     return response, _peak_rss(server) - before

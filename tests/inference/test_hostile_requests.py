@@ -45,12 +45,9 @@ def _assert_client_fault(server: ServerProcess, response: httpx.Response, *words
 
 
 @pytest.fixture(scope="module")
-def mlp_server(torch_package: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    server = start_server(tmp_path_factory.mktemp("mlp-server"), args=["serve", "--model-dir", str(torch_package)])
-    try:
-        yield server
-    finally:
-        server.terminate()
+def mlp_server(sagemaker_server: ServerProcess) -> ServerProcess:
+    """The session's shared server of the torch package (no test here may cause it a 5xx)."""
+    return sagemaker_server
 
 
 @pytest.fixture(scope="module")

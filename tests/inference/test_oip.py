@@ -283,10 +283,9 @@ def _outputs(body: dict[str, Any]) -> dict[str, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def mlp_server(torch_package: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    server = _serve(torch_package, tmp_path_factory.mktemp("mlp-server"))
-    yield server
-    _stop(server)
+def mlp_server(sagemaker_server: ServerProcess) -> ServerProcess:
+    """The session's shared server of the torch package: every platform serves these routes."""
+    return sagemaker_server
 
 
 @pytest.fixture(scope="module")

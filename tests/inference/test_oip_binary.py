@@ -427,27 +427,23 @@ def test_binary_response_refused_by_accept_is_406_before_the_model_runs(two_io_s
 
 
 @needs_torch
-def test_raw_binary_request_to_a_single_input_model(torch_package: Path, tmp_path: Path) -> None:
-    server = start_server(tmp_path, args=["--model-dir", str(torch_package)], health_path="/v2/health/ready")
-    try:
-        from tests.model_package import torch_models
+def test_raw_binary_request_to_a_single_input_model(torch_package: Path, sagemaker_server: ServerProcess) -> None:
+    from tests.model_package import torch_models
 
-        x = torch_models.mlp_inputs(3)["x"]
-        want = _reference(torch_package, {"x": x})
-        with server.client() as client:
-            response = client.post(
-                "/v2/models/mlp/infer", content=x.tobytes(), headers={"Inference-Header-Content-Length": "0"}
-            )
-        assert response.status_code == 200, response.text
-        result = httpclient.InferResult.from_response_body(
-            response.content, header_length=int(response.headers["inference-header-content-length"])
+    x = torch_models.mlp_inputs(3)["x"]
+    want = _reference(torch_package, {"x": x})
+    with sagemaker_server.client() as client:
+        response = client.post(
+            "/v2/models/mlp/infer", content=x.tobytes(), headers={"Inference-Header-Content-Length": "0"}
         )
-        for name, array in want.items():
-            got = result.as_numpy(name)
-            assert got.dtype == NUMPY_DTYPES["FP32"]
-            np.testing.assert_allclose(got, array, rtol=1e-5, atol=1e-6)
-    finally:
-        server.terminate()
+    assert response.status_code == 200, response.text
+    result = httpclient.InferResult.from_response_body(
+        response.content, header_length=int(response.headers["inference-header-content-length"])
+    )
+    for name, array in want.items():
+        got = result.as_numpy(name)
+        assert got.dtype == NUMPY_DTYPES["FP32"]
+        np.testing.assert_allclose(got, array, rtol=1e-5, atol=1e-6)
 
 
 def test_a_text_pipeline_reads_binary_bytes_elements_as_utf8_texts() -> None:

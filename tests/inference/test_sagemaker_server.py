@@ -123,15 +123,24 @@ def test_execution_parameters_and_metrics(sagemaker_server: ServerProcess) -> No
         params = client.get("/execution-parameters").json()
         assert params["BatchStrategy"] == "MULTI_RECORD"
         assert params["MaxPayloadInMB"] == 6
+        before = counters(client.get("/metrics").text)
         for _ in range(3):
             client.post("/invocations", json=rows(1).tolist())
         client.post("/invocations", content=b"nope", headers={"content-type": "application/json"})
         metrics = client.get("/metrics").text
-    assert 'model_server_requests_total{route="/invocations",status="200"} 3.0' in metrics
-    assert 'model_server_requests_total{route="/invocations",status="400"} 1.0' in metrics
+    after = counters(metrics)
+    requests = 'model_server_requests_total{route="/invocations",status="%s"}'
+    assert after[requests % 200] - before.get(requests % 200, 0.0) == 3
+    assert after[requests % 400] - before.get(requests % 400, 0.0) == 1
     assert "model_server_batch_rows_count" in metrics
     assert "model_server_model_load_seconds" in metrics
     assert 'model_server_model_info{format="torch_export",name="mlp",version="1.0.0"} 1.0' in metrics
+
+
+def counters(exposition: str) -> dict[str, float]:
+    """Prometheus text exposition as ``{'name{labels}': value}`` (the server is shared: compare differences)."""
+    samples = (line.rsplit(" ", 1) for line in exposition.splitlines() if line and not line.startswith("#"))
+    return {name: float(value) for name, value in samples}
 
 
 def test_vertex_routes_from_the_environment(torch_package: Path, tmp_path: Path) -> None:

@@ -48,10 +48,12 @@ def batched_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _package(tmp_path_factory, "batched")
 
 
-@pytest.fixture
-def batched_server(batched_package: Path, tmp_path: Path) -> Iterator[ServerProcess]:
+@pytest.fixture(scope="module")
+def batched_server(batched_package: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    # Shared by the tests that only send requests (a start-up is seconds of importing torch).
     # A short wait to fill batches makes the merging certain however the threads are scheduled.
-    yield from _serve(batched_package, tmp_path, {"MODEL_SERVER_MAX_BATCH_DELAY_MS": "100"})
+    directory = tmp_path_factory.mktemp("batched-server")
+    yield from _serve(batched_package, directory, {"MODEL_SERVER_MAX_BATCH_DELAY_MS": "100"})
 
 
 @pytest.fixture(scope="module")
