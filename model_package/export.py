@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import importlib.util
 import inspect
+import re
 import sys
-from collections.abc import Mapping, Sequence
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import cast
 
 import numpy as np
@@ -183,29 +188,29 @@ def load_factory(reference: str) -> Factory:
     module_name, _, attr = reference.partition(":")
     if not module_name or not attr:
         raise UsageError(f"factory {reference!r} must look like 'package.module:function' or 'file.py:function'")
-    try:
-        if module_name.endswith(".py"):
-            path = Path(module_name).resolve()
-            if not path.is_file():
-                raise MissingFileError(f"factory file {module_name} does not exist")
-            sys.path.insert(0, str(path.parent))
-            module = importlib.import_module(path.stem)
-        else:
-            sys.path.insert(0, str(Path.cwd()))
-            module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise UsageError(f"cannot import factory module {module_name!r}: {exc}") from exc
-    factory = getattr(module, attr, None)
-    if factory is None or not callable(factory):
-        raise UsageError(f"{module_name} has no callable {attr!r}")
-    if inspect.signature(factory).parameters and any(
-        p.default is inspect.Parameter.empty for p in inspect.signature(factory).parameters.values()
-    ):
-        raise UsageError(f"factory {reference} must be callable without arguments")
-    try:
-        result = factory()
-    except Exception as exc:
-        raise ExportError(f"factory {reference} raised {type(exc).__name__}: {exc}") from exc
+    is_file = module_name.endswith(".py")
+    path = Path(module_name).resolve()
+    if is_file and not path.is_file():
+        raise MissingFileError(f"factory file {module_name} does not exist")
+    # The file's folder (or the working directory) is importable while the factory is imported and
+    # called, for its own helper modules, and only then: left first on sys.path, a user's SageMaker
+    # handler there (inference.py) shadowed this toolkit's own `inference` package imported later.
+    with _first_on_path(path.parent if is_file else Path.cwd()):
+        try:
+            module = _import_file(path) if is_file else importlib.import_module(module_name)
+        except ImportError as exc:
+            raise UsageError(f"cannot import factory module {module_name!r}: {exc}") from exc
+        factory = getattr(module, attr, None)
+        if factory is None or not callable(factory):
+            raise UsageError(f"{module_name} has no callable {attr!r}")
+        if inspect.signature(factory).parameters and any(
+            p.default is inspect.Parameter.empty for p in inspect.signature(factory).parameters.values()
+        ):
+            raise UsageError(f"factory {reference} must be callable without arguments")
+        try:
+            result = factory()
+        except Exception as exc:
+            raise ExportError(f"factory {reference} raised {type(exc).__name__}: {exc}") from exc
     if not (isinstance(result, tuple) and len(result) in (2, 3)):
         raise UsageError(
             f"factory {reference} must return (model, example_inputs) or (model, example_inputs, dynamic_axes), "
@@ -213,6 +218,39 @@ def load_factory(reference: str) -> Factory:
         )
     axes = _as_axes(result[2], reference) if len(result) == 3 else None
     return Factory(model=result[0], example_inputs=_as_named_arrays(result[1]), dynamic_axes=axes)
+
+
+@contextlib.contextmanager
+def _first_on_path(folder: Path) -> Iterator[None]:
+    entry = str(folder)
+    sys.path.insert(0, entry)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError):  # the factory may have removed it itself
+            sys.path.remove(entry)
+
+
+def _import_file(path: Path) -> ModuleType:
+    """Import ``path`` as a module of its own, whatever its name.
+
+    By the file's name, ``json.py`` or ``utils.py`` was whichever module of that name was imported
+    first (the standard library's, or another factory file's in the same process), and the factory
+    was "not callable". A unique module name, registered while it runs as imports are (dataclasses
+    and TorchScript look a class's module up by name), keeps each file its own.
+    """
+    name = f"_model_package_factory_{re.sub(r'[^0-9A-Za-z_]', '_', path.stem)}_{uuid.uuid4().hex[:8]}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise UsageError(f"factory file {path} cannot be imported: not a Python source file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    return module
 
 
 def _as_axes(value: object, reference: str) -> dict[str, tuple[int, ...]]:

@@ -146,9 +146,9 @@ def score_files(
 def _this_code_first() -> Iterator[None]:
     """Workers start with this process's ``sys.path``: put the directory this code came from first.
 
-    Something earlier in the path could shadow it (importing a package's ``model.py:factory`` puts its
-    directory there, and a ``tests/inference`` beside it would be imported as ``inference``); a worker
-    must run the code this process runs.
+    Something earlier in the path could shadow it (a caller's own ``inference`` folder or module, first
+    on ``sys.path`` or ``PYTHONPATH``, would be imported as ``inference``); a worker must run the code
+    this process runs.
     """
     saved = list(sys.path)
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))

@@ -1,8 +1,7 @@
 """Helpers for the batch tests: run ``model-deploy-batch`` the way users do.
 
-The command is imported up front, not when first called: exporting a package from a
-"file.py:factory" puts that file's directory (tests/) on sys.path, where tests/infra and
-tests/inference would then shadow the real packages the command imports lazily.
+The command is imported up front, not when first called, so that what the tests put on sys.path
+(a tests/ directory holds tests/infra and tests/inference) never shadows the packages it imports lazily.
 """
 
 from __future__ import annotations

@@ -373,7 +373,7 @@ def test_workers_run_this_code_even_when_an_earlier_path_entry_shadows_it(
     torch_package: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Workers start with the parent's ``sys.path``; an ``inference`` package earlier in it (what
-    importing a ``tests/…/model.py:factory`` puts there) once made every worker fail to start."""
+    importing a ``tests/…/model.py:factory`` once left there) made every worker fail to start."""
     from tests.model_package import torch_models
 
     shadow = tmp_path / "shadow" / "inference"

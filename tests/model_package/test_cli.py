@@ -163,3 +163,22 @@ def test_store_failures_are_one_line_errors(
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{closed_port}")
     assert_one_line_error(run("push", package, "s3://some-bucket/models"), 9, "127.0.0.1")
+
+
+def test_a_factory_beside_its_sagemaker_handler_named_inference_py_exports(tmp_path: Path) -> None:
+    """A project folder holding its SageMaker handler, ``inference.py``, and the factory: the folder
+    stayed first on ``sys.path`` after the factory was imported, so verifying the code imported the
+    handler as this toolkit's ``inference`` package: an internal error instead of a package."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "inference.py").write_text("def predict_fn(data, model):\n    return model.predict(data)\n")
+    (project / "train.py").write_text(
+        "import numpy as np\nimport torch\n\n\ndef make():\n"
+        "    return torch.nn.Linear(4, 2), {'input': np.zeros((3, 4), dtype=np.float32)}\n"
+    )
+    result = run(
+        "export", "train.py:make", "--name", "p", "--version", "1", "--out", str(tmp_path / "pkg"),
+        "--code", str(project), "--json", cwd=project,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["user_code"] == "ok (example ran through predict_fn)"
