@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -20,3 +21,35 @@ def make_package(tmp_path: Path) -> PackageFactory:
         return make_opaque_package(tmp_path / name, weights=weights)
 
     return make
+
+
+@dataclass
+class CliOutcome:
+    """What a ``model-package`` run printed and returned."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+CliRunner = Callable[..., CliOutcome]
+
+
+@pytest.fixture
+def model_package_cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    """``model-package ARGS`` in this process, from ``cwd``: its exit code and its output.
+
+    A subprocess would spend seconds importing torch again; ``tests/model_package/test_cli.py`` runs
+    the console script itself.
+    """
+    from model_package.cli import main
+
+    def run(*args: str | Path, cwd: Path) -> CliOutcome:
+        with monkeypatch.context() as patch:
+            patch.chdir(cwd)
+            capsys.readouterr()
+            code = main([str(arg) for arg in args])
+            out, err = capsys.readouterr()
+        return CliOutcome(code, out, err)
+
+    return run

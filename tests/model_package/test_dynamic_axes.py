@@ -8,8 +8,6 @@ never had.
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -28,6 +26,7 @@ from model_package.export import export_model, import_artifact
 from model_package.formats import get_format
 from model_package.manifest import Manifest, read_manifest
 from tests.model_package import torch_models
+from tests.model_package.conftest import CliRunner
 
 pytestmark = pytest.mark.torch
 
@@ -182,18 +181,9 @@ def test_resolution_rules() -> None:
         parse_dynamic_axes(["a=x"])
 
 
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "model_package.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env={"PYTHONPATH": str(Path(__file__).resolve().parents[2]), "PATH": "/usr/bin:/bin"},
-        check=False,
-    )
-
-
-def test_cli_export_takes_dynamic_axes_from_the_option_and_the_factory(tmp_path: Path) -> None:
+def test_cli_export_takes_dynamic_axes_from_the_option_and_the_factory(
+    tmp_path: Path, model_package_cli: CliRunner
+) -> None:
     factory = tmp_path / "factory.py"
     factory.write_text(
         textwrap.dedent(
@@ -208,19 +198,19 @@ def test_cli_export_takes_dynamic_axes_from_the_option_and_the_factory(tmp_path:
             """
         )
     )
-    result = _cli(
+    result = model_package_cli(
         "export", f"{factory}:plain", "--name", "a", "--version", "1", "-o", str(tmp_path / "a"),
         "--dynamic-axes", "candidates=1", cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert _shapes(read_manifest(tmp_path / "a"))["candidates"] == [-1, -1]
-    result = _cli(
+    result = model_package_cli(
         "export", f"{factory}:declared", "--name", "b", "--version", "1", "-o", str(tmp_path / "b"), cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr
     assert _shapes(read_manifest(tmp_path / "b"))["candidates"] == [-1, -1]
 
-    result = _cli(
+    result = model_package_cli(
         "export", f"{factory}:plain", "--name", "c", "--version", "1", "-o", str(tmp_path / "c"),
         "--dynamic-axes", "candidate=1", cwd=tmp_path,
     )  # fmt: skip
@@ -231,13 +221,13 @@ def test_cli_export_takes_dynamic_axes_from_the_option_and_the_factory(tmp_path:
     )
 
 
-def test_cli_import_of_torchscript_takes_dynamic_axes(tmp_path: Path) -> None:
+def test_cli_import_of_torchscript_takes_dynamic_axes(tmp_path: Path, model_package_cli: CliRunner) -> None:
     model = torch_models.make_candidate_scorer()
     example = torch_models.candidate_inputs(2, 5)
     traced = torch.jit.trace(model, (torch.from_numpy(example["user_id"]), torch.from_numpy(example["candidates"])))
     traced.save(str(tmp_path / "scorer.pt"))
     save_arrays(tmp_path / "example.npz", example)
-    result = _cli(
+    result = model_package_cli(
         "import", str(tmp_path / "scorer.pt"), "--name", "rec", "--version", "1", "-o", str(tmp_path / "pkg"),
         "--example-inputs", str(tmp_path / "example.npz"), "--dynamic-axes", "candidates=1", cwd=tmp_path,
     )  # fmt: skip

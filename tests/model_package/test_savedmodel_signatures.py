@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ from model_package.export import import_artifact  # noqa: E402
 from model_package.formats import get_format  # noqa: E402
 from model_package.manifest import read_manifest  # noqa: E402
 from model_package.verify import verify_behaviour  # noqa: E402
+from tests.model_package.conftest import CliRunner  # noqa: E402
 
 pytestmark = pytest.mark.tensorflow
 
@@ -48,16 +47,10 @@ def test_a_savedmodel_whose_only_signature_is_not_serving_default_is_served_by_c
         import_artifact(source, tmp_path / "wrong", name="custom", version="1", signature="nope")
 
 
-def test_cli_import_takes_signature(tmp_path: Path) -> None:
+def test_cli_import_takes_signature(tmp_path: Path, model_package_cli: CliRunner) -> None:
     source = _save(tmp_path / "custom", tf.TensorSpec((None, 2), tf.float32, name="x"), key="predict")
     args = ["import", str(source), "--name", "custom", "--version", "1", "-o", str(tmp_path / "pkg")]
-    result = subprocess.run(
-        [sys.executable, "-m", "model_package.cli", *args, "--signature", "predict"],
-        capture_output=True,
-        text=True,
-        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "3"},
-        check=False,
-    )
+    result = model_package_cli(*args, "--signature", "predict", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert read_manifest(tmp_path / "pkg").serving_signature == "predict"
 
