@@ -272,8 +272,18 @@ def big(tmp_path_factory: pytest.TempPathFactory, torch_package: Path) -> tuple[
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_a_run_killed_mid_way_resumes_with_every_record_scored_once(
-    torch_package: Path, tmp_path: Path, big: tuple[Path, bytes], capsys: pytest.CaptureFixture[str]
+    torch_package: Path,
+    tmp_path: Path,
+    big: tuple[Path, bytes],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """The rerun scores what is left, once, and its progress bar starts where the spans stopped (it
+    counted only what was left, so a resumed run's bar ended short of its total)."""
+    from contextlib import contextmanager
+
+    from inference.batch import local
+
     data, expected = big
     output = tmp_path / "o"
     victim = subprocess.Popen(command(data, torch_package, output, *SLOW), env=ENV, stderr=subprocess.DEVNULL)
@@ -293,27 +303,6 @@ def test_a_run_killed_mid_way_resumes_with_every_record_scored_once(
     assert run("--input", data, "--package", torch_package, "--output", output, *SLOW[:-1], "3") == 2
     assert "holds a run started with --workers 2" in capsys.readouterr().err
 
-    resumed = finish(command(data, torch_package, output, *SLOW))
-    assert resumed.returncode == 0, resumed.stderr
-    assert b"resuming an interrupted run" in resumed.stderr
-    assert json.loads((output / ".batch-state" / "progress.json").read_text())["scored"] == RECORDS
-    assert (output / "big.jsonl.out").read_bytes() == expected
-
-
-def test_a_resumed_runs_progress_bar_starts_where_its_spans_stopped(
-    torch_package: Path, tmp_path: Path, big: tuple[Path, bytes], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """It counted only what was left, so a resumed run's bar ended short of its total."""
-    from contextlib import contextmanager
-
-    from inference.batch import local
-
-    data, expected = big
-    output = tmp_path / "o"
-    victim = subprocess.Popen(command(data, torch_package, output, *SLOW), env=ENV, stderr=subprocess.DEVNULL)
-    wait_for(victim, output, 2_000)
-    victim.send_signal(signal.SIGKILL)
-    victim.wait(30)
     counted: list[int] = []
 
     @contextmanager
@@ -322,10 +311,11 @@ def test_a_resumed_runs_progress_bar_starts_where_its_spans_stopped(
         yield counted.append
 
     monkeypatch.setattr(local, "progress", progress)
-    monkeypatch.setenv("MODEL_SERVER_COMPUTE_THREADS", "1")
-    monkeypatch.setenv("MODEL_SERVER_MAX_BATCH_SIZE", "32")  # as in ENV
-    assert run("--input", data, "--package", torch_package, "--output", output, *SLOW) == 0
+    monkeypatch.setenv("MODEL_SERVER_MAX_BATCH_SIZE", "32")  # as in ENV (one compute thread: the autouse fixture)
+    assert run("--input", data, "--package", torch_package, "--output", output, *SLOW) == 0  # in this process
+    assert "resuming an interrupted run" in capsys.readouterr().err
     assert sum(counted) == data.stat().st_size
+    assert json.loads((output / ".batch-state" / "progress.json").read_text())["scored"] == RECORDS
     assert (output / "big.jsonl.out").read_bytes() == expected
 
 
