@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Final
 
 import pulumi
-import pulumi_aws as aws
+from pulumi_aws import ecr, kms, s3
 
 from infra.aws.iam import artifact_bucket_policy, ecr_lifecycle_policy, kms_key_policy
 from infra.aws.naming import ecr_repository_arn, partition, s3_bucket_arn
@@ -116,7 +116,7 @@ class ArtifactStore(pulumi.ComponentResource):
         # Losing the prod store loses every published package: make `pulumi destroy` stop at it.
         keep = pulumi.ResourceOptions(parent=self, protect=config.is_prod)
 
-        key = aws.kms.Key(
+        key = kms.Key(
             f"{name}-key",
             description=f"{PROJECT} {config.stack}: model packages, captured data and serving images",
             enable_key_rotation=True,
@@ -127,14 +127,14 @@ class ArtifactStore(pulumi.ComponentResource):
             tags=tags,
             opts=keep,
         )
-        aws.kms.Alias(
+        kms.Alias(
             f"{name}-key-alias",
             name=f"alias/{PROJECT}/{config.stack}/artifacts",
             target_key_id=key.key_id,
             opts=child,
         )
 
-        bucket = aws.s3.Bucket(
+        bucket = s3.Bucket(
             f"{name}-bucket",
             bucket=self._names.bucket,
             force_destroy=store.force_destroy,
@@ -142,13 +142,13 @@ class ArtifactStore(pulumi.ComponentResource):
             opts=keep,
         )
         # ACLs off: the bucket owner owns every object, so the bucket policy is the whole story.
-        aws.s3.BucketOwnershipControls(
+        s3.BucketOwnershipControls(
             f"{name}-bucket-ownership",
             bucket=bucket.id,
-            rule=aws.s3.BucketOwnershipControlsRuleArgs(object_ownership="BucketOwnerEnforced"),
+            rule=s3.BucketOwnershipControlsRuleArgs(object_ownership="BucketOwnerEnforced"),
             opts=child,
         )
-        public_access = aws.s3.BucketPublicAccessBlock(
+        public_access = s3.BucketPublicAccessBlock(
             f"{name}-bucket-public-access",
             bucket=bucket.id,
             block_public_acls=True,
@@ -157,18 +157,18 @@ class ArtifactStore(pulumi.ComponentResource):
             restrict_public_buckets=True,
             opts=child,
         )
-        versioning = aws.s3.BucketVersioning(
+        versioning = s3.BucketVersioning(
             f"{name}-bucket-versioning",
             bucket=bucket.id,
-            versioning_configuration=aws.s3.BucketVersioningVersioningConfigurationArgs(status="Enabled"),
+            versioning_configuration=s3.BucketVersioningVersioningConfigurationArgs(status="Enabled"),
             opts=child,
         )
-        aws.s3.BucketServerSideEncryptionConfiguration(
+        s3.BucketServerSideEncryptionConfiguration(
             f"{name}-bucket-encryption",
             bucket=bucket.id,
             rules=[
-                aws.s3.BucketServerSideEncryptionConfigurationRuleArgs(
-                    apply_server_side_encryption_by_default=aws.s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgs(
+                s3.BucketServerSideEncryptionConfigurationRuleArgs(
+                    apply_server_side_encryption_by_default=s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgs(
                         sse_algorithm="aws:kms",
                         kms_master_key_id=key.arn,
                     ),
@@ -179,7 +179,7 @@ class ArtifactStore(pulumi.ComponentResource):
             ],
             opts=child,
         )
-        aws.s3.BucketPolicy(
+        s3.BucketPolicy(
             f"{name}-bucket-policy",
             bucket=bucket.id,
             policy=pulumi.Output.all(bucket.bucket, key.arn).apply(
@@ -190,18 +190,18 @@ class ArtifactStore(pulumi.ComponentResource):
             # without it: put the policy after the block.
             opts=pulumi.ResourceOptions(parent=self, depends_on=[public_access]),
         )
-        aws.s3.BucketLifecycleConfiguration(
+        s3.BucketLifecycleConfiguration(
             f"{name}-bucket-lifecycle",
             bucket=bucket.id,
             rules=[
-                aws.s3.BucketLifecycleConfigurationRuleArgs(
+                s3.BucketLifecycleConfigurationRuleArgs(
                     id="expire-noncurrent-versions",
                     status="Enabled",
-                    filter=aws.s3.BucketLifecycleConfigurationRuleFilterArgs(prefix=""),
-                    noncurrent_version_expiration=aws.s3.BucketLifecycleConfigurationRuleNoncurrentVersionExpirationArgs(
+                    filter=s3.BucketLifecycleConfigurationRuleFilterArgs(prefix=""),
+                    noncurrent_version_expiration=s3.BucketLifecycleConfigurationRuleNoncurrentVersionExpirationArgs(
                         noncurrent_days=store.noncurrent_version_expiration_days,
                     ),
-                    abort_incomplete_multipart_upload=aws.s3.BucketLifecycleConfigurationRuleAbortIncompleteMultipartUploadArgs(
+                    abort_incomplete_multipart_upload=s3.BucketLifecycleConfigurationRuleAbortIncompleteMultipartUploadArgs(
                         days_after_initiation=ABORT_INCOMPLETE_UPLOADS_DAYS,
                     ),
                 )
@@ -210,20 +210,20 @@ class ArtifactStore(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[versioning]),
         )
 
-        repository = aws.ecr.Repository(
+        repository = ecr.Repository(
             f"{name}-repository",
             name=self._names.repository,
             # A tag can never be moved to other bytes; deployments pin digests anyway.
             image_tag_mutability="IMMUTABLE",
-            image_scanning_configuration=aws.ecr.RepositoryImageScanningConfigurationArgs(scan_on_push=True),
+            image_scanning_configuration=ecr.RepositoryImageScanningConfigurationArgs(scan_on_push=True),
             encryption_configurations=[
-                aws.ecr.RepositoryEncryptionConfigurationArgs(encryption_type="KMS", kms_key=key.arn)
+                ecr.RepositoryEncryptionConfigurationArgs(encryption_type="KMS", kms_key=key.arn)
             ],
             force_delete=store.force_destroy,
             tags=tags,
             opts=keep,
         )
-        aws.ecr.LifecyclePolicy(
+        ecr.LifecyclePolicy(
             f"{name}-repository-lifecycle",
             repository=repository.name,
             policy=json.dumps(ecr_lifecycle_policy(UNTAGGED_IMAGE_DAYS)),

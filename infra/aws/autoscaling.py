@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import pulumi
-import pulumi_aws as aws
+from pulumi_aws import appautoscaling, sagemaker
 
 from infra.config import AutoscalingSettings, EndpointSettings, VariantSettings
 
@@ -98,12 +98,10 @@ def bounds(endpoint: EndpointSettings, scaling: AutoscalingSettings) -> Bounds:
 
 def target_tracking(
     endpoint: EndpointSettings, scaling: AutoscalingSettings
-) -> aws.appautoscaling.PolicyTargetTrackingScalingPolicyConfigurationArgs:
+) -> appautoscaling.PolicyTargetTrackingScalingPolicyConfigurationArgs:
     """The target-tracking configuration for the one target the config chose."""
     predefined: str | None = None
-    customized: (
-        aws.appautoscaling.PolicyTargetTrackingScalingPolicyConfigurationCustomizedMetricSpecificationArgs | None
-    )
+    customized: appautoscaling.PolicyTargetTrackingScalingPolicyConfigurationCustomizedMetricSpecificationArgs | None
     customized = None
     if scaling.target_provisioned_concurrency_utilization is not None:
         value = scaling.target_provisioned_concurrency_utilization
@@ -114,11 +112,11 @@ def target_tracking(
         predefined = CONCURRENT_REQUESTS_PER_MODEL
     elif scaling.target_backlog_per_instance is not None:
         value = scaling.target_backlog_per_instance
-        customized = aws.appautoscaling.PolicyTargetTrackingScalingPolicyConfigurationCustomizedMetricSpecificationArgs(
+        customized = appautoscaling.PolicyTargetTrackingScalingPolicyConfigurationCustomizedMetricSpecificationArgs(
             namespace="AWS/SageMaker",
             metric_name=BACKLOG_PER_INSTANCE,
             dimensions=[
-                aws.appautoscaling.PolicyTargetTrackingScalingPolicyConfigurationCustomizedMetricSpecificationDimensionArgs(
+                appautoscaling.PolicyTargetTrackingScalingPolicyConfigurationCustomizedMetricSpecificationDimensionArgs(
                     name="EndpointName", value=endpoint.name
                 )
             ],
@@ -129,10 +127,10 @@ def target_tracking(
         predefined = INVOCATIONS_PER_INSTANCE
     else:  # validation requires exactly one target
         raise ValueError(f"endpoint {endpoint.name!r} has autoscaling without a scaling target")
-    return aws.appautoscaling.PolicyTargetTrackingScalingPolicyConfigurationArgs(
+    return appautoscaling.PolicyTargetTrackingScalingPolicyConfigurationArgs(
         target_value=value,
         predefined_metric_specification=(
-            aws.appautoscaling.PolicyTargetTrackingScalingPolicyConfigurationPredefinedMetricSpecificationArgs(
+            appautoscaling.PolicyTargetTrackingScalingPolicyConfigurationPredefinedMetricSpecificationArgs(
                 predefined_metric_type=predefined
             )
             if predefined is not None
@@ -155,16 +153,16 @@ def _resource_id_of(variant_name: str) -> Callable[[list[Any]], str]:
 class VariantScaling:
     """The autoscaling resources of one variant."""
 
-    target: aws.appautoscaling.Target
-    policy: aws.appautoscaling.Policy
-    schedules: tuple[aws.appautoscaling.ScheduledAction, ...]
+    target: appautoscaling.Target
+    policy: appautoscaling.Policy
+    schedules: tuple[appautoscaling.ScheduledAction, ...]
 
 
 def add_autoscaling(
     name: str,
     endpoint: EndpointSettings,
     *,
-    endpoint_resource: aws.sagemaker.Endpoint,
+    endpoint_resource: sagemaker.Endpoint,
     gate: pulumi.Stash,
     tags: Mapping[str, str],
     parent: pulumi.Resource,
@@ -180,7 +178,7 @@ def add_autoscaling(
         prefix = f"{name}-{variant.name}"
         # The gate's output carries no value the id needs; reading it makes the id depend on the gate.
         variant_id = pulumi.Output.all(endpoint_resource.name, gate.output).apply(_resource_id_of(variant.name))
-        target = aws.appautoscaling.Target(
+        target = appautoscaling.Target(
             f"{prefix}-target",
             service_namespace=SERVICE_NAMESPACE,
             resource_id=variant_id,
@@ -190,7 +188,7 @@ def add_autoscaling(
             tags=dict(tags),
             opts=pulumi.ResourceOptions(parent=parent, depends_on=[endpoint_resource]),
         )
-        policy = aws.appautoscaling.Policy(
+        policy = appautoscaling.Policy(
             f"{prefix}-policy",
             name=f"{endpoint.name}-{variant.name}-target-tracking",
             policy_type="TargetTrackingScaling",
@@ -201,7 +199,7 @@ def add_autoscaling(
             opts=pulumi.ResourceOptions(parent=parent),
         )
         schedules = tuple(
-            aws.appautoscaling.ScheduledAction(
+            appautoscaling.ScheduledAction(
                 f"{prefix}-schedule-{schedule.name}",
                 name=schedule.name,
                 service_namespace=target.service_namespace,
@@ -209,7 +207,7 @@ def add_autoscaling(
                 scalable_dimension=target.scalable_dimension,
                 schedule=schedule.schedule,
                 timezone=schedule.timezone,
-                scalable_target_action=aws.appautoscaling.ScheduledActionScalableTargetActionArgs(
+                scalable_target_action=appautoscaling.ScheduledActionScalableTargetActionArgs(
                     min_capacity=schedule.min_capacity,
                     max_capacity=schedule.max_capacity,
                 ),

@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from typing import Final, Protocol
 
 import pulumi
-import pulumi_aws as aws
+from pulumi_aws import cloudwatch, iam, sagemaker
 
 from infra.aws.autoscaling import VariantScaling, add_autoscaling, scaling_gate
 from infra.aws.capacity import carried_variants, config_fingerprint, initial_counts, stash_input
@@ -142,11 +142,11 @@ def container_environment(config: StackConfig) -> dict[str, str]:
     return environment
 
 
-def primary_container(config: StackConfig) -> aws.sagemaker.ModelPrimaryContainerArgs:
+def primary_container(config: StackConfig) -> sagemaker.ModelPrimaryContainerArgs:
     """The image by digest and the package by URI, in the layout it was pushed in."""
     package = config.package
     archive = package.layout == "archive"
-    return aws.sagemaker.ModelPrimaryContainerArgs(
+    return sagemaker.ModelPrimaryContainerArgs(
         image=str(package.image_ref),
         mode="SingleModel",
         environment=container_environment(config),
@@ -155,9 +155,9 @@ def primary_container(config: StackConfig) -> aws.sagemaker.ModelPrimaryContaine
         model_data_source=(
             None
             if archive
-            else aws.sagemaker.ModelPrimaryContainerModelDataSourceArgs(
+            else sagemaker.ModelPrimaryContainerModelDataSourceArgs(
                 s3_data_sources=[
-                    aws.sagemaker.ModelPrimaryContainerModelDataSourceS3DataSourceArgs(
+                    sagemaker.ModelPrimaryContainerModelDataSourceS3DataSourceArgs(
                         s3_uri=package.prefix_uri,
                         s3_data_type="S3Prefix",
                         compression_type="None",
@@ -170,10 +170,10 @@ def primary_container(config: StackConfig) -> aws.sagemaker.ModelPrimaryContaine
 
 def _variant_args(
     variant: VariantSettings, model_name: pulumi.Input[str], count: pulumi.Input[int] | None = None
-) -> aws.sagemaker.EndpointConfigurationProductionVariantArgs:
+) -> sagemaker.EndpointConfigurationProductionVariantArgs:
     """One production variant; ``count`` overrides the configured instance count (a carried live count)."""
     serverless = variant.serverless
-    return aws.sagemaker.EndpointConfigurationProductionVariantArgs(
+    return sagemaker.EndpointConfigurationProductionVariantArgs(
         variant_name=variant.name,
         model_name=model_name,
         initial_variant_weight=variant.weight,
@@ -182,7 +182,7 @@ def _variant_args(
         if serverless is None
         else None,
         serverless_config=(
-            aws.sagemaker.EndpointConfigurationProductionVariantServerlessConfigArgs(
+            sagemaker.EndpointConfigurationProductionVariantServerlessConfigArgs(
                 memory_size_in_mb=serverless.memory_size_mb,
                 max_concurrency=serverless.max_concurrency,
                 provisioned_concurrency=serverless.provisioned_concurrency,
@@ -202,8 +202,8 @@ def _count_of(variant_name: str) -> Callable[[Mapping[str, int]], int]:
 
 def _shadow_args(
     variant: VariantSettings, model_name: pulumi.Input[str]
-) -> aws.sagemaker.EndpointConfigurationShadowProductionVariantArgs:
-    return aws.sagemaker.EndpointConfigurationShadowProductionVariantArgs(
+) -> sagemaker.EndpointConfigurationShadowProductionVariantArgs:
+    return sagemaker.EndpointConfigurationShadowProductionVariantArgs(
         variant_name=variant.name,
         model_name=model_name,
         initial_variant_weight=variant.weight,
@@ -214,31 +214,31 @@ def _shadow_args(
 
 def _data_capture_args(
     capture: DataCaptureSettings, destination: pulumi.Input[str], kms_key_arn: pulumi.Input[str]
-) -> aws.sagemaker.EndpointConfigurationDataCaptureConfigArgs:
+) -> sagemaker.EndpointConfigurationDataCaptureConfigArgs:
     modes = [mode for mode, on in (("Input", capture.capture_requests), ("Output", capture.capture_responses)) if on]
-    return aws.sagemaker.EndpointConfigurationDataCaptureConfigArgs(
+    return sagemaker.EndpointConfigurationDataCaptureConfigArgs(
         enable_capture=capture.enabled,
         initial_sampling_percentage=capture.sampling_percentage,
         destination_s3_uri=destination,
         kms_key_id=kms_key_arn,
         capture_options=[
-            aws.sagemaker.EndpointConfigurationDataCaptureConfigCaptureOptionArgs(capture_mode=mode) for mode in modes
+            sagemaker.EndpointConfigurationDataCaptureConfigCaptureOptionArgs(capture_mode=mode) for mode in modes
         ],
     )
 
 
 def _async_args(
     settings: AsyncSettings, store: StoreOutputs, prefixes: EndpointPrefixes
-) -> aws.sagemaker.EndpointConfigurationAsyncInferenceConfigArgs:
+) -> sagemaker.EndpointConfigurationAsyncInferenceConfigArgs:
     """Results and failures under the endpoint's own prefixes of the store, encrypted with its key."""
     notify = settings.success_topic_arn is not None or settings.error_topic_arn is not None
-    return aws.sagemaker.EndpointConfigurationAsyncInferenceConfigArgs(
-        output_config=aws.sagemaker.EndpointConfigurationAsyncInferenceConfigOutputConfigArgs(
+    return sagemaker.EndpointConfigurationAsyncInferenceConfigArgs(
+        output_config=sagemaker.EndpointConfigurationAsyncInferenceConfigOutputConfigArgs(
             s3_output_path=store.bucket_name.apply(lambda bucket: s3_uri(bucket, prefixes.async_output)),
             s3_failure_path=store.bucket_name.apply(lambda bucket: s3_uri(bucket, prefixes.async_failure)),
             kms_key_id=store.kms_key_arn,
             notification_config=(
-                aws.sagemaker.EndpointConfigurationAsyncInferenceConfigOutputConfigNotificationConfigArgs(
+                sagemaker.EndpointConfigurationAsyncInferenceConfigOutputConfigNotificationConfigArgs(
                     success_topic=settings.success_topic_arn,
                     error_topic=settings.error_topic_arn,
                 )
@@ -247,7 +247,7 @@ def _async_args(
             ),
         ),
         client_config=(
-            aws.sagemaker.EndpointConfigurationAsyncInferenceConfigClientConfigArgs(
+            sagemaker.EndpointConfigurationAsyncInferenceConfigClientConfigArgs(
                 max_concurrent_invocations_per_instance=settings.max_concurrent_invocations_per_instance
             )
             if settings.max_concurrent_invocations_per_instance is not None
@@ -258,7 +258,7 @@ def _async_args(
 
 def deployment_config(
     settings: DeploymentSettings | None, rollback_alarm_name: pulumi.Input[str]
-) -> aws.sagemaker.EndpointDeploymentConfigArgs | None:
+) -> sagemaker.EndpointDeploymentConfigArgs | None:
     """Blue/green traffic shifting, rolled back by the one alarm ``rollback_alarm_name`` (``None``: no config).
 
     The auto-rollback block names the same alarm whatever the settings say (rollback on or off,
@@ -268,7 +268,7 @@ def deployment_config(
     """
     if settings is None:
         return None
-    sm = aws.sagemaker
+    sm = sagemaker
     routing = sm.EndpointDeploymentConfigBlueGreenUpdatePolicyTrafficRoutingConfigurationArgs(
         type=_TRAFFIC_ROUTING[settings.strategy],
         wait_interval_in_seconds=settings.wait_interval_seconds,
@@ -342,7 +342,7 @@ class SageMakerEndpoint(pulumi.ComponentResource):
         log_group_name = endpoint_log_group(endpoint.name)
 
         # --- identity ---------------------------------------------------------------------------
-        role = aws.iam.Role(
+        role = iam.Role(
             f"{prefix}-role",
             # Auto-named under the environment's path, which is all the deploy role may touch
             # (a changed path replaces the role: ``path`` is ForceNew in the Terraform provider's
@@ -391,7 +391,7 @@ class SageMakerEndpoint(pulumi.ComponentResource):
             )
             return json.dumps(endpoint_role_policy(access))
 
-        role_policy = aws.iam.RolePolicy(
+        role_policy = iam.RolePolicy(
             f"{prefix}-role-policy",
             role=role.id,
             policy=pulumi.Output.all(account_id, store.bucket_name, store.kms_key_arn, store.repository_arn).apply(
@@ -399,7 +399,7 @@ class SageMakerEndpoint(pulumi.ComponentResource):
             ),
             opts=child,
         )
-        log_group = aws.cloudwatch.LogGroup(
+        log_group = cloudwatch.LogGroup(
             f"{prefix}-logs",
             name=log_group_name,
             retention_in_days=aws_config.log_retention_days,
@@ -411,13 +411,13 @@ class SageMakerEndpoint(pulumi.ComponentResource):
         # Kept in AWS when Pulumi replaces or deletes them (the module docstring says why): "Pulumi will
         # not call through to the resource provider's Delete method when deleting or replacing the
         # resource" (Pulumi docs, resource option retainOnDelete).
-        model = aws.sagemaker.Model(
+        model = sagemaker.Model(
             child_name(name, MODEL_KIND),
             execution_role_arn=role.arn,
             primary_container=primary_container(config),
             enable_network_isolation=endpoint.network_isolation,
             vpc_config=(
-                aws.sagemaker.ModelVpcConfigArgs(
+                sagemaker.ModelVpcConfigArgs(
                     subnets=list(vpc.subnet_ids), security_group_ids=list(vpc.security_group_ids)
                 )
                 if vpc
@@ -443,7 +443,7 @@ class SageMakerEndpoint(pulumi.ComponentResource):
             )
             saved = carried_capacity.output.apply(lambda value: initial_counts(config, value or {}))
             counts = {variant.name: saved.apply(_count_of(variant.name)) for variant in carried}
-        endpoint_config = aws.sagemaker.EndpointConfiguration(
+        endpoint_config = sagemaker.EndpointConfiguration(
             # No name: each change is a new, auto-named config, created before the old one is deleted.
             child_name(name, CONFIG_KIND),
             production_variants=[
@@ -472,8 +472,8 @@ class SageMakerEndpoint(pulumi.ComponentResource):
         # --- alarms the rollout depends on --------------------------------------------------------
         alarm_target = AlarmTarget(endpoint_name=endpoint.name, settings=endpoint.alarms, tags=tags)
         deployment = endpoint.deployment
-        signals: aws.cloudwatch.MetricAlarm | None = None
-        rollback: aws.cloudwatch.CompositeAlarm | None = None
+        signals: cloudwatch.MetricAlarm | None = None
+        rollback: cloudwatch.CompositeAlarm | None = None
         if deployment is not None:
             watched: list[pulumi.Input[str]] = []
             if deployment.rollback_on_alarms:
@@ -487,7 +487,7 @@ class SageMakerEndpoint(pulumi.ComponentResource):
         gate = (
             scaling_gate(f"{prefix}-scaling-gate", endpoint, parent=self) if endpoint.autoscaling is not None else None
         )
-        endpoint_resource = aws.sagemaker.Endpoint(
+        endpoint_resource = sagemaker.Endpoint(
             f"{prefix}-endpoint",
             name=endpoint.name,
             endpoint_config_name=endpoint_config.name,
@@ -518,7 +518,7 @@ class SageMakerEndpoint(pulumi.ComponentResource):
         ]
         if signals is not None:
             alarms.insert(0, signals)
-        dashboard = aws.cloudwatch.Dashboard(
+        dashboard = cloudwatch.Dashboard(
             f"{prefix}-dashboard",
             # Dashboards carry no tags (no Tags in PutDashboard's Terraform resource), so the name is
             # what the deploy role is scoped by: model-deploy-<environment>-… (infra/bootstrap/aws.py).

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import pulumi
-import pulumi_aws as aws
+from pulumi_aws import cloudwatch
 
 from infra.config import AlarmSettings, EndpointMode
 from infra.config.aws_rules import MAX_ROLLBACK_VARIANTS
@@ -67,9 +67,9 @@ def _rate_alarm(
     what: str,
     threshold_percent: float,
     parent: pulumi.Resource,
-) -> aws.cloudwatch.MetricAlarm:
+) -> cloudwatch.MetricAlarm:
     settings = target.settings
-    return aws.cloudwatch.MetricAlarm(
+    return cloudwatch.MetricAlarm(
         resource_name,
         name=f"{target.endpoint_name}-{variant_name}-{what}-rate",
         alarm_description=(
@@ -83,9 +83,9 @@ def _rate_alarm(
         # No traffic is not an error rate: an idle variant stays OK.
         treat_missing_data="notBreaching",
         metric_queries=[
-            aws.cloudwatch.MetricAlarmMetricQueryArgs(
+            cloudwatch.MetricAlarmMetricQueryArgs(
                 id="failed",
-                metric=aws.cloudwatch.MetricAlarmMetricQueryMetricArgs(
+                metric=cloudwatch.MetricAlarmMetricQueryMetricArgs(
                     namespace=NAMESPACE,
                     metric_name=metric_name,
                     dimensions=_dimensions(target.endpoint_name, variant_name),
@@ -94,7 +94,7 @@ def _rate_alarm(
                 ),
                 return_data=False,
             ),
-            aws.cloudwatch.MetricAlarmMetricQueryArgs(
+            cloudwatch.MetricAlarmMetricQueryArgs(
                 id="rate",
                 expression="failed * 100",
                 label=f"{what} rate (%)",
@@ -110,11 +110,11 @@ def _rate_alarm(
 
 def variant_alarms(
     name: str, target: AlarmTarget, variant_name: str, *, parent: pulumi.Resource
-) -> list[aws.cloudwatch.MetricAlarm]:
+) -> list[cloudwatch.MetricAlarm]:
     """5xx rate, 4xx rate and p99 model latency of one variant."""
     settings = target.settings
     prefix = f"{name}-{variant_name}"
-    latency = aws.cloudwatch.MetricAlarm(
+    latency = cloudwatch.MetricAlarm(
         f"{prefix}-p99-latency",
         name=f"{target.endpoint_name}-{variant_name}-p99-model-latency",
         alarm_description=(
@@ -198,7 +198,7 @@ def rollback_rule(alarm_names: Sequence[str]) -> str:
 
 def rollback_signals_alarm(
     resource_name: str, target: AlarmTarget, variant_names: Sequence[str], *, parent: pulumi.Resource
-) -> aws.cloudwatch.MetricAlarm:
+) -> cloudwatch.MetricAlarm:
     """The stack's metric alarm behind rollbacks: errors or latency of any production variant.
 
     It notifies nobody itself; the composite rollback alarm that includes it does. Its name is
@@ -207,13 +207,13 @@ def rollback_signals_alarm(
     if not 1 <= len(variant_names) <= MAX_ROLLBACK_VARIANTS:
         raise ValueError(f"the rollback alarm watches 1-{MAX_ROLLBACK_VARIANTS} variants, got {len(variant_names)}")
     settings = target.settings
-    queries: list[aws.cloudwatch.MetricAlarmMetricQueryArgs] = []
+    queries: list[cloudwatch.MetricAlarmMetricQueryArgs] = []
     for index, variant in enumerate(variant_names):
         dimensions = _dimensions(target.endpoint_name, variant)
         queries.append(
-            aws.cloudwatch.MetricAlarmMetricQueryArgs(
+            cloudwatch.MetricAlarmMetricQueryArgs(
                 id=f"e{index}",
-                metric=aws.cloudwatch.MetricAlarmMetricQueryMetricArgs(
+                metric=cloudwatch.MetricAlarmMetricQueryMetricArgs(
                     namespace=NAMESPACE,
                     metric_name="Invocation5XXErrors",
                     dimensions=dimensions,
@@ -224,9 +224,9 @@ def rollback_signals_alarm(
             )
         )
         queries.append(
-            aws.cloudwatch.MetricAlarmMetricQueryArgs(
+            cloudwatch.MetricAlarmMetricQueryArgs(
                 id=f"l{index}",
-                metric=aws.cloudwatch.MetricAlarmMetricQueryMetricArgs(
+                metric=cloudwatch.MetricAlarmMetricQueryMetricArgs(
                     namespace=NAMESPACE,
                     metric_name="ModelLatency",
                     dimensions=dimensions,
@@ -237,14 +237,14 @@ def rollback_signals_alarm(
             )
         )
     queries.append(
-        aws.cloudwatch.MetricAlarmMetricQueryArgs(
+        cloudwatch.MetricAlarmMetricQueryArgs(
             id="breach",
             expression=rollback_expression(len(variant_names), settings),
             label="any variant over its 5xx-rate or p99-latency threshold",
             return_data=True,
         )
     )
-    return aws.cloudwatch.MetricAlarm(
+    return cloudwatch.MetricAlarm(
         resource_name,
         name=rollback_signals_name(target.endpoint_name),
         alarm_description=(
@@ -272,7 +272,7 @@ def rollback_alarm(
     *,
     parent: pulumi.Resource,
     depends_on: Sequence[pulumi.Resource] = (),
-) -> aws.cloudwatch.CompositeAlarm:
+) -> cloudwatch.CompositeAlarm:
     """The composite alarm the endpoint's auto-rollback names: any of ``watched`` in ALARM (none: never).
 
     The endpoint's ``deployment_config.auto_rollback_configuration`` is ForceNew in the Terraform
@@ -282,7 +282,7 @@ def rollback_alarm(
     the provider updates in place (``alarm_rule`` is not ForceNew in ``cloudwatch/composite_alarm.go``).
     """
     rule = pulumi.Output.all(*watched).apply(lambda names: rollback_rule([str(name) for name in names]))
-    return aws.cloudwatch.CompositeAlarm(
+    return cloudwatch.CompositeAlarm(
         resource_name,
         alarm_name=rollback_alarm_name(target.endpoint_name),
         alarm_description=(

@@ -6,7 +6,7 @@ import os
 from typing import Any
 
 import pulumi
-import pulumi_aws as aws
+from pulumi_aws.get_caller_identity import get_caller_identity_output
 
 from infra.aws.artifact_store import ArtifactStore
 from infra.aws.capacity import live_counts_from_environment
@@ -24,7 +24,7 @@ def deploy(config: StackConfig) -> dict[str, pulumi.Input[Any]]:
     endpoint_settings = config.require_aws().endpoint
     # The deploying account scopes the trust policy, the key policy and the role's log ARNs. Read
     # through the provider (an invoke, not a resource), so the stack needs no account in its config.
-    account_id = aws.get_caller_identity_output().account_id
+    account_id = get_caller_identity_output().account_id
     store = ArtifactStore("artifacts", config, account_id=account_id)
     # Set by the deploy job only (infra.aws.capacity): read here, at the program's edge.
     live_counts = live_counts_from_environment(os.environ)

@@ -672,24 +672,29 @@ def _access_role_arn(partition: str, *, account: str, name: str) -> str:
 
 def deploy_aws(config: BootstrapConfig) -> dict[str, pulumi.Input[str]]:
     """State bucket and secrets key; per account a GitHub OIDC provider and read-only role; a role per environment."""
-    import pulumi_aws as aws
+    from pulumi_aws import iam, kms, s3
+    from pulumi_aws._inputs import ProviderAssumeRoleArgs  # only the package module, which mypy skips, re-exports it
+    from pulumi_aws.get_caller_identity import get_caller_identity_output
+    from pulumi_aws.get_partition import get_partition_output
+    from pulumi_aws.get_region import get_region_output
+    from pulumi_aws.provider import Provider
 
     settings = config.aws
     assert settings is not None  # BootstrapConfig requires the section of its cloud
-    identity = aws.get_caller_identity_output()
-    partition = aws.get_partition_output().partition
-    region = aws.get_region_output().region
+    identity = get_caller_identity_output()
+    partition = get_partition_output().partition
+    region = get_region_output().region
     tags = {"project": "model-deploy", "managed-by": PROJECT}
     keep = pulumi.ResourceOptions(protect=True)  # losing these loses every stack's state
 
     # One provider per environment account, through the role AWS Organizations creates in it.
-    providers: dict[str, aws.Provider] = {}
+    providers: dict[str, Provider] = {}
     for member in dict.fromkeys(settings.environment_accounts.values()):
-        providers[member] = aws.Provider(
+        providers[member] = Provider(
             f"account-{member}",
             region=region,
             assume_roles=[
-                aws.ProviderAssumeRoleArgs(
+                ProviderAssumeRoleArgs(
                     role_arn=partition.apply(
                         functools.partial(_access_role_arn, account=member, name=settings.account_access_role_name)
                     ),
@@ -720,7 +725,7 @@ def deploy_aws(config: BootstrapConfig) -> dict[str, pulumi.Input[str]]:
     }
     readonly_role_arns = {account: role_arn(account, READONLY) for account in accounts}
 
-    key = aws.kms.Key(
+    key = kms.Key(
         "state-key",
         description="model-deploy: Pulumi state bucket and stack secrets",
         enable_key_rotation=True,
@@ -728,15 +733,15 @@ def deploy_aws(config: BootstrapConfig) -> dict[str, pulumi.Input[str]]:
         tags=tags,
         opts=keep,
     )
-    aws.kms.Alias("state-key-alias", name=STATE_KEY_ALIAS, target_key_id=key.key_id)
+    kms.Alias("state-key-alias", name=STATE_KEY_ALIAS, target_key_id=key.key_id)
 
-    bucket = aws.s3.Bucket("state-bucket", bucket=settings.state_bucket_name, tags=tags, opts=keep)
-    aws.s3.BucketOwnershipControls(
+    bucket = s3.Bucket("state-bucket", bucket=settings.state_bucket_name, tags=tags, opts=keep)
+    s3.BucketOwnershipControls(
         "state-bucket-ownership",
         bucket=bucket.id,
-        rule=aws.s3.BucketOwnershipControlsRuleArgs(object_ownership="BucketOwnerEnforced"),
+        rule=s3.BucketOwnershipControlsRuleArgs(object_ownership="BucketOwnerEnforced"),
     )
-    public_access = aws.s3.BucketPublicAccessBlock(
+    public_access = s3.BucketPublicAccessBlock(
         "state-bucket-public-access",
         bucket=bucket.id,
         block_public_acls=True,
@@ -744,17 +749,17 @@ def deploy_aws(config: BootstrapConfig) -> dict[str, pulumi.Input[str]]:
         ignore_public_acls=True,
         restrict_public_buckets=True,
     )
-    aws.s3.BucketVersioning(
+    s3.BucketVersioning(
         "state-bucket-versioning",
         bucket=bucket.id,
-        versioning_configuration=aws.s3.BucketVersioningVersioningConfigurationArgs(status="Enabled"),
+        versioning_configuration=s3.BucketVersioningVersioningConfigurationArgs(status="Enabled"),
     )
-    encryption = aws.s3.BucketServerSideEncryptionConfiguration(
+    encryption = s3.BucketServerSideEncryptionConfiguration(
         "state-bucket-encryption",
         bucket=bucket.id,
         rules=[
-            aws.s3.BucketServerSideEncryptionConfigurationRuleArgs(
-                apply_server_side_encryption_by_default=aws.s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgs(
+            s3.BucketServerSideEncryptionConfigurationRuleArgs(
+                apply_server_side_encryption_by_default=s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgs(
                     sse_algorithm="aws:kms",
                     kms_master_key_id=key.arn,
                 ),
@@ -762,7 +767,7 @@ def deploy_aws(config: BootstrapConfig) -> dict[str, pulumi.Input[str]]:
             )
         ],
     )
-    aws.s3.BucketObjectv2(
+    s3.BucketObjectv2(
         "state-meta",
         bucket=bucket.id,
         key=STATE_META_KEY,
@@ -775,12 +780,12 @@ def deploy_aws(config: BootstrapConfig) -> dict[str, pulumi.Input[str]]:
     for account in accounts:
         if settings.oidc_provider == "existing":
             # IAM allows one provider per URL per account: reuse the one that is there.
-            found = aws.iam.get_open_id_connect_provider_output(
+            found = iam.get_open_id_connect_provider_output(
                 url=GITHUB_OIDC_URL, opts=pulumi.InvokeOutputOptions(provider=providers[account]) if account else None
             )
             providers_arn[account] = found.arn
         else:
-            providers_arn[account] = aws.iam.OpenIdConnectProvider(
+            providers_arn[account] = iam.OpenIdConnectProvider(
                 f"github-oidc{suffix(account)}",
                 url=GITHUB_OIDC_URL,
                 client_id_lists=[AWS_AUDIENCE],
@@ -788,8 +793,8 @@ def deploy_aws(config: BootstrapConfig) -> dict[str, pulumi.Input[str]]:
                 opts=in_account(account),
             ).arn
 
-    def role(name: str, account: str | None, subjects: Sequence[str], policy: Any, description: str) -> aws.iam.Role:
-        created = aws.iam.Role(
+    def role(name: str, account: str | None, subjects: Sequence[str], policy: Any, description: str) -> iam.Role:
+        created = iam.Role(
             f"{name}-role{suffix(account)}",
             name=f"{IDENTITY_PREFIX}{name}",
             description=description,
@@ -798,7 +803,7 @@ def deploy_aws(config: BootstrapConfig) -> dict[str, pulumi.Input[str]]:
             tags=tags,
             opts=in_account(account),
         )
-        aws.iam.RolePolicy(
+        iam.RolePolicy(
             f"{name}-policy{suffix(account)}",
             role=created.id,
             policy=pulumi.Output.all(partition, identity.account_id, bucket.arn, key.arn).apply(
@@ -809,7 +814,7 @@ def deploy_aws(config: BootstrapConfig) -> dict[str, pulumi.Input[str]]:
         return created
 
     outputs: dict[str, pulumi.Input[str]] = {}
-    roles: list[aws.iam.Role] = []
+    roles: list[iam.Role] = []
     for environment, account in environment_account.items():
         created = role(
             environment,
@@ -820,7 +825,7 @@ def deploy_aws(config: BootstrapConfig) -> dict[str, pulumi.Input[str]]:
         )
         roles.append(created)
         outputs[f"AWS_ROLE_ARN_{variable(environment)}"] = created.arn
-    readonly_roles: dict[str | None, aws.iam.Role] = {}
+    readonly_roles: dict[str | None, iam.Role] = {}
     for account in accounts:
         readonly_roles[account] = role(
             READONLY,
@@ -837,7 +842,7 @@ def deploy_aws(config: BootstrapConfig) -> dict[str, pulumi.Input[str]]:
 
     # Both policies name roles, which IAM must know first ("Invalid principal in policy").
     after_roles = pulumi.ResourceOptions(depends_on=[public_access, *roles])
-    aws.s3.BucketPolicy(
+    s3.BucketPolicy(
         "state-bucket-policy",
         bucket=bucket.id,
         policy=pulumi.Output.all(
@@ -845,7 +850,7 @@ def deploy_aws(config: BootstrapConfig) -> dict[str, pulumi.Input[str]]:
         ).apply(lambda values: json.dumps(state_bucket_policy(values[0], dict(values[1]), list(values[2])))),
         opts=after_roles,
     )
-    aws.kms.KeyPolicy(
+    kms.KeyPolicy(
         "state-key-policy",
         key_id=key.key_id,
         policy=pulumi.Output.all(

@@ -186,7 +186,7 @@ def _principal(pool_name: str, subject: str) -> str:
 
 def deploy_gcp(config: BootstrapConfig) -> dict[str, pulumi.Input[str]]:
     """State bucket, Workload Identity pool/provider for GitHub, and one service account per environment."""
-    import pulumi_gcp as gcp
+    from pulumi_gcp import iam, kms, projects, serviceaccount, storage
 
     settings = config.gcp
     assert settings is not None  # BootstrapConfig requires the section of its cloud
@@ -199,7 +199,7 @@ def deploy_gcp(config: BootstrapConfig) -> dict[str, pulumi.Input[str]]:
         return name if where == project else f"{name}-{where}"
 
     services = [
-        gcp.projects.Service(
+        projects.Service(
             in_project(f"api-{api.split('.')[0]}", where),
             project=where,
             service=api,
@@ -212,27 +212,27 @@ def deploy_gcp(config: BootstrapConfig) -> dict[str, pulumi.Input[str]]:
     ]
     after_apis = pulumi.ResourceOptions(depends_on=services)
 
-    bucket = gcp.storage.Bucket(
+    bucket = storage.Bucket(
         "state-bucket",
         name=settings.state_bucket_name,
         project=project,
         location=settings.location,
         uniform_bucket_level_access=True,
         public_access_prevention="enforced",
-        versioning=gcp.storage.BucketVersioningArgs(enabled=True),
+        versioning=storage.BucketVersioningArgs(enabled=True),
         force_destroy=False,
         labels=labels,
         opts=pulumi.ResourceOptions(protect=True, depends_on=services),
     )
     # Losing this key loses every stack's secrets: protected, and the provider refuses to delete it too.
-    key_ring = gcp.kms.KeyRing(
+    key_ring = kms.KeyRing(
         "secrets-key-ring",
         name=SECRETS_KEY_RING,
         project=project,
         location=settings.kms_location,
         opts=pulumi.ResourceOptions(protect=True, depends_on=services),
     )
-    secrets_key = gcp.kms.CryptoKey(
+    secrets_key = kms.CryptoKey(
         "secrets-key",
         name=SECRETS_KEY,
         key_ring=key_ring.id,
@@ -242,7 +242,7 @@ def deploy_gcp(config: BootstrapConfig) -> dict[str, pulumi.Input[str]]:
         labels=labels,
         opts=pulumi.ResourceOptions(protect=True),
     )
-    pool = gcp.iam.WorkloadIdentityPool(
+    pool = iam.WorkloadIdentityPool(
         "github-pool",
         project=project,
         workload_identity_pool_id="github-model-deploy",
@@ -250,7 +250,7 @@ def deploy_gcp(config: BootstrapConfig) -> dict[str, pulumi.Input[str]]:
         description=f"GitHub Actions of {config.github_repository}",
         opts=after_apis,
     )
-    provider = gcp.iam.WorkloadIdentityPoolProvider(
+    provider = iam.WorkloadIdentityPoolProvider(
         "github-provider",
         project=project,
         workload_identity_pool_id=pool.workload_identity_pool_id,
@@ -263,12 +263,12 @@ def deploy_gcp(config: BootstrapConfig) -> dict[str, pulumi.Input[str]]:
             "attribute.ref": "assertion.ref",
         },
         attribute_condition=attribute_condition(config.github_repository),
-        oidc=gcp.iam.WorkloadIdentityPoolProviderOidcArgs(issuer_uri=GITHUB_OIDC_URL),
+        oidc=iam.WorkloadIdentityPoolProviderOidcArgs(issuer_uri=GITHUB_OIDC_URL),
         opts=after_apis,
     )
 
-    def account(name: str, members: Sequence[pulumi.Input[str]], *, what: str) -> gcp.serviceaccount.Account:
-        created = gcp.serviceaccount.Account(
+    def account(name: str, members: Sequence[pulumi.Input[str]], *, what: str) -> serviceaccount.Account:
+        created = serviceaccount.Account(
             f"{name}-account",
             project=project,
             account_id=f"{IDENTITY_PREFIX}{name}",
@@ -280,7 +280,7 @@ def deploy_gcp(config: BootstrapConfig) -> dict[str, pulumi.Input[str]]:
         # also lets them mint the account's identity tokens (iam.serviceAccounts.getOpenIdToken), which
         # model-deploy-verify-gcp uses for private Cloud Run services (infra/gcp_id_token.py).
         for index, member in enumerate(members):
-            gcp.serviceaccount.IAMMember(
+            serviceaccount.IAMMember(
                 f"{name}-workload-identity" if index == 0 else f"{name}-{index}-workload-identity",
                 service_account_id=created.name,
                 role="roles/iam.workloadIdentityUser",
@@ -291,7 +291,7 @@ def deploy_gcp(config: BootstrapConfig) -> dict[str, pulumi.Input[str]]:
     def project_roles(name: str, member: pulumi.Input[str], roles: Sequence[str], where: str) -> None:
         for role_name in roles:
             short = role_name.rsplit("/", 1)[-1].replace(".", "-")
-            gcp.projects.IAMMember(
+            projects.IAMMember(
                 in_project(f"{name}-{short}", where),
                 project=where,
                 role=role_name,
@@ -300,7 +300,7 @@ def deploy_gcp(config: BootstrapConfig) -> dict[str, pulumi.Input[str]]:
             )
 
     def custom_role(role_id: str, where: str, title: str, permissions: Sequence[str]) -> str:
-        gcp.projects.IAMCustomRole(
+        projects.IAMCustomRole(
             in_project(f"role-{role_id}", where),
             project=where,
             role_id=role_id,
@@ -333,33 +333,31 @@ def deploy_gcp(config: BootstrapConfig) -> dict[str, pulumi.Input[str]]:
         # State: its own stack's objects only (a condition on the object name), listing the bucket,
         # and reading the backend's meta.yaml; nothing of another environment's stacks.
         stack = stack_name(environment)
-        gcp.storage.BucketIAMMember(
+        storage.BucketIAMMember(
             f"{environment}-state",
             bucket=bucket.name,
             role=STATE_WRITER_ROLE,
             member=member,
-            condition=gcp.storage.BucketIAMMemberConditionArgs(
+            condition=storage.BucketIAMMemberConditionArgs(
                 title=f"state of {stack}",
                 description=f"The Pulumi state objects of stack {stack} only",
                 expression=state_condition(bucket_name, state_object_prefixes(stack)),
             ),
         )
-        gcp.storage.BucketIAMMember(
+        storage.BucketIAMMember(
             f"{environment}-state-meta",
             bucket=bucket.name,
             role=STATE_READER_ROLE,
             member=member,
-            condition=gcp.storage.BucketIAMMemberConditionArgs(
+            condition=storage.BucketIAMMemberConditionArgs(
                 title="backend metadata",
                 description="The DIY backend's .pulumi/meta.yaml",
                 expression=f"resource.name == 'projects/_/buckets/{bucket_name}/objects/{STATE_META_OBJECT}'",
             ),
         )
-        gcp.storage.BucketIAMMember(
-            f"{environment}-state-list", bucket=bucket.name, role=STATE_LISTER_ROLE, member=member
-        )
+        storage.BucketIAMMember(f"{environment}-state-list", bucket=bucket.name, role=STATE_LISTER_ROLE, member=member)
         # On the secrets key only: no project-wide KMS role, so no other key is reachable.
-        gcp.kms.CryptoKeyIAMMember(
+        kms.CryptoKeyIAMMember(
             f"{environment}-secrets-key", crypto_key_id=secrets_key.id, role=SECRETS_DEPLOY_ROLE, member=member
         )
         outputs[f"GCP_SERVICE_ACCOUNT_{variable(environment)}"] = created.email
@@ -374,8 +372,8 @@ def deploy_gcp(config: BootstrapConfig) -> dict[str, pulumi.Input[str]]:
         refresh = custom_role(REFRESH_ROLE_ID, where, "model-deploy refresh (read bucket and IAM)", REFRESH_PERMISSIONS)
         project_roles(READONLY, readonly.member, [*GCP_READONLY_ROLES, refresh], where)
     # Every stack's state, read-only: previews never lock (above), so nothing here writes.
-    gcp.storage.BucketIAMMember(f"{READONLY}-state", bucket=bucket.name, role=STATE_READER_ROLE, member=readonly.member)
-    gcp.kms.CryptoKeyIAMMember(
+    storage.BucketIAMMember(f"{READONLY}-state", bucket=bucket.name, role=STATE_READER_ROLE, member=readonly.member)
+    kms.CryptoKeyIAMMember(
         f"{READONLY}-secrets-key", crypto_key_id=secrets_key.id, role=SECRETS_READONLY_ROLE, member=readonly.member
     )
     outputs["GCP_SERVICE_ACCOUNT_READONLY"] = readonly.email

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Final
 
 import pulumi
-import pulumi_gcp as gcp
+from pulumi_gcp import cloudrunv2
 
 from infra.config import PROJECT, CloudRunSettings, StackConfig
 from infra.config.gcp_settings import CLOUD_RUN_INGRESS, DECOMMISSION_LABEL
@@ -111,13 +111,13 @@ class CloudRunService(pulumi.ComponentResource):
         labels = config.resource_labels
         package = config.package
         limits = {"cpu": settings.cpu, "memory": settings.memory}
-        volumes: list[gcp.cloudrunv2.ServiceTemplateVolumeArgs] = []
-        mounts: list[gcp.cloudrunv2.ServiceTemplateContainerVolumeMountArgs] = []
+        volumes: list[cloudrunv2.ServiceTemplateVolumeArgs] = []
+        mounts: list[cloudrunv2.ServiceTemplateContainerVolumeMountArgs] = []
         if settings.package_delivery == "mount":
             volumes.append(
-                gcp.cloudrunv2.ServiceTemplateVolumeArgs(
+                cloudrunv2.ServiceTemplateVolumeArgs(
                     name=PACKAGE_VOLUME,
-                    gcs=gcp.cloudrunv2.ServiceTemplateVolumeGcsArgs(
+                    gcs=cloudrunv2.ServiceTemplateVolumeGcsArgs(
                         bucket=bucket_name,
                         read_only=True,
                         # Only the pinned package, at the mount's root, as SageMaker would unpack it.
@@ -125,17 +125,13 @@ class CloudRunService(pulumi.ComponentResource):
                     ),
                 )
             )
-            mounts.append(
-                gcp.cloudrunv2.ServiceTemplateContainerVolumeMountArgs(name=PACKAGE_VOLUME, mount_path=MODEL_DIR)
-            )
+            mounts.append(cloudrunv2.ServiceTemplateContainerVolumeMountArgs(name=PACKAGE_VOLUME, mount_path=MODEL_DIR))
         node_selector = None
         if settings.gpu is not None:
             limits["nvidia.com/gpu"] = str(settings.gpu.count)
-            node_selector = gcp.cloudrunv2.ServiceTemplateNodeSelectorArgs(accelerator=settings.gpu.type)
-        probe_get = gcp.cloudrunv2.ServiceTemplateContainerStartupProbeHttpGetArgs(
-            path=HEALTH_ROUTE, port=CONTAINER_PORT
-        )
-        service = gcp.cloudrunv2.Service(
+            node_selector = cloudrunv2.ServiceTemplateNodeSelectorArgs(accelerator=settings.gpu.type)
+        probe_get = cloudrunv2.ServiceTemplateContainerStartupProbeHttpGetArgs(path=HEALTH_ROUTE, port=CONTAINER_PORT)
+        service = cloudrunv2.Service(
             f"{name}-service",
             name=settings.service_name,
             project=gcp_config.project,
@@ -146,13 +142,13 @@ class CloudRunService(pulumi.ComponentResource):
             deletion_protection=deletion_protection(config, settings),
             ingress=CLOUD_RUN_INGRESS[settings.ingress],
             labels=service_labels(config),
-            template=gcp.cloudrunv2.ServiceTemplateArgs(
+            template=cloudrunv2.ServiceTemplateArgs(
                 service_account=identity.email,
                 labels=labels,
                 execution_environment=GEN2 if settings.millicpu >= 1000 else None,
                 max_instance_request_concurrency=settings.concurrency,
                 timeout=f"{settings.timeout_seconds}s",
-                scaling=gcp.cloudrunv2.ServiceTemplateScalingArgs(
+                scaling=cloudrunv2.ServiceTemplateScalingArgs(
                     min_instance_count=settings.min_instances, max_instance_count=settings.max_instances
                 ),
                 node_selector=node_selector,
@@ -160,31 +156,29 @@ class CloudRunService(pulumi.ComponentResource):
                 gpu_zonal_redundancy_disabled=(not config.is_prod) if settings.gpu is not None else None,
                 volumes=volumes or None,
                 containers=[
-                    gcp.cloudrunv2.ServiceTemplateContainerArgs(
+                    cloudrunv2.ServiceTemplateContainerArgs(
                         name="serve",
                         image=package.image,
-                        ports=gcp.cloudrunv2.ServiceTemplateContainerPortsArgs(
-                            name="http1", container_port=CONTAINER_PORT
-                        ),
+                        ports=cloudrunv2.ServiceTemplateContainerPortsArgs(name="http1", container_port=CONTAINER_PORT),
                         envs=[
-                            gcp.cloudrunv2.ServiceTemplateContainerEnvArgs(name=key, value=value)
+                            cloudrunv2.ServiceTemplateContainerEnvArgs(name=key, value=value)
                             for key, value in container_environment(config, settings).items()
                         ],
-                        resources=gcp.cloudrunv2.ServiceTemplateContainerResourcesArgs(
+                        resources=cloudrunv2.ServiceTemplateContainerResourcesArgs(
                             limits=limits,
                             # GPU instances must keep their CPU allocated (instance-based billing).
                             cpu_idle=settings.gpu is None,
                             startup_cpu_boost=True,
                         ),
                         volume_mounts=mounts or None,
-                        startup_probe=gcp.cloudrunv2.ServiceTemplateContainerStartupProbeArgs(
+                        startup_probe=cloudrunv2.ServiceTemplateContainerStartupProbeArgs(
                             http_get=probe_get,
                             period_seconds=STARTUP_PERIOD_SECONDS,
                             timeout_seconds=PROBE_TIMEOUT_SECONDS,
                             failure_threshold=STARTUP_FAILURE_THRESHOLD,
                         ),
-                        liveness_probe=gcp.cloudrunv2.ServiceTemplateContainerLivenessProbeArgs(
-                            http_get=gcp.cloudrunv2.ServiceTemplateContainerLivenessProbeHttpGetArgs(
+                        liveness_probe=cloudrunv2.ServiceTemplateContainerLivenessProbeArgs(
+                            http_get=cloudrunv2.ServiceTemplateContainerLivenessProbeHttpGetArgs(
                                 path=HEALTH_ROUTE, port=CONTAINER_PORT
                             ),
                             period_seconds=LIVENESS_PERIOD_SECONDS,
@@ -199,7 +193,7 @@ class CloudRunService(pulumi.ComponentResource):
         )
         members = ([PUBLIC_MEMBER] if settings.public else []) + list(settings.invokers)
         for member in members:
-            gcp.cloudrunv2.ServiceIamMember(
+            cloudrunv2.ServiceIamMember(
                 f"{name}-invoker-{'public' if member == PUBLIC_MEMBER else member_slug(member)}",
                 project=gcp_config.project,
                 location=gcp_config.region,

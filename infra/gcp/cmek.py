@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Final
 
 import pulumi
-import pulumi_gcp as gcp
+from pulumi_gcp import kms, projects, storage
 
 #: What a service agent needs to encrypt and decrypt with a CMEK (and nothing else on the key).
 KEY_USER_ROLE: Final = "roles/cloudkms.cryptoKeyEncrypterDecrypter"
@@ -22,9 +22,9 @@ VERTEX_SERVICE: Final = "aiplatform.googleapis.com"
 
 def grant_key_use(
     name: str, *, key_name: str, member: pulumi.Input[str], opts: pulumi.ResourceOptions
-) -> gcp.kms.CryptoKeyIAMMember:
+) -> kms.CryptoKeyIAMMember:
     """Let ``member`` (a service agent) encrypt and decrypt with the Cloud KMS key ``key_name``, and only that key."""
-    return gcp.kms.CryptoKeyIAMMember(name, crypto_key_id=key_name, role=KEY_USER_ROLE, member=member, opts=opts)
+    return kms.CryptoKeyIAMMember(name, crypto_key_id=key_name, role=KEY_USER_ROLE, member=member, opts=opts)
 
 
 def storage_service_agent(project: str, *, parent: pulumi.Resource) -> pulumi.Output[str]:
@@ -33,9 +33,7 @@ def storage_service_agent(project: str, *, parent: pulumi.Resource) -> pulumi.Ou
     The lookup creates the agent if the project has none yet; interpolating the documented
     ``service-<number>@gs-project-accounts…`` pattern would name an account that may not exist.
     """
-    agent = gcp.storage.get_project_service_account_output(
-        project=project, opts=pulumi.InvokeOutputOptions(parent=parent)
-    )
+    agent = storage.get_project_service_account_output(project=project, opts=pulumi.InvokeOutputOptions(parent=parent))
     return agent.member
 
 
@@ -47,7 +45,7 @@ def vertex_service_agent(name: str, project: str, *, parent: pulumi.Resource) ->
     CMEK endpoint of this stack is that first use. ``ServiceIdentity`` (Service Usage's
     generateServiceIdentity) creates the agent and returns it; deleting it is a no-op.
     """
-    identity = gcp.projects.ServiceIdentity(
+    identity = projects.ServiceIdentity(
         name, project=project, service=VERTEX_SERVICE, opts=pulumi.ResourceOptions(parent=parent)
     )
     return identity.member

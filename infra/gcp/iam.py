@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Final
 
 import pulumi
-import pulumi_gcp as gcp
+from pulumi_gcp import artifactregistry, serviceaccount, storage
 
 from infra.config import PROJECT, StackConfig
 
@@ -44,7 +44,7 @@ class ServingIdentity(pulumi.ComponentResource):
         super().__init__(TYPE, name, None, opts)
         gcp_config = config.require_gcp()
         child = pulumi.ResourceOptions(parent=self)
-        account = gcp.serviceaccount.Account(
+        account = serviceaccount.Account(
             f"{name}-account",
             account_id=account_id,
             project=gcp_config.project,
@@ -54,7 +54,7 @@ class ServingIdentity(pulumi.ComponentResource):
         )
         self.email = account.email
         self.member = pulumi.Output.concat("serviceAccount:", account.email)
-        gcp.storage.BucketIAMMember(
+        storage.BucketIAMMember(
             f"{name}-bucket-reader",
             bucket=bucket_name,
             role=BUCKET_READER_ROLE,
@@ -66,12 +66,12 @@ class ServingIdentity(pulumi.ComponentResource):
             # under the prefix: an IAM condition on the object name, which Cloud Storage evaluates as
             # projects/_/buckets/<bucket>/objects/<name> on buckets with uniform bucket-level access
             # (https://cloud.google.com/storage/docs/access-control/iam#conditions).
-            gcp.storage.BucketIAMMember(
+            storage.BucketIAMMember(
                 f"{name}-batch-writer",
                 bucket=bucket_name,
                 role=BATCH_WRITER_ROLE,
                 member=self.member,
-                condition=gcp.storage.BucketIAMMemberConditionArgs(
+                condition=storage.BucketIAMMemberConditionArgs(
                     title="batch-output-only",
                     description="model-deploy-batch output of this stack",
                     expression=pulumi.Output.concat(
@@ -82,7 +82,7 @@ class ServingIdentity(pulumi.ComponentResource):
                 ),
                 opts=child,
             )
-        gcp.artifactregistry.RepositoryIamMember(
+        artifactregistry.RepositoryIamMember(
             f"{name}-repository-reader",
             project=gcp_config.project,
             location=gcp_config.region,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Final
 
 import pulumi
-import pulumi_gcp as gcp
+from pulumi_gcp import artifactregistry, storage
 
 from infra.config import PROJECT, StackConfig
 from infra.gcp.cmek import grant_key_use, storage_service_agent
@@ -75,57 +75,55 @@ class GcsArtifactStore(pulumi.ComponentResource):
                     opts=keep,
                 )
             )
-        bucket = gcp.storage.Bucket(
+        bucket = storage.Bucket(
             f"{name}-bucket",
             name=bucket_name,
             project=gcp_config.project,
             location=gcp_config.region,
             uniform_bucket_level_access=True,
             public_access_prevention="enforced",
-            versioning=gcp.storage.BucketVersioningArgs(enabled=True),
-            soft_delete_policy=gcp.storage.BucketSoftDeletePolicyArgs(
+            versioning=storage.BucketVersioningArgs(enabled=True),
+            soft_delete_policy=storage.BucketSoftDeletePolicyArgs(
                 retention_duration_seconds=store.soft_delete_days * SECONDS_PER_DAY
             ),
             lifecycle_rules=[
-                gcp.storage.BucketLifecycleRuleArgs(
-                    action=gcp.storage.BucketLifecycleRuleActionArgs(type="Delete"),
-                    condition=gcp.storage.BucketLifecycleRuleConditionArgs(
+                storage.BucketLifecycleRuleArgs(
+                    action=storage.BucketLifecycleRuleActionArgs(type="Delete"),
+                    condition=storage.BucketLifecycleRuleConditionArgs(
                         days_since_noncurrent_time=store.noncurrent_version_days,
                         with_state="ARCHIVED",
                     ),
                 )
             ],
             encryption=(
-                gcp.storage.BucketEncryptionArgs(default_kms_key_name=store.kms_key_name)
-                if store.kms_key_name
-                else None
+                storage.BucketEncryptionArgs(default_kms_key_name=store.kms_key_name) if store.kms_key_name else None
             ),
             force_destroy=store.force_destroy and not config.is_prod,
             labels=labels,
             opts=pulumi.ResourceOptions.merge(keep, pulumi.ResourceOptions(depends_on=key_grants)),
         )
-        repository = gcp.artifactregistry.Repository(
+        repository = artifactregistry.Repository(
             f"{name}-repository",
             repository_id=store.repository.name,
             project=gcp_config.project,
             location=gcp_config.region,
             format="DOCKER",
             description=f"Serving images of {PROJECT} (stack {config.stack}); deployed by digest.",
-            docker_config=gcp.artifactregistry.RepositoryDockerConfigArgs(immutable_tags=True),
+            docker_config=artifactregistry.RepositoryDockerConfigArgs(immutable_tags=True),
             cleanup_policy_dry_run=False,
             # KEEP wins over DELETE: the newest versions of each image survive whatever their tags.
             cleanup_policies=[
-                gcp.artifactregistry.RepositoryCleanupPolicyArgs(
+                artifactregistry.RepositoryCleanupPolicyArgs(
                     id="keep-recent",
                     action="KEEP",
-                    most_recent_versions=gcp.artifactregistry.RepositoryCleanupPolicyMostRecentVersionsArgs(
+                    most_recent_versions=artifactregistry.RepositoryCleanupPolicyMostRecentVersionsArgs(
                         keep_count=store.repository.keep_recent_versions
                     ),
                 ),
-                gcp.artifactregistry.RepositoryCleanupPolicyArgs(
+                artifactregistry.RepositoryCleanupPolicyArgs(
                     id="delete-untagged",
                     action="DELETE",
-                    condition=gcp.artifactregistry.RepositoryCleanupPolicyConditionArgs(
+                    condition=artifactregistry.RepositoryCleanupPolicyConditionArgs(
                         tag_state="UNTAGGED",
                         older_than=f"{store.repository.delete_untagged_after_days * SECONDS_PER_DAY}s",
                     ),

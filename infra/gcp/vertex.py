@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Final
 
 import pulumi
-import pulumi_gcp as gcp
+from pulumi_gcp import vertex as vertex_ai
 
 from infra.config import MISSING, PROJECT, ConfigError, StackConfig
 from infra.gcp.cmek import grant_key_use, vertex_service_agent
@@ -87,7 +87,7 @@ class VertexEndpoint(pulumi.ComponentResource):
         endpoint_import = (
             f"projects/{project}/locations/{region}/endpoints/{imported.endpoint_id}" if imported else None
         )
-        endpoint = gcp.vertex.AiEndpoint(
+        endpoint = vertex_ai.AiEndpoint(
             f"{name}-endpoint",
             project=project,
             location=region,
@@ -95,7 +95,7 @@ class VertexEndpoint(pulumi.ComponentResource):
             description=f"{package.name} {package.version} ({PROJECT} {config.stack})",
             labels=labels,
             encryption_spec=(
-                gcp.vertex.AiEndpointEncryptionSpecArgs(kms_key_name=kms_key_name) if kms_key_name else None
+                vertex_ai.AiEndpointEncryptionSpecArgs(kms_key_name=kms_key_name) if kms_key_name else None
             ),
             opts=pulumi.ResourceOptions.merge(after_grants, pulumi.ResourceOptions(import_=endpoint_import)),
         )
