@@ -60,20 +60,42 @@ setup_policy() {
   echo "$want" > "$stamp"
 }
 
+# The type checks and the policy pack's tests, one after the other (run beside the main suite).
+side_checks() {
+  log "mypy"
+  "$VENV/bin/mypy" || return
+  log "mypy (policy pack, in $POLICY_VENV)"
+  "$POLICY_VENV/bin/mypy" --follow-imports=silent infra/policy/*.py || return
+  log "pytest (policy pack, in $POLICY_VENV)"
+  "$POLICY_VENV/bin/python" -m pytest tests/infra/test_policy.py -p no:cacheprovider
+}
+
 run_tests() {
   local bin="$VENV/bin"
   log "ruff check"
   "$bin/ruff" check .
   log "ruff format --check"
   "$bin/ruff" format --check .
-  log "mypy"
-  "$bin/mypy"
-  log "pytest"
-  "$bin/python" -m pytest "$@"
-  log "mypy (policy pack, in $POLICY_VENV)"
-  "$POLICY_VENV/bin/mypy" --follow-imports=silent infra/policy/*.py
-  log "pytest (policy pack, in $POLICY_VENV)"
-  "$POLICY_VENV/bin/python" -m pytest tests/infra/test_policy.py -p no:cacheprovider
+  # The main suite keeps about one of two cores busy (most of its time is framework imports in the
+  # processes it starts, one at a time), so mypy and the policy pack run beside it on the other:
+  # about a minute and a half less from a clean clone. Their output is shown after the suite's.
+  local side_log side_pid side_status=0 status=0
+  side_log="$(mktemp)"
+  side_checks > "$side_log" 2>&1 &
+  side_pid=$!
+  log "pytest (mypy and the policy pack beside it)"
+  "$bin/python" -m pytest "$@" || status=$?
+  wait "$side_pid" || side_status=$?
+  cat "$side_log"
+  rm -f "$side_log"
+  if (( status != 0 )); then
+    log "pytest failed (exit $status)"
+    return "$status"
+  fi
+  if (( side_status != 0 )); then
+    log "mypy or the policy pack failed (exit $side_status)"
+    return "$side_status"
+  fi
 }
 
 command="${1:-}"
