@@ -7,6 +7,7 @@ go to the log, under the request id, and never into the body.
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Mapping
 
 from starlette.exceptions import HTTPException
@@ -124,3 +125,14 @@ def http_error(exc: BaseException) -> ApiError:
 def is_server_fault(error: ApiError) -> bool:
     """Whether ``error`` is a failure of ours to log with its traceback (not overload, deadline or draining)."""
     return error.status >= 500 and not isinstance(error, OverloadedError | NotReadyError | DeadlineExceededError)
+
+
+#: How a client's value is quoted in an error: a few levels and items of it. ``repr`` of a value
+#: nested 1,000 deep (JSON allows 1,024) raised RecursionError, and the client got a 500.
+_QUOTED = reprlib.Repr()
+_QUOTED.maxlevel, _QUOTED.maxlist, _QUOTED.maxdict, _QUOTED.maxstring, _QUOTED.maxother = 3, 8, 4, 80, 80
+
+
+def shown(value: object) -> str:
+    """A client's value quoted in an error message (``repr``, cut to a few levels and items)."""
+    return _QUOTED.repr(value)

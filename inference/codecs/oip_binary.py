@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from inference.codecs.limits import DecodeLimits
-from inference.errors import BadRequestError, ModelError
+from inference.errors import BadRequestError, ModelError, shown
 
 #: The header giving the length of the JSON part of a body with binary tensors.
 HEADER = "inference-header-content-length"
@@ -228,9 +228,9 @@ def binary_outputs(
         if parameters is None:
             continue
         if not isinstance(parameters, Mapping):
-            raise BadRequestError(f"output {item.get('name')!r} has 'parameters' that are not an object")
+            raise BadRequestError(f"output {shown(item.get('name'))} has 'parameters' that are not an object")
         name = item["name"]
-        if _flag(parameters, "binary_data", f"output {name!r}", name in chosen):
+        if _flag(parameters, "binary_data", f"output {shown(name)}", name in chosen):
             chosen.add(name)
         else:
             chosen.discard(name)
@@ -240,5 +240,5 @@ def binary_outputs(
 def _flag(parameters: Mapping[str, Any], key: str, where: str, default: bool) -> bool:
     value = parameters.get(key, default)
     if not isinstance(value, bool):
-        raise BadRequestError(f"{where} has {key} {value!r}; expected true or false")
+        raise BadRequestError(f"{where} has {key} {shown(value)}; expected true or false")
     return value

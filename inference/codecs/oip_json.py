@@ -11,7 +11,6 @@ instead travel as raw bytes after the JSON (the binary tensor data extension,
 from __future__ import annotations
 
 import math
-import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +21,7 @@ import orjson
 from inference.codecs import json_blocks, oip_binary
 from inference.codecs.arrays import count_string_values, count_strings
 from inference.codecs.limits import DecodeLimits
-from inference.errors import BadRequestError, ModelError
+from inference.errors import BadRequestError, ModelError, shown
 from model_package.manifest import Manifest, Signature
 
 #: Manifest dtype -> OIP datatype (the protocol's "Tensor Data Types" table).
@@ -168,7 +167,7 @@ def _infer_request(
         name = tensor.get("name")
         spec = specs.get(name) if isinstance(name, str) else None
         if spec is None:
-            raise BadRequestError(f"inputs[{index}] has name {_shown(name)}; this model's inputs are {expected}")
+            raise BadRequestError(f"inputs[{index}] has name {shown(name)}; this model's inputs are {expected}")
         if name in inputs:
             raise BadRequestError(f"input {name!r} is given more than once")
         parameters = tensor.get("parameters", {})
@@ -181,7 +180,7 @@ def _infer_request(
         want = DATATYPES[spec.dtype]
         if tensor["datatype"] != want:
             raise BadRequestError(
-                f"input {name!r} has datatype {_shown(tensor['datatype'])}; this model expects {want} for it"
+                f"input {name!r} has datatype {shown(tensor['datatype'])}; this model expects {want} for it"
             )
         if not in_binary:
             inputs[spec.name] = decode_tensor(
@@ -225,7 +224,7 @@ def _requested_outputs(requested: object, signature: Signature) -> tuple[str, ..
     for index, item in enumerate(requested):
         name = item.get("name") if isinstance(item, dict) else None
         if name not in available:
-            raise BadRequestError(f"outputs[{index}] requests {_shown(name)}; this model's outputs are {available}")
+            raise BadRequestError(f"outputs[{index}] requests {shown(name)}; this model's outputs are {available}")
         if name not in names:
             names.append(name)
     return tuple(names)
@@ -250,7 +249,7 @@ def decode_tensor(
     dtype = NUMPY_DTYPES.get(datatype)
     if dtype is None:
         raise BadRequestError(
-            f"input {name!r} has unknown datatype {_shown(datatype)}; supported: {', '.join(NUMPY_DTYPES)}"
+            f"input {name!r} has unknown datatype {shown(datatype)}; supported: {', '.join(NUMPY_DTYPES)}"
         )
     shape = _shape(name, shape)
     if datatype == "BYTES":
@@ -268,23 +267,13 @@ def decode_tensor(
     return array.reshape(shape)
 
 
-#: How a client's value is quoted in an error: a few levels and items of it. ``repr`` of a value
-#: nested 1,000 deep (JSON allows 1,024) raised RecursionError, and the client got a 500.
-_SHOWN = reprlib.Repr()
-_SHOWN.maxlevel, _SHOWN.maxlist, _SHOWN.maxdict, _SHOWN.maxstring, _SHOWN.maxother = 3, 8, 4, 80, 80
-
-
-def _shown(value: object) -> str:
-    return _SHOWN.repr(value)
-
-
 def _shape(name: str, shape: object) -> list[int]:
     if (
         not isinstance(shape, list)
         or not shape
         or not all(type(dim) is int and dim >= 0 for dim in shape)  # type(...) is int: refuses true/false
     ):
-        raise BadRequestError(f"input {name!r} has shape {_shown(shape)}; expected a non-empty list of sizes >= 0")
+        raise BadRequestError(f"input {name!r} has shape {shown(shape)}; expected a non-empty list of sizes >= 0")
     # A 0 makes the element count 0, so the count checks against the data pass, but NumPy still
     # multiplies the other sizes to build the shape and refuses (ValueError) when they overflow.
     if 0 in shape and math.prod(dim for dim in shape if dim) > _MAX_ELEMENTS:

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from inference.codecs import oip_binary
-from inference.errors import BadRequestError
+from inference.errors import BadRequestError, shown
 from model_package.pipeline.runner import RawItem
 
 
@@ -53,7 +53,7 @@ def raw_oip_items(body: bytes, kind: str, header_length: str | None = None) -> t
     values = _flatten(tensor.get("data"))
     if not values or not all(isinstance(value, str) for value in values):
         raise BadRequestError(
-            f"input {tensor.get('name')!r}: a BYTES tensor of {'images' if kind == 'image' else 'texts'} needs "
+            f"input {shown(tensor.get('name'))}: a BYTES tensor of {'images' if kind == 'image' else 'texts'} needs "
             "its 'data' as a non-empty list of strings"
             + (" (base64 of each JPEG or PNG file)" if kind == "image" else "")
         )
@@ -64,7 +64,7 @@ def raw_oip_items(body: bytes, kind: str, header_length: str | None = None) -> t
         try:
             items.append(base64.b64decode(value, validate=True))
         except (binascii.Error, ValueError):
-            raise BadRequestError(f"element {index} of {tensor.get('name')!r} is not valid base64") from None
+            raise BadRequestError(f"element {index} of {shown(tensor.get('name'))} is not valid base64") from None
     return items, request_id
 
 

@@ -181,8 +181,18 @@ _ROW = "[" + ", ".join(["0.5"] * 64) + "]"
             ', "outputs": [{"name": ' + _nested(1000, '"y"') + "}]",
             ("outputs[0]",),
         ),
+        (
+            '{"name": "x", "datatype": "FP32", "shape": [1, 64], "data": ' + _ROW + "}",
+            ', "outputs": [{"name": "output", "parameters": {"binary_data": ' + _nested(1000, "true") + "}}]",
+            ("binary_data", "true or false"),
+        ),
+        (
+            '{"name": "x", "datatype": "FP32", "shape": [1, 64], "data": ' + _ROW + "}",
+            ', "parameters": {"binary_data_output": ' + _nested(1000, "true") + "}",
+            ("binary_data_output", "true or false"),
+        ),
     ],
-    ids=["shape", "name", "datatype", "requested output"],
+    ids=["shape", "name", "datatype", "requested output", "binary_data", "binary_data_output"],
 )
 def test_a_deeply_nested_value_quoted_in_an_oip_error_is_a_400(
     mlp_server: ServerProcess, tensor: str, outputs: str, words: tuple[str, ...]
