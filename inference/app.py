@@ -137,19 +137,31 @@ def create_app(service: ModelService, config: ServerConfig, metrics: ServerMetri
         metrics=metrics,
         direct_routes=direct_routes(routes),
         response_limit=service.response_limit,
-        fast_lanes=fast_lanes(service, config),
+        fast_lanes=fast_lanes(service, config, routes),
     )
 
 
-def fast_lanes(service: ModelService, config: ServerConfig) -> dict[tuple[str, str], Lane]:
-    """The data plane's shortcuts for this package, by route (see ``inference.fast_lane``)."""
+def fast_lanes(
+    service: ModelService, config: ServerConfig, routes: list[BaseRoute]
+) -> dict[tuple[str, str], tuple[Lane, BaseRoute]]:
+    """The data plane's shortcuts for this package, by ``(method, path)``, each with the route it
+    answers for (see ``inference.fast_lane``)."""
     default = sagemaker.default_response_type(JSON, config.default_accept)
     invocations = JsonBatchLane.for_service(service, config, default_response_type=default, bare_list=True)
     if invocations is None:
         return {}
-    # Vertex AI's predict route, unless it is SageMaker's (then SageMaker's route serves it, as routing does).
-    predict = JsonBatchLane(service, config, default_response_type=JSON, bare_list=False)
-    return {("POST", config.predict_route): predict, ("POST", "/invocations"): invocations}
+    # Vertex AI's predict route and KServe V1's :predict read the same {"instances": [...]} object
+    # (``vertex.InstancesExchange``), JSON both ways whatever MODEL_SERVER_DEFAULT_ACCEPT says.
+    instances = JsonBatchLane(service, config, default_response_type=JSON, bare_list=False)
+    by_path = {route.path: route for route in routes if isinstance(route, Route) and "POST" in (route.methods or ())}
+    wanted = [
+        (config.predict_route, instances, config.predict_route),
+        # V1's route has the model's name as a parameter; any other name is its general path's 404.
+        (f"/v1/models/{service.name}:predict", instances, "/v1/models/{name}:predict"),
+        # Last: when Vertex AI's predict route is SageMaker's, SageMaker's route serves it, as routing does.
+        ("/invocations", invocations, "/invocations"),
+    ]
+    return {("POST", path): (lane, by_path[template]) for path, lane, template in wanted if template in by_path}
 
 
 def data_plane(service: ModelService, config: ServerConfig) -> DataPlane:
@@ -187,11 +199,11 @@ class ApiMiddleware:
         metrics: ServerMetrics,
         direct_routes: dict[tuple[str, str], Route] | None = None,
         response_limit: ResponseLimit | None = None,
-        fast_lanes: dict[tuple[str, str], Lane] | None = None,
+        fast_lanes: dict[tuple[str, str], tuple[Lane, BaseRoute]] | None = None,
     ) -> None:
         self.app = app
         self.fast_lanes = fast_lanes or {}
-        """Shortcuts tried before a direct route's endpoint (see ``inference.fast_lane``)."""
+        """Shortcuts tried before the route's endpoint, with that route (see ``inference.fast_lane``)."""
         self.response_limit = response_limit
         self.max_request_bytes = max_request_bytes
         self.platform = platform
@@ -265,17 +277,22 @@ class ApiMiddleware:
                 raise self._too_large(declared)
             _check_content_encoding(scope)
             key = (scope["method"], scope["path"])
-            route = self.direct_routes.get(key)
-            if route is None:
-                await self.app(scope, receive_limited, send_with_id)
-            else:
-                scope["route"] = route
-                lane = self.fast_lanes.get(key)
-                if lane is None or not lane.takes(scope):
-                    await self._call_directly(route, scope, receive_limited, send_with_id)
-                elif (unread := await lane.answer(scope, receive_limited, send_with_id)) is not None:
-                    # Not the lane's case after all: the general path, with the body the lane read.
-                    await self._call_directly(route, scope, _replaying(unread, receive_limited), send_with_id)
+            shortcut = self.fast_lanes.get(key)
+            unread: Message | None = None
+            answered = False
+            if shortcut is not None and shortcut[0].takes(scope):
+                lane, scope["route"] = shortcut
+                unread = await lane.answer(scope, receive_limited, send_with_id)
+                answered = unread is None
+            if not answered:
+                # The general path; after a lane that declined, with the body it read.
+                receive_rest = receive_limited if unread is None else _replaying(unread, receive_limited)
+                route = self.direct_routes.get(key)
+                if route is None:
+                    await self.app(scope, receive_rest, send_with_id)
+                else:
+                    scope["route"] = route
+                    await self._call_directly(route, scope, receive_rest, send_with_id)
         except Exception as exc:
             # Starlette has already answered (and logged) unexpected errors and re-raised them; the
             # others (the size check above, a direct route) are answered and logged here.

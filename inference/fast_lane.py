@@ -1,13 +1,13 @@
 """The data plane's shortcut for its commonest request: a small JSON batch to a single-input model.
 
-SageMaker's ``POST /invocations`` and Vertex AI's predict route, with ``Content-Type:
-application/json``, a JSON answer, a body under the off-loop threshold holding ``{"instances":
-[...]}`` of plain numbers (or, on ``/invocations``, a bare list of rows), to a package without user
-code or a pipeline whose one input is a float tensor. On a small model, the general path's
-per-request machinery (Starlette's ``Request``/``Response``, the protocol's exchange object,
-media-type parsing and negotiation, codec dispatch, the offload decisions) cost as much as the
-model call: about 85 µs of 450 per request in one process (``python -m bench.request_overhead``),
-where bare Starlette takes 220-260.
+SageMaker's ``POST /invocations``, Vertex AI's predict route and KServe V1's ``:predict`` for the
+served model, with ``Content-Type: application/json``, a JSON answer, a body under the off-loop
+threshold holding ``{"instances": [...]}`` of plain numbers (or, on ``/invocations``, a bare list of
+rows), to a package without user code or a pipeline whose one input is a float tensor. On a small
+model, the general path's per-request machinery (Starlette's ``Request``/``Response``, the
+protocol's exchange object, media-type parsing and negotiation, codec dispatch, the offload
+decisions) cost as much as the model call: about 85 µs of 450 per request in one process (``python
+-m bench.request_overhead``), where bare Starlette takes 220-260.
 
 The lane calls the same steps the general path does, in the same order — ``coerce`` and
 ``check_decoded`` (decoding's cast and checks), ``ModelService.check_answer_fits``,

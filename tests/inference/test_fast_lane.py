@@ -89,7 +89,8 @@ def answer(response: httpx.Response) -> tuple[int, list[tuple[str, str]], bytes]
     return response.status_code, sorted(response.headers.items()), response.content
 
 
-ROUTES = ["/invocations", "/predict"]  # SageMaker's, Vertex AI's (AIP_PREDICT_ROUTE's default)
+# SageMaker's, Vertex AI's (AIP_PREDICT_ROUTE's default), KServe V1's (for the package's model name).
+ROUTES = ["/invocations", "/predict", "/v1/models/{model}:predict"]
 
 
 @pytest.mark.parametrize("route", ROUTES)
@@ -98,8 +99,8 @@ def test_every_request_gets_the_general_paths_answer(torch_package: Path, env: d
     async def scenario(lane: httpx.AsyncClient, plain: httpx.AsyncClient, calls: list[int]) -> None:
         for name, (sent, body) in REQUESTS.items():
             headers = {**sent, "x-request-id": "same-id"}
-            got = await lane.post(route, content=body, headers=headers)
-            want = await plain.post(route, content=body, headers=headers)
+            got = await lane.post(route.format(model="mlp"), content=body, headers=headers)
+            want = await plain.post(route.format(model="mlp"), content=body, headers=headers)
             assert answer(got) == answer(want), name
 
     serve_both(torch_package, env, scenario)
@@ -108,6 +109,7 @@ def test_every_request_gets_the_general_paths_answer(torch_package: Path, env: d
 TAKEN = {
     "/invocations": {"bare list", "one row", "integers", "accept json", "accept anything", "too narrow"},
     "/predict": set(),  # Vertex AI's route wants an object: bare lists are its general path's 400
+    "/v1/models/{model}:predict": set(),  # as does KServe V1's
 }
 INSTANCES_TAKEN = {"instances", "instances, accept anything", "instances, no accept", "instances too narrow"}
 
@@ -121,8 +123,14 @@ def test_the_common_requests_take_the_lane_and_the_others_the_general_path(torch
     async def scenario(lane: httpx.AsyncClient, plain: httpx.AsyncClient, calls: list[int]) -> None:
         for name, (headers, body) in REQUESTS.items():
             calls.clear()
-            await lane.post(route, content=body, headers=headers)
+            await lane.post(route.format(model="mlp"), content=body, headers=headers)
             assert bool(calls) == (name not in taken), f"{name}: {'general path' if calls else 'lane'}"
+        # Answered by the lane or not, a request is counted under its route, as Starlette names it.
+        metrics = (await lane.get("/metrics")).text
+        template = route.replace("{model}", "{name}")
+        label = f'model_server_requests_total{{route="{template}",'
+        counted = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines() if line.startswith(label))
+        assert counted == len(REQUESTS), metrics
 
     serve_both(torch_package, {}, scenario)
 
@@ -157,8 +165,8 @@ def test_a_model_with_one_axis_gets_the_general_paths_answers_too(tmp_path: Path
         for route in ROUTES:
             for body in requests:
                 headers = {**JSON, "x-request-id": "same-id"}
-                got = await lane.post(route, content=body, headers=headers)
-                want = await plain.post(route, content=body, headers=headers)
+                got = await lane.post(route.format(model="double"), content=body, headers=headers)
+                want = await plain.post(route.format(model="double"), content=body, headers=headers)
                 assert answer(got) == answer(want), (route, body)
 
     serve_both(package, {}, scenario)
