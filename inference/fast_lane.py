@@ -6,8 +6,8 @@ threshold holding ``{"instances": [...]}`` of plain numbers (or, on ``/invocatio
 rows), to a package without user code or a pipeline whose one input is a float tensor. On a small
 model, the general path's per-request machinery (Starlette's ``Request``/``Response``, the
 protocol's exchange object, media-type parsing and negotiation, codec dispatch, the offload
-decisions) cost as much as the model call: about 85 µs of 450 per request in one process (``python
--m bench.request_overhead``), where bare Starlette takes 220-260.
+decisions) cost as much as the model call: about 85 µs of 450 per request in one process
+(``python -m bench.request_overhead``), where bare Starlette takes 220-260.
 
 The lane calls the same steps the general path does, in the same order — ``coerce`` and
 ``check_decoded`` (decoding's cast and checks), ``ModelService.check_answer_fits``,
