@@ -192,14 +192,15 @@ def load_factory(reference: str) -> Factory:
     path = Path(module_name).resolve()
     if is_file and not path.is_file():
         raise MissingFileError(f"factory file {module_name} does not exist")
-    # The file's folder (or the working directory) is importable while the factory is imported and
-    # called, for its own helper modules, and only then: left first on sys.path, a user's SageMaker
-    # handler there (inference.py) shadowed this toolkit's own `inference` package imported later.
+    # The file's folder (or the working directory) comes first on sys.path while the factory is
+    # imported and called, so its helper modules win, then moves to the end (see _first_on_path).
     with _first_on_path(path.parent if is_file else Path.cwd()):
         try:
             module = _import_file(path) if is_file else importlib.import_module(module_name)
         except ImportError as exc:
             raise UsageError(f"cannot import factory module {module_name!r}: {exc}") from exc
+        except Exception as exc:  # a syntax error, or an exception at import time: the user's to fix
+            raise ExportError(f"factory module {module_name} failed to import: {type(exc).__name__}: {exc}") from exc
         factory = getattr(module, attr, None)
         if factory is None or not callable(factory):
             raise UsageError(f"{module_name} has no callable {attr!r}")
@@ -222,6 +223,16 @@ def load_factory(reference: str) -> Factory:
 
 @contextlib.contextmanager
 def _first_on_path(folder: Path) -> Iterator[None]:
+    """``folder`` first on ``sys.path`` for the block, then last.
+
+    Last, not removed: a model's ``forward`` may import a module beside the factory when it first
+    runs, during export. Not first: a user's SageMaker handler in the folder (``inference.py``)
+    shadowed this toolkit's own ``inference`` package, imported later to verify ``--code``. Even
+    last it would (an editable install's finder runs after every ``sys.path`` entry), so this
+    toolkit's packages are imported before the folder goes back, and one of their names imported
+    from the folder meanwhile (a factory importing its handler) is forgotten first, its importers
+    keeping their reference.
+    """
     entry = str(folder)
     sys.path.insert(0, entry)
     try:
@@ -229,6 +240,24 @@ def _first_on_path(folder: Path) -> Iterator[None]:
     finally:
         with contextlib.suppress(ValueError):  # the factory may have removed it itself
             sys.path.remove(entry)
+        for name in [name for name in sys.modules if name.partition(".")[0] in _OWN_PACKAGES]:
+            module = sys.modules[name]
+            if _is_under(module, folder) and not _is_under(module, _TOOLKIT / name.partition(".")[0]):
+                del sys.modules[name]
+        for package in sorted(_OWN_PACKAGES):
+            importlib.import_module(package)  # empty package modules: their submodules resolve inside them
+        sys.path.append(entry)
+
+
+#: This toolkit's top-level packages: a user's module of one of these names must not stand in for them.
+_OWN_PACKAGES = frozenset({"inference", "infra", "model_package"})
+#: Where they are (a factory run from a checkout has them under its working directory).
+_TOOLKIT = Path(__file__).resolve().parents[1]
+
+
+def _is_under(module: ModuleType, folder: Path) -> bool:
+    file = getattr(module, "__file__", None)
+    return file is not None and Path(file).resolve().is_relative_to(folder.resolve())
 
 
 def _import_file(path: Path) -> ModuleType:

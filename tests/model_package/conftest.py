@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,7 @@ def model_package_cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.Mo
     def run(*args: str | Path, cwd: Path) -> CliOutcome:
         with monkeypatch.context() as patch:
             patch.chdir(cwd)
+            patch.setattr(sys, "path", list(sys.path))  # a "file.py:factory" leaves its folder last there
             capsys.readouterr()
             code = main([str(arg) for arg in args])
             out, err = capsys.readouterr()

@@ -171,10 +171,15 @@ def test_a_factory_beside_its_sagemaker_handler_named_inference_py_exports(tmp_p
     handler as this toolkit's ``inference`` package: an internal error instead of a package."""
     project = tmp_path / "project"
     project.mkdir()
-    (project / "inference.py").write_text("def predict_fn(data, model):\n    return model.predict(data)\n")
+    (project / "inference.py").write_text(
+        "import numpy as np\n\n\ndef example():\n    return np.zeros((3, 4), dtype=np.float32)\n\n\n"
+        "def predict_fn(data, model):\n    return model.predict(data)\n"
+    )
+    # The factory imports the handler too (the review's case: the handler then stood in for the
+    # toolkit's `inference` package however the folder left sys.path).
     (project / "train.py").write_text(
-        "import numpy as np\nimport torch\n\n\ndef make():\n"
-        "    return torch.nn.Linear(4, 2), {'input': np.zeros((3, 4), dtype=np.float32)}\n"
+        "import torch\nfrom inference import example\n\n\ndef make():\n"
+        "    return torch.nn.Linear(4, 2), {'input': example()}\n"
     )
     result = run(
         "export", "train.py:make", "--name", "p", "--version", "1", "--out", str(tmp_path / "pkg"),
