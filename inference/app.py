@@ -154,11 +154,12 @@ def fast_lanes(
     # (``vertex.InstancesExchange``), JSON both ways whatever MODEL_SERVER_DEFAULT_ACCEPT says.
     instances = JsonBatchLane(service, config, default_response_type=JSON, bare_list=False)
     by_path = {route.path: route for route in routes if isinstance(route, Route) and "POST" in (route.methods or ())}
+    # Where two share a path, the later entry wins, as the earlier route wins in Starlette's routing:
+    # the order is the reverse of the routes' (SageMaker's, then Vertex AI's, then KServe's).
     wanted = [
-        (config.predict_route, instances, config.predict_route),
         # V1's route has the model's name as a parameter; any other name is its general path's 404.
         (f"/v1/models/{service.name}:predict", instances, "/v1/models/{name}:predict"),
-        # Last: when Vertex AI's predict route is SageMaker's, SageMaker's route serves it, as routing does.
+        (config.predict_route, instances, config.predict_route),
         ("/invocations", invocations, "/invocations"),
     ]
     return {("POST", path): (lane, by_path[template]) for path, lane, template in wanted if template in by_path}

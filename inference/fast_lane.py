@@ -87,9 +87,10 @@ class JsonBatchLane:
     def takes(self, scope: Scope) -> bool:
         content_type = accept = None
         for name, value in scope["headers"]:
-            if name == b"content-type":
+            # The first of repeated headers, as Starlette's ``Headers.get`` (the general path) reads them.
+            if name == b"content-type" and content_type is None:
                 content_type = value
-            elif name == b"accept":
+            elif name == b"accept" and accept is None:
                 accept = value
         return content_type == _JSON_TYPE and accept in self.accepts
 

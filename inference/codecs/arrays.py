@@ -292,6 +292,11 @@ def _as_float64(array: np.ndarray, spec: TensorSpec) -> np.ndarray:
 
 def _to_bytes_array(value: Any, spec: TensorSpec, locate: Locator) -> np.ndarray:
     shape = _nested_shape(value, spec, locate)
+    if len(shape) > len(spec.shape):  # deeper than NumPy allows (64 axes) is a ValueError, a 500
+        raise BadRequestError(
+            f"input {spec.name!r} is nested {len(shape)} levels deep; it takes {len(spec.shape)} "
+            f"(shape {list(spec.shape)}, -1 = any size)"
+        )
     leaves = [_leaf_bytes(leaf, path, spec, locate) for path, leaf in _leaves(value)]
     out = np.empty(shape, dtype=object)
     out.reshape(-1)[:] = leaves

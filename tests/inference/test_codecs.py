@@ -383,6 +383,13 @@ def test_bytes_inputs_take_text_and_base64() -> None:
     assert "ragged" in bad_request(b'[["a", "b"], ["c"]]', JSON, signature([("text", "bytes", (-1, 2))]))
 
 
+def test_strings_nested_deeper_than_numpy_allows_are_a_400() -> None:
+    # 70 levels: NumPy's array of that shape raised ValueError ("maximum supported dimension"), a 500.
+    body = b"[" * 70 + b'"a"' + b"]" * 70
+    message = bad_request(body, JSON, signature([("text", "bytes", (-1,))]))
+    assert "'text' is nested 70 levels deep; it takes 1" in message
+
+
 # --------------------------------------------------------------------------- CSV requests
 
 

@@ -170,3 +170,44 @@ def test_a_model_with_one_axis_gets_the_general_paths_answers_too(tmp_path: Path
                 assert answer(got) == answer(want), (route, body)
 
     serve_both(package, {}, scenario)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [("content-type", "text/csv"), ("content-type", "application/json")],
+        [("content-type", "application/json"), ("accept", "text/csv"), ("accept", "application/json")],
+    ],
+    ids=["two content types", "two accepts"],
+)
+def test_repeated_headers_are_read_as_the_general_path_reads_them(
+    torch_package: Path, headers: list[tuple[str, str]]
+) -> None:
+    # The lane read the last of repeated headers and Starlette the first: a 200 from the lane where
+    # the general path answers 415 or 406 (review finding).
+    async def scenario(lane: httpx.AsyncClient, plain: httpx.AsyncClient, calls: list[int]) -> None:
+        for route in ROUTES:
+            sent = [*headers, ("x-request-id", "same-id")]
+            body = json.dumps({"instances": ROWS}).encode()
+            calls.clear()
+            got = await lane.post(route.format(model="mlp"), content=body, headers=sent)
+            assert calls, f"{route}: the lane took it"
+            want = await plain.post(route.format(model="mlp"), content=body, headers=sent)
+            assert answer(got) == answer(want), route
+
+    serve_both(torch_package, {}, scenario)
+
+
+def test_a_predict_route_set_to_v1s_path_is_counted_under_vertexs_route_as_routing_does(torch_package: Path) -> None:
+    # With AIP_PREDICT_ROUTE on V1's path, Starlette routes it to Vertex AI's route (registered first);
+    # the lane counted it under V1's template (review finding).
+    route = "/v1/models/mlp:predict"
+
+    async def scenario(lane: httpx.AsyncClient, plain: httpx.AsyncClient, calls: list[int]) -> None:
+        body = json.dumps({"instances": ROWS}).encode()
+        for client in (lane, plain):
+            assert (await client.post(route, content=body, headers=JSON)).status_code == 200
+        metrics = (await lane.get("/metrics")).text
+        assert f'model_server_requests_total{{route="{route}",status="200"}} 2.0' in metrics, metrics
+
+    serve_both(torch_package, {"AIP_PREDICT_ROUTE": route}, scenario)
