@@ -8,7 +8,8 @@ On the benchmark's tiny MLP (64 -> 256 -> 256 -> 10, one row), prints microsecon
   (what ``model_package`` calls when the hooks have nothing to do);
 * the package's ``LoadedModel.predict`` (input checks, tensor conversion, the call, outputs);
 * one ``POST /invocations`` through the whole ASGI app (middleware, decoding, validation, the
-  batcher's hop to the compute thread and back, encoding), one request at a time;
+  batcher's hop to the compute thread and back, encoding), one request at a time, and the same
+  rows as KServe V1's ``{"instances": [...]}`` to ``/v1/models/{name}:predict``;
 * the same request through the bare Starlette baseline of ``bench.serve_throughput`` (router,
   orjson, the model called inline on the event loop): the floor for a server's own cost.
 
@@ -132,14 +133,34 @@ def main(argv: list[str] | None = None) -> int:
         async def request() -> None:
             await app(dict(scope), receive, send)
 
-        async def serve() -> float:
-            await service.start()
+        # KServe V1's :predict: the same rows as {"instances": [...]}, through a route with a parameter.
+        v1_body = b'{"instances": ' + body + b"}"
+        v1_path = f"/v1/models/{service.name}:predict"
+        v1_scope = {
+            **scope,
+            "path": v1_path,
+            "raw_path": v1_path.encode(),
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(v1_body)).encode())],
+        }
+
+        async def v1_receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": v1_body, "more_body": False}
+
+        async def v1_request() -> None:
+            await app(dict(v1_scope), v1_receive, send)
+
+        async def serve() -> tuple[float, float]:
+            await service.start()  # once: a stopped service does not start again
             try:
-                return await best_us_async(request, args.calls, args.repeats)
+                invocations = await best_us_async(request, args.calls, args.repeats)
+                return invocations, await best_us_async(v1_request, args.calls, args.repeats)
             finally:
                 await service.stop()
 
-        results["POST /invocations through the app"] = uvloop.run(serve())
+        (
+            results["POST /invocations through the app"],
+            results["POST /v1/models/{name}:predict through the app"],
+        ) = uvloop.run(serve())
 
         from bench.baseline_app import create_starlette_app
 
