@@ -75,6 +75,12 @@ def start_server(
     return server
 
 
+def counters(exposition: str) -> dict[str, float]:
+    """Prometheus text exposition as ``{'name{labels}': value}`` (shared servers: compare differences)."""
+    samples = (line.rsplit(" ", 1) for line in exposition.splitlines() if line and not line.startswith("#"))
+    return {name: float(value) for name, value in samples}
+
+
 def wait_for_health(server: ServerProcess, path: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

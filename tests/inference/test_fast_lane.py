@@ -16,6 +16,7 @@ from inference.config import load_config
 from inference.dataplane import DataPlane
 from inference.metrics import ServerMetrics
 from inference.service import load_service
+from tests.inference.server_fixtures import counters
 
 pytestmark = pytest.mark.torch
 
@@ -129,7 +130,7 @@ def test_the_common_requests_take_the_lane_and_the_others_the_general_path(torch
         metrics = (await lane.get("/metrics")).text
         template = route.replace("{model}", "{name}")
         label = f'model_server_requests_total{{route="{template}",'
-        counted = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines() if line.startswith(label))
+        counted = sum(value for name, value in counters(metrics).items() if name.startswith(label))
         assert counted == len(REQUESTS), metrics
 
     serve_both(torch_package, {}, scenario)

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.inference.server_fixtures import ServerProcess, start_server
+from tests.inference.server_fixtures import ServerProcess, counters, start_server
 
 torch = pytest.importorskip("torch")
 
@@ -28,11 +28,9 @@ OVERFLOWING_SHAPE = [2**62, 2**62, 0]
 
 def _server_errors(server: ServerProcess) -> float:
     """The 5xx count in the server's own metrics (what alarms and auto-rollback read)."""
-    total = 0.0
-    for line in httpx.get(server.url + "/metrics", timeout=5).text.splitlines():
-        if line.startswith("model_server_requests_total{") and 'status="5' in line:
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+    samples = counters(httpx.get(server.url + "/metrics", timeout=5).text)
+    requests = {name: value for name, value in samples.items() if name.startswith("model_server_requests_total{")}
+    return sum(value for name, value in requests.items() if 'status="5' in name)
 
 
 def _assert_client_fault(server: ServerProcess, response: httpx.Response, *words: str) -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from model_package.formats import get_format
 from model_package.manifest import read_manifest
-from tests.inference.server_fixtures import ServerProcess, free_port, start_server
+from tests.inference.server_fixtures import ServerProcess, counters, free_port, start_server
 
 pytestmark = pytest.mark.torch
 
@@ -135,12 +135,6 @@ def test_execution_parameters_and_metrics(sagemaker_server: ServerProcess) -> No
     assert "model_server_batch_rows_count" in metrics
     assert "model_server_model_load_seconds" in metrics
     assert 'model_server_model_info{format="torch_export",name="mlp",version="1.0.0"} 1.0' in metrics
-
-
-def counters(exposition: str) -> dict[str, float]:
-    """Prometheus text exposition as ``{'name{labels}': value}`` (the server is shared: compare differences)."""
-    samples = (line.rsplit(" ", 1) for line in exposition.splitlines() if line and not line.startswith("#"))
-    return {name: float(value) for name, value in samples}
 
 
 def test_vertex_routes_from_the_environment(torch_package: Path, tmp_path: Path) -> None:
