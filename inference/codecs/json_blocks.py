@@ -60,7 +60,7 @@ class _NotInBlocks(Exception):
 
 def loads(body: bytes) -> Any:
     """``orjson.loads(body)``, a large body's lists of numbers parsed a block at a time (see the module docstring)."""
-    if len(body) < LARGE_BODY or b"\\u0000" in body:
+    if len(body) < LARGE_BODY:
         return orjson.loads(body)
     try:
         return _loads_in_blocks(body)
@@ -117,12 +117,16 @@ def _loads_in_blocks(body: bytes) -> Any:
     regions = list(_number_lists(body))
     if not regions or len(body) - sum(end - start for start, end, _, _ in regions) > _MAX_ENVELOPE:
         raise _NotInBlocks  # not mostly lists of numbers: one call, as for any other body
-    envelope: list[bytes] = []
-    done = 0
-    for index, (start, end, _, _) in enumerate(regions):
-        envelope += [body[done:start], b'{"\\u0000":%d}' % index]
-        done = end
-    envelope.append(body[done:])
+    edges = [0, *itertools.chain.from_iterable((start, end) for start, end, _, _ in regions), len(body)]
+    outside = [body[left:right] for left, right in zip(edges[::2], edges[1::2], strict=True)]
+    # Only the text outside the lists can spell the placeholder's key: the lists hold no quote, so
+    # no string. (Looking through the whole body instead held the interpreter 10-40 ms, in one call,
+    # for a 10 MB body.)
+    if any(b"\\u0000" in piece for piece in outside):
+        raise _NotInBlocks
+    envelope = [outside[0]]
+    for index, piece in enumerate(outside[1:]):
+        envelope += [b'{"\\u0000":%d}' % index, piece]
     document = orjson.loads(b"".join(envelope))
     lists = [_parse_list(body, start, end, element_ends) for start, end, element_ends, _ in regions]
     found = _put_back(document, lists, [depth for *_, depth in regions])
