@@ -12,6 +12,10 @@ import pytest
 from inference.entrypoint import SWITCH_INTERVAL_S
 from inference.offload import OFF_LOOP_BYTES, Offloader
 
+#: Milliseconds decide these tests: run alone (`./dev.sh test`), and again when a VM's pause (a 0.16 ms
+#: sleep seen taking 5-29 ms, 1 to 5 times in 100) fails one; a defect fails every run.
+pytestmark = [pytest.mark.timing, pytest.mark.flaky(reruns=2)]
+
 
 def test_large_work_runs_off_the_event_loop_thread_and_small_work_inline() -> None:
     offload = Offloader()
@@ -64,33 +68,37 @@ def test_decoding_a_large_csv_body_off_the_loop_lets_the_loop_run_meanwhile() ->
     )
 
 
-def _longest_wait_while(work: Callable[[], object]) -> float:
+def _longest_wait_while(work: Callable[[], object], trials: int = 3) -> float:
     """The longest this thread waited for the interpreter while ``work`` ran on another thread.
 
     With the server's switch interval, and no garbage collection meanwhile (its pauses are not
-    the decoder's doing, and vary with whatever else the test process holds).
+    the decoder's doing, and vary with whatever else the test process holds). The best of a few
+    runs: a hold in the decoder shows in every run, a pause of the (shared, noisy) VM in some.
     """
     import gc
     import time
 
-    thread = threading.Thread(target=work)
-    gaps = [0.0]
+    runs = []
     interval = sys.getswitchinterval()
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     gc.disable()
     try:
-        thread.start()
-        last = time.perf_counter()
-        while thread.is_alive():
-            time.sleep(0.0005)
-            now = time.perf_counter()
-            gaps.append(now - last)
-            last = now
-        thread.join()
+        for _ in range(trials):
+            thread = threading.Thread(target=work)
+            gaps = [0.0]
+            thread.start()
+            last = time.perf_counter()
+            while thread.is_alive():
+                time.sleep(0.0005)
+                now = time.perf_counter()
+                gaps.append(now - last)
+                last = now
+            thread.join()
+            runs.append(max(gaps))
     finally:
         gc.enable()
         sys.setswitchinterval(interval)
-    return max(gaps)
+    return min(runs)
 
 
 @pytest.mark.parametrize("form", ["instances", "list", "oip"])
