@@ -16,6 +16,26 @@ EXTRAS="torch,tensorflow,onnx,serve,aws,gcp,infra,examples,dev"
 
 log() { printf '[dev.sh] %s\n' "$*" >&2; }
 
+# uv installs the ~190 other packages: a fresh virtualenv in about 20 s where pip took about 5 min
+# (same versions; checked with `pip freeze` on both). pip still installs torch (it honours this
+# machine's pip configuration and TORCH_INDEX_URL for the CPU build; uv, seeing torch installed, keeps
+# it) and takes over if uv fails, e.g. on a machine whose registry only pip's configuration names.
+UV_VERSION="0.13.9"
+
+# install VENV SPEC...: pip's arguments after `install`, given to uv first.
+install() {
+  local venv="$1"
+  shift
+  local pip=("$venv/bin/python" -m pip --disable-pip-version-check --quiet)
+  if "${pip[@]}" install "uv==$UV_VERSION" \
+    && "$venv/bin/python" -m uv pip install --quiet --python "$venv/bin/python" "$@"; then
+    return
+  fi
+  log "uv could not install; installing with pip (several minutes)"
+  "${pip[@]}" install --upgrade pip
+  "${pip[@]}" install "$@"
+}
+
 setup() {
   if [[ ! -x "$VENV/bin/python" ]]; then
     log "creating virtualenv $VENV"
@@ -28,14 +48,13 @@ setup() {
   fi
   local pip=("$VENV/bin/python" -m pip --disable-pip-version-check --quiet)
   log "installing torch==$TORCH_VERSION (CPU)"
-  "${pip[@]}" install --upgrade pip
   if [[ -n "${TORCH_INDEX_URL:-}" ]]; then
     "${pip[@]}" install "torch==$TORCH_VERSION" --index-url "$TORCH_INDEX_URL"
   else
     "${pip[@]}" install "torch==$TORCH_VERSION"
   fi
   log "installing the project with extras [$EXTRAS]"
-  "${pip[@]}" install -e ".[$EXTRAS]" -c requirements/constraints.txt
+  install "$VENV" -e ".[$EXTRAS]" -c requirements/constraints.txt
   echo "$want" > "$stamp"
 }
 
@@ -53,10 +72,8 @@ setup_policy() {
   if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
     return
   fi
-  local pip=("$POLICY_VENV/bin/python" -m pip --disable-pip-version-check --quiet)
   log "installing the policy pack's virtualenv [policy]"
-  "${pip[@]}" install --upgrade pip
-  "${pip[@]}" install -e ".[policy]" -c requirements/policy-constraints.txt
+  install "$POLICY_VENV" -e ".[policy]" -c requirements/policy-constraints.txt
   echo "$want" > "$stamp"
 }
 
