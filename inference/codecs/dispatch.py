@@ -21,7 +21,7 @@ from inference.codecs.limits import DecodeLimits
 from inference.codecs.media_types import negotiate, parse_media_type
 from inference.codecs.npy_codec import NPY_MEDIA_TYPE, NPZ_MEDIA_TYPE, NpyCodec
 from inference.codecs.npz_codec import NpzCodec
-from inference.errors import NotAcceptableError, UnsupportedMediaTypeError
+from inference.errors import NotAcceptableError, UnsupportedMediaTypeError, shown
 from model_package.manifest import Signature
 
 _CODEC_LIST: tuple[Codec, ...] = (
@@ -115,7 +115,9 @@ def check_json_exchange(content_type: str | None, accept: str | None) -> None:
     """
     media_type, _ = parse_media_type(content_type)
     if media_type and media_type != _DEFAULT_REQUEST_TYPE:
-        raise UnsupportedMediaTypeError(f"cannot decode Content-Type {media_type!r}; this route reads application/json")
+        raise UnsupportedMediaTypeError(
+            f"cannot decode Content-Type {shown(media_type)}; this route reads application/json"
+        )
     _request_codec(content_type)  # the charset check
     negotiate(accept, (_DEFAULT_REQUEST_TYPE,), _DEFAULT_REQUEST_TYPE)
 
@@ -154,7 +156,7 @@ def _request_codec(content_type: str | None) -> tuple[Codec, dict[str, str]]:
     codec = _CODECS.get(media_type or _DEFAULT_REQUEST_TYPE)
     if codec is None:
         raise UnsupportedMediaTypeError(
-            f"cannot decode Content-Type {media_type!r}; supported: {', '.join(REQUEST_MEDIA_TYPES)}"
+            f"cannot decode Content-Type {shown(media_type)}; supported: {', '.join(REQUEST_MEDIA_TYPES)}"
         )
     charset = params.get("charset")
     if codec.text and charset is not None and charset.lower() not in _TEXT_CHARSETS:

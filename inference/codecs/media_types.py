@@ -11,7 +11,7 @@ import functools
 import re
 from collections.abc import Sequence
 
-from inference.errors import NotAcceptableError, UnsupportedMediaTypeError
+from inference.errors import NotAcceptableError, UnsupportedMediaTypeError, shown
 
 # RFC 9110 token characters; media types, parameter names and unquoted values are tokens.
 _TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
@@ -109,7 +109,7 @@ def _negotiate_cached(accept: str, available: tuple[str, ...], default: str) -> 
             best, best_q = media_type, q
     if best is None:
         raise NotAcceptableError(
-            f"cannot produce any media type listed in Accept {accept!r}; supported: {', '.join(available)}"
+            f"cannot produce any media type listed in Accept {shown(accept)}; supported: {', '.join(available)}"
         )
     return best
 

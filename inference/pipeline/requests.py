@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from inference.codecs import REQUEST_MEDIA_TYPES, parse_media_type
-from inference.errors import BadRequestError, UnsupportedMediaTypeError
+from inference.errors import BadRequestError, UnsupportedMediaTypeError, shown
 from model_package.pipeline.runner import RawItem
 
 JSON = "application/json"
@@ -56,7 +56,7 @@ def parse_items(body: bytes, content_type: str | None, kind: str) -> list[RawIte
     allowed = raw_media_types(kind)
     if media_type not in allowed:
         raise UnsupportedMediaTypeError(
-            f"cannot read Content-Type {media_type!r} for this {kind} model; send one of {', '.join(allowed)} "
+            f"cannot read Content-Type {shown(media_type)} for this {kind} model; send one of {', '.join(allowed)} "
             f"(or tensors as {', '.join(TENSOR_MEDIA_TYPES[:3])})"
         )
     charset = params.get("charset")

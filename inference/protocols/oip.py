@@ -61,7 +61,7 @@ from inference.codecs.oip_json import (
 )
 from inference.config import ServerConfig
 from inference.dataplane import Answer, DataPlane, InferenceRequest, Tensors
-from inference.errors import NotFoundError, UnsupportedMediaTypeError
+from inference.errors import NotFoundError, UnsupportedMediaTypeError, shown
 from inference.protocols.vertex import InstancesExchange
 from inference.response_limits import encode_within
 from model_package._version import __version__
@@ -254,7 +254,7 @@ def _check_binary_content_type(content_type: str | None) -> None:
     media_type, _ = parse_media_type(content_type)
     if media_type not in _BINARY_REQUEST_TYPES:
         raise UnsupportedMediaTypeError(
-            f"cannot decode Content-Type {media_type!r} with Inference-Header-Content-Length; a body with binary "
+            f"cannot decode Content-Type {shown(media_type)} with Inference-Header-Content-Length; a body with binary "
             f"tensors is {oip_binary.BINARY_MEDIA_TYPE} (or has no Content-Type)"
         )
 

@@ -17,6 +17,7 @@ from inference.errors import (
     NotFoundError,
     PayloadTooLargeError,
     UnsupportedMediaTypeError,
+    shown,
 )
 from inference.response_limits import rows_of
 from inference.user_code.context import RequestContext
@@ -439,6 +440,6 @@ class UserCodeHandler:
         if not _accepts(accept, JSON):
             raise NotAcceptableError(
                 f"this model's predictions ({type(prediction).__name__}) can only be returned as {JSON}, "
-                f"but Accept is {accept!r}; define output_fn in {self._entry.name} for other media types"
+                f"but Accept is {shown(accept)}; define output_fn in {self._entry.name} for other media types"
             )
         return _json_bytes(prediction, source="the default output_fn"), JSON

@@ -152,6 +152,19 @@ def test_nothing_acceptable_is_406_listing_types(accept: str) -> None:
     assert all(media_type in info.value.message for media_type in AVAILABLE)
 
 
+def test_a_long_header_is_quoted_in_part_in_406_and_415_messages() -> None:
+    # A header may be kilobytes long: the error names the supported types, not the whole header back.
+    long_accept = ", ".join(f"image/x-{i}" for i in range(600))
+    with pytest.raises(NotAcceptableError) as refused:
+        negotiate(long_accept, AVAILABLE, JSON)
+    long_type = "application/x-" + "y" * 5000
+    with pytest.raises(UnsupportedMediaTypeError) as unreadable:
+        decode_request(b"[[1]]", long_type, FEATURES)
+    for error, media_types in ((refused.value, AVAILABLE), (unreadable.value, REQUEST_MEDIA_TYPES)):
+        assert all(media_type in error.message for media_type in media_types)
+        assert len(error.message) < 400, error.message
+
+
 def test_unknown_content_type_is_415_listing_types() -> None:
     with pytest.raises(UnsupportedMediaTypeError) as info:
         decode_request(b"<xml/>", "application/xml", FEATURES)
