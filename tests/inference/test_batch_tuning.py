@@ -69,6 +69,24 @@ def test_one_pause_of_the_machine_is_not_taken_for_a_cliff() -> None:
     assert list(tuning.rows_per_second) == [1, 2, 4, 8, 16, 32, 64]
 
 
+def test_a_pause_of_the_machine_while_the_largest_size_is_timed_does_not_lower_the_cap() -> None:
+    # A local batch run on a busy CI VM recorded a size below the chunk for a model whose rate only
+    # grows with the batch: one pause inside a size's timing window cut that size's mean rate.
+    clock = FakeClock()
+    model = model_with_cliff(clock, 10_000)
+    calls = {"sizes_of_64": 0}
+
+    def paused_once(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if next(iter(inputs.values())).shape[0] == 64:
+            calls["sizes_of_64"] += 1
+            if calls["sizes_of_64"] == 3:  # one of the timed calls
+                clock.now += 0.05
+        return model(inputs)
+
+    tuning = tune_max_batch_size(paused_once, {"x": np.ones((2, 4))}, 64, clock=clock)
+    assert tuning.max_batch_size == 64, tuning.rows_per_second
+
+
 def test_the_sweep_respects_its_time_budget() -> None:
     clock = FakeClock()
     tuning = tune_max_batch_size(
