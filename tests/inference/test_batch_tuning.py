@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inference.batch_tuning import candidate_sizes, repeat_rows, tune_max_batch_size
+from inference.batch_tuning import Predict, candidate_sizes, repeat_rows, tune_max_batch_size
 from inference.config import load_config
 from model_package.errors import UsageError
 from tests.inference.server_fixtures import start_server
@@ -35,6 +35,20 @@ def model_with_cliff(clock: FakeClock, cliff: int) -> Callable[[Mapping[str, np.
     return predict
 
 
+def slowed(clock: FakeClock, predict: Predict, rows: int, seconds: float, *, every_call: bool = False) -> Predict:
+    """``predict``, ``seconds`` slower on ``rows`` rows: in every call, or only in the first timed one (a pause)."""
+    calls = {"n": 0}
+
+    def slow(inputs: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+        if next(iter(inputs.values())).shape[0] == rows:
+            calls["n"] += 1
+            if every_call or calls["n"] == 2:  # the first call of a size is untimed
+                clock.now += seconds
+        return predict(inputs)
+
+    return slow
+
+
 def test_the_cap_stops_before_the_cliff_at_the_largest_good_size() -> None:
     clock = FakeClock()
     tuning = tune_max_batch_size(model_with_cliff(clock, 32), {"x": np.ones((3, 4))}, 128, clock=clock)
@@ -54,17 +68,9 @@ def test_one_pause_of_the_machine_is_not_taken_for_a_cliff() -> None:
     # Seen in the suite: size 2 timed at 0.68x size 1 (a pause, or threads waking), the sweep stopped
     # there and a small model was scored one row per call (10-100x slower than whole chunks).
     clock = FakeClock()
-    model = model_with_cliff(clock, 10_000)
-    calls = {"sizes_of_2": 0}
-
-    def paused_once(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if next(iter(inputs.values())).shape[0] == 2:
-            calls["sizes_of_2"] += 1
-            if calls["sizes_of_2"] == 3:  # during the timed calls, after the untimed first one
-                clock.now += 0.5
-        return model(inputs)
-
-    tuning = tune_max_batch_size(paused_once, {"x": np.ones((2, 4))}, 64, clock=clock)
+    model = slowed(clock, model_with_cliff(clock, 10_000), rows=2, seconds=0.003, every_call=True)
+    tuning = tune_max_batch_size(model, {"x": np.ones((2, 4))}, 64, clock=clock)
+    assert tuning.rows_per_second[2] < 0.7 * tuning.rows_per_second[1], "size 2 was slow"
     assert tuning.max_batch_size == 64, tuning.rows_per_second
     assert list(tuning.rows_per_second) == [1, 2, 4, 8, 16, 32, 64]
 
@@ -73,17 +79,8 @@ def test_a_pause_of_the_machine_while_the_largest_size_is_timed_does_not_lower_t
     # A local batch run on a busy CI VM recorded a size below the chunk for a model whose rate only
     # grows with the batch: one pause inside a size's timing window cut that size's mean rate.
     clock = FakeClock()
-    model = model_with_cliff(clock, 10_000)
-    calls = {"sizes_of_64": 0}
-
-    def paused_once(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if next(iter(inputs.values())).shape[0] == 64:
-            calls["sizes_of_64"] += 1
-            if calls["sizes_of_64"] == 3:  # one of the timed calls
-                clock.now += 0.05
-        return model(inputs)
-
-    tuning = tune_max_batch_size(paused_once, {"x": np.ones((2, 4))}, 64, clock=clock)
+    model = slowed(clock, model_with_cliff(clock, 10_000), rows=64, seconds=0.05)
+    tuning = tune_max_batch_size(model, {"x": np.ones((2, 4))}, 64, clock=clock)
     assert tuning.max_batch_size == 64, tuning.rows_per_second
 
 
