@@ -14,18 +14,14 @@ from typing import Final
 import pulumi
 from pulumi_aws import ecr, kms, s3
 
+from infra.aws.hardened_bucket import hardened_bucket, rotating_key
 from infra.aws.iam import artifact_bucket_policy, ecr_lifecycle_policy, kms_key_policy
 from infra.aws.naming import ecr_repository_arn, partition, s3_bucket_arn
 from infra.config import PROJECT, StackConfig
 
 TYPE: Final = f"{PROJECT}:aws:ArtifactStore"
-#: KMS waits this long before deleting a key (the maximum): a key deleted by mistake makes every
-#: package and captured request it encrypted unreadable, so leave the most time to cancel.
-KEY_DELETION_WINDOW_DAYS: Final = 30
 #: Untagged images expire this long after their push (see :func:`~infra.aws.iam.ecr_lifecycle_policy`).
 UNTAGGED_IMAGE_DAYS: Final = 30
-#: Abandoned multipart uploads (an interrupted ``model-package push``) are billed until aborted.
-ABORT_INCOMPLETE_UPLOADS_DAYS: Final = 7
 
 
 @dataclass(frozen=True)
@@ -116,11 +112,9 @@ class ArtifactStore(pulumi.ComponentResource):
         # Losing the prod store loses every published package: make `pulumi destroy` stop at it.
         keep = pulumi.ResourceOptions(parent=self, protect=config.is_prod)
 
-        key = kms.Key(
+        key = rotating_key(
             f"{name}-key",
             description=f"{PROJECT} {config.stack}: model packages, captured data and serving images",
-            enable_key_rotation=True,
-            deletion_window_in_days=KEY_DELETION_WINDOW_DAYS,
             policy=pulumi.Output.from_input(account_id).apply(
                 lambda account: json.dumps(kms_key_policy(self._partition, account))
             ),
@@ -134,51 +128,17 @@ class ArtifactStore(pulumi.ComponentResource):
             opts=child,
         )
 
-        bucket = s3.Bucket(
-            f"{name}-bucket",
-            bucket=self._names.bucket,
-            force_destroy=store.force_destroy,
+        stored = hardened_bucket(
+            name,
+            bucket_name=self._names.bucket,
+            key_arn=key.arn,
             tags=tags,
-            opts=keep,
+            noncurrent_version_days=store.noncurrent_version_expiration_days,
+            force_destroy=store.force_destroy,
+            parent=self,
+            protect=config.is_prod,
         )
-        # ACLs off: the bucket owner owns every object, so the bucket policy is the whole story.
-        s3.BucketOwnershipControls(
-            f"{name}-bucket-ownership",
-            bucket=bucket.id,
-            rule=s3.BucketOwnershipControlsRuleArgs(object_ownership="BucketOwnerEnforced"),
-            opts=child,
-        )
-        public_access = s3.BucketPublicAccessBlock(
-            f"{name}-bucket-public-access",
-            bucket=bucket.id,
-            block_public_acls=True,
-            block_public_policy=True,
-            ignore_public_acls=True,
-            restrict_public_buckets=True,
-            opts=child,
-        )
-        versioning = s3.BucketVersioning(
-            f"{name}-bucket-versioning",
-            bucket=bucket.id,
-            versioning_configuration=s3.BucketVersioningVersioningConfigurationArgs(status="Enabled"),
-            opts=child,
-        )
-        s3.BucketServerSideEncryptionConfiguration(
-            f"{name}-bucket-encryption",
-            bucket=bucket.id,
-            rules=[
-                s3.BucketServerSideEncryptionConfigurationRuleArgs(
-                    apply_server_side_encryption_by_default=s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgs(
-                        sse_algorithm="aws:kms",
-                        kms_master_key_id=key.arn,
-                    ),
-                    # One data key per bucket instead of one KMS call per object: cheaper, same protection.
-                    bucket_key_enabled=True,
-                    blocked_encryption_types=["SSE-C"],
-                )
-            ],
-            opts=child,
-        )
+        bucket = stored.bucket
         s3.BucketPolicy(
             f"{name}-bucket-policy",
             bucket=bucket.id,
@@ -188,26 +148,7 @@ class ArtifactStore(pulumi.ComponentResource):
             # S3 rejects concurrent changes to one bucket's settings ("conflicting conditional
             # operation"), and a policy set before the public-access block could briefly be evaluated
             # without it: put the policy after the block.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[public_access]),
-        )
-        s3.BucketLifecycleConfiguration(
-            f"{name}-bucket-lifecycle",
-            bucket=bucket.id,
-            rules=[
-                s3.BucketLifecycleConfigurationRuleArgs(
-                    id="expire-noncurrent-versions",
-                    status="Enabled",
-                    filter=s3.BucketLifecycleConfigurationRuleFilterArgs(prefix=""),
-                    noncurrent_version_expiration=s3.BucketLifecycleConfigurationRuleNoncurrentVersionExpirationArgs(
-                        noncurrent_days=store.noncurrent_version_expiration_days,
-                    ),
-                    abort_incomplete_multipart_upload=s3.BucketLifecycleConfigurationRuleAbortIncompleteMultipartUploadArgs(
-                        days_after_initiation=ABORT_INCOMPLETE_UPLOADS_DAYS,
-                    ),
-                )
-            ],
-            # Noncurrent-version rules only mean something once versioning is on.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[versioning]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[stored.public_access]),
         )
 
         repository = ecr.Repository(

@@ -35,6 +35,9 @@ _BUCKET_SETTING_READS: Final = (
     "GetAccelerateConfiguration",
     "GetBucketRequestPayment",
 )
+#: Replaced versions of the state are kept this long: Pulumi writes a stack's state object at every
+#: step of an update, and an old version is how a bad update's state is recovered, within a quarter.
+STATE_NONCURRENT_VERSION_DAYS: Final = 90
 #: The main program's project name (the root Pulumi.yaml): its stacks' state lives under this name.
 PROGRAM_PROJECT: Final = "model-deploy"
 #: The tag every model-deploy stack puts on its resources with its environment (StackConfig.standard_tags).
@@ -679,6 +682,8 @@ def deploy_aws(config: BootstrapConfig) -> dict[str, pulumi.Input[str]]:
     from pulumi_aws.get_region import get_region_output
     from pulumi_aws.provider import Provider
 
+    from infra.aws.hardened_bucket import hardened_bucket, rotating_key
+
     settings = config.aws
     assert settings is not None  # BootstrapConfig requires the section of its cloud
     identity = get_caller_identity_output()
@@ -725,48 +730,20 @@ def deploy_aws(config: BootstrapConfig) -> dict[str, pulumi.Input[str]]:
     }
     readonly_role_arns = {account: role_arn(account, READONLY) for account in accounts}
 
-    key = kms.Key(
-        "state-key",
-        description="model-deploy: Pulumi state bucket and stack secrets",
-        enable_key_rotation=True,
-        deletion_window_in_days=30,
-        tags=tags,
-        opts=keep,
+    key = rotating_key(
+        "state-key", description="model-deploy: Pulumi state bucket and stack secrets", tags=tags, opts=keep
     )
     kms.Alias("state-key-alias", name=STATE_KEY_ALIAS, target_key_id=key.key_id)
 
-    bucket = s3.Bucket("state-bucket", bucket=settings.state_bucket_name, tags=tags, opts=keep)
-    s3.BucketOwnershipControls(
-        "state-bucket-ownership",
-        bucket=bucket.id,
-        rule=s3.BucketOwnershipControlsRuleArgs(object_ownership="BucketOwnerEnforced"),
+    state = hardened_bucket(
+        "state",
+        bucket_name=settings.state_bucket_name,
+        key_arn=key.arn,
+        tags=tags,
+        noncurrent_version_days=STATE_NONCURRENT_VERSION_DAYS,
+        protect=True,  # losing it loses every stack's state
     )
-    public_access = s3.BucketPublicAccessBlock(
-        "state-bucket-public-access",
-        bucket=bucket.id,
-        block_public_acls=True,
-        block_public_policy=True,
-        ignore_public_acls=True,
-        restrict_public_buckets=True,
-    )
-    s3.BucketVersioning(
-        "state-bucket-versioning",
-        bucket=bucket.id,
-        versioning_configuration=s3.BucketVersioningVersioningConfigurationArgs(status="Enabled"),
-    )
-    encryption = s3.BucketServerSideEncryptionConfiguration(
-        "state-bucket-encryption",
-        bucket=bucket.id,
-        rules=[
-            s3.BucketServerSideEncryptionConfigurationRuleArgs(
-                apply_server_side_encryption_by_default=s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgs(
-                    sse_algorithm="aws:kms",
-                    kms_master_key_id=key.arn,
-                ),
-                bucket_key_enabled=True,
-            )
-        ],
-    )
+    bucket, public_access, encryption = state.bucket, state.public_access, state.encryption
     s3.BucketObjectv2(
         "state-meta",
         bucket=bucket.id,

@@ -14,6 +14,8 @@ from tests.infra.bootstrap_runs import OIDC_ARN, POOL, BootstrapMocks, bootstrap
 from tests.infra.mocks import ACCOUNT_ID, Deployment, RecordingMonitor, json_input, run_program
 
 REPO = "acme/model-deploy"
+ENCRYPTION = "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
+LIFECYCLE = "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration"
 
 
 AWS = {"githubRepository": REPO, "cloud": "aws", "aws": {"stateBucketName": "acme-pulumi-state"}}
@@ -63,6 +65,39 @@ def test_aws_state_bucket_is_versioned_encrypted_and_private(aws_run: Deployment
     policy = json_input(aws_run.one("aws:s3/bucketPolicy:BucketPolicy"), "policy")
     assert policy["Statement"][0]["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
     assert aws_run.outputs["PULUMI_BACKEND_URL_AWS"] == "s3://acme-pulumi-state"
+
+
+def test_aws_state_bucket_is_hardened_as_the_artifact_store_is(aws_run: Deployment) -> None:
+    # Both buckets hold what every deployment depends on; they once were two copies of the same
+    # resources and drifted (the state bucket accepted SSE-C uploads and kept abandoned uploads).
+    from tests.infra.aws_stacks import minimal_dev
+
+    store = run_program(minimal_dev(), stack="dev")
+
+    def hardening(run: Deployment) -> dict[str, Any]:
+        def settings(type_: str) -> dict[str, Any]:
+            return {name: value for name, value in run.one(type_).inputs.items() if name != "bucket"}
+
+        (rule,) = settings(ENCRYPTION)["rules"]
+        (lifecycle,) = settings(LIFECYCLE)["rules"]
+        return {
+            "ownership": settings("aws:s3/bucketOwnershipControls:BucketOwnershipControls"),
+            "public_access": settings("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock"),
+            "versioning": settings("aws:s3/bucketVersioning:BucketVersioning"),
+            "encryption": {
+                **rule,
+                "applyServerSideEncryptionByDefault": rule["applyServerSideEncryptionByDefault"]["sseAlgorithm"],
+            },
+            "abandoned_uploads": lifecycle["abortIncompleteMultipartUpload"],
+            "key_rotation": run.one("aws:kms/key:Key").inputs["enableKeyRotation"],
+            "key_deletion_window": run.one("aws:kms/key:Key").inputs["deletionWindowInDays"],
+        }
+
+    assert hardening(aws_run) == hardening(store)
+    (state_rule,) = aws_run.one(LIFECYCLE).inputs["rules"]
+    # Pulumi writes the state object at every step of an update: old versions are recoveries, for a while.
+    assert state_rule["noncurrentVersionExpiration"]["noncurrentDays"] == 90
+    assert aws_run.one(LIFECYCLE).depends_on(aws_run.one("aws:s3/bucketVersioning:BucketVersioning"))
 
 
 def test_aws_secrets_key_rotates(aws_run: Deployment) -> None:
