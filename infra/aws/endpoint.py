@@ -521,7 +521,7 @@ class SageMakerEndpoint(pulumi.ComponentResource):
         dashboard = cloudwatch.Dashboard(
             f"{prefix}-dashboard",
             # Dashboards carry no tags (no Tags in PutDashboard's Terraform resource), so the name is
-            # what the deploy role is scoped by: model-deploy-<environment>-… (infra/bootstrap/aws.py).
+            # what the deploy role is scoped by: model-deploy-<environment>-… (infra/bootstrap/aws_policies.py).
             dashboard_name=f"{PROJECT}-{config.environment}-{endpoint.name}-{region}",
             dashboard_body=pulumi.Output.json_dumps(
                 dashboard_body(

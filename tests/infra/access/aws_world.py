@@ -26,7 +26,7 @@ from infra.access.aws_calls import (
     transform_job_calls,
 )
 from infra.access.aws_policy import Decision, Principal, Request, ResourcePolicy, evaluate
-from infra.bootstrap.aws import PROGRAM_PROJECT, identity_arn
+from infra.bootstrap.aws_policies import PROGRAM_PROJECT, identity_arn
 from tests.infra.bootstrap_runs import bootstrap
 from tests.infra.mocks import Deployment, RecordingMocks, RecordingMonitor, json_input, run_program
 

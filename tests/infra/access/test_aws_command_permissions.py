@@ -26,7 +26,7 @@ from infra.access.aws_calls import Call, Location
 from infra.access.aws_policy import Principal
 from infra.access.aws_sdk_calls import SdkCall, authorization
 from infra.aws.naming import CONFIG_KIND, MODEL_KIND, child_name
-from infra.bootstrap.aws import identity_arn
+from infra.bootstrap.aws_policies import identity_arn
 from infra.capacity_aws import main as live_capacity
 from infra.check_change import main as check_change
 from infra.cleanup_aws import main as cleanup

@@ -49,7 +49,7 @@ WRITE_PREFIXES = (
 )
 #: In one shared account, every write is bounded to the environment (by name, IAM path or the
 #: environment tag) except the alarms Application Auto Scaling creates untagged for target tracking
-#: with the caller's permissions: their name is the only handle (infra/bootstrap/aws.py).
+#: with the caller's permissions: their name is the only handle (infra/bootstrap/aws_policies.py).
 SHARED_ACCOUNT_GAPS = frozenset({"cloudwatch:PutMetricAlarm", "cloudwatch:DeleteAlarms"})
 
 
