@@ -20,7 +20,7 @@ import pytest
 
 from model_package.formats import get_format
 from model_package.manifest import read_manifest
-from tests.inference.batch_support import main
+from tests.inference.batch_support import SLOW_CALLS_ENV, main
 
 ROWS = 300
 
@@ -233,7 +233,9 @@ def test_a_run_killed_mid_way_resumes_without_scoring_twice_or_losing_records(
 
     assert run(*common, "--output", tmp_path / "ref") == 0  # the reference, in this process
 
-    victim = subprocess.Popen([*command, *slow, "--output", str(tmp_path / "o")], env=env, stderr=subprocess.DEVNULL)
+    victim = subprocess.Popen(
+        [*command, *slow, "--output", str(tmp_path / "o")], env={**env, **SLOW_CALLS_ENV}, stderr=subprocess.DEVNULL
+    )
     progress = tmp_path / "o" / ".batch-state" / "progress.json"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and victim.poll() is None:
@@ -302,7 +304,7 @@ def test_ctrl_c_stops_with_one_line_and_the_rerun_finishes_the_job(torch_package
         "--package", str(torch_package), "--output", str(tmp_path / "o"), "--no-progress",
         "--batch-size", "32", "--checkpoint-seconds", "0",
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2]), **SLOW_CALLS_ENV}
     run_ = subprocess.Popen(command, env=env, stderr=subprocess.PIPE)
     progress = tmp_path / "o" / ".batch-state" / "progress.json"
     deadline = time.monotonic() + 120

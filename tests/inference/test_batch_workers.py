@@ -20,7 +20,7 @@ import pytest
 
 from inference.batch import sources
 from inference.batch.sources import JSON_LINES, InputFile, read_chunks, split_records
-from tests.inference.batch_support import main
+from tests.inference.batch_support import SLOW_CALLS_ENV, main
 from tests.inference.test_batch_local import write_csv, write_jsonl
 
 ROOT = Path(__file__).parents[2]
@@ -214,6 +214,8 @@ ENV = {
     "MODEL_SERVER_COMPUTE_THREADS": "1",
     "MODEL_SERVER_MAX_BATCH_SIZE": "32",
 }
+#: A run the test interrupts: its model calls are slowed, so it is still scoring at the kill point.
+INTERRUPTED_ENV = {**ENV, **SLOW_CALLS_ENV}
 # Checkpoints every 32 records: slow enough to be caught mid-way.
 SLOW = ["--batch-size", "32", "--checkpoint-seconds", "0", "--workers", "2"]
 
@@ -286,7 +288,9 @@ def test_a_run_killed_mid_way_resumes_with_every_record_scored_once(
 
     data, expected = big
     output = tmp_path / "o"
-    victim = subprocess.Popen(command(data, torch_package, output, *SLOW), env=ENV, stderr=subprocess.DEVNULL)
+    victim = subprocess.Popen(
+        command(data, torch_package, output, *SLOW), env=INTERRUPTED_ENV, stderr=subprocess.DEVNULL
+    )
     wait_for(victim, output, 2_000)
     workers = workers_of(victim.pid)
     assert len(workers) == 2
@@ -325,7 +329,7 @@ def test_a_worker_that_dies_stops_the_run_in_one_line_and_the_rerun_finishes(
 ) -> None:
     data, expected = big
     output = tmp_path / "o"
-    run_ = subprocess.Popen(command(data, torch_package, output, *SLOW), env=ENV, stderr=subprocess.PIPE)
+    run_ = subprocess.Popen(command(data, torch_package, output, *SLOW), env=INTERRUPTED_ENV, stderr=subprocess.PIPE)
     wait_for(run_, output, 2_000)
     os.kill(workers_of(run_.pid)[0], signal.SIGKILL)  # as the kernel's out-of-memory killer would
     _, stderr = run_.communicate(timeout=120)
@@ -345,7 +349,7 @@ def test_ctrl_c_stops_every_worker_with_one_line_and_the_rerun_finishes(
 ) -> None:
     data, expected = big
     output = tmp_path / "o"
-    run_ = subprocess.Popen(command(data, torch_package, output, *SLOW), env=ENV, stderr=subprocess.PIPE)
+    run_ = subprocess.Popen(command(data, torch_package, output, *SLOW), env=INTERRUPTED_ENV, stderr=subprocess.PIPE)
     wait_for(run_, output, 2_000)
     workers = workers_of(run_.pid)
     run_.send_signal(signal.SIGINT)  # the main process only (a terminal would signal them all)
