@@ -5,8 +5,8 @@ rows per second can halve: the benchmark's small CNN runs 1,100 images/s at batc
 batch 32 on two cores. A fixed cap of 64 then makes the server slowest exactly when it is busiest.
 
 The sweep repeats the package's bundled example to each power of two up to the cap, times a few
-calls of each (the fastest counts: a pause of the machine only slows a call down), and keeps the
-largest size within 5 % of the best rows/s: the cap only binds under
+calls of each (their median, which a pause of the machine in one of them does not move), and keeps
+the largest size within 5 % of the best rows/s: the cap only binds under
 load (at low load the batcher sends what is queued at once), and there a larger batch also spreads
 the server's per-call costs (dispatch, concatenation, one wake-up per batch) over more requests,
 which an in-process measurement does not see. It stops early once throughput falls below 70 % of the
@@ -17,6 +17,7 @@ for small models and a few seconds at most for large ones.
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -88,18 +89,20 @@ def tune_max_batch_size(
 def _rows_per_second(
     predict: Predict, inputs: Mapping[str, np.ndarray], size: int, seconds: float, clock: Callable[[], float]
 ) -> float:
-    """Rows per second of ``predict``'s fastest call on ``inputs``, over ``seconds`` and :data:`MIN_CALLS` calls.
+    """Rows per second of ``predict``'s median call on ``inputs``, over ``seconds`` and :data:`MIN_CALLS` calls.
 
-    The fastest call, not the mean: a pause of the machine only ever slows a call down, and on a
-    busy VM one pause inside a size's window made a smaller size look faster (a local batch run
-    then called the model with fewer rows than its chunks for nothing).
+    The median call, not the mean nor the fastest: on a busy VM one pause inside a size's window
+    cut its mean and made a smaller size look faster (a local batch run then called the model one
+    row at a time); and a small size gets hundreds of calls in its window where a large one gets
+    three, so its fastest call is luckier. The median ignores a pause in a minority of the calls
+    and does not shift with their number.
     """
-    calls, began, fastest = 0, clock(), float("inf")
+    durations: list[float] = []
+    began = clock()
     while True:
         before = clock()
         predict(inputs)
         after = clock()
-        calls += 1
-        fastest = min(fastest, after - before)
-        if calls >= MIN_CALLS and after - began >= seconds:
-            return size / max(fastest, 1e-9)
+        durations.append(after - before)
+        if len(durations) >= MIN_CALLS and after - began >= seconds:
+            return size / max(statistics.median(durations), 1e-9)
