@@ -106,3 +106,29 @@ def _rows_per_second(
         durations.append(after - before)
         if len(durations) >= MIN_CALLS and after - began >= seconds:
             return size / max(statistics.median(durations), 1e-9)
+
+
+def holds_up(
+    predict: Predict,
+    example: Mapping[str, np.ndarray],
+    small: int,
+    large: int,
+    gain: float,
+    *,
+    rounds: int = 5,
+    clock: Callable[[], float] = time.perf_counter,
+) -> bool:
+    """Whether ``small`` rows per call still score ``gain`` times faster per row than ``large``, timed alternately.
+
+    The sweep times one size after another, so a slow stretch of the machine (a neighbour's burst,
+    the other worker loading its model) can fall on one size's window only. Alternating one call of
+    each, ``rounds`` times, gives both sizes the same stretches; the medians decide.
+    """
+    inputs = {size: repeat_rows(example, size) for size in (small, large)}
+    seconds_per_row: dict[int, list[float]] = {small: [], large: []}
+    for _ in range(rounds):
+        for size in (small, large):
+            before = clock()
+            predict(inputs[size])
+            seconds_per_row[size].append((clock() - before) / size)
+    return statistics.median(seconds_per_row[large]) >= gain * statistics.median(seconds_per_row[small])

@@ -9,8 +9,9 @@ be twice as fast below its cache cliff (the benchmark CNN runs 1,024-image calls
 2. the package's ``serving.max_batch_size`` metadata, unless the variable says ``auto``;
 3. measured when the run starts, with the package's bundled example, as the server's
    ``MODEL_SERVER_MAX_BATCH_SIZE=auto`` measures it, and kept only when it is clearly faster than
-   whole chunks (:data:`CLEAR_GAIN`): a model whose rate only grows with the batch keeps whole
-   chunks, whatever the timing noise.
+   whole chunks (:data:`CLEAR_GAIN`), in the sweep and again when the two sizes are timed
+   alternately: a model whose rate only grows with the batch keeps whole chunks, whatever the
+   timing noise (a busy VM once made one row per call look fastest for such a model).
 
 Never more than a chunk. A measured size is saved in the run's checkpoint, so the run's workers and
 its resumption call the model with the same rows: the output stays the same bytes as one
@@ -26,7 +27,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from inference.batch_tuning import tune_max_batch_size
+from inference.batch_tuning import holds_up, tune_max_batch_size
 
 if TYPE_CHECKING:
     from inference.batch.sinks import Checkpoint
@@ -101,6 +102,10 @@ def measure_rows(service: ModelService, chunk_rows: int) -> int:
     rates = tuning.rows_per_second
     largest = max(rates)
     rows = tuning.max_batch_size if max(rates.values()) >= CLEAR_GAIN * rates[largest] else chunk_rows
+    if rows < chunk_rows and not batcher.run_on_compute_thread(
+        lambda: holds_up(model.predict, example, rows, largest, CLEAR_GAIN)
+    ):
+        rows = chunk_rows  # the gain was the machine's, not the model's
     _log.info(
         "rows per model call measured",
         extra={

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inference.batch_tuning import Predict, candidate_sizes, repeat_rows, tune_max_batch_size
+from inference.batch_tuning import Predict, candidate_sizes, holds_up, repeat_rows, tune_max_batch_size
 from inference.config import load_config
 from model_package.errors import UsageError
 from tests.inference.server_fixtures import start_server
@@ -101,6 +101,17 @@ def test_a_rare_fast_call_does_not_make_a_small_size_look_faster() -> None:
 
     tuning = tune_max_batch_size(now_and_then_fast, {"x": np.ones((2, 4))}, 64, clock=clock)
     assert tuning.max_batch_size == 64, tuning.rows_per_second
+
+
+def test_a_gain_timed_alternately_holds_up_for_a_cliff_and_not_for_a_slow_stretch_of_the_machine() -> None:
+    clock = FakeClock()
+    cliff = model_with_cliff(clock, 32)
+    assert holds_up(cliff, {"x": np.ones((2, 4))}, 16, 64, 1.25, clock=clock)  # 1 ms per row against 3
+
+    # No cliff: the sweep saw 4 rows per call clearly ahead only because the machine was slow while
+    # it timed 64 (seen on a busy VM with the other worker loading beside it).
+    steady = model_with_cliff(clock, 10_000)
+    assert not holds_up(steady, {"x": np.ones((2, 4))}, 4, 64, 1.25, clock=clock)
 
 
 def test_the_sweep_respects_its_time_budget() -> None:
