@@ -335,16 +335,21 @@ def kms_key_policy(partition_name: str, account_id: str) -> PolicyDocument:
 
 
 def artifact_bucket_policy(partition_name: str, bucket: str, kms_key_arn: str) -> PolicyDocument:
-    """Deny plain-HTTP access and any put that would not be encrypted with the store's key.
+    """Deny plain-HTTP access and any put that would not be encrypted with the store's key."""
+    return _document(*hardened_bucket_statements(s3_bucket_arn(partition_name, bucket), kms_key_arn))
 
-    A put without encryption headers is fine: the bucket's default encryption applies the store
-    key (with an S3 Bucket Key). A put that asks for SSE-KMS must name the store key by ARN: one
-    naming no key would get the account's ``aws/s3`` key instead. (Multipart parts carry no
-    encryption headers; the upload's first request, which does, is what these rules judge.)
+
+def hardened_bucket_statements(bucket_arn: str, kms_key_arn: str) -> list[Statement]:
+    """What every hardened bucket's policy denies (the artifact store's and the Pulumi state bucket's).
+
+    Plain HTTP, and any put that would not be encrypted with the bucket's key. A put without
+    encryption headers is fine: the bucket's default encryption applies its key (with an S3 Bucket
+    Key). A put that asks for SSE-KMS must name the key by ARN: one naming no key would get the
+    account's ``aws/s3`` key instead. (Multipart parts carry no encryption headers; the upload's
+    first request, which does, is what these rules judge.)
     """
-    bucket_arn = s3_bucket_arn(partition_name, bucket)
     objects = f"{bucket_arn}/*"
-    return _document(
+    return [
         {
             "Sid": "DenyInsecureTransport",
             "Effect": "Deny",
@@ -378,7 +383,7 @@ def artifact_bucket_policy(partition_name: str, bucket: str, kms_key_arn: str) -
                 "StringNotEquals": {"s3:x-amz-server-side-encryption-aws-kms-key-id": kms_key_arn},
             },
         },
-    )
+    ]
 
 
 def ecr_lifecycle_policy(untagged_days: int) -> PolicyDocument:

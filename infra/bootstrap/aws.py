@@ -195,8 +195,11 @@ def deploy_aws(config: BootstrapConfig) -> dict[str, pulumi.Input[str]]:
         "state-bucket-policy",
         bucket=bucket.id,
         policy=pulumi.Output.all(
-            bucket.arn, pulumi.Output.all(**deploy_role_arns), pulumi.Output.all(*readonly_role_arns.values())
-        ).apply(lambda values: json.dumps(state_bucket_policy(values[0], dict(values[1]), list(values[2])))),
+            bucket.arn,
+            key.arn,
+            pulumi.Output.all(**deploy_role_arns),
+            pulumi.Output.all(*readonly_role_arns.values()),
+        ).apply(lambda values: json.dumps(state_bucket_policy(values[0], values[1], dict(values[2]), list(values[3])))),
         opts=after_roles,
     )
     kms.KeyPolicy(

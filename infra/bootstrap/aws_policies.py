@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Final
 
+from infra.aws.iam import hardened_bucket_statements
 from infra.aws.naming import ROLE_PATH_ROOT, execution_role_path
 from infra.bootstrap.config import AWS_AUDIENCE, GITHUB_OIDC_HOST, IDENTITY_PREFIX, NAME_PREFIX
 
@@ -92,7 +93,7 @@ def _state_statements(bucket_arn: str, key_arn: str, stacks: Sequence[str] | Non
     ``pulumi preview`` takes no lock and writes nothing (pulumi/pulumi pkg/backend/diy/backend.go:
     ``Preview`` never calls ``Lock``; only update, refresh, destroy and import do), so the read-only
     identity needs no write at all. ``.pulumi/meta.yaml`` is read by every command and written only
-    when missing, which the bootstrap prevents by writing it (:func:`deploy_aws`). S3 calls KMS with
+    when missing, which the bootstrap prevents by writing it (:func:`infra.bootstrap.aws.deploy_aws`). S3 calls KMS with
     the caller's permissions for SSE-KMS objects (GenerateDataKey to write, Decrypt to read), and the
     ``awskms://`` secrets provider calls Encrypt when a stack is created and Decrypt on every command
     (gocloud.dev secrets/awskms/kms.go).
@@ -556,22 +557,21 @@ def readonly_policy(partition: str, account: str, bucket_arn: str, key_arn: str)
     }
 
 
-def state_bucket_policy(bucket_arn: str, deploy_roles: dict[str, str], readonly_roles: Sequence[str]) -> dict[str, Any]:
-    """TLS only; each environment's role its own stack's state, read-only roles reading, from any account.
+def state_bucket_policy(
+    bucket_arn: str, key_arn: str, deploy_roles: dict[str, str], readonly_roles: Sequence[str]
+) -> dict[str, Any]:
+    """TLS and the state key only; each environment's role its own stack's state, read-only roles reading.
 
-    A role in another account needs both its identity policy and this policy to allow a request
-    (IAM User Guide, "Cross-account policy evaluation logic"); in the bucket's own account these
-    grants are exactly as wide as the identity policies, so they widen nothing.
+    The denials are every hardened bucket's (:func:`infra.aws.iam.hardened_bucket_statements`): the
+    DIY backend sends no encryption header for the ``s3://<bucket>`` URL the bootstrap outputs (only
+    its ``ssetype``/``kmskeyid`` URL options add them: https://pkg.go.dev/gocloud.dev/blob/s3blob#URLOpener),
+    so the bucket's default encryption applies the state key. A
+    role in another account needs both its identity policy and this policy to allow a request (IAM
+    User Guide, "Cross-account policy evaluation logic"); in the bucket's own account these grants
+    are exactly as wide as the identity policies, so they widen nothing.
     """
     statements: list[dict[str, Any]] = [
-        {
-            "Sid": "DenyInsecureTransport",
-            "Effect": "Deny",
-            "Principal": "*",
-            "Action": "s3:*",
-            "Resource": [bucket_arn, f"{bucket_arn}/*"],
-            "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-        },
+        *hardened_bucket_statements(bucket_arn, key_arn),
         {
             "Sid": "PipelinesList",
             "Effect": "Allow",

@@ -94,6 +94,19 @@ def test_aws_state_bucket_is_hardened_as_the_artifact_store_is(aws_run: Deployme
         }
 
     assert hardening(aws_run) == hardening(store)
+
+    def denials(run: Deployment) -> dict[str, Any]:
+        policy = json_input(run.one("aws:s3/bucketPolicy:BucketPolicy"), "policy")
+        return {statement["Sid"]: statement for statement in policy["Statement"] if statement["Effect"] == "Deny"}
+
+    state, artifacts = denials(aws_run), denials(store)
+    assert (
+        state.keys()
+        == artifacts.keys()
+        == {"DenyInsecureTransport", "DenyNonKmsEncryption", "DenyOtherOrUnnamedKmsKeys"}
+    )
+    named = state["DenyOtherOrUnnamedKmsKeys"]["Condition"]["StringNotEquals"]
+    assert named == {"s3:x-amz-server-side-encryption-aws-kms-key-id": aws_run.one("aws:kms/key:Key").state["arn"]}
     (state_rule,) = aws_run.one(LIFECYCLE).inputs["rules"]
     # Pulumi writes the state object at every step of an update: old versions are recoveries, for a while.
     assert state_rule["noncurrentVersionExpiration"]["noncurrentDays"] == 90
