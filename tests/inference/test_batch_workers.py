@@ -349,7 +349,11 @@ def test_ctrl_c_stops_every_worker_with_one_line_and_the_rerun_finishes(
 ) -> None:
     data, expected = big
     output = tmp_path / "o"
-    run_ = subprocess.Popen(command(data, torch_package, output, *SLOW), env=INTERRUPTED_ENV, stderr=subprocess.PIPE)
+    run_ = subprocess.Popen(
+        command(data, torch_package, output, *SLOW),
+        env=INTERRUPTED_ENV,
+        stderr=subprocess.PIPE,
+    )
     wait_for(run_, output, 2_000)
     workers = workers_of(run_.pid)
     run_.send_signal(signal.SIGINT)  # the main process only (a terminal would signal them all)
