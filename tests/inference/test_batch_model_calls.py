@@ -181,11 +181,18 @@ def test_configured_rows_win_and_small_inputs_are_not_measured(
 
 
 def test_workers_measure_once_and_write_what_one_process_writes(
-    torch_package: Path, big_npy: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+    torch_package: Path,
+    big_npy: Path,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    assert run("--input", big_npy, "--output", tmp_path / "one", "--package", torch_package) == 0
     assert run("--input", big_npy, "--output", tmp_path / "two", "--package", torch_package, "--workers", 2) == 0
-    err = capfd.readouterr().err
-    assert err.count("rows per model call measured") == 2, "once by the single process, once by one of two workers"
-    assert orjson.loads((tmp_path / "two" / ".batch-state" / "model-calls.json").read_bytes()) == {"rows": 1024}
+    assert capfd.readouterr().err.count("rows per model call measured") == 1, "once, by one of the two workers"
+    rows = orjson.loads((tmp_path / "two" / ".batch-state" / "model-calls.json").read_bytes())["rows"]
+    # One process calling the model with the rows the workers measured: another run measures afresh,
+    # and beside a busy neighbour (CI's mypy) it measured 256 rows where the workers' run measured 1;
+    # rows batched differently differ in their last bits.
+    monkeypatch.setenv("MODEL_SERVER_MAX_BATCH_SIZE", str(rows))
+    assert run("--input", big_npy, "--output", tmp_path / "one", "--package", torch_package) == 0
     assert (tmp_path / "two" / "x.npy.out").read_bytes() == (tmp_path / "one" / "x.npy.out").read_bytes()
