@@ -65,6 +65,10 @@ def _post_many(server: ServerProcess, count: int, stagger: float = 0.01) -> list
     return responses
 
 
+# Health answered within 0.5 s while the model is busy: a bound on wall clock, which a clean-clone run
+# with mypy beside the suite on a VM with CPU steal failed; so it runs alone, and again on failure.
+@pytest.mark.timing
+@pytest.mark.flaky(reruns=2)
 def test_full_queue_answers_503_with_retry_after_and_health_stays_fast(slow_package: Path, tmp_path: Path) -> None:
     server = start_server(
         tmp_path,
