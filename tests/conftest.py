@@ -9,6 +9,7 @@ its environment into another.
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import uuid
@@ -59,6 +60,27 @@ class GcsEmulator:
 
     endpoint: str
     requests: list[RecordedRequest] = field(default_factory=list)
+
+
+@pytest.fixture(autouse=True)
+def restored_logging() -> Iterator[None]:
+    """Logging as it was before the test: a CLI under test points the root logger at the stderr
+    pytest captured for that test, and a later test's background thread (moto's HTTP server logs
+    every request) would write to that closed stream and print "Logging error" into whatever
+    the later test captures."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    levels = {
+        name: logger.level
+        for name, logger in logging.root.manager.loggerDict.items()
+        if isinstance(logger, logging.Logger)
+    }
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    for name, logger in logging.root.manager.loggerDict.items():
+        if isinstance(logger, logging.Logger) and name in levels:
+            logger.setLevel(levels[name])
 
 
 @pytest.fixture
