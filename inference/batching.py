@@ -190,6 +190,8 @@ class Batcher:
             self._pending.append(job)
             self._observer.queue_changed(len(self._pending))
             self._wakeup.set()
+        if job.future.done():
+            return job.future.result()  # computed inline: no deadline left to watch
         # One timer per request (cheaper than wait_for + shield, which create two tasks each): at the
         # deadline the caller gets a 504 and the job, still queued or not, is ignored by the batcher.
         timer = loop.call_at(job.deadline, _expire, job.future, timeout)

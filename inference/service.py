@@ -257,7 +257,7 @@ class ModelService:
         self.limits.check_rows(checked)
         if not self.allow_non_finite:
             _reject_non_finite(checked)
-        return dict(checked)
+        return checked
 
 
 def _reject_non_finite(inputs: Mapping[str, np.ndarray]) -> None:

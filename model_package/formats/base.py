@@ -143,12 +143,27 @@ def check_servable(signature: Signature) -> None:
         )
 
 
-def check_inputs(signature: Signature, inputs: Tensors) -> dict[str, np.ndarray]:
+class CheckedInputs(dict[str, np.ndarray]):
+    """Inputs :func:`check_inputs` returned for ``signature``: checking them again returns them as they are.
+
+    A server validates each request before it joins a batch (so a bad one fails alone), then hands
+    a request that runs alone to ``LoadedModel.predict``, which checks its inputs too; on a small
+    model the second check was a tenth of the server's own time per request.
+    """
+
+    def __init__(self, signature: Signature, checked: dict[str, np.ndarray]) -> None:
+        super().__init__(checked)
+        self.signature = signature
+
+
+def check_inputs(signature: Signature, inputs: Tensors) -> CheckedInputs:
     """Validate named inputs against the signature and cast them to its dtypes.
 
     Raises :class:`InvalidInputError` naming the input, what it got and what the
     signature allows, so that servers can return it as a 4xx body unchanged.
     """
+    if type(inputs) is CheckedInputs and inputs.signature is signature:
+        return inputs
     expected = [spec.name for spec in signature.inputs]
     missing = [name for name in expected if name not in inputs]
     extra = [name for name in inputs if name not in expected]
@@ -183,7 +198,7 @@ def check_inputs(signature: Signature, inputs: Tensors) -> dict[str, np.ndarray]
         if spec.valid_range is not None:
             check_range(spec.name, array, spec.valid_range)
         checked[spec.name] = np.ascontiguousarray(array)
-    return checked
+    return CheckedInputs(signature, checked)
 
 
 def check_range(name: str, array: np.ndarray, valid: tuple[int, int]) -> None:
