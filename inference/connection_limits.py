@@ -28,6 +28,8 @@ from typing import Any
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from inference.coalesced_writes import CoalescingTransport
+
 #: Request line plus header fields, in bytes.
 MAX_HEADER_BYTES = 32 * 1024
 #: Header fields per request.
@@ -54,7 +56,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
         self._arm(self.header_timeout, self._header_timed_out)
 
     def connection_lost(self, exc: Exception | None) -> None:
