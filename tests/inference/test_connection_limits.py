@@ -64,6 +64,25 @@ def test_a_connection_that_never_finishes_its_headers_is_closed_at_the_timeout(s
     assert time.monotonic() - start < 5
 
 
+def test_the_header_timeout_of_a_kept_alive_connections_next_request_counts_from_its_first_byte(
+    server: ServerProcess,
+) -> None:
+    # The limits share one timer per connection, set for the first request's headers: the next
+    # request's headers get their whole timeout (1 s here), neither cut at the old timer nor left unbounded.
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(PING)
+        answer = b""
+        while not answer.endswith(b'{"status":"ready"}'):
+            answer += sock.recv(65536)
+        time.sleep(0.6)
+        sock.sendall(b"GET /ping HTTP/1.1\r\nHost: te")
+        started = time.monotonic()
+        refused = sock.recv(65536)
+        waited = time.monotonic() - started
+    assert refused.startswith(b"HTTP/1.1 408"), refused[:200]
+    assert 0.8 < waited < 5, waited
+
+
 def test_an_idle_connection_that_sends_nothing_is_closed(server: ServerProcess) -> None:
     assert _exchange(server, b"", wait=10).startswith(b"HTTP/1.1 408")
 
