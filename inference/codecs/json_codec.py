@@ -29,8 +29,8 @@ from typing import Any, Literal
 import numpy as np
 import orjson
 
-from inference.codecs import json_blocks
-from inference.codecs.arrays import Locator, has_string_values, json_rows, locate_row, ordered, to_input_array
+from inference.codecs import json_blocks, json_numbers
+from inference.codecs.arrays import Locator, coerce, has_string_values, json_rows, locate_row, ordered, to_input_array
 from inference.codecs.base import Tensors
 from inference.codecs.limits import DecodeLimits
 from inference.errors import BadRequestError, ModelError
@@ -41,6 +41,7 @@ ACCEPTED_FORMS = (
     '{"inputs": ...} (the batch, or an object with one batch per input name), optionally with "parameters"'
 )
 _DUMPS_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+_FLOAT_DTYPES = frozenset({"float16", "float32", "float64"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,6 +266,13 @@ class JsonCodec:
         limits: DecodeLimits | None = None,
     ) -> Tensors:
         """Decode any accepted JSON request form; ``"parameters"`` is ignored here."""
+        specs = signature.inputs
+        if len(specs) == 1 and specs[0].dtype in _FLOAT_DTYPES:
+            # The commonest large body, a batch of numbers for one float input, without a Python float per number.
+            batch = json_numbers.numeric_batch(body)
+            if batch is not None:
+                array = coerce(batch, specs[0], allow_non_finite=allow_non_finite)
+                return {specs[0].name: array if array.flags.writeable else array.copy()}
         inputs, _ = split_json_payload(body)
         return decode_json_inputs(inputs, signature, allow_non_finite=allow_non_finite, strings=has_string_values(body))
 

@@ -1,0 +1,96 @@
+"""A JSON batch of plain numbers read straight into an array, without a Python float per number.
+
+The general JSON path (``orjson.loads``, then ``np.asarray`` over the nested lists) makes a Python
+float of every number and reads it back: for one image sent as JSON (3x64x64, 12,288 numbers,
+85 KB) that is most of a millisecond, as much as the benchmark CNN's forward pass. simdjson
+(pysimdjson) parses the document in C and copies a homogeneous array of numbers into a buffer of
+doubles (``Array.as_buffer``, which flattens nested arrays), which NumPy reads without a copy.
+
+:func:`numeric_batch` takes a body only when it is the batch itself or ``{"instances": batch}``,
+every leaf of the batch is a number (``as_buffer`` refuses anything else), and the nesting is
+regular: its brackets and commas, in order, are exactly those of an array of the shape read off
+its first element at every depth (``as_buffer`` would flatten ``[[1, 2], [3]]`` as readily as
+``[[1], [2]]``). Every other body is ``None``, for the general path to decode and word its errors:
+another envelope, strings, booleans or nulls, ``NaN``, a number beyond a double (the general path
+names it), ragged rows, JSON simdjson refuses, and bodies of :data:`~json_blocks.LARGE_BODY` or
+more, which the general path parses in blocks so that no call holds the interpreter for long.
+
+The array is the one the general path builds, as float64: the same numbers (both parsers round
+decimal to the nearest double), the same shape. The general path makes int64 of a batch of integers;
+callers use this only for float inputs, where ``coerce`` casts either to the same values.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import threading
+from typing import Any
+
+import numpy as np
+import simdjson
+
+from inference.codecs.json_blocks import LARGE_BODY
+
+#: Every byte but the brackets and commas, deleted to compare a body's structure with a regular array's.
+_NOT_STRUCTURE = bytes(byte for byte in range(256) if byte not in b"[],")
+_local = threading.local()
+
+
+def numeric_batch(body: bytes) -> np.ndarray[Any, np.dtype[np.float64]] | None:
+    """The batch of ``body`` as float64, or ``None`` when it is not a regular array of plain numbers."""
+    if len(body) >= LARGE_BODY or not body:
+        return None
+    parser = getattr(_local, "parser", None)
+    if parser is None:
+        # One per thread: a parser serves one document at a time, and the codec thread and the
+        # event loop both decode.
+        parser = _local.parser = simdjson.Parser()
+    try:
+        shape, buffer = _parse(parser, body)
+    except (ValueError, TypeError, RuntimeError, KeyError, IndexError):
+        return None  # not JSON simdjson takes, or not numbers only: the general path says what is wrong
+    if shape is None:
+        return None
+    values = np.frombuffer(buffer, dtype=np.float64)
+    if values.size != math.prod(shape) or _skeleton(body) != _regular_skeleton(shape):
+        return None
+    return values.reshape(shape)
+
+
+def _parse(parser: Any, body: bytes) -> tuple[tuple[int, ...] | None, Any]:
+    """The shape read off the batch's first elements, and its numbers as a buffer of doubles.
+
+    Keeps no reference to the parsed document past its return: simdjson refuses to parse the next
+    body while one lives.
+    """
+    document = parser.parse(body)
+    if isinstance(document, simdjson.Object):
+        if list(document.keys()) != ["instances"]:
+            return None, b""
+        document = document["instances"]
+    if not isinstance(document, simdjson.Array):
+        return None, b""
+    shape = []
+    node = document
+    while isinstance(node, simdjson.Array):
+        shape.append(len(node))
+        if not shape[-1]:
+            break
+        node = node[0]
+    return tuple(shape), document.as_buffer(of_type="d")
+
+
+def _skeleton(body: bytes) -> bytes:
+    """The body's brackets and commas, in order (outside any string: callers only pass bodies whose
+    only string is the key ``"instances"``)."""
+    return body.translate(None, _NOT_STRUCTURE)
+
+
+@functools.lru_cache(maxsize=16)
+def _regular_skeleton(shape: tuple[int, ...]) -> bytes:
+    """The brackets and commas of a regular array of ``shape``, e.g. ``[[,],[,]]`` for (2, 2)."""
+    inner = b""
+    for size in reversed(shape):
+        inner = b"[" + b",".join([inner] * size) + b"]"
+    return inner

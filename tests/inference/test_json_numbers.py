@@ -1,0 +1,137 @@
+"""JSON batches of plain numbers read without Python floats: the same arrays as the general path, or not taken.
+
+``numeric_batch`` must give exactly what ``np.asarray(orjson.loads(body))`` gives (as float64) for
+the bodies it takes, and ``None`` for every body it cannot read that way, which the general path
+then decodes (and words the errors of) as before; through the JSON codec, a request decodes to the
+same tensors with and without it.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from inference.codecs import json_numbers
+from inference.codecs.dispatch import decode_request
+from inference.codecs.json_blocks import LARGE_BODY
+from inference.errors import BadRequestError
+from model_package.manifest import Signature, TensorSpec
+
+
+def _general(body: bytes) -> np.ndarray:
+    parsed = orjson.loads(body)
+    return np.asarray(parsed["instances"] if isinstance(parsed, dict) else parsed, dtype=np.float64)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[[0.5, 1.5, -2.25]]",
+        b"[[1, 2, 3], [4, 5, 6]]",  # integers: the same values as float64
+        b'{"instances": [[[0.1, 0.2], [0.3, 0.4]], [[1e-3, 2E5], [-0.0, 7]]]}',
+        b" \n[ [ 1.0 ,2.0 ] ,\t[3.0, 4.0] ]\r\n",
+        b"[1.7976931348623157e308, 5e-324, 0.1, 123456789.123456789]",
+        b"[]",
+        b"[[]]",
+    ],
+)
+def test_a_regular_batch_of_numbers_is_the_general_paths_array(body: bytes) -> None:
+    batch = json_numbers.numeric_batch(body)
+    assert batch is not None
+    expected = _general(body)
+    assert batch.dtype == np.float64 and batch.shape == expected.shape
+    assert np.array_equal(batch, expected)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[[1, 2], [3]]",  # ragged
+        b"[[1, 2], [3], [4, 5, 6]]",  # ragged with as many numbers as a regular (3, 2) batch
+        b"[[1, 2], 3]",  # mixed depths
+        b"[[1, [2]], [3, 4]]",
+        b'[["1", 2]]',
+        b"[[true, 2]]",
+        b"[[null, 2]]",
+        b"[[NaN, 2]]",
+        b"[[1e400, 2]]",  # beyond a double: the general path names it
+        b"[[123456789012345678901234567890, 2]]",
+        b'{"inputs": [[1, 2]]}',
+        b'{"instances": [[1, 2]], "parameters": {}}',
+        b'{"instances": 5}',
+        b"5",
+        b"[[1, 2]",  # not JSON
+        b"",
+    ],
+)
+def test_anything_else_is_left_to_the_general_path(body: bytes) -> None:
+    assert json_numbers.numeric_batch(body) is None
+
+
+def test_a_large_body_is_left_to_the_block_parser() -> None:
+    rows = LARGE_BODY // 40 + 1
+    body = orjson.dumps(np.full((rows, 8), 0.123).tolist())
+    assert len(body) >= LARGE_BODY
+    assert json_numbers.numeric_batch(body) is None
+    assert json_numbers.numeric_batch(body[: LARGE_BODY // 2].rpartition(b"],")[0] + b"]]") is not None
+
+
+SIGNATURE = Signature(
+    inputs=(TensorSpec(name="x", dtype="float32", shape=(-1, 2, 3)),),
+    outputs=(TensorSpec(name="y", dtype="float32", shape=(-1, 1)),),
+)
+
+
+def _decode_both_ways(body: bytes, monkeypatch: pytest.MonkeyPatch) -> tuple[object, object]:
+    """What the JSON codec decodes ``body`` to (an array or the error's message), with and without the shortcut."""
+
+    def decode() -> object:
+        try:
+            return decode_request(body, "application/json", SIGNATURE)["x"]
+        except BadRequestError as exc:
+            return str(exc)
+
+    fast = decode()
+    with monkeypatch.context() as patched:
+        patched.setattr(json_numbers, "numeric_batch", lambda _: None)
+        general = decode()
+    return fast, general
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    batch=hnp.arrays(
+        np.float64,
+        st.tuples(st.integers(1, 4), st.just(2), st.just(3)),
+        elements=st.floats(-1e30, 1e30, allow_nan=False) | st.integers(-(2**40), 2**40).map(float),
+    ),
+    envelope=st.booleans(),
+)
+def test_the_codec_decodes_the_same_tensors_with_and_without_it(batch: np.ndarray, envelope: bool) -> None:
+    body = json.dumps({"instances": batch.tolist()} if envelope else batch.tolist()).encode()
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        fast, general = _decode_both_ways(body, monkeypatch)
+    assert isinstance(fast, np.ndarray) and isinstance(general, np.ndarray)
+    assert fast.dtype == general.dtype == np.float32
+    assert np.array_equal(fast, general)
+    assert fast.flags.writeable
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[[[1, 2, 3], [4, 5, 6]], [[1, 2, 3]]]",  # ragged
+        b"[[[1e300, 2, 3], [4, 5, 6]]]",  # beyond float32
+        b"[]",
+    ],
+)
+def test_refusals_read_as_they_did(body: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    fast, general = _decode_both_ways(body, monkeypatch)
+    assert isinstance(general, str)
+    assert fast == general
