@@ -37,8 +37,11 @@ _NOT_STRUCTURE = bytes(byte for byte in range(256) if byte not in b"[],")
 _local = threading.local()
 
 
-def numeric_batch(body: bytes) -> np.ndarray[Any, np.dtype[np.float64]] | None:
-    """The batch of ``body`` as float64, or ``None`` when it is not a regular array of plain numbers."""
+def numeric_batch(body: bytes, *, envelope: bool = True) -> np.ndarray[Any, np.dtype[np.float64]] | None:
+    """The batch of ``body`` as float64, or ``None`` when it is not a regular array of plain numbers.
+
+    ``envelope=False``: only a bare array (a JSON Lines record, where ``{"instances": ...}`` is not a row).
+    """
     if len(body) >= LARGE_BODY or not body:
         return None
     parser = getattr(_local, "parser", None)
@@ -47,7 +50,7 @@ def numeric_batch(body: bytes) -> np.ndarray[Any, np.dtype[np.float64]] | None:
         # event loop both decode.
         parser = _local.parser = simdjson.Parser()
     try:
-        shape, buffer = _parse(parser, body)
+        shape, buffer = _parse(parser, body, envelope)
     except (ValueError, TypeError, RuntimeError, KeyError, IndexError):
         return None  # not JSON simdjson takes, or not numbers only: the general path says what is wrong
     if shape is None:
@@ -58,7 +61,7 @@ def numeric_batch(body: bytes) -> np.ndarray[Any, np.dtype[np.float64]] | None:
     return values.reshape(shape)
 
 
-def _parse(parser: Any, body: bytes) -> tuple[tuple[int, ...] | None, Any]:
+def _parse(parser: Any, body: bytes, envelope: bool) -> tuple[tuple[int, ...] | None, Any]:
     """The shape read off the batch's first elements, and its numbers as a buffer of doubles.
 
     Keeps no reference to the parsed document past its return: simdjson refuses to parse the next
@@ -66,7 +69,7 @@ def _parse(parser: Any, body: bytes) -> tuple[tuple[int, ...] | None, Any]:
     """
     document = parser.parse(body)
     if isinstance(document, simdjson.Object):
-        if list(document.keys()) != ["instances"]:
+        if not envelope or list(document.keys()) != ["instances"]:
             return None, b""
         document = document["instances"]
     if not isinstance(document, simdjson.Array):

@@ -135,3 +135,58 @@ def test_refusals_read_as_they_did(body: bytes, monkeypatch: pytest.MonkeyPatch)
     fast, general = _decode_both_ways(body, monkeypatch)
     assert isinstance(general, str)
     assert fast == general
+
+
+def _decode_lines_both_ways(lines: list[bytes], monkeypatch: pytest.MonkeyPatch) -> tuple[object, object]:
+    """The JSON Lines codec's decoding of ``lines`` (an array or an error message), with and without the shortcut."""
+    body = b"\n".join(lines) + b"\n"
+
+    def decode() -> object:
+        try:
+            return decode_request(body, "application/jsonlines", IMAGE_SIGNATURE)["image"]
+        except BadRequestError as exc:
+            return str(exc)
+
+    fast = decode()
+    with monkeypatch.context() as patched:
+        patched.setattr(json_numbers, "numeric_batch", lambda *_, **__: None)
+        general = decode()
+    return fast, general
+
+
+IMAGE_SIGNATURE = Signature(
+    inputs=(TensorSpec(name="image", dtype="float32", shape=(-1, 3, 16, 16)),),
+    outputs=(TensorSpec(name="y", dtype="float32", shape=(-1, 1)),),
+)
+IMAGE = np.round(np.random.default_rng(3).standard_normal((3, 16, 16)), 4)  # a record of about 5 KB
+
+
+def test_json_lines_of_large_records_decode_to_the_same_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    lines = [orjson.dumps((IMAGE * k).tolist()) for k in range(1, 6)]
+    assert min(map(len, lines)) >= 4096  # the shortcut's threshold, and the shortcut reads them
+    assert all(json_numbers.numeric_batch(line, envelope=False) is not None for line in lines)
+    fast, general = _decode_lines_both_ways(lines, monkeypatch)
+    assert isinstance(fast, np.ndarray) and isinstance(general, np.ndarray)
+    assert fast.shape == (5, 3, 16, 16) and fast.dtype == np.float32
+    assert np.array_equal(fast, general)
+
+
+@pytest.mark.parametrize(
+    "odd_line",
+    [
+        orjson.dumps(IMAGE[:2].tolist()),  # another shape
+        orjson.dumps({"instances": IMAGE.tolist()}),  # not a row
+        orjson.dumps(IMAGE.tolist()).replace(b"]]]", b', "x"]]]'),  # a string
+        orjson.dumps(np.where(IMAGE.flat[7] == IMAGE, 1e300, IMAGE).tolist()),  # beyond float32, on line 3
+    ],
+    ids=["shape", "envelope", "string", "overflow"],
+)
+def test_json_lines_the_shortcut_cannot_read_or_that_are_refused_read_as_they_did(
+    odd_line: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lines = [orjson.dumps(IMAGE.tolist()), orjson.dumps(IMAGE.tolist()), odd_line]
+    fast, general = _decode_lines_both_ways(lines, monkeypatch)
+    assert isinstance(general, str)
+    assert fast == general
+    if b"1e+300" in odd_line:
+        assert "line 3" in fast
