@@ -88,18 +88,20 @@ SIGNATURE = Signature(
 )
 
 
-def _decode_both_ways(body: bytes, monkeypatch: pytest.MonkeyPatch) -> tuple[object, object]:
-    """What the JSON codec decodes ``body`` to (an array or the error's message), with and without the shortcut."""
+def _decode_both_ways(
+    body: bytes, monkeypatch: pytest.MonkeyPatch, media_type: str = "application/json", signature: Signature = SIGNATURE
+) -> tuple[object, object]:
+    """What ``body`` decodes to (the one input's array or the error's message), with and without the shortcut."""
 
     def decode() -> object:
         try:
-            return decode_request(body, "application/json", SIGNATURE)["x"]
+            return decode_request(body, media_type, signature)[signature.inputs[0].name]
         except BadRequestError as exc:
             return str(exc)
 
     fast = decode()
     with monkeypatch.context() as patched:
-        patched.setattr(json_numbers, "numeric_batch", lambda _: None)
+        patched.setattr(json_numbers, "numeric_batch", lambda *_, **__: None)
         general = decode()
     return fast, general
 
@@ -138,20 +140,8 @@ def test_refusals_read_as_they_did(body: bytes, monkeypatch: pytest.MonkeyPatch)
 
 
 def _decode_lines_both_ways(lines: list[bytes], monkeypatch: pytest.MonkeyPatch) -> tuple[object, object]:
-    """The JSON Lines codec's decoding of ``lines`` (an array or an error message), with and without the shortcut."""
-    body = b"\n".join(lines) + b"\n"
-
-    def decode() -> object:
-        try:
-            return decode_request(body, "application/jsonlines", IMAGE_SIGNATURE)["image"]
-        except BadRequestError as exc:
-            return str(exc)
-
-    fast = decode()
-    with monkeypatch.context() as patched:
-        patched.setattr(json_numbers, "numeric_batch", lambda *_, **__: None)
-        general = decode()
-    return fast, general
+    """:func:`_decode_both_ways` for a JSON Lines body of ``lines`` to the image model."""
+    return _decode_both_ways(b"\n".join(lines) + b"\n", monkeypatch, "application/jsonlines", IMAGE_SIGNATURE)
 
 
 IMAGE_SIGNATURE = Signature(
