@@ -41,7 +41,8 @@ ACCEPTED_FORMS = (
     '{"inputs": ...} (the batch, or an object with one batch per input name), optionally with "parameters"'
 )
 _DUMPS_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
-FLOAT_DTYPES = frozenset({"float16", "float32", "float64"})
+#: The inputs whose JSON numbers may take the simdjson shortcut (see ``json_numbers``).
+SHORTCUT_DTYPES = frozenset({"float32", "float64"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,7 +268,7 @@ class JsonCodec:
     ) -> Tensors:
         """Decode any accepted JSON request form; ``"parameters"`` is ignored here."""
         specs = signature.inputs
-        if len(specs) == 1 and specs[0].dtype in FLOAT_DTYPES:
+        if len(specs) == 1 and specs[0].dtype in SHORTCUT_DTYPES:
             # The commonest large body, a batch of numbers for one float input, without a Python float per number.
             batch = json_numbers.numeric_batch(body)
             if batch is not None:

@@ -17,7 +17,9 @@ more, which the general path parses in blocks so that no call holds the interpre
 
 The array is the one the general path builds, as float64: the same numbers (both parsers round
 decimal to the nearest double), the same shape. The general path makes int64 of a batch of integers;
-callers use this only for float inputs, where ``coerce`` casts either to the same values.
+callers use this only for float32 and float64 inputs, where ``coerce`` casts either to the same
+values as long as every magnitude is below 2**53 (a batch with a larger one is ``None``). float16
+inputs take the general path: its messages for integers out of their range quote them as sent.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from inference.codecs.json_blocks import LARGE_BODY
 #: Every byte but the brackets and commas, deleted to compare a body's structure with a regular array's.
 _NOT_STRUCTURE = bytes(byte for byte in range(256) if byte not in b"[],")
 _local = threading.local()
+#: Below this magnitude a double holds every integer exactly.
+_EXACT_INTEGERS = float(2**53)
 
 
 def numeric_batch(body: bytes, *, envelope: bool = True) -> np.ndarray[Any, np.dtype[np.float64]] | None:
@@ -56,7 +60,16 @@ def numeric_batch(body: bytes, *, envelope: bool = True) -> np.ndarray[Any, np.d
     if shape is None:
         return None
     values = np.frombuffer(buffer, dtype=np.float64)
-    if values.size != math.prod(shape) or _skeleton(body) != _regular_skeleton(shape):
+    if values.size != math.prod(shape):
+        return None
+    skeleton = _skeleton(body)
+    # Lengths first: the regular skeleton of a shape read off a hostile body (``[[[], [], ...]]``
+    # holds no number, so any outer sizes "fit" it) could be far larger than the body itself.
+    if len(skeleton) != _regular_skeleton_length(shape) or skeleton != _regular_skeleton(shape):
+        return None
+    if values.size and not float(np.abs(values).max()) < _EXACT_INTEGERS:
+        # From 2**53 a double no longer holds every integer: the general path reads a batch of
+        # integers as int64 and casts it once, where doubles would round twice.
         return None
     return values.reshape(shape)
 
@@ -88,6 +101,14 @@ def _skeleton(body: bytes) -> bytes:
     """The body's brackets and commas, in order (outside any string: callers only pass bodies whose
     only string is the key ``"instances"``)."""
     return body.translate(None, _NOT_STRUCTURE)
+
+
+def _regular_skeleton_length(shape: tuple[int, ...]) -> int:
+    """``len(_regular_skeleton(shape))``, without building it."""
+    length = 0
+    for size in reversed(shape):
+        length = 2 + size * length + max(size - 1, 0)
+    return length
 
 
 @functools.lru_cache(maxsize=16)

@@ -19,7 +19,7 @@ import orjson
 from inference.codecs import json_numbers
 from inference.codecs.arrays import coerce, has_string_values, json_rows, locate_line, ordered
 from inference.codecs.base import Tensors
-from inference.codecs.json_codec import FLOAT_DTYPES, decode_instances, dumps, load_json
+from inference.codecs.json_codec import SHORTCUT_DTYPES, decode_instances, dumps, load_json
 from inference.codecs.limits import DecodeLimits
 from inference.errors import BadRequestError
 from model_package.manifest import Signature
@@ -116,7 +116,7 @@ def _numeric_rows(records: Sequence[bytes], signature: Signature) -> np.ndarray 
     set-up; ``None`` leaves the records to that path, as it does any record the shortcut cannot read.
     """
     specs = signature.inputs
-    if len(specs) != 1 or specs[0].dtype not in FLOAT_DTYPES or not records:
+    if len(specs) != 1 or specs[0].dtype not in SHORTCUT_DTYPES or not records:
         return None
     if len(records[0]) < NUMERIC_RECORD_BYTES:
         return None

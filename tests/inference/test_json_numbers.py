@@ -9,6 +9,7 @@ same tensors with and without it.
 from __future__ import annotations
 
 import json
+import tracemalloc
 
 import numpy as np
 import orjson
@@ -36,7 +37,7 @@ def _general(body: bytes) -> np.ndarray:
         b"[[1, 2, 3], [4, 5, 6]]",  # integers: the same values as float64
         b'{"instances": [[[0.1, 0.2], [0.3, 0.4]], [[1e-3, 2E5], [-0.0, 7]]]}',
         b" \n[ [ 1.0 ,2.0 ] ,\t[3.0, 4.0] ]\r\n",
-        b"[1.7976931348623157e308, 5e-324, 0.1, 123456789.123456789]",
+        b"[9007199254740991.0, 5e-324, 0.1, 123456789.123456789]",
         b"[]",
         b"[[]]",
     ],
@@ -62,6 +63,8 @@ def test_a_regular_batch_of_numbers_is_the_general_paths_array(body: bytes) -> N
         b"[[NaN, 2]]",
         b"[[1e400, 2]]",  # beyond a double: the general path names it
         b"[[123456789012345678901234567890, 2]]",
+        b"[[9007199254740992, 2]]",  # 2**53: maybe a batch of integers, which the general path reads as int64
+        b"[1.7976931348623157e308]",  # as large, and whether the body holds only integers is not known here
         b'{"inputs": [[1, 2]]}',
         b'{"instances": [[1, 2]], "parameters": {}}',
         b'{"instances": 5}',
@@ -180,3 +183,36 @@ def test_json_lines_the_shortcut_cannot_read_or_that_are_refused_read_as_they_di
     assert fast == general
     if b"1e+300" in odd_line:
         assert "line 3" in fast
+
+
+def test_a_small_body_of_empty_rows_cannot_make_the_shortcut_build_a_huge_structure() -> None:
+    # 60 KB read as 10,000 x 10,000 x 0: no number, so the count "fits" any outer sizes; the
+    # structure of such an array would be 300 MB, built (and cached) only to find the body ragged.
+    inner = b"[" + b",".join([b"[]"] * 10_000) + b"]"
+    body = b"[" + inner + b"," + b",".join([b"[]"] * 9_999) + b"]"
+    tracemalloc.start()
+    try:
+        assert json_numbers.numeric_batch(body) is None
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 10 * len(body), peak
+
+
+@pytest.mark.parametrize(
+    ("body", "dtype"),
+    [
+        (b"[[1152921573326323713, 0]]", "float32"),  # 2**60 + 2**36 + 1: int64 -> float32 rounds once
+        (b'{"instances": [[9007199254740993, 2]]}', "float64"),  # 2**53 + 1
+        (b"[[65520, 1]]", "float16"),  # beyond float16: the message quotes the integer as sent
+        (b"[[9007199254740993, 2]]", "float16"),
+    ],
+)
+def test_integers_read_as_the_general_path_reads_them(body: bytes, dtype: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    signature = Signature(inputs=(TensorSpec(name="x", dtype=dtype, shape=(-1, 2)),), outputs=SIGNATURE.outputs)
+    fast, general = _decode_both_ways(body, monkeypatch, signature=signature)
+    if isinstance(general, str):
+        assert fast == general
+    else:
+        assert isinstance(fast, np.ndarray) and fast.dtype == general.dtype  # type: ignore[attr-defined]
+        assert np.array_equal(fast, general)  # type: ignore[arg-type]
