@@ -1,10 +1,10 @@
 """One ``write`` per small response: a response's head waits for its body, so both leave together.
 
 uvicorn writes a response's status line and headers when the app sends ``http.response.start``,
-then its body when the app sends ``http.response.body``: two ``send`` system calls and, with
-``TCP_NODELAY`` (which uvloop sets), two TCP segments, so the client wakes up for a head without a
-body and again for the body. For a small model's answer the second system call and wake-up are a
-measurable part of the request (see the README's Serving section).
+then its body when the app sends ``http.response.body`` (``RequestResponseCycle.send`` in
+``uvicorn/protocols/http/httptools_impl.py``, one ``transport.write`` each): two write system calls
+per response, counted in ``/proc/PID/io`` by ``tests/inference/test_coalesced_writes.py``. For a
+small model's answer the second call is a measurable part of the request (README, Serving).
 
 :class:`CoalescingTransport` wraps a connection's transport: a write that starts a response (it
 begins with ``HTTP/1.1 ``) is held until the next write, which takes it along in one

@@ -30,7 +30,7 @@ import numpy as np
 import orjson
 
 from inference.codecs import json_blocks, json_numbers
-from inference.codecs.arrays import Locator, coerce, has_string_values, json_rows, locate_row, ordered, to_input_array
+from inference.codecs.arrays import Locator, has_string_values, json_rows, locate_row, ordered, to_input_array
 from inference.codecs.base import Tensors
 from inference.codecs.limits import DecodeLimits
 from inference.errors import BadRequestError, ModelError
@@ -41,8 +41,6 @@ ACCEPTED_FORMS = (
     '{"inputs": ...} (the batch, or an object with one batch per input name), optionally with "parameters"'
 )
 _DUMPS_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
-#: The inputs whose JSON numbers may take the simdjson shortcut (see ``json_numbers``).
-SHORTCUT_DTYPES = frozenset({"float32", "float64"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,13 +265,12 @@ class JsonCodec:
         limits: DecodeLimits | None = None,
     ) -> Tensors:
         """Decode any accepted JSON request form; ``"parameters"`` is ignored here."""
-        specs = signature.inputs
-        if len(specs) == 1 and specs[0].dtype in SHORTCUT_DTYPES:
+        if json_numbers.takes(signature.inputs):
             # The commonest large body, a batch of numbers for one float input, without a Python float per number.
             batch = json_numbers.numeric_batch(body)
             if batch is not None:
-                array = coerce(batch, specs[0], allow_non_finite=allow_non_finite)
-                return {specs[0].name: array if array.flags.writeable else array.copy()}
+                spec = signature.inputs[0]
+                return {spec.name: json_numbers.as_input(batch, spec, allow_non_finite=allow_non_finite)}
         inputs, _ = split_json_payload(body)
         return decode_json_inputs(inputs, signature, allow_non_finite=allow_non_finite, strings=has_string_values(body))
 

@@ -32,13 +32,32 @@ from typing import Any
 import numpy as np
 import simdjson
 
+from inference.codecs.arrays import Locator, coerce, locate_row
 from inference.codecs.json_blocks import LARGE_BODY
+from model_package.manifest import TensorSpec
 
 #: Every byte but the brackets and commas, deleted to compare a body's structure with a regular array's.
 _NOT_STRUCTURE = bytes(byte for byte in range(256) if byte not in b"[],")
 _local = threading.local()
 #: Below this magnitude a double holds every integer exactly.
 _EXACT_INTEGERS = float(2**53)
+#: The most dimensions any NumPy version holds (``numpy.MAXDIMS`` was 32 before NumPy 2.0).
+_MAX_RANK = 32
+#: The input dtypes whose JSON numbers may take the shortcut (float16: see above).
+_DTYPES = frozenset({"float32", "float64"})
+
+
+def takes(inputs: tuple[TensorSpec, ...]) -> bool:
+    """Whether a model with these inputs may have its JSON batches read here: one float32/float64 input."""
+    return len(inputs) == 1 and inputs[0].dtype in _DTYPES
+
+
+def as_input(
+    batch: np.ndarray, spec: TensorSpec, *, allow_non_finite: bool, locate: Locator = locate_row
+) -> np.ndarray:
+    """``batch`` cast for ``spec`` as the general path casts it (``coerce``), and writable as its arrays are."""
+    array = coerce(batch, spec, allow_non_finite=allow_non_finite, locate=locate)
+    return array if array.flags.writeable else array.copy()  # float64 in, float64 out: still NumPy's view of the buffer
 
 
 def numeric_batch(body: bytes, *, envelope: bool = True) -> np.ndarray[Any, np.dtype[np.float64]] | None:
@@ -48,6 +67,9 @@ def numeric_batch(body: bytes, *, envelope: bool = True) -> np.ndarray[Any, np.d
     """
     if len(body) >= LARGE_BODY or not body:
         return None
+    quotes = body.count(b'"')
+    if quotes and (not envelope or quotes != 2 or body.lstrip()[:1] != b"{"):
+        return None  # a string other than the key "instances": not a batch of numbers, no parse wasted on it
     parser = getattr(_local, "parser", None)
     if parser is None:
         # One per thread: a parser serves one document at a time, and the codec thread and the
@@ -57,8 +79,8 @@ def numeric_batch(body: bytes, *, envelope: bool = True) -> np.ndarray[Any, np.d
         shape, buffer = _parse(parser, body, envelope)
     except (ValueError, TypeError, RuntimeError, KeyError, IndexError):
         return None  # not JSON simdjson takes, or not numbers only: the general path says what is wrong
-    if shape is None:
-        return None
+    if shape is None or len(shape) > _MAX_RANK:
+        return None  # NumPy holds at most 64 dimensions (32 before 2.0): the general path words the refusal
     values = np.frombuffer(buffer, dtype=np.float64)
     if values.size != math.prod(shape):
         return None

@@ -17,9 +17,9 @@ import numpy as np
 import orjson
 
 from inference.codecs import json_numbers
-from inference.codecs.arrays import coerce, has_string_values, json_rows, locate_line, ordered
+from inference.codecs.arrays import has_string_values, json_rows, locate_line, ordered
 from inference.codecs.base import Tensors
-from inference.codecs.json_codec import SHORTCUT_DTYPES, decode_instances, dumps, load_json
+from inference.codecs.json_codec import decode_instances, dumps, load_json
 from inference.codecs.limits import DecodeLimits
 from inference.errors import BadRequestError
 from model_package.manifest import Signature
@@ -75,8 +75,11 @@ class JsonLinesCodec:
         rows = _numeric_rows(records, signature)
         if rows is not None:
             spec = signature.inputs[0]
-            array = coerce(rows, spec, allow_non_finite=allow_non_finite, locate=locate_line(numbers))
-            return {spec.name: array if array.flags.writeable else array.copy()}
+            return {
+                spec.name: json_numbers.as_input(
+                    rows, spec, allow_non_finite=allow_non_finite, locate=locate_line(numbers)
+                )
+            }
         loads = orjson.loads
         try:
             # One orjson call per line, without the per-line wrapper: the common case, all valid.
@@ -115,15 +118,12 @@ def _numeric_rows(records: Sequence[bytes], signature: Signature) -> np.ndarray 
     Small records are cheaper through orjson, whose one call per record costs less than simdjson's
     set-up; ``None`` leaves the records to that path, as it does any record the shortcut cannot read.
     """
-    specs = signature.inputs
-    if len(specs) != 1 or specs[0].dtype not in SHORTCUT_DTYPES or not records:
-        return None
-    if len(records[0]) < NUMERIC_RECORD_BYTES:
+    if not records or len(records[0]) < NUMERIC_RECORD_BYTES or not json_numbers.takes(signature.inputs):
         return None
     rows: list[np.ndarray] = []
     for record in records:
         row = json_numbers.numeric_batch(record, envelope=False)
-        if row is None or row.shape != (rows[0].shape if rows else row.shape):
+        if row is None or (rows and row.shape != rows[0].shape):
             return None
         rows.append(row)
     return np.stack(rows)
