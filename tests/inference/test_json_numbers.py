@@ -77,6 +77,46 @@ def test_anything_else_is_left_to_the_general_path(body: bytes) -> None:
     assert json_numbers.numeric_batch(body) is None
 
 
+def _row(count: int, start: float = 0.0) -> str:
+    """``count`` numbers, comma-separated: long rows make a body of few arrays for its size."""
+    return ", ".join(f"{start + i / 7:.6f}" for i in range(count))
+
+
+# Rows of 100 numbers: about 1 KB per array, so these bodies are proven regular by walking their
+# arrays, not by comparing every bracket and comma (``json_numbers._regular``).
+LONG_REGULAR = [
+    f"[[{_row(100)}], [{_row(100, 1)}]]",
+    f'{{"instances": [[[{_row(100)}], [{_row(100, 2)}]], [[{_row(100, 3)}], [{_row(100, 4)}]]]}}',
+    f" [\n [ {_row(100)} ] ,\t[{_row(100, 5)}]\n]\r\n",
+]
+LONG_IRREGULAR = [
+    f"[[{_row(100)}], [{_row(99)}]]",  # ragged
+    f"[[{_row(100)}], [{_row(99)}], [{_row(101)}]]",  # ragged with as many numbers as a regular (3, 100)
+    f"[[{_row(100)}], [{_row(98)}, [1.5], [2.5]]]",  # arrays among the last row's numbers, counts intact
+    f"[[{_row(100)}], [{_row(98)}, [1.5, 2.5], []]]",  # the same, one array empty
+    f"[[{_row(100)}], {_row(100)}]",  # mixed depths
+    f"[[[{_row(50)}], [{_row(50)}]], [[{_row(50)}], [{_row(48)}, [1, 2]]]]",  # deeper, the same trick
+    f'{{"instances": [[{_row(100)}], [{_row(100)}]], "x": 1}}',
+    f'{{"instances": [[{_row(100)}], [{_row(100)}]]}} "',
+    f'{{"inst[nces": [[{_row(100)}], [{_row(100)}]]}}',
+]
+
+
+@pytest.mark.parametrize("text", LONG_REGULAR)
+def test_a_regular_batch_of_long_rows_is_the_general_paths_array(text: str) -> None:
+    body = text.encode()
+    batch = json_numbers.numeric_batch(body)
+    assert batch is not None
+    expected = _general(body)
+    assert json_numbers._regular_array_count(expected.shape) * json_numbers._BYTES_PER_WALKED_ARRAY <= len(body)
+    assert batch.shape == expected.shape and np.array_equal(batch, expected)
+
+
+@pytest.mark.parametrize("text", LONG_IRREGULAR)
+def test_long_rows_that_are_not_a_regular_batch_are_left_to_the_general_path(text: str) -> None:
+    assert json_numbers.numeric_batch(text.encode()) is None
+
+
 def test_a_large_body_is_left_to_the_block_parser() -> None:
     rows = LARGE_BODY // 40 + 1
     body = orjson.dumps(np.full((rows, 8), 0.123).tolist())
