@@ -26,6 +26,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from inference.client_left import notice_of
 from inference.config import MIB, ServerConfig
 from inference.dataplane import DataPlane
 from inference.errors import (
@@ -50,9 +51,6 @@ _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 JSON = "application/json"
 #: After the drain, how long shutdown waits for model calls and hooks of requests already answered.
 STOP_GRACE_S = 1.0
-#: How long a request runs before a task watches for its client leaving (a task per request costs
-#: more than a tiny model's call; a client that left is noticed this much later at most).
-WATCH_AFTER_S = 0.002
 
 
 def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -228,6 +226,8 @@ class ApiMiddleware:
             if replaced:
                 return  # the body of a response too large to send, already answered with an error
             if message["type"] == "http.response.start":
+                if notice is not None:
+                    notice.unwatch()  # the answer is going out: a client leaving now changes nothing
                 oversized = self._oversized(message)
                 if oversized is not None:
                     # Every route's answer passes here: user code, pipelines and protocols without a check of their own.
@@ -241,35 +241,21 @@ class ApiMiddleware:
 
         received = 0
         request_task = asyncio.current_task()
-        watcher: asyncio.Task[None] | None = None
-        watch_timer: asyncio.TimerHandle | None = None
-        client_gone = False
-
-        async def watch_for_disconnect() -> None:
-            # Once the body is read, nothing else receives: the next message is the client leaving.
-            nonlocal client_gone
-            message = await receive()
-            if message["type"] == "http.disconnect" and not started and request_task is not None:
-                client_gone = True
-                request_task.cancel()
-
-        def start_watching() -> None:
-            nonlocal watcher
-            if not started:
-                watcher = asyncio.get_running_loop().create_task(watch_for_disconnect())
+        # Set by the server's protocol (inference.client_left); absent under other ASGI servers (tests'
+        # in-process clients), where a client that left is noticed when its answer cannot be sent.
+        notice = notice_of(scope)
 
         async def receive_limited() -> Message:
-            nonlocal received, watch_timer
+            nonlocal received
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_request_bytes:
                     raise self._too_large(received)
-                if not message.get("more_body", False) and watch_timer is None:
+                if not message.get("more_body", False) and notice is not None and not started:
                     # Queued work of a client that left is dropped: cancelling the request cancels its
-                    # place in the batcher's queue or the admission gate before any model call. Most
-                    # requests are answered sooner than WATCH_AFTER_S: they never pay for a watching task.
-                    watch_timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, start_watching)
+                    # place in the batcher's queue or the admission gate before any model call.
+                    notice.watch(request_task)
             return message
 
         try:
@@ -304,7 +290,7 @@ class ApiMiddleware:
                 raise
             if request_task is not None:
                 request_task.uncancel()
-            if client_gone:
+            if notice is not None and notice.left:
                 # Counted under 499 (client closed request), apart from successes and failures.
                 status = ClientClosedRequestError.status
                 _log.info(
@@ -316,10 +302,8 @@ class ApiMiddleware:
                 _log.warning("request cut by the drain deadline", extra={"request_id": request_id.decode()})
                 await error_response(_shutdown_error(), request_id.decode())(scope, receive, send_with_id)
         finally:
-            if watch_timer is not None:
-                watch_timer.cancel()
-            if watcher is not None:
-                watcher.cancel()
+            if notice is not None:
+                notice.unwatch()
             route = scope.get("route")
             self.metrics.observe_request(getattr(route, "path", "unmatched"), status, time.perf_counter() - start)
 

@@ -11,6 +11,7 @@ subclass of uvicorn's protocol adds, at the socket level:
   end of the headers: 408 and close (this also closes connections that never send a request);
 * a body timeout, from the end of the headers to the end of the body: the connection is closed,
   and the app sees the client leave (status 499);
+* the request being answered when the connection is lost is told so (``inference.client_left``);
 * a request the parser rejects (a control character in a header, a negative ``Content-Length``,
   both ``Content-Length`` and chunked) is a JSON 400 naming the problem, like every other refusal.
 
@@ -23,11 +24,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+from typing import Any, cast
 
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from inference.client_left import attach, notice_of
 from inference.coalesced_writes import CoalescingTransport
 
 #: Request line plus header fields, in bytes.
@@ -61,7 +63,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        cycle = self.cycle
         super().connection_lost(exc)
+        if cycle is not None and not cycle.response_complete:
+            # The request being answered (pipelined ones have not started): its work is dropped.
+            notice = notice_of(cast(dict[str, Any], cycle.scope))
+            if notice is not None:
+                notice.connection_lost()
 
     def data_received(self, data: bytes) -> None:
         if self._refusal is not None:
@@ -93,6 +101,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        attach(cast(dict[str, Any], self.scope))
         self._in_headers = True
         self._header_bytes = 0
         self._header_count = 0
