@@ -26,7 +26,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from inference.client_left import notice_of
+from inference.client_left import ClientLeftNotice, notice_of, watch_receive
 from inference.config import MIB, ServerConfig
 from inference.dataplane import DataPlane
 from inference.errors import (
@@ -241,20 +241,23 @@ class ApiMiddleware:
 
         received = 0
         request_task = asyncio.current_task()
-        # Set by the server's protocol (inference.client_left); absent under other ASGI servers (tests'
-        # in-process clients), where a client that left is noticed when its answer cannot be sent.
+        # Set by the server's protocol (inference.client_left); under other ASGI servers, a watching task.
         notice = notice_of(scope)
+        watcher: asyncio.Task[None] | None = None
 
         async def receive_limited() -> Message:
-            nonlocal received
+            nonlocal received, notice, watcher
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_request_bytes:
                     raise self._too_large(received)
-                if not message.get("more_body", False) and notice is not None and not started:
+                if not message.get("more_body", False) and not started:
                     # Queued work of a client that left is dropped: cancelling the request cancels its
                     # place in the batcher's queue or the admission gate before any model call.
+                    if notice is None:
+                        notice = ClientLeftNotice()
+                        watcher = asyncio.get_running_loop().create_task(watch_receive(receive, notice))
                     notice.watch(request_task)
             return message
 
@@ -304,6 +307,8 @@ class ApiMiddleware:
         finally:
             if notice is not None:
                 notice.unwatch()
+            if watcher is not None:
+                watcher.cancel()
             route = scope.get("route")
             self.metrics.observe_request(getattr(route, "path", "unmatched"), status, time.perf_counter() - start)
 

@@ -10,13 +10,14 @@ throughput at 64 connections), so the server's own protocol
 in each request's scope under :data:`EXTENSION` (ASGI's place for server-specific features:
 "extensions" in the HTTP connection scope) and tells it when the connection is lost. The app
 (``ApiMiddleware``) registers the request's task once the body is read, and withdraws it when the
-answer starts: from then on the answer is sent (or lost) as it is.
+answer starts: from then on the answer is sent (or lost) as it is. Under another ASGI server the
+middleware falls back to ASGI's way, a task per request (:func:`watch_receive`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any, Final
 
 #: The scope's ``extensions`` key of the notice.
@@ -58,3 +59,11 @@ def notice_of(scope: Mapping[str, Any]) -> ClientLeftNotice | None:
     """The request's notice, or ``None`` when another ASGI server runs the app (tests' in-process clients)."""
     notice = scope.get("extensions", {}).get(EXTENSION)
     return notice if isinstance(notice, ClientLeftNotice) else None
+
+
+async def watch_receive(receive: Callable[[], Awaitable[Mapping[str, Any]]], notice: ClientLeftNotice) -> None:
+    """Under a server without notices (h11 when httptools is missing, tests' in-process clients): a task
+    per request that tells ``notice``. Once the body is read, the next message is the client leaving."""
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        notice.connection_lost()
