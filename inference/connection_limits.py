@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import deque
 from typing import Any, cast
 
 import httptools
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from inference.client_left import attach, notice_of
 from inference.coalesced_writes import CoalescingTransport
@@ -56,6 +57,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._headers_completed = 0
         self._refusal: tuple[int, str] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        # This connection's requests not yet answered, oldest first: the one being answered and any
+        # pipelined behind it (uvicorn's ``self.cycle`` is the newest, not the one running).
+        self._unanswered: deque[RequestResponseCycle] = deque()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
@@ -63,13 +67,23 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
-        cycle = self.cycle
         super().connection_lost(exc)
-        if cycle is not None and not cycle.response_complete:
-            # The request being answered (pipelined ones have not started): its work is dropped.
+        while self._unanswered:
+            cycle = self._unanswered.popleft()
+            if cycle.response_complete:
+                continue
+            # What uvicorn does for its newest request only: the running one, when requests were
+            # pipelined, would otherwise be answered with a 500 written to the closed connection.
+            cycle.disconnected = True
+            cycle.message_event.set()
             notice = notice_of(cast(dict[str, Any], cycle.scope))
             if notice is not None:
-                notice.connection_lost()
+                notice.connection_lost()  # its queued work is dropped (pipelined ones have no task yet)
+
+    def on_response_complete(self) -> None:
+        if self._unanswered:
+            self._unanswered.popleft()  # responses complete in request order
+        super().on_response_complete()
 
     def data_received(self, data: bytes) -> None:
         if self._refusal is not None:
@@ -117,7 +131,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._in_headers = False
         self._headers_completed += 1
         self._arm(self.body_timeout, self._body_timed_out)
+        previous = self.cycle
         super().on_headers_complete()
+        if self.cycle is not None and self.cycle is not previous:
+            self._unanswered.append(self.cycle)
 
     def on_message_complete(self) -> None:
         self._disarm()

@@ -81,3 +81,52 @@ def test_queued_work_of_clients_that_left_is_dropped_and_counted_as_499(slow_pac
     assert calls <= 3, f"{calls} model calls for {clients} clients who all left after 0.3 s: {metrics}"
     assert left >= clients - 3 and served <= 2, metrics
     assert "Traceback" not in server.log()
+
+
+def test_queued_work_of_pipelined_requests_whose_client_left_is_dropped(slow_package: Path, tmp_path: Path) -> None:
+    """Each client sends two requests in one write (HTTP/1.1 pipelining), then leaves: the first of each,
+    queued behind the others' model calls, must be dropped too. uvicorn's protocol keeps the newest
+    request (the second, never started) as its current one, so telling only that one missed them."""
+    server = start_server(
+        tmp_path,
+        args=["--model-dir", str(slow_package)],
+        env={"MODEL_SERVER_MAX_BATCH_SIZE": "1", "MODEL_SERVER_COMPUTE_THREADS": "1"},
+    )
+    clients = 5
+    body = b"[[1.0,1.0,1.0,1.0,1.0,1.0,1.0,1.0]]"
+    request = (
+        b"POST /invocations HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    try:
+        # A client that stays gets both answers, in order, and nothing of it counts as left.
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.sendall(request * 2)
+            sock.settimeout(30)
+            received = b""
+            while received.count(b"HTTP/1.1 200") < 2 or not received.endswith(b"}"):
+                chunk = sock.recv(65536)
+                assert chunk, f"the connection closed after {received!r}"
+                received += chunk
+        served_before = _metric(
+            httpx.get(server.url + "/metrics", timeout=5).text,
+            r'model_server_requests_total\{route="/invocations",status="200"\} (\S+)',
+        )
+        assert served_before == 2
+        sockets = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(clients)]
+        for sock in sockets:
+            sock.sendall(request * 2)
+        time.sleep(0.3)
+        for sock in sockets:
+            sock.close()
+        time.sleep(3.0)  # long enough for several of the five first requests' calls, had they been kept
+        metrics = httpx.get(server.url + "/metrics", timeout=5).text
+    finally:
+        server.terminate()
+    calls = _metric(metrics, r"model_server_batch_rows_count (\S+)") - 2
+    left = _metric(metrics, r'model_server_requests_total\{route="/invocations",status="499"\} (\S+)')
+    assert calls <= 2, f"{calls} model calls for {clients} clients who all left after 0.3 s: {metrics}"
+    assert left >= clients - 2, metrics
+    log = server.log()
+    assert "Traceback" not in log, log[log.find("Traceback") - 1500 : log.find("Traceback") + 1500]
