@@ -9,6 +9,7 @@ process exits 0.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import logging
 import signal
@@ -35,14 +36,26 @@ class DrainingServer(uvicorn.Server):
         self._service = service
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if not self._service.draining:
-            _log.info("shutdown signal received: draining", extra={"signal": sig})
+        # Python runs a signal handler between two bytecodes of whatever the main thread was doing:
+        # under load, often in the middle of writing a log line to stderr. Logging here then raised
+        # "reentrant call inside <_io.BufferedWriter name='<stderr>'>" (twice: logging's own error
+        # report writes to stderr too) out of the handler before the flags below were set, and the
+        # SIGTERM was lost: the server kept serving until SIGKILL. So: state first, no I/O here;
+        # the line is written from the event loop once the handler has returned.
+        first = not self._service.draining
         self._service.draining = True
         super().handle_exit(sig, frame)
         # uvicorn re-raises captured signals after shutting down, so the process would die "by
         # SIGTERM" (exit -15) after a clean drain. A drained shutdown is a success: exit 0.
         if sig == signal.SIGTERM and sig in self._captured_signals:
             self._captured_signals.remove(sig)
+        if first:
+            with contextlib.suppress(RuntimeError):  # no running loop: nothing to log from
+                asyncio.get_running_loop().call_soon(_log_draining, sig)
+
+
+def _log_draining(sig: int) -> None:
+    _log.info("shutdown signal received: draining", extra={"signal": sig})
 
 
 class _DrainCutsAreWarnings(logging.Filter):
