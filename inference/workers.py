@@ -121,10 +121,16 @@ class Supervisor:
         self._workers[pid] = _Worker(slot, pid, time.monotonic())
 
     def _on_signal(self, sig: int, frame: FrameType | None) -> None:
-        if self._stopping is None:
-            _log.info("shutdown signal received: draining the workers", extra={"signal": sig})
+        first = self._stopping is None
+        if first:
             self._stopping = sig
         self._signal_all(sig)
+        if first:
+            # Last, and allowed to fail: a signal handler runs between two bytecodes of the main thread,
+            # maybe inside a log write, where another write raises "reentrant call" (see
+            # ``inference.server.DrainingServer.handle_exit``); the shutdown must not depend on the line.
+            with contextlib.suppress(RuntimeError):
+                _log.info("shutdown signal received: draining the workers", extra={"signal": sig})
 
     def _signal_all(self, sig: int) -> None:
         for pid in self._workers:

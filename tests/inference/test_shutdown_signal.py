@@ -71,3 +71,22 @@ def test_a_sigterm_arriving_while_a_log_line_is_written_still_drains(monkeypatch
     assert service.draining
     assert any("shutdown signal received" in line for line in stderr.lines), stderr.lines
     assert not any("Logging error" in line for line in stderr.lines), stderr.lines
+
+
+def test_the_workers_supervisor_forwards_a_sigterm_that_arrives_while_a_log_line_is_written(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from inference import workers
+
+    stderr = _BufferedStderr()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [logging.StreamHandler(stderr)])
+    monkeypatch.setattr(root, "level", logging.INFO)
+    supervisor = workers.Supervisor(count=2, work=lambda slot: 0, drain_timeout=1.0)
+    signalled: list[int] = []
+    monkeypatch.setattr(supervisor, "_signal_all", signalled.append)
+
+    stderr.during_write.append(lambda: supervisor._on_signal(signal.SIGTERM, None))
+    logging.getLogger("inference.workers").info("a worker exited; starting a new one")
+    assert supervisor._stopping == signal.SIGTERM and signalled == [signal.SIGTERM]
