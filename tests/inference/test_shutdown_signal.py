@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import sys
 from collections.abc import Callable
 from types import SimpleNamespace
 
@@ -47,13 +46,23 @@ class _BufferedStderr:
         pass
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A handler on ``sys.stderr``: logging reports its own errors to ``sys.stderr``, the same stream."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self.stream.write("--- Logging error ---\n")  # what Handler.handleError writes first
+
+
+def _log_into(stderr: _BufferedStderr, monkeypatch: pytest.MonkeyPatch) -> None:
+    logger = logging.getLogger("inference")
+    monkeypatch.setattr(logger, "handlers", [_StderrHandler(stderr)])
+    monkeypatch.setattr(logger, "propagate", False)
+    monkeypatch.setattr(logger, "level", logging.INFO)
+
+
 def test_a_sigterm_arriving_while_a_log_line_is_written_still_drains(monkeypatch: pytest.MonkeyPatch) -> None:
     stderr = _BufferedStderr()
-    monkeypatch.setattr(sys, "stderr", stderr)  # logging reports its own errors here
-    handler = logging.StreamHandler(stderr)
-    root = logging.getLogger()
-    monkeypatch.setattr(root, "handlers", [handler])
-    monkeypatch.setattr(root, "level", logging.INFO)
+    _log_into(stderr, monkeypatch)
     service = SimpleNamespace(draining=False)
 
     async def app(scope: object, receive: object, send: object) -> None:
@@ -79,10 +88,7 @@ def test_the_workers_supervisor_forwards_a_sigterm_that_arrives_while_a_log_line
     from inference import workers
 
     stderr = _BufferedStderr()
-    monkeypatch.setattr(sys, "stderr", stderr)
-    root = logging.getLogger()
-    monkeypatch.setattr(root, "handlers", [logging.StreamHandler(stderr)])
-    monkeypatch.setattr(root, "level", logging.INFO)
+    _log_into(stderr, monkeypatch)
     supervisor = workers.Supervisor(count=2, work=lambda slot: 0, drain_timeout=1.0)
     signalled: list[int] = []
     monkeypatch.setattr(supervisor, "_signal_all", signalled.append)
