@@ -11,7 +11,8 @@ subclass of uvicorn's protocol adds, at the socket level:
   end of the headers: 408 and close (this also closes connections that never send a request);
 * a body timeout, from the end of the headers to the end of the body: the connection is closed,
   and the app sees the client leave (status 499);
-* the request being answered when the connection is lost is told so (``inference.client_left``);
+* when the connection is lost, the request being answered is told so, and its queued work is
+  dropped (``inference.client_left``), pipelined requests included;
 * a request the parser rejects (a control character in a header, a negative ``Content-Length``,
   both ``Content-Length`` and chunked) is a JSON 400 naming the problem, like every other refusal.
 

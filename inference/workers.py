@@ -121,16 +121,12 @@ class Supervisor:
         self._workers[pid] = _Worker(slot, pid, time.monotonic())
 
     def _on_signal(self, sig: int, frame: FrameType | None) -> None:
-        first = self._stopping is None
-        if first:
+        # No I/O here: a signal handler runs between two bytecodes of the main thread, maybe inside a
+        # log write, where another write raises "reentrant call" and the signal would be lost (see
+        # ``inference.server.DrainingServer.handle_exit``). ``_supervise`` logs the drain.
+        if self._stopping is None:
             self._stopping = sig
         self._signal_all(sig)
-        if first:
-            # Last, and allowed to fail: a signal handler runs between two bytecodes of the main thread,
-            # maybe inside a log write, where another write raises "reentrant call" (see
-            # ``inference.server.DrainingServer.handle_exit``); the shutdown must not depend on the line.
-            with contextlib.suppress(RuntimeError):
-                _log.info("shutdown signal received: draining the workers", extra={"signal": sig})
 
     def _signal_all(self, sig: int) -> None:
         for pid in self._workers:
@@ -142,6 +138,7 @@ class Supervisor:
         deadline: float | None = None
         while self._workers:
             if self._stopping is not None and deadline is None:
+                _log.info("draining the workers", extra={"signal": self._stopping})
                 # Each worker drains within drain_timeout; allow it that plus its own exit.
                 deadline = time.monotonic() + self.drain_timeout + 5.0
             if deadline is not None and time.monotonic() > deadline:
