@@ -139,6 +139,13 @@ def _score_all(args: argparse.Namespace, files: list[InputFile], output: Path, p
     )
     resuming = checkpoint.open()
     state = checkpoint.progress
+    if state.file >= len(files):
+        # A finished run asked again (a pipeline's retry, say): nothing is left, so nothing is loaded.
+        _log.info(
+            "nothing left to score: the output holds a finished run",
+            extra={"records": state.scored, "failed": state.failed, "output": str(output)},
+        )
+        return _exit_code(args, state.scored, state.failed, output)
     if resuming:
         _log.info(
             "resuming an interrupted run",
@@ -209,9 +216,14 @@ def _score_all(args: argparse.Namespace, files: list[InputFile], output: Path, p
             "output": str(output),
         },
     )
-    if state.failed > args.max_failed_records:
+    return _exit_code(args, state.scored, state.failed, output)
+
+
+def _exit_code(args: argparse.Namespace, scored: int, failed: int, output: Path) -> int:
+    """0, or the exit code (with its one line) of a run whose failed records are more than allowed."""
+    if failed > args.max_failed_records:
         print(
-            f"{PROG}: {state.failed} of {state.scored} records failed (allowed: {args.max_failed_records}); "
+            f"{PROG}: {failed} of {scored} records failed (allowed: {args.max_failed_records}); "
             f"they are listed in the errors files under {output}",
             file=sys.stderr,
         )

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import orjson
@@ -202,12 +203,35 @@ def test_output_of_another_input_is_not_resumed_onto(
     assert "holds a run over different input or a different package" in capsys.readouterr().err
 
 
-def test_a_finished_run_rerun_changes_nothing(torch_package: Path, rows: np.ndarray, tmp_path: Path) -> None:
-    write_jsonl(tmp_path / "data.jsonl", rows[:20])
+def test_a_finished_run_rerun_changes_nothing_and_loads_nothing(
+    torch_package: Path,
+    rows: np.ndarray,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A pipeline's retry of a finished job: the same exit code at once, not after loading the model
+    (seconds to minutes for a large one) to score nothing."""
+    from inference import service
+    from inference.batch import workers
+
+    lines = write_jsonl(tmp_path / "data.jsonl", rows[:20]).read_bytes().splitlines()
+    lines[3] = b"[1.0, 2.0]"  # one bad record: the rerun still says the run had more than --max-failed-records 0
+    (tmp_path / "data.jsonl").write_bytes(b"\n".join(lines) + b"\n")
     args = ("--input", tmp_path / "data.jsonl", "--output", tmp_path / "o", "--package", torch_package)
-    assert run(*args) == 0
+    assert run(*args, "--max-failed-records", 1) == 0
     first = (tmp_path / "o" / "data.jsonl.out").read_bytes()
-    assert run(*args) == 0
+
+    def no_loading(*args: object, **kwargs: object) -> NoReturn:
+        raise AssertionError("a finished run loaded the package again")
+
+    monkeypatch.setattr(service, "load_service", no_loading)
+    monkeypatch.setattr(workers, "score_files", no_loading)
+    capsys.readouterr()
+    assert run(*args, "--max-failed-records", 1) == 0
+    assert "nothing left to score" in capsys.readouterr().err
+    assert run(*args) == 3
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("model-deploy-batch: 1 of 20 records failed")
     assert (tmp_path / "o" / "data.jsonl.out").read_bytes() == first
 
 

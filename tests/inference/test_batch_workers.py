@@ -220,10 +220,6 @@ INTERRUPTED_ENV = {**ENV, **SLOW_CALLS_ENV}
 SLOW = ["--batch-size", "32", "--checkpoint-seconds", "0", "--workers", "2"]
 
 
-def finish(argv: list[str]) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(argv, env=ENV, capture_output=True, timeout=300, check=False)
-
-
 def scored_in_spans(output: Path) -> int:
     total = 0
     for path in (output / ".batch-state").glob("file-*/span-*/progress.json"):
@@ -324,37 +320,26 @@ def test_a_run_killed_mid_way_resumes_with_every_record_scored_once(
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_a_worker_that_dies_stops_the_run_in_one_line_and_the_rerun_finishes(
-    torch_package: Path, tmp_path: Path, big: tuple[Path, bytes]
+def test_a_dead_worker_and_then_ctrl_c_each_stop_the_run_in_one_line_and_the_third_run_finishes(
+    torch_package: Path, tmp_path: Path, big: tuple[Path, bytes], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Two interruptions of one job, as a laptop sees them: a worker killed (as the kernel's
+    out-of-memory killer would), then Ctrl-C on the run that resumed it; the third run's output is
+    the bytes of an uninterrupted run."""
     data, expected = big
     output = tmp_path / "o"
     run_ = subprocess.Popen(command(data, torch_package, output, *SLOW), env=INTERRUPTED_ENV, stderr=subprocess.PIPE)
     wait_for(run_, output, 2_000)
-    os.kill(workers_of(run_.pid)[0], signal.SIGKILL)  # as the kernel's out-of-memory killer would
+    os.kill(workers_of(run_.pid)[0], signal.SIGKILL)
     _, stderr = run_.communicate(timeout=120)
     assert run_.returncode == 70, stderr
     last = stderr.decode().strip().splitlines()[-1]
     assert last.startswith("model-deploy-batch: error: a scoring worker process died") and "rerun" in last
     assert b"Traceback" not in stderr
 
-    again = finish(command(data, torch_package, output, *SLOW))
-    assert again.returncode == 0, again.stderr
-    assert (output / "big.jsonl.out").read_bytes() == expected
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_ctrl_c_stops_every_worker_with_one_line_and_the_rerun_finishes(
-    torch_package: Path, tmp_path: Path, big: tuple[Path, bytes]
-) -> None:
-    data, expected = big
-    output = tmp_path / "o"
-    run_ = subprocess.Popen(
-        command(data, torch_package, output, *SLOW),
-        env=INTERRUPTED_ENV,
-        stderr=subprocess.PIPE,
-    )
-    wait_for(run_, output, 2_000)
+    scored = scored_in_spans(output)
+    run_ = subprocess.Popen(command(data, torch_package, output, *SLOW), env=INTERRUPTED_ENV, stderr=subprocess.PIPE)
+    wait_for(run_, output, scored + 500)  # resumed, and scoring
     workers = workers_of(run_.pid)
     run_.send_signal(signal.SIGINT)  # the main process only (a terminal would signal them all)
     _, stderr = run_.communicate(timeout=60)
@@ -362,8 +347,8 @@ def test_ctrl_c_stops_every_worker_with_one_line_and_the_rerun_finishes(
     assert stderr.decode().strip().splitlines()[-1].startswith("model-deploy-batch: interrupted")
     assert not any(alive(pid) for pid in workers)
 
-    again = finish(command(data, torch_package, output, *SLOW))
-    assert again.returncode == 0, again.stderr
+    monkeypatch.setenv("MODEL_SERVER_MAX_BATCH_SIZE", "32")  # as in ENV (one compute thread: the autouse fixture)
+    assert run("--input", data, "--package", torch_package, "--output", output, *SLOW) == 0  # in this process
     assert (output / "big.jsonl.out").read_bytes() == expected
 
 
