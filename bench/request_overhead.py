@@ -9,7 +9,8 @@ On the benchmark's tiny MLP (64 -> 256 -> 256 -> 10, one row), prints microsecon
 * the package's ``LoadedModel.predict`` (input checks, tensor conversion, the call, outputs);
 * one ``POST /invocations`` through the whole ASGI app (middleware, decoding, validation, the
   batcher's hop to the compute thread and back, encoding), one request at a time, and the same
-  rows as KServe V1's ``{"instances": [...]}`` to ``/v1/models/{name}:predict``;
+  rows as KServe V1's ``{"instances": [...]}`` to ``/v1/models/{name}:predict`` and as an Open
+  Inference Protocol JSON tensor to ``/v2/models/{name}/infer``;
 * the same request through the bare Starlette baseline of ``bench.serve_throughput`` (router,
   orjson, the model called inline on the event loop): the floor for a server's own cost.
 
@@ -149,17 +150,38 @@ def main(argv: list[str] | None = None) -> int:
         async def v1_request() -> None:
             await app(dict(v1_scope), v1_receive, send)
 
-        async def serve() -> tuple[float, float]:
+        # The Open Inference Protocol's JSON form: the same row as one FP32 tensor of shape [1, 64].
+        spec = service.signature.inputs[0]
+        v2_body = orjson.dumps(
+            {"inputs": [{"name": spec.name, "shape": [1, 64], "datatype": "FP32", "data": orjson.loads(body)[0]}]}
+        )
+        v2_path = f"/v2/models/{service.name}/infer"
+        v2_scope = {
+            **scope,
+            "path": v2_path,
+            "raw_path": v2_path.encode(),
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(v2_body)).encode())],
+        }
+
+        async def v2_receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": v2_body, "more_body": False}
+
+        async def v2_request() -> None:
+            await app(dict(v2_scope), v2_receive, send)
+
+        async def serve() -> tuple[float, float, float]:
             await service.start()  # once: a stopped service does not start again
             try:
                 invocations = await best_us_async(request, args.calls, args.repeats)
-                return invocations, await best_us_async(v1_request, args.calls, args.repeats)
+                v1 = await best_us_async(v1_request, args.calls, args.repeats)
+                return invocations, v1, await best_us_async(v2_request, args.calls, args.repeats)
             finally:
                 await service.stop()
 
         (
             results["POST /invocations through the app"],
             results["POST /v1/models/{name}:predict through the app"],
+            results["POST /v2/models/{name}/infer (OIP JSON) through the app"],
         ) = uvloop.run(serve())
 
         from bench.baseline_app import create_starlette_app

@@ -14,7 +14,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -23,7 +23,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Match, NoMatchFound, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from inference.client_left import ClientLeftNotice, notice_of, watch_receive
@@ -133,7 +133,7 @@ def create_app(service: ModelService, config: ServerConfig, metrics: ServerMetri
         max_request_bytes=config.max_request_bytes,
         platform=config.platform,
         metrics=metrics,
-        direct_routes=direct_routes(routes),
+        direct_routes=direct_routes(routes, {"name": service.name, "version": service.manifest.version}),
         response_limit=service.response_limit,
         fast_lanes=fast_lanes(service, config, routes),
     )
@@ -171,18 +171,42 @@ def data_plane(service: ModelService, config: ServerConfig) -> DataPlane:
     )
 
 
-def direct_routes(routes: list[BaseRoute]) -> dict[tuple[str, str], Route]:
-    """``(method, path) -> route`` for every route with a fixed path and a plain function endpoint.
+#: A route the middleware calls itself, and the path parameters Starlette would have given it.
+DirectRoute = tuple[Route, dict[str, str]]
 
-    The middleware calls these endpoints itself: for an exact path, Starlette's router, exception
-    middlewares and per-layer ``send`` wrappers do nothing ours does not already do, and on a
-    small model they cost a tenth of a request. Paths with parameters go through Starlette.
+
+def direct_routes(
+    routes: list[BaseRoute], served: Mapping[str, str] | None = None
+) -> dict[tuple[str, str], DirectRoute]:
+    """``(method, path) -> (route, path parameters)`` for the paths the middleware routes itself.
+
+    The middleware calls these endpoints itself: for an exact path, Starlette's router (a regular
+    expression per route, in order), exception middlewares and per-layer ``send`` wrappers do
+    nothing ours does not already do, and on a small model they cost a tenth of a request. The
+    paths are the fixed ones, and those with parameters filled with ``served`` (the model's name
+    and version: ``/v2/models/{name}/infer`` becomes the served model's own infer path). Each is
+    routed as Starlette routes it, to the first route that fully matches, so another model's name,
+    another version or another method still goes through Starlette (and its 404 or 405).
     """
-    table: dict[tuple[str, str], Route] = {}
+    candidates: list[tuple[str, str]] = []
     for route in routes:
-        if isinstance(route, Route) and "{" not in route.path and inspect.iscoroutinefunction(route.endpoint):
-            for method in route.methods or ():
-                table.setdefault((method, route.path), route)
+        if not isinstance(route, Route) or not set(route.param_convertors) <= set(served or {}):
+            continue
+        params = {name: (served or {})[name] for name in route.param_convertors}
+        try:
+            path = route.url_path_for(route.name, **params) if params else route.path
+        except (AssertionError, NoMatchFound):  # a value the parameter cannot hold (Starlette asserts no "/")
+            continue
+        candidates += [(method, path) for method in route.methods or ()]
+    table: dict[tuple[str, str], DirectRoute] = {}
+    for method, path in candidates:
+        scope = {"type": "http", "method": method, "path": path, "root_path": ""}
+        for route in routes:
+            match, child = route.matches(scope)
+            if match is Match.FULL:
+                if isinstance(route, Route) and inspect.iscoroutinefunction(route.endpoint):
+                    table.setdefault((method, path), (route, child.get("path_params", {})))
+                break
     return table
 
 
@@ -196,7 +220,7 @@ class ApiMiddleware:
         max_request_bytes: int,
         platform: str,
         metrics: ServerMetrics,
-        direct_routes: dict[tuple[str, str], Route] | None = None,
+        direct_routes: dict[tuple[str, str], DirectRoute] | None = None,
         response_limit: ResponseLimit | None = None,
         fast_lanes: dict[tuple[str, str], tuple[Lane, BaseRoute]] | None = None,
     ) -> None:
@@ -277,12 +301,12 @@ class ApiMiddleware:
             if not answered:
                 # The general path; after a lane that declined, with the body it read.
                 receive_rest = receive_limited if unread is None else _replaying(unread, receive_limited)
-                route = self.direct_routes.get(key)
-                if route is None:
+                direct = self.direct_routes.get(key)
+                if direct is None:
                     await self.app(scope, receive_rest, send_with_id)
                 else:
-                    scope["route"] = route
-                    await self._call_directly(route, scope, receive_rest, send_with_id)
+                    scope["route"], scope["path_params"] = direct
+                    await self._call_directly(direct[0], scope, receive_rest, send_with_id)
         except Exception as exc:
             # Starlette has already answered (and logged) unexpected errors and re-raised them; the
             # others (the size check above, a direct route) are answered and logged here.

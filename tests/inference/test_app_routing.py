@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from starlette.routing import Match, Router
 
 from inference.app import data_plane, direct_routes
 from inference.config import load_config
@@ -17,13 +18,50 @@ from inference.service import ModelService, load_service
 from tests.inference.in_process import run
 
 
-def test_only_fixed_paths_are_dispatched_directly(torch_package: Path) -> None:
+def test_fixed_paths_and_the_served_models_own_paths_are_dispatched_as_starlette_routes_them(
+    torch_package: Path,
+) -> None:
     config = load_config({}, model_dir=torch_package)
     service = load_service(config)
     plane = data_plane(service, config)
-    table = direct_routes([*sagemaker.routes(plane, config), *vertex.routes(plane, config), *oip.routes(plane, config)])
+    routes = [*sagemaker.routes(plane, config), *vertex.routes(plane, config), *oip.routes(plane, config)]
+    table = direct_routes(routes, {"name": "mlp", "version": "1.0.0"})
     assert {("POST", "/invocations"), ("GET", "/ping"), ("HEAD", "/ping"), ("POST", "/predict")} <= set(table)
+    # The Open Inference Protocol's paths of the model served (the commonest: infer) skip Starlette's router too.
+    assert {
+        ("POST", "/v2/models/mlp/infer"),
+        ("POST", "/v2/models/mlp/versions/1.0.0/infer"),
+        ("GET", "/v2/models/mlp/ready"),
+        ("POST", "/v1/models/mlp:predict"),
+    } <= set(table)
     assert all("{" not in path for _, path in table)
+    router = Router(routes)
+    for (method, path), (route, params) in table.items():
+        for candidate in router.routes:
+            match, child = candidate.matches({"type": "http", "method": method, "path": path, "root_path": ""})
+            if match is Match.FULL:
+                assert (candidate, child["path_params"]) == (route, params), (method, path)
+                break
+    # A name or version the model does not have, or a parameter value no path can hold, is Starlette's to route.
+    assert ("POST", "/v2/models/other/infer") not in table
+    assert not any("/" in params.get("name", "") for _, params in direct_routes(routes, {"name": "a/b"}).values())
+
+
+def test_another_models_name_or_version_is_still_a_404_naming_the_served_one(torch_package: Path) -> None:
+    async def scenario(client: httpx.AsyncClient, service: ModelService) -> None:
+        tensor = {"name": service.signature.inputs[0].name, "shape": [1, 64], "datatype": "FP32", "data": [0.0] * 64}
+        served = await client.post("/v2/models/mlp/infer", json={"inputs": [tensor]})
+        assert served.status_code == 200, served.text
+        versioned = await client.post("/v2/models/mlp/versions/1.0.0/infer", json={"inputs": [tensor]})
+        assert versioned.status_code == 200 and versioned.json()["outputs"] == served.json()["outputs"]
+        other = await client.post("/v2/models/other/infer", json={"inputs": [tensor]})
+        assert other.status_code == 404 and "'mlp'" in other.json()["error"]
+        old = await client.post("/v2/models/mlp/versions/0.9/infer", json={"inputs": [tensor]})
+        assert old.status_code == 404 and "1.0.0" in old.json()["error"]
+        text = (await client.get("/metrics")).text
+        assert 'model_server_requests_total{route="/v2/models/{name}/infer",status="200"} 1.0' in text
+
+    run(torch_package, scenario)
 
 
 def test_unexpected_model_failure_is_a_500_without_traceback(
