@@ -134,40 +134,31 @@ def main(argv: list[str] | None = None) -> int:
         async def request() -> None:
             await app(dict(scope), receive, send)
 
+        def post_to(path: str, payload: bytes) -> Callable[[], Awaitable[None]]:
+            """One JSON POST of ``payload`` to ``path`` through the app, as a coroutine function."""
+            post_scope = {
+                **scope,
+                "path": path,
+                "raw_path": path.encode(),
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
+            }
+
+            async def post_receive() -> dict[str, Any]:
+                return {"type": "http.request", "body": payload, "more_body": False}
+
+            async def post() -> None:
+                await app(dict(post_scope), post_receive, send)
+
+            return post
+
         # KServe V1's :predict: the same rows as {"instances": [...]}, through a route with a parameter.
-        v1_body = b'{"instances": ' + body + b"}"
-        v1_path = f"/v1/models/{service.name}:predict"
-        v1_scope = {
-            **scope,
-            "path": v1_path,
-            "raw_path": v1_path.encode(),
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(v1_body)).encode())],
-        }
-
-        async def v1_receive() -> dict[str, Any]:
-            return {"type": "http.request", "body": v1_body, "more_body": False}
-
-        async def v1_request() -> None:
-            await app(dict(v1_scope), v1_receive, send)
-
+        v1_request = post_to(f"/v1/models/{service.name}:predict", b'{"instances": ' + body + b"}")
         # The Open Inference Protocol's JSON form: the same row as one FP32 tensor of shape [1, 64].
         spec = service.signature.inputs[0]
         v2_body = orjson.dumps(
             {"inputs": [{"name": spec.name, "shape": [1, 64], "datatype": "FP32", "data": orjson.loads(body)[0]}]}
         )
-        v2_path = f"/v2/models/{service.name}/infer"
-        v2_scope = {
-            **scope,
-            "path": v2_path,
-            "raw_path": v2_path.encode(),
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(v2_body)).encode())],
-        }
-
-        async def v2_receive() -> dict[str, Any]:
-            return {"type": "http.request", "body": v2_body, "more_body": False}
-
-        async def v2_request() -> None:
-            await app(dict(v2_scope), v2_receive, send)
+        v2_request = post_to(f"/v2/models/{service.name}/infer", v2_body)
 
         async def serve() -> tuple[float, float, float]:
             await service.start()  # once: a stopped service does not start again

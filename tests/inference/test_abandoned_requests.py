@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 
 from tests.inference.server_fixtures import ServerProcess, start_server
@@ -22,30 +21,12 @@ pytestmark = pytest.mark.torch
 torch = pytest.importorskip("torch")
 
 
-class SlowerModel(torch.nn.Module):  # type: ignore[misc]
-    """Several tenths of a second per call on one core, whatever the batch size (a few large matrix
-    products: as slow as many small ones, and exported in a third of their time)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.weight = torch.nn.Parameter(torch.randn(1216, 1216) / 35)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        state = self.weight
-        for _ in range(14):
-            state = torch.tanh(state @ self.weight)
-        return x @ state[:8, :2]
-
-
 @pytest.fixture(scope="module")
 def slow_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from model_package.export import export_model
+    """Several tenths of a second per call on one core, whatever the batch size."""
+    from tests.inference.slow_model import export_slow_model
 
-    torch.manual_seed(0)
-    out = tmp_path_factory.mktemp("slower") / "slower"
-    inputs = {"x": np.ones((2, 8), dtype=np.float32)}
-    export_model(SlowerModel().eval(), inputs, out, name="slower", version="1", rtol=1e-3, atol=1e-4)
-    return out
+    return export_slow_model(tmp_path_factory.mktemp("slower") / "slower", size=1216, products=14)
 
 
 @pytest.fixture(scope="module")
