@@ -53,6 +53,13 @@ class CoalescingTransport:
         self._release()
         self._transport.abort()
 
+    def can_write_eof(self) -> bool:
+        return self._transport.can_write_eof()
+
+    def write_eof(self) -> None:
+        self._release()  # the held response head goes before the end of the stream
+        self._transport.write_eof()
+
     def is_closing(self) -> bool:
         return self._transport.is_closing()
 

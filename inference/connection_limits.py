@@ -38,6 +38,8 @@ from inference.coalesced_writes import CoalescingTransport
 MAX_HEADER_BYTES = 32 * 1024
 #: Header fields per request.
 MAX_HEADERS = 100
+#: How long a refused connection's further input is read and dropped before the connection closes.
+LINGER_S = 2.0
 
 
 class _Refused(Exception):
@@ -57,6 +59,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._header_count = 0
         self._headers_completed = 0
         self._refusal: tuple[int, str] | None = None
+        # A refusal written once the requests before it are answered (responses go in request order).
+        self._pending_refusal: bytes | None = None
         self._timer: asyncio.TimerHandle | None = None
         # This connection's requests not yet answered, oldest first: the one being answered and any
         # pipelined behind it (uvicorn's ``self.cycle`` is the newest, not the one running).
@@ -85,6 +89,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._unanswered:
             self._unanswered.popleft()  # responses complete in request order
         super().on_response_complete()
+        if self._pending_refusal is not None:
+            if not self._answering():
+                self._send(self._pending_refusal)
+        elif self._unanswered and self._unanswered[0].more_body and not self.transport.is_closing():
+            # A pipelined request whose turn has come, its body still arriving: reading resumes now,
+            # and its body timeout starts now (it did not while reading was paused behind the others).
+            self._arm(self.body_timeout, self._body_timed_out)
 
     def data_received(self, data: bytes) -> None:
         if self._refusal is not None:
@@ -120,6 +131,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._in_headers = True
         self._header_bytes = 0
         self._header_count = 0
+        if self._timer is None:
+            # The next request's first byte, in the same read as the end of the one before (which
+            # disarmed the timer): its headers get their timeout from here, as on a fresh read.
+            self._arm(self.header_timeout, self._header_timed_out)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_count += 1
@@ -136,6 +151,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_headers_complete()
         if self.cycle is not None and self.cycle is not previous:
             self._unanswered.append(self.cycle)
+            if previous is not None and not previous.response_complete:
+                # Pipelined: uvicorn stops reading until the requests before it are answered, so its body
+                # cannot arrive meanwhile; its body timeout starts when its turn comes (on_response_complete).
+                self._disarm()
 
     def on_message_complete(self) -> None:
         self._disarm()
@@ -144,15 +163,53 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def _refuse(self, status: int, message: str) -> None:
+        """Answer the request being read with ``status`` and close the connection once it is sent.
+
+        Requests before it on this connection (pipelined, already read whole) are answered first, in
+        order (RFC 9112, section 9.3.2): closing at once would cut them, and count them as clients
+        that left. Nothing more is read from the connection.
+        """
         self._disarm()
+        self._refusal = (status, message)
         reason = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large"}[status]
         body = json.dumps({"error": message}).encode()
-        self.transport.write(
+        response = (
             b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
             % (status, reason, len(body))
             + body
         )
-        self.transport.close()
+        # The refused request itself, when its headers were read (a malformed body), is answered by the
+        # refusal: it must not start after the others (its body will never be complete).
+        while self._unanswered and self._unanswered[-1].more_body and self._answering(but_last=True):
+            cycle = self._unanswered.pop()
+            self.pipeline = type(self.pipeline)(entry for entry in self.pipeline if entry[0] is not cycle)
+        if self._answering():
+            self._pending_refusal = response
+            self.transport.pause_reading()
+            return
+        self._send(response)
+
+    def _answering(self, *, but_last: bool = False) -> bool:
+        """Whether a request read whole on this connection is still being (or waiting to be) answered."""
+        cycles = list(self._unanswered)[:-1] if but_last else self._unanswered
+        return any(not cycle.response_complete and not cycle.more_body for cycle in cycles)
+
+    def _send(self, response: bytes) -> None:
+        """Write the refusal, then close without resetting the connection.
+
+        Closing a socket with unread input makes the kernel reset the connection, and a reset makes
+        the client's kernel discard what it has not yet read: the answers just sent, the refusal
+        among them. So the connection is half-closed and what the client still sends is read and
+        dropped until it closes its side, or for at most ``LINGER_S`` (nginx's ``lingering_close``).
+        """
+        self._pending_refusal = None
+        self.transport.write(response)
+        if not self.transport.can_write_eof():
+            self.transport.close()
+            return
+        self.transport.write_eof()
+        self.transport.resume_reading()
+        self._arm(LINGER_S, self.transport.close)
 
     def _header_timed_out(self) -> None:
         self._timer = None

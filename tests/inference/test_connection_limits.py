@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -129,3 +130,90 @@ def test_a_request_that_is_not_valid_http_is_a_json_400_naming_the_problem(
     assert head.startswith(b"HTTP/1.1 400"), answer[:200]
     assert b"content-type: application/json" in head.lower()
     assert problem in json.loads(body)["error"]
+
+
+# ----------------------------------------------------------------------------- pipelined requests
+# A client may send its next requests before the answers (HTTP/1.1 pipelining); the answers go back
+# in request order (RFC 9112, section 9.3.2), and a limit tripped by a later request must not cut the
+# earlier ones (they were counted as clients that left, status 499, and never answered).
+
+
+def _answers(sock: socket.socket) -> list[bytes]:
+    """Each response's status code, read until the server closes the connection (these bodies are JSON)."""
+    received = b""
+    with contextlib.suppress(TimeoutError, ConnectionResetError):
+        while chunk := sock.recv(65536):
+            received += chunk
+    return re.findall(rb"HTTP/1\.1 (\d{3}) ", received)
+
+
+def test_a_refused_pipelined_request_is_answered_after_the_requests_before_it(server: ServerProcess) -> None:
+    too_big = b"GET /ping HTTP/1.1\r\nHost: test\r\nX-Big: " + b"a" * 1_000_000 + b"\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(PING + PING + too_big)
+        answers = _answers(sock)
+    assert answers == [b"200", b"200", b"431"], answers
+
+
+@pytest.fixture(scope="module")
+def slow_server(slow_user_code_package: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """Each answer takes 1.5 s; headers and bodies may take 1 s."""
+    process = start_server(
+        tmp_path_factory.mktemp("slow-conn"),
+        args=["--model-dir", str(slow_user_code_package)],
+        env={
+            "MODEL_SERVER_HEADER_TIMEOUT_S": "1",
+            "MODEL_SERVER_BODY_TIMEOUT_S": "1",
+            "SLOW_PREDICT_SECONDS": "1.5",
+        },
+    )
+    yield process
+    process.terminate()
+
+
+def _slow_request() -> bytes:
+    from tests.model_package import torch_models
+
+    body = json.dumps(torch_models.dict_head_inputs(1)["x"].tolist()).encode()
+    return (
+        b"POST /invocations HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+        % (
+            len(body),
+            body,
+        )
+    )
+
+
+def test_a_pipelined_body_waiting_behind_a_slow_answer_is_not_timed_out(slow_server: ServerProcess) -> None:
+    """uvicorn reads nothing more until the answers before a pipelined request are sent, so its body
+    timeout starts when its turn comes: it used to start at its headers and close the connection."""
+    first, second = _slow_request(), _slow_request()
+    split = second.index(b"\r\n\r\n") + 6
+    with socket.create_connection(("127.0.0.1", slow_server.port), timeout=10) as sock:
+        sock.sendall(first + second[:split])  # the second's headers and the start of its body
+        time.sleep(1.2)  # past the body timeout, while the first is being answered
+        sock.sendall(second[split:])
+        received = b""
+        while received.count(b"HTTP/1.1 200") < 2:
+            chunk = sock.recv(65536)
+            assert chunk, f"the connection closed after {received!r}"
+            received += chunk
+
+
+def test_a_pipelined_request_whose_headers_time_out_is_refused_after_the_answer_before_it(
+    slow_server: ServerProcess,
+) -> None:
+    with socket.create_connection(("127.0.0.1", slow_server.port), timeout=10) as sock:
+        sock.sendall(_slow_request() + b"POST /invocations HTTP/1.1\r\nHost: te")  # the next headers stall
+        answers = _answers(sock)
+    assert answers == [b"200", b"408"], answers
+
+
+def test_a_pipelined_request_with_a_broken_body_is_a_400_after_the_answer_before_it(server: ServerProcess) -> None:
+    # Its headers were read (it became a request), its chunked body is not valid: it is answered by
+    # the 400 itself, after the request before it, and never started.
+    broken = b"POST /invocations HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\nZZZ\r\n"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(PING + broken)
+        answers = _answers(sock)
+    assert answers == [b"200", b"400"], answers
