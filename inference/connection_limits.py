@@ -14,7 +14,10 @@ subclass of uvicorn's protocol adds, at the socket level:
 * when the connection is lost, the request being answered is told so, and its queued work is
   dropped (``inference.client_left``), pipelined requests included;
 * a request the parser rejects (a control character in a header, a negative ``Content-Length``,
-  both ``Content-Length`` and chunked) is a JSON 400 naming the problem, like every other refusal.
+  both ``Content-Length`` and chunked) is a JSON 400 naming the problem, like every other refusal;
+* pipelined requests (sent before the answers to earlier ones): a refusal is sent after the
+  answers to the requests before it, in order, a queued request's body timeout starts when its
+  turn comes, and a refused connection is drained before it closes (lingering close).
 
 Idle keep-alive connections are closed by uvicorn's own ``timeout_keep_alive``. The limits follow
 common front ends (nginx ``large_client_header_buffers`` 4 x 8 KiB, Node.js 16 KiB and 100-ish
