@@ -23,7 +23,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Match, NoMatchFound, Route
+from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from inference.client_left import ClientLeftNotice, notice_of, watch_receive
@@ -195,7 +195,7 @@ def direct_routes(
         params = {name: (served or {})[name] for name in route.param_convertors}
         try:
             path = route.url_path_for(route.name, **params) if params else route.path
-        except (AssertionError, NoMatchFound):  # a value the parameter cannot hold (Starlette asserts no "/")
+        except Exception:  # a value the route's convertors refuse: "/" in a str, "mlp" for an int
             continue
         candidates += [(method, path) for method in route.methods or ()]
     table: dict[tuple[str, str], DirectRoute] = {}
@@ -290,7 +290,8 @@ class ApiMiddleware:
             if declared is not None and declared > self.max_request_bytes:
                 raise self._too_large(declared)
             _check_content_encoding(scope)
-            key = (scope["method"], scope["path"])
+            # The tables hold whole paths: an app mounted under a root path is routed by Starlette alone.
+            key = (scope["method"], scope["path"]) if not scope.get("root_path") else ("", "")
             shortcut = self.fast_lanes.get(key)
             unread: Message | None = None
             answered = False
@@ -305,7 +306,7 @@ class ApiMiddleware:
                 if direct is None:
                     await self.app(scope, receive_rest, send_with_id)
                 else:
-                    scope["route"], scope["path_params"] = direct
+                    scope["route"], scope["path_params"] = direct[0], dict(direct[1])
                     await self._call_directly(direct[0], scope, receive_rest, send_with_id)
         except Exception as exc:
             # Starlette has already answered (and logged) unexpected errors and re-raised them; the

@@ -139,8 +139,12 @@ def _score_all(args: argparse.Namespace, files: list[InputFile], output: Path, p
     )
     resuming = checkpoint.open()
     state = checkpoint.progress
+    # The server's own knobs (MODEL_SERVER_*) apply; platform variables do not describe this process.
+    env = {name: value for name, value in os.environ.items() if name.startswith("MODEL_SERVER_")}
     if state.file >= len(files):
-        # A finished run asked again (a pipeline's retry, say): nothing is left, so nothing is loaded.
+        # A finished run asked again (a pipeline's retry, say): nothing is left to score, so the model
+        # is not loaded (nor its files verified again); the settings are still checked, as on any run.
+        load_config(env, model_dir=package_dir)
         _log.info(
             "nothing left to score: the output holds a finished run",
             extra={"records": state.scored, "failed": state.failed, "output": str(output)},
@@ -151,8 +155,6 @@ def _score_all(args: argparse.Namespace, files: list[InputFile], output: Path, p
             "resuming an interrupted run",
             extra={"file": state.file, "records_done": state.scored, "records_failed": state.failed},
         )
-    # The server's own knobs (MODEL_SERVER_*) apply; platform variables do not describe this process.
-    env = {name: value for name, value in os.environ.items() if name.startswith("MODEL_SERVER_")}
     layout = Layout(args.output_format, output, files)
     # What a resumed run had scored, so its progress bar starts there (workers add their spans' own below).
     done = sum(file.path.stat().st_size for file in files[: state.file]) + (

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from starlette.routing import Match, Router
+from starlette.routing import Match, Route, Router
 
 from inference.app import data_plane, direct_routes
 from inference.config import load_config
@@ -45,6 +45,10 @@ def test_fixed_paths_and_the_served_models_own_paths_are_dispatched_as_starlette
     # A name or version the model does not have, or a parameter value no path can hold, is Starlette's to route.
     assert ("POST", "/v2/models/other/infer") not in table
     assert not any("/" in params.get("name", "") for _, params in direct_routes(routes, {"name": "a/b"}).values())
+    # A route whose parameter cannot hold the served name (AIP_PREDICT_ROUTE='/m/{name:int}') is left to
+    # Starlette; it used to stop the server at start-up (int('mlp')).
+    typed = Route("/m/{name:int}", routes[0].endpoint, methods=["POST"])  # type: ignore[attr-defined]
+    assert ("POST", "/m/mlp") not in direct_routes([typed, *routes], {"name": "mlp", "version": "1.0.0"})
 
 
 def test_another_models_name_or_version_is_still_a_404_naming_the_served_one(torch_package: Path) -> None:

@@ -233,6 +233,10 @@ def test_a_finished_run_rerun_changes_nothing_and_loads_nothing(
     assert run(*args) == 3
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("model-deploy-batch: 1 of 20 records failed")
     assert (tmp_path / "o" / "data.jsonl.out").read_bytes() == first
+    # The settings are still checked, as on any run.
+    monkeypatch.setenv("MODEL_SERVER_MAX_BATCH_SIZE", "abc")
+    assert run(*args, "--max-failed-records", 1) == 2
+    assert "MODEL_SERVER_MAX_BATCH_SIZE" in capsys.readouterr().err
 
 
 def test_a_run_killed_mid_way_resumes_without_scoring_twice_or_losing_records(
