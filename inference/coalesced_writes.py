@@ -27,8 +27,11 @@ class CoalescingTransport:
         self._transport = transport
         self._loop = loop
         self._held: bytes | None = None
+        self._ended = False
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._ended:
+            return  # asyncio would raise; the client has its answer and the connection is ending
         held = self._held
         if held is not None:
             self._held = None
@@ -59,9 +62,12 @@ class CoalescingTransport:
     def write_eof(self) -> None:
         self._release()  # the held response head goes before the end of the stream
         self._transport.write_eof()
+        self._ended = True
 
     def is_closing(self) -> bool:
-        return self._transport.is_closing()
+        # After the end of the stream nothing more can be written: to uvicorn (which checks this
+        # before an interim "100 Continue" or the next pipelined request) the connection is closing.
+        return self._ended or self._transport.is_closing()
 
     def pause_reading(self) -> None:
         self._transport.pause_reading()

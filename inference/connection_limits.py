@@ -64,6 +64,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._refusal: tuple[int, str] | None = None
         # A refusal written once the requests before it are answered (responses go in request order).
         self._pending_refusal: bytes | None = None
+        # A request begun while reading was paused: its header timeout starts when reading resumes.
+        self._headers_wait_for_reading = False
         self._timer: asyncio.TimerHandle | None = None
         # This connection's requests not yet answered, oldest first: the one being answered and any
         # pipelined behind it (uvicorn's ``self.cycle`` is the newest, not the one running).
@@ -78,15 +80,19 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
         while self._unanswered:
             cycle = self._unanswered.popleft()
-            if cycle.response_complete:
-                continue
-            # What uvicorn does for its newest request only: the running one, when requests were
-            # pipelined, would otherwise be answered with a 500 written to the closed connection.
-            cycle.disconnected = True
-            cycle.message_event.set()
-            notice = notice_of(cast(dict[str, Any], cycle.scope))
-            if notice is not None:
-                notice.connection_lost()  # its queued work is dropped (pipelined ones have no task yet)
+            if not cycle.response_complete:
+                # What uvicorn does for its newest request only: the running one, when requests were
+                # pipelined, would otherwise be answered with a 500 written to the closed connection.
+                self._disconnect(cycle)
+
+    @staticmethod
+    def _disconnect(cycle: RequestResponseCycle) -> None:
+        """Tell ``cycle``'s app that its client is gone: its queued work is dropped, its writes are not made."""
+        cycle.disconnected = True
+        cycle.message_event.set()
+        notice = notice_of(cast(dict[str, Any], cycle.scope))
+        if notice is not None:
+            notice.connection_lost()  # pipelined ones have no task yet
 
     def on_response_complete(self) -> None:
         if self._unanswered:
@@ -95,10 +101,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._pending_refusal is not None:
             if not self._answering():
                 self._send(self._pending_refusal)
-        elif self._unanswered and self._unanswered[0].more_body and not self.transport.is_closing():
+        elif self.transport.is_closing() or self.flow.read_paused:
+            pass
+        elif self._unanswered and self._unanswered[0].more_body:
             # A pipelined request whose turn has come, its body still arriving: reading resumes now,
             # and its body timeout starts now (it did not while reading was paused behind the others).
             self._arm(self.body_timeout, self._body_timed_out)
+        elif self._headers_wait_for_reading and self._in_headers:
+            self._headers_wait_for_reading = False
+            self._arm(self.header_timeout, self._header_timed_out)
 
     def data_received(self, data: bytes) -> None:
         if self._refusal is not None:
@@ -136,8 +147,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._header_count = 0
         if self._timer is None:
             # The next request's first byte, in the same read as the end of the one before (which
-            # disarmed the timer): its headers get their timeout from here, as on a fresh read.
-            self._arm(self.header_timeout, self._header_timed_out)
+            # disarmed the timer): its headers get their timeout from here, as on a fresh read; or,
+            # when uvicorn has stopped reading (a pipelined request waits for its turn) and the rest
+            # of these headers cannot arrive yet, from when reading resumes (on_response_complete).
+            if self.flow.read_paused:
+                self._headers_wait_for_reading = True
+            else:
+                self._arm(self.header_timeout, self._header_timed_out)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_count += 1
@@ -148,6 +164,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_headers = False
+        self._headers_wait_for_reading = False
         self._headers_completed += 1
         self._arm(self.body_timeout, self._body_timed_out)
         previous = self.cycle
@@ -190,6 +207,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._pending_refusal = response
             self.transport.pause_reading()
             return
+        # The refused request itself, when its headers were read and its task runs (a malformed body):
+        # the refusal is its answer, so it must write nothing more (its queued work is dropped).
+        for cycle in self._unanswered:
+            if not cycle.response_complete:
+                self._disconnect(cycle)
         self._send(response)
 
     def _answering(self, *, but_last: bool = False) -> bool:

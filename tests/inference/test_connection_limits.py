@@ -217,3 +217,38 @@ def test_a_pipelined_request_with_a_broken_body_is_a_400_after_the_answer_before
         sock.sendall(PING + broken)
         answers = _answers(sock)
     assert answers == [b"200", b"400"], answers
+
+
+def test_pipelined_headers_split_across_reads_behind_a_slow_answer_are_not_timed_out(
+    slow_server: ServerProcess,
+) -> None:
+    """uvicorn stops reading behind a pipelined request: headers begun in that read can only be
+    finished once it reads again, so their timeout starts then (it started at their first byte)."""
+    with socket.create_connection(("127.0.0.1", slow_server.port), timeout=10) as sock:
+        sock.sendall(_slow_request())
+        time.sleep(0.3)  # its body read, it is being answered
+        sock.sendall(PING + b"GET /pi")  # reading stops after the ping: the rest waits in the kernel
+        time.sleep(0.05)
+        sock.sendall(b"ng HTTP/1.1\r\nHost: test\r\n\r\n")
+        received = b""
+        while len(re.findall(rb"HTTP/1\.1 \d{3} ", received)) < 3 or not received.endswith(b"}"):
+            chunk = sock.recv(65536)
+            assert chunk, f"the connection closed after {received!r}"
+            received += chunk
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", received) == [b"200", b"200", b"200"], received
+
+
+def test_a_broken_body_read_with_its_headers_is_a_400_and_no_error_in_the_log(server: ServerProcess) -> None:
+    # The request's task starts with its headers; the refusal is its answer, and it writes nothing more
+    # (it wrote after the connection's end: "Cannot call write() after write_eof()", logged as ERRORs).
+    logged = len(server.log())
+    for request in (
+        b"POST /nope HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nZZZ\r\n",
+        b"POST /invocations HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\nZZZ\r\n",
+    ):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(request)
+            assert _answers(sock) == [b"400"]
+    time.sleep(0.3)
+    log = server.log()[logged:]
+    assert "Traceback" not in log and '"level": "error"' not in log, log
