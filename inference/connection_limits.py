@@ -122,8 +122,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            # Same as uvicorn: we serve no upgrades; the request runs as plain HTTP.
-            self._unsupported_upgrade_warning()
+            # Same as uvicorn: we serve no upgrades; the request runs as plain HTTP. The parser reads
+            # nothing after an upgrade request (requests pipelined behind it were lost and the
+            # connection then hung), so the connection closes once this request is answered.
+            self.logger.warning("An Upgrade request is answered as plain HTTP, then the connection closes")
+            if self.cycle is not None:
+                self.cycle.keep_alive = False
         except httptools.HttpParserError as exc:
             if self._refusal is None:
                 # uvicorn answers a bare text/plain "Invalid HTTP request received."; every other refusal

@@ -106,5 +106,9 @@ def run(app: ASGIApp, service: ModelService, config: ServerConfig, sockets: list
         server_header=False,
         # No proxy in front of us rewrites client addresses we use; parsing forwarded headers is pure cost.
         proxy_headers=False,
+        # We serve no WebSockets. With the websockets library installed, uvicorn's default ("auto") left
+        # an "Upgrade: websocket" request to a WebSocket protocol our HTTP protocol never starts: it was
+        # never answered and its connection held open without a timer. It is served as plain HTTP.
+        ws="none",
     )
     DrainingServer(uv_config, service).run(sockets=sockets)

@@ -252,3 +252,22 @@ def test_a_broken_body_read_with_its_headers_is_a_400_and_no_error_in_the_log(se
     time.sleep(0.3)
     log = server.log()[logged:]
     assert "Traceback" not in log and '"level": "error"' not in log, log
+
+
+@pytest.mark.parametrize("protocol", [b"websocket", b"h2c"])
+def test_an_upgrade_request_is_answered_as_plain_http_and_the_connection_closes(
+    server: ServerProcess, protocol: bytes
+) -> None:
+    # We serve no upgrades. A WebSocket upgrade was never answered (uvicorn left it to a WebSocket
+    # protocol we never start) and an h2c one lost the requests pipelined behind it: both connections
+    # then stayed open with no timer.
+    upgrade = (
+        b"GET /ping HTTP/1.1\r\nHost: test\r\nConnection: Upgrade\r\nUpgrade: %s\r\n"
+        b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n" % protocol
+    )
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(upgrade + PING)
+        answers = _answers(sock)
+    assert answers == [b"200"], answers
+    assert time.monotonic() - started < 5, "the connection was held open"
