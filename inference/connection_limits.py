@@ -202,26 +202,22 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             % (status, reason, len(body))
             + body
         )
-        # The refused request itself, when its headers were read (a malformed body), is answered by the
-        # refusal: it must not start after the others (its body will never be complete).
-        while self._unanswered and self._unanswered[-1].more_body and self._answering(but_last=True):
-            cycle = self._unanswered.pop()
-            self.pipeline = type(self.pipeline)(entry for entry in self.pipeline if entry[0] is not cycle)
+        # The refused request itself, when its headers were read (a malformed body, the newest request:
+        # the parser reads requests one after the other): the refusal is its answer. Pipelined, it must
+        # never start; running, it must write nothing more (and its queued work is dropped).
+        if self._unanswered and self._unanswered[-1].more_body:
+            refused = self._unanswered.pop()
+            self.pipeline = deque(entry for entry in self.pipeline if entry[0] is not refused)
+            self._disconnect(refused)
         if self._answering():
             self._pending_refusal = response
             self.transport.pause_reading()
             return
-        # The refused request itself, when its headers were read and its task runs (a malformed body):
-        # the refusal is its answer, so it must write nothing more (its queued work is dropped).
-        for cycle in self._unanswered:
-            if not cycle.response_complete:
-                self._disconnect(cycle)
         self._send(response)
 
-    def _answering(self, *, but_last: bool = False) -> bool:
-        """Whether a request read whole on this connection is still being (or waiting to be) answered."""
-        cycles = list(self._unanswered)[:-1] if but_last else self._unanswered
-        return any(not cycle.response_complete and not cycle.more_body for cycle in cycles)
+    def _answering(self) -> bool:
+        """Whether a request before the refused one is still being (or waiting to be) answered."""
+        return any(not cycle.response_complete for cycle in self._unanswered)
 
     def _send(self, response: bytes) -> None:
         """Write the refusal, then close without resetting the connection.
@@ -229,7 +225,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         Closing a socket with unread input makes the kernel reset the connection, and a reset makes
         the client's kernel discard what it has not yet read: the answers just sent, the refusal
         among them. So the connection is half-closed and what the client still sends is read and
-        dropped until it closes its side, or for at most ``LINGER_S`` (nginx's ``lingering_close``).
+        dropped until it closes its side, or for at most ``LINGER_S``: the staged close of RFC 9112,
+        section 9.6 (https://www.rfc-editor.org/rfc/rfc9112#section-9.6), as nginx's
+        ``lingering_close`` does.
         """
         self._pending_refusal = None
         self.transport.write(response)

@@ -109,6 +109,7 @@ def run(app: ASGIApp, service: ModelService, config: ServerConfig, sockets: list
         # We serve no WebSockets. With the websockets library installed, uvicorn's default ("auto") left
         # an "Upgrade: websocket" request to a WebSocket protocol our HTTP protocol never starts: it was
         # never answered and its connection held open without a timer. It is served as plain HTTP.
+        # (``--ws``, default "auto": https://www.uvicorn.org/settings/#implementation)
         ws="none",
     )
     DrainingServer(uv_config, service).run(sockets=sockets)
