@@ -147,6 +147,16 @@ def _answers(sock: socket.socket) -> list[bytes]:
     return re.findall(rb"HTTP/1\.1 (\d{3}) ", received)
 
 
+def _first_answers(sock: socket.socket, count: int) -> list[bytes]:
+    """The status codes of the first ``count`` responses on a connection that stays open (JSON bodies)."""
+    received = b""
+    while len(re.findall(rb"HTTP/1\.1 \d{3} ", received)) < count or not received.endswith(b"}"):
+        chunk = sock.recv(65536)
+        assert chunk, f"the connection closed after {received!r}"
+        received += chunk
+    return re.findall(rb"HTTP/1\.1 (\d{3}) ", received)
+
+
 def test_a_refused_pipelined_request_is_answered_after_the_requests_before_it(server: ServerProcess) -> None:
     too_big = b"GET /ping HTTP/1.1\r\nHost: test\r\nX-Big: " + b"a" * 1_000_000 + b"\r\n\r\n"
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
@@ -175,13 +185,8 @@ def _slow_request() -> bytes:
     from tests.model_package import torch_models
 
     body = json.dumps(torch_models.dict_head_inputs(1)["x"].tolist()).encode()
-    return (
-        b"POST /invocations HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-        % (
-            len(body),
-            body,
-        )
-    )
+    head = b"POST /invocations HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+    return head + b"Content-Length: %d\r\n\r\n" % len(body) + body
 
 
 def test_a_pipelined_body_waiting_behind_a_slow_answer_is_not_timed_out(slow_server: ServerProcess) -> None:
@@ -193,11 +198,7 @@ def test_a_pipelined_body_waiting_behind_a_slow_answer_is_not_timed_out(slow_ser
         sock.sendall(first + second[:split])  # the second's headers and the start of its body
         time.sleep(1.2)  # past the body timeout, while the first is being answered
         sock.sendall(second[split:])
-        received = b""
-        while received.count(b"HTTP/1.1 200") < 2:
-            chunk = sock.recv(65536)
-            assert chunk, f"the connection closed after {received!r}"
-            received += chunk
+        assert _first_answers(sock, 2) == [b"200", b"200"]
 
 
 def test_a_pipelined_request_whose_headers_time_out_is_refused_after_the_answer_before_it(
@@ -230,12 +231,7 @@ def test_pipelined_headers_split_across_reads_behind_a_slow_answer_are_not_timed
         sock.sendall(PING + b"GET /pi")  # reading stops after the ping: the rest waits in the kernel
         time.sleep(0.05)
         sock.sendall(b"ng HTTP/1.1\r\nHost: test\r\n\r\n")
-        received = b""
-        while len(re.findall(rb"HTTP/1\.1 \d{3} ", received)) < 3 or not received.endswith(b"}"):
-            chunk = sock.recv(65536)
-            assert chunk, f"the connection closed after {received!r}"
-            received += chunk
-    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", received) == [b"200", b"200", b"200"], received
+        assert _first_answers(sock, 3) == [b"200", b"200", b"200"]
 
 
 def test_a_broken_body_read_with_its_headers_is_a_400_and_no_error_in_the_log(server: ServerProcess) -> None:
