@@ -80,6 +80,8 @@ class ServerConfig:
     """Seconds from a connection opening (or its next request starting) to the end of the headers."""
     body_timeout: float
     """Seconds from the end of the headers to the end of the body."""
+    send_timeout: float
+    """Seconds a client may read none of its answers (``inference.connection_limits``)."""
     max_batch_size: int | Literal["auto"] | None
     """``None``: take the package's ``serving.max_batch_size`` metadata, else the default; ``auto``: measure
     sizes up to that cap at start-up (``batch_tuning``)."""
@@ -130,6 +132,8 @@ def load_config(
         drain_timeout=_or(settings.drain_timeout_s, DRAIN_TIMEOUTS[platform]),
         header_timeout=_or(settings.header_timeout_s, 30.0),
         body_timeout=_or(settings.body_timeout_s, 60.0),
+        # nginx's send_timeout default (https://nginx.org/en/docs/http/ngx_http_core_module.html#send_timeout).
+        send_timeout=_or(settings.send_timeout_s, 60.0),
         max_batch_size=settings.max_batch_size,
         max_batch_delay_ms=settings.max_batch_delay_ms,
         max_queue=_or(settings.max_queue, 512),

@@ -11,6 +11,11 @@ subclass of uvicorn's protocol adds, at the socket level:
   end of the headers: 408 and close (this also closes connections that never send a request);
 * a body timeout, from the end of the headers to the end of the body: the connection is closed,
   and the app sees the client leave (status 499);
+* a send timeout, while a client reads none of its answers: from when the connection's output
+  buffer fills (asyncio's high-water mark) until it drains (its low-water mark), and from a close
+  that waits for buffered output to be sent. The connection is cut (the request answering it sees
+  its client leave), as nginx's ``send_timeout`` does "if the client does not receive anything
+  within this time" (https://nginx.org/en/docs/http/ngx_http_core_module.html#send_timeout);
 * when the connection is lost, the request being answered is told so, and its queued work is
   dropped (``inference.client_left``), pipelined requests included;
 * a request the parser rejects (a control character in a header, a negative ``Content-Length``,
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections import deque
 from typing import Any, cast
 
@@ -36,6 +42,9 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 
 from inference.client_left import attach, notice_of
 from inference.coalesced_writes import CoalescingTransport
+
+# Our own logger: uvicorn's ("uvicorn.error", self.logger) shows warnings only (model_package.logs).
+_log = logging.getLogger(__name__)
 
 #: Request line plus header fields, in bytes.
 MAX_HEADER_BYTES = 32 * 1024
@@ -54,6 +63,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     header_timeout: float = 30.0
     body_timeout: float = 60.0
+    send_timeout: float = 60.0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -67,16 +77,25 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         # A request begun while reading was paused: its header timeout starts when reading resumes.
         self._headers_wait_for_reading = False
         self._timer: asyncio.TimerHandle | None = None
+        # Runs while the client reads none of its answers (writes paused); separate from the reading
+        # timers: a connection can be reading a pipelined request's headers while its answers wait.
+        self._send_timer: asyncio.TimerHandle | None = None
+        self._guarded: SendBoundedTransport | None = None
         # This connection's requests not yet answered, oldest first: the one being answered and any
         # pipelined behind it (uvicorn's ``self.cycle`` is the newest, not the one running).
         self._unanswered: deque[RequestResponseCycle] = deque()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
+        self._guarded = SendBoundedTransport(transport, self.loop, self.send_timeout)
+        super().connection_made(self._guarded)  # type: ignore[arg-type]
         self._arm(self.header_timeout, self._header_timed_out)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+        if self._guarded is not None:
+            self._guarded.connection_closed()
         super().connection_lost(exc)
         while self._unanswered:
             cycle = self._unanswered.popleft()
@@ -238,6 +257,22 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.resume_reading()
         self._arm(LINGER_S, self.transport.close)
 
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._send_timer is None:
+            self._send_timer = self.loop.call_later(self.send_timeout, self._send_timed_out)
+
+    def resume_writing(self) -> None:
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
+        super().resume_writing()
+
+    def _send_timed_out(self) -> None:
+        self._send_timer = None
+        _log.info("cutting a connection whose client did not read its answers within %g s", self.send_timeout)
+        self.transport.abort()  # close() would wait for the buffered answers to be sent: forever
+
     def _header_timed_out(self) -> None:
         self._timer = None
         if self._in_headers and not self.transport.is_closing():
@@ -247,7 +282,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _body_timed_out(self) -> None:
         self._timer = None
         if not self.transport.is_closing():
-            self.logger.info("closing a connection whose body did not arrive within %g s", self.body_timeout)
+            _log.info("closing a connection whose body did not arrive within %g s", self.body_timeout)
             self.transport.close()
 
     def _arm(self, seconds: float, callback: Any) -> None:
@@ -260,10 +295,35 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._timer = None
 
 
-def guarded_protocol(header_timeout: float, body_timeout: float) -> type[GuardedHttpToolsProtocol]:
+class SendBoundedTransport(CoalescingTransport):
+    """A connection's transport whose close, when output is still buffered, ends within ``send_timeout``.
+
+    asyncio's ``close`` waits for buffered output to be sent before it closes the socket: for a
+    client that reads nothing (output buffered below the high-water mark, so writes were never
+    paused), that is forever. uvicorn closes this way at its keep-alive timeout and after a
+    ``connection: close`` answer.
+    """
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop, send_timeout: float) -> None:
+        super().__init__(transport, loop)
+        self._send_timeout = send_timeout
+        self._cut: asyncio.TimerHandle | None = None
+
+    def close(self) -> None:
+        super().close()
+        if self._cut is None and self._transport.get_write_buffer_size():
+            self._cut = self._loop.call_later(self._send_timeout, self._transport.abort)
+
+    def connection_closed(self) -> None:
+        """The socket is closed: nothing left to cut."""
+        if self._cut is not None:
+            self._cut.cancel()
+
+
+def guarded_protocol(header_timeout: float, body_timeout: float, send_timeout: float) -> type[GuardedHttpToolsProtocol]:
     """The protocol class with these timeouts (uvicorn instantiates the class itself)."""
     return type(
         "ConfiguredGuardedHttpToolsProtocol",
         (GuardedHttpToolsProtocol,),
-        {"header_timeout": header_timeout, "body_timeout": body_timeout},
+        {"header_timeout": header_timeout, "body_timeout": body_timeout, "send_timeout": send_timeout},
     )

@@ -84,7 +84,7 @@ def _http_protocol(config: ServerConfig) -> type[asyncio.Protocol] | str:
         return "h11"
     from inference.connection_limits import guarded_protocol
 
-    return guarded_protocol(config.header_timeout, config.body_timeout)
+    return guarded_protocol(config.header_timeout, config.body_timeout, config.send_timeout)
 
 
 def run(app: ASGIApp, service: ModelService, config: ServerConfig, sockets: list[socket.socket] | None = None) -> None:

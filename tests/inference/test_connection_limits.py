@@ -28,7 +28,11 @@ def server(torch_package: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
     process = start_server(
         tmp_path_factory.mktemp("conn"),
         args=["--model-dir", str(torch_package)],
-        env={"MODEL_SERVER_HEADER_TIMEOUT_S": "1", "MODEL_SERVER_BODY_TIMEOUT_S": "1"},
+        env={
+            "MODEL_SERVER_HEADER_TIMEOUT_S": "1",
+            "MODEL_SERVER_BODY_TIMEOUT_S": "1",
+            "MODEL_SERVER_SEND_TIMEOUT_S": "1",
+        },
     )
     yield process
     process.terminate()
@@ -267,3 +271,31 @@ def test_an_upgrade_request_is_answered_as_plain_http_and_the_connection_closes(
         answers = _answers(sock)
     assert answers == [b"200"], answers
     assert time.monotonic() - started < 5, "the connection was held open"
+
+
+# A client that never reads its answers: without a send timeout its connection (and the request
+# answering it, and the answers' memory) was held until the process exited.
+
+
+def _reader_that_stalls(server: ServerProcess) -> socket.socket:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: a small window
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", server.port))
+    return sock
+
+
+def test_a_client_that_stops_reading_its_answers_is_cut_at_the_send_timeout(server: ServerProcess) -> None:
+    requests = 400
+    metrics = b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n"
+    with _reader_that_stalls(server) as sock:
+        sock.sendall(metrics * requests)  # ~20 MB of answers: far more than the socket buffers hold
+        time.sleep(3)  # reads nothing for three send timeouts
+        received = b""
+        with contextlib.suppress(TimeoutError, ConnectionResetError):
+            while chunk := sock.recv(65536):
+                received += chunk
+    answered = len(re.findall(rb"HTTP/1\.1 200 ", received))
+    assert answered < requests, "the server waited for a client that read nothing"
+    assert "did not read its answers within 1 s" in server.log_path.read_text()
+    assert _exchange(server, PING).startswith(b"HTTP/1.1 200")

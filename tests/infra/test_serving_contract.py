@@ -34,6 +34,7 @@ SETTABLE: dict[str, tuple[Any, str, Any]] = {
     "drain_timeout_s": (0, "drain_timeout", 0.0),
     "header_timeout_s": (5, "header_timeout", 5.0),
     "body_timeout_s": (12.5, "body_timeout", 12.5),
+    "send_timeout_s": (20, "send_timeout", 20.0),
     "log_level": ("WARNING", "log_level", "WARNING"),
     "install_requirements": (True, "install_requirements", True),
     "allow_non_finite": (True, "allow_non_finite", True),
@@ -56,6 +57,7 @@ BOUNDS: list[tuple[str, Any, Any]] = [
     ("drain_timeout_s", 3600, 3601),
     ("header_timeout_s", 3600, 3601),
     ("body_timeout_s", 0.5, 0),
+    ("send_timeout_s", 3600, 3601),
 ]
 
 
