@@ -3,7 +3,7 @@
 uvicorn writes a response's status line and headers when the app sends ``http.response.start``,
 then its body when the app sends ``http.response.body`` (``RequestResponseCycle.send`` in
 ``uvicorn/protocols/http/httptools_impl.py``, one ``transport.write`` each): two write system calls
-per response, counted in ``/proc/PID/io`` by ``tests/inference/test_coalesced_writes.py``. For a
+per response, two TCP segments (counted by ``tests/inference/test_coalesced_writes.py``). For a
 small model's answer the second call is a measurable part of the request (README, Serving).
 
 :class:`CoalescingTransport` wraps a connection's transport: a write that starts a response (it
