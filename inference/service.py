@@ -226,10 +226,17 @@ class ModelService:
     def check_answer_fits(self, inputs: Mapping[str, np.ndarray]) -> None:
         """413 (or a logged 500 for one row) before the model runs when no encoding of the answer can fit."""
         name, first = next(iter(inputs.items()), (None, None))
-        # Not validated yet: an input without the signature's rank (a single instance sent flat, whose
-        # first axis counts features, not rows) is left to validation's 400, not counted in rows here.
+        # Not validated yet: an input of another shape than the signature's (a single instance sent
+        # flat, whose first axis counts features, not rows; rows of the wrong width) is left to
+        # validation's 400, not counted in rows here: "send fewer rows" would be the wrong advice.
         spec = next((spec for spec in self.signature.inputs if spec.name == name), None)
-        if first is not None and first.ndim and spec is not None and first.ndim == len(spec.shape):
+        if (
+            first is not None
+            and first.ndim
+            and spec is not None
+            and first.ndim == len(spec.shape)
+            and all(want in (-1, got) for got, want in zip(first.shape[1:], spec.shape[1:], strict=True))
+        ):
             self.response_limit.check_before_computing(int(first.shape[0]), self._smallest_answer_row)
 
     @functools.cached_property

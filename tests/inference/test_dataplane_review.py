@@ -167,6 +167,31 @@ def test_the_early_413_leaves_an_input_of_the_wrong_rank_to_validation(
     run(torch_package, scenario, env={"MODEL_SERVER_MAX_RESPONSE_BYTES": "1000"})
 
 
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/invocations", [[]] * 200),
+        ("/predict", {"instances": [[0.5, 0.5]] * 200}),
+        ("/v1/models/mlp:predict", {"instances": [[]] * 200}),
+    ],
+)
+def test_the_early_413_leaves_rows_of_the_wrong_width_to_validation(
+    torch_package: Path, path: str, body: object
+) -> None:
+    """Many rows of the wrong width (empty, or 2 values for a 64-value input) are a 400 naming the width.
+
+    The early response-size check counted them as rows to answer: the client was told its batch
+    was too large ("send at most 45 rows") and, when it sent fewer, that its rows were wrong.
+    """
+
+    async def scenario(client: httpx.AsyncClient, service: ModelService) -> None:
+        response = await client.post(path, json=body)
+        assert response.status_code == 400, response.text
+        assert "on axis 1; expected 64" in response.json()["error"]
+
+    run(torch_package, scenario, env={"MODEL_SERVER_MAX_RESPONSE_BYTES": "1000"})
+
+
 def test_an_oip_pipeline_takes_images_as_binary_tensor_data(image_package: Path) -> None:
     """Triton's clients send BYTES inputs as binary data after the JSON (4-byte length, then the bytes)."""
     import struct
