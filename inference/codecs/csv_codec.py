@@ -28,7 +28,7 @@ import orjson
 
 from inference.codecs.arrays import Locator, Path, batch_size, coerce, count, expects, is_text, json_column, ordered
 from inference.codecs.base import Tensors
-from inference.codecs.limits import DecodeLimits
+from inference.codecs.limits import DecodeLimits, check_structure
 from inference.errors import BadRequestError
 from model_package.manifest import Signature, TensorSpec
 
@@ -60,6 +60,7 @@ class CsvCodec:
     ) -> Tensors:
         """Decode header-less numeric rows (``header=present`` skips the first line)."""
         spec = _csv_input(signature)
+        check_structure(body, signature, "text/csv")
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError as exc:

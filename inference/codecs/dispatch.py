@@ -17,7 +17,7 @@ from inference.codecs.base import Codec, Tensors
 from inference.codecs.csv_codec import CsvCodec
 from inference.codecs.json_codec import JsonCodec, decode_json_inputs, split_json_payload
 from inference.codecs.jsonlines_codec import JSON_LINES_MEDIA_TYPES, JsonLinesCodec
-from inference.codecs.limits import DecodeLimits
+from inference.codecs.limits import DecodeLimits, check_structure
 from inference.codecs.media_types import negotiate, parse_media_type
 from inference.codecs.npy_codec import NPY_MEDIA_TYPE, NPZ_MEDIA_TYPE, NpyCodec
 from inference.codecs.npz_codec import NpzCodec
@@ -101,6 +101,7 @@ def decode_json_request(
     For protocols that read parameters (Vertex AI, TF Serving); the checks are
     those of :func:`decode_request`.
     """
+    check_structure(body, signature, "JSON")
     inputs, parameters = split_json_payload(body)
     tensors = decode_json_inputs(inputs, signature, allow_non_finite=allow_non_finite, strings=has_string_values(body))
     check_batch(tensors, signature.inputs)

@@ -32,7 +32,7 @@ import orjson
 from inference.codecs import json_blocks, json_numbers
 from inference.codecs.arrays import Locator, has_string_values, json_rows, locate_row, ordered, to_input_array
 from inference.codecs.base import Tensors
-from inference.codecs.limits import DecodeLimits
+from inference.codecs.limits import DecodeLimits, check_structure
 from inference.errors import BadRequestError, ModelError
 from model_package.manifest import Signature
 
@@ -265,6 +265,7 @@ class JsonCodec:
         limits: DecodeLimits | None = None,
     ) -> Tensors:
         """Decode any accepted JSON request form; ``"parameters"`` is ignored here."""
+        check_structure(body, signature, "JSON")
         if json_numbers.takes(signature.inputs):
             # The commonest large body, a batch of numbers for one float input, without a Python float per number.
             batch = json_numbers.numeric_batch(body)

@@ -20,7 +20,7 @@ from inference.codecs import json_numbers
 from inference.codecs.arrays import has_string_values, json_rows, locate_line, ordered
 from inference.codecs.base import Tensors
 from inference.codecs.json_codec import decode_instances, dumps, load_json
-from inference.codecs.limits import DecodeLimits
+from inference.codecs.limits import DecodeLimits, check_structure
 from inference.errors import BadRequestError
 from model_package.manifest import Signature
 
@@ -50,6 +50,7 @@ class JsonLinesCodec:
         limits: DecodeLimits | None = None,
     ) -> Tensors:
         """Decode each non-blank line as one instance; errors name the line (1-based)."""
+        check_structure(body, signature, "JSON Lines")
         records: list[bytes] = []
         line_numbers: list[int] = []
         for number, line in enumerate(body.split(b"\n"), start=1):

@@ -1,0 +1,118 @@
+"""Large bodies with more rows, lines or arrays than valid rows could fill are refused before parsing.
+
+Parsing costs per row, line and array: six megabytes of ``[]`` or of ``",\\n"`` took 2-4 s of CPU to
+parse into Python objects (a valid body of that size: 0.5-1 s, model included) and then decoded to
+tensors of the wrong width, or, blank, to no rows at all. The codecs now count a large body's lines
+or ``[`` first (``python -m bench.hostile_bodies`` measures both). These tests go through the codecs'
+public entry points, as the server and local batch scoring call them; valid bodies of the smallest
+size each form allows must still decode.
+"""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from inference.codecs.dispatch import decode_json_request, decode_request
+from inference.codecs.oip_json import parse_infer_request
+from inference.errors import BadRequestError
+from model_package.manifest import Signature, TensorSpec
+
+ROWS = 1_000  # 130 KB of the smallest valid JSON rows of 64 numbers: above the counted size (64 KiB)
+
+
+def _signature(*inputs: tuple[str, str, tuple[int, ...]]) -> Signature:
+    return Signature(
+        inputs=tuple(TensorSpec(name=name, dtype=dtype, shape=shape) for name, dtype, shape in inputs),
+        outputs=(TensorSpec(name="y", dtype="float32", shape=(-1, 10)),),
+    )
+
+
+MLP = _signature(("x", "float32", (-1, 64)))
+SMALLEST_ROW = b"[" + b",".join([b"0"] * 64) + b"]"
+SMALLEST_CSV_LINE = b",".join([b"0"] * 64)
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "things"),
+    [
+        pytest.param(b"[" + b",".join([b"[]"] * 200_000) + b"]", "application/json", "arrays", id="json empty rows"),
+        pytest.param(
+            b'{"instances": [' + b",".join([SMALLEST_ROW] * 10 + [b"[]"] * 200_000) + b"]}",
+            "application/json",
+            "arrays",
+            id="json valid rows then empty ones",
+        ),
+        pytest.param(b"[" + b",".join([b"[[]]"] * 100_000) + b"]", "application/json", "arrays", id="json nested"),
+        pytest.param(b",\n" * 200_000, "text/csv", "lines", id="csv commas"),
+        pytest.param(
+            b"\n".join([SMALLEST_CSV_LINE] * 10) + b"\n" * 400_000, "text/csv", "lines", id="csv blank padding"
+        ),
+        pytest.param(b"[]\n" * 200_000, "application/jsonlines", "lines", id="json lines empty records"),
+    ],
+)
+def test_a_body_with_more_rows_than_its_size_could_hold_is_a_400_naming_the_count(
+    body: bytes, content_type: str, things: str
+) -> None:
+    with pytest.raises(BadRequestError, match=rf"body has [\d,]+ {things} in [\d,]+ bytes.*64 numbers per row"):
+        decode_request(body, content_type, MLP)
+
+
+def test_vertex_and_kserve_v1_bodies_are_bounded_too() -> None:
+    body = b'{"instances": [' + b",".join([b"[]"] * 100_000) + b'], "parameters": {}}'
+    with pytest.raises(BadRequestError, match="arrays in"):
+        decode_json_request(body, MLP)
+
+
+def test_open_inference_protocol_bodies_are_bounded_too() -> None:
+    data = b",".join([b"[]"] * 100_000)
+    body = b'{"inputs": [{"name": "x", "shape": [100000, 64], "datatype": "FP32", "data": [' + data + b"]}]}"
+    with pytest.raises(BadRequestError, match="arrays in"):
+        parse_infer_request(body, MLP)
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        pytest.param(b"[" + b",".join([SMALLEST_ROW] * ROWS) + b"]", "application/json", id="json"),
+        pytest.param(b'{"instances":[' + b",".join([SMALLEST_ROW] * ROWS) + b"]}", "application/json", id="instances"),
+        pytest.param(b"\n".join([SMALLEST_ROW] * ROWS) + b"\n", "application/jsonlines", id="json lines"),
+        pytest.param(b"\n".join([SMALLEST_CSV_LINE] * ROWS) + b"\n", "text/csv", id="csv"),
+        pytest.param(
+            b"\n" * 50 + b"\r\n".join([SMALLEST_CSV_LINE] * ROWS) + b"\n" * 10, "text/csv", id="csv with blank lines"
+        ),
+    ],
+)
+def test_the_smallest_valid_rows_still_decode(body: bytes, content_type: str) -> None:
+    assert len(body) > 64 * 1024
+    assert decode_request(body, content_type, MLP)["x"].shape == (ROWS, 64)
+
+
+def test_the_smallest_valid_nested_rows_still_decode() -> None:
+    signature = _signature(("x", "float32", (-1, 2, 3)))
+    row = b"[[0,0,0],[0,0,0]]"
+    rows = 8_000
+    body = b"[" + b",".join([row] * rows) + b"]"
+    assert len(body) > 64 * 1024
+    assert decode_request(body, "application/json", signature)["x"].shape == (rows, 2, 3)
+
+
+def test_the_smallest_valid_open_inference_protocol_request_with_many_inputs_still_decodes() -> None:
+    names = [f"x{i}" for i in range(100)]
+    signature = _signature(*((name, "float32", (-1, 2)) for name in names))
+    rows = 200
+    data = [[0, 0]] * rows
+    body = orjson.dumps(
+        {"inputs": [{"name": name, "shape": [rows, 2], "datatype": "FP32", "data": data} for name in names]}
+    )
+    assert len(body) > 64 * 1024
+    request = parse_infer_request(body, signature)
+    assert request.inputs["x0"].shape == (rows, 2)
+
+
+def test_inputs_whose_rows_may_be_small_are_not_bounded() -> None:
+    """A dynamic axis may be empty: ``[[], [], ...]`` is a valid batch of empty sequences."""
+    signature = _signature(("tokens", "int64", (-1, -1)))
+    body = b"[" + b",".join([b"[]"] * 30_000) + b"]"
+    assert len(body) > 64 * 1024
+    assert decode_request(body, "application/json", signature)["tokens"].shape == (30_000, 0)
