@@ -49,6 +49,8 @@ def bodies() -> dict[str, tuple[str, str, bytes]]:
             + b"]}]}",
         ),
         'CSV short lines ",\\n"': ("/invocations", "text/csv", b",\n" * (LIMIT // 2)),
+        'CSV short lines ",\\r"': ("/invocations", "text/csv", b",\r" * (LIMIT // 2)),
+        "JSON one row of empty strings": ("/invocations", "application/json", b"[[" + b'"",' * empty + b'""]]'),
         "CSV blank lines": ("/invocations", "text/csv", b"\n" * LIMIT),
         "JSON Lines empty records": ("/invocations", "application/jsonlines", b"[]\n" * (LIMIT // 3)),
     }

@@ -65,7 +65,11 @@ class CsvCodec:
             text = body.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise BadRequestError(f"the text/csv body is not valid UTF-8: {exc}") from exc
-        numbered = [(number, line) for number, line in enumerate(text.lstrip("\ufeff").splitlines(), 1) if line.strip()]
+        # Lines end at "\n" (a "\r" before it is whitespace to the cells), as check_structure counts them and
+        # local batch scoring reads them: str.splitlines also breaks at "\r", "\x0b", "\x1c", U+2028 and
+        # more, which let a body of one-comma lines ending in those slip past the count.
+        lines = text.lstrip("\ufeff").split("\n")
+        numbered = [(number, line) for number, line in enumerate(lines, 1) if line.strip()]
         if params.get("header", "").lower() == "present":
             numbered = numbered[1:]
         if not numbered:

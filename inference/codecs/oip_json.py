@@ -20,7 +20,7 @@ import orjson
 
 from inference.codecs import json_blocks, oip_binary
 from inference.codecs.arrays import count_string_values, count_strings
-from inference.codecs.limits import DecodeLimits, check_structure
+from inference.codecs.limits import DecodeLimits
 from inference.errors import BadRequestError, ModelError, shown
 from model_package.manifest import Manifest, Signature
 
@@ -124,7 +124,8 @@ def parse_infer_request(
     or input that is wrong and what was expected, and with ``limits`` a 413 for tensors that would
     decode beyond them. Shapes are checked against the signature later, by ``ModelService.predict``.
     """
-    check_structure(body, signature, "JSON")
+    # Not check_structure: a tensor's "data" may be nested in any way (flat, as its shape, deeper), so
+    # its arrays say nothing about its rows; and inputs sent as binary data take no JSON bytes at all.
     try:
         raw = json_blocks.loads(body)
     except orjson.JSONDecodeError as exc:
