@@ -81,7 +81,7 @@ class ServerConfig:
     body_timeout: float
     """Seconds from the end of the headers to the end of the body."""
     send_timeout: float
-    """Seconds a client may read none of its answers (``inference.connection_limits``)."""
+    """Seconds a client may take none of its answers (``inference.connection_limits``)."""
     max_batch_size: int | Literal["auto"] | None
     """``None``: take the package's ``serving.max_batch_size`` metadata, else the default; ``auto``: measure
     sizes up to that cap at start-up (``batch_tuning``)."""

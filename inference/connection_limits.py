@@ -11,11 +11,12 @@ subclass of uvicorn's protocol adds, at the socket level:
   end of the headers: 408 and close (this also closes connections that never send a request);
 * a body timeout, from the end of the headers to the end of the body: the connection is closed,
   and the app sees the client leave (status 499);
-* a send timeout, while a client reads none of its answers: from when the connection's output
-  buffer fills (asyncio's high-water mark) until it drains (its low-water mark), and from a close
-  that waits for buffered output to be sent. The connection is cut (the request answering it sees
-  its client leave), as nginx's ``send_timeout`` does "if the client does not receive anything
-  within this time" (https://nginx.org/en/docs/http/ngx_http_core_module.html#send_timeout);
+* a send timeout: a connection whose client takes none of its buffered answers for that long is cut
+  (the request answering it sees its client leave), as nginx's ``send_timeout`` does "if the client
+  does not receive anything within this time"
+  (https://nginx.org/en/docs/http/ngx_http_core_module.html#send_timeout). Watched while writes are
+  paused (the output buffer over asyncio's high-water mark) and while a close waits for buffered
+  output (:class:`SendBoundedTransport`); a client that takes some of it in each period is not cut;
 * when the connection is lost, the request being answered is told so, and its queued work is
   dropped (``inference.client_left``), pipelined requests included;
 * a request the parser rejects (a control character in a header, a negative ``Content-Length``,
@@ -32,8 +33,11 @@ headers); the platforms' proxies in front of us impose theirs first.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import socket
+import struct
 from collections import deque
 from typing import Any, cast
 
@@ -77,9 +81,6 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         # A request begun while reading was paused: its header timeout starts when reading resumes.
         self._headers_wait_for_reading = False
         self._timer: asyncio.TimerHandle | None = None
-        # Runs while the client reads none of its answers (writes paused); separate from the reading
-        # timers: a connection can be reading a pipelined request's headers while its answers wait.
-        self._send_timer: asyncio.TimerHandle | None = None
         self._guarded: SendBoundedTransport | None = None
         # This connection's requests not yet answered, oldest first: the one being answered and any
         # pipelined behind it (uvicorn's ``self.cycle`` is the newest, not the one running).
@@ -92,11 +93,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
-        if self._send_timer is not None:
-            self._send_timer.cancel()
-        if self._guarded is not None:
-            self._guarded.connection_closed()
         super().connection_lost(exc)
+        if self._guarded is not None:
+            self._guarded.connection_closed()  # after uvicorn's, which may close the transport once more
         while self._unanswered:
             cycle = self._unanswered.popleft()
             if not cycle.response_complete:
@@ -259,19 +258,19 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def pause_writing(self) -> None:
         super().pause_writing()
-        if self._send_timer is None:
-            self._send_timer = self.loop.call_later(self.send_timeout, self._send_timed_out)
+        if self._guarded is not None:
+            self._guarded.watch()
 
     def resume_writing(self) -> None:
-        if self._send_timer is not None:
-            self._send_timer.cancel()
-            self._send_timer = None
+        if self._guarded is not None:
+            self._guarded.writes_resumed()
         super().resume_writing()
 
-    def _send_timed_out(self) -> None:
-        self._send_timer = None
-        _log.info("cutting a connection whose client did not read its answers within %g s", self.send_timeout)
-        self.transport.abort()  # close() would wait for the buffered answers to be sent: forever
+    def eof_received(self) -> None:
+        # The client closed its side (a half-close). uvicorn returns None here, so asyncio closes the
+        # transport itself, past SendBoundedTransport.close: output the client never takes held the
+        # connection forever. Closing through it watches that output (nothing else changes).
+        self.transport.close()
 
     def _header_timed_out(self) -> None:
         self._timer = None
@@ -296,28 +295,69 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
 
 class SendBoundedTransport(CoalescingTransport):
-    """A connection's transport whose close, when output is still buffered, ends within ``send_timeout``.
+    """A connection's transport, cut when its client takes none of its buffered output for ``send_timeout``.
 
-    asyncio's ``close`` waits for buffered output to be sent before it closes the socket: for a
-    client that reads nothing (output buffered below the high-water mark, so writes were never
-    paused), that is forever. uvicorn closes this way at its keep-alive timeout and after a
-    ``connection: close`` answer.
+    Watched while writes are paused (:meth:`watch`, from the protocol's ``pause_writing``) and while
+    a close waits for buffered output: asyncio's ``close`` sends what is buffered before it closes
+    the socket, so for a client that reads nothing (output below the high-water mark, writes never
+    paused) it waited forever. uvicorn closes this way at its keep-alive timeout and after a
+    ``connection: close`` answer. Each period the buffer shrinks (the kernel took some: the client
+    read) starts a new one, so a slow but steady reader is not cut, however large its answer.
     """
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop, send_timeout: float) -> None:
         super().__init__(transport, loop)
         self._send_timeout = send_timeout
-        self._cut: asyncio.TimerHandle | None = None
+        self._watch: asyncio.TimerHandle | None = None
+        self._left = 0
+        self._closing = False
+        self._lost = False
+
+    def watch(self) -> None:
+        """Cut the connection if its buffered output does not shrink within the send timeout (repeatedly)."""
+        if self._watch is None and not self._lost and (left := self._transport.get_write_buffer_size()):
+            self._left = left
+            self._watch = self._loop.call_later(self._send_timeout, self._check)
+
+    def writes_resumed(self) -> None:
+        """The buffer drained to the low-water mark: the app writes again, the client is reading."""
+        if not self._closing:  # a closing connection's last output is still watched
+            self._stop_watching()
 
     def close(self) -> None:
+        self._closing = True
         super().close()
-        if self._cut is None and self._transport.get_write_buffer_size():
-            self._cut = self._loop.call_later(self._send_timeout, self._transport.abort)
+        self.watch()
 
     def connection_closed(self) -> None:
-        """The socket is closed: nothing left to cut."""
-        if self._cut is not None:
-            self._cut.cancel()
+        """The socket is closed: nothing left to watch."""
+        self._lost = True
+        self._stop_watching()
+
+    def _check(self) -> None:
+        self._watch = None
+        left = self._transport.get_write_buffer_size()
+        if not left or self._lost:
+            return
+        if left < self._left:
+            self.watch()  # the client took some: a new period from here
+            return
+        _log.info("cutting a connection whose client took none of its answers for %g s", self._send_timeout)
+        # A reset, not a close: a closed socket keeps what the kernel holds of its output (megabytes)
+        # until the client reads it, for minutes. nginx's reset_timedout_connection: "the SO_LINGER option
+        # is set on it with a timeout value of 0. When the socket is closed, TCP RST is sent to the client,
+        # and all memory occupied by this socket is released"
+        # (https://nginx.org/en/docs/http/ngx_http_core_module.html#reset_timedout_connection).
+        sock = self._transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self._transport.abort()  # close() would wait for the buffered answers to be sent: forever
+
+    def _stop_watching(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
 
 
 def guarded_protocol(header_timeout: float, body_timeout: float, send_timeout: float) -> type[GuardedHttpToolsProtocol]:

@@ -65,14 +65,27 @@ class _DrainCutsAreWarnings(logging.Filter):
     is already logged (a warning with its request id) and answered with a retryable 503
     (``inference.app``). An ERROR on every rollout with a long request in flight would page whoever
     alarms on error logs. uvicorn's message (``uvicorn/server.py``, ``Server.shutdown``):
-    "Cancel %s running task(s), timeout graceful shutdown exceeded".
+    "Cancel %s running task(s), timeout graceful shutdown exceeded". An answer already being sent
+    (its client reading slowly or not at all) cannot get the 503: uvicorn logs its cancellation as
+    "Exception in ASGI application" with the traceback (``RequestResponseCycle.run_asgi``); it
+    becomes one warning line.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.msg if isinstance(record.msg, str) else ""  # a log call may pass any object
-        if record.levelno == logging.ERROR and message.startswith("Cancel %s running task(s)"):
+        if record.levelno != logging.ERROR:
+            return True
+        if message.startswith("Cancel %s running task(s)"):
             record.levelno, record.levelname = logging.WARNING, "WARNING"
+        elif message.startswith("Exception in ASGI application") and _cancelled(record):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg, record.args = "an answer still being sent was cut by the drain deadline", None
+            record.exc_info, record.exc_text = None, None
         return True
+
+
+def _cancelled(record: logging.LogRecord) -> bool:
+    return record.exc_info is not None and isinstance(record.exc_info[1], asyncio.CancelledError)
 
 
 _DRAIN_CUTS_ARE_WARNINGS = _DrainCutsAreWarnings()

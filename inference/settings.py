@@ -137,7 +137,7 @@ class ServerSettings(BaseModel):
     body_timeout_s: Timeout | None = None
     """Then its body within this."""
     send_timeout_s: Timeout | None = None
-    """A client that reads none of its answers for this long is cut off."""
+    """A client that takes none of its answers for this long is cut off."""
     log_level: LogLevel | None = None
     install_requirements: Flag | None = None
     """``pip install -r code/requirements.txt`` at start-up."""

@@ -286,10 +286,10 @@ def _reader_that_stalls(server: ServerProcess) -> socket.socket:
 
 
 def test_a_client_that_stops_reading_its_answers_is_cut_at_the_send_timeout(server: ServerProcess) -> None:
-    requests = 400
+    requests = 1_500
     metrics = b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n"
     with _reader_that_stalls(server) as sock:
-        sock.sendall(metrics * requests)  # ~20 MB of answers: far more than the socket buffers hold
+        sock.sendall(metrics * requests)  # 6-12 MB of answers: several times what the kernel's buffers hold
         time.sleep(3)  # reads nothing for three send timeouts
         received = b""
         with contextlib.suppress(TimeoutError, ConnectionResetError):
@@ -297,5 +297,5 @@ def test_a_client_that_stops_reading_its_answers_is_cut_at_the_send_timeout(serv
                 received += chunk
     answered = len(re.findall(rb"HTTP/1\.1 200 ", received))
     assert answered < requests, "the server waited for a client that read nothing"
-    assert "did not read its answers within 1 s" in server.log_path.read_text()
+    assert "took none of its answers for 1 s" in server.log_path.read_text()
     assert _exchange(server, PING).startswith(b"HTTP/1.1 200")

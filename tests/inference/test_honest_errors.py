@@ -92,6 +92,24 @@ def test_a_request_cut_by_the_drain_deadline_is_a_json_503_with_retry_after(
     assert "timeout graceful shutdown exceeded" in log
 
 
+def test_an_answer_cut_by_the_drain_deadline_while_its_client_reads_nothing_is_a_warning(
+    torch_package: Path, tmp_path: Path
+) -> None:
+    """Answers waiting for a client that reads nothing (behind the send timeout, 60 s, longer than
+    every drain) are cut at the drain deadline: uvicorn logged each as an ERROR with a traceback."""
+    server = start_server(tmp_path, args=["--model-dir", str(torch_package)], env={"MODEL_SERVER_DRAIN_TIMEOUT_S": "1"})
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", server.port))
+        sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n" * 1_500)  # megabytes of answers, never read
+        time.sleep(1)
+        assert server.terminate(timeout=30) == 0, server.log()[-2000:]
+    log = server.log()
+    errors = [line for line in log.splitlines() if '"level": "error"' in line]
+    assert errors == [], errors[0][:3000]
+    assert "cut by the drain deadline" in log
+
+
 def test_shutdown_does_not_wait_past_the_drain_for_hooks_of_requests_already_cut(
     slow_user_code_package: Path, tmp_path: Path
 ) -> None:
