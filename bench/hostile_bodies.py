@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     import uvloop
 
     import inference.offload
+    from bench.asgi_scope import post_scope
     from bench.serve_throughput import build_tiny
     from inference.app import create_app
     from inference.config import load_config
@@ -86,21 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         app = create_app(service, config, metrics)
 
         async def send_once(path: str, content_type: str, body: bytes) -> tuple[float, int]:
-            path = path.format(name=service.name)
-            scope: dict[str, Any] = {
-                "type": "http",
-                "asgi": {"version": "3.0"},
-                "http_version": "1.1",
-                "method": "POST",
-                "scheme": "http",
-                "path": path,
-                "raw_path": path.encode(),
-                "query_string": b"",
-                "root_path": "",
-                "headers": [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())],
-                "client": ("127.0.0.1", 1),
-                "server": ("127.0.0.1", 8080),
-            }
+            scope = post_scope(path.format(name=service.name), content_type, len(body))
             status = 0
 
             async def receive() -> dict[str, Any]:

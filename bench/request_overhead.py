@@ -73,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     import uvloop
 
+    from bench.asgi_scope import post_scope
     from bench.serve_throughput import build_tiny, request_body
     from inference.app import create_app
     from inference.config import load_config
@@ -109,20 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             "LoadedModel.predict": best_us(lambda: model.predict(inputs), args.calls, args.repeats),
         }
         body = request_body((1, 64))
-        scope: dict[str, Any] = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "POST",
-            "scheme": "http",
-            "path": "/invocations",
-            "raw_path": b"/invocations",
-            "query_string": b"",
-            "root_path": "",
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-            "client": ("127.0.0.1", 1),
-            "server": ("127.0.0.1", 8080),
-        }
+        scope = post_scope("/invocations", "application/json", len(body))
 
         async def receive() -> dict[str, Any]:
             return {"type": "http.request", "body": body, "more_body": False}
@@ -136,18 +124,13 @@ def main(argv: list[str] | None = None) -> int:
 
         def post_to(path: str, payload: bytes) -> Callable[[], Awaitable[None]]:
             """One JSON POST of ``payload`` to ``path`` through the app, as a coroutine function."""
-            post_scope = {
-                **scope,
-                "path": path,
-                "raw_path": path.encode(),
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
-            }
+            scope_of_post = post_scope(path, "application/json", len(payload))
 
             async def post_receive() -> dict[str, Any]:
                 return {"type": "http.request", "body": payload, "more_body": False}
 
             async def post() -> None:
-                await app(dict(post_scope), post_receive, send)
+                await app(dict(scope_of_post), post_receive, send)
 
             return post
 
