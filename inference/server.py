@@ -79,7 +79,7 @@ class _DrainCutsAreWarnings(logging.Filter):
             record.levelno, record.levelname = logging.WARNING, "WARNING"
         elif message.startswith("Exception in ASGI application") and _cancelled(record):
             record.levelno, record.levelname = logging.WARNING, "WARNING"
-            record.msg, record.args = "an answer still being sent was cut by the drain deadline", None
+            record.msg, record.args = "a request cut by the drain deadline after its answer had started", None
             record.exc_info, record.exc_text = None, None
         return True
 

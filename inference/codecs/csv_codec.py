@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import re
 from collections.abc import Mapping, Sequence
 from typing import NoReturn
 
@@ -60,15 +61,13 @@ class CsvCodec:
     ) -> Tensors:
         """Decode header-less numeric rows (``header=present`` skips the first line)."""
         spec = _csv_input(signature)
-        check_structure(body, signature, "text/csv")
+        line_break = _line_break(body)
+        check_structure(body, signature, "text/csv", line_break=line_break)
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise BadRequestError(f"the text/csv body is not valid UTF-8: {exc}") from exc
-        # Lines end at "\n" (a "\r" before it is whitespace to the cells), as check_structure counts them and
-        # local batch scoring reads them: str.splitlines also breaks at "\r", "\x0b", "\x1c", U+2028 and
-        # more, which let a body of one-comma lines ending in those slip past the count.
-        lines = text.lstrip("\ufeff").split("\n")
+        lines = text.lstrip("\ufeff").split(line_break.decode())
         numbered = [(number, line) for number, line in enumerate(lines, 1) if line.strip()]
         if params.get("header", "").lower() == "present":
             numbered = numbered[1:]
@@ -108,6 +107,30 @@ class CsvCodec:
         """The header-less CSV a client sends for a single-input model."""
         _csv_input(signature)
         return _encode(ordered(inputs, signature.inputs))
+
+
+def _line_break(body: bytes) -> bytes:
+    """What ends the body's lines: ``\n`` (a ``\r`` before it is whitespace to the cells), or ``\r`` alone.
+
+    Exactly what check_structure counts and local batch scoring reads: ``str.splitlines`` also broke
+    lines at ``\x0b``, ``\x1c``, U+2028 and more, and at a ``\r`` in the middle of a ``\n``-ended
+    line, which let a body of one-comma lines ending in those slip past the count at full cost. Lines
+    ended by a lone ``\r`` (classic Mac OS, Excel's "CSV (Macintosh)") are read as such; a body mixing
+    them with ``\n`` is refused, naming the line, rather than read with two rows run together.
+    """
+    if b"\r" not in body:
+        return b"\n"
+    lone = body.count(b"\r") - body.count(b"\r\n")
+    if not lone or lone == body.count(b"\r\r\n"):
+        return b"\n"  # CRLF, or CR CR LF from a doubled conversion: the CRs before the LF are whitespace
+    if b"\n" not in body:
+        return b"\r"
+    first = re.search(rb"\r(?![\r\n])", body)
+    line = body.count(b"\n", 0, first.start() if first else len(body)) + 1
+    raise BadRequestError(
+        f"the text/csv body mixes line breaks: line {line} holds a \\r not followed by \\n; end every line "
+        "with \\n or \\r\\n"
+    )
 
 
 def _read_quoted(numbered: Sequence[tuple[int, str]]) -> list[list[str]]:
@@ -185,7 +208,7 @@ def _refuse_cell(rows: list[list[str]], bad: np.ndarray | None, spec: TensorSpec
     if bad is None:
         bad = np.array([[not _is_float_text(cell) for cell in row] for row in rows], dtype=bool)
     row, column = (int(i) for i in np.unravel_index(int(np.flatnonzero(bad)[0]), bad.shape))
-    cell = rows[row][column].strip()
+    cell = rows[row][column].strip(" \t\r")  # other control characters shown: NumPy refuses them
     shown = repr(cell if len(cell) <= 40 else cell[:40] + "...") if cell else "an empty value"
     hint = ""
     if row == 0 and not _is_float_text(cell):
