@@ -37,14 +37,18 @@ def decode_images(items: Sequence[bytes], spec: ImageInput, *, max_pixels: int) 
     for index, data in enumerate(items):
         where = f"image {index}" if len(items) > 1 else "the image"
         image = _open(data, where)
-        pixels = image.width * image.height
+        target = _resize_target(image.size, spec)
+        # The resized image counts too: a shorter side scaled up to ``resize`` scales the longer one with
+        # it, so a 4 KB PNG of 1 x 1,000,000 pixels became 36 x 36,000,000 (7 GB of memory) under the cap.
+        pixels = max(image.width * image.height, target[0] * target[1])
         if pixels > remaining:
+            resized = "" if target == image.size else f", {target[0]}x{target[1]} once resized for this model"
             raise InputTooLargeError(
-                f"{where} is {image.width}x{image.height} pixels; this endpoint decodes at most {max_pixels:,} "
-                f"pixels per request (derived from its body limit): send smaller or fewer images"
+                f"{where} is {image.width}x{image.height} pixels{resized}; this endpoint decodes at most "
+                f"{max_pixels:,} pixels per request (derived from its body limit): send smaller or fewer images"
             )
         remaining -= pixels
-        rows.append(_to_array(image, spec, where))
+        rows.append(_to_array(image, spec, target, where))
     return _normalise(np.stack(rows), spec)
 
 
@@ -76,18 +80,21 @@ def _open(data: bytes, where: str) -> Image.Image:
         raise InvalidInputError(f"{where} is not a readable JPEG or PNG: {exc}") from None
 
 
-def _to_array(image: Image.Image, spec: ImageInput, where: str) -> np.ndarray:
+def _resize_target(size: tuple[int, int], spec: ImageInput) -> tuple[int, int]:
+    """The (width, height) an image of ``size`` is resized to before the crop."""
+    if spec.resize is None:
+        return (spec.width, spec.height)
+    # torchvision's Resize(int): the shorter side becomes `resize`, the longer keeps the aspect ratio.
+    width, height = size
+    short, long = (width, height) if width <= height else (height, width)
+    scaled_long = int(spec.resize * long / short)
+    return (spec.resize, scaled_long) if width <= height else (scaled_long, spec.resize)
+
+
+def _to_array(image: Image.Image, spec: ImageInput, target: tuple[int, int], where: str) -> np.ndarray:
     from PIL import Image
 
     mode = "L" if spec.channels == "L" else "RGB"
-    width, height = image.size
-    if spec.resize is None:
-        target = (spec.width, spec.height)
-    else:
-        # torchvision's Resize(int): the shorter side becomes `resize`, the longer keeps the aspect ratio.
-        short, long = (width, height) if width <= height else (height, width)
-        scaled_long = int(spec.resize * long / short)
-        target = (spec.resize, scaled_long) if width <= height else (scaled_long, spec.resize)
     try:
         # JPEG only: let libjpeg decode at 1/2, 1/4 or 1/8 scale when that still covers the target,
         # which makes a phone photo cost a fraction of its full decode.

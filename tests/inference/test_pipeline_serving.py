@@ -105,6 +105,19 @@ def test_an_image_over_the_pixel_cap_is_a_413_before_it_is_decoded(server: Serve
     assert "2000x2000 pixels" in response.json()["error"]
 
 
+def test_a_thin_image_counts_its_resized_pixels_against_the_cap(server: ServerProcess) -> None:
+    """The pipeline scales the shorter side to 36: a 1 x 20,000 PNG (a few hundred bytes, 20,000 pixels,
+    far under the cap) became 36 x 720,000 (26 million pixels, 300 MB as float32) and was scored."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (1, 20_000), (10, 20, 30)).save(buffer, format="PNG")
+    with server.client() as client:
+        response = client.post("/invocations", content=buffer.getvalue(), headers={"Content-Type": "image/png"})
+    assert response.status_code == 413, response.text
+    assert "1x20000 pixels, 36x720000 once resized" in response.json()["error"]
+
+
 def test_a_media_type_the_pipeline_cannot_read_is_a_415_listing_the_allowed_ones(server: ServerProcess) -> None:
     with server.client() as client:
         response = client.post("/invocations", content=b"hello", headers={"Content-Type": "audio/wav"})
