@@ -172,6 +172,11 @@ def _element_lengths(
     lengths = np.empty(count, dtype=np.uint32)
     offset = 0
     for index in range(count):
+        if offset + _LENGTH.size > len(data):
+            raise BadRequestError(
+                f"input {name!r} has shape {shape} ({count} BYTES elements) but its binary data ends after "
+                f"{index}: element {index}'s 4-byte length is missing"
+            )
         (length,) = _LENGTH.unpack_from(data, offset)
         offset += _LENGTH.size
         if length > len(data) - offset:

@@ -27,7 +27,7 @@ _UNDECODABLE_IMAGE = "UnidentifiedImageError"  # PIL.Image.open: not an image fo
 _DECOMPRESSION_BOMB = "DecompressionBombError"  # more pixels than Image.MAX_IMAGE_PIXELS x 2
 
 
-def input_problem(hook: str, exc: Exception) -> ApiError | None:
+def input_problem(hook: str, exc: BaseException) -> ApiError | None:
     """The 4xx for an exception that says the request was bad, or ``None`` for a failure of the code.
 
     * From any hook: Pillow's ``UnidentifiedImageError`` (the bytes are no image) is a 400 and its

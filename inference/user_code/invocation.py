@@ -47,6 +47,11 @@ from model_package.formats.base import check_inputs, one_line_error
 from model_package.manifest import Manifest, Signature
 
 logger = logging.getLogger("inference.user_code")
+#: What a hook may raise that is its request's failure, never the server's end: ``sys.exit()`` or a
+#: ``KeyboardInterrupt`` raised by user code on input it dislikes stopped the whole server (and, after
+#: three requests, a multi-worker one's supervisor). Hooks run on worker threads, where no signal
+#: raises these.
+_HOOK_FAILURES = (Exception, SystemExit, KeyboardInterrupt)
 JSON = "application/json"
 
 # Status codes of the toolkit's BaseInferenceToolkitError that have a class of their own here.
@@ -309,7 +314,7 @@ class UserCodeHandler:
             result = hook.func(items, self._model, contexts) if hook.takes_context else hook.func(items, self._model)
         except ApiError:
             raise
-        except Exception as exc:
+        except _HOOK_FAILURES as exc:
             raise self._hook_error(hook.name, exc) from exc
         if not isinstance(result, Sequence) or isinstance(result, str | bytes) or len(result) != len(items):
             got = f"{len(result)} items" if isinstance(result, Sequence) else f"a {type(result).__name__}"
@@ -362,10 +367,10 @@ class UserCodeHandler:
             return hook(*args, context=context)
         except ApiError:
             raise
-        except Exception as exc:
+        except _HOOK_FAILURES as exc:
             raise self._hook_error(hook.name, exc) from exc
 
-    def _hook_error(self, hook: str, exc: Exception) -> ApiError:
+    def _hook_error(self, hook: str, exc: BaseException) -> ApiError:
         status = _toolkit_status(exc)
         if status is not None:
             message = str(getattr(exc, "message", "") or exc)

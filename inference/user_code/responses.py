@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -27,6 +28,11 @@ _TEXT_MEDIA_TYPES = frozenset({JSON, "text/csv"})
 # Inference-Header-Content-Length too: a hook's value would make a client split a JSON answer where
 # there is no binary part) and the request id (its logs are keyed by it, and the middleware adds it
 # to every response); the hook's return value owns Content-Type.
+#: A header name is a token; a value is visible characters, spaces and tabs, in Latin-1 (what the HTTP
+#: server encodes): RFC 9110, sections 5.1 and 5.5 (https://www.rfc-editor.org/rfc/rfc9110#section-5.5).
+#: Anything else made uvicorn drop the connection without an answer.
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_HEADER_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
 _RESERVED_RESPONSE_HEADERS = frozenset(
     {
         "content-type",
@@ -120,7 +126,7 @@ def _response_type(accept: str) -> str:
 
 
 def _checked_content_type(value: str, source: str) -> str:
-    if not value.strip() or any(char in value for char in "\r\n\x00"):
+    if not value.strip() or not _HEADER_VALUE.fullmatch(value):
         raise ModelError(f"{source} returned the content type {value!r}; expected a media type such as {JSON!r}")
     return value.strip()
 
@@ -154,14 +160,17 @@ def _check_response_headers(headers: dict[str, str]) -> None:
         value = headers[name]
         if not isinstance(name, str) or not isinstance(value, str):
             raise ModelError(f"user code set response header {name!r} to a {type(value).__name__}; use str values")
-        if any(char in name + value for char in "\r\n\x00") or not name.strip():
-            raise ModelError(f"user code set an invalid response header {name!r}: names and values must be one line")
+        if not _HEADER_NAME.fullmatch(name) or not _HEADER_VALUE.fullmatch(value):
+            raise ModelError(
+                f"user code set an invalid response header {name!r}: {value!r}; a name is letters, digits and "
+                "!#$%&'*+-.^_`|~, a value one line of printable Latin-1 characters (RFC 9110, section 5)"
+            )
         if name.lower() in _RESERVED_RESPONSE_HEADERS:
             logger.warning("ignoring response header %r set by user code: the server sets it", name)
             del headers[name]
 
 
-def _toolkit_status(exc: Exception) -> int | None:
+def _toolkit_status(exc: BaseException) -> int | None:
     """The HTTP status of a sagemaker_inference ``BaseInferenceToolkitError``, recognised without importing it."""
     status = getattr(exc, "status_code", None)
     is_toolkit_error = any(cls.__name__ == "BaseInferenceToolkitError" for cls in type(exc).__mro__)

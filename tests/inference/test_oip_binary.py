@@ -241,6 +241,9 @@ def _bytes_request(shape: list[int], binary: bytes) -> tuple[bytes, str]:
         ([10**12], bytes(8), "cannot hold that many"),
         ([1], struct.pack("<I", 1) + b"ab", "has 1 bytes after its 1 BYTES elements"),
         ([1], struct.pack("<I", 2) + b"a\0", "ending in a NUL byte"),
+        # One element of 109 bytes where the shape claims two: element 1's length was read past the end
+        # (struct.error, a logged 500).
+        ([2], struct.pack("<I", 109) + b"x" * 109, "element 1's 4-byte length is missing"),
     ],
 )
 def test_lying_bytes_length_prefixes_are_400s(shape: list[int], binary: bytes, message: str) -> None:

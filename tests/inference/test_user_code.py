@@ -11,6 +11,7 @@ import base64
 import hashlib
 import json
 import logging
+import re
 import shutil
 import sys
 import textwrap
@@ -339,6 +340,70 @@ def test_response_headers_are_checked(package: PackageFactory, write_code: Calla
     assert context.response_headers == {"X-Kind": "plain"}  # the server owns Content-Length
     with pytest.raises(ModelError, match="invalid response header 'X-Kind'"):
         request(handler, b"bad\r\nSet-Cookie: x=1", content_type="application/octet-stream")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("X-A: injected", "1"),
+        ("X A", "1"),
+        (":status", "1"),
+        ("Transfer-Encoding ", "chunked"),
+        ("X-Kind", "a\x01b"),
+        ("X-Kind", "a\x7fb"),
+        ("X-Kind", "\u4e2d"),
+    ],
+    ids=["colon", "space", "pseudo-header", "reserved name with a space", "control", "delete", "not latin-1"],
+)
+def test_a_response_header_outside_http_grammar_is_a_model_error_naming_it(
+    package: PackageFactory, write_code: Callable[..., Path], name: str, value: str
+) -> None:
+    """uvicorn dropped the connection without an answer (and without a request id) for these."""
+    code = write_code(
+        {
+            "inference.py": f"""
+            def transform_fn(model, body, content_type, accept, context):
+                context.response_headers[{name!r}] = {value!r}
+                return b"ok", "text/plain"
+            """
+        }
+    )
+    with pytest.raises(ModelError, match=f"invalid response header {re.escape(repr(name))}"):
+        request(load(package(code=code)), b"x", content_type="application/octet-stream")
+
+
+@pytest.mark.parametrize("content_type", ["text/plain\x0b", "text/\x7fplain", "text/plain; charset=\u4e2d"])
+def test_a_content_type_outside_http_grammar_is_a_model_error(
+    package: PackageFactory, write_code: Callable[..., Path], content_type: str
+) -> None:
+    code = write_code(
+        {
+            "inference.py": f"""
+            def transform_fn(model, body, content_type, accept):
+                return b"ok", {content_type!r}
+            """
+        }
+    )
+    with pytest.raises(ModelError, match="returned the content type"):
+        request(load(package(code=code)), b"x", content_type="application/octet-stream")
+
+
+@pytest.mark.parametrize("raised", ["SystemExit(3)", "KeyboardInterrupt()"])
+def test_a_hook_exiting_is_its_requests_failure_not_the_servers_end(
+    package: PackageFactory, write_code: Callable[..., Path], raised: str
+) -> None:
+    """sys.exit() in a hook stopped the whole server (exit code 3); with workers, three such requests
+    stopped the supervisor too."""
+    code = write_code(
+        {
+            "inference.py": f"""
+            def predict_fn(data, model):
+                raise {raised}
+            """
+        }
+    )
+    with pytest.raises(ModelError, match=r"predict_fn in inference.py failed with (SystemExit|KeyboardInterrupt)"):
+        request(load(package(code=code)), json.dumps(ROWS.tolist()).encode())
 
 
 def test_import_error_is_a_load_error_naming_the_file_and_line(package: PackageFactory) -> None:
