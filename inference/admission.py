@@ -63,6 +63,11 @@ class AdmissionGate:
         """Calls waiting for a free thread."""
         return self._waiting
 
+    @property
+    def stuck_for(self) -> float:
+        """Seconds every thread has been on its current call (0 while one is free)."""
+        return self._threads.all_busy_for()
+
     async def run(self, fn: Callable[[], _T], *, timeout: float) -> _T:
         """``fn()`` on one of the gate's threads, answered within ``timeout`` seconds or not at all.
 

@@ -164,6 +164,11 @@ class Batcher:
         """Requests waiting for a compute worker."""
         return len(self._pending)
 
+    @property
+    def stuck_for(self) -> float:
+        """Seconds every compute thread has been on its current model call (0 while one is free)."""
+        return self._compute.all_busy_for()
+
     async def submit(self, inputs: Mapping[str, np.ndarray], *, timeout: float) -> Tensors:
         """Queue one validated request and wait at most ``timeout`` seconds for its outputs."""
         if self._closed or self._wakeup is None:
@@ -516,6 +521,8 @@ class ComputeThreads:
         self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
+        # When each busy thread began its current job (thread ident -> time.monotonic()).
+        self._busy_since: dict[int, float] = {}
 
     async def run(self, fn: Callable[[_A], _T], arg: _A) -> _T:
         """``fn(arg)`` on a compute thread, awaited on the running event loop."""
@@ -576,9 +583,21 @@ class ComputeThreads:
                     self._threads.append(thread)
         self._jobs.put(job)
 
+    def all_busy_for(self) -> float:
+        """Seconds every thread has been on its current job: 0 while one is idle (or none started)."""
+        starts = list(self._busy_since.values())  # a copy: the threads change the dict meanwhile
+        if len(starts) < self._count:
+            return 0.0
+        return time.monotonic() - max(starts)
+
     def _work(self) -> None:
+        ident = threading.get_ident()
         while (job := self._jobs.get()) is not None:
-            job()
+            self._busy_since[ident] = time.monotonic()
+            try:
+                job()
+            finally:
+                del self._busy_since[ident]
 
 
 async def _wait_at_most(tasks: list[asyncio.Future[Any]], seconds: float | None) -> bool:

@@ -36,6 +36,8 @@ _log = logging.getLogger(__name__)
 
 #: Default adaptive-batching limits when neither the package nor the environment sets them.
 DEFAULT_MAX_BATCH_SIZE = 64
+#: Health checks fail once every thread of a pool has been on one call for this many request deadlines.
+STUCK_AFTER_DEADLINES = 10
 DEFAULT_MAX_BATCH_DELAY_MS = 0.0
 
 
@@ -69,6 +71,7 @@ class ModelService:
     offload: Offloader = field(default_factory=Offloader, repr=False)
     """Decodes and encodes of large bodies, off the event loop."""
     _started: bool = field(default=False, repr=False)
+    _reported_wedged: bool = field(default=False, repr=False)
 
     @property
     def name(self) -> str:
@@ -82,8 +85,31 @@ class ModelService:
 
     @property
     def healthy(self) -> bool:
-        """Loaded, warmed up and not shutting down: what every health route reports."""
-        return self.ready and not self.draining
+        """Loaded, warmed up, not shutting down and not wedged: what every health route reports."""
+        return self.ready and not self.draining and not self._wedged()
+
+    def _wedged(self) -> bool:
+        """Whether every thread of a pool has been on one call for over :data:`STUCK_AFTER_DEADLINES` deadlines.
+
+        Python cannot stop a call once it has started: a model or hook call that never returns (a
+        deadlock, a hung download in user code) keeps its thread, and once every thread of a pool is
+        held, every request is a 504 while health checks said ready, so the platform never replaced
+        the instance. A call ten deadlines old has nobody waiting for it; a slow one that ends makes
+        the instance healthy again.
+        """
+        pools = (self.batcher, self.hook_batcher, self.user_code_gate, getattr(self.pipeline, "gate", None))
+        stuck = max((pool.stuck_for for pool in pools if pool is not None), default=0.0)
+        wedged = stuck > STUCK_AFTER_DEADLINES * self.request_timeout
+        if wedged and not self._reported_wedged:
+            _log.error(
+                "every compute thread has been on one call for %.0f s (over %d request deadlines of %g s): "
+                "health checks fail until one returns, so that the platform can replace this instance",
+                stuck,
+                STUCK_AFTER_DEADLINES,
+                self.request_timeout,
+            )
+        self._reported_wedged = wedged
+        return wedged
 
     def warm_up(self, *, on_compute_thread: bool = True) -> None:
         """Run the bundled example and check its outputs: the warm-up doubles as the behaviour check.

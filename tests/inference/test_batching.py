@@ -306,3 +306,36 @@ def test_stop_waits_for_a_lone_request_already_in_the_model_within_its_grace(mon
     for thread in compute:
         thread.join(5)
     assert errors == [], "the compute thread failed handing its late answer to a closed event loop"
+
+
+def test_compute_threads_report_how_long_all_of_them_have_been_busy() -> None:
+    """What health checks read (``ModelService.healthy``): 0 while a thread is free, else the youngest call's age."""
+    from inference.batching import ComputeThreads
+
+    threads = ComputeThreads(2, "test-busy")
+    release = threading.Event()
+
+    async def scenario() -> tuple[float, float, float]:
+        first = threads.start(lambda _: release.wait(), None)
+        await asyncio.sleep(0.2)
+        one_busy = threads.all_busy_for()
+        second = threads.start(lambda _: release.wait(), None)
+        await asyncio.sleep(0.3)
+        both_busy = threads.all_busy_for()
+        release.set()
+        await first
+        await second
+        # The outcome reaches the loop just before the thread marks itself free: give it a moment.
+        for _ in range(100):
+            if not threads.all_busy_for():
+                break
+            await asyncio.sleep(0.01)
+        return one_busy, both_busy, threads.all_busy_for()
+
+    try:
+        one_busy, both_busy, after = asyncio.run(scenario())
+    finally:
+        threads.shutdown()
+    assert one_busy == 0.0
+    assert 0.2 <= both_busy < 2.0
+    assert after == 0.0

@@ -68,3 +68,30 @@ def test_slow_user_code_gets_503_past_the_queue_bound_and_504_at_the_deadline(
         assert seconds < 3.0, (response.status_code, seconds)
     assert ping.status_code == 200, "a slow hook must not make the server unhealthy"
     assert "Traceback" not in server.log()
+
+
+def test_health_checks_fail_while_every_thread_is_held_by_a_call_ten_deadlines_old(
+    slow_user_code_package: Path, tmp_path: Path
+) -> None:
+    """A hook that never returns held its thread, and every request was a 504 while /ping said ready:
+    the platform never replaced the instance. One thread, a 0.2 s deadline, a 4 s hook: /ping fails
+    once the call is 2 s old and recovers when it returns."""
+    server = start_server(
+        tmp_path,
+        args=["--model-dir", str(slow_user_code_package)],
+        env={"MODEL_SERVER_REQUEST_TIMEOUT_S": "0.2", "MODEL_SERVER_COMPUTE_THREADS": "1"},
+    )
+    try:
+        started = time.monotonic()
+        late = httpx.post(server.url + "/invocations", json={"instances": [[0.5] * 5]}, timeout=30)
+        assert late.status_code == 504, late.text
+        assert httpx.get(server.url + "/ping", timeout=5).status_code == 200  # slow, not yet stuck
+        time.sleep(max(0.0, started + 3.0 - time.monotonic()))
+        wedged = httpx.get(server.url + "/ping", timeout=5)
+        time.sleep(max(0.0, started + 5.5 - time.monotonic()))
+        recovered = httpx.get(server.url + "/ping", timeout=5)
+    finally:
+        server.terminate()
+    assert wedged.status_code == 503, wedged.text
+    assert recovered.status_code == 200, recovered.text
+    assert "health checks fail until one returns" in server.log()
