@@ -23,6 +23,7 @@ from typing import Any, NoReturn
 import numpy as np
 
 from inference.codecs import json_blocks
+from inference.codecs.base64_text import decode_base64
 from inference.errors import BadRequestError, ModelError
 from model_package.manifest import TensorSpec
 
@@ -310,7 +311,7 @@ def _leaf_bytes(leaf: Any, path: Path, spec: TensorSpec, locate: Locator) -> byt
         return leaf
     if isinstance(leaf, dict) and set(leaf) == {"b64"} and isinstance(leaf["b64"], str):
         try:
-            return base64.b64decode(leaf["b64"], validate=True)
+            return decode_base64(leaf["b64"])
         except (binascii.Error, ValueError) as exc:
             raise BadRequestError(
                 f"input {spec.name!r}: {locate(path)} has invalid base64 in its 'b64' value ({exc})"

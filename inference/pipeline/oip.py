@@ -12,13 +12,13 @@ own tensors and is served as before. The answers come back as tensors, one row p
 
 from __future__ import annotations
 
-import base64
 import binascii
 from typing import Any
 
 import orjson
 
 from inference.codecs import oip_binary
+from inference.codecs.base64_text import decode_base64
 from inference.errors import BadRequestError, shown
 from model_package.pipeline.runner import RawItem
 
@@ -62,7 +62,7 @@ def raw_oip_items(body: bytes, kind: str, header_length: str | None = None) -> t
     items: list[RawItem] = []
     for index, value in enumerate(values):
         try:
-            items.append(base64.b64decode(value, validate=True))
+            items.append(decode_base64(value))
         except (binascii.Error, ValueError):
             raise BadRequestError(f"element {index} of {shown(tensor.get('name'))} is not valid base64") from None
     return items, request_id

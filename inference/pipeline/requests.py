@@ -16,13 +16,13 @@ Other media types (``.npy``, ``.npz``, CSV) are tensors and bypass the pipeline 
 
 from __future__ import annotations
 
-import base64
 import binascii
 from typing import Any
 
 import orjson
 
 from inference.codecs import REQUEST_MEDIA_TYPES, parse_media_type
+from inference.codecs.base64_text import decode_base64
 from inference.errors import BadRequestError, UnsupportedMediaTypeError, shown
 from model_package.pipeline.runner import RawItem
 
@@ -112,7 +112,7 @@ def _image(item: Any, index: int) -> bytes:
             "or the file itself as image/jpeg or image/png"
         )
     try:
-        return base64.b64decode(item["b64"], validate=True)
+        return decode_base64(item["b64"])
     except (binascii.Error, ValueError):
         raise BadRequestError(f"instance {index}: the b64 field is not valid base64") from None
 

@@ -64,6 +64,25 @@ def test_vertex_b64_instances_and_kserve_v1_get_the_same_answers(server: ServerP
             assert [a["labels"] for a in answers] == [w["labels"] for w in expected]
 
 
+def test_base64_as_tools_write_it_gets_the_same_answers(server: ServerProcess, image_package: Path) -> None:
+    """GNU base64 wraps at 76 columns unless told -w 0, and URL-safe encoders use -_ without padding:
+    both were a 400 "not valid base64"."""
+    import textwrap
+
+    expected = _expected(image_package)
+    files = [path.read_bytes() for path in sample_images()]
+    wrapped = ["\n".join(textwrap.wrap(base64.b64encode(data).decode(), 76)) + "\n" for data in files]
+    url_safe = [base64.urlsafe_b64encode(data).decode().rstrip("=") for data in files]
+    with server.client() as client:
+        for encoded in (wrapped, url_safe):
+            response = client.post("/predict", json={"instances": [{"b64": text} for text in encoded]})
+            assert response.status_code == 200, response.text
+            assert [a["labels"] for a in response.json()["predictions"]] == [w["labels"] for w in expected]
+        mixed = client.post("/predict", json={"instances": [{"b64": "ab-+"}]})
+    assert mixed.status_code == 400
+    assert "not valid base64" in mixed.json()["error"]
+
+
 def test_png_and_application_x_image_are_read(server: ServerProcess) -> None:
     pixels = np.random.default_rng(1).integers(0, 256, (40, 50, 3), dtype=np.uint8)
     with server.client() as client:
