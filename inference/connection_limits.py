@@ -301,8 +301,9 @@ class SendBoundedTransport(CoalescingTransport):
     a close waits for buffered output: asyncio's ``close`` sends what is buffered before it closes
     the socket, so for a client that reads nothing (output below the high-water mark, writes never
     paused) it waited forever. uvicorn closes this way at its keep-alive timeout and after a
-    ``connection: close`` answer. Each period the buffer shrinks (the kernel took some: the client
-    read) starts a new one, so a slow but steady reader is not cut, however large its answer.
+    ``connection: close`` answer. Each period in which the buffer shrinks starts a new one, so a slow
+    but steady reader is not cut; the buffer shrinks when the kernel takes more, after the client has
+    read about a third of the kernel's send buffer (as nginx, whose timer restarts on each write).
     """
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop, send_timeout: float) -> None:
@@ -310,7 +311,6 @@ class SendBoundedTransport(CoalescingTransport):
         self._send_timeout = send_timeout
         self._watch: asyncio.TimerHandle | None = None
         self._left = 0
-        self._closing = False
         self._lost = False
 
     def watch(self) -> None:
@@ -321,11 +321,10 @@ class SendBoundedTransport(CoalescingTransport):
 
     def writes_resumed(self) -> None:
         """The buffer drained to the low-water mark: the app writes again, the client is reading."""
-        if not self._closing:  # a closing connection's last output is still watched
+        if not self._transport.is_closing():  # a closing connection's last output is still watched
             self._stop_watching()
 
     def close(self) -> None:
-        self._closing = True
         super().close()
         self.watch()
 

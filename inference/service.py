@@ -36,9 +36,9 @@ _log = logging.getLogger(__name__)
 
 #: Default adaptive-batching limits when neither the package nor the environment sets them.
 DEFAULT_MAX_BATCH_SIZE = 64
+DEFAULT_MAX_BATCH_DELAY_MS = 0.0
 #: Health checks fail once every thread of a pool has been on one call for this many request deadlines.
 STUCK_AFTER_DEADLINES = 10
-DEFAULT_MAX_BATCH_DELAY_MS = 0.0
 
 
 @dataclass

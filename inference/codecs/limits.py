@@ -9,11 +9,12 @@ again against the same bound, which gives the largest number of rows one request
 model's input (a 413 names both).
 
 CPU is bounded the same way. Parsing costs per row, per line and per JSON array, not per byte: six
-megabytes of empty rows (``[[],[],...]``) or of short CSV lines (``",\n"`` repeated) took 2-4 s to
-parse into Python objects before any check could refuse them, against 0.5-1 s for a body of the
-same size holding valid rows, model call included. A valid row takes a known least number of bytes
-(:class:`RowShape`), so before parsing a large body :func:`check_structure` counts its lines or
-``[`` (one NumPy pass) and refuses, as a 400, a body with over twice as many as valid rows could hold.
+megabytes of empty rows (``[[],[],...]``) or of short CSV lines (``",\n"`` repeated) took 1.8-4.6 s
+to parse into Python objects before any check could refuse them, against 0.4-1 s for a body of the
+same size holding valid rows, model call included (``python -m bench.hostile_bodies``). A valid row
+takes a known least number of bytes (:class:`RowShape`), so before parsing a large body
+:func:`check_structure` counts its lines or ``[`` (one NumPy pass) and refuses, as a 400, a body with
+over twice as many as valid rows could hold.
 """
 
 from __future__ import annotations

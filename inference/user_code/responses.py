@@ -24,15 +24,15 @@ JSON = "application/json"
 
 # The toolkit decodes exactly these request bodies to str before calling user code.
 _TEXT_MEDIA_TYPES = frozenset({JSON, "text/csv"})
-# Headers user code must not set: the server owns framing (the Open Inference Protocol's
-# Inference-Header-Content-Length too: a hook's value would make a client split a JSON answer where
-# there is no binary part) and the request id (its logs are keyed by it, and the middleware adds it
-# to every response); the hook's return value owns Content-Type.
 #: A header name is a token; a value is visible characters, spaces and tabs, in Latin-1 (what the HTTP
 #: server encodes): RFC 9110, sections 5.1 and 5.5 (https://www.rfc-editor.org/rfc/rfc9110#section-5.5).
 #: Anything else made uvicorn drop the connection without an answer.
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _HEADER_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
+# Headers user code must not set: the server owns framing (the Open Inference Protocol's
+# Inference-Header-Content-Length too: a hook's value would make a client split a JSON answer where
+# there is no binary part) and the request id (its logs are keyed by it, and the middleware adds it
+# to every response); the hook's return value owns Content-Type.
 _RESERVED_RESPONSE_HEADERS = frozenset(
     {
         "content-type",

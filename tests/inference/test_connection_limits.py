@@ -23,19 +23,21 @@ pytestmark = pytest.mark.torch
 PING = b"GET /ping HTTP/1.1\r\nHost: test\r\n\r\n"
 
 
-@pytest.fixture(scope="module")
-def server(torch_package: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def _serving(package: Path, logs: Path, **env: str) -> Iterator[ServerProcess]:
+    """A server for ``package`` whose headers and bodies may each take 1 s, plus ``env``."""
     process = start_server(
-        tmp_path_factory.mktemp("conn"),
-        args=["--model-dir", str(torch_package)],
-        env={
-            "MODEL_SERVER_HEADER_TIMEOUT_S": "1",
-            "MODEL_SERVER_BODY_TIMEOUT_S": "1",
-            "MODEL_SERVER_SEND_TIMEOUT_S": "1",
-        },
+        logs,
+        args=["--model-dir", str(package)],
+        env={"MODEL_SERVER_HEADER_TIMEOUT_S": "1", "MODEL_SERVER_BODY_TIMEOUT_S": "1", **env},
     )
     yield process
     process.terminate()
+
+
+@pytest.fixture(scope="module")
+def server(torch_package: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """Clients may also take none of their answers for 1 s."""
+    yield from _serving(torch_package, tmp_path_factory.mktemp("conn"), MODEL_SERVER_SEND_TIMEOUT_S="1")
 
 
 def _exchange(server: ServerProcess, data: bytes, wait: float = 5.0) -> bytes:
@@ -171,18 +173,8 @@ def test_a_refused_pipelined_request_is_answered_after_the_requests_before_it(se
 
 @pytest.fixture(scope="module")
 def slow_server(slow_user_code_package: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """Each answer takes 1.5 s; headers and bodies may take 1 s."""
-    process = start_server(
-        tmp_path_factory.mktemp("slow-conn"),
-        args=["--model-dir", str(slow_user_code_package)],
-        env={
-            "MODEL_SERVER_HEADER_TIMEOUT_S": "1",
-            "MODEL_SERVER_BODY_TIMEOUT_S": "1",
-            "SLOW_PREDICT_SECONDS": "1.5",
-        },
-    )
-    yield process
-    process.terminate()
+    """Each answer takes 1.5 s."""
+    yield from _serving(slow_user_code_package, tmp_path_factory.mktemp("slow-conn"), SLOW_PREDICT_SECONDS="1.5")
 
 
 def _slow_request() -> bytes:
