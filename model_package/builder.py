@@ -22,6 +22,7 @@ from model_package.errors import MissingFileError, ModelPackageError, UsageError
 from model_package.example import save_arrays, synthesize_inputs, trim_rows
 from model_package.formats import LoadedModel, SavedArtifact, get_format
 from model_package.formats.base import check_servable
+from model_package.fresh_load import check_loads_in_fresh_process
 from model_package.hashing import sha256_file
 from model_package.manifest import (
     MANIFEST_FILENAME,
@@ -130,6 +131,7 @@ def _finish(staging: Path, spec: PackageSpec, artifact: SavedArtifact) -> Manife
         pipeline=pipeline,
     )
     write_manifest(staging, manifest)
+    check_loads_in_fresh_process(staging, manifest)
     return manifest
 
 

@@ -281,12 +281,13 @@ def _created(args: argparse.Namespace, manifest: Manifest) -> dict[str, Any]:
     if not args.no_verify:
         from model_package.verify import verify_behaviour
 
+        # User code first, as the server loads it: its imports may register what the model needs (Keras custom layers).
+        if manifest.code is not None:
+            result["user_code"] = _verify_user_code(args.out, manifest)
         report = verify_behaviour(args.out, manifest)
         result["max_abs_error"] = report.worst
         if manifest.pipeline is not None:
             result["pipeline"] = _pipeline_summary(manifest, report.pipeline_error)
-        if manifest.code is not None:
-            result["user_code"] = _verify_user_code(args.out, manifest)
     _log.info("package created", extra={"path": str(args.out), "files": len(manifest.files)})
     return result
 
@@ -346,14 +347,15 @@ def _cmd_verify(args: argparse.Namespace) -> dict[str, Any]:
                 manifest = extract(path, package_dir, expected_digest=args.digest, progress=update)
         result: dict[str, Any] = {"package": f"{manifest.name} {manifest.version}", "integrity": "ok"}
         if not args.integrity_only:
+            # User code first, as the server loads it: its imports may register what the model needs.
+            if manifest.code is not None:
+                shown = None if package_dir == path else f"{path}:"
+                result["user_code"] = _verify_user_code(package_dir, manifest, shown)
             report = verify_behaviour(package_dir, manifest)
             result["behaviour"] = "ok"
             result["max_abs_error"] = report.worst
             if manifest.pipeline is not None:
                 result["pipeline"] = _pipeline_summary(manifest, report.pipeline_error)
-            if manifest.code is not None:
-                shown = None if package_dir == path else f"{path}:"
-                result["user_code"] = _verify_user_code(package_dir, manifest, shown)
     return result
 
 

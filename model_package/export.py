@@ -137,6 +137,12 @@ def import_artifact(
     else:
         axes = {name: tuple(int(a) for a in dims) for name, dims in (dynamic_axes or {}).items() if dims}
     options = ImportOptions(dynamic_axes=axes, signature=signature)
+    if code_dir is not None and chosen == "keras" and (code_dir / "inference.py").is_file():
+        # The server imports the package's code before it opens the model: the custom layers it
+        # registers are needed to read a .keras file, here as there (model_package.fresh_load).
+        from inference.user_code import import_user_code
+
+        import_user_code(code_dir / "inference.py", name)
     spec = PackageSpec(
         name=name,
         version=version,

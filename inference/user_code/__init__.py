@@ -57,6 +57,7 @@ gets its own :class:`RequestContext`, so contexts are never shared.
 
 from inference.user_code.context import CUSTOM_ATTRIBUTES_HEADER, RequestContext
 from inference.user_code.errors import BadInput
+from inference.user_code.importing import import_user_code
 from inference.user_code.invocation import HookRequest, UserCodeHandler
 from inference.user_code.requirements import install_requirements
 from inference.user_code.verification import verify_user_code
@@ -67,6 +68,7 @@ __all__ = [
     "HookRequest",
     "RequestContext",
     "UserCodeHandler",
+    "import_user_code",
     "install_requirements",
     "verify_user_code",
 ]

@@ -38,6 +38,9 @@ _HOOK_PARAMETERS: dict[str, tuple[str, ...]] = {
     "transform_fn": ("model", "input_data", "content_type", "accept"),
 }
 
+#: The hooks that handle requests; the others run once, at load time.
+REQUEST_HOOKS = frozenset({"input_fn", "predict_fn", "predict_batch_fn", "output_fn", "transform_fn"})
+
 
 @dataclass(frozen=True)
 class _Hook:
@@ -53,6 +56,11 @@ class _Hook:
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Importing the user code
+
+
+def import_user_code(entry: Path, package_name: str) -> ModuleType:
+    """Import a package's ``code/inference.py`` as the server does, before anything else of the package loads."""
+    return _import_user_module(entry, package_name)
 
 
 def _import_user_module(entry: Path, package_name: str) -> ModuleType:

@@ -35,6 +35,7 @@ from model_package.formats.base import (
     check_import_options,
     one_line_error,
 )
+from model_package.formats.keras_objects import advice, custom_objects
 from model_package.manifest import Manifest, Signature
 
 #: The model file, relative to the package root.
@@ -118,6 +119,13 @@ def _open(path: Path) -> tuple[Signature, Any, Any]:
     try:
         model = keras.saving.load_model(str(path), safe_mode=True, compile=False)
     except Exception as exc:  # corrupt zips, unknown classes and safe-mode refusals all arrive here
+        unknown = [o for o in custom_objects(path) if keras.saving.get_registered_object(o.name) is None]
+        if unknown:
+            # Keras' own message is about the enclosing Functional model and names neither these nor the fix.
+            raise LoadError(
+                f"cannot load the Keras model {path}: it uses objects Keras does not know in this process: "
+                f"{', '.join(o.describe() for o in unknown)}; {advice(tuple(unknown))}"
+            ) from exc
         raise LoadError(f"cannot load the Keras model {path}: {one_line_error(exc)}") from exc
     try:
         function = _trace(model)
