@@ -21,8 +21,11 @@ round trip between two threads through a queue: 97 µs), more than a small model
 the request yields once, so requests read in the same loop turn queue behind it and are batched
 on the compute thread as before: under load nothing runs inline, and the loop is not blocked
 for longer than about ``inline_below``. The one exception cannot be foreseen: a call whose cost the
-input's size does not predict (a loop count read from the data). After one inline call over
-``_OVERSHOOT`` times the limit, the batcher stops inlining for good, so it happens once.
+input's size does not predict (a loop count read from the data). After an inline call over
+``_OVERSHOOT`` times the limit, inline calls pause for a minute, twice as long after each such
+call (at most an hour): a client alternating cheap and costly inputs blocks the loop a few times,
+not once a minute; a pause of the machine itself (a VM's steal, seen lasting 5-29 ms on the
+benchmark VMs) costs a minute of thread hand-offs, not the rest of the process's life.
 """
 
 from __future__ import annotations
@@ -57,8 +60,11 @@ INLINE_BELOW_S = 0.001
 #: How much the newest lone model call weighs in the estimate that decides inline calls.
 _ESTIMATE_WEIGHT = 0.3
 #: An inline call taking this many times ``inline_below`` shows a cost the input's size does not
-#: predict (a loop count or an early exit read from the data): inline calls stop for good.
+#: predict (a loop count or an early exit read from the data), or a pause of the machine: inline calls pause.
 _OVERSHOOT = 10
+#: How long inline calls pause after the first overshoot; each later one doubles it, up to the last.
+_FIRST_INLINE_PAUSE_S = 60.0
+_LONGEST_INLINE_PAUSE_S = 3600.0
 #: Input dtypes whose cost the value count predicts (bool, integers, floats, complex); a string's
 #: cost follows its length, which ``size`` does not count, so string inputs never run inline.
 _NUMERIC_KINDS = frozenset("biufc")
@@ -130,6 +136,9 @@ class Batcher:
         """Recent lone model calls' duration (a moving average; 0 until one was measured) ..."""
         self._lone_values = 1.0
         """... and their inputs' values (elements), to scale the estimate to a request's size."""
+        self._inline_resumes_at = 0.0
+        """``time.perf_counter()`` before which no call runs inline (after an overshoot; 0: none yet)."""
+        self._inline_pause = _FIRST_INLINE_PAUSE_S
 
     async def start(self) -> None:
         """Start the dispatcher on the running event loop."""
@@ -217,6 +226,8 @@ class Batcher:
         """
         if not self.inline_below or not self._lone_seconds or self._busy_slots != 1:
             return False
+        if self._inline_resumes_at and time.perf_counter() < self._inline_resumes_at:
+            return False
         values = _values(inputs)
         return values is not None and self._lone_seconds * max(1.0, values / self._lone_values) <= self.inline_below
 
@@ -248,7 +259,7 @@ class Batcher:
             self._note_lone_call(_values(job.inputs), elapsed)
             self._give_slot()
             if elapsed > _OVERSHOOT * self.inline_below > 0:
-                self._stop_inline_calls(elapsed)
+                self._pause_inline_calls(elapsed)
         self._observer.batch_done(job.rows, 1, elapsed)
         self._deliver([job], outputs)
 
@@ -260,19 +271,23 @@ class Batcher:
         finally:
             self._note_lone_call(_values(inputs), time.perf_counter() - start)
 
-    def _stop_inline_calls(self, elapsed: float) -> None:
-        """After an inline call far over its estimate: every call goes to the compute thread from now on.
+    def _pause_inline_calls(self, elapsed: float) -> None:
+        """After an inline call far over its estimate: every call goes to the compute thread for a while.
 
         The moving average would forget the slow call after a few fast ones, and a client that
         alternates cheap and costly inputs would then hold the loop again and again; the first
-        such call cannot be foreseen, the next ones can.
+        such call cannot be foreseen, and each later one doubles the pause. Stopping for good
+        after one (as before) also stopped them after any pause of the machine.
         """
-        self.inline_below = 0.0
+        pause = self._inline_pause
+        self._inline_resumes_at = time.perf_counter() + pause
+        self._inline_pause = min(2 * pause, _LONGEST_INLINE_PAUSE_S)
         _log.warning(
-            "a model call on the event loop took %.1f ms, over %d times the inline limit: this model's cost "
-            "does not follow its input size, so every call runs on the compute thread from now on",
+            "a model call on the event loop took %.1f ms, over %d times the inline limit (a cost its input's "
+            "size does not predict, or a pause of the machine): calls run on the compute thread for %g s",
             elapsed * 1000,
             _OVERSHOOT,
+            pause,
         )
 
     def _note_lone_call(self, values: int | None, seconds: float) -> None:

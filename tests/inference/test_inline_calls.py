@@ -221,7 +221,72 @@ def test_a_model_whose_cost_follows_its_data_stops_running_inline_after_one_slow
 
     serve(batcher, body)
     assert [inline for costly, inline in calls if costly] == [True, False, False]
-    assert batcher.inline_below == 0
+
+
+def test_one_pause_of_the_machine_pauses_inline_calls_for_a_while_not_for_good(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A VM's steal or a page-in stretches one fast call past ten times the limit. Inline calls used to
+    # stop for the rest of the process's life after it: every later lone request paid a thread hand-off.
+    monkeypatch.setattr("inference.batching._FIRST_INLINE_PAUSE_S", 0.3)
+    stalls = [0.05]  # the second inline call stalls once
+    calls: list[bool] = []  # ran on the loop
+
+    def model(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        on_loop = threading.current_thread().name == LOOP
+        if on_loop and len(calls) >= 2 and stalls:
+            time.sleep(stalls.pop())
+        calls.append(on_loop)
+        return {"y": inputs["x"] * 2}
+
+    batcher = Batcher(model, max_batch_size=8, inline_below=0.001)
+
+    async def body() -> tuple[list[bool], list[bool], list[bool]]:
+        for _ in range(3):  # measured on the thread, then inline; the third stalls
+            await batcher.submit(rows(1), timeout=5)
+        paused_from = len(calls)
+        for _ in range(12):  # enough for the estimate to forget the stall (0.7**12): the pause holds them
+            await batcher.submit(rows(1), timeout=5)
+        paused = calls[paused_from:]
+        await asyncio.sleep(0.4)  # past the pause
+        resumed_from = len(calls)
+        for _ in range(3):
+            await batcher.submit(rows(1), timeout=5)
+        return calls[:paused_from], paused, calls[resumed_from:]
+
+    before, paused, resumed = serve(batcher, body)
+    assert before == [False, True, True]
+    assert paused == [False] * 12
+    assert resumed == [True, True, True]
+
+
+def test_each_later_overshoot_doubles_the_pause(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("inference.batching._FIRST_INLINE_PAUSE_S", 0.2)
+    calls: list[tuple[bool, bool]] = []  # (costly, ran on the loop)
+
+    def model(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        costly = bool(inputs["x"][0, 0] > 0)
+        if costly:
+            time.sleep(0.03)
+        calls.append((costly, threading.current_thread().name == LOOP))
+        return {"y": inputs["x"] * 2}
+
+    batcher = Batcher(model, max_batch_size=8, inline_below=0.001)
+    cheap, costly = {"x": np.zeros((1, 3), dtype=np.float32)}, {"x": np.ones((1, 3), dtype=np.float32)}
+
+    async def inline_after(seconds: float) -> bool:
+        await asyncio.sleep(seconds)
+        for _ in range(12):  # the estimate forgets the costly call on the thread (0.7**12)
+            await batcher.submit(cheap, timeout=5)
+        return calls[-1][1]
+
+    async def body() -> list[bool]:
+        for _ in range(2):
+            await batcher.submit(cheap, timeout=5)
+        await batcher.submit(costly, timeout=5)  # inline, over the limit: a 0.2 s pause
+        first = [await inline_after(0.0), await inline_after(0.25)]
+        await batcher.submit(costly, timeout=5)  # inline again, over again: 0.4 s
+        return [*first, await inline_after(0.25), await inline_after(0.2)]
+
+    assert serve(batcher, body) == [False, True, False, True]
 
 
 def test_string_inputs_never_run_inline() -> None:
