@@ -353,11 +353,6 @@ def load_service(config: ServerConfig, *, observer: BatchObserver | None = None)
         )
         if user_code is not None and _is_loaded_model(user_code.model):
             model = user_code.model
-            if not user_code.handles_requests:
-                # Load-time code only (imports registering Keras custom layers, logging set-up, model_fn
-                # returning the package's model): requests take the server's own path, batched, every
-                # protocol and form, exactly what the default hooks would have answered, only faster.
-                user_code = None
     else:
         model = load_model()
     load_seconds = time.perf_counter() - start

@@ -62,8 +62,14 @@ class PackageSpec:
     """Pre- and post-processing to declare; its raw example's answers are computed from the saved model."""
 
 
-def build_package(out_dir: Path, spec: PackageSpec, stage: Stager, *, overwrite: bool = False) -> Manifest:
-    """Create the package directory ``out_dir`` and return its manifest."""
+def build_package(
+    out_dir: Path, spec: PackageSpec, stage: Stager, *, overwrite: bool = False, fresh_load_check: bool = True
+) -> Manifest:
+    """Create the package directory ``out_dir`` and return its manifest.
+
+    ``fresh_load_check``: when the model needs Python objects (Keras custom layers), load the
+    staged package in a fresh interpreter first, as the server will (``model_package.fresh_load``).
+    """
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise UsageError(f"{out_dir} already exists and is not empty; choose a new directory or pass --overwrite")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -83,6 +89,8 @@ def build_package(out_dir: Path, spec: PackageSpec, stage: Stager, *, overwrite:
         else:
             artifact = staged
         manifest = _finish(staging, spec, artifact)
+        if fresh_load_check:
+            check_loads_in_fresh_process(staging, manifest)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         staging.rename(out_dir)
@@ -131,7 +139,6 @@ def _finish(staging: Path, spec: PackageSpec, artifact: SavedArtifact) -> Manife
         pipeline=pipeline,
     )
     write_manifest(staging, manifest)
-    check_loads_in_fresh_process(staging, manifest)
     return manifest
 
 

@@ -245,6 +245,7 @@ def _cmd_export(args: argparse.Namespace) -> dict[str, Any]:
         atol=args.atol,
         overwrite=args.overwrite,
         pipeline=_pipeline_source(args),
+        verify=not args.no_verify,
     )
     return _created(args, manifest)
 
@@ -272,6 +273,7 @@ def _cmd_import(args: argparse.Namespace) -> dict[str, Any]:
         atol=args.atol,
         overwrite=args.overwrite,
         pipeline=_pipeline_source(args),
+        verify=not args.no_verify,
     )
     return _created(args, manifest)
 

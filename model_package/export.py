@@ -21,6 +21,7 @@ from model_package.builder import PackageSpec, build_package
 from model_package.dynamic_axes import resolve_dynamic_axes, warn_fixed_axes
 from model_package.errors import ExportError, MissingFileError, UnknownFormatError, UsageError
 from model_package.formats import ExportableFormat, ImportOptions, detect_format, get_format
+from model_package.formats.keras_objects import custom_objects
 from model_package.manifest import Manifest
 from model_package.pipeline.attach import PipelineSource
 
@@ -59,6 +60,7 @@ def export_model(
     overwrite: bool = False,
     dynamic_axes: Mapping[str, Sequence[int]] | None = None,
     pipeline: PipelineSource | None = None,
+    verify: bool = True,
 ) -> Manifest:
     """Export a live PyTorch or Keras model into the package directory ``out_dir``.
 
@@ -68,7 +70,8 @@ def export_model(
     dynamic; ``dynamic_axes`` (input name -> axes) declares others, on top of
     what :mod:`model_package.dynamic_axes` detects (a declaration for an input
     replaces detection for it). ``pipeline`` declares the pre- and post-processing the server
-    runs around the model (``docs/manifest.md``).
+    runs around the model (``docs/manifest.md``). ``verify=False`` skips loading the finished
+    package in a fresh process (done only when its model needs Python objects: Keras custom layers).
     """
     framework = framework_of(model)
     allowed = EXPORT_FORMATS[framework]
@@ -94,7 +97,11 @@ def export_model(
         pipeline=pipeline,
     )
     manifest = build_package(
-        out_dir, spec, lambda staging: exporter.save(model, inputs, staging, dynamic_axes=axes), overwrite=overwrite
+        out_dir,
+        spec,
+        lambda staging: exporter.save(model, inputs, staging, dynamic_axes=axes),
+        overwrite=overwrite,
+        fresh_load_check=verify,
     )
     warn_fixed_axes(manifest.signature, name, shaped_by_pipeline=_pipeline_shaped(manifest))
     return manifest
@@ -117,6 +124,7 @@ def import_artifact(
     dynamic_axes: Mapping[str, Sequence[int]] | None = None,
     signature: str | None = None,
     pipeline: PipelineSource | None = None,
+    verify: bool = True,
 ) -> Manifest:
     """Package an already-saved artifact without its Python class.
 
@@ -125,7 +133,8 @@ def import_artifact(
     identically wherever it goes). Without ``example_inputs`` a deterministic
     example is synthesized from the signature. ``dynamic_axes`` applies to
     TorchScript files (the only format that records no shapes; detection as
-    for exports); ``signature`` chooses a SavedModel's signature.
+    for exports); ``signature`` chooses a SavedModel's signature; ``verify`` as for
+    :func:`export_model`.
     """
     if not source.exists():
         raise MissingFileError(f"{source} does not exist")
@@ -137,9 +146,9 @@ def import_artifact(
     else:
         axes = {name: tuple(int(a) for a in dims) for name, dims in (dynamic_axes or {}).items() if dims}
     options = ImportOptions(dynamic_axes=axes, signature=signature)
-    if code_dir is not None and chosen == "keras" and (code_dir / "inference.py").is_file():
+    if code_dir is not None and chosen == "keras" and (code_dir / "inference.py").is_file() and custom_objects(source):
         # The server imports the package's code before it opens the model: the custom layers it
-        # registers are needed to read a .keras file, here as there (model_package.fresh_load).
+        # registers are needed to read this .keras file, here as there (model_package.fresh_load).
         from inference.user_code import import_user_code
 
         import_user_code(code_dir / "inference.py", name)
@@ -161,6 +170,7 @@ def import_artifact(
         spec,
         lambda staging: fmt.import_artifact(source, staging, spec.example_inputs, options),
         overwrite=overwrite,
+        fresh_load_check=verify,
     )
     warn_fixed_axes(manifest.signature, name, shaped_by_pipeline=_pipeline_shaped(manifest))
     return manifest

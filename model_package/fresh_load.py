@@ -6,16 +6,23 @@ file is self-contained. A ``.keras`` file is not: its custom layers and function
 Python classes that the exporting process had imported (``model_package.formats.keras_objects``),
 so a package can pass every in-process check and fail at the endpoint's start-up. For such a
 package the builder loads it once more in a new interpreter (``python -I``: no current directory,
-no ``PYTHONPATH``, no user site; only installed packages and the package's own ``code/``), through
-the server's own loader (``code/inference.py`` first, then the model), before the package exists.
+no ``PYTHONPATH``, no user site; this project's own code, then only installed packages and the
+package's ``code/``), through the server's own loader (``code/inference.py`` first, then the
+model), before the package exists. ``--no-verify`` skips it, as it skips the other checks (for
+code whose imports only the serving image has).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import sys
 import tempfile
+import traceback
 from pathlib import Path
+from typing import NoReturn
 
 from model_package.errors import ExportError, ModelPackageError
 from model_package.formats.keras_objects import custom_objects
@@ -25,6 +32,11 @@ from model_package.manifest import Manifest, read_manifest
 _REASON = "fresh-load-error: "
 #: Importing TensorFlow and loading a model; a hang is reported, not waited for.
 TIMEOUT_S = 300.0
+#: The directory holding ``model_package`` and ``inference``: the child runs this very code, installed or not.
+_PROJECT_ROOT = Path(__file__).resolve().parent.parent
+_CHILD = (
+    "import sys; sys.path.insert(0, {root!r}); from model_package.fresh_load import run_child; run_child(sys.argv[1:])"
+)
 
 
 def python_objects_needed(package_dir: Path, manifest: Manifest) -> tuple[str, ...]:
@@ -40,22 +52,34 @@ def check_loads_in_fresh_process(package_dir: Path, manifest: Manifest) -> None:
     Only packages whose model file needs Python objects are loaded again (a few seconds: the child
     imports the framework); the others load anywhere their framework does.
     """
-    needed = python_objects_needed(package_dir, manifest)
-    if not needed:
+    if not python_objects_needed(package_dir, manifest):
         return
-    command = [sys.executable, "-I", "-m", "model_package.fresh_load", str(package_dir.resolve())]
-    try:
-        done = subprocess.run(
-            command, capture_output=True, text=True, cwd=tempfile.gettempdir(), timeout=TIMEOUT_S, check=False
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise ExportError(f"loading the package in a fresh Python process took over {TIMEOUT_S:g} s") from exc
-    if done.returncode == 0:
-        return
-    reasons = [line[len(_REASON) :] for line in done.stderr.splitlines() if line.startswith(_REASON)]
-    reason = reasons[-1] if reasons else (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
-    # The package is still being staged: its directory means nothing to the user.
     shown = str(package_dir.resolve())
+    command = [sys.executable, "-I", "-c", _CHILD.format(root=str(_PROJECT_ROOT)), shown]
+    # stderr to a file, not a pipe: a helper process the code starts (and keeps) would hold a pipe
+    # open, and the wait for its end would last as long as the helper.
+    with tempfile.TemporaryFile() as stderr:
+        child = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=stderr, cwd=tempfile.gettempdir(), start_new_session=True
+        )
+        try:
+            code = child.wait(timeout=TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            code = None
+        finally:
+            # What the package's code started (threads end with the child; processes may not).
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+        stderr.seek(0)
+        output = stderr.read().decode("utf-8", errors="replace")
+    if code is None:
+        raise ExportError(f"loading the package in a fresh Python process took over {TIMEOUT_S:g} s")
+    if code == 0:
+        return
+    reasons = [line[len(_REASON) :] for line in output.splitlines() if line.startswith(_REASON)]
+    reason = reasons[-1] if reasons else (output.strip().splitlines() or [f"exit status {code}"])[-1]
+    # The package is still being staged: its directory means nothing to the user.
     reason = reason.replace(f"{shown}/", "").replace(shown, "the package")
     raise ExportError(f"the package would not load on the server (checked in a fresh Python process): {reason}")
 
@@ -77,14 +101,25 @@ def _load_as_the_server_does(package_dir: Path) -> None:
 
 
 def main(argv: list[str]) -> int:
-    """Load the package at ``argv[0]``: exit 0, or 1 with the reason as the last marked stderr line."""
+    """Load the package at ``argv[0]``: 0, or 1 with the reason as the last marked stderr line."""
     try:
         _load_as_the_server_does(Path(argv[0]))
     except ModelPackageError as exc:
-        print(f"{_REASON}{' '.join(str(exc).split())}", file=sys.stderr)
+        print(f"{_REASON}{str(exc).replace(chr(10), ' ')}", file=sys.stderr)
         return 1
     return 0
 
 
+def run_child(argv: list[str]) -> NoReturn:
+    """The child's entry: :func:`main`, then exit at once (a thread the package's code started must not hold it)."""
+    try:
+        code = main(argv)
+    except BaseException:  # an unexpected failure: its traceback is the reason (the last stderr line)
+        traceback.print_exc()
+        code = 1
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    run_child(sys.argv[1:])

@@ -25,12 +25,14 @@ _STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None)
 #: A longer line is cut or lost there, and with it the record of a failure: an exception whose
 #: message quotes a whole request body (20 MB) was one line. Longer fields are shortened in the middle.
 MAX_LINE_CHARS = 64 * 1024
-_SHORTENING_PASSES = 3
 #: Fields shorter than this (encoded) are never shortened: time, level, ids, statuses.
 _SHORT_FIELD = 256
-#: Room left for the cut markers and the separators between fields.
+#: Room left for the separators between fields.
 _MARGIN = 512
 _MARK = " [... {} characters cut ...] "
+#: What a line keeps when nothing else fits, and how many dropped fields it names.
+_IDENTITY = ("time", "level", "logger", "request_id")
+_NAMED_WHEN_DROPPED = 20
 
 
 class JsonFormatter(logging.Formatter):
@@ -54,40 +56,57 @@ def _bounded_line(payload: dict[str, object], limit: int) -> str:
     """``payload`` as one JSON line of at most ``limit`` characters: long fields shortened in proportion."""
     for key, value in payload.items():
         if isinstance(value, str) and len(value) > limit:
-            payload[key] = _shorten(value, limit)  # cheap first: the measuring below encodes every field
-    for _ in range(_SHORTENING_PASSES):
-        line = json.dumps(payload, default=str)
-        if len(line) <= limit:
-            return line
-        sizes = {key: len(json.dumps(value, default=str)) for key, value in payload.items()}
-        long = {key: size for key, size in sizes.items() if size > _SHORT_FIELD}
-        budget = limit - (len(line) - sum(long.values())) - _MARGIN  # what the long fields may take together
-        if budget <= 0:
-            break
+            # Longer than the whole line whatever its encoding: cut first, so 20 MB is never encoded.
+            keep = limit // 2
+            payload[key] = f"{value[: keep * 3 // 4]}{_MARK.format(len(value) - keep)}{value[len(value) - keep // 4 :]}"
+    line = json.dumps(payload, default=str)
+    if len(line) <= limit:
+        return line
+    encoded = {key: json.dumps(value, default=str) for key, value in payload.items()}
+    long = {key: len(text) for key, text in encoded.items() if len(text) > _SHORT_FIELD}
+    # What the long fields may take together, as encoded: the line, less the short fields and the separators.
+    budget = limit - (len(line) - sum(long.values())) - _MARGIN
+    if budget > _SHORT_FIELD * len(long):
+        shortened = dict(payload)
         for key, size in long.items():
             value = payload[key]
-            text = value if isinstance(value, str) else json.dumps(value, default=str)
-            # Escapes make a character cost up to 12 (a surrogate pair as two \uXXXX): keep in proportion.
-            per_char = size / max(1, len(text))
-            payload[key] = _shorten(text, int(budget * size / sum(long.values()) / per_char) - len(_MARK))
-    # Too many fields to shorten: keep the line's identity and what it says, name what was dropped.
-    kept = {key: payload[key] for key in ("time", "level", "logger")}
-    message = _shorten(str(payload["message"]), limit // 16)
-    dropped = sorted(set(payload) - set(kept) - {"message"})
-    return json.dumps({**kept, "message": message, "fields_dropped": dropped})
+            text = value if isinstance(value, str) else encoded[key]
+            shortened[key] = _shorten(text, budget * size // sum(long.values()))
+        line = json.dumps(shortened, default=str)
+        if len(line) <= limit:
+            return line
+    # Too many fields (or keys) to shorten: keep the line's identity and what it says, name what was dropped.
+    dropped = sorted(key[:64] for key in payload if key not in _IDENTITY)[:_NAMED_WHEN_DROPPED]
+    kept = {key: payload[key] for key in _IDENTITY if key in payload}
+    return json.dumps({**kept, "message": _shorten(str(payload["message"]), limit // 4), "fields_dropped": dropped})
 
 
-def _shorten(text: str, keep: int) -> str:
-    """The first three quarters and the last quarter of ``keep`` characters of ``text``, the cut marked.
+def _shorten(text: str, budget: int) -> str:
+    """``text`` in at most about ``budget`` characters of JSON: its start and its end, the cut marked.
 
-    The end of a traceback is the exception itself: it stays.
+    Three quarters of the budget go to the start, a quarter to the end (the end of a traceback
+    is the exception itself). Measured as JSON (a character may take up to 6): non-ASCII text
+    costs more characters per kept character, and must not push the line over the limit.
     """
-    keep = max(0, keep)
-    if keep >= len(text):
+    if len(json.dumps(text)) - 2 <= budget:
         return text
-    head = keep * 3 // 4
-    tail = text[len(text) - (keep - head) :] if keep > head else ""
-    return f"{text[:head]}{_MARK.format(len(text) - keep)}{tail}"
+    budget = max(0, budget - len(_MARK) - 12)
+    head = _fitting(text, budget * 3 // 4, from_end=False)
+    tail = _fitting(text[head:], budget - budget * 3 // 4, from_end=True)
+    return f"{text[:head]}{_MARK.format(len(text) - head - tail)}{text[len(text) - tail :] if tail else ''}"
+
+
+def _fitting(text: str, budget: int, *, from_end: bool) -> int:
+    """How many characters from the start (or the end) of ``text`` take at most ``budget`` characters of JSON."""
+    low, high = 0, min(len(text), budget)  # a character takes at least one
+    while low < high:
+        middle = (low + high + 1) // 2
+        part = text[len(text) - middle :] if from_end else text[:middle]
+        if len(json.dumps(part)) - 2 <= budget:
+            low = middle
+        else:
+            high = middle - 1
+    return low
 
 
 class TextFormatter(logging.Formatter):

@@ -38,9 +38,6 @@ _HOOK_PARAMETERS: dict[str, tuple[str, ...]] = {
     "transform_fn": ("model", "input_data", "content_type", "accept"),
 }
 
-#: The hooks that handle requests; the others run once, at load time.
-REQUEST_HOOKS = frozenset({"input_fn", "predict_fn", "predict_batch_fn", "output_fn", "transform_fn"})
-
 
 @dataclass(frozen=True)
 class _Hook:

@@ -23,7 +23,6 @@ from inference.response_limits import rows_of
 from inference.user_code.context import RequestContext
 from inference.user_code.errors import input_problem
 from inference.user_code.importing import (
-    REQUEST_HOOKS,
     _call_at_load,
     _collect_hooks,
     _Hook,
@@ -190,11 +189,6 @@ class UserCodeHandler:
     def hooks(self) -> tuple[str, ...]:
         """The names of the hooks the user code defines (the others use the defaults)."""
         return tuple(self._hooks)
-
-    @property
-    def handles_requests(self) -> bool:
-        """Whether the code defines a request hook; without one it only runs at load time (imports, ``model_fn``)."""
-        return bool(REQUEST_HOOKS & set(self._hooks))
 
     @property
     def batched(self) -> bool:

@@ -23,6 +23,12 @@ from typing import Any
 
 #: The package's code entry point, named in the advice (the server imports it before the model loads).
 _CODE = "code/inference.py"
+#: Packages whose modules Keras imports itself when it meets them in a config
+#: (``keras.src.saving.serialization_lib._retrieve_class_or_fn``): not custom, whether installed or not.
+_IMPORTED_BY_KERAS = frozenset({"keras", "keras_hub", "keras_cv", "keras_nlp"})
+#: Config keys Keras never rebuilds when loading a package (``load_model(compile=False)``): a custom
+#: loss or metric there costs nothing at load time.
+_NOT_LOADED = frozenset({"compile_config"})
 #: Module prefix of factory files imported by path (``model_package.export``): the user knows the file, not this name.
 _FACTORY_MODULE_PREFIX = "_model_package_factory_"
 
@@ -34,7 +40,8 @@ class CustomObject:
     name: str
     """The name Keras looks it up by: ``package>Name`` when registered, else the bare class name."""
     module: str | None
-    """The Python module that defined it (``None`` for functions, whose config records only the name)."""
+    """The Python module that defined it; ``None`` for functions (their config records only the name)
+    and for what a script or notebook defined (Keras writes ``null`` for ``__main__``)."""
 
     @property
     def registered(self) -> bool:
@@ -42,10 +49,10 @@ class CustomObject:
         return ">" in self.name
 
     def describe(self) -> str:
-        if self.module is None:
-            return self.name
-        where = "the factory file" if self.module.startswith(_FACTORY_MODULE_PREFIX) else f"module {self.module}"
         state = "" if self.registered else ", not registered"
+        if self.module is None:
+            return f"{self.name}{f' ({state[2:]})' if state else ''}"
+        where = "the factory file" if self.module.startswith(_FACTORY_MODULE_PREFIX) else f"module {self.module}"
         return f"{self.name} (defined in {where}{state})"
 
 
@@ -69,17 +76,26 @@ def _walk(node: Any) -> Iterator[CustomObject]:
         return
     if not isinstance(node, dict):
         return
-    module, class_name = node.get("module"), node.get("class_name")
-    if isinstance(module, str) and isinstance(class_name, str):
+    module, class_name = node.get("module", _ABSENT), node.get("class_name")
+    if isinstance(class_name, str) and (module is None or isinstance(module, str)):
         if module == "builtins" and class_name == "function" and isinstance(node.get("config"), str):
             # A registered function (an activation, a loss): its config is its registered name.
             if ">" in node["config"]:
                 yield CustomObject(node["config"], None)
-        elif module != "keras" and not module.startswith("keras."):
+        elif _custom_module(module) and not class_name.startswith("__"):  # "__tensor__", "__numpy__": values
             registered = node.get("registered_name")
             yield CustomObject(registered if isinstance(registered, str) and registered else class_name, module)
-    for value in node.values():
-        yield from _walk(value)
+    for key, value in node.items():
+        if key not in _NOT_LOADED:
+            yield from _walk(value)
+
+
+_ABSENT = object()
+
+
+def _custom_module(module: str | None) -> bool:
+    """Whether an object of ``module`` (``None``: defined in ``__main__``) is one Keras cannot find itself."""
+    return module is None or module.split(".", 1)[0] not in _IMPORTED_BY_KERAS
 
 
 def advice(objects: tuple[CustomObject, ...]) -> str:

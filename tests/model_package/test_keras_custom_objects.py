@@ -9,10 +9,13 @@ endpoint's start-up with a message about ``Functional``.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
 import textwrap
+import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +24,8 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from inference.config import load_config  # noqa: E402  (after the importorskip guard)
-from inference.service import load_service  # noqa: E402
 from model_package.errors import ExportError  # noqa: E402
-from model_package.export import export_model  # noqa: E402
+from model_package.export import export_model, import_artifact  # noqa: E402
 from model_package.formats.keras_objects import custom_objects  # noqa: E402
 
 pytestmark = pytest.mark.tensorflow
@@ -63,6 +64,7 @@ def doubled(x: Any) -> Any:
 
 
 EXAMPLE = {"x": np.arange(8, dtype=np.float32).reshape(2, 4)}
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _model(layer: Any) -> Any:
@@ -91,8 +93,34 @@ def test_the_config_names_custom_layers_and_functions_not_keras_own(tmp_path: Pa
     assert custom_objects(tmp_path / "missing.keras") == ()
 
 
+def test_objects_of_a_script_or_notebook_are_found_and_compile_only_and_kerass_own_are_not(tmp_path: Path) -> None:
+    """Keras writes ``"module": null`` for what ``__main__`` defined: the commonest place for a custom layer."""
+    config = {
+        "module": "keras.src.models.functional",
+        "class_name": "Functional",
+        "registered_name": "Functional",
+        "config": {
+            "layers": [
+                {"module": None, "class_name": "Gate", "registered_name": "notebook>Gate", "config": {}},
+                {"module": None, "class_name": "Plain", "registered_name": "Plain", "config": {}},
+                {"module": "keras_hub.src.layers", "class_name": "Tokens", "registered_name": "keras_hub>Tokens"},
+                {"module": None, "class_name": "__numpy__", "config": {"value": [1.0]}},
+            ]
+        },
+        # Packages load with compile=False: a custom loss there is never rebuilt.
+        "compile_config": {"loss": {"module": "train", "class_name": "Focal", "registered_name": "train>Focal"}},
+    }
+    with zipfile.ZipFile(tmp_path / "m.keras", "w") as archive:
+        archive.writestr("config.json", json.dumps(config))
+
+    found = custom_objects(tmp_path / "m.keras")
+
+    assert [(o.name, o.module) for o in found] == [("notebook>Gate", None), ("Plain", None)]
+    assert [o.describe() for o in found] == ["notebook>Gate", "Plain (not registered)"]
+
+
 def test_export_refuses_a_custom_layer_the_server_could_not_load(tmp_path: Path) -> None:
-    out = tmp_path / "scaled"
+    out = tmp_path / "a  b" / "scaled"  # two spaces: the message must still hide the staging directory
 
     with pytest.raises(ExportError) as raised:
         export_model(_model(Scale(3.0)), EXAMPLE, out, name="scaled", version="1", format="keras")
@@ -103,12 +131,12 @@ def test_export_refuses_a_custom_layer_the_server_could_not_load(tmp_path: Path)
     assert "code/inference.py" in message and "tf_savedmodel" in message
     assert str(tmp_path) not in message  # not the staging directory, which is gone
     assert not out.exists()  # nothing half-written
-    assert [p.name for p in tmp_path.iterdir()] == []
+    assert [p.name for p in out.parent.iterdir()] == []
 
 
 def _cli(args: list[str]) -> subprocess.CompletedProcess[str]:
     """``model-package ARGS`` in a fresh interpreter (``-I``: no current directory, no PYTHONPATH)."""
-    main = "import sys; from model_package.cli import main; sys.exit(main(sys.argv[1:]))"
+    main = f"import sys; sys.path.insert(0, {str(REPO)!r}); from model_package.cli import main; sys.exit(main(sys.argv[1:]))"  # noqa: E501
     return subprocess.run(
         [sys.executable, "-I", "-c", main, *args], capture_output=True, text=True, timeout=300, check=False
     )
@@ -132,15 +160,6 @@ def test_verify_in_a_fresh_process_imports_the_code_before_the_model(shipped: Pa
 
     assert verified.returncode == 0, verified.stderr[-2000:]
     assert "behaviour: ok" in verified.stdout
-
-
-def test_import_only_code_is_served_by_the_servers_own_batched_path(shipped: Path) -> None:
-    service = load_service(load_config({"MODEL_SERVER_LOG_LEVEL": "WARNING"}, model_dir=shipped))
-
-    # No request hook: requests take the built-in path (batching, every protocol and body form), not
-    # the toolkit's one-request-at-a-time default hooks.
-    assert service.user_code is None
-    assert service.batcher is not None
 
 
 def test_import_of_a_keras_file_with_its_layer_in_code(tmp_path: Path) -> None:
@@ -183,3 +202,54 @@ def test_an_unregistered_layer_is_named_with_the_decorator_to_add(tmp_path: Path
     message = str(raised.value)
     assert "Unregistered (defined in module tests.model_package.test_keras_custom_objects, not registered)" in message
     assert "decorate Unregistered with @keras.saving.register_keras_serializable()" in message
+
+
+def test_import_of_a_plain_keras_file_does_not_import_code_that_only_the_serving_image_can(tmp_path: Path) -> None:
+    """`--no-verify` is the documented escape for code whose imports only the serving image has."""
+    source = tmp_path / "plain.keras"
+    _model(keras.layers.Identity()).save(source)
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "inference.py").write_text("import only_in_the_serving_image  # noqa: F401\n")
+
+    manifest = import_artifact(source, tmp_path / "p", name="p", version="1", code_dir=code, verify=False)
+
+    assert manifest.code is not None
+
+
+def test_the_check_neither_waits_for_nor_leaves_behind_what_the_code_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Code that starts a thread or a helper process (a metrics pusher) at import, and writes bytes to stderr."""
+    monkeypatch.setattr("model_package.fresh_load.TIMEOUT_S", 90.0)
+    code = _code_importing_the_layer(tmp_path)
+    helper_pid = tmp_path / "helper.pid"
+    (code / "inference.py").write_text(
+        textwrap.dedent(
+            f"""
+            import subprocess, sys, threading, time
+            import layers  # noqa: F401
+            threading.Thread(target=time.sleep, args=(600,)).start()
+            helper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+            open({str(helper_pid)!r}, "w").write(str(helper.pid))
+            sys.stderr.buffer.write(b"\\xff not UTF-8\\n")
+            """
+        )
+    )
+    start = time.monotonic()
+
+    export_model(_model(Scale(3.0)), EXAMPLE, tmp_path / "p", name="p", version="1", format="keras", code_dir=code)
+
+    assert time.monotonic() - start < 60
+    pid = int(helper_pid.read_text())
+    deadline = time.monotonic() + 5  # a killed process is gone (or a zombie) a moment after the signal
+    while _running(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _running(pid)
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False

@@ -67,3 +67,28 @@ def test_many_long_fields_still_make_one_valid_line() -> None:
     entry = json.loads(line)
     assert entry["logger"] == "inference.app"
     assert entry["message"].startswith("mmm")
+
+
+@pytest.mark.parametrize(
+    ("head", "tail"), [("ok " * 15_000, "日本語のテキスト" * 800), ("x" * 60_000, "\U0001f600" * 5_000)]
+)
+def test_an_ascii_message_ending_in_non_ascii_keeps_its_traceback_and_request_id(head: str, tail: str) -> None:
+    """An error quoting a CJK body: the escaped tail made the line fall back to dropping the traceback."""
+    text = head + tail
+    line = JsonFormatter().format(_record("request failed: ValueError", exc=_raised(text), request_id="r2", status=500))
+
+    assert len(line) <= MAX_LINE_CHARS
+    entry = json.loads(line)
+    assert entry["request_id"] == "r2" and entry["status"] == 500
+    assert entry["exception"].startswith("Traceback (most recent call last)")
+    assert entry["exception"].endswith(tail[-10:])
+
+
+def test_huge_field_names_still_make_one_bounded_line() -> None:
+    for fields in ({"k" * 200_000: 1}, {f"{i:04d}" + "k" * 210: i for i in range(400)}):
+        line = JsonFormatter().format(_record("boom", request_id="r3", **fields))
+
+        assert len(line) <= MAX_LINE_CHARS
+        entry = json.loads(line)
+        assert entry["message"] == "boom" and entry["request_id"] == "r3"
+        assert entry["fields_dropped"]
