@@ -6,11 +6,12 @@ is complete, so a failed export never leaves a half-written package behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +41,8 @@ from model_package.pipeline.schema import Pipeline
 #: Writes the model into the staging directory it is given and describes what it wrote; an
 #: exporter also returns the live model's outputs on the example (the verification reference).
 Stager = Callable[[Path], SavedArtifact | tuple[SavedArtifact, Mapping[str, np.ndarray]]]
+#: A check of a finished package, given its directory and manifest, before it is moved into place.
+PackageCheck = Callable[[Path, Manifest], None]
 
 
 @dataclass(frozen=True)
@@ -63,34 +66,39 @@ class PackageSpec:
 
 
 def build_package(
-    out_dir: Path, spec: PackageSpec, stage: Stager, *, overwrite: bool = False, fresh_load_check: bool = True
+    out_dir: Path,
+    spec: PackageSpec,
+    stage: Stager,
+    *,
+    overwrite: bool = False,
+    fresh_load_check: bool = True,
+    check: PackageCheck | None = None,
 ) -> Manifest:
     """Create the package directory ``out_dir`` and return its manifest.
 
     ``fresh_load_check``: when the model needs Python objects (Keras custom layers), load the
     staged package in a fresh interpreter first, as the server will (``model_package.fresh_load``).
+    ``check`` runs on the finished package (its staging directory) before it is moved into place:
+    raising refuses it, and ``out_dir`` (a package it would replace included) is left as it was.
     """
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise UsageError(f"{out_dir} already exists and is not empty; choose a new directory or pass --overwrite")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     try:
-        try:
+        with _naming_no_staging(staging, "the exported model"):
             staged = stage(staging)
-        except ModelPackageError as exc:
-            # The staging directory is deleted below: an error naming it would point at nothing.
-            text = str(exc)
-            if str(staging) not in text:
-                raise
-            raise type(exc)(text.replace(f"{staging}/", "").replace(str(staging), "the exported model")) from exc
         if isinstance(staged, tuple):
             artifact, reference = staged
             spec = replace(spec, expected_outputs=reference)
         else:
             artifact = staged
-        manifest = _finish(staging, spec, artifact)
-        if fresh_load_check:
-            check_loads_in_fresh_process(staging, manifest)
+        with _naming_no_staging(staging, "the package"):
+            manifest = _finish(staging, spec, artifact)
+            if fresh_load_check:
+                check_loads_in_fresh_process(staging, manifest)
+            if check is not None:
+                check(staging, manifest)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         staging.rename(out_dir)
@@ -98,6 +106,18 @@ def build_package(
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _naming_no_staging(staging: Path, instead: str) -> Iterator[None]:
+    """Errors raised inside without the staging directory's path: it is deleted, so it would point at nothing."""
+    try:
+        yield
+    except ModelPackageError as exc:
+        text = str(exc)
+        if str(staging) not in text:
+            raise
+        raise type(exc)(text.replace(f"{staging}/", "").replace(str(staging), instead)) from exc
 
 
 def _finish(staging: Path, spec: PackageSpec, artifact: SavedArtifact) -> Manifest:

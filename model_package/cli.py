@@ -8,6 +8,7 @@ logs and progress to stderr.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import sys
@@ -232,6 +233,7 @@ def _cmd_export(args: argparse.Namespace) -> dict[str, Any]:
     declared = parse_dynamic_axes(args.dynamic_axes)
     factory = load_factory(args.factory)
     _log.info("exporting", extra={"factory": args.factory, "format": args.format or "default"})
+    checked: dict[str, Any] = {}
     manifest = export_model(
         factory.model,
         factory.example_inputs,
@@ -246,8 +248,9 @@ def _cmd_export(args: argparse.Namespace) -> dict[str, Any]:
         overwrite=args.overwrite,
         pipeline=_pipeline_source(args),
         verify=not args.no_verify,
+        check=None if args.no_verify else functools.partial(_verify_staged, checked),
     )
-    return _created(args, manifest)
+    return _created(args, manifest, checked)
 
 
 def _cmd_import(args: argparse.Namespace) -> dict[str, Any]:
@@ -258,6 +261,7 @@ def _cmd_import(args: argparse.Namespace) -> dict[str, Any]:
     declared = parse_dynamic_axes(args.dynamic_axes)
     inputs = load_arrays(_existing(args.example_inputs)) if args.example_inputs else None
     expected = load_arrays(_existing(args.expected_outputs)) if args.expected_outputs else None
+    checked: dict[str, Any] = {}
     manifest = import_artifact(
         args.artifact,
         args.out,
@@ -274,22 +278,30 @@ def _cmd_import(args: argparse.Namespace) -> dict[str, Any]:
         overwrite=args.overwrite,
         pipeline=_pipeline_source(args),
         verify=not args.no_verify,
+        check=None if args.no_verify else functools.partial(_verify_staged, checked),
     )
-    return _created(args, manifest)
+    return _created(args, manifest, checked)
 
 
-def _created(args: argparse.Namespace, manifest: Manifest) -> dict[str, Any]:
-    result: dict[str, Any] = {"package": str(args.out), "name": manifest.name, "format": manifest.format}
-    if not args.no_verify:
-        from model_package.verify import verify_behaviour
+def _verify_staged(results: dict[str, Any], package_dir: Path, manifest: Manifest) -> None:
+    """Load the finished package as the server does and run its example, before it is moved into place.
 
-        # User code first, as the server loads it: its imports may register what the model needs (Keras custom layers).
-        if manifest.code is not None:
-            result["user_code"] = _verify_user_code(args.out, manifest)
-        report = verify_behaviour(args.out, manifest)
-        result["max_abs_error"] = report.worst
-        if manifest.pipeline is not None:
-            result["pipeline"] = _pipeline_summary(manifest, report.pipeline_error)
+    A package that fails here is never written (``build_package``): a directory that looks finished
+    but answers wrongly would be packed and pushed, and would block the corrected run's ``--out``.
+    """
+    from model_package.verify import verify_behaviour
+
+    # User code first, as the server loads it: its imports may register what the model needs (Keras custom layers).
+    if manifest.code is not None:
+        results["user_code"] = _verify_user_code(package_dir, manifest)
+    report = verify_behaviour(package_dir, manifest)
+    results["max_abs_error"] = report.worst
+    if manifest.pipeline is not None:
+        results["pipeline"] = _pipeline_summary(manifest, report.pipeline_error)
+
+
+def _created(args: argparse.Namespace, manifest: Manifest, checked: dict[str, Any]) -> dict[str, Any]:
+    result: dict[str, Any] = {"package": str(args.out), "name": manifest.name, "format": manifest.format, **checked}
     _log.info("package created", extra={"path": str(args.out), "files": len(manifest.files)})
     return result
 

@@ -17,7 +17,7 @@ from typing import cast
 
 import numpy as np
 
-from model_package.builder import PackageSpec, build_package
+from model_package.builder import PackageCheck, PackageSpec, build_package
 from model_package.dynamic_axes import resolve_dynamic_axes, warn_fixed_axes
 from model_package.errors import ExportError, MissingFileError, UnknownFormatError, UsageError
 from model_package.formats import ExportableFormat, ImportOptions, detect_format, get_format
@@ -61,6 +61,7 @@ def export_model(
     dynamic_axes: Mapping[str, Sequence[int]] | None = None,
     pipeline: PipelineSource | None = None,
     verify: bool = True,
+    check: PackageCheck | None = None,
 ) -> Manifest:
     """Export a live PyTorch or Keras model into the package directory ``out_dir``.
 
@@ -72,6 +73,7 @@ def export_model(
     replaces detection for it). ``pipeline`` declares the pre- and post-processing the server
     runs around the model (``docs/manifest.md``). ``verify=False`` skips loading the finished
     package in a fresh process (done only when its model needs Python objects: Keras custom layers).
+    ``check`` runs on the finished package before it is moved into place (``build_package``).
     """
     framework = framework_of(model)
     allowed = EXPORT_FORMATS[framework]
@@ -102,6 +104,7 @@ def export_model(
         lambda staging: exporter.save(model, inputs, staging, dynamic_axes=axes),
         overwrite=overwrite,
         fresh_load_check=verify,
+        check=check,
     )
     warn_fixed_axes(manifest.signature, name, shaped_by_pipeline=_pipeline_shaped(manifest))
     return manifest
@@ -125,6 +128,7 @@ def import_artifact(
     signature: str | None = None,
     pipeline: PipelineSource | None = None,
     verify: bool = True,
+    check: PackageCheck | None = None,
 ) -> Manifest:
     """Package an already-saved artifact without its Python class.
 
@@ -133,8 +137,8 @@ def import_artifact(
     identically wherever it goes). Without ``example_inputs`` a deterministic
     example is synthesized from the signature. ``dynamic_axes`` applies to
     TorchScript files (the only format that records no shapes; detection as
-    for exports); ``signature`` chooses a SavedModel's signature; ``verify`` as for
-    :func:`export_model`.
+    for exports); ``signature`` chooses a SavedModel's signature; ``verify`` and ``check``
+    as for :func:`export_model`.
     """
     if not source.exists():
         raise MissingFileError(f"{source} does not exist")
@@ -171,6 +175,7 @@ def import_artifact(
         lambda staging: fmt.import_artifact(source, staging, spec.example_inputs, options),
         overwrite=overwrite,
         fresh_load_check=verify,
+        check=check,
     )
     warn_fixed_axes(manifest.signature, name, shaped_by_pipeline=_pipeline_shaped(manifest))
     return manifest

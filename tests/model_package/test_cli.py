@@ -187,3 +187,35 @@ def test_a_factory_beside_its_sagemaker_handler_named_inference_py_exports(tmp_p
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["user_code"] == "ok (example ran through predict_fn)"
+
+
+@pytest.mark.torch
+def test_a_package_that_fails_its_check_is_never_written_nor_replaces_the_old_one(tmp_path: Path) -> None:
+    """The behaviour check ran after the package was moved into place: a failed export left a finished-looking
+    directory (which `pack` packed), blocked the corrected run's --out, and with --overwrite had already
+    deleted the good package it was meant to replace."""
+    from model_package.example import load_arrays, save_arrays
+    from model_package.export import export_model
+    from tests.model_package import torch_models
+
+    good = tmp_path / "good"
+    export_model(torch_models.make_mlp(), torch_models.mlp_inputs(3), good, name="mlp", version="1")
+    wrong = {name: array + 1.0 for name, array in load_arrays(good / "example" / "outputs.npz").items()}
+    save_arrays(tmp_path / "wrong.npz", wrong)
+    model_file = good / json.loads((good / "manifest.json").read_text())["model_path"]
+    common = ["--name", "mlp", "--version", "2", "--example-inputs", str(good / "example" / "inputs.npz")]
+    common += ["--expected-outputs", str(tmp_path / "wrong.npz")]
+
+    fresh = run("import", str(model_file), *common, "--out", str(tmp_path / "new"))
+    assert_one_line_error(fresh, 6, "differs from the bundled example")
+    assert not (tmp_path / "new").exists()
+    assert "partial" not in fresh.stderr  # no staging directory named in the error
+    target = tmp_path / "target"
+    export_model(torch_models.make_mlp(), torch_models.mlp_inputs(3), target, name="mlp", version="1")
+    before = sorted((p.relative_to(target), p.read_bytes()) for p in target.rglob("*") if p.is_file())
+
+    replaced = run("import", str(model_file), *common, "--out", str(target), "--overwrite")
+
+    assert_one_line_error(replaced, 6, "differs from the bundled example")
+    assert sorted((p.relative_to(target), p.read_bytes()) for p in target.rglob("*") if p.is_file()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["good", "target", "wrong.npz"]
