@@ -240,6 +240,36 @@ def keras_input_name(tensor: Any) -> str:
     return str(operation.name if operation is not None else tensor.name)
 
 
+def keras_embedding_ranges(model: Any) -> dict[str, tuple[int, int]]:
+    """Integer model inputs fed straight into an ``Embedding`` table, with the table's valid ids ``[0, rows - 1]``.
+
+    Keras' TensorFlow backend looks ids up with ``ops.take``, which counts a negative id from the
+    end (NumPy's rule), and TensorFlow's CPU gather refuses an id past the table with an error the
+    server must report as its own failure (500). Recorded in the signature, every id outside the
+    table is the client's 400, naming the id, before the model runs. Only inputs wired directly
+    into an ``Embedding`` layer of the model (not through lookups or hashing, whose output range
+    is theirs to keep) are covered.
+    """
+    keras = import_keras()
+    try:
+        names = {id(tensor): keras_input_name(tensor) for tensor in keras_input_tensors(model)}
+    except ValueError:  # a subclassed model: no graph of layers to follow
+        return {}
+    ranges: dict[str, tuple[int, int]] = {}
+    for layer in model.layers:
+        if not isinstance(layer, keras.layers.Embedding):
+            continue
+        # Every call of the layer is an inbound node (a shared table looks up several inputs);
+        # Keras has no public accessor for them.
+        for node in getattr(layer, "_inbound_nodes", ()):
+            for tensor in node.input_tensors:
+                name = names.get(id(tensor))
+                if name is not None and str(tensor.dtype).startswith(("int", "uint")):
+                    high = int(layer.input_dim) - 1
+                    ranges[name] = (0, min(high, ranges.get(name, (0, high))[1]))
+    return ranges
+
+
 def keras_call_structure(model: Any, flat: Sequence[Any]) -> Any:
     """Arrange inputs given in ``model.inputs`` order into the structure ``model(...)`` expects."""
     keras = import_keras()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -18,7 +18,7 @@ import numpy as np
 
 from model_package.dynamic_axes import DynamicAxes
 from model_package.errors import ExportError, InvalidInputError, LoadError, PredictionError, UsageError
-from model_package.manifest import Framework, Manifest, Signature
+from model_package.manifest import Framework, Manifest, Signature, TensorSpec
 
 _log = logging.getLogger(__name__)
 # Loose on purpose: the batch check looks for a frozen batch dimension, not for float rounding.
@@ -199,6 +199,13 @@ def check_inputs(signature: Signature, inputs: Tensors) -> CheckedInputs:
             check_range(spec.name, array, spec.valid_range)
         checked[spec.name] = np.ascontiguousarray(array)
     return CheckedInputs(signature, checked)
+
+
+def with_valid_ranges(inputs: Sequence[TensorSpec], ranges: Mapping[str, tuple[int, int]]) -> tuple[TensorSpec, ...]:
+    """``inputs`` with ``valid_range`` set on those named in ``ranges`` (the id inputs of embedding tables)."""
+    return tuple(
+        spec.model_copy(update={"valid_range": ranges[spec.name]}) if spec.name in ranges else spec for spec in inputs
+    )
 
 
 def check_range(name: str, array: np.ndarray, valid: tuple[int, int]) -> None:

@@ -34,6 +34,7 @@ from model_package.formats.base import (
     Tensors,
     check_import_options,
     one_line_error,
+    with_valid_ranges,
 )
 from model_package.formats.keras_objects import advice, custom_objects
 from model_package.manifest import Manifest, Signature
@@ -130,6 +131,8 @@ def _open(path: Path) -> tuple[Signature, Any, Any]:
     try:
         function = _trace(model)
         signature = _tf.signature_of(function)
+        ranges = _tf.keras_embedding_ranges(model)
+        signature = signature.model_copy(update={"inputs": with_valid_ranges(signature.inputs, ranges)})
     except ModelPackageError:
         raise
     except Exception as exc:

@@ -53,6 +53,7 @@ from model_package.formats.base import (
     check_inputs,
     numpy_dtype_name,
     one_line_error,
+    with_valid_ranges,
 )
 from model_package.manifest import DTYPES, Framework, Manifest, Signature, TensorSpec, check_relative_path
 
@@ -198,6 +199,10 @@ class OnnxFormat:
         if _name_outputs_like(proto.graph, list(reference)):
             onnx.save_model(proto, str(path))
         signature = signature_from_onnx(path)
+        # Keras' own id ranges: its negative-id handling sits between the input and the Gather, out of
+        # gathered_index_ranges' sight.
+        keras_ranges = _tf.keras_embedding_ranges(model)
+        signature = signature.model_copy(update={"inputs": with_valid_ranges(signature.inputs, keras_ranges)})
         _tf.check_reference_names(signature, reference)
         reference = {spec.name: reference[spec.name] for spec in signature.outputs}  # in the graph's order
         try:
@@ -428,10 +433,7 @@ def signature_from_onnx(path: Path) -> Signature:
     # Old exporters list initializers (weights) as graph inputs too; they have defaults and are not user inputs.
     weights = {init.name for init in graph.initializer}
     inputs = tuple(_value_spec(v, "input", path) for v in graph.input if v.name not in weights)
-    ranges = gathered_index_ranges(graph)
-    inputs = tuple(
-        spec.model_copy(update={"valid_range": ranges[spec.name]}) if spec.name in ranges else spec for spec in inputs
-    )
+    inputs = with_valid_ranges(inputs, gathered_index_ranges(graph))
     outputs = tuple(_value_spec(v, "output", path) for v in graph.output)
     if not inputs or not outputs:
         raise UsageError(f"{path} declares no {'inputs' if not inputs else 'outputs'}; a servable model needs both")

@@ -30,6 +30,7 @@ from model_package.formats.base import (
     Tensors,
     check_import_options,
     one_line_error,
+    with_valid_ranges,
 )
 from model_package.manifest import Framework, Manifest, Signature
 
@@ -81,6 +82,8 @@ class TFSavedModelFormat:
         fixed = [spec.name for spec in signature.inputs if spec.shape and spec.shape[0] != -1]
         if fixed:
             raise ExportError(f"the exported SavedModel has a fixed batch dimension on inputs {fixed}; expected -1")
+        ranges = _tf.keras_embedding_ranges(model)
+        signature = signature.model_copy(update={"inputs": with_valid_ranges(signature.inputs, ranges)})
         reference = _tf.run_keras_model(model, signature, example_inputs, call_order)
         _tf.check_reference_names(signature, reference)
         if axes:

@@ -37,6 +37,7 @@ from model_package.formats.base import (
     check_import_options,
     check_inputs,
     one_line_error,
+    with_valid_ranges,
 )
 from model_package.manifest import Manifest, Signature, TensorSpec
 
@@ -245,10 +246,7 @@ def signature_from_program(program: Any, where: str) -> Signature:
     nodes = {node.name: node for node in program.graph.nodes}
     positional, keywords = _call_plan(program, where)
     inputs = [_spec(name, nodes.get(name), "input", where) for name in [*positional, *keywords]]
-    ranges = embedding_index_ranges(program)
-    inputs = [
-        spec.model_copy(update={"valid_range": ranges[spec.name]}) if spec.name in ranges else spec for spec in inputs
-    ]
+    inputs = list(with_valid_ranges(inputs, embedding_index_ranges(program)))
 
     output_nodes = []
     for output_spec in program.graph_signature.output_specs:
