@@ -79,9 +79,9 @@ def _walk(node: Any) -> Iterator[CustomObject]:
     module, class_name = node.get("module", _ABSENT), node.get("class_name")
     if isinstance(class_name, str) and (module is None or isinstance(module, str)):
         if module == "builtins" and class_name == "function" and isinstance(node.get("config"), str):
-            # A registered function (an activation, a loss): its config is its registered name.
-            if ">" in node["config"]:
-                yield CustomObject(node["config"], None)
+            # A function of the user's (an activation, a loss): its config is its name, registered or not.
+            # Keras' own functions are written with their public module (keras.activations).
+            yield CustomObject(node["config"], None)
         elif _custom_module(module) and not class_name.startswith("__"):  # "__tensor__", "__numpy__": values
             registered = node.get("registered_name")
             yield CustomObject(registered if isinstance(registered, str) and registered else class_name, module)
@@ -100,7 +100,7 @@ def _custom_module(module: str | None) -> bool:
 
 def advice(objects: tuple[CustomObject, ...]) -> str:
     """What a user does about ``objects`` so the server, a fresh process, can rebuild them."""
-    unregistered = [o.name for o in objects if o.module is not None and not o.registered]
+    unregistered = [o.name for o in objects if not o.registered]
     register = (
         f"decorate {', '.join(unregistered)} with @keras.saving.register_keras_serializable(), " if unregistered else ""
     )

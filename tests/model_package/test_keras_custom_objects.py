@@ -26,7 +26,7 @@ keras = pytest.importorskip("keras")
 
 from model_package.errors import ExportError  # noqa: E402
 from model_package.export import export_model, import_artifact  # noqa: E402
-from model_package.formats.keras_objects import custom_objects  # noqa: E402
+from model_package.formats.keras_objects import advice, custom_objects  # noqa: E402
 
 pytestmark = pytest.mark.tensorflow
 
@@ -105,6 +105,8 @@ def test_objects_of_a_script_or_notebook_are_found_and_compile_only_and_kerass_o
                 {"module": None, "class_name": "Plain", "registered_name": "Plain", "config": {}},
                 {"module": "keras_hub.src.layers", "class_name": "Tokens", "registered_name": "keras_hub>Tokens"},
                 {"module": None, "class_name": "__numpy__", "config": {"value": [1.0]}},
+                {"module": "builtins", "class_name": "function", "config": "tripled", "registered_name": "function"},
+                {"module": "keras.activations", "class_name": "function", "config": "relu", "registered_name": "relu"},
             ]
         },
         # Packages load with compile=False: a custom loss there is never rebuilt.
@@ -115,8 +117,9 @@ def test_objects_of_a_script_or_notebook_are_found_and_compile_only_and_kerass_o
 
     found = custom_objects(tmp_path / "m.keras")
 
-    assert [(o.name, o.module) for o in found] == [("notebook>Gate", None), ("Plain", None)]
-    assert [o.describe() for o in found] == ["notebook>Gate", "Plain (not registered)"]
+    assert [(o.name, o.module) for o in found] == [("notebook>Gate", None), ("Plain", None), ("tripled", None)]
+    assert [o.describe() for o in found] == ["notebook>Gate", "Plain (not registered)", "tripled (not registered)"]
+    assert "decorate Plain, tripled with @keras.saving.register_keras_serializable()" in advice(found)
 
 
 def test_export_refuses_a_custom_layer_the_server_could_not_load(tmp_path: Path) -> None:
