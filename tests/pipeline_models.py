@@ -33,6 +33,18 @@ def image_factory() -> tuple[nn.Module, dict[str, np.ndarray]]:
     return TinyImageNet().eval(), {"x": np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)}
 
 
+class RawPixelNet(TinyImageNet):
+    """uint8 3x32x32 pixels in, scaled by the model itself (as a Keras ``Rescaling`` layer does), 2 logits out."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.float() / 255.0)
+
+
+def raw_pixel_factory() -> tuple[nn.Module, dict[str, np.ndarray]]:
+    """A model whose image input is uint8."""
+    return RawPixelNet().eval(), {"x": np.random.default_rng(0).integers(0, 256, (2, 3, 32, 32), dtype=np.uint8)}
+
+
 def sample_images() -> list[Path]:
     """The JPEG photos scikit-learn ships (china.jpg, flower.jpg)."""
     import sklearn.datasets

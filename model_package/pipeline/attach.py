@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from model_package.errors import MissingFileError, UsageError
-from model_package.manifest import Signature
+from model_package.manifest import Signature, TensorSpec
 from model_package.pipeline.schema import Pipeline, RawExample
 
 RAW_DIR = "example/raw"
@@ -97,11 +97,43 @@ def _image_defaults(options: dict[str, Any], signature: Signature) -> None:
             "images have 1 (L) or 3 (RGB/BGR)"
         )
     options.setdefault("channels", "L" if channels == 1 else "RGB")
+    _image_pixel_type(options, spec)
     for key, value in (("height", height), ("width", width)):
         if key not in options:
             if value == -1:
                 raise UsageError(f"input {spec.name!r} has a dynamic {key}; declare the size with --image size=HxW")
             options[key] = value
+
+
+def _image_pixel_type(options: dict[str, Any], spec: TensorSpec) -> None:
+    """A ``uint8`` image input takes the pixels as they are: the model scales them (a ``Rescaling`` layer).
+
+    Float inputs get the pipeline's normalisation (by default ``pixel / 255``); the server casts the
+    batch to the input's float type. A ``uint8`` input gets raw 0-255 values, so any normalisation
+    asked for is refused here rather than fail every request with a dtype error.
+    """
+    if spec.dtype.startswith("float"):
+        return
+    if spec.dtype != "uint8":
+        raise UsageError(
+            f"input {spec.name!r} has dtype {spec.dtype}; an image pipeline feeds float inputs (normalised pixels) "
+            "or uint8 inputs (raw pixels)"
+        )
+    identity = {"scale": 1.0, "mean": (0.0,), "std": (1.0,)}
+    asked = {
+        key: options[key] for key in identity if key in options and _values(options[key]) != _values(identity[key])
+    }
+    if asked:
+        shown = ", ".join(f"{key}={value}" for key, value in asked.items())
+        raise UsageError(
+            f"input {spec.name!r} takes uint8 pixels (0-255, scaled by the model itself), so --image {shown} cannot "
+            "apply; leave scale, mean and std out, or export a model whose input is float"
+        )
+    options.update(identity)
+
+
+def _values(value: object) -> tuple[object, ...]:
+    return tuple(value) if isinstance(value, list | tuple) else (value,)
 
 
 def _copy(source: Path, target: Path) -> None:

@@ -64,6 +64,9 @@ class PipelineRunner:
         self.max_tensor_bytes = max_tensor_bytes
         self._text = None
         spec = self.pipeline.input
+        self._image_dtype = next(
+            (s.dtype for s in manifest.signature.inputs if isinstance(spec, ImageInput) and s.name == spec.input), None
+        )
         if isinstance(spec, TextInput):
             from model_package.pipeline.text import TextEncoder
 
@@ -87,11 +90,12 @@ class PipelineRunner:
             from model_package.pipeline.image import decode_images
 
             self._check_tensor_bytes(len(items) * spec.channel_count * spec.height * spec.width * 4, len(items))
-            return {
-                spec.input: decode_images(
-                    [_as_bytes(item, i) for i, item in enumerate(items)], spec, max_pixels=self.max_pixels
-                )
-            }
+            batch = decode_images(
+                [_as_bytes(item, i) for i, item in enumerate(items)], spec, max_pixels=self.max_pixels
+            )
+            if self._image_dtype == "uint8":  # raw pixels (attach allows no normalisation): whole numbers 0-255
+                batch = batch.astype(np.uint8)
+            return {spec.input: batch}
         if isinstance(spec, TextInput):
             assert self._text is not None
             return self._text.encode([_as_text(item, i) for i, item in enumerate(items)], self._check_tensor_bytes)

@@ -105,6 +105,31 @@ def test_image_options_are_checked(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "size='32' must be HEIGHTxWIDTH" in capsys.readouterr().err
 
 
+def test_a_uint8_image_input_gets_raw_pixels_and_refuses_normalisation(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The usual Keras pattern (uint8 input, Rescaling inside): every request failed "has dtype float32"."""
+    from model_package.pipeline.runner import PipelineRunner
+    from tests.pipeline_models import __file__ as models_file
+    from tests.pipeline_models import sample_images
+
+    def export(out: Path, *image: str) -> int:
+        args = ["export", f"{models_file}:raw_pixel_factory", "--name", "raw", "--version", "1", "-o", str(out)]
+        return main([*args, *image, "--classes", "--raw-example", str(sample_images()[0])])
+
+    assert export(tmp_path / "p", "--image", "resize=36") == 0  # verification ran the raw example through it
+    manifest = read_manifest(tmp_path / "p")
+    inputs = PipelineRunner(tmp_path / "p", manifest).preprocess([sample_images()[1].read_bytes()])
+    assert inputs["x"].dtype == "uint8" and inputs["x"].shape == (1, 3, 32, 32)
+    assert int(inputs["x"].max()) > 1  # pixels, not pixels / 255
+    capsys.readouterr()
+
+    assert export(tmp_path / "q", "--image", "resize=36,scale=0.5") == 2
+    assert "takes uint8 pixels (0-255, scaled by the model itself), so --image scale=0.5 cannot apply" in (
+        capsys.readouterr().err
+    )
+
+
 def _raw_manifest(image_package: Path) -> dict[str, Any]:
     raw: dict[str, Any] = json.loads((image_package / "manifest.json").read_text())
     return raw
