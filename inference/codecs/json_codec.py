@@ -97,7 +97,7 @@ def split_parsed_payload(payload: Any) -> tuple[JsonInputs, dict[str, Any]]:
     if isinstance(payload, list):
         return JsonInputs("list", payload), {}
     if not isinstance(payload, dict):
-        raise BadRequestError(f"a JSON request must be {ACCEPTED_FORMS}; got a bare {_json_type(payload)}")
+        raise BadRequestError(f"a JSON request must be {ACCEPTED_FORMS}; got {_json_type(payload)} alone")
     parameters = payload.get("parameters")
     if parameters is None:
         parameters = {}

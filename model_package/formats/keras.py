@@ -70,9 +70,16 @@ class KerasFormat:
         try:
             signature, _, _ = _open(path)
         except LoadError as exc:
+            # Keras' refusal of a Lambda layer advises safe_mode=False, which packages never use.
+            lambda_hint = (
+                ". Safe mode is not optional: a package never runs code from its model file as it loads. The "
+                "tf_savedmodel format (the default for Keras models) saves the traced graph, Lambda layers included"
+                if "safe_mode=False" in str(exc)
+                else ""
+            )
             raise ExportError(
                 f"the saved model cannot be loaded back the way packages are loaded "
-                f"(keras.saving.load_model(safe_mode=True, compile=False)): {exc}"
+                f"(keras.saving.load_model(safe_mode=True, compile=False)): {exc}{lambda_hint}"
             ) from exc
         # The reloaded model lists its inputs in the live model's call order.
         call_order = [spec.name for spec in signature.inputs]

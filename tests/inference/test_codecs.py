@@ -254,7 +254,7 @@ def test_split_json_payload_and_decode_json_request_return_parameters() -> None:
         (b'{"instances": [[1, 2, 3]], "inputs": [[1, 2, 3]]}', FEATURES, ["not both"]),
         (b'{"parameters": {}}', FEATURES, ['no "instances" or "inputs"']),
         (b'{"instances": [[1, 2, 3]], "parameters": 5}', FEATURES, ['"parameters" must be a JSON object']),
-        (b"42", FEATURES, ["bare a number", '"instances"']),
+        (b"42", FEATURES, ["got a number alone", '"instances"']),
         (b'{"instances": {"x": [1, 2, 3]}}', FEATURES, ['"instances" must be a list']),
         (b"[[0.5, 1.5]]", MULTI, ["single-input", "'pixels'", "'ids'"]),
         (b'{"inputs": [[0.5, 1.5]]}', MULTI, ["'pixels'", "'ids'"]),

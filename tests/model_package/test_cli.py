@@ -208,6 +208,7 @@ def test_a_package_that_fails_its_check_is_never_written_nor_replaces_the_old_on
 
     fresh = run("import", str(model_file), *common, "--out", str(tmp_path / "new"))
     assert_one_line_error(fresh, 6, "differs from the bundled example")
+    assert "package it with looser --rtol/--atol" in fresh.stderr  # what to do when the model is right
     assert not (tmp_path / "new").exists()
     assert "partial" not in fresh.stderr  # no staging directory named in the error
     target = tmp_path / "target"

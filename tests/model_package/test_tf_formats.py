@@ -478,8 +478,9 @@ def test_keras_lambda_layer_is_refused_in_safe_mode(mlp_packages: dict[str, Pack
     # Exporting one fails early, at packaging time, not at deployment.
     staging = tmp_path / "staging"
     staging.mkdir()
-    with pytest.raises(ExportError, match="safe_mode=True"):
+    with pytest.raises(ExportError, match="safe_mode=True") as raised:
         fmt.save(model, {"x": np.ones((2, 4), np.float32)}, staging)
+    assert "tf_savedmodel format (the default for Keras models) saves the traced graph" in str(raised.value)
 
 
 def test_keras_unregistered_subclassed_model_fails_at_export(tmp_path: Path) -> None:
