@@ -367,7 +367,10 @@ def check_batch_generalizes(
         {name: example_inputs[name] for name in call_order},
         loaded,
         fmt=fmt,
-        advice="try the 'tf_savedmodel' format",
+        advice=(
+            "build the model with a free batch axis: keras.Input(shape=...) without batch_size, no reshape to a "
+            "fixed number of rows" + (", or try the 'tf_savedmodel' format" if fmt == "onnx" else "")
+        ),
     )
 
 

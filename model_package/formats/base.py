@@ -267,19 +267,32 @@ def check_batch_generalizes(
     extra = 1 if example_rows > 1 else 2
     bigger = {name: np.concatenate([a, *([a[:1]] * extra)]) for name, a in arrays.items()}
     rows = example_rows + extra
+    live_error: Exception | None = None
     try:
         expected = run_live(bigger)
     except Exception as exc:
-        # The live model itself only handles the example's batch size: nothing to compare against.
-        _log.warning("skipping the batch-size check: the live model fails on %d rows (%s)", rows, one_line_error(exc))
-        return
+        live_error = exc
     try:
         got = loaded.predict(bigger)
     except PredictionError as exc:
+        # The server merges requests into batches of any size: a model that runs only at the example's
+        # batch size (keras.Input(batch_size=1) with a reshape to 1 row) would fail every batched call with
+        # a 500, whether or not the live model refuses the larger batch too.
+        why = (
+            f"the model itself runs only at that batch size (the live model fails too: {one_line_error(live_error)})"
+            if live_error is not None
+            else "the export probably fixed the batch size"
+        )
         raise ExportError(
             f"the saved {fmt} model fails on a batch of {rows} rows although the example had "
-            f"{example_rows}: {exc}. The export probably fixed the batch size; {advice}"
+            f"{example_rows}: {one_line_error(exc)}. The server batches requests, so {why}; {advice}"
         ) from exc
+    if live_error is not None:
+        # The saved model runs at other batch sizes and the live one does not: nothing to compare against.
+        _log.warning(
+            "skipping the batch-size comparison: the live model fails on %d rows (%s)", rows, one_line_error(live_error)
+        )
+        return
     for name, want in expected.items():
         have = got.get(name)
         if have is not None and have.shape == want.shape and _close(have, want):

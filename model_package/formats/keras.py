@@ -68,7 +68,7 @@ class KerasFormat:
         except Exception as exc:  # Keras raises anything from user layers' get_config()
             raise ExportError(f"Keras could not save {type(model).__name__}: {one_line_error(exc)}") from exc
         try:
-            signature, _, _ = _open(path)
+            signature, owner, function = _open(path)
         except LoadError as exc:
             # Keras' refusal of a Lambda layer advises safe_mode=False, which packages never use.
             lambda_hint = (
@@ -87,6 +87,8 @@ class KerasFormat:
         _tf.check_declared_axes_are_none(signature.inputs, dynamic_axes or {})
         reference = _tf.run_keras_model(model, signature, example_inputs, call_order)
         _tf.check_reference_names(signature, reference)
+        loaded = _tf.ConcreteFunctionModel(signature, function, positional=call_order, owner=owner)
+        _tf.check_batch_generalizes(model, signature, example_inputs, call_order, loaded, fmt=self.name)
         return SavedArtifact(model_path=MODEL_FILENAME, signature=signature, framework=_tf.framework()), reference
 
     def import_artifact(

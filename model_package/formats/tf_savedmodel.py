@@ -86,9 +86,10 @@ class TFSavedModelFormat:
         signature = signature.model_copy(update={"inputs": with_valid_ranges(signature.inputs, ranges)})
         reference = _tf.run_keras_model(model, signature, example_inputs, call_order)
         _tf.check_reference_names(signature, reference)
+        _, owner, function = _open(path)
+        loaded = _tf.ConcreteFunctionModel(signature, function, positional=None, owner=owner)
+        _tf.check_batch_generalizes(model, signature, example_inputs, call_order, loaded, fmt=self.name)
         if axes:
-            _, owner, function = _open(path)
-            loaded = _tf.ConcreteFunctionModel(signature, function, positional=None, owner=owner)
             _tf.check_axes_generalize(model, signature, example_inputs, call_order, loaded, axes=axes, fmt=self.name)
         return SavedArtifact(model_path=MODEL_DIRNAME, signature=signature, framework=_tf.framework()), reference
 

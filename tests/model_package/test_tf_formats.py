@@ -541,3 +541,34 @@ def test_missing_tensorflow_is_a_load_error_naming_the_extra(mlp_packages: dict[
     for line in lines:
         assert "TensorFlow is not installed" in line
         assert "'tensorflow' extra" in line
+
+
+def _batch_of_one(*, reshaped: bool) -> tuple[Any, dict[str, np.ndarray]]:
+    """``keras.Input(batch_size=1)``; with ``reshaped``, a graph that really needs one row (TF1-era code)."""
+    inputs = keras.Input((6,), batch_size=1, name="x")
+    hidden = keras.ops.reshape(inputs, (1, 2, 3)) if reshaped else inputs
+    outputs = keras.layers.Dense(2)(hidden)
+    outputs = keras.ops.reshape(outputs, (1, 4)) if reshaped else outputs
+    return keras.Model(inputs, outputs), {"x": np.random.default_rng(0).random((1, 6)).astype(np.float32)}
+
+
+@pytest.mark.parametrize("fmt_name", ["tf_savedmodel", "keras"])
+def test_a_model_that_runs_only_at_its_batch_size_is_refused_at_export(fmt_name: str, tmp_path: Path) -> None:
+    """It exported, and every batched call on the endpoint was a 500 (the server merges requests)."""
+    model, inputs = _batch_of_one(reshaped=True)
+
+    with pytest.raises(ExportError, match=r"fails on a batch of 3 rows although the example had 1") as raised:
+        _fmt(fmt_name).save(model, inputs, tmp_path)
+
+    assert "keras.Input(shape=...) without batch_size" in str(raised.value)
+
+
+@pytest.mark.parametrize("fmt_name", ["tf_savedmodel", "keras"])
+def test_a_declared_batch_size_the_graph_does_not_need_still_exports(fmt_name: str, tmp_path: Path) -> None:
+    model, inputs = _batch_of_one(reshaped=False)
+
+    package_dir, manifest = _package(fmt_name, model, inputs, tmp_path)
+
+    rows = np.random.default_rng(1).random((3, 6)).astype(np.float32)
+    got = _fmt(fmt_name).load(package_dir, manifest).predict({"x": rows})
+    assert next(iter(got.values())).shape == (3, 2)
