@@ -188,10 +188,18 @@ class OnnxFormat:
                 f"tf2onnx cannot convert the TensorFlow ops {unconverted} in {type(model).__name__} to ONNX; "
                 "use the 'tf_savedmodel' format, or replace the layers that use them"
             )
-        exported = signature_from_onnx(path)
-        got_in = [spec.name for spec in exported.inputs]
+        # Checked on the graph before its signature is read: reading warns about each input's fixed batch axis.
+        weights = {init.name for init in proto.graph.initializer}
+        got_in = [value.name for value in proto.graph.input if value.name not in weights]
         if sorted(got_in) != sorted(call_order):
-            raise ExportError(f"the exported ONNX graph has inputs {got_in}; expected the model's inputs {call_order}")
+            strays = sorted(set(got_in) - set(call_order))
+            raise ExportError(
+                f"the exported ONNX graph has inputs {got_in}; expected the model's inputs {call_order}. tf2onnx "
+                f"left tensors of the model as inputs ({strays}): constants it did not fold, as with an adapted "
+                "Normalization layer or keras.ops.arange (bare model.export(format='onnx') does the same); use the "
+                "'tf_savedmodel' format, which keeps them"
+            )
+        exported = signature_from_onnx(path)
         fixed = [spec.name for spec in exported.inputs if spec.shape and spec.shape[0] != -1]
         if fixed:
             raise ExportError(f"the exported ONNX graph has a fixed batch dimension on inputs {fixed}; expected -1")

@@ -195,6 +195,22 @@ def test_unconvertible_op_is_a_one_line_export_error(tmp_path: Path) -> None:
     assert "\n" not in str(info.value)
 
 
+def test_constants_tf2onnx_leaves_as_inputs_are_named_with_the_format_that_keeps_them(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An adapted Normalization: the message listed a stray input and warnings advised a dynamic batch axis."""
+    data = np.random.default_rng(1).normal(100, 20, size=(50, 5)).astype(np.float32)
+    normalization = keras.layers.Normalization()
+    normalization.adapt(data)
+    inputs = keras.Input((5,), name="features")
+    model = keras.Model(inputs, keras.layers.Dense(1)(normalization(inputs)))
+
+    with pytest.raises(ExportError, match=r"tf2onnx left tensors of the model as inputs .*'tf_savedmodel' format"):
+        FORMAT.save(model, {"features": data[:4]}, tmp_path)
+
+    assert not [record for record in caplog.records if "batch" in record.getMessage()]
+
+
 def test_missing_tf2onnx_is_an_export_error_naming_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "tf2onnx", None)  # what `import tf2onnx` sees when it is not installed
     with pytest.raises(ExportError, match=r"needs tf2onnx.*install the 'tensorflow' extra") as info:
