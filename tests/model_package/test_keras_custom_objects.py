@@ -10,7 +10,6 @@ endpoint's start-up with a message about ``Functional``.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -178,24 +177,6 @@ def test_import_of_a_keras_file_with_its_layer_in_code(tmp_path: Path) -> None:
 
     assert imported.returncode == 0, imported.stderr[-2000:]
     assert "format: keras" in imported.stdout
-
-
-def test_loading_names_the_unknown_layer_and_the_fix(shipped: Path, tmp_path: Path) -> None:
-    forgot = tmp_path / "forgot"
-    shutil.copytree(shipped, forgot)
-    (forgot / "code" / "inference.py").write_text("")  # as if the import were forgotten (integrity aside)
-
-    loaded = subprocess.run(
-        [sys.executable, "-I", "-m", "model_package.fresh_load", str(forgot)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-
-    assert loaded.returncode == 1
-    assert "objects Keras does not know in this process: tests_custom>Scale" in loaded.stderr
-    assert "import it from code/inference.py" in loaded.stderr
 
 
 def test_an_unregistered_layer_is_named_with_the_decorator_to_add(tmp_path: Path) -> None:
