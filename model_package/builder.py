@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from model_package._version import __version__
-from model_package.errors import MissingFileError, ModelPackageError, UsageError
+from model_package.errors import ExportError, MissingFileError, ModelPackageError, UsageError
 from model_package.example import save_arrays, synthesize_inputs, trim_rows
 from model_package.formats import LoadedModel, SavedArtifact, get_format
 from model_package.formats.base import check_servable
@@ -41,6 +41,8 @@ from model_package.pipeline.schema import Pipeline
 #: Writes the model into the staging directory it is given and describes what it wrote; an
 #: exporter also returns the live model's outputs on the example (the verification reference).
 Stager = Callable[[Path], SavedArtifact | tuple[SavedArtifact, Mapping[str, np.ndarray]]]
+#: The metadata key the server reads its batch cap from (``inference.service.batching_settings``).
+_BATCH_CAP_KEY = "serving.max_batch_size"
 #: A check of a finished package, given its directory and manifest, before it is moved into place.
 PackageCheck = Callable[[Path, Manifest], None]
 
@@ -81,10 +83,16 @@ def build_package(
     ``check`` runs on the finished package (its staging directory) before it is moved into place:
     raising refuses it, and ``out_dir`` (a package it would replace included) is left as it was.
     """
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"{out_dir} exists and is not a directory; --out names the package directory to create")
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise UsageError(f"{out_dir} already exists and is not empty; choose a new directory or pass --overwrite")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        # Absolute: errors from user code and frameworks name resolved paths, which must match to be hidden.
+        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent)).resolve()
+    except OSError as exc:
+        raise UsageError(f"cannot create the package directory {out_dir}: {exc.strerror or exc}") from exc
     try:
         with _naming_no_staging(staging, "the exported model"):
             staged = stage(staging)
@@ -99,13 +107,31 @@ def build_package(
                 check_loads_in_fresh_process(staging, manifest)
             if check is not None:
                 check(staging, manifest)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        staging.rename(out_dir)
+        _move_into_place(staging, out_dir)
         return manifest
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def _move_into_place(staging: Path, out_dir: Path) -> None:
+    """Rename ``staging`` to ``out_dir``; a package already there is renamed aside first, deleted last.
+
+    Renames are atomic and cannot half-happen: deleting the old package first lost both packages
+    when the deletion failed or was interrupted (the staging directory is removed on the way out).
+    """
+    if not out_dir.exists():
+        staging.rename(out_dir)
+        return
+    aside = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.replaced-", dir=out_dir.parent))
+    aside.rmdir()  # a free name beside out_dir, on the same file system
+    out_dir.rename(aside)
+    try:
+        staging.rename(out_dir)
+    except BaseException:
+        aside.rename(out_dir)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -155,11 +181,26 @@ def _finish(staging: Path, spec: PackageSpec, artifact: SavedArtifact) -> Manife
             python=platform.python_version(),
             source=spec.source,
         ),
-        metadata=dict(spec.metadata),
+        metadata=_metadata(spec, artifact),
         pipeline=pipeline,
     )
     write_manifest(staging, manifest)
     return manifest
+
+
+def _metadata(spec: PackageSpec, artifact: SavedArtifact) -> dict[str, str]:
+    """The package's metadata: the user's, plus the batch cap of a model that runs one row a call."""
+    metadata = dict(spec.metadata)
+    if artifact.max_batch_size is None:
+        return metadata
+    declared = metadata.setdefault(_BATCH_CAP_KEY, str(artifact.max_batch_size))
+    if not declared.isdigit() or int(declared) > artifact.max_batch_size:
+        raise ExportError(
+            f"metadata {_BATCH_CAP_KEY}={declared} asks for batches the model cannot run: it runs "
+            f"{artifact.max_batch_size} row per call (it fails on more); leave the key out or set it to "
+            f"{artifact.max_batch_size}"
+        )
+    return metadata
 
 
 def _stage_pipeline(

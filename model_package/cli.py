@@ -283,6 +283,13 @@ def _cmd_import(args: argparse.Namespace) -> dict[str, Any]:
     return _created(args, manifest, checked)
 
 
+#: Packaging can still choose the tolerances (verifying a finished package cannot).
+_LOOSER_TOLERANCES = (
+    " (a model computing in float16 or converted to ONNX can differ this much and still be right: package it "
+    "with looser --rtol/--atol)"
+)
+
+
 def _verify_staged(results: dict[str, Any], package_dir: Path, manifest: Manifest) -> None:
     """Load the finished package as the server does and run its example, before it is moved into place.
 
@@ -294,7 +301,7 @@ def _verify_staged(results: dict[str, Any], package_dir: Path, manifest: Manifes
     # User code first, as the server loads it: its imports may register what the model needs (Keras custom layers).
     if manifest.code is not None:
         results["user_code"] = _verify_user_code(package_dir, manifest)
-    report = verify_behaviour(package_dir, manifest)
+    report = verify_behaviour(package_dir, manifest, mismatch_advice=_LOOSER_TOLERANCES)
     results["max_abs_error"] = report.worst
     if manifest.pipeline is not None:
         results["pipeline"] = _pipeline_summary(manifest, report.pipeline_error)

@@ -255,16 +255,21 @@ def keras_embedding_ranges(model: Any) -> dict[str, tuple[int, int]]:
         names = {id(tensor): keras_input_name(tensor) for tensor in keras_input_tensors(model)}
     except ValueError:  # a subclassed model: no graph of layers to follow
         return {}
+    # The calls of layers that make up this model's graph (a Sequential keeps its graph in a Functional).
+    # A layer's own list of calls (_inbound_nodes) also holds calls from other models built on the same
+    # layers, or calls whose results were dropped: those must not range this model's inputs. Keras has
+    # no public accessor for either.
+    graph = model if hasattr(model, "_nodes_by_depth") else getattr(model, "_functional", None)
     ranges: dict[str, tuple[int, int]] = {}
-    for layer in model.layers:
-        if not isinstance(layer, keras.layers.Embedding):
-            continue
-        # Every call of the layer is an inbound node (a shared table looks up several inputs);
-        # Keras has no public accessor for them.
-        for node in getattr(layer, "_inbound_nodes", ()):
+    for nodes in getattr(graph, "_nodes_by_depth", {}).values():
+        for node in nodes:
+            layer = node.operation
+            # Exactly Keras' layer: a subclass may map ids itself (ids % rows) before its lookup.
+            if type(layer) is not keras.layers.Embedding:
+                continue
             for tensor in node.input_tensors:
                 name = names.get(id(tensor))
-                if name is not None and str(tensor.dtype).startswith(("int", "uint")):
+                if name is not None and str(tensor.dtype).startswith(("int", "uint", "float")):
                     high = int(layer.input_dim) - 1
                     ranges[name] = (0, min(high, ranges.get(name, (0, high))[1]))
     return ranges
@@ -360,9 +365,9 @@ def check_batch_generalizes(
     loaded: LoadedModel,
     *,
     fmt: str,
-) -> None:
+) -> int | None:
     """Compare the reloaded artifact with the live Keras model on a larger batch (see base.check_batch_generalizes)."""
-    base.check_batch_generalizes(
+    return base.check_batch_generalizes(
         lambda arrays: run_keras_model(model, signature, arrays, call_order),
         {name: example_inputs[name] for name in call_order},
         loaded,

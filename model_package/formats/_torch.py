@@ -496,9 +496,9 @@ class TorchLoadedModel:
 
 def check_batch_generalizes(
     model: Callable[..., Any], names: Sequence[str], example_inputs: Tensors, loaded: LoadedModel, fmt: str
-) -> None:
+) -> int | None:
     """Compare the reloaded artifact with the live module on a larger batch (see base.check_batch_generalizes)."""
-    base.check_batch_generalizes(
+    return base.check_batch_generalizes(
         lambda arrays: run_model(model, names, arrays),
         {name: example_inputs[name] for name in names},
         loaded,

@@ -40,6 +40,8 @@ class SavedArtifact:
     framework: Framework
     serving_signature: str | None = None
     """The SavedModel signature key the package serves, when not the default ``serving_default``."""
+    max_batch_size: int | None = None
+    """The most rows one model call can take, when the model cannot take batches (it runs one row a call)."""
 
 
 @dataclass(frozen=True)
@@ -250,18 +252,21 @@ def check_batch_generalizes(
     *,
     fmt: str,
     advice: str,
-) -> None:
+) -> int | None:
     """Prove that a saved artifact works at a batch size other than the example's.
 
     Tracing exporters (TorchScript, ONNX, tf2onnx) can bake the example's batch
     size into reshapes without complaint; the package would then fail (or
     silently mislead) on the endpoint. Comparing the reloaded artifact with the
     live model (``run_live``) on a larger batch catches that at build time.
-    Raises :class:`ExportError` ending with ``advice``.
+    Raises :class:`ExportError` ending with ``advice``. Returns 1 for a model that runs one row a
+    call and no more, in both its live and its saved form (``keras.Input(batch_size=1)`` with a
+    reshape to one row, a stateful layer): the package then caps batches at one row (the server
+    splits larger requests into one-row calls), where the check used to pass it whatever it was.
     """
     arrays = {name: np.asarray(array) for name, array in example_inputs.items()}
     if not arrays or any(a.ndim == 0 or a.shape[0] == 0 for a in arrays.values()):
-        return
+        return None
     example_rows = next(iter(arrays.values())).shape[0]
     # One row more than the example, and never 2: a one-row example is exported with two rows.
     extra = 1 if example_rows > 1 else 2
@@ -275,9 +280,16 @@ def check_batch_generalizes(
     try:
         got = loaded.predict(bigger)
     except PredictionError as exc:
+        if live_error is not None and example_rows == 1:
+            _log.warning(
+                "the model runs one row per call (live and saved, it fails on %d rows: %s); the package caps "
+                "batches at 1 row, and the server splits larger requests into one-row calls",
+                rows,
+                one_line_error(exc),
+            )
+            return 1
         # The server merges requests into batches of any size: a model that runs only at the example's
-        # batch size (keras.Input(batch_size=1) with a reshape to 1 row) would fail every batched call with
-        # a 500, whether or not the live model refuses the larger batch too.
+        # batch size would fail every batched call with a 500.
         why = (
             f"the model itself runs only at that batch size (the live model fails too: {one_line_error(live_error)})"
             if live_error is not None
@@ -292,7 +304,7 @@ def check_batch_generalizes(
         _log.warning(
             "skipping the batch-size comparison: the live model fails on %d rows (%s)", rows, one_line_error(live_error)
         )
-        return
+        return None
     for name, want in expected.items():
         have = got.get(name)
         if have is not None and have.shape == want.shape and _close(have, want):
@@ -306,6 +318,7 @@ def check_batch_generalizes(
             f"(output {name!r}: {detail}). The export probably fixed the batch size or traced "
             f"data-dependent control flow; {advice}"
         )
+    return None
 
 
 def _close(have: np.ndarray, want: np.ndarray) -> bool:

@@ -70,16 +70,9 @@ class KerasFormat:
         try:
             signature, owner, function = _open(path)
         except LoadError as exc:
-            # Keras' refusal of a Lambda layer advises safe_mode=False, which packages never use.
-            lambda_hint = (
-                ". Safe mode is not optional: a package never runs code from its model file as it loads. The "
-                "tf_savedmodel format (the default for Keras models) saves the traced graph, Lambda layers included"
-                if "safe_mode=False" in str(exc)
-                else ""
-            )
             raise ExportError(
                 f"the saved model cannot be loaded back the way packages are loaded "
-                f"(keras.saving.load_model(safe_mode=True, compile=False)): {exc}{lambda_hint}"
+                f"(keras.saving.load_model(safe_mode=True, compile=False)): {exc}"
             ) from exc
         # The reloaded model lists its inputs in the live model's call order.
         call_order = [spec.name for spec in signature.inputs]
@@ -88,8 +81,8 @@ class KerasFormat:
         reference = _tf.run_keras_model(model, signature, example_inputs, call_order)
         _tf.check_reference_names(signature, reference)
         loaded = _tf.ConcreteFunctionModel(signature, function, positional=call_order, owner=owner)
-        _tf.check_batch_generalizes(model, signature, example_inputs, call_order, loaded, fmt=self.name)
-        return SavedArtifact(model_path=MODEL_FILENAME, signature=signature, framework=_tf.framework()), reference
+        cap = _tf.check_batch_generalizes(model, signature, example_inputs, call_order, loaded, fmt=self.name)
+        return SavedArtifact(MODEL_FILENAME, signature, _tf.framework(), max_batch_size=cap), reference
 
     def import_artifact(
         self, source: Path, staging_dir: Path, example_inputs: Tensors | None, options: ImportOptions = NO_OPTIONS
@@ -136,7 +129,14 @@ def _open(path: Path) -> tuple[Signature, Any, Any]:
                 f"cannot load the Keras model {path}: it uses objects Keras does not know in this process: "
                 f"{', '.join(o.describe() for o in unknown)}; {advice(tuple(unknown))}"
             ) from exc
-        raise LoadError(f"cannot load the Keras model {path}: {one_line_error(exc)}") from exc
+        # Keras' refusal of a Lambda layer advises safe_mode=False, which packages never use.
+        lambda_hint = (
+            ". Safe mode is not optional: a package never runs code from its model file as it loads. The "
+            "tf_savedmodel format (the default for Keras models) saves the traced graph, Lambda layers included"
+            if "safe_mode=False" in str(exc)
+            else ""
+        )
+        raise LoadError(f"cannot load the Keras model {path}: {one_line_error(exc)}{lambda_hint}") from exc
     try:
         function = _trace(model)
         signature = _tf.signature_of(function)

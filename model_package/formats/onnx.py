@@ -131,9 +131,9 @@ class OnnxFormat:
                 f"{output_names} (the exporter drops inputs forward() does not use: remove them from the example)"
             )
         loaded = _load_session(path, signature, threads=None)
-        _torch.check_batch_generalizes(model, names, example_inputs, loaded, self.name)
+        cap = _torch.check_batch_generalizes(model, names, example_inputs, loaded, self.name)
         _torch.check_axes_generalize(model, names, example_inputs, loaded.predict, axes=axes, fmt=self.name)
-        return SavedArtifact(MODEL_FILENAME, signature, onnx_framework()), reference
+        return SavedArtifact(MODEL_FILENAME, signature, onnx_framework(), max_batch_size=cap), reference
 
     def _save_keras(
         self, model: Any, example_inputs: Tensors, staging_dir: Path, axes: DynamicAxes
@@ -217,9 +217,9 @@ class OnnxFormat:
             loaded = _load_session(path, signature, threads=None)
         except LoadError as exc:
             raise ExportError(f"ONNX Runtime cannot load the graph tf2onnx wrote: {exc}") from exc
-        _tf.check_batch_generalizes(model, signature, example_inputs, call_order, loaded, fmt=self.name)
+        cap = _tf.check_batch_generalizes(model, signature, example_inputs, call_order, loaded, fmt=self.name)
         _tf.check_axes_generalize(model, signature, example_inputs, call_order, loaded, axes=axes, fmt=self.name)
-        return SavedArtifact(MODEL_FILENAME, signature, onnx_framework()), reference
+        return SavedArtifact(MODEL_FILENAME, signature, onnx_framework(), max_batch_size=cap), reference
 
     def import_artifact(
         self, source: Path, staging_dir: Path, example_inputs: Tensors | None, options: ImportOptions = NO_OPTIONS

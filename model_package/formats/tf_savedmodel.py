@@ -88,10 +88,11 @@ class TFSavedModelFormat:
         _tf.check_reference_names(signature, reference)
         _, owner, function = _open(path)
         loaded = _tf.ConcreteFunctionModel(signature, function, positional=None, owner=owner)
-        _tf.check_batch_generalizes(model, signature, example_inputs, call_order, loaded, fmt=self.name)
+        cap = _tf.check_batch_generalizes(model, signature, example_inputs, call_order, loaded, fmt=self.name)
         if axes:
             _tf.check_axes_generalize(model, signature, example_inputs, call_order, loaded, axes=axes, fmt=self.name)
-        return SavedArtifact(model_path=MODEL_DIRNAME, signature=signature, framework=_tf.framework()), reference
+        artifact = SavedArtifact(MODEL_DIRNAME, signature, _tf.framework(), max_batch_size=cap)
+        return artifact, reference
 
     def import_artifact(
         self, source: Path, staging_dir: Path, example_inputs: Tensors | None, options: ImportOptions = NO_OPTIONS

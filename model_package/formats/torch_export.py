@@ -83,9 +83,9 @@ class TorchExportFormat:
                 f"the exported program's outputs {[s.name for s in signature.outputs]} do not match the "
                 f"live model's {list(reference)}"
             )
-        artifact = SavedArtifact(model_path=MODEL_FILENAME, signature=signature, framework=_torch.torch_framework())
         loaded = self._load_file(path, signature, threads=None)
-        _torch.check_batch_generalizes(model, names, example_inputs, loaded, self.name)
+        cap = _torch.check_batch_generalizes(model, names, example_inputs, loaded, self.name)
+        artifact = SavedArtifact(MODEL_FILENAME, signature, _torch.torch_framework(), max_batch_size=cap)
         _torch.check_axes_generalize(model, names, example_inputs, loaded.predict, axes=axes, fmt=self.name)
         return artifact, reference
 

@@ -79,10 +79,10 @@ class TorchScriptFormat:
         ordered = {n: np.asarray(example_inputs[n]) for n in names}
         provisional = _torch.signature_from_arrays(ordered, reference, axes)
         loaded = self._load_file(path, provisional, threads=None)
-        _torch.check_batch_generalizes(model, names, example_inputs, loaded, self.name)
+        cap = _torch.check_batch_generalizes(model, names, example_inputs, loaded, self.name)
         longer = _torch.check_axes_generalize(model, names, example_inputs, loaded.predict, axes=axes, fmt=self.name)
         signature = _torch.signature_from_arrays(ordered, reference, axes, longer)
-        return SavedArtifact(MODEL_FILENAME, signature, _torch.torch_framework()), reference
+        return SavedArtifact(MODEL_FILENAME, signature, _torch.torch_framework(), max_batch_size=cap), reference
 
     def import_artifact(
         self, source: Path, staging_dir: Path, example_inputs: Tensors | None, options: ImportOptions = NO_OPTIONS

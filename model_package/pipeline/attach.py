@@ -119,20 +119,22 @@ def _image_pixel_type(options: dict[str, Any], spec: TensorSpec) -> None:
             f"input {spec.name!r} has dtype {spec.dtype}; an image pipeline feeds float inputs (normalised pixels) "
             "or uint8 inputs (raw pixels)"
         )
-    identity = {"scale": 1.0, "mean": (0.0,), "std": (1.0,)}
+    identity = {"scale": 1.0, "mean": 0.0, "std": 1.0}
     asked = {
-        key: options[key] for key in identity if key in options and _values(options[key]) != _values(identity[key])
+        key: _values(options[key])
+        for key, neutral in identity.items()
+        if key in options and any(float(value) != neutral for value in _values(options[key]))
     }
     if asked:
-        shown = ", ".join(f"{key}={value}" for key, value in asked.items())
+        shown = ",".join(f"{key}={'/'.join(f'{float(v):g}' for v in values)}" for key, values in asked.items())
         raise UsageError(
             f"input {spec.name!r} takes uint8 pixels (0-255, scaled by the model itself), so --image {shown} cannot "
             "apply; leave scale, mean and std out, or export a model whose input is float"
         )
-    options.update(identity)
+    options.update({"scale": 1.0, "mean": (0.0,), "std": (1.0,)})
 
 
-def _values(value: object) -> tuple[object, ...]:
+def _values(value: Any) -> tuple[Any, ...]:
     return tuple(value) if isinstance(value, list | tuple) else (value,)
 
 

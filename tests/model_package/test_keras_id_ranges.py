@@ -67,3 +67,43 @@ def test_ids_outside_a_keras_table_are_refused_naming_the_id(fmt: str, tmp_path:
             model.predict(inputs)
     if lookup:  # any category: the lookup maps unknown values to its out-of-vocabulary row
         assert model.predict({**example, "category": np.array([[123456], [-5]], np.int64)})["scores"].shape == (2, 5)
+
+
+class ModuloEmbedding(keras.layers.Embedding):  # type: ignore[misc]  # keras is untyped
+    """Maps any id into the table itself: its input takes every integer."""
+
+    def call(self, inputs: Any) -> Any:
+        return super().call(keras.ops.mod(inputs, self.input_dim))
+
+
+def test_only_this_models_own_lookups_range_its_inputs(tmp_path: Path) -> None:
+    """A layer's calls from another model, or dropped ones, made valid ids (clipped, hashed) a 400."""
+    ids = keras.Input((3,), name="ids", dtype="int64")
+    table = keras.layers.Embedding(10, 2)
+    table(ids)  # a call whose result is dropped
+    keras.Model(ids, table(ids))  # another model on the same input and layer
+    served = keras.Model(
+        ids,
+        {
+            "clipped": keras.layers.Flatten()(table(keras.ops.clip(ids, 0, 9))),
+            "hashed": keras.layers.Flatten()(ModuloEmbedding(10, 2)(ids)),
+        },
+    )
+    example = {"ids": np.array([[1, 2, 3], [4, 5, 6]], np.int64)}
+
+    manifest = export_model(served, example, tmp_path / "p", name="p", version="1", format="tf_savedmodel")
+
+    assert manifest.signature.inputs[0].valid_range is None
+    big = get_format("tf_savedmodel").load(tmp_path / "p", manifest).predict({"ids": np.array([[25, 99, -3]])})
+    assert big["clipped"].shape == (1, 6)
+
+
+def test_float_ids_into_an_embedding_are_ranged_too(tmp_path: Path) -> None:
+    """Keras' default input dtype is float32; Embedding casts to int, and 10.0 past a 10-row table was a 500."""
+    ids = keras.Input((3,), name="ids")
+    model = keras.Model(ids, keras.layers.Flatten()(keras.layers.Embedding(10, 2)(ids)))
+    example = {"ids": np.array([[1, 2, 3], [4, 5, 6]], np.float32)}
+
+    manifest = export_model(model, example, tmp_path / "p", name="p", version="1", format="tf_savedmodel")
+
+    assert manifest.signature.inputs[0].valid_range == (0, 9)

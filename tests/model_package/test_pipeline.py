@@ -117,15 +117,16 @@ def test_a_uint8_image_input_gets_raw_pixels_and_refuses_normalisation(
         args = ["export", f"{models_file}:raw_pixel_factory", "--name", "raw", "--version", "1", "-o", str(out)]
         return main([*args, *image, "--classes", "--raw-example", str(sample_images()[0])])
 
-    assert export(tmp_path / "p", "--image", "resize=36") == 0  # verification ran the raw example through it
+    # Verification ran the raw example through it; identity values, even per channel, are no normalisation.
+    assert export(tmp_path / "p", "--image", "resize=36,scale=1,mean=0/0/0,std=1/1/1") == 0
     manifest = read_manifest(tmp_path / "p")
     inputs = PipelineRunner(tmp_path / "p", manifest).preprocess([sample_images()[1].read_bytes()])
     assert inputs["x"].dtype == "uint8" and inputs["x"].shape == (1, 3, 32, 32)
     assert int(inputs["x"].max()) > 1  # pixels, not pixels / 255
     capsys.readouterr()
 
-    assert export(tmp_path / "q", "--image", "resize=36,scale=0.5") == 2
-    assert "takes uint8 pixels (0-255, scaled by the model itself), so --image scale=0.5 cannot apply" in (
+    assert export(tmp_path / "q", "--image", "resize=36,scale=0.5,mean=0/0.5/0") == 2
+    assert "takes uint8 pixels (0-255, scaled by the model itself), so --image scale=0.5,mean=0/0.5/0 cannot" in (
         capsys.readouterr().err
     )
 

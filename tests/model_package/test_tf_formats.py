@@ -7,6 +7,7 @@ live model at the example's batch size and at others. Nothing is mocked.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
 import subprocess
@@ -465,8 +466,9 @@ def test_keras_lambda_layer_is_refused_in_safe_mode(mlp_packages: dict[str, Pack
     model.save(lambda_file)  # plain Keras saves it; only loading runs the lambda's bytecode
     fmt = _fmt("keras")
 
-    with pytest.raises(LoadError, match=r"Lambda.*safe_mode"):
+    with pytest.raises(LoadError, match=r"Lambda.*safe_mode") as imported:
         fmt.import_artifact(lambda_file, tmp_path, None)
+    assert "tf_savedmodel format (the default for Keras models) saves the traced graph" in str(imported.value)
 
     # The server's path: a package whose model.keras was swapped for one with a lambda.
     package_dir = tmp_path / "package"
@@ -543,21 +545,55 @@ def test_missing_tensorflow_is_a_load_error_naming_the_extra(mlp_packages: dict[
         assert "'tensorflow' extra" in line
 
 
-def _batch_of_one(*, reshaped: bool) -> tuple[Any, dict[str, np.ndarray]]:
-    """``keras.Input(batch_size=1)``; with ``reshaped``, a graph that really needs one row (TF1-era code)."""
-    inputs = keras.Input((6,), batch_size=1, name="x")
-    hidden = keras.ops.reshape(inputs, (1, 2, 3)) if reshaped else inputs
+def _fixed_batch(*, rows: int = 1, reshaped: bool) -> tuple[Any, dict[str, np.ndarray]]:
+    """``keras.Input(batch_size=rows)``; with ``reshaped``, a graph that really needs that many rows (TF1-era code)."""
+    inputs = keras.Input((6,), batch_size=rows, name="x")
+    hidden = keras.ops.reshape(inputs, (rows, 2, 3)) if reshaped else inputs
     outputs = keras.layers.Dense(2)(hidden)
-    outputs = keras.ops.reshape(outputs, (1, 4)) if reshaped else outputs
-    return keras.Model(inputs, outputs), {"x": np.random.default_rng(0).random((1, 6)).astype(np.float32)}
+    outputs = keras.ops.reshape(outputs, (rows, 4)) if reshaped else outputs
+    return keras.Model(inputs, outputs), {"x": np.random.default_rng(0).random((rows, 6)).astype(np.float32)}
 
 
 @pytest.mark.parametrize("fmt_name", ["tf_savedmodel", "keras"])
-def test_a_model_that_runs_only_at_its_batch_size_is_refused_at_export(fmt_name: str, tmp_path: Path) -> None:
-    """It exported, and every batched call on the endpoint was a 500 (the server merges requests)."""
-    model, inputs = _batch_of_one(reshaped=True)
+def test_a_model_that_runs_one_row_per_call_is_served_one_row_per_call(fmt_name: str, tmp_path: Path) -> None:
+    """It exported as if it took batches, and every batched call on the endpoint was a 500."""
+    import httpx
 
-    with pytest.raises(ExportError, match=r"fails on a batch of 3 rows although the example had 1") as raised:
+    from inference.service import ModelService
+    from model_package.export import export_model
+    from tests.inference.in_process import run
+
+    model, inputs = _fixed_batch(reshaped=True)
+    manifest = export_model(model, inputs, tmp_path / "p", name="one", version="1", format=fmt_name)
+
+    assert manifest.metadata["serving.max_batch_size"] == "1"
+    rows = np.random.default_rng(1).random((3, 6)).astype(np.float32)
+    expected = [np.asarray(model(rows[i : i + 1], training=False))[0] for i in range(3)]
+
+    async def scenario(client: httpx.AsyncClient, service: ModelService) -> None:
+        answers = await asyncio.gather(*(client.post("/invocations", json=rows.tolist()) for _ in range(4)))
+        for answer in answers:
+            assert answer.status_code == 200, answer.text
+            np.testing.assert_allclose(answer.json()["predictions"], expected, rtol=1e-5, atol=1e-6)
+
+    run(tmp_path / "p", scenario)
+    with pytest.raises(ExportError, match=r"serving.max_batch_size=8 asks for batches the model cannot run"):
+        export_model(
+            model,
+            inputs,
+            tmp_path / "q",
+            name="one",
+            version="1",
+            format=fmt_name,
+            metadata={"serving.max_batch_size": "8"},
+        )
+
+
+@pytest.mark.parametrize("fmt_name", ["tf_savedmodel", "keras"])
+def test_a_model_that_runs_only_at_its_examples_batch_of_two_is_refused(fmt_name: str, tmp_path: Path) -> None:
+    model, inputs = _fixed_batch(rows=2, reshaped=True)
+
+    with pytest.raises(ExportError, match=r"fails on a batch of 3 rows although the example had 2") as raised:
         _fmt(fmt_name).save(model, inputs, tmp_path)
 
     assert "keras.Input(shape=...) without batch_size" in str(raised.value)
@@ -565,7 +601,7 @@ def test_a_model_that_runs_only_at_its_batch_size_is_refused_at_export(fmt_name:
 
 @pytest.mark.parametrize("fmt_name", ["tf_savedmodel", "keras"])
 def test_a_declared_batch_size_the_graph_does_not_need_still_exports(fmt_name: str, tmp_path: Path) -> None:
-    model, inputs = _batch_of_one(reshaped=False)
+    model, inputs = _fixed_batch(reshaped=False)
 
     package_dir, manifest = _package(fmt_name, model, inputs, tmp_path)
 
