@@ -83,6 +83,15 @@ class ModelService:
         """The package's input/output signature."""
         return self.manifest.signature
 
+    @functools.cached_property
+    def _varying_axes(self) -> tuple[tuple[str, tuple[int, ...]], ...]:
+        """Each input's axes besides the batch whose size varies by request (a sequence, candidates)."""
+        return tuple(
+            (spec.name, axes)
+            for spec in self.signature.inputs
+            if (axes := tuple(axis for axis, size in enumerate(spec.shape) if axis and size == -1))
+        )
+
     @property
     def healthy(self) -> bool:
         """Loaded, warmed up, not shutting down and not wedged: what every health route reports."""
@@ -287,10 +296,29 @@ class ModelService:
         checked = check_inputs(self.signature, inputs)
         if any(array.ndim == 0 or array.shape[0] == 0 for array in checked.values()):
             raise BadRequestError("the request holds an empty batch; send at least one instance")
+        if self._varying_axes:
+            _refuse_empty_axes(checked, self._varying_axes)
         self.limits.check_rows(checked)
         if not self.allow_non_finite:
             _reject_non_finite(checked)
         return checked
+
+
+def _refuse_empty_axes(inputs: Mapping[str, np.ndarray], varying: tuple[tuple[str, tuple[int, ...]], ...]) -> None:
+    """A 400 for an input empty along a varying axis (``[[]]``: a row of no tokens, no candidates).
+
+    The signature lets the size vary, not vanish: models compute nothing meaningful on it (the tiny
+    encoder's masked mean answered ``null``, NaN over zero tokens, as a 200) or fail in the
+    framework (a 500 counted against the endpoint), and which one depends on the format.
+    """
+    for name, axes in varying:
+        shape = inputs[name].shape
+        for axis in axes:
+            if shape[axis] == 0:
+                raise BadRequestError(
+                    f"input {name!r} has shape {list(shape)}: nothing on axis {axis}, whose size may vary "
+                    "between requests but not be 0; send at least one value there"
+                )
 
 
 def _reject_non_finite(inputs: Mapping[str, np.ndarray]) -> None:

@@ -74,6 +74,18 @@ def test_requests_of_two_sequence_lengths_are_answered_on_every_protocol(fmt: st
                 )
                 assert response.status_code == 400
                 assert "input_ids" in response.json()["error"]
+                # A row of no tokens: a 400 naming the axis on every protocol, not NaN answered as null
+                # with a 200 (torch_export, ONNX: the masked mean of nothing) or a framework's 500.
+                empty = {"input_ids": [[]], "attention_mask": [[]]}
+                response = await client.post("/invocations", json={"inputs": empty})
+                assert response.status_code == 400, response.text
+                assert "nothing on axis 1" in response.json()["error"]
+                empty_tensors = [
+                    {"name": name, "datatype": "INT64", "shape": [1, 0], "data": []} for name in sorted(empty)
+                ]
+                response = await client.post("/v2/models/enc/infer", json={"inputs": empty_tensors})
+                assert response.status_code == 400, response.text
+                assert "nothing on axis 1" in response.json()["error"]
         finally:
             await service.stop()
         return results
