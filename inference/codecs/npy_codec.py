@@ -23,7 +23,7 @@ from numpy.lib import format as npy_format
 from inference.codecs.arrays import coerce, ordered
 from inference.codecs.base import Tensors
 from inference.codecs.limits import DecodeLimits
-from inference.errors import BadRequestError, ModelError, NotAcceptableError
+from inference.errors import BadRequestError, ModelError, NotAcceptableError, shown
 from model_package.manifest import Signature, TensorSpec
 
 NPY_MEDIA_TYPE = "application/x-npy"
@@ -46,6 +46,11 @@ def read_npy(data: bytes, what: str) -> np.ndarray:
         # NumPy parses the header with a tokenizer and ast.literal_eval, which fail on hostile input with
         # ValueError, SyntaxError, TokenError, TypeError and more: all of them mean "not an .npy file".
         raise BadRequestError(f"{what} is not a valid .npy array: {exc}") from exc
+    if not all(type(size) is int for size in shape):
+        # NumPy's header check takes any int, and True is one; reshaping by it then raised TypeError (a 500).
+        raise BadRequestError(
+            f"{what} is not a valid .npy array: its header's shape {shown(shape)} is not whole numbers"
+        )
     if dtype.hasobject:
         raise BadRequestError(
             f"{what} has dtype {dtype}, which .npy can only store with pickle, and pickled data is refused; "

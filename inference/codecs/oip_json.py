@@ -45,6 +45,8 @@ NUMPY_DTYPES: dict[str, np.dtype[Any]] = {
     datatype: np.dtype(np.bytes_ if dtype == "bytes" else dtype) for dtype, datatype in DATATYPES.items()
 }
 
+#: The most axes a tensor may have: NumPy 1.x's limit (2.x allows 64), more than any model's input.
+MAX_RANK = 32
 #: The most elements NumPy can index in one array (its shapes are products of ``intp``).
 _MAX_ELEMENTS = int(np.iinfo(np.intp).max)
 
@@ -276,6 +278,9 @@ def _shape(name: str, shape: object) -> list[int]:
         or not all(type(dim) is int and dim >= 0 for dim in shape)  # type(...) is int: refuses true/false
     ):
         raise BadRequestError(f"input {name!r} has shape {shown(shape)}; expected a non-empty list of sizes >= 0")
+    if len(shape) > MAX_RANK:
+        # NumPy refuses to build it (ValueError past 64 axes), which reached the client as a 500.
+        raise BadRequestError(f"input {name!r} has a shape of {len(shape)} axes; at most {MAX_RANK} are allowed")
     # A 0 makes the element count 0, so the count checks against the data pass, but NumPy still
     # multiplies the other sizes to build the shape and refuses (ValueError) when they overflow.
     if 0 in shape and math.prod(dim for dim in shape if dim) > _MAX_ELEMENTS:

@@ -505,6 +505,8 @@ def test_npy_request_casts_and_keeps_layout() -> None:
         (npy_bytes(np.array([["a", "b", "c"]])), ["expects float32 numbers", "strings"]),
         (npy_bytes(np.array([[1, 2, 3]], dtype=np.complex64)), ["dtype complex64"]),
         (npy_bytes(np.array([[np.nan, 0, 0]], dtype=np.float32)), ["nan", "finite"]),
+        # NumPy's header check takes True as a size; reshaping by it was a TypeError, answered 500.
+        (npy_bytes(np.zeros((1, 3), np.float32)).replace(b"(1, 3)", b"(True, 3)"), ["(True, 3)", "whole numbers"]),
     ],
 )
 def test_npy_request_mistakes(body: bytes, fragments: list[str]) -> None:

@@ -110,6 +110,7 @@ def test_output_data_is_row_major_even_for_transposed_arrays() -> None:
         ("FP32", [True, 2], [1.0, 2.0], r"'x' has shape"),
         ("FP32", "2", [1.0, 2.0], r"'x' has shape '2'"),
         ("FP32", [], [1.0], r"'x' has shape \[\]"),
+        ("FP32", [1] * 65, [1.0], r"'x' has a shape of 65 axes; at most 32 are allowed"),  # NumPy's 500 before
         ("FP32", [2, 2], [[1.0, 2.0], [3.0]], r"'x' has 'data' of uneven nesting"),
         ("FP32", [2], ["1.0", "2.0"], r"'x' is FP32: its data must be JSON numbers"),
         ("FP32", [2], [1.0, None], r"'x' is FP32: its data must be JSON numbers"),

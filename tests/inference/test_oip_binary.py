@@ -188,6 +188,11 @@ HOSTILE: list[tuple[str, bytes, str, str]] = [
         "binary_data_size True",
     ),
     (
+        "more axes than NumPy builds",  # a 500 (NumPy's ValueError past 64 axes) before
+        *_hostile({"shape": [1] * 64 + [4], "parameters": {"binary_data_size": 16}}, bytes(16)),
+        "a shape of 65 axes; at most 32 are allowed",
+    ),
+    (
         "bytes left over",
         *_hostile({"shape": [1, 4], "parameters": {"binary_data_size": 16}}, bytes(20)),
         "the body has 4 bytes after the binary data of every input",
