@@ -298,6 +298,9 @@ class ModelService:
             raise BadRequestError("the request holds an empty batch; send at least one instance")
         if self._varying_axes:
             _refuse_empty_axes(checked, self._varying_axes)
+            rules = getattr(self.model, "axis_rules", None)  # tied axes and maxima the artifact declares
+            if rules:
+                rules.check(checked)
         self.limits.check_rows(checked)
         if not self.allow_non_finite:
             _reject_non_finite(checked)

@@ -35,6 +35,7 @@ from model_package.errors import (
     UsageError,
 )
 from model_package.formats import base
+from model_package.formats.axis_rules import AxisRules
 from model_package.formats.base import (
     LoadedModel,
     Tensors,
@@ -459,8 +460,11 @@ class TorchLoadedModel:
         keywords: Mapping[str, str] | None = None,
         *,
         description: str,
+        axis_rules: AxisRules | None = None,
     ) -> None:
         self._module = module
+        self.axis_rules = axis_rules or AxisRules()
+        """What the program knows of its varying axes (``torch.export``); checked before it runs."""
         self._signature = signature
         self._positional = tuple(positional)
         # input name -> keyword of forward() (only for programs exported with keyword inputs)
@@ -475,6 +479,8 @@ class TorchLoadedModel:
     def predict(self, inputs: Tensors) -> dict[str, np.ndarray]:
         """Run one batch; InvalidInputError for inputs that do not fit, ModelExecutionError if forward() fails."""
         checked = check_inputs(self._signature, inputs)
+        if self.axis_rules:
+            self.axis_rules.check(checked)
         try:
             args = [to_tensor(checked[name]) for name in self._positional]
             kwargs = {key: to_tensor(checked[name]) for name, key in self._keywords.items()}

@@ -42,6 +42,7 @@ from model_package.errors import (
     PredictionError,
     UsageError,
 )
+from model_package.formats.axis_rules import from_named_axes
 from model_package.formats.base import (
     NO_OPTIONS,
     ExportableFormat,
@@ -266,6 +267,12 @@ class OnnxLoadedModel:
     def __init__(self, session: Any, signature: Signature, path: Path) -> None:
         self._session = session
         self._signature = signature
+        self.axis_rules = from_named_axes(
+            ((graph_input.name, axis), size if isinstance(size, str) else None)
+            for graph_input in session.get_inputs()
+            for axis, size in enumerate(graph_input.shape)
+        )
+        """Inputs whose varying axes share a ``dim_param`` name, so must have one size; checked before a run."""
         self._output_names = [spec.name for spec in signature.outputs]
         self._path = path
 
@@ -277,6 +284,8 @@ class OnnxLoadedModel:
     def predict(self, inputs: Tensors) -> dict[str, np.ndarray]:
         """Run one batch; InvalidInputError for inputs that do not fit, ModelExecutionError if the graph fails."""
         checked = check_inputs(self._signature, inputs)
+        if self.axis_rules:
+            self.axis_rules.check(checked)
         try:
             results = self._session.run(self._output_names, checked)
         except Exception as exc:

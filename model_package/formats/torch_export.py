@@ -27,6 +27,7 @@ from model_package.errors import (
 )
 from model_package.formats import _torch
 from model_package.formats._torch import torch
+from model_package.formats.axis_rules import AxisRules, from_named_axes
 from model_package.formats.base import (
     NO_OPTIONS,
     ExportableFormat,
@@ -129,6 +130,7 @@ class TorchExportFormat:
             positional,
             keywords,
             description=f"torch.export program {path.name}",
+            axis_rules=program_axis_rules(program),
         )
 
 
@@ -258,6 +260,29 @@ def signature_from_program(program: Any, where: str) -> Signature:
     names = _output_names(out_spec, len(output_nodes), where)
     outputs = [_spec(name, node, "output", where) for name, node in zip(names, output_nodes, strict=True)]
     return Signature(inputs=tuple(inputs), outputs=tuple(outputs))
+
+
+def program_axis_rules(program: Any) -> AxisRules:
+    """The program's tied varying axes (one symbol on several inputs) and declared maxima (``Dim(max=)``).
+
+    The program's own guards check both and raise an ``AssertionError`` from inside the call ("Guard
+    failed: attention_mask.size()[1] == input_ids.size()[1]"), which reads as the model failing.
+    """
+    import sympy  # type: ignore[import-untyped]
+
+    nodes = {node.name: node for node in program.graph.nodes}
+    named: list[tuple[tuple[str, int], object]] = []
+    for name in program.graph_signature.user_inputs:
+        value = getattr(nodes.get(name), "meta", {}).get("val")
+        for axis, size in enumerate(getattr(value, "shape", ())):
+            expr = size.node.expr if isinstance(size, torch.SymInt) else None
+            named.append(((name, axis), expr if isinstance(expr, sympy.Symbol) else None))
+    most = {
+        symbol: int(bounds.upper)
+        for symbol, bounds in program.range_constraints.items()
+        if isinstance(bounds.upper, sympy.Integer)  # unbounded is torch's int_oo
+    }
+    return from_named_axes(named, most=most)
 
 
 def embedding_index_ranges(program: Any) -> dict[str, tuple[int, int]]:

@@ -86,6 +86,12 @@ def test_requests_of_two_sequence_lengths_are_answered_on_every_protocol(fmt: st
                 response = await client.post("/v2/models/enc/infer", json={"inputs": empty_tensors})
                 assert response.status_code == 400, response.text
                 assert "nothing on axis 1" in response.json()["error"]
+                # A mask shorter than its ids: the program's guard (torch_export) or ONNX Runtime's broadcast
+                # failed inside the model, a 500; both formats tie the axes, so it is the client's 400.
+                mismatched = {"input_ids": [[5, 6, 7]], "attention_mask": [[1, 1]]}
+                response = await client.post("/invocations", json={"inputs": mismatched})
+                assert response.status_code == 400, response.text
+                assert "'input_ids' (axis 1) and 'attention_mask' (axis 1) must have the same size" in response.text
         finally:
             await service.stop()
         return results

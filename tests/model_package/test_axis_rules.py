@@ -1,0 +1,76 @@
+"""Varying axes a ``torch.export`` program ties together or bounds are checked before it runs.
+
+Without the check, a client's mismatched mask or an over-long sequence failed inside the program's
+guards ("Guard failed: ..."), a model failure: a 500 counted against the endpoint.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+import torch
+
+from model_package.errors import InvalidInputError
+from model_package.export import import_artifact
+from model_package.formats import get_format
+from model_package.manifest import read_manifest
+
+pytestmark = pytest.mark.torch
+
+
+class MaskedSum(torch.nn.Module):
+    def forward(self, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return (values * mask).sum(dim=1, keepdim=True)
+
+
+def _package(tmp_path: Path, *, most: int | None) -> Path:
+    sequence = torch.export.Dim("sequence", max=most) if most else torch.export.Dim("sequence")
+    batch = torch.export.Dim("batch")
+    example = (torch.ones(2, 5), torch.ones(2, 5))
+    program = torch.export.export(
+        MaskedSum(), example, dynamic_shapes=({0: batch, 1: sequence}, {0: batch, 1: sequence})
+    )
+    source = tmp_path / "masked.pt2"
+    torch.export.save(program, str(source))
+    out = tmp_path / "pkg"
+    import_artifact(
+        source,
+        out,
+        name="masked",
+        version="1",
+        example_inputs={"values": np.ones((2, 5), np.float32), "mask": np.ones((2, 5), np.float32)},
+    )
+    return out
+
+
+def _predict(package: Path, values: int, mask: int) -> dict[str, np.ndarray]:
+    manifest = read_manifest(package)
+    model = get_format(manifest.format).load(package, manifest, threads=1)
+    return model.predict({"values": np.ones((1, values), np.float32), "mask": np.ones((1, mask), np.float32)})
+
+
+def test_tied_axes_of_different_sizes_are_refused_naming_both(tmp_path: Path) -> None:
+    package = _package(tmp_path, most=None)
+
+    with pytest.raises(InvalidInputError) as caught:
+        _predict(package, 3, 2)
+
+    message = str(caught.value)
+    assert "'values' (axis 1) and 'mask' (axis 1) must have the same size" in message and "got 3 and 2" in message
+    assert "Guard failed" not in message
+    (total,) = _predict(package, 7, 7).values()
+    assert total.tolist() == [[7.0]], "equal sizes still run, at any length"
+
+
+def test_a_declared_maximum_is_refused_before_the_program_runs(tmp_path: Path) -> None:
+    package = _package(tmp_path, most=16)
+
+    with pytest.raises(InvalidInputError, match=r"'values' has size 20 on axis 1; this model takes at most 16 there"):
+        _predict(package, 20, 20)
+    (total,) = _predict(package, 16, 16).values()
+    assert total.tolist() == [[16.0]]
