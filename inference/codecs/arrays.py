@@ -162,6 +162,10 @@ def to_input_array(
     return coerce(array, spec, allow_non_finite=allow_non_finite, source=value, locate=locate)
 
 
+#: Below this magnitude a double holds every integer exactly.
+_EXACT_DOUBLE_INTEGERS = float(2**53)
+
+
 def coerce(
     array: np.ndarray,
     spec: TensorSpec,
@@ -196,6 +200,10 @@ def coerce(
         return array if array.dtype == target else array.astype(target)
     if array.dtype == target:
         return array
+    if kind == "f" and target.kind in "iu" and source is not None and _beyond_exact_doubles(array):
+        # NumPy read a mix of integers and floats (or integers past int64, for uint64) as float64,
+        # which rounds integers from 2**53 on: read them from the JSON itself, exactly.
+        return _exact_integers(source, array.shape, spec, target, locate)
     if kind in "OUS":
         # Strings, nulls, objects, or integers beyond 64 bits: NumPy fell back to a non-numeric dtype.
         return _coerce_objects(array, spec, target, source=source, locate=locate, allow_non_finite=allow_non_finite)
@@ -273,14 +281,42 @@ def _coerce_objects(
     # Only numbers, yet NumPy chose dtype=object: integers beyond 64 bits.
     if target.kind == "f":
         return coerce(_as_float64(array, spec), spec, allow_non_finite=allow_non_finite, locate=locate)
-    info = np.iinfo(target) if target.kind in "iu" else None
+    if target.kind in "iu":
+        return _exact_integers(tree, array.shape, spec, target, locate)
+    # A mixture NumPy would not unify (e.g. huge integers next to floats): convert element by element.
+    return coerce(_as_float64(array, spec), spec, allow_non_finite=allow_non_finite, locate=locate)
+
+
+def _beyond_exact_doubles(array: np.ndarray) -> bool:
+    """Whether a float64 array holds a magnitude from 2**53, where doubles no longer hold every integer."""
+    return bool(array.size) and not float(np.abs(array).max()) < _EXACT_DOUBLE_INTEGERS
+
+
+def _exact_integers(
+    tree: Any, shape: tuple[int, ...], spec: TensorSpec, target: np.dtype[Any], locate: Locator
+) -> np.ndarray:
+    """Parsed JSON numbers as ``target`` integers, element by element: never through float64.
+
+    An integer literal stays exact whatever its size (``18446744073709551615`` is uint64's largest,
+    not 1.8446744073709552e+19 and out of range); a float literal must be whole, and counts as the
+    double it is. Only for the rare batch NumPy could not read as integers itself.
+    """
+    info = np.iinfo(target)
+    values: list[int] = []
     for path, leaf in _leaves(tree):
-        if info is not None and isinstance(leaf, int) and not info.min <= leaf <= info.max:
+        number = leaf
+        if isinstance(leaf, float):
+            if not leaf.is_integer():
+                raise BadRequestError(f"{expects(spec)}; {locate(path)} has {_describe(leaf)}")
+            number = int(leaf)
+        if not isinstance(number, int) or isinstance(number, bool):
+            raise BadRequestError(f"{expects(spec)}; {locate(path)} has {_describe(leaf)}")
+        if not info.min <= number <= info.max:
             raise BadRequestError(
                 f"{expects(spec)}; {locate(path)} has {leaf}, outside the {target} range [{info.min}, {info.max}]"
             )
-    # A mixture NumPy would not unify (e.g. huge integers next to floats): convert element by element.
-    return coerce(_as_float64(array, spec), spec, allow_non_finite=allow_non_finite, locate=locate)
+        values.append(number)
+    return np.array(values, dtype=target).reshape(shape)
 
 
 def _as_float64(array: np.ndarray, spec: TensorSpec) -> np.ndarray:

@@ -344,6 +344,28 @@ def test_integer_inputs_take_integral_floats_only() -> None:
 
 
 @pytest.mark.parametrize(
+    ("dtype", "body", "values"),
+    [
+        # NumPy reads these lists as float64, which rounded them (2**63 + 1 to 2**63, 2**53 + 1 to 2**53)
+        # or put uint64's largest value "out of range" as 1.8446744073709552e+19.
+        ("uint64", b"[[1, 18446744073709551615]]", [1, 2**64 - 1]),
+        ("uint64", b"[[9223372036854775809, 2]]", [2**63 + 1, 2]),
+        ("uint64", b"[[9007199254740993, 2.0]]", [2**53 + 1, 2]),
+        ("int64", b"[[9007199254740993, 2.0]]", [2**53 + 1, 2]),
+        ("int64", b'{"instances": [[-9223372036854775808, 1.0]]}', [-(2**63), 1]),
+    ],
+)
+def test_large_integers_reach_integer_inputs_exactly(dtype: str, body: bytes, values: list[int]) -> None:
+    sig = signature([("ids", dtype, (-1, 2))])
+    decoded = decode_request(body, JSON, sig)["ids"]
+    assert decoded.dtype == np.dtype(dtype) and decoded.tolist() == [values]
+
+    # Read element by element, the other rules still hold: whole numbers, within the dtype's range.
+    assert "row 0 at index [1] has 2.5" in bad_request(b"[[9007199254740993, 2.5]]", JSON, sig)
+    assert f"outside the {dtype} range" in bad_request(b"[[9007199254740993, 1e300]]", JSON, sig)
+
+
+@pytest.mark.parametrize(
     ("body", "values"),
     [
         (b'{"instances": [[1, 2], [3, 4]]}', 0),
