@@ -375,6 +375,11 @@ def _bytes_array(name: str, data: object, limits: DecodeLimits | None) -> np.nda
     if flat.size == 0:
         return np.empty(objects.shape, dtype=np.bytes_)
     encoded = [item.encode("utf-8") for item in flat]
+    if any(item.endswith(b"\0") for item in encoded):
+        # NumPy's fixed-width bytes drop trailing NULs: "abc\u0000" reached the model as "abc", silently.
+        raise BadRequestError(
+            f"input {name!r} has a BYTES element ending in a NUL byte, which this server cannot pass on"
+        )
     if limits is not None:
         # A fixed-width array is as wide as its longest element: one long string among many short
         # ones would multiply the body's size; checked before NumPy allocates it.

@@ -123,6 +123,8 @@ def test_output_data_is_row_major_even_for_transposed_arrays() -> None:
         ("INT8", [2], [-129, 0], r"'x' is INT8: values must lie in \[-128, 127\]"),
         ("BOOL", [2], [1, 0], r"'x' is BOOL: its data must be JSON true/false values"),
         ("BYTES", [2], ["a", 1], r"'x' is BYTES: its data must be JSON strings"),
+        # As in binary data: NumPy's fixed-width bytes would drop the NUL, passing "ab" on silently.
+        ("BYTES", [2], ["a", "ab\u0000"], r"'x' has a BYTES element ending in a NUL byte"),
         ("BYTES", [2], [["a"], ["b", "c"]], r"'x' is BYTES: its data must be JSON strings"),
         ("BF16", [1], [1.0], r"'x' has unknown datatype 'BF16'; supported: BOOL, UINT8"),
     ],
