@@ -108,19 +108,29 @@ def count_strings(value: Any) -> int:
     return found
 
 
-def refuse_strings(value: Any, spec: TensorSpec, locate: Locator = locate_row) -> None:
-    """Raise the wrong-value 400 for the first string in nested lists, before NumPy sees them.
+def refuse_non_numbers(value: Any, spec: TensorSpec, locate: Locator = locate_row) -> None:
+    """Raise the wrong-value 400 for the first string (or, for a number input, boolean) in nested lists.
 
-    NumPy would give every element of a list holding a string a fixed-width string dtype as wide as
-    the longest one: a million numbers next to one long string would cost gigabytes.
+    Before NumPy sees them: NumPy would give every element of a list holding a string a fixed-width
+    string dtype as wide as the longest one (a million numbers next to one long string would cost
+    gigabytes), and reads ``[true, 2, 3]`` as ``[1, 2, 3]``, a boolean silently fed to a number.
     """
+    refused: type | tuple[type, ...] = str if spec.dtype == "bool" else (str, bool)
     stack: list[tuple[Path, Any]] = [((), value)]
     while stack:
         path, item = stack.pop()
         if isinstance(item, list):
             stack.extend(((*path, index), child) for index, child in reversed(list(enumerate(item))))
-        elif isinstance(item, str):
+        elif isinstance(item, refused):
             raise BadRequestError(f"{expects(spec)}; {locate(path)} has {_describe(item)}")
+
+
+def may_hold_non_numbers(body: bytes) -> bool:
+    """Whether a (valid) JSON body may hold strings (not object keys) or booleans: see :func:`to_input_array`.
+
+    Booleans are found by their text, so a key or string containing ``true`` only costs a walk.
+    """
+    return b"true" in body or b"false" in body or has_string_values(body)
 
 
 def has_string_values(body: bytes) -> bool:
@@ -146,13 +156,14 @@ def to_input_array(
 
     Raises :class:`BadRequestError` naming the input and the first offending row;
     see :func:`coerce` for the casting rules. ``strings=False`` promises that ``value`` holds no
-    string (see :func:`has_string_values`); otherwise a numeric input is first walked for strings,
-    which are refused before NumPy could widen every element to the longest of them.
+    string and no boolean (see :func:`may_hold_non_numbers`); otherwise a numeric input is first
+    walked for them, refused before NumPy could widen every element to the longest string, or read
+    ``true`` as 1.
     """
     if spec.dtype == "bytes":
         return _to_bytes_array(value, spec, locate)
     if strings:
-        refuse_strings(value, spec, locate)
+        refuse_non_numbers(value, spec, locate)
     try:
         array = json_blocks.asarray(value)  # a long list a block of rows at a time: the loop gets its turns
     except ValueError as exc:

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from inference.codecs.arrays import check_batch, has_string_values
+from inference.codecs.arrays import check_batch, may_hold_non_numbers
 from inference.codecs.base import Codec, Tensors
 from inference.codecs.csv_codec import CsvCodec
 from inference.codecs.json_codec import JsonCodec, decode_json_inputs, split_json_payload
@@ -103,7 +103,9 @@ def decode_json_request(
     """
     check_structure(body, signature, "JSON")
     inputs, parameters = split_json_payload(body)
-    tensors = decode_json_inputs(inputs, signature, allow_non_finite=allow_non_finite, strings=has_string_values(body))
+    tensors = decode_json_inputs(
+        inputs, signature, allow_non_finite=allow_non_finite, strings=may_hold_non_numbers(body)
+    )
     check_batch(tensors, signature.inputs)
     return tensors, parameters
 

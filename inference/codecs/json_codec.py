@@ -30,7 +30,7 @@ import numpy as np
 import orjson
 
 from inference.codecs import json_blocks, json_numbers
-from inference.codecs.arrays import Locator, has_string_values, json_rows, locate_row, ordered, to_input_array
+from inference.codecs.arrays import Locator, json_rows, locate_row, may_hold_non_numbers, ordered, to_input_array
 from inference.codecs.base import Tensors
 from inference.codecs.limits import DecodeLimits, check_structure
 from inference.errors import BadRequestError, ModelError
@@ -120,7 +120,8 @@ def decode_json_inputs(
 ) -> Tensors:
     """The named input batches of a split JSON request, cast to the signature's dtypes (see ``coerce``).
 
-    ``strings=False``: the body held no string values (``has_string_values``), which saves a walk.
+    ``strings=False``: the body held no string values and no booleans (``may_hold_non_numbers``), which
+    saves a walk.
     Consumes ``inputs``: its batches are emptied once converted (see ``json_blocks.release``).
     """
     try:
@@ -273,7 +274,9 @@ class JsonCodec:
                 spec = signature.inputs[0]
                 return {spec.name: json_numbers.as_input(batch, spec, allow_non_finite=allow_non_finite)}
         inputs, _ = split_json_payload(body)
-        return decode_json_inputs(inputs, signature, allow_non_finite=allow_non_finite, strings=has_string_values(body))
+        return decode_json_inputs(
+            inputs, signature, allow_non_finite=allow_non_finite, strings=may_hold_non_numbers(body)
+        )
 
     def encode(self, outputs: Mapping[str, np.ndarray], signature: Signature) -> bytes:
         """``{"predictions": [...]}``, one entry per row."""

@@ -99,7 +99,8 @@ class JsonLinesCodec:
             allow_non_finite=allow_non_finite,
             locate=locate_line(numbers),
             # A JSON string needs a quote: without one, skip the tokenising regular expression.
-            strings=any(b'"' in record for record in records) and has_string_values(b"\n".join(records)),
+            strings=any(b"true" in record or b"false" in record for record in records)
+            or (any(b'"' in record for record in records) and has_string_values(b"\n".join(records))),
         )
 
     def encode(self, outputs: Mapping[str, np.ndarray], signature: Signature) -> bytes:

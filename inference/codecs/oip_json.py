@@ -164,6 +164,8 @@ def _infer_request(
         if isinstance(tensor, dict)
     )
     strings_in_data = count_string_values(body) > outside
+    # Booleans by their text: NumPy reads [true, 0.5] as [1.0, 0.5], so numeric data holding one is walked.
+    booleans = b"true" in body or b"false" in body
     inputs: dict[str, np.ndarray] = {}
     for index, tensor in enumerate(tensors):
         if not isinstance(tensor, dict):
@@ -188,7 +190,13 @@ def _infer_request(
             )
         if not in_binary:
             inputs[spec.name] = decode_tensor(
-                spec.name, tensor["datatype"], tensor["shape"], tensor["data"], strings=strings_in_data, limits=limits
+                spec.name,
+                tensor["datatype"],
+                tensor["shape"],
+                tensor["data"],
+                strings=strings_in_data,
+                booleans=booleans,
+                limits=limits,
             )
             continue
         if binary is None:
@@ -241,13 +249,15 @@ def decode_tensor(
     data: object,
     *,
     strings: bool = True,
+    booleans: bool = True,
     limits: DecodeLimits | None = None,
 ) -> np.ndarray:
     """One OIP tensor's JSON ``data`` (flat or nested, row-major) as an array of ``shape`` and ``datatype``.
 
     The values are converted in NumPy, not element by element in Python, except for ``BYTES``
     (whose elements must each be checked to be strings) and, unless ``strings`` is false (the
-    caller knows ``data`` holds none), a walk refusing strings in numeric data. Raises
+    caller knows ``data`` holds none), a walk refusing strings in numeric data, and unless
+    ``booleans`` is false, one refusing booleans in data that is neither BOOL nor BYTES. Raises
     :class:`BadRequestError`, and with ``limits`` a 413 before allocating beyond them.
     """
     dtype = NUMPY_DTYPES.get(datatype)
@@ -259,7 +269,9 @@ def decode_tensor(
     if datatype == "BYTES":
         array = _bytes_array(name, data, limits)
     else:
-        if strings and _holds_string(data):
+        if strings and _holds(data, str):
+            raise _not_numbers(name, datatype)
+        if booleans and datatype != "BOOL" and _holds(data, bool):
             raise _not_numbers(name, datatype)
         array = _numeric_array(name, datatype, dtype, data)
     count = math.prod(shape)
@@ -343,13 +355,14 @@ def _integer_array(name: str, datatype: str, dtype: np.dtype[Any], array: np.nda
         raise BadRequestError(f"input {name!r} is {datatype}: values must lie in [{info.min}, {info.max}]") from None
 
 
-def _holds_string(data: object) -> bool:
+def _holds(data: object, kind: type) -> bool:
+    """Whether nested lists hold a ``kind`` (a loop: data may nest deeper than Python's recursion limit)."""
     stack = [data]
     while stack:
         item = stack.pop()
         if isinstance(item, list):
             stack.extend(item)
-        elif isinstance(item, str):
+        elif isinstance(item, kind):
             return True
     return False
 

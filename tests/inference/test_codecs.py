@@ -287,7 +287,7 @@ def test_json_request_mistakes(body: bytes, sig: Signature, fragments: list[str]
         ),
         ([[1, 2, None]], ["expects float32 numbers", "row 0 at index [2] has null"]),
         ([[1, 2, {"a": 1}]], ["row 0 at index [2] has an object"]),
-        ([[True, False, True]], ["expects float32 numbers", "true/false"]),
+        ([[True, False, True]], ["expects float32 numbers", "row 0 at index [0] has true"]),
         ([[1e300, 2, 3]], ["row 0 at index [0] has 1e+300", "beyond the float32 range"]),
         ([], ["empty batch", "'x'"]),
         ([1, 2, 3], []),  # a bare row: rank is the model runner's business, not a codec error
@@ -341,6 +341,22 @@ def test_integer_inputs_take_integral_floats_only() -> None:
     assert "row 0 has -1" in bad_request(b"[-1]", JSON, unsigned)
     assert "int64 range" in bad_request(b"[18446744073709551615]", JSON, sig)
     assert "int64 range" in bad_request(b"[1, 100000000000000000000000]", JSON, sig)
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "where"),
+    [
+        # NumPy reads [true, 2] as [1, 2]: the boolean reached the number input with a 200.
+        (JSON, b'{"inputs": {"pixels": [[0.5, 1]], "ids": [true]}}', "'ids' expects int64 integers; row 0 has true"),
+        (JSON, b'{"instances": [{"pixels": [true, 0.5], "ids": 3}]}', "'pixels' expects float32 numbers; row 0"),
+        ("application/jsonlines", b'{"pixels": [0.5, false], "ids": 3}', "'pixels' expects float32 numbers; line 1"),
+    ],
+)
+def test_a_boolean_among_numbers_is_refused(content_type: str, body: bytes, where: str) -> None:
+    assert where in bad_request(body, content_type, MULTI)
+    # The same body with numbers is fine: only the boolean is wrong.
+    numbers = body.replace(b"true", b"1").replace(b"false", b"0")
+    assert set(decode_request(numbers, content_type, MULTI)) == {"pixels", "ids"}
 
 
 @pytest.mark.parametrize(

@@ -115,6 +115,9 @@ def test_output_data_is_row_major_even_for_transposed_arrays() -> None:
         ("FP32", [2], ["1.0", "2.0"], r"'x' is FP32: its data must be JSON numbers"),
         ("FP32", [2], [1.0, None], r"'x' is FP32: its data must be JSON numbers"),
         ("FP32", [2], [True, False], r"'x' is FP32: its data must be JSON numbers"),
+        # NumPy reads a boolean among numbers as 1 or 0: it reached the model with a 200.
+        ("FP32", [2], [True, 0.5], r"'x' is FP32: its data must be JSON numbers"),
+        ("UINT64", [2], [[True], [1]], r"'x' is UINT64: its data must be JSON numbers"),
         ("FP32", [1], [1e39], r"'x' is FP32: values must lie within \+-3\.40282e\+38"),
         ("FP16", [1], [70000.0], r"'x' is FP16: values must lie within \+-65504"),
         ("INT64", [2], [1.0, 2.5], r"'x' is INT64: its data must be whole numbers"),
