@@ -123,6 +123,9 @@ def create_app(service: ModelService, config: ServerConfig, metrics: ServerMetri
         lifespan=lifespan,
         exception_handlers={ApiError: handle, ModelPackageError: handle, HTTPException: handle, Exception: handle},
     )
+    # Starlette answers POST /invocations/ with a 307 to the path without the slash, its Location built
+    # from the request's Host header; an API client is better served by the 404 JSON every unknown path gets.
+    app.router.redirect_slashes = False
     metrics.load_seconds.set(service.load_seconds)
     metrics.warmup_seconds.set(service.warmup_seconds)
     if service.batcher is not None:

@@ -64,6 +64,9 @@ def test_another_models_name_or_version_is_still_a_404_naming_the_served_one(tor
         assert old.status_code == 404 and "1.0.0" in old.json()["error"]
         text = (await client.get("/metrics")).text
         assert 'model_server_requests_total{route="/v2/models/{name}/infer",status="200"} 1.0' in text
+        # A trailing slash is another path: a 404 in JSON, not a 307 to a Location built from the Host header.
+        slashed = await client.post("/invocations/", json=[[0.0] * 64], headers={"host": "elsewhere.example"})
+        assert slashed.status_code == 404 and "error" in slashed.json() and "location" not in slashed.headers
 
     run(torch_package, scenario)
 
