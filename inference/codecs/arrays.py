@@ -64,7 +64,9 @@ def locate_line(line_numbers: Sequence[int]) -> Locator:
 # --------------------------------------------------------------------------- inputs
 
 
-_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"\s*(:?)')
+# Possessive (Python 3.11+): the engine keeps no backtracking point per character of a string. With
+# `(?:[^"\\]|\\.)*` it kept one, about 115 bytes each: a 6 MB string in a request cost 690 MB and 0.6 s.
+_JSON_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"\s*(:?)')
 
 
 def _string_is_key(body: bytes) -> Iterator[bool]:
