@@ -28,13 +28,14 @@ onto that output.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import IO, Any, Final
 
 import orjson
 
@@ -81,6 +82,16 @@ def fingerprint(
     }
 
 
+#: Fingerprint keys, as a message names them.
+_FINGERPRINT_PARTS: Final = {
+    "inputs": "input (file names, sizes or modification times)",
+    "package_manifest_sha256": "package",
+    "output_format": "--output-format",
+}
+#: Held (flock) by the run writing the output; holds its pid.
+LOCK_FILE: Final = "lock"
+
+
 def _without_workers(print_: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in print_.items() if key != "workers"}
 
@@ -101,6 +112,7 @@ class Checkpoint:
         self.state = output / STATE_DIR
         self.fingerprint = print_
         self.progress = Progress()
+        self._held: IO[str] | None = None
 
     def open(self) -> bool:
         """Start or resume; True when resuming. Raises ``UsageError`` for a different run's output."""
@@ -112,6 +124,7 @@ class Checkpoint:
             probe.unlink()
         except OSError as exc:
             raise UsageError(f"--output {self.output} is not a writable directory: {exc.strerror or exc}") from None
+        self._lock()
         saved = self.state / "fingerprint.json"
         progress_file = self.state / "progress.json"
         # With --workers, spans checkpoint on their own before the run's first file is done.
@@ -130,9 +143,12 @@ class Checkpoint:
                     f"rerun with --workers {earlier.get('workers', 1)} to continue it, or use a new output directory"
                 )
             if earlier != self.fingerprint:
+                changed = [
+                    what for key, what in _FINGERPRINT_PARTS.items() if earlier.get(key) != self.fingerprint.get(key)
+                ]
                 raise UsageError(
-                    f"--output {self.output} holds a run over different input or a different package "
-                    f"(see {saved}); use a new output directory, or delete {self.state} to start over"
+                    f"--output {self.output} holds a run with another {' and another '.join(changed) or 'setting'} "
+                    f"(see {saved}); use a new output directory, or delete {self.output} to start over"
                 )
             self.progress = load_progress(progress_file) or Progress()
             self._drop_stale_parts()
@@ -142,6 +158,31 @@ class Checkpoint:
             raise UsageError(f"--output {self.output} is not empty and holds no earlier run of this command")
         _atomic_write(saved, orjson.dumps(self.fingerprint, option=orjson.OPT_INDENT_2))
         return False
+
+    def _lock(self) -> None:
+        """Hold the output for this run: two runs writing one output put answers on other records' lines.
+
+        A second run started while the first still scores (a pipeline's retry, a second terminal)
+        read and wrote the same checkpoint and parts: the first exited 0 with shifted and missing
+        lines. ``flock`` is released by the kernel when the process ends, however it ends, so a
+        killed run never leaves the output locked.
+        """
+        handle = (self.state / LOCK_FILE).open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise UsageError(
+                f"--output {self.output} is in use by another run of this command (pid {holder}); wait for it "
+                "to finish (rerunning the same command then continues or reports it), or use another output directory"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._held = handle  # open for the life of the process: closing it would release the lock
 
     def parts(self, file: int) -> Path:
         return self.state / f"file-{file:05d}"

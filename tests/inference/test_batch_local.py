@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import numpy as np
 import orjson
 import pytest
 
+from model_package.errors import UsageError
 from model_package.formats import get_format
 from model_package.manifest import read_manifest
 from tests.inference.batch_support import SLOW_CALLS_ENV, main
@@ -200,7 +202,33 @@ def test_output_of_another_input_is_not_resumed_onto(
     assert run("--input", tmp_path / "data.jsonl", "--output", tmp_path / "o", "--package", torch_package) == 0
     write_jsonl(tmp_path / "data.jsonl", rows[:6])
     assert run("--input", tmp_path / "data.jsonl", "--output", tmp_path / "o", "--package", torch_package) != 0
-    assert "holds a run over different input or a different package" in capsys.readouterr().err
+    assert "holds a run with another input (file names, sizes or modification times)" in capsys.readouterr().err
+    write_jsonl(tmp_path / "data.jsonl", rows[:5])
+    os.utime(tmp_path / "data.jsonl", ns=(0, 0))
+    args = ("--input", tmp_path / "data.jsonl", "--output", tmp_path / "o", "--package", torch_package)
+    assert run(*args, "--output-format", "vertex") != 0
+    err = capsys.readouterr().err
+    # It names what changed (it blamed the input or the package when only the output format had), and
+    # its advice works: deleting the state directory alone left an output "not empty, no earlier run".
+    assert "another input" in err and "and another --output-format" in err and "package" not in err.split("(see")[0]
+    assert f"delete {tmp_path / 'o'} to start over" in err
+    shutil.rmtree(tmp_path / "o")
+    assert run(*args, "--output-format", "vertex") == 0
+
+
+def test_a_second_run_on_an_output_in_use_is_refused_and_the_first_keeps_it(tmp_path: Path) -> None:
+    """Two runs on one output wrote each other's parts: the first exited 0 with shifted and missing lines."""
+    from inference.batch.sinks import Checkpoint
+
+    print_ = {"inputs": [], "output_format": "sagemaker", "package_manifest_sha256": "0" * 64}
+    first = Checkpoint(tmp_path / "o", print_)
+    assert first.open() is False
+    with pytest.raises(
+        UsageError, match=rf"--output .* is in use by another run of this command \(pid {os.getpid()}\)"
+    ):
+        Checkpoint(tmp_path / "o", print_).open()
+    del first  # the run ends (however it ends, the kernel releases its lock)
+    Checkpoint(tmp_path / "o", print_).open()  # the output is free again
 
 
 def test_a_finished_run_rerun_changes_nothing_and_loads_nothing(
