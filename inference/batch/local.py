@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from inference.batch.model_calls import choose_rows, measurable, measure_rows, settled_rows, unmeasured
+from inference.batch.model_calls import choose_rows, measurable, measure_rows, scoring_config, settled_rows
 from inference.batch.parts import score_chunks
 from inference.batch.scoring import Scorer
 from inference.batch.sinks import OUTPUT_FORMATS, Checkpoint, Layout, assemble, fingerprint, manifest_digest
@@ -176,7 +176,7 @@ def _score_all(args: argparse.Namespace, files: list[InputFile], output: Path, p
         from inference.service import load_service
 
         config = load_config(env, model_dir=package_dir)
-        service = load_service(unmeasured(config, args.batch_size))
+        service = load_service(scoring_config(config, args.batch_size))
         args.batch_size = _fit_batch_size(args.batch_size, service.signature, service.limits)
         rows = choose_rows(
             checkpoint,

@@ -123,6 +123,16 @@ def measurable(service: ModelService) -> bool:
     return service.user_code is None and service.model is not None and service.batcher is not None
 
 
-def unmeasured(config: ServerConfig, chunk_rows: int) -> ServerConfig:
-    """``config`` for loading the service with whole chunks as the cap (set to the chosen rows once known)."""
-    return dataclasses.replace(config, max_batch_size=chunk_rows)
+#: A chunk's deadline in a local run: no client waits for it, so only a hung model should reach it.
+CHUNK_TIMEOUT_S = 24 * 3600.0
+
+
+def scoring_config(config: ServerConfig, chunk_rows: int) -> ServerConfig:
+    """``config`` for loading the service that scores chunks.
+
+    Whole chunks are the cap on model calls (set to the chosen rows once known), and a chunk has a
+    day, not the server's request deadline: with the default 55 s, any model slower than about 19
+    rows/s stopped the run at its first 1,024-row chunk as an "internal error" (a deadline is for a
+    client who stops waiting; here nobody does, and ``MODEL_SERVER_REQUEST_TIMEOUT_S`` does not apply).
+    """
+    return dataclasses.replace(config, max_batch_size=chunk_rows, request_timeout=CHUNK_TIMEOUT_S)

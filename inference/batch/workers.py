@@ -301,13 +301,13 @@ def _load(setup: WorkerSetup) -> Any:
     """The package loaded once, as the server loads it."""
     from multiprocessing.util import Finalize
 
-    from inference.batch.model_calls import unmeasured
+    from inference.batch.model_calls import scoring_config
     from inference.batch.scoring import Scorer
     from inference.config import load_config
     from inference.service import load_service
 
     config = load_config(setup.env, model_dir=setup.package_dir)
-    scorer = Scorer(load_service(unmeasured(config, setup.batch_size)), output_format=setup.output_format)
+    scorer = Scorer(load_service(scoring_config(config, setup.batch_size)), output_format=setup.output_format)
     # Stop the service's threads before the worker exits (they would hold the exit).
     Finalize(scorer, scorer.close, exitpriority=10)
     return scorer

@@ -447,3 +447,24 @@ def test_a_csv_record_with_a_huge_field_fails_alone_in_the_vertex_layout(
     assert failed["error"]["status"] == "INVALID_ARGUMENT" and failed["instance"].startswith('"999')
     (results,) = out.glob("prediction.results-*")
     assert len(results.read_bytes().splitlines()) == 2
+
+
+def test_a_chunk_slower_than_the_servers_request_deadline_is_still_scored(
+    torch_package: Path, rows: np.ndarray, expected: np.ndarray, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server's deadline stopped a run at its first slow chunk as an "internal error" (exit 70):
+    with the default 55 s, any model slower than about 19 rows/s at the default 1,024-row chunks."""
+    from model_package.formats import _torch
+
+    predict = _torch.TorchLoadedModel.predict
+
+    def slow(self: _torch.TorchLoadedModel, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        time.sleep(0.2)
+        return predict(self, inputs)
+
+    monkeypatch.setattr(_torch.TorchLoadedModel, "predict", slow)
+    monkeypatch.setenv("MODEL_SERVER_REQUEST_TIMEOUT_S", "0.05")
+    data = write_jsonl(tmp_path / "data.jsonl", rows[:20])
+    assert run("--input", data, "--output", tmp_path / "o", "--package", torch_package) == 0
+    answers = out_rows(tmp_path / "o" / "data.jsonl.out")
+    np.testing.assert_allclose(np.array(answers), expected[:20], rtol=1e-5, atol=1e-6)
