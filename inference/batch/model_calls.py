@@ -46,6 +46,8 @@ MEASURE_FROM_BYTES = 1 << 20
 #: size the CNN's 64 images sometimes timed within 5 % of its best 32 and won.
 MEASURE_BUDGET_S = 1.5
 MEASURE_SECONDS_PER_SIZE = 0.05
+#: The longest call the check against whole chunks makes (see ``_reference_rows``).
+REFERENCE_CALL_S = 0.25
 
 
 def settled_rows(config: ServerConfig, manifest: Manifest, chunk_rows: int) -> int | None:
@@ -102,8 +104,9 @@ def measure_rows(service: ModelService, chunk_rows: int) -> int:
     rates = tuning.rows_per_second
     largest = max(rates)
     rows = tuning.max_batch_size if max(rates.values()) >= CLEAR_GAIN * rates[largest] else chunk_rows
+    reference = _reference_rows(rates, chunk_rows)
     if rows < chunk_rows and not batcher.run_on_compute_thread(
-        lambda: holds_up(model.predict, example, rows, largest, CLEAR_GAIN)
+        lambda: holds_up(model.predict, example, rows, reference, CLEAR_GAIN)
     ):
         rows = chunk_rows  # the gain was the machine's, not the model's
     _log.info(
@@ -116,6 +119,19 @@ def measure_rows(service: ModelService, chunk_rows: int) -> int:
         },
     )
     return rows
+
+
+def _reference_rows(rates: dict[int, float], chunk_rows: int) -> int:
+    """What a smaller size must beat, timed alternately: whole chunks, the run's other choice.
+
+    Not merely the largest size the sweep reached: on a busy VM every call of the MLP's framework
+    threads waited out a scheduler slice (16 ms for 2 or 4 rows), the sweep stopped at 4 rows as
+    "past the cliff", 1 row beat 4, and the run called the model a row at a time, 31-65 times
+    slower than whole chunks (which amortise that wait). A slow model's whole chunk could take
+    minutes, so at most the rows :data:`REFERENCE_CALL_S` holds at the best rate measured.
+    """
+    affordable = int(max(rates.values()) * REFERENCE_CALL_S)
+    return max(*rates, min(chunk_rows, affordable))
 
 
 def measurable(service: ModelService) -> bool:
