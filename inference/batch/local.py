@@ -13,8 +13,10 @@ import argparse
 import functools
 import logging
 import os
+import signal
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +26,7 @@ import numpy as np
 
 from inference.batch.model_calls import choose_rows, measurable, measure_rows, scoring_config, settled_rows
 from inference.batch.parts import score_chunks
-from inference.batch.scoring import Scorer
+from inference.batch.scoring import Scorer, Terminated, raise_terminated
 from inference.batch.sinks import OUTPUT_FORMATS, Checkpoint, Layout, assemble, fingerprint, manifest_digest
 from inference.batch.sources import InputFile, bytes_read, discover, read_chunks, total_bytes
 from model_package.errors import ModelPackageError, UsageError
@@ -40,6 +42,7 @@ PROG = "model-deploy-batch"
 EXIT_RECORDS_FAILED = 3
 EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, what a shell reports for a process SIGTERM ended
 #: Records per request to the model: large enough to amortise per-request work, small enough that
 #: a chunk stays far below the server's decode limit and a resumed run redoes little.
 DEFAULT_BATCH_SIZE = 1024
@@ -94,11 +97,17 @@ def run_local(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     configure_logging(args.log_format, logging.DEBUG if args.verbose else logging.INFO)
     if args.package is None:
         parser.error("--package is required with a local --input")
+    # SIGTERM stops a run as Ctrl-C does: the extracted package is removed and the line says how to go
+    # on (it killed the process outright, leaving a copy of the package in the temporary directory).
+    previous = signal.signal(signal.SIGTERM, raise_terminated) if _main_thread() else None
     try:
         return _run(args)
     except ModelPackageError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except Terminated:
+        print(f"{PROG}: terminated; rerun the same command to continue where it stopped", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; rerun the same command to continue where it stopped", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -110,6 +119,13 @@ def run_local(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERNAL
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
 
 
 def _run(args: argparse.Namespace) -> int:

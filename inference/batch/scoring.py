@@ -53,13 +53,22 @@ class Answers:
         return len(self.lines)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``timeout``, Kubernetes, systemd) received: stopped as Ctrl-C stops a run, resumable."""
+
+
+def raise_terminated(_signum: int, _frame: object) -> None:
+    """The SIGTERM handler of a local run (outside a chunk; inside, see ``_interrupt_after_the_chunk``)."""
+    raise Terminated
+
+
 class RecordFailed(Exception):
     """A failure of one record (kept apart from failures of ours, which stop the run)."""
 
 
 @contextlib.contextmanager
 def _interrupt_after_the_chunk() -> Iterator[None]:
-    """Hold Ctrl-C until the chunk's loop run has finished, then raise ``KeyboardInterrupt``.
+    """Hold Ctrl-C (and SIGTERM) until the chunk's loop run has finished, then raise ``KeyboardInterrupt``.
 
     A ``KeyboardInterrupt`` raised inside a task leaves the loop's "stop when this future is done"
     callback scheduled (asyncio's ``Task.__step`` sets the exception, which schedules it, then
@@ -71,11 +80,17 @@ def _interrupt_after_the_chunk() -> Iterator[None]:
         yield
         return
     received: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, _frame: received.append(signum))
+    previous = {
+        signum: signal.signal(signum, lambda number, _frame: received.append(number))
+        for signum in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if signal.SIGTERM in received:
+        raise Terminated
     if received:
         raise KeyboardInterrupt
 

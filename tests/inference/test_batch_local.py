@@ -468,3 +468,46 @@ def test_a_chunk_slower_than_the_servers_request_deadline_is_still_scored(
     assert run("--input", data, "--output", tmp_path / "o", "--package", torch_package) == 0
     answers = out_rows(tmp_path / "o" / "data.jsonl.out")
     np.testing.assert_allclose(np.array(answers), expected[:20], rtol=1e-5, atol=1e-6)
+
+
+def test_sigterm_stops_like_ctrl_c_removes_the_extracted_package_and_the_rerun_finishes(
+    torch_package: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``timeout``, Kubernetes and systemd stop with SIGTERM, which killed the run outright: no line,
+    exit 143 from the signal, and the package extracted from model.tar.gz left in the temporary directory."""
+    import tempfile
+
+    from model_package.archive import pack
+    from model_package.formats import _torch
+    from tests.model_package import torch_models
+
+    archive = tmp_path / "model.tar.gz"
+    pack(torch_package, archive)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    predict = _torch.TorchLoadedModel.predict
+
+    def slow(self: _torch.TorchLoadedModel, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        time.sleep(0.02)
+        return predict(self, inputs)
+
+    monkeypatch.setattr(_torch.TorchLoadedModel, "predict", slow)
+    rows = torch_models.mlp_inputs(2_000, seed=8)["x"]
+    data = write_jsonl(tmp_path / "rows.jsonl", rows)
+    args = ("--input", data, "--output", tmp_path / "o", "--package", archive, "--batch-size", 16)
+    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    try:
+        assert run(*args, "--checkpoint-seconds", 0) == 143
+    finally:
+        timer.cancel()
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("model-deploy-batch: terminated; rerun")
+    assert not list(scratch.iterdir()), "the extracted package is removed"
+    scored = json.loads((tmp_path / "o" / ".batch-state" / "progress.json").read_text())["scored"]
+    assert 0 < scored < len(rows)
+
+    monkeypatch.setattr(_torch.TorchLoadedModel, "predict", predict)
+    assert run(*args) == 0
+    answers = out_rows(tmp_path / "o" / "rows.jsonl.out")
+    assert len(answers) == len(rows) and all(answer is not None for answer in answers)
