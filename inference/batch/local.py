@@ -28,7 +28,7 @@ from inference.batch.model_calls import choose_rows, measurable, measure_rows, s
 from inference.batch.parts import score_chunks
 from inference.batch.scoring import Scorer, Terminated, raise_terminated
 from inference.batch.sinks import OUTPUT_FORMATS, Checkpoint, Layout, assemble, fingerprint, manifest_digest
-from inference.batch.sources import InputFile, bytes_read, discover, read_chunks, total_bytes
+from inference.batch.sources import InputFile, bytes_read, check_fit, discover, read_chunks, total_bytes
 from model_package.errors import ModelPackageError, UsageError
 from model_package.logs import configure_logging
 from model_package.progress import progress
@@ -148,11 +148,15 @@ def _run(args: argparse.Namespace) -> int:
 
 def _score_all(args: argparse.Namespace, files: list[InputFile], output: Path, package_dir: Path) -> int:
     from inference.config import available_cpus, load_config
+    from model_package.manifest import read_manifest
 
     workers = available_cpus() if args.workers == "auto" else int(args.workers)
     checkpoint = Checkpoint(
         output, fingerprint(files, manifest_digest(package_dir), args.output_format, workers=workers)
     )
+    manifest = read_manifest(package_dir)
+    if manifest.code is None:
+        check_fit(files, manifest.signature)  # before the output is created or the model loads
     resuming = checkpoint.open()
     state = checkpoint.progress
     # The server's own knobs (MODEL_SERVER_*) apply; platform variables do not describe this process.

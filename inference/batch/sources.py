@@ -16,6 +16,7 @@ from typing import Final
 import numpy as np
 
 from model_package.errors import MissingFileError, UsageError
+from model_package.manifest import Signature
 
 JSON_LINES: Final = "application/jsonlines"
 CSV: Final = "text/csv"
@@ -79,7 +80,46 @@ def _input_file(path: Path, name: str) -> InputFile:
         raise UsageError(
             f"cannot score {path}: unsupported extension {path.suffix or '(none)'!r}; allowed: {', '.join(EXTENSIONS)}"
         )
+    if media_type == NPY:
+        npy_layout(path)  # a header read: a broken file is refused before any other is scored
     return InputFile(path, media_type, name)
+
+
+def check_fit(files: list[InputFile], signature: Signature) -> None:
+    """Refuse, before the model loads, input files no record of which could fit the model's inputs.
+
+    Known from the signature and a ``.npy`` header alone: a ``.npy`` feeding a model of several
+    inputs, rows of another shape, and CSV (numbers) for a string input. Scored anyway, each record
+    failed alone: 50,000 "record failed" lines and an errors file of 8 MB, to say one thing. Not for
+    packages with user code, whose ``input_fn`` decides what a record holds.
+    """
+    for file in files:
+        if file.media_type == NPY:
+            _check_npy_fit(file, signature)
+        elif file.media_type == CSV and any(spec.dtype == "bytes" for spec in signature.inputs):
+            strings = [spec.name for spec in signature.inputs if spec.dtype == "bytes"]
+            raise UsageError(
+                f"cannot score {file.path}: CSV records are numbers, and this model's input {strings[0]!r} takes "
+                "strings; write the records as JSON Lines"
+            )
+
+
+def _check_npy_fit(file: InputFile, signature: Signature) -> None:
+    inputs = signature.inputs
+    if len(inputs) != 1:
+        raise UsageError(
+            f"cannot score {file.path}: a .npy file feeds a model with a single input, and this model has inputs "
+            f"{[spec.name for spec in inputs]}; write the records as JSON Lines, one object per line keyed by input"
+        )
+    spec, layout = inputs[0], npy_layout(file.path)
+    want = spec.shape[1:]
+    same_rank = len(layout.row_shape) == len(want)
+    fits = same_rank and all(size in (-1, got) for got, size in zip(layout.row_shape, want, strict=True))
+    if not fits:
+        raise UsageError(
+            f"cannot score {file.path}: its rows have shape {list(layout.row_shape)}, and this model's input "
+            f"{spec.name!r} takes rows of shape {list(want)} (-1 = any size); its first axis counts records"
+        )
 
 
 def total_bytes(files: list[InputFile]) -> int:

@@ -159,6 +159,10 @@ def test_a_bad_record_fails_alone_and_is_named_in_the_errors_file(
         (lambda d, p: ["--input", d / "data.jsonl", "--output", d / "data.jsonl", "--package", p], "not a writable"),
         (lambda d, p: ["--input", d / "data.jsonl", "--output", d / "full", "--package", p], "not empty"),
         (lambda d, p: ["--input", d / "fake.npy", "--output", d / "o", "--package", p], "not a readable .npy"),
+        (
+            lambda d, p: ["--input", d / "narrow.npy", "--output", d / "o", "--package", p],
+            "its rows have shape [3], and this model's input 'x' takes rows of shape [64]",
+        ),
         (lambda d, p: ["--input", d / "in", "--output", d / "in" / "out", "--package", p], "inside --input"),
         (lambda d, p: ["--input", d / "data.jsonl", "--output", d / "o", "--package", d / "in"], "not a model package"),
     ],
@@ -169,6 +173,7 @@ def test_a_bad_record_fails_alone_and_is_named_in_the_errors_file(
         "output-is-a-file",
         "foreign-output",
         "bad-npy",
+        "npy-of-other-rows",
         "output-inside-input",
         "directory-is-no-package",
     ],
@@ -185,6 +190,7 @@ def test_bad_invocations_fail_in_one_line(
     write_jsonl(tmp_path / "data.jsonl", rows[:3])
     (tmp_path / "data.parquet").write_bytes(b"PAR1")
     (tmp_path / "fake.npy").write_text("1,2,3\n")
+    np.save(tmp_path / "narrow.npy", rows[:3, :3])
     (tmp_path / "in").mkdir()
     write_jsonl(tmp_path / "in" / "data.jsonl", rows[:3])
     (tmp_path / "full").mkdir()
@@ -511,3 +517,27 @@ def test_sigterm_stops_like_ctrl_c_removes_the_extracted_package_and_the_rerun_f
     assert run(*args) == 0
     answers = out_rows(tmp_path / "o" / "rows.jsonl.out")
     assert len(answers) == len(rows) and all(answer is not None for answer in answers)
+
+
+def test_input_files_that_cannot_fit_are_refused_before_anything_is_scored(
+    torch_package: Path, rows: np.ndarray, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A truncated .npy was found only when reached (the files before it scored, the run then stuck
+    on a changed input), and a .npy of the wrong rows failed each record alone: 50,000 error lines."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    write_jsonl(inputs / "a.jsonl", rows[:5])
+    np.save(inputs / "b.npy", rows[:50])
+    (inputs / "b.npy").write_bytes((inputs / "b.npy").read_bytes()[:300])
+    assert run("--input", inputs, "--output", tmp_path / "o", "--package", torch_package) == 2
+    assert "b.npy is truncated: its header promises 50 rows" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists(), "nothing scored, nothing written"
+
+    (inputs / "b.npy").unlink()
+    np.save(inputs / "c.npy", rows[:50, :8].reshape(50, 2, 4))
+    assert run("--input", inputs, "--output", tmp_path / "o", "--package", torch_package) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].endswith(
+        "c.npy: its rows have shape [2, 4], and this model's input 'x' takes rows of shape [64] "
+        "(-1 = any size); its first axis counts records"
+    )
