@@ -103,6 +103,8 @@ class Scorer:
         self.output_format = output_format
         self._loop = asyncio.new_event_loop()
         self._loop.run_until_complete(service.start())
+        # Inputs with an axis besides the batch that varies (a sequence): records may differ in length.
+        self._varying = any(-1 in spec.shape[1:] for spec in service.signature.inputs)
 
     def close(self) -> None:
         """Finish queued work and release the service's threads."""
@@ -153,12 +155,13 @@ class Scorer:
                 )
         elif media_type == JSON_LINES:
             assert chunk.records is not None
+            records = chunk.records[which.start : which.stop]
+            groups = _same_lengths(records) if self._varying else None
+            if groups is not None and len(groups) > 1:
+                return await self._by_groups(records, groups)
             # The chunk's records are its non-blank lines already: no body to join and split again.
             inputs = decode_json_lines(
-                chunk.records[which.start : which.stop],
-                service.signature,
-                allow_non_finite=service.allow_non_finite,
-                limits=service.limits,
+                records, service.signature, allow_non_finite=service.allow_non_finite, limits=service.limits
             )
         else:
             assert chunk.records is not None
@@ -174,6 +177,29 @@ class Scorer:
         accept = response_type(media_type, self.output_format)
         payload, _ = encode_response(outputs, accept, service.signature, default=JSON_LINES)
         return _split(payload, len(which))
+
+    async def _by_groups(self, records: list[bytes], groups: list[list[int]]) -> list[bytes]:
+        """Records of a varying axis scored as one request per length, answers put back in record order.
+
+        A request's rows must have one length (the server does not pad): a chunk of sequences of
+        3 to 19 tokens failed as a whole, and halving it down to runs of one length scored 6,000
+        records/s where one length scored 145,000. Any group failing fails the request, which the
+        caller then halves as before, so a bad record still fails alone.
+        """
+        service = self.service
+        lines: list[bytes] = [b""] * len(records)
+        for group in groups:
+            inputs = decode_json_lines(
+                [records[index] for index in group],
+                service.signature,
+                allow_non_finite=service.allow_non_finite,
+                limits=service.limits,
+            )
+            outputs = await service.predict(inputs)
+            payload, _ = encode_response(outputs, JSON_LINES, service.signature, default=JSON_LINES)
+            for index, line in zip(group, _split(payload, len(group)), strict=True):
+                lines[index] = line
+        return lines
 
     async def _pipeline(self, chunk: Chunk, which: range) -> list[bytes]:
         from inference.pipeline.requests import json_items
@@ -201,6 +227,37 @@ class Scorer:
         if b"\n" in line:
             raise RecordFailed("user code answered one record with several lines; batch output needs one line")
         return line
+
+
+def _same_lengths(records: list[bytes]) -> list[list[int]] | None:
+    """The records' indices grouped by the lengths of their nested lists, in order of first appearance.
+
+    ``None`` when a record does not parse (the one request then fails and is halved, which words
+    the error). The lengths are read along each list's first elements, as NumPy reads a shape.
+    """
+    groups: dict[object, list[int]] = {}
+    for index, record in enumerate(records):
+        try:
+            value = orjson.loads(record)
+        except orjson.JSONDecodeError:
+            return None
+        key = (
+            tuple((name, _lengths(item)) for name, item in value.items())
+            if isinstance(value, dict)
+            else _lengths(value)
+        )
+        groups.setdefault(key, []).append(index)
+    return list(groups.values())
+
+
+def _lengths(value: object) -> tuple[int, ...]:
+    lengths: list[int] = []
+    while isinstance(value, list):
+        lengths.append(len(value))
+        if not value:
+            break
+        value = value[0]
+    return tuple(lengths)
 
 
 def _split(payload: bytes, expected: int) -> list[bytes]:

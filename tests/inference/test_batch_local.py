@@ -541,3 +541,50 @@ def test_input_files_that_cannot_fit_are_refused_before_anything_is_scored(
         "c.npy: its rows have shape [2, 4], and this model's input 'x' takes rows of shape [64] "
         "(-1 = any size); its first axis counts records"
     )
+
+
+def test_sequences_of_different_lengths_are_scored_in_one_request_per_length(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request's rows must share one length, so a chunk of mixed lengths failed and was halved down
+    to runs of one length: 2,911 failed requests for 3,000 records, 24x slower than one length."""
+    from model_package.export import export_model
+    from model_package.formats import _torch
+    from tests.model_package import torch_models
+
+    package = tmp_path / "enc"
+    export_model(torch_models.make_tiny_encoder(), torch_models.token_inputs(2, 6), package, name="enc", version="1")
+    rng = np.random.default_rng(4)
+    records = []
+    for length in rng.integers(3, 9, size=60):
+        ids = rng.integers(1, 20, size=length).tolist()
+        records.append({"input_ids": ids, "attention_mask": [1] * int(length)})
+    (tmp_path / "seq.jsonl").write_bytes(b"".join(orjson.dumps(record) + b"\n" for record in records))
+    calls: list[int] = []
+    predict = _torch.TorchLoadedModel.predict
+
+    def counted(self: _torch.TorchLoadedModel, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        calls.append(len(inputs["input_ids"]))
+        return predict(self, inputs)
+
+    monkeypatch.setattr(_torch.TorchLoadedModel, "predict", counted)
+    calls.clear()
+    assert run("--input", tmp_path / "seq.jsonl", "--output", tmp_path / "o", "--package", package) == 0
+    lengths = {len(record["input_ids"]) for record in records}
+    assert len(calls) == len(lengths) + 1, calls  # the warm-up's call on the bundled example, then one per length
+    answers = out_rows(tmp_path / "o" / "seq.jsonl.out")
+    manifest = read_manifest(package)
+    model = get_format(manifest.format).load(package, manifest, threads=1)
+    for index in range(len(records)):
+        alone = {name: np.array([records[index][name]]) for name in ("input_ids", "attention_mask")}
+        np.testing.assert_allclose(answers[index], next(iter(model.predict(alone).values()))[0], atol=1e-5)
+
+    # A bad record among them still fails alone, the others keep their answers.
+    lines = (tmp_path / "seq.jsonl").read_bytes().splitlines()
+    lines[17] = b'{"input_ids": [1, 2, 3], "attention_mask": [1, 1]}'
+    (tmp_path / "bad.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    assert run("--input", tmp_path / "bad.jsonl", "--output", tmp_path / "b", "--package", package) == 3
+    with_bad = out_rows(tmp_path / "b" / "bad.jsonl.out")
+    assert with_bad[17] is None
+    others = [answer for index, answer in enumerate(with_bad) if index != 17]
+    np.testing.assert_allclose(np.array(others), np.array(answers[:17] + answers[18:]), atol=1e-5)
