@@ -158,10 +158,14 @@ class Scorer:
             records = chunk.records[which.start : which.stop]
             groups = _same_lengths(records) if self._varying else None
             if groups is not None and len(groups) > 1:
-                return await self._by_groups(records, groups)
+                return await self._by_groups(records, groups, chunk.lines[which.start : which.stop])
             # The chunk's records are its non-blank lines already: no body to join and split again.
             inputs = decode_json_lines(
-                records, service.signature, allow_non_finite=service.allow_non_finite, limits=service.limits
+                records,
+                service.signature,
+                allow_non_finite=service.allow_non_finite,
+                limits=service.limits,
+                line_numbers=chunk.lines[which.start : which.stop],  # messages name the file's lines
             )
         else:
             assert chunk.records is not None
@@ -178,7 +182,7 @@ class Scorer:
         payload, _ = encode_response(outputs, accept, service.signature, default=JSON_LINES)
         return _split(payload, len(which))
 
-    async def _by_groups(self, records: list[bytes], groups: list[list[int]]) -> list[bytes]:
+    async def _by_groups(self, records: list[bytes], groups: list[list[int]], lines_of: list[int]) -> list[bytes]:
         """Records of a varying axis scored as one request per length, answers put back in record order.
 
         A request's rows must have one length (the server does not pad): a chunk of sequences of
@@ -194,6 +198,7 @@ class Scorer:
                 service.signature,
                 allow_non_finite=service.allow_non_finite,
                 limits=service.limits,
+                line_numbers=[lines_of[index] for index in group],
             )
             outputs = await service.predict(inputs)
             payload, _ = encode_response(outputs, JSON_LINES, service.signature, default=JSON_LINES)

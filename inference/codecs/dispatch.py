@@ -7,7 +7,7 @@ batch was expected) run here once, after the codec.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -82,13 +82,17 @@ def decode_json_lines(
     *,
     allow_non_finite: bool = False,
     limits: DecodeLimits | None = None,
+    line_numbers: Sequence[int] | None = None,
 ) -> Tensors:
     """:func:`decode_request` for a JSON Lines body already split into its non-blank lines, in order.
 
-    The same tensors, checks and errors (line N is the N-th record) as decoding the lines joined by
-    ``\\n``; local batch scoring reads its input line by line and would otherwise join and re-split.
+    The same tensors, checks and errors (line N is the N-th record, or ``line_numbers``' N-th: each
+    record's line in its file) as decoding the lines joined by ``\\n``; local batch scoring reads its
+    input line by line and would otherwise join and re-split.
     """
-    tensors = _JSON_LINES_CODEC.decode_records(records, signature, allow_non_finite=allow_non_finite)
+    tensors = _JSON_LINES_CODEC.decode_records(
+        records, signature, allow_non_finite=allow_non_finite, line_numbers=line_numbers
+    )
     check_decoded(tensors, signature, limits)
     return tensors
 

@@ -588,3 +588,15 @@ def test_sequences_of_different_lengths_are_scored_in_one_request_per_length(
     assert with_bad[17] is None
     others = [answer for index, answer in enumerate(with_bad) if index != 17]
     np.testing.assert_allclose(np.array(others), np.array(answers[:17] + answers[18:]), atol=1e-5)
+
+
+def test_a_records_message_names_its_line_in_the_file(torch_package: Path, rows: np.ndarray, tmp_path: Path) -> None:
+    """A failed record is retried alone, and its message counted lines in that one-record retry: the
+    record on line 8 was "line 1 of the JSON Lines body" in the errors file."""
+    path = write_jsonl(tmp_path / "data.jsonl", rows[:10])
+    lines = path.read_bytes().splitlines()
+    lines[7] = b"[1.0, 2.0"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    assert run("--input", path, "--output", tmp_path / "o", "--package", torch_package) == 3
+    (error,) = [json.loads(line) for line in (tmp_path / "o" / "data.jsonl.out.errors").read_text().splitlines()]
+    assert error["line"] == 8 and error["error"].startswith("line 8 of the JSON Lines body is not valid JSON"), error
