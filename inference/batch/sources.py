@@ -82,7 +82,40 @@ def _input_file(path: Path, name: str) -> InputFile:
         )
     if media_type == NPY:
         npy_layout(path)  # a header read: a broken file is refused before any other is scored
+    else:
+        _check_text_encoding(path, media_type)
     return InputFile(path, media_type, name)
+
+
+#: Byte-order marks of the encodings a text input may not be in (longest first: UTF-32 LE starts as UTF-16 LE's).
+_OTHER_BOMS: Final = (
+    (b"\xff\xfe\x00\x00", "UTF-32"),
+    (b"\x00\x00\xfe\xff", "UTF-32"),
+    (b"\xff\xfe", "UTF-16"),
+    (b"\xfe\xff", "UTF-16"),
+)
+
+
+def _check_text_encoding(path: Path, media_type: str) -> None:
+    """Refuse text inputs the line reader would misread, from their first block.
+
+    A UTF-16 file (PowerShell's ``Out-File`` default) had its first record read (JSON detects the
+    encoding) and every other one failed as "not valid UTF-8"; a CSV whose lines end in a lone CR
+    (classic Mac OS, Excel's "CSV (Macintosh)") was one record whose answer "has 3 lines for 1".
+    """
+    with path.open("rb") as handle:
+        head = handle.read(1 << 16)
+    for bom, encoding in _OTHER_BOMS:
+        if head.startswith(bom):
+            raise UsageError(
+                f"cannot score {path}: it is {encoding} text; records are read as UTF-8 (convert it, e.g. "
+                f"iconv -f {encoding} -t UTF-8, or PowerShell's Out-File -Encoding utf8)"
+            )
+    if media_type == CSV and b"\n" not in head and b"\r" in head.rstrip(b"\r"):
+        raise UsageError(
+            f"cannot score {path}: its lines end in a lone carriage return (\\r, classic Mac OS); records are "
+            "read one per \\n-ended line (convert it, e.g. tr '\\r' '\\n')"
+        )
 
 
 def check_fit(files: list[InputFile], signature: Signature) -> None:

@@ -163,6 +163,10 @@ def test_a_bad_record_fails_alone_and_is_named_in_the_errors_file(
             lambda d, p: ["--input", d / "narrow.npy", "--output", d / "o", "--package", p],
             "its rows have shape [3], and this model's input 'x' takes rows of shape [64]",
         ),
+        # PowerShell's default encoding: the first record was read (JSON detects UTF-16), the rest failed.
+        (lambda d, p: ["--input", d / "ps.jsonl", "--output", d / "o", "--package", p], "it is UTF-16 text"),
+        # Classic Mac OS line ends: the whole file was one record, "answer has 3 lines for 1 records".
+        (lambda d, p: ["--input", d / "mac.csv", "--output", d / "o", "--package", p], "lone carriage return"),
         (lambda d, p: ["--input", d / "in", "--output", d / "in" / "out", "--package", p], "inside --input"),
         (lambda d, p: ["--input", d / "data.jsonl", "--output", d / "o", "--package", d / "in"], "not a model package"),
     ],
@@ -174,6 +178,8 @@ def test_a_bad_record_fails_alone_and_is_named_in_the_errors_file(
         "foreign-output",
         "bad-npy",
         "npy-of-other-rows",
+        "utf16-jsonl",
+        "cr-only-csv",
         "output-inside-input",
         "directory-is-no-package",
     ],
@@ -191,6 +197,8 @@ def test_bad_invocations_fail_in_one_line(
     (tmp_path / "data.parquet").write_bytes(b"PAR1")
     (tmp_path / "fake.npy").write_text("1,2,3\n")
     np.save(tmp_path / "narrow.npy", rows[:3, :3])
+    (tmp_path / "ps.jsonl").write_bytes("".join(f"{row.tolist()}\n" for row in rows[:3]).encode("utf-16"))
+    (tmp_path / "mac.csv").write_bytes(b"".join(b",".join(b"0.5" for _ in range(64)) + b"\r" for _ in range(3)))
     (tmp_path / "in").mkdir()
     write_jsonl(tmp_path / "in" / "data.jsonl", rows[:3])
     (tmp_path / "full").mkdir()
