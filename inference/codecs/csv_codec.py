@@ -96,7 +96,7 @@ class CsvCodec:
         if limits is not None:
             # Checked before parsing: the cells become 8-byte numbers (or smaller, after the cast).
             limits.check_size(len(rows) * width * max(8, np.dtype(spec.dtype).itemsize), "the text/csv body")
-        array = _parse_cells(rows, spec, line_numbers, allow_non_finite)
+        array = _parse_cells(rows, spec, line_numbers, allow_non_finite, underscores=b"_" in body)
         return {spec.name: array[:, 0] if len(spec.shape) == 1 else array}
 
     def encode(self, outputs: Mapping[str, np.ndarray], signature: Signature) -> bytes:
@@ -164,14 +164,28 @@ def _csv_input(signature: Signature) -> TensorSpec:
 
 
 def _parse_cells(
-    rows: list[list[str]], spec: TensorSpec, line_numbers: Sequence[int], allow_non_finite: bool
+    rows: list[list[str]],
+    spec: TensorSpec,
+    line_numbers: Sequence[int],
+    allow_non_finite: bool,
+    *,
+    underscores: bool = True,
 ) -> np.ndarray:
     """The cells parsed straight to numbers: never through a fixed-width string array, whose size
-    would be the cell count times the longest cell (one long cell would cost gigabytes)."""
+    would be the cell count times the longest cell (one long cell would cost gigabytes).
+
+    ``underscores``: the body holds a ``_``, so cells are looked at for one first. NumPy parses cells
+    as Python's ``float`` does, which reads ``1_000`` as 1000 (a literal of Python, not of CSV or
+    JSON): a typo or a thousands separator would reach the model as another number.
+    """
 
     def locate(path: Path) -> str:
         return f"line {line_numbers[path[0]]}" + (f", column {path[1] + 1}" if len(path) > 1 else "")
 
+    if underscores:
+        grouped = np.array([["_" in cell for cell in row] for row in rows], dtype=bool)
+        if grouped.any():
+            _refuse_cell(rows, grouped, spec, locate)
     target = np.dtype(spec.dtype)
     if target.kind == "b":
         lowered = [[cell.strip().lower() for cell in row] for row in rows]
@@ -217,6 +231,8 @@ def _refuse_cell(rows: list[list[str]], bad: np.ndarray | None, spec: TensorSpec
 
 
 def _is_float_text(cell: str) -> bool:
+    if "_" in cell:
+        return False  # float() reads Python's 1_000; CSV and JSON numbers have no separators
     try:
         float(cell)
     except ValueError:

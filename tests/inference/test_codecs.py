@@ -488,6 +488,9 @@ def test_csv_quoted_numbers_and_bools() -> None:
         (b"1,2\n", MULTI, ["single input", "'pixels'", "'ids'"]),
         (b"1,2\n", signature([("img", "float32", (-1, 2, 2))]), ["shape [-1] or [-1, n]"]),
         (b"\xff\n", FEATURES, ["not valid UTF-8"]),
+        # Python's float() reads 1_000 as 1000: a typo or a separator reached the model as another number.
+        (b"1,2,3\n1_000,5,6\n", FEATURES, ["expects float32 numbers", "line 2, column 1 has '1_000'"]),
+        (b"1,2_0\n", signature([("i", "int32", (-1, 2))]), ["int32 integers", "line 1, column 2 has '2_0'"]),
     ],
 )
 def test_csv_request_mistakes(body: bytes, sig: Signature, fragments: list[str]) -> None:
