@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 
+from inference.codecs.media_types import accept_header
 from inference.errors import DeadlineExceededError
 
 if TYPE_CHECKING:
@@ -141,7 +142,7 @@ class DataPlane:
         payload, media_type = await service.invoke_user_code(
             request.body,
             request.headers.get("content-type", JSON),
-            request.headers.get("accept", JSON),
+            accept_header(request.headers) or JSON,
             context,
             timeout=time_left(deadline, asyncio.get_running_loop(), service),
         )

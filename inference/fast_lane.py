@@ -90,7 +90,9 @@ class JsonBatchLane:
             # The first of repeated headers, as Starlette's ``Headers.get`` (the general path) reads them.
             if name == b"content-type" and content_type is None:
                 content_type = value
-            elif name == b"accept" and accept is None:
+            elif name == b"accept":
+                if accept is not None:
+                    return False  # several Accept lines: the general path joins them (accept_header)
                 accept = value
         return content_type == _JSON_TYPE and accept in self.accepts
 

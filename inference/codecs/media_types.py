@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from inference.errors import NotAcceptableError, UnsupportedMediaTypeError, shown
 
@@ -28,6 +28,16 @@ _CACHE_SIZE = 256
 
 # (type/subtype, ((name, value), ...)): hashable, so it can live in an lru_cache.
 _Parsed = tuple[str, tuple[tuple[str, str], ...]]
+
+
+def accept_header(headers: Mapping[str, str]) -> str | None:
+    """A request's ``Accept``, its field lines joined by commas as RFC 9110 (5.3) allows for a list.
+
+    ``headers.get`` read only the first line: ``Accept: image/png`` then ``Accept: text/csv`` was a 406.
+    """
+    getlist = getattr(headers, "getlist", None)
+    lines = getlist("accept") if getlist is not None else ([headers["accept"]] if "accept" in headers else [])
+    return ", ".join(lines) if lines else None
 
 
 def parse_media_type(header: str | None) -> tuple[str, dict[str, str]]:

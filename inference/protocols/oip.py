@@ -52,6 +52,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from inference.codecs import check_json_exchange, negotiate, oip_binary, parse_media_type
+from inference.codecs.media_types import accept_header
 from inference.codecs.oip_json import (
     DATATYPES,
     InferRequest,
@@ -204,7 +205,7 @@ def routes(plane: DataPlane, config: ServerConfig) -> list[BaseRoute]:
         exchange = OipExchange(
             manifest,
             headers.get("content-type"),
-            headers.get("accept"),
+            accept_header(headers),
             headers.get(oip_binary.HEADER),
             request.scope.get("state", {}).get("request_id"),
         )
@@ -228,7 +229,7 @@ def routes(plane: DataPlane, config: ServerConfig) -> list[BaseRoute]:
         body = await request.body()
         headers = request.headers
         exchange = InstancesExchange(
-            headers.get("content-type"), headers.get("accept"), config.allow_non_finite, shape='{"instances": [...]}'
+            headers.get("content-type"), accept_header(headers), config.allow_non_finite, shape='{"instances": [...]}'
         )
         answer = await plane.infer(InferenceRequest(body, headers, exchange))
         return Response(answer.body, media_type=answer.media_type, headers=answer.headers)

@@ -25,6 +25,7 @@ from inference.codecs import (
     response_media_type,
 )
 from inference.codecs.jsonlines_codec import JSON_LINES_MEDIA_TYPES
+from inference.codecs.media_types import accept_header
 from inference.config import MIB, ServerConfig
 from inference.dataplane import Answer, DataPlane, InferenceRequest, Tensors
 
@@ -52,7 +53,7 @@ def routes(plane: DataPlane, config: ServerConfig) -> list[BaseRoute]:
         headers = request.headers
         exchange = MediaTypeExchange(
             headers.get("content-type"),
-            headers.get("accept"),
+            accept_header(headers),
             default_response_type(headers.get("content-type"), config.default_accept),
             config.allow_non_finite,
         )

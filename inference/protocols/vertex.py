@@ -18,6 +18,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from inference.codecs import check_json_exchange, decode_request
+from inference.codecs.media_types import accept_header
 from inference.config import ServerConfig
 from inference.dataplane import Answer, DataPlane, InferenceRequest, Tensors
 from inference.errors import BadRequestError
@@ -82,7 +83,7 @@ def routes(plane: DataPlane, config: ServerConfig) -> list[BaseRoute]:
     async def predict(request: Request) -> Response:
         body = await request.body()
         headers = request.headers
-        exchange = InstancesExchange(headers.get("content-type"), headers.get("accept"), config.allow_non_finite)
+        exchange = InstancesExchange(headers.get("content-type"), accept_header(headers), config.allow_non_finite)
         answer = await plane.infer(InferenceRequest(body, headers, exchange))
         return Response(answer.body, media_type=answer.media_type, headers=answer.headers)
 

@@ -64,6 +64,10 @@ def test_another_models_name_or_version_is_still_a_404_naming_the_served_one(tor
         assert old.status_code == 404 and "1.0.0" in old.json()["error"]
         text = (await client.get("/metrics")).text
         assert 'model_server_requests_total{route="/v2/models/{name}/infer",status="200"} 1.0' in text
+        # Accept on two lines is one list (RFC 9110, 5.3): only the first line was read, a 406 here.
+        two_lines = [("content-type", "application/json"), ("accept", "image/png"), ("accept", "text/csv")]
+        csv = await client.post("/invocations", content=b"[[" + b",".join([b"0"] * 64) + b"]]", headers=two_lines)
+        assert csv.status_code == 200 and csv.headers["content-type"].startswith("text/csv"), csv.text
         # A trailing slash is another path: a 404 in JSON, not a 307 to a Location built from the Host header.
         slashed = await client.post("/invocations/", json=[[0.0] * 64], headers={"host": "elsewhere.example"})
         assert slashed.status_code == 404 and "error" in slashed.json() and "location" not in slashed.headers
