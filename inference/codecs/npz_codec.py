@@ -57,9 +57,17 @@ class NpzCodec:
             # and more; the body is in memory, so every one of them means a corrupt archive, not a bad disk.
             raise BadRequestError(f"the {NPZ_MEDIA_TYPE} body is not a valid .npz (zip) archive: {exc}") from exc
         with archive:
-            members = {
-                _array_name(info.filename): info for info in archive.infolist() if not info.filename.endswith("/")
-            }
+            listed = [
+                (_array_name(info.filename), info) for info in archive.infolist() if not info.filename.endswith("/")
+            ]
+            members = dict(listed)
+            if len(members) < len(listed):
+                # A zip may hold one name twice (or x and x.npy); which copy fed the model was the last's, silently.
+                seen: set[str] = set()
+                twice = next(name for name, _ in listed if name in seen or seen.add(name))  # type: ignore[func-returns-value]
+                raise BadRequestError(
+                    f"the {NPZ_MEDIA_TYPE} body holds array {twice!r} more than once; send each input's array once"
+                )
             missing = [name for name in names if name not in members]
             extra = [name for name in members if name not in names]
             if missing or extra:

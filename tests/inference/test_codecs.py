@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import tracemalloc
+import warnings
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 
@@ -589,6 +590,15 @@ def test_npz_request_mistakes() -> None:
         archive.writestr("pixels.npy", npy_bytes(np.ones((1, 2))))
         archive.writestr("ids.npy", npy_bytes(np.array([{"a": 1}], dtype=object), allow_pickle=True))
     assert "array 'ids'" in bad_request(pickled.getvalue(), NPZ, MULTI)
+    # One name twice (zip allows it; so does ids and ids.npy): the last copy fed the model, silently.
+    for second_name in ("ids.npy", "ids"):
+        twice = io.BytesIO()
+        with zipfile.ZipFile(twice, "w") as archive, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # zipfile warns of the duplicate name it writes
+            archive.writestr("pixels.npy", npy_bytes(np.ones((1, 2))))
+            archive.writestr("ids.npy", npy_bytes(np.array([1])))
+            archive.writestr(second_name, npy_bytes(np.array([2])))
+        assert "holds array 'ids' more than once" in bad_request(twice.getvalue(), NPZ, MULTI)
 
 
 def test_npz_request_that_expands_too_far_is_413(monkeypatch: pytest.MonkeyPatch) -> None:
