@@ -132,7 +132,25 @@ def may_hold_non_numbers(body: bytes) -> bool:
 
     Booleans are found by their text, so a key or string containing ``true`` only costs a walk.
     """
-    return b"true" in body or b"false" in body or has_string_values(body)
+    return may_hold_booleans(body) or has_string_values(body)
+
+
+#: Bytes searched per call by :func:`may_hold_booleans`: each call holds the interpreter.
+_SEARCH_BLOCK = 1 << 20
+
+
+def may_hold_booleans(body: bytes) -> bool:
+    """Whether a JSON body's text holds ``true`` or ``false``, searched a block at a time.
+
+    ``b"true" in body`` over a 10 MB body held the interpreter 6-8 ms in one call (a search for a
+    word is slower than for a byte), twice: the event loop, health checks included, waited that
+    long. ``find`` with bounds reads the body in place, a megabyte per call (under 1 ms each).
+    """
+    for token in (b"true", b"false"):
+        for start in range(0, len(body), _SEARCH_BLOCK):
+            if body.find(token, start, start + _SEARCH_BLOCK + len(token) - 1) >= 0:
+                return True
+    return False
 
 
 def has_string_values(body: bytes) -> bool:

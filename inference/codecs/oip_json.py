@@ -19,7 +19,7 @@ import numpy as np
 import orjson
 
 from inference.codecs import json_blocks, oip_binary
-from inference.codecs.arrays import count_string_values, count_strings
+from inference.codecs.arrays import count_string_values, count_strings, may_hold_booleans
 from inference.codecs.limits import DecodeLimits
 from inference.errors import BadRequestError, ModelError, shown
 from model_package.manifest import Manifest, Signature
@@ -165,7 +165,7 @@ def _infer_request(
     )
     strings_in_data = count_string_values(body) > outside
     # Booleans by their text: NumPy reads [true, 0.5] as [1.0, 0.5], so numeric data holding one is walked.
-    booleans = b"true" in body or b"false" in body
+    booleans = may_hold_booleans(body)
     inputs: dict[str, np.ndarray] = {}
     for index, tensor in enumerate(tensors):
         if not isinstance(tensor, dict):
