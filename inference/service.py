@@ -84,7 +84,7 @@ class ModelService:
         return self.manifest.signature
 
     @functools.cached_property
-    def _varying_axes(self) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    def varying_axes(self) -> tuple[tuple[str, tuple[int, ...]], ...]:
         """Each input's axes besides the batch whose size varies by request (a sequence, candidates)."""
         return tuple(
             (spec.name, axes)
@@ -296,8 +296,8 @@ class ModelService:
         checked = check_inputs(self.signature, inputs)
         if any(array.ndim == 0 or array.shape[0] == 0 for array in checked.values()):
             raise BadRequestError("the request holds an empty batch; send at least one instance")
-        if self._varying_axes:
-            _refuse_empty_axes(checked, self._varying_axes)
+        if self.varying_axes:
+            _refuse_empty_axes(checked, self.varying_axes)
             rules = getattr(self.model, "axis_rules", None)  # tied axes and maxima the artifact declares
             if rules:
                 rules.check(checked)

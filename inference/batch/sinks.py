@@ -164,8 +164,9 @@ class Checkpoint:
 
         A second run started while the first still scores (a pipeline's retry, a second terminal)
         read and wrote the same checkpoint and parts: the first exited 0 with shifted and missing
-        lines. ``flock`` is released by the kernel when the process ends, however it ends, so a
-        killed run never leaves the output locked.
+        lines. ``flock`` is released by the kernel when the process ends, however it ends (flock(2):
+        the lock goes with the last descriptor of its open file description), so a killed run never
+        leaves the output locked.
         """
         handle = (self.state / LOCK_FILE).open("a+")
         try:

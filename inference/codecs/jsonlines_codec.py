@@ -17,7 +17,7 @@ import numpy as np
 import orjson
 
 from inference.codecs import json_numbers
-from inference.codecs.arrays import has_string_values, json_rows, locate_line, ordered
+from inference.codecs.arrays import has_string_values, json_rows, locate_line, may_hold_booleans, ordered
 from inference.codecs.base import Tensors
 from inference.codecs.json_codec import decode_instances, dumps, load_json
 from inference.codecs.limits import DecodeLimits, check_structure
@@ -99,7 +99,7 @@ class JsonLinesCodec:
             allow_non_finite=allow_non_finite,
             locate=locate_line(numbers),
             # A JSON string needs a quote: without one, skip the tokenising regular expression.
-            strings=any(b"true" in record or b"false" in record for record in records)
+            strings=any(may_hold_booleans(record) for record in records)
             or (any(b'"' in record for record in records) and has_string_values(b"\n".join(records))),
         )
 
