@@ -146,6 +146,10 @@ def check_structure(body: bytes, signature: Signature, form: BodyForm, *, line_b
             )
 
 
+#: Bytes of a body :func:`_check_depth` reads at once (its temporaries are 5x that).
+_DEPTH_BLOCK = 1 << 18
+
+
 def _check_depth(body: bytes, signature: Signature, form: BodyForm) -> None:
     """A 400 for JSON nested deeper than any input's rank allows, where rows have no least size to count.
 
@@ -153,16 +157,21 @@ def _check_depth(body: bytes, signature: Signature, form: BodyForm) -> None:
     bound on their number; a body nesting each number 60 deep still cost 1.5 s of parsing before the
     rank check refused it. Valid JSON nests an input at most its rank deep (``{"inputs": {"ids": rows}}``,
     ``{"instances": rows}``, or a bare list of rows; a JSON Lines record one less). Counting brackets
-    is ~20 ms for 5 MB, on the decoding thread. Not for string inputs, whose values may hold brackets,
-    nor with Vertex AI ``"parameters"``, which may too.
+    costs 2-10 ms per MB on the decoding thread, in about 1.3 MB of memory whatever the body. Not for
+    string inputs, whose values may hold brackets, nor with Vertex AI ``"parameters"``, which may too.
     """
     if any(spec.dtype == "bytes" for spec in signature.inputs) or b'"parameters"' in body:
         return
     allowed = max(len(spec.shape) for spec in signature.inputs) - (1 if form == "JSON Lines" else 0)
-    data = np.frombuffer(body, np.uint8)
-    steps = (data == ord("[")).astype(np.int32)
-    steps -= data == ord("]")
-    deepest = int(np.cumsum(steps, out=steps).max(initial=0))
+    depth = deepest = 0
+    # A block at a time, the depth carried over: whole-body temporaries were 5x the body (int32 steps).
+    for start in range(0, len(body), _DEPTH_BLOCK):
+        data = np.frombuffer(body, np.uint8, count=min(_DEPTH_BLOCK, len(body) - start), offset=start)
+        steps = (data == ord("[")).astype(np.int32)
+        steps -= data == ord("]")
+        np.cumsum(steps, out=steps)
+        deepest = max(deepest, depth + int(steps.max()))
+        depth += int(steps[-1])
     if deepest > allowed:
         ranks = ", ".join(f"{spec.name!r} {list(spec.shape)}" for spec in signature.inputs)
         raise BadRequestError(
