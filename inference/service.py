@@ -438,6 +438,7 @@ def load_service(config: ServerConfig, *, observer: BatchObserver | None = None)
             limits=service.limits,
             threads=config.compute_threads,
             max_queue=config.max_queue,
+            axis_rules=getattr(model, "axis_rules", None),  # texts are truncated to the most tokens it takes
         )
     # With several workers the check runs here, on the main thread, so no compute thread exists
     # when the workers are forked (each warms its own with warm_up()).

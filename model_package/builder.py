@@ -219,7 +219,7 @@ def _stage_pipeline(
     answers_path = staging / pipeline.example.outputs
     answers_path.write_text("[]\n", encoding="utf-8")  # listed in the provisional manifest, rewritten below
     model, provisional = _load_staged(staging, artifact, spec=spec, example=example, code=code, pipeline=pipeline)
-    runner = PipelineRunner(staging, provisional)
+    runner = PipelineRunner(staging, provisional, axis_rules=getattr(model, "axis_rules", None))
     answers = runner.run(runner.example_items(), model.predict)
     answers_path.write_text(json.dumps(answers, indent=1) + "\n", encoding="utf-8")
     return pipeline

@@ -140,7 +140,7 @@ def verify_behaviour(
         # processing around the model works too (decoders present, tokenizer readable, labels fit).
         from model_package.pipeline.runner import PipelineRunner
 
-        runner = PipelineRunner(package_dir, manifest)
+        runner = PipelineRunner(package_dir, manifest, axis_rules=getattr(model, "axis_rules", None))
         pipeline_error = runner.verify(model.predict, rtol=manifest.example.rtol, atol=manifest.example.atol)
     return BehaviourReport(
         max_abs_error=errors, rtol=manifest.example.rtol, atol=manifest.example.atol, pipeline_error=pipeline_error

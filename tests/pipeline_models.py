@@ -132,7 +132,26 @@ def text_factory() -> tuple[nn.Module, dict[str, np.ndarray]]:
     return TinyTextNet().eval(), {"input_ids": ids, "attention_mask": (ids != 0).astype(np.int64)}
 
 
-def package_text_classifier(out: Path) -> Path:
+class PositionalTextNet(TinyTextNet):
+    """TinyTextNet plus 6 learned positions: like BERT, it takes at most as many tokens as its table holds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.positions = nn.Embedding(6, 8)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        mask = attention_mask.unsqueeze(-1).to(torch.float32)
+        placed = self.embed(input_ids) + self.positions(torch.arange(input_ids.shape[1]).unsqueeze(0))
+        logits: torch.Tensor = self.head((placed * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0))
+        return logits
+
+
+def positional_text_factory() -> tuple[nn.Module, dict[str, np.ndarray]]:
+    """Export factory: :func:`text_factory`'s ids, for the model with a table of 6 positions."""
+    return PositionalTextNet().eval(), text_factory()[1]
+
+
+def package_text_classifier(out: Path, factory: str = "text_factory") -> Path:
     """Export the tiny text model with a text -> labels pipeline through the CLI."""
     tokenizer = train_tokenizer(out.parent / f"{out.name}-tokenizer.json")
     labels = out.parent / f"{out.name}-labels.txt"
@@ -142,7 +161,7 @@ def package_text_classifier(out: Path) -> Path:
     code = model_package_main(
         [
             "export",
-            f"{__file__}:text_factory",
+            f"{__file__}:{factory}",
             "--name",
             "tiny-text",
             "--version",

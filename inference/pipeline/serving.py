@@ -22,6 +22,7 @@ from inference.admission import AdmissionGate
 from inference.codecs import DecodeLimits
 from inference.errors import DeadlineExceededError
 from inference.offload import OFF_LOOP_BYTES, Offloader
+from model_package.formats.axis_rules import AxisRules
 from model_package.manifest import Manifest
 from model_package.pipeline.runner import PipelineRunner, RawItem
 
@@ -35,10 +36,23 @@ INLINE_ANSWERS = 128
 class PipelineService:
     """A loaded pipeline and the gate its preprocessing runs behind."""
 
-    def __init__(self, package_dir: Path, manifest: Manifest, *, limits: DecodeLimits, threads: int, max_queue: int):
+    def __init__(
+        self,
+        package_dir: Path,
+        manifest: Manifest,
+        *,
+        limits: DecodeLimits,
+        threads: int,
+        max_queue: int,
+        axis_rules: AxisRules | None = None,
+    ):
         # An image may decode to no more than a request may decode to: 4 x the body limit, in RGB bytes.
         self.runner = PipelineRunner(
-            package_dir, manifest, max_pixels=limits.max_bytes // _RGB_BYTES, max_tensor_bytes=limits.max_bytes
+            package_dir,
+            manifest,
+            max_pixels=limits.max_bytes // _RGB_BYTES,
+            max_tensor_bytes=limits.max_bytes,
+            axis_rules=axis_rules,
         )
         self.gate = AdmissionGate(concurrency=threads, max_queue=max_queue, name="pipeline")
         self._answers = Offloader()

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -59,7 +60,7 @@ class AxisRules:
                 )
 
 
-def from_named_axes(named: Iterable[tuple[Axis, object]], *, most: Mapping[object, int] | None = None) -> AxisRules:
+def from_named_axes(named: Iterable[tuple[Axis, Any]], *, most: Mapping[Any, int] | None = None) -> AxisRules:
     """Rules from each varying axis's name in the artifact (a ``torch.export`` symbol, an ONNX ``dim_param``).
 
     Axes sharing a name are tied; ``most`` gives a name's upper bound where the artifact has one.

@@ -56,6 +56,7 @@ from model_package.formats.base import (
     one_line_error,
     with_valid_ranges,
 )
+from model_package.formats.onnx_graph import gathered_index_ranges, position_table_bounds
 from model_package.manifest import DTYPES, Framework, Manifest, Signature, TensorSpec, check_relative_path
 
 try:
@@ -267,12 +268,16 @@ class OnnxLoadedModel:
     def __init__(self, session: Any, signature: Signature, path: Path) -> None:
         self._session = session
         self._signature = signature
-        self.axis_rules = from_named_axes(
+        named = [
             ((graph_input.name, axis), size if isinstance(size, str) else None)
             for graph_input in session.get_inputs()
             for axis, size in enumerate(graph_input.shape)
-        )
-        """Inputs whose varying axes share a ``dim_param`` name, so must have one size; checked before a run."""
+        ]
+        # The graph is read only for models with a varying axis past the batch: image models skip it.
+        varying = any(axis and name is not None for (_, axis), name in named)
+        self.axis_rules = from_named_axes(named, most=_position_bounds(path) if varying else None)
+        """Inputs whose varying axes share a ``dim_param`` name, so must have one size, and axes bounded by
+        a table of positions (``onnx_graph``); checked before a run."""
         self._output_names = [spec.name for spec in signature.outputs]
         self._path = path
 
@@ -294,6 +299,24 @@ class OnnxLoadedModel:
                 f"ONNX model {self._path.name} failed on inputs with shapes {shapes}: {one_line_error(exc)}"
             ) from exc
         return {name: np.asarray(value) for name, value in zip(self._output_names, results, strict=True)}
+
+
+def _position_bounds(path: Path) -> dict[str, int]:
+    """The graph's position-table bounds (see ``onnx_graph``); none when the ``onnx`` package is missing."""
+    try:
+        import onnx
+    except ImportError:  # serving needs only onnxruntime; the "onnx" extra installs both
+        logger.warning(
+            "the onnx package is not installed: sequence lengths past %s's position table fail as 500s", path.name
+        )
+        return {}
+    try:
+        # Weights are not needed, only the tables' sizes: external data stays on disk.
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception as exc:  # ONNX Runtime read the file; the onnx package is not what serving depends on
+        logger.warning("cannot read %s's graph for its sequence bounds: %s", path.name, one_line_error(exc))
+        return {}
+    return position_table_bounds(graph)
 
 
 def _load_session(path: Path, signature: Signature, *, threads: int | None) -> OnnxLoadedModel:
@@ -464,49 +487,6 @@ def signature_from_onnx(path: Path) -> Signature:
                 spec.shape[0],
             )
     return Signature(inputs=inputs, outputs=outputs)
-
-
-#: Ops that pass index values through unchanged on their first input.
-_VALUE_PRESERVING_OPS = frozenset({"Cast", "Identity", "Reshape", "Unsqueeze", "Squeeze", "Flatten"})
-
-
-def gathered_index_ranges(graph: Any) -> dict[str, tuple[int, int]]:
-    """Integer graph inputs used as ``Gather`` indices into a weight table, with the table's valid row range.
-
-    ONNX ``Gather`` accepts negative indices and counts them from the end
-    (https://onnx.ai/onnx/operators/onnx__Gather.html: "negative value means
-    counting dimensions from the back"), where PyTorch's ``nn.Embedding``, which
-    exports to it, refuses them. Recording ``[0, rows - 1]`` in the signature lets
-    every request with an id outside the table be refused (a 400) instead of
-    silently answering for another row. Only the main graph is followed, through
-    ops that keep the values (casts, reshapes).
-    """
-    tables = {init.name: list(init.dims) for init in graph.initializer}
-    consumers: dict[str, list[Any]] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    ranges: dict[str, tuple[int, int]] = {}
-    for value in graph.input:
-        if value.name in tables or not value.type.HasField("tensor_type"):
-            continue
-        high: int | None = None
-        frontier, seen = [value.name], {value.name}
-        while frontier:
-            name = frontier.pop()
-            for node in consumers.get(name, []):
-                if node.op_type == "Gather" and list(node.input[1:2]) == [name] and node.input[0] in tables:
-                    dims = tables[node.input[0]]
-                    axis = next((int(a.i) for a in node.attribute if a.name == "axis"), 0)
-                    if dims and -len(dims) <= axis < len(dims):
-                        rows = int(dims[axis])
-                        high = rows - 1 if high is None else min(high, rows - 1)
-                elif node.op_type in _VALUE_PRESERVING_OPS and list(node.input[:1]) == [name]:
-                    frontier.extend(out for out in node.output if out not in seen)
-                    seen.update(node.output)
-        if high is not None and high >= 0:
-            ranges[value.name] = (0, high)
-    return ranges
 
 
 def _value_spec(value: Any, kind: str, path: Path) -> TensorSpec:

@@ -27,7 +27,6 @@ from model_package.errors import (
 )
 from model_package.formats import _torch
 from model_package.formats._torch import torch
-from model_package.formats.axis_rules import AxisRules, from_named_axes
 from model_package.formats.base import (
     NO_OPTIONS,
     ExportableFormat,
@@ -40,6 +39,7 @@ from model_package.formats.base import (
     one_line_error,
     with_valid_ranges,
 )
+from model_package.formats.torch_graph import embedding_index_ranges, program_axis_rules
 from model_package.manifest import Manifest, Signature, TensorSpec
 
 MODEL_FILENAME = "model.pt2"
@@ -260,50 +260,6 @@ def signature_from_program(program: Any, where: str) -> Signature:
     names = _output_names(out_spec, len(output_nodes), where)
     outputs = [_spec(name, node, "output", where) for name, node in zip(names, output_nodes, strict=True)]
     return Signature(inputs=tuple(inputs), outputs=tuple(outputs))
-
-
-def program_axis_rules(program: Any) -> AxisRules:
-    """The program's tied varying axes (one symbol on several inputs) and declared maxima (``Dim(max=)``).
-
-    The program's own guards check both and raise an ``AssertionError`` from inside the call ("Guard
-    failed: attention_mask.size()[1] == input_ids.size()[1]"), which reads as the model failing.
-    """
-    import sympy  # type: ignore[import-untyped]
-
-    nodes = {node.name: node for node in program.graph.nodes}
-    named: list[tuple[tuple[str, int], object]] = []
-    for name in program.graph_signature.user_inputs:
-        value = getattr(nodes.get(name), "meta", {}).get("val")
-        for axis, size in enumerate(getattr(value, "shape", ())):
-            expr = size.node.expr if isinstance(size, torch.SymInt) else None
-            named.append(((name, axis), expr if isinstance(expr, sympy.Symbol) else None))
-    most = {
-        symbol: int(bounds.upper)
-        for symbol, bounds in program.range_constraints.items()
-        if isinstance(bounds.upper, sympy.Integer)  # unbounded is torch's int_oo
-    }
-    return from_named_axes(named, most=most)
-
-
-def embedding_index_ranges(program: Any) -> dict[str, tuple[int, int]]:
-    """User inputs that index an embedding table directly, with the table's valid row range.
-
-    Recorded in the signature so that every format refuses an id outside the
-    table the same way, before the model runs (see ``base.check_range``).
-    """
-    user_inputs = set(program.graph_signature.user_inputs)
-    ranges: dict[str, tuple[int, int]] = {}
-    for node in program.graph.nodes:
-        if node.op != "call_function" or node.target is not torch.ops.aten.embedding.default or len(node.args) < 2:
-            continue
-        weight, indices = node.args[0], node.args[1]
-        table = getattr(weight, "meta", {}).get("val")
-        name = getattr(indices, "name", None)
-        if isinstance(name, str) and name in user_inputs and isinstance(table, torch.Tensor) and table.ndim == 2:
-            high = int(table.shape[0]) - 1
-            if high >= 0:
-                ranges[name] = (0, min(high, ranges.get(name, (0, high))[1]))
-    return ranges
 
 
 def _output_names(out_spec: Any, count: int, where: str) -> list[str]:

@@ -23,6 +23,7 @@ from model_package.errors import (
     InvalidInputError,
     UsageError,
 )
+from model_package.formats.axis_rules import AxisRules
 from model_package.manifest import Manifest, Signature
 from model_package.pipeline.outputs import answer_embeddings, answer_items, answer_labels
 from model_package.pipeline.schema import (
@@ -53,8 +54,10 @@ class PipelineRunner:
         *,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         max_tensor_bytes: int | None = None,
+        axis_rules: AxisRules | None = None,
     ) -> None:
-        """``max_pixels`` bounds the source pixels one request decodes, ``max_tensor_bytes`` the tensors it becomes."""
+        """``max_pixels`` bounds the source pixels one request decodes, ``max_tensor_bytes`` the tensors it becomes;
+        ``axis_rules`` are the loaded model's (texts are truncated to the most tokens it takes)."""
         if manifest.pipeline is None:
             raise UsageError(f"package {manifest.name!r} declares no pipeline")
         self.package_dir = package_dir
@@ -70,7 +73,8 @@ class PipelineRunner:
         if isinstance(spec, TextInput):
             from model_package.pipeline.text import TextEncoder
 
-            self._text = TextEncoder(package_dir / spec.tokenizer, spec, manifest.signature)
+            longest = axis_rules.most.get((spec.input_ids, 1)) if axis_rules is not None else None
+            self._text = TextEncoder(package_dir / spec.tokenizer, spec, manifest.signature, longest=longest)
         self._labels: list[str] | None = None
         output = self.pipeline.output
         if isinstance(output, LabelsOutput) and output.labels is not None:

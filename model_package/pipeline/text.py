@@ -26,7 +26,10 @@ if TYPE_CHECKING:
 class TextEncoder:
     """A loaded tokenizer and the model inputs its outputs feed."""
 
-    def __init__(self, tokenizer_path: Path, spec: TextInput, signature: Signature) -> None:
+    def __init__(
+        self, tokenizer_path: Path, spec: TextInput, signature: Signature, *, longest: int | None = None
+    ) -> None:
+        """``longest``: the most tokens the model takes (its table of positions, see ``AxisRules``)."""
         try:
             from tokenizers import Tokenizer
         except ImportError as exc:  # pragma: no cover - tokenizers is part of the serve extra
@@ -40,7 +43,9 @@ class TextEncoder:
         ids_spec = shapes[spec.input_ids]
         fixed = ids_spec.shape[1] if len(ids_spec.shape) > 1 and ids_spec.shape[1] != -1 else None
         self.fixed_length = fixed
-        self.max_length = min(spec.max_length, fixed) if fixed is not None else spec.max_length
+        # Never past what the model takes: a text of more tokens than its positions would be refused
+        # (or, unchecked, fail inside the model), where truncating it is what max_length promises.
+        self.max_length = min(length for length in (spec.max_length, fixed, longest) if length is not None)
         self.dtypes = {item.name: np.dtype(item.dtype) for item in signature.inputs}
         self.pad_id = self._pad_id()
         # Set once at load and never changed: the tokenizer is shared by every request thread.

@@ -92,6 +92,21 @@ def test_requests_of_two_sequence_lengths_are_answered_on_every_protocol(fmt: st
                 response = await client.post("/invocations", json={"inputs": mismatched})
                 assert response.status_code == 400, response.text
                 assert "'input_ids' (axis 1) and 'attention_mask' (axis 1) must have the same size" in response.text
+                # One token past the model's 32 learned positions: ids past the position table failed inside
+                # the model (torch's "index out of range", ONNX Runtime's Gather bounds), a 500 that alarms
+                # and automatic rollback count. The table's size is read from the graph: a 400 naming it.
+                too_long = torch_models.token_inputs(1, 33, seed=3)
+                response = await client.post(
+                    "/invocations", json={"inputs": {name: array.tolist() for name, array in too_long.items()}}
+                )
+                assert response.status_code == 400, response.text
+                assert "has size 33 on axis 1; this model takes at most 32 there" in response.json()["error"]
+                longest = torch_models.token_inputs(1, 32, seed=3)
+                response = await client.post(
+                    "/invocations", json={"inputs": {name: array.tolist() for name, array in longest.items()}}
+                )
+                assert response.status_code == 200, response.text
+                results.append((np.asarray(response.json()["predictions"]), _live(longest)))
         finally:
             await service.stop()
         return results

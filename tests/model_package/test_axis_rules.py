@@ -74,3 +74,64 @@ def test_a_declared_maximum_is_refused_before_the_program_runs(tmp_path: Path) -
         _predict(package, 20, 20)
     (total,) = _predict(package, 16, 16).values()
     assert total.tolist() == [[16.0]]
+
+
+class Positions(torch.nn.Module):
+    """Token ids plus learned positions, the positions made as ``how`` says."""
+
+    def __init__(self, how: str, rows: int) -> None:
+        super().__init__()
+        self.how = how
+        self.tokens = torch.nn.Embedding(50, 4)
+        self.table = torch.nn.Parameter(torch.randn(rows, 4))
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        if self.how == "offset":  # RoBERTa's positions start past the padding id
+            positions = (torch.arange(ids.shape[1]) + 2).unsqueeze(0).expand(ids.shape[0], -1)
+            placed = torch.nn.functional.embedding(positions, self.table)
+        elif self.how == "indexed":
+            placed = self.table[torch.arange(ids.shape[1])].unsqueeze(0)
+        else:  # from the data: no bound can be read off the graph
+            positions = torch.cumsum(torch.ones_like(ids), dim=1) - 1
+            placed = torch.nn.functional.embedding(positions.clamp(max=self.table.shape[0] - 1), self.table)
+        return (self.tokens(ids) + placed).sum(dim=1)
+
+
+def _positions_package(tmp_path: Path, how: str, rows: int) -> Path:
+    ids = torch.randint(0, 50, (2, 5))
+    program = torch.export.export(
+        Positions(how, rows), (ids,), dynamic_shapes=({0: torch.export.Dim("batch"), 1: torch.export.Dim("sequence")},)
+    )
+    source = tmp_path / f"{how}.pt2"
+    torch.export.save(program, str(source))
+    out = tmp_path / how
+    import_artifact(source, out, name=how, version="1", example_inputs={"ids": ids.numpy()})
+    return out
+
+
+def _ids(package: Path, length: int) -> dict[str, np.ndarray]:
+    manifest = read_manifest(package)
+    model = get_format(manifest.format).load(package, manifest, threads=1)
+    return model.predict({"ids": np.ones((1, length), np.int64)})
+
+
+@pytest.mark.parametrize(("how", "rows", "most"), [("offset", 34, 32), ("indexed", 16, 16)])
+def test_a_table_of_positions_bounds_the_sequence_it_is_indexed_by(
+    tmp_path: Path, how: str, rows: int, most: int
+) -> None:
+    # torch.export records no bound for arange(n) indexing a table (an index error is no shape guard):
+    # one token past the table failed inside the program, a 500.
+    package = _positions_package(tmp_path, how, rows)
+
+    refusal = rf"'ids' has size {most + 1} on axis 1; this model takes at most {most}"
+    with pytest.raises(InvalidInputError, match=refusal):
+        _ids(package, most + 1)
+    (summed,) = _ids(package, most).values()
+    assert summed.shape == (1, 4)
+
+
+def test_positions_computed_from_the_data_set_no_bound(tmp_path: Path) -> None:
+    package = _positions_package(tmp_path, "data", 8)
+
+    (summed,) = _ids(package, 40).values()  # the model clamps: any length runs
+    assert summed.shape == (1, 4)
