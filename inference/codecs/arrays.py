@@ -267,7 +267,7 @@ def _careful_float(
     if not allow_non_finite:
         index = _first(bad)
         raise BadRequestError(
-            f"input {spec.name!r} has {array[index]} at {locate(index)}; "
+            f"input {spec.name!r} has {_describe(array[index].item())} at {locate(index)}; "
             "this endpoint accepts only finite numbers, no NaN or infinity"
         )
     return out
@@ -489,6 +489,10 @@ def _describe(leaf: Any) -> str:
         return "a list"
     if isinstance(leaf, float) and math.isnan(leaf):
         return "NaN"
+    if isinstance(leaf, float) and math.isinf(leaf):
+        # JSON has no infinity: a client's 1e400 (or 5,000 digits in CSV) parses to it, and "has inf"
+        # alone named a value they never sent.
+        return f"{'-' if leaf < 0 else ''}infinity (a number beyond ±1.8e308 reads as infinity)"
     return repr(leaf)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import tracemalloc
 import warnings
 import zipfile
@@ -413,13 +414,28 @@ def test_bool_inputs_take_booleans_and_zero_or_one() -> None:
 def test_non_finite_values_are_refused_unless_allowed() -> None:
     body = json.dumps([[1.0, float("nan"), 3.0], [float("inf"), 0.0, 1.0]]).encode()
     message = bad_request(body, JSON)
-    assert "input 'x' has nan at row 0 at index [1]" in message
+    assert "input 'x' has NaN at row 0 at index [1]" in message
     assert "finite" in message
     decoded = decode_request(body, JSON, FEATURES, allow_non_finite=True)["x"]
     assert np.isnan(decoded[0, 1])
     assert np.isposinf(decoded[1, 0])
     # Overflow is never "allowed": it would silently change the value.
     assert "beyond the float32 range" in bad_request(b"[[1e39, 0, 0]]", JSON, FEATURES, allow_non_finite=True)
+
+
+def test_a_number_too_large_for_a_double_is_not_called_inf() -> None:
+    """JSON has no infinity and the client sent none: 1e400 (or 5,000 digits of CSV) parses to it, and
+    the refusal said the input "has inf", a value the client cannot find in its request."""
+    ids = signature([("ids", "int64", (-1, 2))])
+    for body, media_type, sig in (
+        (b"[[1, 1e400, 0]]", JSON, FEATURES),
+        (b"1,-1e400,0", CSV, FEATURES),
+        (b"1," + b"9" * 5000, CSV, ids),
+        (b"[[1, 1e400]]", JSON, ids),
+    ):
+        message = bad_request(body, media_type, sig)
+        assert not re.search(r"has -?inf\b", message), message
+        assert "a number beyond ±1.8e308 reads as infinity" in message, message
 
 
 def test_bytes_inputs_take_text_and_base64() -> None:
@@ -482,7 +498,7 @@ def test_csv_quoted_numbers_and_bools() -> None:
         (b"1,2\n3,4\n", FEATURES, ["expects 3 values per CSV line", "line 1 has 2"]),
         (b"1,2,3\n4,x,6\n", FEATURES, ["expects float32 numbers", "line 2, column 2 has 'x'"]),
         (b"1,,3\n", FEATURES, ["line 1, column 2 has an empty value"]),
-        (b"1,nan,3\n", FEATURES, ["nan", "line 1, column 2", "finite"]),
+        (b"1,nan,3\n", FEATURES, ["NaN", "line 1, column 2", "finite"]),
         (b"\n\n", FEATURES, ["empty batch"]),
         (b"", FEATURES, ["empty batch"]),
         (b"1,2.5\n", signature([("i", "int32", (-1, 2))]), ["int32 integers", "line 1, column 2 has 2.5"]),
@@ -546,7 +562,7 @@ def test_npy_request_casts_and_keeps_layout() -> None:
         (npy_bytes(np.zeros((0, 3), np.float32)), ["empty batch"]),
         (npy_bytes(np.array([["a", "b", "c"]])), ["expects float32 numbers", "strings"]),
         (npy_bytes(np.array([[1, 2, 3]], dtype=np.complex64)), ["dtype complex64"]),
-        (npy_bytes(np.array([[np.nan, 0, 0]], dtype=np.float32)), ["nan", "finite"]),
+        (npy_bytes(np.array([[np.nan, 0, 0]], dtype=np.float32)), ["NaN", "finite"]),
         # NumPy's header check takes True as a size; reshaping by it was a TypeError, answered 500.
         (npy_bytes(np.zeros((1, 3), np.float32)).replace(b"(1, 3)", b"(True, 3)"), ["(True, 3)", "whole numbers"]),
     ],
