@@ -289,3 +289,74 @@ def test_text_is_truncated_to_the_models_table_of_positions(tmp_path: Path) -> N
     response = asyncio.run(ask(["a great and happy film " * 10, "sad"]))
     assert response.status_code == 200, response.text
     assert len(response.json()["predictions"]) == 2
+
+
+def _bpe_tokenizer(path: Path) -> Path:
+    """A byte-level BPE tokenizer (GPT-2's and RoBERTa's kind), trained here."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    from tests.pipeline_models import TEXTS
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    tokenizer.train_from_iterator(TEXTS, trainers.BpeTrainer(vocab_size=300, initial_alphabet=alphabet))
+    tokenizer.save(str(path))
+    return path
+
+
+LONG_TEXTS = [  # each past the longest head below (128 tokens x 32 characters), most past twice that
+    "a great and happy film " * 500,
+    " " * 10_000 + "great film " * 100,  # a head of nothing but spaces
+    "!" * 20_000,  # a token per character
+    "x" * 20_000,  # one word: read whole
+    "great" * 4_000,  # one word of many tokens
+    "e\u0301 " * 5_000,  # combining accents (normalised away by the WordPiece tokenizer)
+    "Ünïcödé wörds, sad! " * 1_000,
+    "sad   \n" * 3_000,
+]
+
+
+@pytest.mark.parametrize("kind", ["wordpiece", "bpe"])
+def test_a_long_text_gives_the_tokens_of_the_whole_text_from_its_head(tmp_path: Path, kind: str) -> None:
+    """Truncation keeps the first max_length tokens, yet the tokenizer worked through the whole text
+    first (3 us a token: 5.5 MB of '!' took 20 s of CPU for a request that kept 16 tokens, holding the
+    interpreter throughout). From the head, the tokens must be exactly the whole text's."""
+    from tokenizers import Tokenizer
+
+    from model_package.pipeline.schema import TextInput
+    from model_package.pipeline.text import TextEncoder
+    from tests.pipeline_models import train_tokenizer
+
+    path = train_tokenizer(tmp_path / "t.json") if kind == "wordpiece" else _bpe_tokenizer(tmp_path / "t.json")
+    whole = Tokenizer.from_file(str(path))
+    for max_length in (6, 128):
+        encoder = TextEncoder(path, TextInput(max_length=max_length), _text_signature(-1))
+        whole.enable_truncation(max_length)
+        for text in LONG_TEXTS:
+            for start in (0, 1, 191, 513):  # where the head's end falls moves with the text's start
+                got = encoder.encode([text[start:]])["input_ids"][0].tolist()
+                assert got == whole.encode(text[start:]).ids, (kind, max_length, text[:20], start)
+
+
+def test_a_long_text_of_many_words_is_read_from_its_head_only(tmp_path: Path) -> None:
+    from model_package.pipeline.schema import TextInput
+    from model_package.pipeline.text import TextEncoder
+    from tests.pipeline_models import train_tokenizer
+
+    encoder = TextEncoder(train_tokenizer(tmp_path / "t.json"), TextInput(max_length=16), _text_signature(-1))
+    read: list[int] = []
+    tokenizer = encoder._tokenizer
+    encode_batch = tokenizer.encode_batch
+
+    class Spy:
+        def __getattr__(self, name: str) -> object:
+            return getattr(tokenizer, name)
+
+        def encode_batch(self, texts: list[str]) -> object:
+            read.extend(len(text) for text in texts)
+            return encode_batch(texts)
+
+    encoder._tokenizer = Spy()  # type: ignore[assignment]
+    assert encoder.encode(["!" * 5_000_000])["input_ids"].shape == (1, 16)
+    assert max(read) <= 16 * 64, f"read {max(read):,} characters of the text for 16 tokens"
