@@ -8,7 +8,10 @@ first, with an answer that says what happened and what the client can do:
   naming the answer's size, the limit and how many rows per request would fit. The client's own
   choice, so a 4xx, outside the 5xx rate that alarms and automatic rollbacks watch.
 * The answer to a single row is over the limit: **500**, logged. No request can get it: the model's
-  output is too big for this platform's real-time responses, a deployment problem of ours.
+  output is too big for this platform's real-time responses, a deployment problem of ours. Unless an
+  output's rows vary in size with the request (a score per candidate sent, a vector per token): then
+  a smaller request fits, and it is the client's **413** as well (700,000 candidates in one row were
+  a logged 500, counted against the endpoint's alarms).
 
 An answer that cannot fit whatever the encoding (rows x the smallest output row: its raw bytes, at most two a value)
 is refused before the model runs, so a small compressed body of a million rows costs no compute.
@@ -60,6 +63,8 @@ class ResponseLimit:
 
     max_bytes: int
     platform: str
+    varying_outputs: tuple[str, ...] = ()
+    """Outputs whose rows vary in size with the request (an axis past the batch is ``-1``)."""
 
     def check(self, size: int, rows: int | None) -> None:
         """Raise the error for a ``size``-byte answer to ``rows`` rows if it exceeds the limit."""
@@ -82,6 +87,14 @@ class ResponseLimit:
         answer = f"at least {size} bytes" if at_least else f"about {size} bytes" if estimated else f"{size} bytes"
         where = f"this endpoint's response limit of {limit} bytes ({limit / MIB:.1f} MiB on {self.platform})"
         extra = {"response_bytes": size, "max_response_bytes": limit, "rows": rows, "estimated": estimated}
+        if rows == 1 and self.varying_outputs:
+            _log.warning("the answer to one row exceeds the response limit; refused with 413", extra=extra)
+            names = " and ".join(repr(name) for name in self.varying_outputs)
+            return ResponseTooLargeError(
+                f"the answer to this one-row request is {answer}, above {where}; the size of {names} follows "
+                "the request's: send a smaller one (fewer candidates, a shorter sequence), or use asynchronous "
+                "inference (SageMaker asynchronous endpoints or batch transform, Vertex AI batch prediction)"
+            )
         if rows == 1:
             _log.error("the answer to one row exceeds the response limit", extra=extra)
             return ResponseTooLargeForPlatformError(
@@ -100,6 +113,11 @@ class ResponseLimit:
             f"the answer to this request would be {answer}, above {where}; {advice}, or use asynchronous "
             "inference (SageMaker asynchronous endpoints or batch transform, Vertex AI batch prediction)"
         )
+
+
+def varying_outputs(outputs: Sequence[TensorSpec]) -> tuple[str, ...]:
+    """The outputs whose rows vary in size with the request: a ``-1`` past the batch axis."""
+    return tuple(spec.name for spec in outputs if -1 in spec.shape[1:])
 
 
 def encode_within(

@@ -25,7 +25,13 @@ from inference.codecs import DecodeLimits
 from inference.config import DEFAULT_MODEL_DIR, ServerConfig
 from inference.errors import BadRequestError, NotReadyError
 from inference.offload import Offloader
-from inference.response_limits import ResponseLimit, encode_within, request_rows, smallest_answer_row_bytes
+from inference.response_limits import (
+    ResponseLimit,
+    encode_within,
+    request_rows,
+    smallest_answer_row_bytes,
+    varying_outputs,
+)
 from model_package.errors import LoadError, ManifestError, MissingFileError
 from model_package.example import load_arrays
 from model_package.formats import LoadedModel, check_inputs, get_format
@@ -426,7 +432,9 @@ def load_service(config: ServerConfig, *, observer: BatchObserver | None = None)
         limits=DecodeLimits.for_body_limit(config.max_request_bytes),
         load_seconds=load_seconds,
         warmup_seconds=0.0,
-        response_limit=ResponseLimit(config.max_response_bytes, config.platform),
+        response_limit=ResponseLimit(
+            config.max_response_bytes, config.platform, varying_outputs(manifest.signature.outputs)
+        ),
         hook_batcher=hook_batcher,
     )
     if manifest.pipeline is not None and model is not None:

@@ -156,3 +156,51 @@ def test_each_platform_has_its_documented_default() -> None:
     assert load_config({"K_SERVICE": "svc"}).max_response_bytes == 32 * mib
     assert load_config({"AIP_HTTP_PORT": "8080"}).max_response_bytes == 32 * mib
     assert load_config({"MODEL_SERVER_MAX_RESPONSE_BYTES": "1000"}).max_response_bytes == 1000
+
+
+def test_one_row_whose_answer_grows_with_the_request_is_the_clients_413(tmp_path: Path) -> None:
+    """A score per candidate: 700,000 candidates in one row were a logged 500 ("no request can get
+    this answer", raise the limit), counted against the endpoint's alarms, though fewer candidates fit."""
+    import asyncio
+
+    from inference.app import create_app
+    from inference.metrics import ServerMetrics
+    from inference.service import load_service
+    from model_package.export import export_model
+    from tests.model_package import torch_models
+
+    package = tmp_path / "scorer"
+    export_model(
+        torch_models.make_candidate_scorer(),
+        torch_models.candidate_inputs(2, 5),
+        package,
+        name="scorer",
+        version="1",
+        dynamic_axes={"candidates": [1]},
+    )
+    config = load_config(
+        {"MODEL_SERVER_LOG_LEVEL": "WARNING", "MODEL_SERVER_MAX_RESPONSE_BYTES": str(LIMIT)}, model_dir=package
+    )
+    metrics = ServerMetrics()
+    service = load_service(config, observer=metrics)
+    app = create_app(service, config, metrics)
+
+    async def ask(candidates: int) -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            inputs = {"user_id": [1], "candidates": [[3] * candidates]}
+            return await client.post("/invocations", json={"inputs": inputs})
+
+    async def scenario() -> tuple[httpx.Response, httpx.Response]:
+        await service.start()
+        try:
+            return await ask(20_000), await ask(100)
+        finally:
+            await service.stop()
+
+    refused, answered = asyncio.run(scenario())
+    assert refused.status_code == 413, refused.text
+    message = refused.json()["error"]
+    assert f"above this endpoint's response limit of {LIMIT} bytes" in message
+    assert "the size of 'output' follows the request's: send a smaller one (fewer candidates" in message
+    assert answered.status_code == 200, answered.text
