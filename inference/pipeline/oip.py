@@ -20,6 +20,7 @@ import orjson
 from inference.codecs import oip_binary
 from inference.codecs.base64_text import decode_base64
 from inference.errors import BadRequestError, shown
+from inference.pipeline.requests import check_containers
 from model_package.pipeline.runner import RawItem
 
 
@@ -33,6 +34,7 @@ def raw_oip_items(body: bytes, kind: str, header_length: str | None = None) -> t
     binary: memoryview | None = None
     if header_length is not None:
         body, binary = oip_binary.split_body(body, header_length)
+    check_containers(body, kind)
     try:
         payload: Any = orjson.loads(body)
     except orjson.JSONDecodeError:
