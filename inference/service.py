@@ -307,6 +307,7 @@ class ModelService:
             rules = getattr(self.model, "axis_rules", None)  # tied axes and maxima the artifact declares
             if rules:
                 rules.check(checked)
+        _refuse_rows_masked_whole(checked)
         self.limits.check_rows(checked)
         if not self.allow_non_finite:
             _reject_non_finite(checked)
@@ -328,6 +329,30 @@ def _refuse_empty_axes(inputs: Mapping[str, np.ndarray], varying: tuple[tuple[st
                     f"input {name!r} has shape {list(shape)}: nothing on axis {axis}, whose size may vary "
                     "between requests but not be 0; send at least one value there"
                 )
+
+
+#: The input Hugging Face's convention names for the mask over a sequence: 1 a token to read, 0 padding.
+_ATTENTION_MASK = "attention_mask"
+
+
+def _refuse_rows_masked_whole(inputs: Mapping[str, np.ndarray]) -> None:
+    """A 400 for a row whose attention mask is all 0: a sequence with no token to read.
+
+    The empty row of :func:`_refuse_empty_axes` by another name: the tiny encoder answered ``null``
+    (NaN, a masked mean over nothing) as a 200 on every protocol. Only an integer or boolean mask of
+    one row per sequence (``[batch, tokens]``) is read as one: a float mask may be additive, where 0
+    means "attend".
+    """
+    mask = inputs.get(_ATTENTION_MASK)
+    if mask is None or mask.ndim != 2 or mask.dtype.kind not in "iub" or not mask.shape[1]:
+        return
+    empty = ~mask.any(axis=1)
+    if empty.any():
+        row = int(np.flatnonzero(empty)[0])
+        raise BadRequestError(
+            f"row {row} of input {_ATTENTION_MASK!r} is all 0: it masks every token, leaving the model "
+            "nothing to read; mark at least one token with 1"
+        )
 
 
 def _reject_non_finite(inputs: Mapping[str, np.ndarray]) -> None:

@@ -92,6 +92,17 @@ def test_requests_of_two_sequence_lengths_are_answered_on_every_protocol(fmt: st
                 response = await client.post("/invocations", json={"inputs": mismatched})
                 assert response.status_code == 400, response.text
                 assert "'input_ids' (axis 1) and 'attention_mask' (axis 1) must have the same size" in response.text
+                # A mask of all 0s is the empty row by another name: NaN answered as null with a 200.
+                masked = {"input_ids": [[5, 6, 7]], "attention_mask": [[0, 0, 0]]}
+                response = await client.post("/invocations", json={"inputs": masked})
+                assert response.status_code == 400, response.text
+                assert "row 0 of input 'attention_mask' is all 0" in response.json()["error"]
+                masked_tensors = [
+                    {"name": name, "datatype": "INT64", "shape": [1, 3], "data": values[0]}
+                    for name, values in masked.items()
+                ]
+                response = await client.post("/v2/models/enc/infer", json={"inputs": masked_tensors})
+                assert response.status_code == 400, response.text
                 # One token past the model's 32 learned positions: ids past the position table failed inside
                 # the model (torch's "index out of range", ONNX Runtime's Gather bounds), a 500 that alarms
                 # and automatic rollback count. The table's size is read from the graph: a 400 naming it.
