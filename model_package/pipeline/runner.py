@@ -202,7 +202,7 @@ def ids_to_tensors(items: Sequence[RawItem], signature: Signature) -> Tensors:
     tensors: Tensors = {}
     for spec in signature.inputs:
         values = columns[spec.name]
-        _check_integers(spec.name, values)
+        _check_integers(spec.name, values, len(spec.shape))
         try:
             array = np.asarray(values)
         except ValueError:
@@ -218,18 +218,32 @@ def ids_to_tensors(items: Sequence[RawItem], signature: Signature) -> Tensors:
     return tensors
 
 
-def _check_integers(name: str, values: list[Any]) -> None:
-    stack = list(values)
+#: The range of the int64 arrays ids become: past it, NumPy wraps a float's conversion around.
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def _check_integers(name: str, values: list[Any], rank: int) -> None:
+    """Refuse anything but integers of int64's range, in lists nested no deeper than the input's ``rank``
+    allows (a row holds ``rank - 1``): ``1e300`` was refused as the -9223372036854775808 it wrapped to,
+    and candidates nested 500 deep as "lists of different lengths"."""
+    stack = [(value, 1) for value in values]
     while stack:
-        value = stack.pop()
+        value, depth = stack.pop()
         if isinstance(value, list):
-            stack.extend(value)
+            if depth >= rank:
+                takes = f"lists {rank - 1} deep" if rank > 1 else "one id"
+                raise InvalidInputError(
+                    f"field {name!r} nests lists deeper than its input takes ({takes} per instance)"
+                )
+            stack.extend((item, depth + 1) for item in value)
         elif (
             isinstance(value, bool)
             or not isinstance(value, int | float)
             or (isinstance(value, float) and not (math.isfinite(value) and value.is_integer()))
         ):
             raise InvalidInputError(f"field {name!r} holds {value!r}; ids are integers")
+        elif not _INT64[0] <= value <= _INT64[1]:
+            raise InvalidInputError(f"field {name!r} holds {value!r}, outside the int64 range {list(_INT64)}")
 
 
 def read_labels(path: Path) -> list[str]:

@@ -91,6 +91,11 @@ def test_out_of_range_or_malformed_ids_are_a_400(recommender_server: ServerProce
         )
         missing = client.post("/invocations", json={"user": 1, "candidates": [1]})
         fractional = client.post("/invocations", json={"user_id": 1.5, "candidates": [1]})
+        # Past int64, and nested deeper than a list of ids: refused as sent (were "holds
+        # -9223372036854775808", a value NumPy's conversion wrapped to, and "lists of different lengths").
+        huge = client.post("/invocations", json={"user_id": 3, "candidates": [1e300]})
+        huge_int = client.post("/invocations", content=b'{"user_id": 1180591620717411303424, "candidates": [1]}')
+        nested = client.post("/invocations", json={"user_id": 1, "candidates": [[[1]], [[2]]]})
     assert negative.status_code == 400
     assert "valid values are 0 to 9" in negative.json()["error"]
     assert too_high.status_code == 400
@@ -101,6 +106,12 @@ def test_out_of_range_or_malformed_ids_are_a_400(recommender_server: ServerProce
     assert "missing ['user_id']" in missing.json()["error"]
     assert fractional.status_code == 400
     assert "ids are integers" in fractional.json()["error"]
+    assert huge.status_code == 400
+    assert "'candidates' holds 1e+300, outside the int64 range" in huge.json()["error"]
+    assert huge_int.status_code == 400
+    assert "outside the int64 range" in huge_int.json()["error"]  # JSON's reader made a float of it
+    assert nested.status_code == 400
+    assert "'candidates' nests lists deeper than its input takes (lists 1 deep per instance)" in nested.json()["error"]
 
 
 def test_oip_bytes_tensor_of_texts_gets_the_same_labels(text_server: ServerProcess) -> None:
