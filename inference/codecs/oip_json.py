@@ -11,7 +11,7 @@ instead travel as raw bytes after the JSON (the binary tensor data extension,
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -206,7 +206,7 @@ def _infer_request(
             )
         if "data" in tensor:
             raise BadRequestError(f"input {name!r} has both 'data' and a binary_data_size; send its values once")
-        shape = _shape(spec.name, tensor["shape"])
+        shape = tensor_shape(spec.name, tensor["shape"])
         data = binary.take(spec.name, parameters["binary_data_size"])
         inputs[spec.name] = oip_binary.decode_binary_tensor(
             spec.name, want, NUMPY_DTYPES[want], shape, data, limits=limits
@@ -216,7 +216,7 @@ def _infer_request(
         raise BadRequestError(f"missing inputs {missing}; this model's inputs are {expected}")
     if binary is not None:
         binary.check_consumed()
-    requested = _requested_outputs(raw.get("outputs"), signature)
+    requested = requested_outputs(raw.get("outputs"), [spec.name for spec in signature.outputs])
     names = requested if requested is not None else [spec.name for spec in signature.outputs]
     return InferRequest(
         id=request_id,
@@ -226,16 +226,17 @@ def _infer_request(
     )
 
 
-def _requested_outputs(requested: object, signature: Signature) -> tuple[str, ...] | None:
+def requested_outputs(requested: object, available: Sequence[str]) -> tuple[str, ...] | None:
+    """The output names a request's ``outputs`` asks for, in its order (``None``: it names none)."""
     if requested is None:
         return None
-    available = [spec.name for spec in signature.outputs]
+    available = list(available)
     if not isinstance(requested, list):
         raise BadRequestError(f"'outputs' must be a list of {{\"name\": ...}} objects; this model has {available}")
     names: list[str] = []
     for index, item in enumerate(requested):
         name = item.get("name") if isinstance(item, dict) else None
-        if name not in available:
+        if not isinstance(name, str) or name not in available:
             raise BadRequestError(f"outputs[{index}] requests {shown(name)}; this model's outputs are {available}")
         if name not in names:
             names.append(name)
@@ -265,7 +266,7 @@ def decode_tensor(
         raise BadRequestError(
             f"input {name!r} has unknown datatype {shown(datatype)}; supported: {', '.join(NUMPY_DTYPES)}"
         )
-    shape = _shape(name, shape)
+    shape = tensor_shape(name, shape)
     if datatype == "BYTES":
         array = _bytes_array(name, data, limits)
     else:
@@ -283,7 +284,8 @@ def decode_tensor(
     return array.reshape(shape)
 
 
-def _shape(name: str, shape: object) -> list[int]:
+def tensor_shape(name: str, shape: object) -> list[int]:
+    """A tensor's ``shape`` field as sizes, or a 400 naming what is wrong with it."""
     if (
         not isinstance(shape, list)
         or not shape

@@ -7,27 +7,55 @@ the JSON (each element a 4-byte length, then the file's or the text's bytes: wha
 send by default; see :mod:`inference.codecs.oip_binary`). Any other request holds the model's
 own tensors and is served as before. The answers come back as tensors, one row per item:
 ``labels`` (BYTES) and ``scores`` (FP32) ``[n, k]``; ``items`` (INT64) and ``scores``; or
-``embedding`` (FP32 ``[n, d]``).
+``embedding`` (FP32 ``[n, d]``), held to the protocol as the model's own tensors are: a ``shape``
+that does not fit the data, an ``id`` that is not a string, an output the answers do not have or a
+``binary_data_output`` that is not a boolean is a 400, and outputs asked for in binary come in binary.
 """
 
 from __future__ import annotations
 
 import binascii
+import math
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import orjson
 
 from inference.codecs import oip_binary
 from inference.codecs.base64_text import decode_base64
+from inference.codecs.oip_json import requested_outputs, tensor_shape
 from inference.errors import BadRequestError, shown
 from inference.pipeline.requests import check_containers
 from model_package.pipeline.runner import RawItem
 
+#: The output tensors a pipeline's answers become, by the kind of its output.
+ANSWER_TENSORS: dict[str, tuple[str, ...]] = {
+    "labels": ("labels", "scores"),
+    "top_k": ("items", "scores"),
+    "embedding": ("embedding",),
+}
 
-def raw_oip_items(body: bytes, kind: str, header_length: str | None = None) -> tuple[list[RawItem], str | None] | None:
-    """The raw items of a V2 infer request and its ``id``, or ``None`` when it holds tensors for the model.
 
-    ``header_length`` (``Inference-Header-Content-Length``) says binary tensor data follows the JSON.
+@dataclass(frozen=True)
+class RawRequest:
+    """A V2 infer request of raw items: the items, and how the answer is wanted."""
+
+    items: list[RawItem]
+    id: str | None
+    outputs: tuple[str, ...]
+    """The output tensors to answer, in order: those the request names, else all."""
+    binary: frozenset[str]
+    """Outputs to send as binary tensor data."""
+
+
+def raw_oip_items(
+    body: bytes, kind: str, header_length: str | None = None, *, answers: tuple[str, ...] = ("labels", "scores")
+) -> RawRequest | None:
+    """The raw items of a V2 infer request, or ``None`` when it holds tensors for the model.
+
+    ``header_length`` (``Inference-Header-Content-Length``) says binary tensor data follows the JSON;
+    ``answers`` are the output tensors the pipeline answers with (:data:`ANSWER_TENSORS`).
     """
     if kind not in ("image", "text"):
         return None
@@ -45,11 +73,22 @@ def raw_oip_items(body: bytes, kind: str, header_length: str | None = None) -> t
     tensor = inputs[0]
     if tensor.get("datatype") != "BYTES":
         return None
-    request_id = payload.get("id") if isinstance(payload.get("id"), str) else None
+    request_id = payload.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise BadRequestError(f"'id' must be a string, got {type(request_id).__name__}")
+    requested = requested_outputs(payload.get("outputs"), answers)
+    names = requested if requested is not None else answers
+    binary_outputs = oip_binary.binary_outputs(payload.get("parameters"), payload.get("outputs"), names)
+    items = _items(tensor, kind, binary)
+    return RawRequest(items, request_id, names, binary_outputs)
+
+
+def _items(tensor: dict[str, Any], kind: str, binary: memoryview | None) -> list[RawItem]:
+    """The raw items of the request's one ``BYTES`` tensor, in JSON ``data`` or in binary."""
     parameters = tensor.get("parameters")
     size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
     if size is not None:
-        return _binary_items(tensor, kind, size, binary), request_id
+        return _binary_items(tensor, kind, size, binary)
     if binary is not None:
         oip_binary.BinaryReader(binary).check_consumed()  # binary data no input claims: sizes that do not add up
     values = _flatten(tensor.get("data"))
@@ -59,15 +98,21 @@ def raw_oip_items(body: bytes, kind: str, header_length: str | None = None) -> t
             "its 'data' as a non-empty list of strings"
             + (" (base64 of each JPEG or PNG file)" if kind == "image" else "")
         )
+    shape = tensor_shape(str(tensor.get("name")), tensor.get("shape"))
+    if math.prod(shape) != len(values):
+        raise BadRequestError(
+            f"input {shown(tensor.get('name'))} has {len(values)} values in 'data' but its shape {shape} needs "
+            f"{math.prod(shape)} (one element per {'image' if kind == 'image' else 'text'})"
+        )
     if kind == "text":
-        return list(values), request_id
+        return list(values)
     items: list[RawItem] = []
     for index, value in enumerate(values):
         try:
             items.append(decode_base64(value))
         except (binascii.Error, ValueError):
             raise BadRequestError(f"element {index} of {shown(tensor.get('name'))} is not valid base64") from None
-    return items, request_id
+    return items
 
 
 def _binary_items(tensor: dict[str, Any], kind: str, size: object, binary: memoryview | None) -> list[RawItem]:
@@ -98,23 +143,18 @@ def _binary_items(tensor: dict[str, Any], kind: str, size: object, binary: memor
     return texts
 
 
-def answers_as_tensors(answers: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The pipeline's answers as V2 output tensors, one row per item."""
-    if not answers:
-        return []
-    tensors = []
-    for key in answers[0]:
+def answer_arrays(answers: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """The pipeline's answers as output arrays, one row per item: class names BYTES, ids INT64, scores FP32."""
+    arrays: dict[str, np.ndarray] = {}
+    for key in answers[0] if answers else ():
         rows = [answer[key] for answer in answers]
-        width = len(rows[0])
-        if key == "labels":
-            datatype = "BYTES" if isinstance(rows[0][0], str) else "INT64"
-        elif key == "items":
-            datatype = "INT64"
+        if key == "labels" and rows[0] and isinstance(rows[0][0], str):
+            arrays[key] = np.array(rows, dtype=object)
+        elif key in ("labels", "items"):
+            arrays[key] = np.asarray(rows, dtype=np.int64)
         else:
-            datatype = "FP32"
-        data = [value for row in rows for value in row]
-        tensors.append({"name": key, "datatype": datatype, "shape": [len(rows), width], "data": data})
-    return tensors
+            arrays[key] = np.asarray(rows, dtype=np.float32)
+    return arrays
 
 
 def _flatten(data: Any) -> list[Any]:

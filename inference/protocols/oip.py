@@ -69,6 +69,7 @@ from model_package._version import __version__
 from model_package.manifest import Manifest, TensorSpec
 
 if TYPE_CHECKING:
+    from inference.pipeline.oip import RawRequest
     from inference.service import ModelService
     from model_package.pipeline.runner import RawItem
 
@@ -104,7 +105,8 @@ class OipExchange:
     request_id: str | None
     """The server's request id, answered when the request names no ``id`` of its own."""
     parsed: InferRequest | None = field(default=None)
-    given_id: str | None = None
+    raw: RawRequest | None = None
+    """A request of raw items for the package's pipeline (``pipeline_items``)."""
     tensors_for_hooks: ClassVar[bool] = True
 
     def check(self, body: bytes, service: ModelService) -> None:
@@ -116,23 +118,31 @@ class OipExchange:
 
     def pipeline_items(self, body: bytes, kind: str) -> list[RawItem] | None:
         """Images or texts as one BYTES tensor (``inference.pipeline.oip``); ``None`` for the model's own tensors."""
-        from inference.pipeline.oip import raw_oip_items
+        from inference.pipeline.oip import ANSWER_TENSORS, raw_oip_items
 
-        raw = raw_oip_items(body, kind, self.header_length)
+        assert self.manifest.pipeline is not None
+        answers = ANSWER_TENSORS[self.manifest.pipeline.output.kind]
+        raw = raw_oip_items(body, kind, self.header_length, answers=answers)
         if raw is None:
             return None
-        negotiate(self.accept, (JSON,), JSON)  # a pipeline answers in JSON: refuse with 406 before any work
-        items, self.given_id = raw
-        return items
+        media_type = oip_binary.BINARY_MEDIA_TYPE if raw.binary else JSON
+        negotiate(self.accept, (media_type,), media_type)  # refused with 406 before any work
+        self.raw = raw
+        return raw.items
 
     def pipeline_answer(self, answers: list[dict[str, Any]]) -> Answer:
-        """The answers as output tensors, one row per item."""
-        from inference.pipeline.oip import answers_as_tensors
+        """The answers as output tensors, one row per item, those asked for in binary after the JSON."""
+        from inference.pipeline.oip import answer_arrays
 
-        payload: dict[str, Any] = {"model_name": self.manifest.name, "model_version": self.manifest.version}
-        payload["id"] = self.given_id if self.given_id is not None else self.request_id
-        payload["outputs"] = answers_as_tensors(answers)
-        return Answer(orjson.dumps(payload), JSON)
+        raw = self.raw
+        assert raw is not None, "pipeline_items() runs before pipeline_answer()"
+        request_id = raw.id if raw.id is not None else self.request_id
+        payload, json_length = infer_response(
+            self.manifest, answer_arrays(answers), raw.outputs, request_id, raw.binary
+        )
+        if json_length is None:
+            return Answer(payload, JSON)
+        return Answer(payload, oip_binary.BINARY_MEDIA_TYPE, {oip_binary.HEADER: str(json_length)})
 
     def decode(self, body: bytes, service: ModelService) -> Tensors:
         """The input tensors; the response type follows from the request and is settled (406) here."""

@@ -467,7 +467,8 @@ def test_a_text_pipeline_reads_binary_bytes_elements_as_utf8_texts() -> None:
             ],
         }
     )
-    assert raw_oip_items(header + binary, "text", str(len(header))) == (texts, "t")
+    raw = raw_oip_items(header + binary, "text", str(len(header)))
+    assert raw is not None and (raw.items, raw.id) == (texts, "t")
     bad = struct.pack("<I", 2) + b"\xff\xfe"
     header = orjson.dumps(
         {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": len(bad)}}]}
@@ -481,6 +482,7 @@ def test_a_pipeline_request_with_the_binary_header_may_still_carry_its_items_as_
     from inference.pipeline.oip import raw_oip_items
 
     header = orjson.dumps({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [2], "data": ["a", "b"]}]})
-    assert raw_oip_items(header, "text", str(len(header))) == (["a", "b"], None)
+    raw = raw_oip_items(header, "text", str(len(header)))
+    assert raw is not None and (raw.items, raw.id) == (["a", "b"], None)
     with pytest.raises(BadRequestError, match="bytes after the binary data of every input"):
         raw_oip_items(header + b"junk", "text", str(len(header)))

@@ -201,8 +201,9 @@ def test_tritonclient_sends_images_as_binary_bytes_and_reads_the_labels(
     try:
         result = client.infer("tiny-image", [tensor], request_id="r-9")
         assert result.get_response()["id"] == "r-9"
-        # A pipeline answers in JSON (the client reads it as it reads binary outputs): labels are strings.
-        labels = list(result.as_numpy("labels").reshape(-1))
+        # The client asks for binary outputs (binary_data_output), and gets them: labels as BYTES elements.
+        assert result.get_response()["outputs"][0]["parameters"]["binary_data_size"] > 0
+        labels = [label.decode() for label in result.as_numpy("labels").reshape(-1)]
         assert labels == [label for answer in expected for label in answer["labels"]]
         scores = result.as_numpy("scores").reshape(-1)
         assert np.allclose(scores, [s for answer in expected for s in answer["scores"]], atol=1e-5)

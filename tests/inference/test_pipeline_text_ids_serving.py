@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import httpx
+import numpy as np
+import orjson
 import pytest
 
 from tests.inference.server_fixtures import ServerProcess, start_server
@@ -112,6 +115,42 @@ def test_out_of_range_or_malformed_ids_are_a_400(recommender_server: ServerProce
     assert "outside the int64 range" in huge_int.json()["error"]  # JSON's reader made a float of it
     assert nested.status_code == 400
     assert "'candidates' nests lists deeper than its input takes (lists 1 deep per instance)" in nested.json()["error"]
+
+
+def test_oip_requests_of_texts_are_held_to_the_protocol_like_tensor_requests(text_server: ServerProcess) -> None:
+    """The pipeline's V2 route ignored what the tensor route refuses (a hostile-client review): a shape
+    of [7, 7] for one text, an id of 5 (replaced without a word), an output it does not have, and a
+    binary_data_output of "maybe" all answered 200; binary_data_output true was answered in JSON."""
+
+    def infer(**fields: object) -> httpx.Response:
+        tensor = {"name": "text", "datatype": "BYTES", "shape": [1], "data": ["great film"]}
+        request = {"inputs": [{**tensor, **fields.pop("tensor", {})}], **fields}  # type: ignore[dict-item]
+        with text_server.client() as client:
+            return client.post("/v2/models/tiny-text/infer", json=request)
+
+    for fields, message in (
+        ({"tensor": {"shape": [7, 7]}}, "has 1 values in 'data' but its shape [7, 7] needs 49"),
+        ({"tensor": {"shape": "1"}}, "has shape '1'"),
+        ({"id": 5}, "'id' must be a string"),
+        ({"outputs": [{"name": "nope"}]}, "outputs[0] requests 'nope'; this model's outputs are ['labels', 'scores']"),
+        ({"parameters": {"binary_data_output": "maybe"}}, "binary_data_output 'maybe'; expected true or false"),
+    ):
+        response = infer(**fields)
+        assert response.status_code == 400, (fields, response.text)
+        assert message in response.json()["error"], (fields, response.text)
+
+    scores_only = infer(id="q", outputs=[{"name": "scores"}])
+    assert scores_only.status_code == 200, scores_only.text
+    assert [tensor["name"] for tensor in scores_only.json()["outputs"]] == ["scores"]
+    assert scores_only.json()["id"] == "q"
+    both = infer().json()["outputs"]
+    binary = infer(parameters={"binary_data_output": True})
+    assert binary.status_code == 200, binary.text
+    length = int(binary.headers["inference-header-content-length"])
+    header = orjson.loads(binary.content[:length])
+    assert [tensor["parameters"]["binary_data_size"] > 0 for tensor in header["outputs"]] == [True, True]
+    scores = np.frombuffer(binary.content[length:][-header["outputs"][1]["parameters"]["binary_data_size"] :], "<f4")
+    np.testing.assert_allclose(scores, both[1]["data"], rtol=1e-6)
 
 
 def test_oip_bytes_tensor_of_texts_gets_the_same_labels(text_server: ServerProcess) -> None:
