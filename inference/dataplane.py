@@ -113,6 +113,10 @@ class DataPlane:
             kind = service.pipeline.kind
             items = await service.offload.run(len(body), lambda: exchange.pipeline_items(body, kind))
             if items is not None:
+                # No preprocessing or model call for an answer that cannot be sent.
+                service.pipeline.check_answer_fits(
+                    len(items), lambda some: exchange.pipeline_answer(some).body, service.response_limit
+                )
                 timeout = time_left(deadline, loop, service)
                 answers = await service.pipeline.answer(items, service.predict, timeout=timeout)
                 return exchange.pipeline_answer(answers)

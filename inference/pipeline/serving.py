@@ -12,7 +12,7 @@ an image over the pixel cap a 413, a failure of ours a logged 500.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from inference.admission import AdmissionGate
 from inference.codecs import DecodeLimits
 from inference.errors import DeadlineExceededError
 from inference.offload import OFF_LOOP_BYTES, Offloader
+from inference.response_limits import ResponseLimit
 from model_package.formats.axis_rules import AxisRules
 from model_package.manifest import Manifest
 from model_package.pipeline.runner import PipelineRunner, RawItem
@@ -70,6 +71,23 @@ class PipelineService:
         """Finish running preprocessing and answer building (graceful shutdown; ``grace`` as ``ModelService.stop``)."""
         await self.gate.stop(grace=grace)
         self._answers.shutdown(wait=grace is None)
+
+    def check_answer_fits(
+        self, items: int, encode: Callable[[list[dict[str, Any]]], bytes], limit: ResponseLimit
+    ) -> None:
+        """A 413 before any preprocessing when the answer to ``items`` cannot fit the response limit.
+
+        ``encode`` is the protocol's body for a list of answers; two of the smallest answers an item can
+        have (``PipelineRunner.smallest_answer``) give what each item adds. 300,000 texts were tokenized
+        and scored for 6 s before their answer was refused as too large.
+        """
+        if items < 2:
+            return  # one item's answer is checked once built (over the limit, no smaller request exists)
+        smallest = self.runner.smallest_answer()
+        one = len(encode([smallest]))
+        size = one + (len(encode([smallest, smallest])) - one) * (items - 1)
+        if size > limit.max_bytes:
+            raise limit.error(size, items, at_least=True)
 
     async def answer(self, items: Sequence[RawItem], predict: Any, *, timeout: float) -> list[dict[str, Any]]:
         """Preprocess ``items``, run them through ``predict`` (``ModelService.predict``), build the answers."""

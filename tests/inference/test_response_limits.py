@@ -204,3 +204,46 @@ def test_one_row_whose_answer_grows_with_the_request_is_the_clients_413(tmp_path
     assert f"above this endpoint's response limit of {LIMIT} bytes" in message
     assert "the size of 'output' follows the request's: send a smaller one (fewer candidates" in message
     assert answered.status_code == 200, answered.text
+
+
+@pytest.mark.parametrize("route", ["/invocations", "/v2/models/tiny-text/infer"])
+def test_a_pipeline_answer_that_cannot_fit_is_refused_before_any_text_is_read(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, route: str
+) -> None:
+    """300,000 texts were tokenized and scored for 6 s before their answer was refused as too large."""
+    import asyncio
+
+    from inference.app import create_app
+    from inference.metrics import ServerMetrics
+    from inference.service import load_service
+    from tests.pipeline_models import package_text_classifier
+
+    package = package_text_classifier(tmp_path_factory.mktemp("text") / "pkg")
+    config = load_config(
+        {"MODEL_SERVER_LOG_LEVEL": "WARNING", "MODEL_SERVER_MAX_RESPONSE_BYTES": str(LIMIT)}, model_dir=package
+    )
+    service = load_service(config)
+    assert service.pipeline is not None
+    monkeypatch.setattr(service.pipeline.runner, "preprocess", lambda _: pytest.fail("texts read for a 413"))
+    app = create_app(service, config, ServerMetrics())
+    texts = ["a"] * 2_000  # each answer at least {"labels":["negative"],"scores":[0.0]}: 80 KB in all
+    body = (
+        {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [len(texts)], "data": texts}]}
+        if route.startswith("/v2")
+        else {"instances": texts}
+    )
+
+    async def ask() -> httpx.Response:
+        await service.start()
+        try:
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                return await client.post(route, json=body)
+        finally:
+            await service.stop()
+
+    response = asyncio.run(ask())
+    assert response.status_code == 413, response.text
+    message = response.json()["error"]
+    assert message.startswith("the answer to this request would be at least "), message
+    assert "(this one held 2000)" in message
