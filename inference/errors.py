@@ -127,9 +127,20 @@ def is_server_fault(error: ApiError) -> bool:
     return error.status >= 500 and not isinstance(error, OverloadedError | NotReadyError | DeadlineExceededError)
 
 
+class _JsonRepr(reprlib.Repr):
+    """``repr``, but ``null``, ``true`` and ``false`` as the client wrote them (not ``None``, ``True``, ``False``)."""
+
+    # reprlib calls repr_<type name> for a value of that type.
+    def repr_NoneType(self, value: None, level: int) -> str:
+        return "null"
+
+    def repr_bool(self, value: bool, level: int) -> str:
+        return "true" if value else "false"
+
+
 #: How a client's value is quoted in an error: a few levels and items of it. ``repr`` of a value
 #: nested 1,000 deep (JSON allows 1,024) raised RecursionError, and the client got a 500.
-_QUOTED = reprlib.Repr()
+_QUOTED = _JsonRepr()
 _QUOTED.maxlevel, _QUOTED.maxlist, _QUOTED.maxdict, _QUOTED.maxstring, _QUOTED.maxother = 3, 8, 4, 80, 80
 
 

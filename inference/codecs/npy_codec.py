@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import math
+import reprlib
 from collections.abc import Mapping
 
 import numpy as np
@@ -23,7 +24,7 @@ from numpy.lib import format as npy_format
 from inference.codecs.arrays import coerce, ordered
 from inference.codecs.base import Tensors
 from inference.codecs.limits import DecodeLimits
-from inference.errors import BadRequestError, ModelError, NotAcceptableError, shown
+from inference.errors import BadRequestError, ModelError, NotAcceptableError
 from model_package.manifest import Signature, TensorSpec
 
 NPY_MEDIA_TYPE = "application/x-npy"
@@ -49,7 +50,8 @@ def read_npy(data: bytes, what: str) -> np.ndarray:
     if not all(type(size) is int for size in shape):
         # NumPy's header check takes any int, and True is one; reshaping by it then raised TypeError (a 500).
         raise BadRequestError(
-            f"{what} is not a valid .npy array: its header's shape {shown(shape)} is not whole numbers"
+            # repr: the header is a Python literal, so True is quoted as the client wrote it (not JSON's true)
+            f"{what} is not a valid .npy array: its header's shape {reprlib.repr(shape)} is not whole numbers"
         )
     if dtype.hasobject:
         raise BadRequestError(

@@ -134,6 +134,7 @@ def test_oip_requests_of_texts_are_held_to_the_protocol_like_tensor_requests(tex
         ({"id": 5}, "'id' must be a string"),
         ({"outputs": [{"name": "nope"}]}, "outputs[0] requests 'nope'; this model's outputs are ['labels', 'scores']"),
         ({"parameters": {"binary_data_output": "maybe"}}, "binary_data_output 'maybe'; expected true or false"),
+        ({"parameters": {"binary_data_output": None}}, "binary_data_output null; expected"),  # as JSON spells it
     ):
         response = infer(**fields)
         assert response.status_code == 400, (fields, response.text)
