@@ -63,8 +63,11 @@ class Exchange(Protocol):
     def check(self, body: bytes, service: ModelService) -> None:
         """Refuse what the headers and the body's framing decide alone (415, 406, 400), before any decode."""
 
-    def pipeline_items(self, body: bytes, kind: str) -> list[RawItem] | None:
-        """The raw items (images, texts) for a package's pipeline, or ``None`` when the body holds tensors."""
+    def pipeline_items(self, body: bytes, kind: str, *, id_depth: int) -> list[RawItem] | None:
+        """The raw items (images, texts, ids) for a package's pipeline, or ``None`` when the body holds tensors.
+
+        ``id_depth``: how deep an instance of ids may nest lists (``PipelineService.id_depth``).
+        """
 
     def pipeline_answer(self, answers: list[dict[str, Any]]) -> Answer:
         """The pipeline's answers in this protocol's shape."""
@@ -110,8 +113,8 @@ class DataPlane:
             )
         exchange.check(body, service)
         if service.pipeline is not None:
-            kind = service.pipeline.kind
-            items = await service.offload.run(len(body), lambda: exchange.pipeline_items(body, kind))
+            kind, depth = service.pipeline.kind, service.pipeline.id_depth
+            items = await service.offload.run(len(body), lambda: exchange.pipeline_items(body, kind, id_depth=depth))
             if items is not None:
                 # No preprocessing or model call for an answer that cannot be sent.
                 service.pipeline.check_answer_fits(

@@ -198,7 +198,7 @@ class Scorer:
 
         assert chunk.records is not None and self.service.pipeline is not None
         body = b'{"instances":[' + b",".join(chunk.records[which.start : which.stop]) + b"]}"
-        items = json_items(body, self.service.pipeline.kind)
+        items = json_items(body, self.service.pipeline.kind, id_depth=self.service.pipeline.id_depth)
         answers = await self.service.pipeline.answer(items, self.service.predict, timeout=self.service.request_timeout)
         return [orjson.dumps(answer) for answer in answers]
 

@@ -36,8 +36,9 @@ TEXT_MEDIA_TYPE = "text/plain"
 TENSOR_MEDIA_TYPES = tuple(media_type for media_type in REQUEST_MEDIA_TYPES if media_type != JSON)
 _CHARSETS = ("utf-8", "utf8", "us-ascii", "ascii")
 #: The fewest bytes, comma included, each JSON array or object takes in a valid body of a pipeline
-#: kind: an image ``{"b64":""},``, a text ``{"text":""},``, a list of ids (``[1],`` at the deepest).
-_BYTES_PER_CONTAINER = {"image": 10, "text": 10, "ids": 4}
+#: kind: an image ``{"b64":""},``, a text ``{"text":""},``, a list of ids ``[1],`` (lists of lists of
+#: ids, ``[[1]],``, take 3 a list, and so on down towards 2: see ``_id_list_bytes``).
+_BYTES_PER_CONTAINER = {"image": 10, "text": 10}
 #: Arrays and objects a body may hold beyond that: the envelope's, Vertex AI's ``"parameters"``.
 _SPARE_CONTAINERS = 64
 #: A JSON string (possessive: no backtracking point per character, so constant memory).
@@ -53,7 +54,7 @@ def raw_media_types(kind: str) -> tuple[str, ...]:
     return (JSON,)
 
 
-def parse_items(body: bytes, content_type: str | None, kind: str) -> list[RawItem] | None:
+def parse_items(body: bytes, content_type: str | None, kind: str, *, id_depth: int = 1) -> list[RawItem] | None:
     """The raw items of a request for a pipeline of ``kind``; ``None`` for a tensor media type.
 
     Raises :class:`UnsupportedMediaTypeError` (415) for a media type the pipeline cannot read and
@@ -78,12 +79,15 @@ def parse_items(body: bytes, content_type: str | None, kind: str) -> list[RawIte
         return [body]
     if media_type == TEXT_MEDIA_TYPE:
         return [_utf8(body, "the text/plain body")]
-    return json_items(body, kind)
+    return json_items(body, kind, id_depth=id_depth)
 
 
-def json_items(body: bytes, kind: str) -> list[RawItem]:
-    """The raw items of a JSON body (every shape the module docstring lists)."""
-    check_containers(body, kind)
+def json_items(body: bytes, kind: str, *, id_depth: int = 1) -> list[RawItem]:
+    """The raw items of a JSON body (every shape the module docstring lists).
+
+    ``id_depth``: how deep an ids pipeline's instances may nest lists (its inputs' rank less one).
+    """
+    check_containers(body, kind, id_depth=id_depth)
     try:
         payload: Any = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -146,7 +150,7 @@ def _utf8(body: bytes, what: str) -> str:
         raise BadRequestError(f"{what} is not valid UTF-8 (byte {exc.start}); send UTF-8 text") from None
 
 
-def check_containers(body: bytes, kind: str) -> None:
+def check_containers(body: bytes, kind: str, *, id_depth: int = 1) -> None:
     """A 400 for a large body with more JSON arrays and objects than valid items of ``kind`` could hold.
 
     Parsing costs per array, not per byte, and holds the interpreter throughout: 4 MB of ``[[],[],...]``
@@ -156,13 +160,18 @@ def check_containers(body: bytes, kind: str) -> None:
     """
     if len(body) < COUNTED_BODY:
         return
-    allowed = len(body) // _BYTES_PER_CONTAINER.get(kind, 4) + _SPARE_CONTAINERS
+    allowed = len(body) // _BYTES_PER_CONTAINER.get(kind, _id_list_bytes(id_depth)) + _SPARE_CONTAINERS
     if _containers(body) <= allowed or _containers(_STRING.sub(b'""', body)) <= allowed:
         return
     raise BadRequestError(
         f"the JSON body holds more arrays and objects than {len(body):,} bytes of {kind} instances could: "
         "send one JSON value per instance, nested no deeper than the model's inputs"
     )
+
+
+def _id_list_bytes(depth: int) -> int:
+    """The fewest bytes per list in ids nested ``depth`` deep: ``[1],`` 4, ``[[1]],`` 3, deeper ones fewer than 3."""
+    return 4 if depth <= 1 else 3 if depth == 2 else 2
 
 
 def _containers(body: bytes) -> int:

@@ -63,6 +63,11 @@ class PipelineService:
         """What clients send: ``image``, ``text`` or ``ids``."""
         return self.runner.kind
 
+    @property
+    def id_depth(self) -> int:
+        """How deep an instance of ids may nest lists: the model inputs' rank, less the batch axis."""
+        return max(len(spec.shape) for spec in self.runner.signature.inputs) - 1
+
     async def start(self) -> None:
         """Bind the gate to the server's event loop."""
         await self.gate.start()

@@ -116,7 +116,7 @@ class OipExchange:
         else:
             _check_binary_content_type(self.content_type)
 
-    def pipeline_items(self, body: bytes, kind: str) -> list[RawItem] | None:
+    def pipeline_items(self, body: bytes, kind: str, *, id_depth: int) -> list[RawItem] | None:
         """Images or texts as one BYTES tensor (``inference.pipeline.oip``); ``None`` for the model's own tensors."""
         from inference.pipeline.oip import ANSWER_TENSORS, raw_oip_items
 

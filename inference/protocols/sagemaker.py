@@ -121,11 +121,11 @@ class MediaTypeExchange:
         if service.pipeline is None:
             response_media_type(self.accept, service.signature, default=self.default)
 
-    def pipeline_items(self, body: bytes, kind: str) -> list[RawItem] | None:
+    def pipeline_items(self, body: bytes, kind: str, *, id_depth: int) -> list[RawItem] | None:
         """Images or texts in their own media types (or JSON); ``None`` for the tensor media types."""
         from inference.pipeline.requests import parse_items
 
-        items = parse_items(body, self.content_type, kind)
+        items = parse_items(body, self.content_type, kind, id_depth=id_depth)
         if items is not None:
             negotiate(self.accept, (JSON,), JSON)  # a pipeline answers in JSON: refuse with 406 before any work
         return items

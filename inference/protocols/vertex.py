@@ -48,11 +48,11 @@ class InstancesExchange:
         if _OBJECT.match(body) is None:
             raise BadRequestError(f"the body must be a JSON object {self.shape}")
 
-    def pipeline_items(self, body: bytes, kind: str) -> list[RawItem]:
+    def pipeline_items(self, body: bytes, kind: str, *, id_depth: int) -> list[RawItem]:
         """The instances as raw items: texts as strings, images as ``{"b64": ...}``."""
         from inference.pipeline.requests import json_items
 
-        return json_items(body, kind)
+        return json_items(body, kind, id_depth=id_depth)
 
     def pipeline_answer(self, answers: list[dict[str, Any]]) -> Answer:
         """``{"predictions": [...]}``."""

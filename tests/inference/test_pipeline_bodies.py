@@ -55,3 +55,13 @@ def test_the_open_inference_protocol_route_is_bounded_too(monkeypatch: pytest.Mo
 def test_texts_full_of_brackets_still_pass() -> None:
     texts = ["[[{{" * 50_000, "a ] b", "{}" * 10_000]
     assert requests.json_items(orjson.dumps({"instances": texts}), "text") == texts
+
+
+def test_ids_nested_as_deep_as_their_input_takes_still_pass() -> None:
+    """An input of rank 4 takes instances of lists nested 3 deep: ``[[[1]],[[2]],...]`` holds a list per
+    3 bytes, valid there; for a list of ids (rank 2) the same body is refused."""
+    candidates = [[[index % 7]] for index in range(40_000)]
+    body = orjson.dumps({"user_id": 1, "candidates": candidates})
+    assert requests.json_items(body, "ids", id_depth=3) == [{"user_id": 1, "candidates": candidates}]
+    with pytest.raises(BadRequestError, match="holds more arrays and objects"):
+        requests.json_items(body, "ids", id_depth=1)
