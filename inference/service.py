@@ -249,17 +249,20 @@ class ModelService:
         request_rows.set(request.rows)  # what input_fn decoded, when it has rows (for the response-size check)
         return result
 
-    async def predict(self, inputs: Mapping[str, np.ndarray], *, timeout: float | None = None) -> dict[str, np.ndarray]:
+    async def predict(
+        self, inputs: Mapping[str, np.ndarray], *, timeout: float | None = None, from_client: bool = True
+    ) -> dict[str, np.ndarray]:
         """Validate named inputs against the signature and run them through the batcher.
 
-        ``timeout`` is what is left of the request's deadline (default: all of it).
+        ``timeout`` is what is left of the request's deadline (default: all of it); ``from_client=False``
+        for inputs a pipeline made (an empty text is its own, not an attention mask a client sent).
         """
         # Not `healthy`: while draining, requests the server already accepted still complete;
         # only health checks turn 503 (and the batcher refuses work once it has stopped).
         if self.batcher is None or not self.ready:
             raise NotReadyError("the model is not ready to serve predictions")
         # Each request is validated on its own before it joins a batch, so a bad input fails alone.
-        checked = self._validate(inputs)
+        checked = self._validate(inputs, from_client=from_client)
         # The middleware's response-size check tells "ask for fewer rows" (413) from "one row is too big" (500).
         request_rows.set(int(next(iter(checked.values())).shape[0]))
         return await self.batcher.submit(checked, timeout=self.request_timeout if timeout is None else timeout)
@@ -298,7 +301,7 @@ class ModelService:
             lambda encoded: len(encoded[0]),
         )
 
-    def _validate(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _validate(self, inputs: Mapping[str, np.ndarray], *, from_client: bool = True) -> dict[str, np.ndarray]:
         checked = check_inputs(self.signature, inputs)
         if any(array.ndim == 0 or array.shape[0] == 0 for array in checked.values()):
             raise BadRequestError("the request holds an empty batch; send at least one instance")
@@ -307,7 +310,9 @@ class ModelService:
             rules = getattr(self.model, "axis_rules", None)  # tied axes and maxima the artifact declares
             if rules:
                 rules.check(checked)
-        _refuse_rows_masked_whole(checked)
+        if from_client and self.signature.inputs[0].shape[:1] == (-1,):
+            # A model of fixed batches takes rows a client pads with all-0 masks to fill one.
+            _refuse_rows_masked_whole(checked)
         self.limits.check_rows(checked)
         if not self.allow_non_finite:
             _reject_non_finite(checked)
@@ -339,12 +344,12 @@ def _refuse_rows_masked_whole(inputs: Mapping[str, np.ndarray]) -> None:
     """A 400 for a row whose attention mask is all 0: a sequence with no token to read.
 
     The empty row of :func:`_refuse_empty_axes` by another name: the tiny encoder answered ``null``
-    (NaN, a masked mean over nothing) as a 200 on every protocol. Only an integer or boolean mask of
+    (NaN, a masked mean over nothing) as a 200 on every protocol. Only an integer mask of
     one row per sequence (``[batch, tokens]``) is read as one: a float mask may be additive, where 0
-    means "attend".
+    means "attend", and a boolean one PyTorch's key-padding mask, where True means "padding".
     """
     mask = inputs.get(_ATTENTION_MASK)
-    if mask is None or mask.ndim != 2 or mask.dtype.kind not in "iub" or not mask.shape[1]:
+    if mask is None or mask.ndim != 2 or mask.dtype.kind not in "iu" or not mask.shape[1]:
         return
     empty = ~mask.any(axis=1)
     if empty.any():

@@ -93,8 +93,11 @@ SENTIMENTS = ("negative", "positive")
 TEXTS = ["a great and happy film", "a bad and sad film", "great acting", "sad ending", "happy happy", "bad bad"]
 
 
-def train_tokenizer(path: Path) -> Path:
-    """A small WordPiece tokenizer trained here (no pretrained file can be downloaded), saved as tokenizer.json."""
+def train_tokenizer(path: Path, *, special_tokens: bool = True) -> Path:
+    """A small WordPiece tokenizer trained here (no pretrained file can be downloaded), saved as tokenizer.json.
+
+    ``special_tokens=False``: no [CLS] ... [SEP] around a text, so an empty text has no token at all.
+    """
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
 
     tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
@@ -103,9 +106,10 @@ def train_tokenizer(path: Path) -> Path:
     trainer = trainers.WordPieceTrainer(vocab_size=60, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]"])
     tokenizer.train_from_iterator(TEXTS, trainer)
     cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
-    )
+    if special_tokens:
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single="[CLS] $A [SEP]", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
+        )
     tokenizer.save(str(path))
     return path
 
@@ -151,9 +155,9 @@ def positional_text_factory() -> tuple[nn.Module, dict[str, np.ndarray]]:
     return PositionalTextNet().eval(), text_factory()[1]
 
 
-def package_text_classifier(out: Path, factory: str = "text_factory") -> Path:
+def package_text_classifier(out: Path, factory: str = "text_factory", *, special_tokens: bool = True) -> Path:
     """Export the tiny text model with a text -> labels pipeline through the CLI."""
-    tokenizer = train_tokenizer(out.parent / f"{out.name}-tokenizer.json")
+    tokenizer = train_tokenizer(out.parent / f"{out.name}-tokenizer.json", special_tokens=special_tokens)
     labels = out.parent / f"{out.name}-labels.txt"
     labels.write_text("\n".join(SENTIMENTS) + "\n")
     example = out.parent / f"{out.name}-example.txt"

@@ -62,7 +62,11 @@ def raw_oip_items(
     binary: memoryview | None = None
     if header_length is not None:
         body, binary = oip_binary.split_body(body, header_length)
-    check_containers(body, kind)
+    if b'"BYTES"' not in body:
+        return None  # no BYTES tensor: the model's own tensors, read (and bounded) by the tensor codec
+    # A BYTES tensor's data may nest as its shape does ([n, 1]: ["a"], a list per 6 bytes), so only
+    # denser bodies (a list per fewer than 3 bytes: [[[...]]]) are refused unparsed.
+    check_containers(body, kind, least_bytes=3)
     try:
         payload: Any = orjson.loads(body)
     except orjson.JSONDecodeError:

@@ -105,7 +105,7 @@ class PipelineService:
                 f"the request did not complete within its {timeout:g} s deadline (preprocessing took it all) "
                 "and was dropped"
             )
-        outputs = await predict(inputs, timeout=remaining)
+        outputs = await predict(inputs, timeout=remaining, from_client=False)
         if len(items) <= INLINE_ANSWERS:
             # Activations and top-k over a few rows take microseconds: not worth a thread hop.
             return self.runner.postprocess(inputs, outputs)

@@ -133,9 +133,9 @@ def _indexed_table(node: Any) -> tuple[int, Any] | None:
     else:
         return None
     value = getattr(table, "meta", {}).get("val")
-    if not isinstance(value, torch.Tensor) or value.ndim != 2:
-        return None
-    return int(value.shape[0]), indices
+    if not isinstance(value, torch.Tensor) or value.ndim != 2 or not isinstance(value.shape[0], int):
+        return None  # a table built from the input (sinusoids of arange(n)) grows with it: no bound
+    return value.shape[0], indices
 
 
 def embedding_index_ranges(program: Any) -> dict[str, tuple[int, int]]:
@@ -152,8 +152,10 @@ def embedding_index_ranges(program: Any) -> dict[str, tuple[int, int]]:
         weight, indices = node.args[0], node.args[1]
         table = getattr(weight, "meta", {}).get("val")
         name = getattr(indices, "name", None)
-        if isinstance(name, str) and name in user_inputs and isinstance(table, torch.Tensor) and table.ndim == 2:
-            high = int(table.shape[0]) - 1
+        rows = table.shape[0] if isinstance(table, torch.Tensor) and table.ndim == 2 else None
+        # An int, not a SymInt: a table built from the input grows with it.
+        if isinstance(name, str) and name in user_inputs and isinstance(rows, int):
+            high = rows - 1
             if high >= 0:
                 ranges[name] = (0, min(high, ranges.get(name, (0, high))[1]))
     return ranges

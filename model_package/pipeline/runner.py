@@ -127,7 +127,7 @@ class PipelineRunner:
         return answer_embeddings(scores, spec, inputs, text)
 
     def smallest_answer(self) -> dict[str, Any]:
-        """An answer no real one is shorter than, in any encoding: the shortest class names (or index 0),
+        """An answer no real one is shorter than, in any encoding: empty class names (or index 0),
         scores of 0.0, and as few of them as an answer can hold (top-k of the classes; one candidate;
         the embedding's fixed width, else one value). Sizes the answer before any work is done."""
         spec = self.pipeline.output
@@ -138,7 +138,9 @@ class PipelineRunner:
             return {"items": [0], "scores": [0.0]}
         classes = next((s.shape[-1] for s in self.signature.outputs if s.name == spec.output), -1)
         count = min(spec.top_k, classes) if classes > 0 else 1
-        shortest: Any = min(self._labels, key=len) if self._labels else 0
+        # Empty, not the shortest name: which name is shortest depends on the encoding ("犬" is 1
+        # character, 3 bytes of UTF-8; a quote is 1 byte, 2 in JSON).
+        shortest: Any = "" if self._labels else 0
         return {"labels": [shortest] * count, "scores": [0.0] * count}
 
     def run(self, items: Sequence[RawItem], predict: PredictFn) -> list[dict[str, Any]]:

@@ -12,9 +12,13 @@ A long text is tokenized from its head: truncation keeps the first ``max_length`
 tokenizer works through the whole text first (3 us a token: 5.5 MB of ``!`` took 20 s of CPU for 6
 tokens kept). The head, ``_HEAD_CHARS_PER_TOKEN`` characters per token kept, doubled while too
 short, gives the same tokens as the whole text as soon as the tokens kept all come from words
-before the head's last one: tokenizers split text into words first (whitespace, punctuation) and
-tokenize each word on its own, so only the word cut in two can differ. A tokenizer that does not
-split into words (one word per text) reads the whole text, as before.
+before the head's last one and end well before the cut (``_CUT_MARGIN`` characters, or the longest
+added token's): tokenizers match added tokens (``[MASK]``) first, then split text into words
+(whitespace, punctuation, GPT-2's ``'ll``) by patterns that look a character or two around them, and
+tokenize each word on its own, so only what lies near the cut can differ. A tokenizer that does not
+split into words (one word per text) reads the whole text, as before. Checked against whole-text
+tokenization on WordPiece (BERT's normaliser), byte-level BPE and Unigram (Metaspace) tokenizers,
+with whitespace runs, combining marks, CJK, emoji, added tokens and contractions across the cut.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ if TYPE_CHECKING:
 
 #: A long text's head holds this many characters per token kept (English averages about 4).
 _HEAD_CHARS_PER_TOKEN = 32
+#: The tokens kept from a head end at least this many characters before its cut (see above).
+_CUT_MARGIN = 64
 
 
 class TextEncoder:
@@ -68,6 +74,8 @@ class TextEncoder:
         # Set once at load and never changed: the tokenizer is shared by every request thread.
         self._tokenizer.no_padding()
         self._tokenizer.enable_truncation(self.max_length)
+        added = [token.content for token in self._tokenizer.get_added_tokens_decoder().values()]
+        self._cut_margin = max([_CUT_MARGIN, *(len(content) + 1 for content in added)])
 
     def _pad_id(self) -> int:
         padding = self._tokenizer.padding
@@ -114,7 +122,7 @@ class TextEncoder:
             batch = [texts[index][:head] for index in pending]
             still: list[int] = []
             for index, encoding in zip(pending, self._tokenizer.encode_batch(batch), strict=True):
-                if len(texts[index]) <= head or _kept_tokens_precede_last_word(encoding):
+                if len(texts[index]) <= head or _kept_tokens_precede_cut(encoding, head - self._cut_margin):
                     encodings[index] = encoding
                 else:
                     still.append(index)
@@ -122,13 +130,16 @@ class TextEncoder:
         return [encoding for encoding in encodings if encoding is not None]
 
 
-def _kept_tokens_precede_last_word(encoding: Encoding) -> bool:
-    """Whether every token kept comes from a word before the last word of the (truncated) text.
+def _kept_tokens_precede_cut(encoding: Encoding, before: int) -> bool:
+    """Whether every token kept comes from a word before the last word of the (truncated) head, and
+    ends at character ``before`` or earlier.
 
     The tokens cut off by truncation are in ``overflowing``; the last of them belongs to the last word.
     """
     if not encoding.overflowing:
         return False  # the head fit whole: its last word may be cut, and the text goes on past it
-    kept = [word for word in encoding.word_ids if word is not None]
+    kept = [(word, end) for word, (_, end) in zip(encoding.word_ids, encoding.offsets, strict=True) if word is not None]
     last = [word for word in encoding.overflowing[-1].word_ids if word is not None]
-    return bool(kept and last) and max(kept) < max(last)
+    if not kept or not last:
+        return False
+    return max(word for word, _ in kept) < max(last) and max(end for _, end in kept) <= before

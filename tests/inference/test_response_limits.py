@@ -226,7 +226,7 @@ def test_a_pipeline_answer_that_cannot_fit_is_refused_before_any_text_is_read(
     assert service.pipeline is not None
     monkeypatch.setattr(service.pipeline.runner, "preprocess", lambda _: pytest.fail("texts read for a 413"))
     app = create_app(service, config, ServerMetrics())
-    texts = ["a"] * 2_000  # each answer at least {"labels":["negative"],"scores":[0.0]}: 80 KB in all
+    texts = ["a"] * 4_000  # each answer at least "" and 0.0 on V2 (7 bytes: 28 KB), 31 bytes of JSON elsewhere
     body = (
         {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [len(texts)], "data": texts}]}
         if route.startswith("/v2")
@@ -246,4 +246,4 @@ def test_a_pipeline_answer_that_cannot_fit_is_refused_before_any_text_is_read(
     assert response.status_code == 413, response.text
     message = response.json()["error"]
     assert message.startswith("the answer to this request would be at least "), message
-    assert "(this one held 2000)" in message
+    assert "(this one held 4000)" in message

@@ -135,3 +135,27 @@ def test_positions_computed_from_the_data_set_no_bound(tmp_path: Path) -> None:
 
     (summed,) = _ids(package, 40).values()  # the model clamps: any length runs
     assert summed.shape == (1, 4)
+
+
+class Sinusoids(torch.nn.Module):
+    """Positions from a table built for the sequence at hand (sinusoids of arange(n)): any length runs."""
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        steps = torch.arange(ids.shape[1])
+        table = torch.sin(steps.unsqueeze(1).float() * torch.arange(1, 5).float())
+        return (torch.nn.functional.embedding(steps, table).unsqueeze(0) + ids.unsqueeze(-1)).sum(dim=1)
+
+
+def test_a_table_that_grows_with_the_sequence_sets_no_bound(tmp_path: Path) -> None:
+    # Its row count is the sequence's own symbol: read as the example's length, it refused the export's
+    # check of one token more ("takes at most 5").
+    ids = torch.randint(0, 50, (2, 5))
+    program = torch.export.export(
+        Sinusoids(), (ids,), dynamic_shapes=({0: torch.export.Dim("b"), 1: torch.export.Dim("n")},)
+    )
+    source = tmp_path / "sinus.pt2"
+    torch.export.save(program, str(source))
+    import_artifact(source, tmp_path / "sinus", name="sinus", version="1", example_inputs={"ids": ids.numpy()})
+
+    (summed,) = _ids(tmp_path / "sinus", 40).values()
+    assert summed.shape == (1, 4)
