@@ -20,7 +20,7 @@ import orjson
 
 from inference.codecs import json_blocks, oip_binary
 from inference.codecs.arrays import count_string_values, count_strings, may_hold_booleans
-from inference.codecs.limits import DecodeLimits
+from inference.codecs.limits import DecodeLimits, check_empty_lists
 from inference.errors import BadRequestError, ModelError, shown
 from model_package.manifest import Manifest, Signature
 
@@ -128,6 +128,8 @@ def parse_infer_request(
     """
     # Not check_structure: a tensor's "data" may be nested in any way (flat, as its shape, deeper), so
     # its arrays say nothing about its rows; and inputs sent as binary data take no JSON bytes at all.
+    # But every list of data holds a value: a body of empty lists is refused before it is parsed.
+    check_empty_lists(body, "empty lists ([]); a tensor's data holds its values in every list, flat or nested")
     try:
         raw = json_blocks.loads(body)
     except orjson.JSONDecodeError as exc:

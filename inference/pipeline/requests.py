@@ -19,12 +19,11 @@ from __future__ import annotations
 import binascii
 from typing import Any
 
-import numpy as np
 import orjson
 
 from inference.codecs import REQUEST_MEDIA_TYPES, parse_media_type
 from inference.codecs.base64_text import decode_base64
-from inference.codecs.limits import COUNTED_BODY
+from inference.codecs.limits import check_containers_per_byte, nested_list_bytes
 from inference.errors import BadRequestError, UnsupportedMediaTypeError, shown
 from model_package.pipeline.runner import RawItem
 
@@ -36,14 +35,8 @@ TENSOR_MEDIA_TYPES = tuple(media_type for media_type in REQUEST_MEDIA_TYPES if m
 _CHARSETS = ("utf-8", "utf8", "us-ascii", "ascii")
 #: The fewest bytes, comma included, each JSON array or object takes in a valid body of a pipeline
 #: kind: an image ``{"b64":""},``, a text ``{"text":""},``, a list of ids ``[1],`` (lists of lists of
-#: ids, ``[[1]],``, take 3 a list, and so on down towards 2: see ``_id_list_bytes``).
+#: ids, ``[[1]],``, take 3 a list, and so on down towards 2: see ``nested_list_bytes``).
 _BYTES_PER_CONTAINER = {"image": 10, "text": 10}
-#: Arrays and objects a body may hold beyond that: the envelope's, Vertex AI's ``"parameters"``.
-_SPARE_CONTAINERS = 64
-_OPENERS = (ord("["), ord("{"))
-_QUOTE = ord('"')
-#: Bytes counted at a time outside strings (whole-body temporaries would be 4-5x the body).
-_BLOCK = 1 << 18
 
 
 def raw_media_types(kind: str) -> tuple[str, ...]:
@@ -160,43 +153,10 @@ def check_containers(body: bytes, kind: str, *, id_depth: int = 1, least_bytes: 
     bound is counted again outside its strings (texts may hold brackets). ``least_bytes`` overrides the
     kind's fewest bytes per array or object.
     """
-    if len(body) < COUNTED_BODY:
-        return
-    least = least_bytes or _BYTES_PER_CONTAINER.get(kind) or _id_list_bytes(id_depth)
-    allowed = len(body) // least + _SPARE_CONTAINERS
-    if _containers(body) <= allowed or _containers_outside_strings(body) <= allowed:
-        return
-    raise BadRequestError(
-        f"the JSON body holds more arrays and objects than {len(body):,} bytes of {kind} instances could: "
-        "send one JSON value per instance, nested no deeper than the model's inputs"
+    least = least_bytes or _BYTES_PER_CONTAINER.get(kind) or nested_list_bytes(id_depth)
+    check_containers_per_byte(
+        body,
+        least,
+        f"more arrays and objects than {len(body):,} bytes of {kind} instances could: "
+        "send one JSON value per instance, nested no deeper than the model's inputs",
     )
-
-
-def _id_list_bytes(depth: int) -> int:
-    """The fewest bytes per list in ids nested ``depth`` deep: ``[1],`` 4, ``[[1]],`` 3, deeper ones fewer than 3."""
-    return 4 if depth <= 1 else 3 if depth == 2 else 2
-
-
-def _containers(body: bytes) -> int:
-    data = np.frombuffer(body, np.uint8)
-    return int(np.count_nonzero(data == _OPENERS[0])) + int(np.count_nonzero(data == _OPENERS[1]))
-
-
-def _containers_outside_strings(body: bytes) -> int:
-    """``[`` and ``{`` outside JSON strings, in NumPy passes a block at a time (most of them without the
-    interpreter lock; a regular expression removing the strings held it 0.4 s for 6 MB of ``"[",``).
-
-    Escaped backslashes, then escaped quotes, are dropped first (JSON reads escapes left to right, as
-    ``bytes.replace`` does), so every quote left opens or closes a string; a byte is inside one when an
-    odd number of quotes precede it.
-    """
-    text = body.replace(b"\\\\", b"").replace(b'\\"', b"")
-    count, inside = 0, 0
-    for start in range(0, len(text), _BLOCK):
-        data = np.frombuffer(text, np.uint8, count=min(_BLOCK, len(text) - start), offset=start)
-        parity = np.cumsum(data == _QUOTE, dtype=np.int32)
-        parity += inside
-        outside = (parity & 1) == 0
-        count += int(np.count_nonzero(outside & ((data == _OPENERS[0]) | (data == _OPENERS[1]))))
-        inside = int(parity[-1]) & 1
-    return count

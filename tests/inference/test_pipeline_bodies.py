@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
+from inference.codecs.limits import count_containers
 from inference.errors import BadRequestError
 from inference.pipeline import requests
 from inference.pipeline.oip import raw_oip_items
@@ -90,7 +91,7 @@ def test_a_bytes_tensor_nested_as_its_shape_is_read() -> None:
 def test_brackets_inside_strings_are_told_apart_without_a_pass_over_each_string() -> None:
     """6 MB of ``"[",`` took a regular expression 0.4 s holding the interpreter to tell its brackets
     were in strings; escaped quotes and backslashes must not flip what is inside a string."""
-    assert requests._containers_outside_strings(b'["[", "{", "a\\\\"] [') == 2
-    assert requests._containers_outside_strings(b'["\\\\\\"[{", {}]') == 2
+    assert count_containers(b'["[", "{", "a\\\\"] [', outside_strings=True) == 2
+    assert count_containers(b'["\\\\\\"[{", {}]', outside_strings=True) == 2
     texts = ["["] * 1_000_000
     assert requests.json_items(orjson.dumps(texts), "text") == texts
