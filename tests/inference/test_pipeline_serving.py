@@ -252,7 +252,8 @@ def test_preprocessing_is_admitted_like_the_model_call_full_queue_503_and_deadli
     model = get_format(manifest.format).load(image_package, manifest)
     photo = sample_images()[0].read_bytes()
 
-    async def predict(inputs: dict[str, np.ndarray], *, timeout: float) -> dict[str, np.ndarray]:
+    async def predict(inputs: dict[str, np.ndarray], *, timeout: float, from_client: bool) -> dict[str, np.ndarray]:
+        assert not from_client  # the pipeline made these inputs (ModelService.predict's flag)
         return dict(model.predict(inputs))
 
     async def scenario() -> list[object]:
