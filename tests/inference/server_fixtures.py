@@ -152,3 +152,14 @@ def slow_user_code_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
         torch_models.make_dict_head(), torch_models.dict_head_inputs(2), out, name="slow", version="1", code_dir=code
     )
     return out
+
+
+@pytest.fixture(scope="module")
+def text_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """The tiny text classifier with its pipeline (tests/pipeline_models.py), served by `serve`; one per module."""
+    from tests.pipeline_models import package_text_classifier
+
+    package = package_text_classifier(tmp_path_factory.mktemp("text") / "pkg")
+    server = start_server(tmp_path_factory.mktemp("text-server"), args=["serve", "--model-dir", str(package)])
+    yield server
+    assert server.terminate() == 0

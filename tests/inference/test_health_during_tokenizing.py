@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from tests.inference.server_fixtures import ServerProcess, start_server
+from tests.inference.server_fixtures import ServerProcess
 
 #: Milliseconds decide this test: run alone (`./dev.sh test`), and again when a VM pause fails it.
 pytestmark = [pytest.mark.torch, pytest.mark.timing, pytest.mark.flaky(reruns=2)]
@@ -26,18 +25,6 @@ pytestmark = [pytest.mark.torch, pytest.mark.timing, pytest.mark.flaky(reruns=2)
 LETTERS = 2_000_000
 #: The slowest health answer allowed meanwhile: a fraction of the tokenizing.
 PING_S = 0.25
-
-
-@pytest.fixture(scope="module")
-def text_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    from tests.pipeline_models import package_text_classifier
-
-    package = package_text_classifier(tmp_path_factory.mktemp("text") / "pkg")
-    server = start_server(tmp_path_factory.mktemp("text-server"), args=["serve", "--model-dir", str(package)])
-    try:
-        yield server
-    finally:
-        server.terminate()
 
 
 def test_health_is_answered_while_a_long_text_is_tokenized(text_server: ServerProcess) -> None:

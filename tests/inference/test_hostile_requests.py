@@ -48,19 +48,6 @@ def mlp_server(sagemaker_server: ServerProcess) -> ServerProcess:
     return sagemaker_server
 
 
-@pytest.fixture(scope="module")
-def text_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """A package with a text pipeline: raw texts in, as one BYTES tensor on the Open Inference Protocol."""
-    from tests.pipeline_models import package_text_classifier
-
-    package = package_text_classifier(tmp_path_factory.mktemp("text") / "pkg")
-    server = start_server(tmp_path_factory.mktemp("text-server"), args=["serve", "--model-dir", str(package)])
-    try:
-        yield server
-    finally:
-        server.terminate()
-
-
 #: A package whose input_fn hands the parsed JSON on as it is, and predict_batch_fn answers every request.
 PARSED_JSON_CODE = """
 import json

@@ -10,17 +10,9 @@ import orjson
 import pytest
 
 from tests.inference.server_fixtures import ServerProcess, start_server
-from tests.pipeline_models import SENTIMENTS, TEXTS, package_recommender, package_text_classifier
+from tests.pipeline_models import SENTIMENTS, TEXTS, package_recommender
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture(scope="module")
-def text_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    package = package_text_classifier(tmp_path_factory.mktemp("text") / "pkg")
-    process = start_server(tmp_path_factory.mktemp("text-logs"), args=["serve", "--model-dir", str(package)])
-    yield process
-    assert process.terminate() == 0
 
 
 @pytest.fixture(scope="module")

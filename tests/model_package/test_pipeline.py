@@ -256,42 +256,6 @@ def test_import_attaches_a_pipeline_to_a_saved_artifact(
     assert answer["labels"] in ([0], [1]) and len(answer["scores"]) == 1
 
 
-def test_text_is_truncated_to_the_models_table_of_positions(tmp_path: Path) -> None:
-    """``--max-length 16`` for a model of 6 positions: texts stop at 6 tokens, the model's most.
-
-    Before, the 7-token raw example failed inside the model and the export with it; a served text of
-    7 tokens or more was a 500 ("index out of range in self"), counted against the endpoint.
-    """
-    import asyncio
-
-    import httpx
-
-    from inference.app import create_app
-    from inference.config import load_config
-    from inference.metrics import ServerMetrics
-    from inference.service import load_service
-    from tests.pipeline_models import package_text_classifier
-
-    package = package_text_classifier(tmp_path / "pkg", "positional_text_factory")
-    config = load_config({"MODEL_SERVER_LOG_LEVEL": "WARNING"}, model_dir=package)
-    metrics = ServerMetrics()
-    service = load_service(config, observer=metrics)
-    app = create_app(service, config, metrics)
-
-    async def ask(texts: list[str]) -> httpx.Response:
-        await service.start()
-        try:
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-                return await client.post("/invocations", json={"instances": texts})
-        finally:
-            await service.stop()
-
-    response = asyncio.run(ask(["a great and happy film " * 10, "sad"]))
-    assert response.status_code == 200, response.text
-    assert len(response.json()["predictions"]) == 2
-
-
 def _served_texts(package: Path, texts: list[str]) -> httpx.Response:
     """``{"instances": texts}`` to ``/invocations`` of ``package``, served in this process."""
     import asyncio
@@ -316,6 +280,20 @@ def _served_texts(package: Path, texts: list[str]) -> httpx.Response:
             await service.stop()
 
     return asyncio.run(ask())
+
+
+def test_text_is_truncated_to_the_models_table_of_positions(tmp_path: Path) -> None:
+    """``--max-length 16`` for a model of 6 positions: texts stop at 6 tokens, the model's most.
+
+    Before, the 7-token raw example failed inside the model and the export with it; a served text of
+    7 tokens or more was a 500 ("index out of range in self"), counted against the endpoint.
+    """
+    from tests.pipeline_models import package_text_classifier
+
+    package = package_text_classifier(tmp_path / "pkg", "positional_text_factory")
+    response = _served_texts(package, ["a great and happy film " * 10, "sad"])
+    assert response.status_code == 200, response.text
+    assert len(response.json()["predictions"]) == 2
 
 
 def test_an_empty_text_is_answered_when_the_tokenizer_adds_no_special_tokens(tmp_path: Path) -> None:
