@@ -24,6 +24,7 @@ import orjson
 
 from inference.codecs import oip_binary
 from inference.codecs.base64_text import decode_base64
+from inference.codecs.limits import check_empty_lists
 from inference.codecs.oip_json import requested_outputs, tensor_shape
 from inference.errors import BadRequestError, shown
 from inference.pipeline.requests import check_containers
@@ -67,6 +68,8 @@ def raw_oip_items(
     # A BYTES tensor's data may nest as its shape does ([n, 1]: ["a"], a list per 6 bytes), so only
     # denser bodies (a list per fewer than 3 bytes: [[[...]]]) are refused unparsed.
     check_containers(body, kind, least_bytes=3)
+    # ... nor empty lists ([],: exactly 3 bytes a list), which no BYTES data holds.
+    check_empty_lists(body, "empty lists ([]); a BYTES tensor's data holds its elements in every list")
     try:
         payload: Any = orjson.loads(body)
     except orjson.JSONDecodeError:

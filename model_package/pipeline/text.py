@@ -13,16 +13,21 @@ tokenizer works through the whole text first (3 us a token: 5.5 MB of ``!`` took
 tokens kept). The head, ``_HEAD_CHARS_PER_TOKEN`` characters per token kept, doubled while too
 short, gives the same tokens as the whole text as soon as the tokens kept all come from words
 before the head's last one and end well before the cut (``_CUT_MARGIN`` characters, or the longest
-added token's): tokenizers match added tokens (``[MASK]``) first, then split text into words
-(whitespace, punctuation, GPT-2's ``'ll``) by patterns that look a character or two around them, and
-tokenize each word on its own, so only what lies near the cut can differ. A tokenizer that does not
-split into words (one word per text) reads the whole text, as before. Checked against whole-text
-tokenization on WordPiece (BERT's normaliser), byte-level BPE and Unigram (Metaspace) tokenizers,
-with whitespace runs, combining marks, CJK, emoji, added tokens and contractions across the cut.
+added token's), with something other than whitespace between them and the cut (an added token with
+``lstrip``, as RoBERTa's ``<mask>``, takes in all the whitespace before it). Tokenizers match added
+tokens (``[MASK]``) first, then normalise and split text into words by rules that look a few
+characters around them, and tokenize each word on its own, so only what lies near the cut can
+differ. Only tokenizers built from such rules take the shortcut (``_LOCAL_PRE_TOKENIZERS``,
+``_LOCAL_NORMALIZERS``; a regular expression of the user's, in a ``Split`` or ``Replace``, can span
+any length: a quoted span closing past the cut, say): others, and those that do not split into words
+at all, read the whole text, as before. Checked against whole-text tokenization on WordPiece (BERT's
+normaliser), byte-level BPE and Unigram (Metaspace) tokenizers, with whitespace runs, combining
+marks, CJK, emoji, added tokens, ``lstrip`` and contractions across the cut.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -41,6 +46,16 @@ if TYPE_CHECKING:
 _HEAD_CHARS_PER_TOKEN = 32
 #: The tokens kept from a head end at least this many characters before its cut (see above).
 _CUT_MARGIN = 64
+#: Pre-tokenizers whose splits depend on a few characters around them (``tokenizer.json`` types).
+_LOCAL_PRE_TOKENIZERS = frozenset(
+    {"BertPreTokenizer", "ByteLevel", "Whitespace", "WhitespaceSplit", "Metaspace", "Punctuation", "Digits",
+     "UnicodeScripts", "CharDelimiterSplit"}
+)  # fmt: skip
+#: Normalizers that change a character by what lies a few characters around it, at most.
+_LOCAL_NORMALIZERS = frozenset(
+    {"BertNormalizer", "NFC", "NFD", "NFKC", "NFKD", "Lowercase", "StripAccents", "Strip", "Prepend",
+     "Precompiled", "Nmt", "ByteLevel"}
+)  # fmt: skip
 
 
 class TextEncoder:
@@ -74,8 +89,8 @@ class TextEncoder:
         # Set once at load and never changed: the tokenizer is shared by every request thread.
         self._tokenizer.no_padding()
         self._tokenizer.enable_truncation(self.max_length)
-        added = [token.content for token in self._tokenizer.get_added_tokens_decoder().values()]
-        self._cut_margin = max([_CUT_MARGIN, *(len(content) + 1 for content in added)])
+        self._cut_margin = _cut_margin(self._tokenizer)
+        """How far before a head's cut its kept tokens must end; ``None``: read whole texts (see above)."""
 
     def _pad_id(self) -> int:
         padding = self._tokenizer.padding
@@ -115,6 +130,9 @@ class TextEncoder:
 
     def _encode(self, texts: list[str]) -> list[Encoding]:
         """Each text's encoding, truncated at ``max_length``: from its head where that is the same (see above)."""
+        margin = self._cut_margin
+        if margin is None:
+            return list(self._tokenizer.encode_batch(texts))
         encodings: list[Encoding | None] = [None] * len(texts)
         pending = list(range(len(texts)))
         head = self.max_length * _HEAD_CHARS_PER_TOKEN
@@ -122,7 +140,8 @@ class TextEncoder:
             batch = [texts[index][:head] for index in pending]
             still: list[int] = []
             for index, encoding in zip(pending, self._tokenizer.encode_batch(batch), strict=True):
-                if len(texts[index]) <= head or _kept_tokens_precede_cut(encoding, head - self._cut_margin):
+                text = texts[index]
+                if len(text) <= head or _kept_tokens_precede_cut(encoding, text[:head], margin):
                     encodings[index] = encoding
                 else:
                     still.append(index)
@@ -130,9 +149,9 @@ class TextEncoder:
         return [encoding for encoding in encodings if encoding is not None]
 
 
-def _kept_tokens_precede_cut(encoding: Encoding, before: int) -> bool:
-    """Whether every token kept comes from a word before the last word of the (truncated) head, and
-    ends at character ``before`` or earlier.
+def _kept_tokens_precede_cut(encoding: Encoding, head: str, margin: int) -> bool:
+    """Whether every token kept from ``head`` comes from a word before its last word, ends ``margin``
+    characters or more before its end, and has something other than whitespace after it.
 
     The tokens cut off by truncation are in ``overflowing``; the last of them belongs to the last word.
     """
@@ -142,4 +161,27 @@ def _kept_tokens_precede_cut(encoding: Encoding, before: int) -> bool:
     last = [word for word in encoding.overflowing[-1].word_ids if word is not None]
     if not kept or not last:
         return False
-    return max(word for word, _ in kept) < max(last) and max(end for _, end in kept) <= before
+    end = max(end for _, end in kept)
+    return max(word for word, _ in kept) < max(last) and end <= len(head) - margin and not head[end:].isspace()
+
+
+def _cut_margin(tokenizer: Tokenizer) -> int | None:
+    """How far before a head's cut its kept tokens must end for this tokenizer; ``None`` when its
+    normalizer or pre-tokenizer may look further (a user's regular expression): whole texts, then."""
+    config = json.loads(tokenizer.to_str())
+    lengths = [_CUT_MARGIN, *(len(token.get("content", "")) + 1 for token in config.get("added_tokens") or ())]
+    for component, local, children in (
+        (config.get("normalizer"), _LOCAL_NORMALIZERS, "normalizers"),
+        (config.get("pre_tokenizer"), _LOCAL_PRE_TOKENIZERS, "pretokenizers"),
+    ):
+        stack = [component] if component else []
+        while stack:
+            step = stack.pop()
+            kind = step.get("type")
+            if kind == "Sequence":
+                stack.extend(step.get(children) or ())
+            elif kind in ("Replace", "Split") and set(step.get("pattern") or {}) == {"String"}:
+                lengths.append(len(step["pattern"]["String"]) + 1)  # a literal: as long as it is
+            elif kind not in local:
+                return None
+    return max(lengths)

@@ -47,11 +47,14 @@ def test_a_body_of_more_containers_than_instances_could_hold_is_refused_unparsed
 
 def test_the_open_inference_protocol_route_is_bounded_too(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("inference.pipeline.oip.orjson.loads", lambda _: pytest.fail("parsed before refused"))
-    # Denser than a BYTES tensor nested by its shape can be (a list per 3 bytes: [[""]],).
-    data = b"[" + b",".join([b"[[[]]]"] * 300_000) + b"]"
-    body = b'{"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ' + data + b"}]}"
-    with pytest.raises(BadRequestError, match="holds more arrays and objects"):
-        raw_oip_items(body, "text")
+    # Denser than a BYTES tensor nested by its shape can be (a list per 3 bytes: [[""]],), and empty lists.
+    for data, refusal in (
+        (b"[" + b",".join([b"[[[]]]"] * 300_000) + b"]", "holds more arrays and objects"),
+        (b"[" + b",".join([b"[]"] * 500_000) + b"]", "holds empty lists"),
+    ):
+        body = b'{"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ' + data + b"}]}"
+        with pytest.raises(BadRequestError, match=refusal):
+            raw_oip_items(body, "text")
 
 
 def test_texts_full_of_brackets_still_pass() -> None:
