@@ -206,9 +206,16 @@ def test_one_row_whose_answer_grows_with_the_request_is_the_clients_413(tmp_path
     assert answered.status_code == 200, answered.text
 
 
+@pytest.fixture(scope="module")
+def text_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.pipeline_models import package_text_classifier
+
+    return package_text_classifier(tmp_path_factory.mktemp("text") / "pkg")
+
+
 @pytest.mark.parametrize("route", ["/invocations", "/v2/models/tiny-text/infer"])
 def test_a_pipeline_answer_that_cannot_fit_is_refused_before_any_text_is_read(
-    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, route: str
+    text_package: Path, monkeypatch: pytest.MonkeyPatch, route: str
 ) -> None:
     """300,000 texts were tokenized and scored for 6 s before their answer was refused as too large."""
     import asyncio
@@ -216,9 +223,8 @@ def test_a_pipeline_answer_that_cannot_fit_is_refused_before_any_text_is_read(
     from inference.app import create_app
     from inference.metrics import ServerMetrics
     from inference.service import load_service
-    from tests.pipeline_models import package_text_classifier
 
-    package = package_text_classifier(tmp_path_factory.mktemp("text") / "pkg")
+    package = text_package
     config = load_config(
         {"MODEL_SERVER_LOG_LEVEL": "WARNING", "MODEL_SERVER_MAX_RESPONSE_BYTES": str(LIMIT)}, model_dir=package
     )
