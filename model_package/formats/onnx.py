@@ -316,7 +316,11 @@ def _position_bounds(path: Path) -> dict[str, int]:
     except Exception as exc:  # ONNX Runtime read the file; the onnx package is not what serving depends on
         logger.warning("cannot read %s's graph for its sequence bounds: %s", path.name, one_line_error(exc))
         return {}
-    return position_table_bounds(graph)
+    try:
+        return position_table_bounds(graph)
+    except Exception as exc:  # a graph this reader does not know: serve it without the bound, logged
+        logger.warning("cannot read %s's position tables: %s", path.name, one_line_error(exc), exc_info=True)
+        return {}
 
 
 def _load_session(path: Path, signature: Signature, *, threads: int | None) -> OnnxLoadedModel:

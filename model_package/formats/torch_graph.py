@@ -16,11 +16,13 @@ instead of failing inside it as a 500 that the endpoint's alarms and automatic r
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from model_package.formats._torch import torch
 from model_package.formats.axis_rules import AxisRules, from_named_axes
 
+_log = logging.getLogger(__name__)
 _aten = torch.ops.aten
 #: Ops whose output holds exactly their first argument's values (a new shape, device or dtype).
 _SAME_VALUES = frozenset(
@@ -64,7 +66,12 @@ def program_axis_rules(program: Any) -> AxisRules:
         for symbol, bounds in program.range_constraints.items()
         if isinstance(bounds.upper, sympy.Integer)  # unbounded is torch's int_oo
     }
-    for symbol, rows in position_table_bounds(program).items():
+    try:
+        tables = position_table_bounds(program)
+    except Exception as exc:  # a graph this reader does not know: serve it without the bound, logged
+        _log.warning("cannot read the program's position tables: %s: %s", type(exc).__name__, exc, exc_info=True)
+        tables = {}
+    for symbol, rows in tables.items():
         most[symbol] = min(rows, most.get(symbol, rows))
     return from_named_axes(named, most=most)
 

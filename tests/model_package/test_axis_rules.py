@@ -159,3 +159,17 @@ def test_a_table_that_grows_with_the_sequence_sets_no_bound(tmp_path: Path) -> N
 
     (summed,) = _ids(tmp_path / "sinus", 40).values()
     assert summed.shape == (1, 4)
+
+
+def test_a_graph_the_reader_cannot_follow_still_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reading position tables is a safeguard: a fault in it loses the bound (logged), not the model."""
+    from model_package.formats import torch_graph
+
+    package = _positions_package(tmp_path, "offset", 34)
+
+    def broken(_: object) -> dict[object, int]:
+        raise IndexError("an op this reader has not seen")
+
+    monkeypatch.setattr(torch_graph, "position_table_bounds", broken)
+    (summed,) = _ids(package, 8).values()
+    assert summed.shape == (1, 4)

@@ -93,3 +93,21 @@ def test_a_range_of_another_step_or_a_size_of_a_fixed_axis_sets_no_bound() -> No
     fixed.input[0].type.tensor_type.shape.dim[1].ClearField("dim_param")
     fixed.input[0].type.tensor_type.shape.dim[1].dim_value = 6
     assert position_table_bounds(fixed) == {}
+
+
+def test_a_graph_the_reader_cannot_follow_still_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from model_package.formats import onnx as onnx_format
+
+    def broken(_: object) -> dict[str, int]:
+        raise KeyError("an op this reader has not seen")
+
+    monkeypatch.setattr(onnx_format, "position_table_bounds", broken)
+    path = tmp_path / "model.onnx"
+    onnx.save(helper.make_model(_graph(DYNAMO, "n"), opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    signature = Signature(
+        inputs=(TensorSpec(name="ids", dtype="int64", shape=(-1, -1)),),
+        outputs=(TensorSpec(name="output", dtype="float32", shape=()),),
+    )
+    model = _load_session(path, signature, threads=1)
+    assert not model.axis_rules.most
+    assert model.predict({"ids": np.zeros((1, 4), np.int64)})["output"].shape == ()
