@@ -20,7 +20,7 @@ over twice as many as valid rows could hold.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -165,8 +165,7 @@ def _check_depth(body: bytes, signature: Signature, form: BodyForm) -> None:
     allowed = max(len(spec.shape) for spec in signature.inputs) - (1 if form == "JSON Lines" else 0)
     depth = deepest = 0
     # A block at a time, the depth carried over: whole-body temporaries were 5x the body (int32 steps).
-    for start in range(0, len(body), _DEPTH_BLOCK):
-        data = np.frombuffer(body, np.uint8, count=min(_DEPTH_BLOCK, len(body) - start), offset=start)
+    for data in _blocks(body):
         steps = (data == ord("[")).astype(np.int32)
         steps -= data == ord("]")
         np.cumsum(steps, out=steps)
@@ -225,20 +224,15 @@ def check_empty_lists(body: bytes, holds: str) -> None:
 
 
 def _empty_lists(body: bytes, *, outside_strings: bool = False) -> int:
-    text = _without_escapes(body) if outside_strings else body
-    count, inside, previous = 0, 0, 0
-    for start in range(0, len(text), _DEPTH_BLOCK):
-        data = np.frombuffer(text, np.uint8, count=min(_DEPTH_BLOCK, len(text) - start), offset=start)
-        closes = data == ord("]")
-        opens = np.empty_like(closes)
+    """The ``[]`` in ``body`` (a pair may straddle two blocks); with ``outside_strings``, outside JSON strings."""
+    count, previous = 0, 0
+    for data, outside in _blocks_outside_strings(body) if outside_strings else _plain_blocks(body):
+        opens = np.empty(len(data), dtype=bool)
         opens[0] = previous == _OPENERS[0]
         np.equal(data[:-1], _OPENERS[0], out=opens[1:])
-        pairs = opens & closes
-        if outside_strings:
-            parity = np.cumsum(data == _QUOTE, dtype=np.int32)
-            parity += inside
-            pairs &= (parity & 1) == 0
-            inside = int(parity[-1]) & 1
+        pairs = opens & (data == ord("]"))
+        if outside is not None:
+            pairs &= outside  # the "[" just before an outside "]" is outside too: no quote between them
         count += int(np.count_nonzero(pairs))
         previous = int(data[-1])
     return count
@@ -253,26 +247,39 @@ def count_containers(body: bytes, *, outside_strings: bool = False) -> int:
     """The ``[`` and ``{`` in ``body``; with ``outside_strings``, only those outside JSON strings.
 
     Outside strings, in NumPy passes a block at a time (most of them without the interpreter lock; a
-    regular expression removing the strings held it 0.4 s for 6 MB of ``"[",``). Escaped backslashes,
-    then escaped quotes, are dropped first (JSON reads escapes left to right, as ``bytes.replace``
-    does), so every quote left opens or closes a string, and a byte is inside one when an odd number
-    of quotes precede it.
+    regular expression removing the strings held it 0.4 s for 6 MB of ``"[",``): see
+    :func:`_blocks_outside_strings`.
     """
     if not outside_strings:
         data = np.frombuffer(body, np.uint8)
         return int(np.count_nonzero(data == _OPENERS[0])) + int(np.count_nonzero(data == _OPENERS[1]))
-    text = _without_escapes(body)
-    count, inside = 0, 0
+    return sum(
+        int(np.count_nonzero(outside & ((data == _OPENERS[0]) | (data == _OPENERS[1]))))
+        for data, outside in _blocks_outside_strings(body)
+    )
+
+
+def _blocks(text: bytes) -> Iterator[np.ndarray]:
+    """``text`` as NumPy views of :data:`_DEPTH_BLOCK` bytes: whole-body temporaries would be 4-5x the body."""
     for start in range(0, len(text), _DEPTH_BLOCK):
-        data = np.frombuffer(text, np.uint8, count=min(_DEPTH_BLOCK, len(text) - start), offset=start)
+        yield np.frombuffer(text, np.uint8, count=min(_DEPTH_BLOCK, len(text) - start), offset=start)
+
+
+def _plain_blocks(body: bytes) -> Iterator[tuple[np.ndarray, None]]:
+    for data in _blocks(body):
+        yield data, None
+
+
+def _blocks_outside_strings(body: bytes) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The blocks of ``body`` without its escapes, each with a mask of the bytes outside JSON strings.
+
+    Escaped backslashes, then escaped quotes, are dropped first (JSON reads escapes left to right, as
+    ``bytes.replace`` does), so every quote left opens or closes a string, and a byte is inside one
+    when an odd number of quotes precede it (the count carried from block to block).
+    """
+    inside = 0
+    for data in _blocks(body.replace(b"\\\\", b"").replace(b'\\"', b"")):
         parity = np.cumsum(data == _QUOTE, dtype=np.int32)
         parity += inside
-        outside = (parity & 1) == 0
-        count += int(np.count_nonzero(outside & ((data == _OPENERS[0]) | (data == _OPENERS[1]))))
         inside = int(parity[-1]) & 1
-    return count
-
-
-def _without_escapes(body: bytes) -> bytes:
-    """``body`` without escaped backslashes, then escaped quotes: every quote left opens or closes a string."""
-    return body.replace(b"\\\\", b"").replace(b'\\"', b"")
+        yield data, (parity & 1) == 0

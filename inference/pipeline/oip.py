@@ -24,10 +24,9 @@ import orjson
 
 from inference.codecs import oip_binary
 from inference.codecs.base64_text import decode_base64
-from inference.codecs.limits import check_empty_lists
+from inference.codecs.limits import check_containers_per_byte, check_empty_lists
 from inference.codecs.oip_json import requested_outputs, tensor_shape
 from inference.errors import BadRequestError, shown
-from inference.pipeline.requests import check_containers
 from model_package.pipeline.runner import RawItem
 
 #: The output tensors a pipeline's answers become, by the kind of its output.
@@ -67,7 +66,9 @@ def raw_oip_items(
         return None  # no BYTES tensor: the model's own tensors, read (and bounded) by the tensor codec
     # A BYTES tensor's data may nest as its shape does ([n, 1]: ["a"], a list per 6 bytes), so only
     # denser bodies (a list per fewer than 3 bytes: [[[...]]]) are refused unparsed.
-    check_containers(body, kind, least_bytes=3)
+    check_containers_per_byte(
+        body, 3, "more arrays and objects than a BYTES tensor's data, flat or nested as its shape, could"
+    )
     # ... nor empty lists ([],: exactly 3 bytes a list), which no BYTES data holds.
     check_empty_lists(body, "empty lists ([]); a BYTES tensor's data holds its elements in every list")
     try:

@@ -144,16 +144,15 @@ def _utf8(body: bytes, what: str) -> str:
         raise BadRequestError(f"{what} is not valid UTF-8 (byte {exc.start}); send UTF-8 text") from None
 
 
-def check_containers(body: bytes, kind: str, *, id_depth: int = 1, least_bytes: int | None = None) -> None:
+def check_containers(body: bytes, kind: str, *, id_depth: int = 1) -> None:
     """A 400 for a large body with more JSON arrays and objects than valid items of ``kind`` could hold.
 
     Parsing costs per array, not per byte, and holds the interpreter throughout: 4 MB of ``[[],[],...]``
     to a text model, or 700,000 candidates each nested ``[[[1]]]``, kept ``/ping`` waiting 1.3-2.4 s
     before the items were refused. Brackets are counted first (one NumPy pass); only a body over the
-    bound is counted again outside its strings (texts may hold brackets). ``least_bytes`` overrides the
-    kind's fewest bytes per array or object.
+    bound is counted again outside its strings (texts may hold brackets).
     """
-    least = least_bytes or _BYTES_PER_CONTAINER.get(kind) or nested_list_bytes(id_depth)
+    least = _BYTES_PER_CONTAINER.get(kind) or nested_list_bytes(id_depth)
     check_containers_per_byte(
         body,
         least,
